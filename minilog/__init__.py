@@ -1,0 +1,1 @@
+"""minilog package."""

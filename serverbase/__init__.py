@@ -1,0 +1,1 @@
+"""serverbase package."""
