@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine (Python 3.11 and pip):
+#   make run    start minibroker (port 5673) and minilog (port 9093), data in ./data
+#   make test   run the whole test suite
+# Each creates .venv and installs the package with its extras when needed.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test test-deep bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(PY) -m serverbase.launcher $(RUN_ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The longer, deeper hypothesis profile, on demand.
+test-deep: $(VENV)/.installed
+	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m bench list
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Benchmarks of minibroker, minilog and real brokers on the same workloads."""

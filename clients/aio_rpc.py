@@ -1,0 +1,145 @@
+"""An asyncio connection to either server: the layer under the aio-pika and aiokafka style clients.
+
+`await AsyncRpcConnection.connect(host, port)` does the handshake. `await conn.call(op, args)`
+sends a request and waits for its reply; `conn.send(op, args, want_reply=False)` queues one
+without waiting. Requests queued in one loop turn leave in one write. Pushes from the server
+go to `on_push(event, body)`, which the client above sets.
+"""
+
+import asyncio
+
+from .protocol.client_state import ClientConnectionState
+from .protocol.errors import BrokerError, ProtocolViolation
+from .protocol.frames import ErrorReply, Push
+from .protocol.framing import DEFAULT_MAX_FRAME
+from .rpc import ConnectionClosed
+
+
+class _ClientProtocol(asyncio.Protocol):
+    def __init__(self, conn):
+        self.conn = conn
+
+    def connection_made(self, transport):
+        self.conn._transport = transport
+
+    def data_received(self, data):
+        self.conn._data_received(data)
+
+    def connection_lost(self, exc):
+        self.conn._lost(exc)
+
+    def pause_writing(self):
+        self.conn._can_write.clear()
+
+    def resume_writing(self):
+        self.conn._can_write.set()
+
+
+class AsyncRpcConnection:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME):
+        self.state = ClientConnectionState(max_frame)
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[int, asyncio.Future] = {}
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self.closed = False
+        self.close_reason: BaseException | None = None
+        self.server_info: dict | None = None
+        self.on_push = lambda event, body: None
+        self.on_async_error = lambda error: None
+        self.on_close = lambda exc: None
+
+    @classmethod
+    async def connect(cls, host: str, port: int, client_name: str = "python-asyncio-client",
+                      credentials: dict | None = None, max_frame: int = DEFAULT_MAX_FRAME,
+                      timeout: float = 10.0):
+        conn = cls(max_frame)
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.create_connection(lambda: _ClientProtocol(conn), host, port), timeout)
+        rid, frame = conn.state.hello(client_name, credentials)
+        fut = loop.create_future()
+        conn._pending[rid] = fut
+        conn._write(frame)
+        conn.server_info = await asyncio.wait_for(fut, timeout)
+        conn.state.accept_hello(conn.server_info)
+        return conn
+
+    # ---- sending -----------------------------------------------------------------------
+    def _write(self, frame: bytes) -> None:
+        if self.closed:
+            raise ConnectionClosed() if self.close_reason is None else ConnectionClosed(str(self.close_reason))
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and not self.closed:
+            out, self._out = self._out, []
+            self._transport.writelines(out)
+
+    def send(self, op: str, args=None, want_reply: bool = True) -> asyncio.Future | None:
+        rid, frame = self.state.encode_request(op, {} if args is None else args, want_reply)
+        fut = None
+        if rid:
+            fut = self._loop.create_future()
+            self._pending[rid] = fut
+        self._write(frame)
+        return fut
+
+    async def call(self, op: str, args=None, timeout: float | None = 30.0):
+        fut = self.send(op, args)
+        if timeout is None:
+            return await fut
+        return await asyncio.wait_for(fut, timeout)
+
+    async def drain(self) -> None:
+        """Wait while the socket's send buffer is full (backpressure for fast producers)."""
+        await self._can_write.wait()
+
+    # ---- receiving ---------------------------------------------------------------------
+    def _data_received(self, data) -> None:
+        try:
+            events = self.state.receive_data(data)
+        except (ProtocolViolation, BrokerError) as exc:
+            self._transport.close()
+            self._lost(exc)
+            return
+        for event in events:
+            if type(event) is Push:
+                self.on_push(event.event, event.body)
+                continue
+            fut = self._pending.pop(event.id, None)
+            if fut is None:
+                if type(event) is ErrorReply:
+                    self.on_async_error(event.exception())
+                continue
+            if fut.done():
+                continue
+            if type(event) is ErrorReply:
+                fut.set_exception(event.exception())
+            else:
+                fut.set_result(event.result)
+
+    def _lost(self, exc) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = exc
+        error = ConnectionClosed() if exc is None else ConnectionClosed(f"connection lost: {exc}")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(error)
+        self._pending.clear()
+        self._can_write.set()
+        self.on_close(exc)
+
+    async def close(self) -> None:
+        if self._transport is not None and not self.closed:
+            self._flush()
+            self._transport.close()
+            self._lost(None)

@@ -1,0 +1,96 @@
+"""Length-prefixed msgpack framing, with no I/O (sans-IO, in the manner of h11).
+
+A frame on the wire is a 4-byte big-endian unsigned length N followed by N bytes that hold
+exactly one msgpack object. `FrameDecoder` takes bytes in whatever pieces the network hands
+over and gives back whole decoded objects; `encode_frame` does the reverse. Neither knows
+what the objects mean: that is `frames.py`.
+
+Speed matters here, since every message crosses this code twice: the decoder parses straight
+out of the bytes it was given when it holds no leftover, and only keeps the unfinished tail.
+"""
+
+from struct import Struct
+
+import msgpack
+
+from .errors import CorruptFrame, FrameTooLarge
+
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+LENGTH = Struct(">I")
+HEADER_SIZE = LENGTH.size
+_unpack_length = LENGTH.unpack_from
+_unpackb = msgpack.unpackb
+
+
+def encode_frame(obj, packer=None) -> bytes:
+    """Encode one object as one frame. Pass a reused `msgpack.Packer` on hot paths."""
+    body = packer.pack(obj) if packer is not None else msgpack.packb(obj, use_bin_type=True)
+    return LENGTH.pack(len(body)) + body
+
+
+def new_packer() -> msgpack.Packer:
+    """A packer with the settings the protocol needs: str as str, bytes as bin."""
+    return msgpack.Packer(use_bin_type=True, autoreset=True)
+
+
+def frame_header(body_length: int) -> bytes:
+    """The 4 length bytes, for a sender that writes the body itself (for example with sendfile)."""
+    return LENGTH.pack(body_length)
+
+
+
+
+class FrameDecoder:
+    """Turns a byte stream into decoded frames.
+
+    `feed(data)` returns the list of objects completed by `data` (often empty, often many).
+    It raises `FrameTooLarge` as soon as a length prefix over `max_frame` is seen, before the
+    body arrives, and `CorruptFrame` for a body that is not one msgpack object. After either,
+    the stream has no trustworthy frame boundary left, so the caller closes the connection.
+    """
+
+    __slots__ = ("max_frame", "_buf")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME):
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a frame not yet complete."""
+        return len(self._buf)
+
+    def feed(self, data) -> list:
+        if self._buf:
+            self._buf += data
+            source = self._buf
+        else:
+            source = data
+        frames = []
+        end_of_data = len(source)
+        pos = 0
+        max_frame = self.max_frame
+        append = frames.append
+        view = memoryview(source)
+        try:
+            while end_of_data - pos >= HEADER_SIZE:
+                (size,) = _unpack_length(source, pos)
+                if size > max_frame:
+                    raise FrameTooLarge(size, max_frame)
+                end = pos + HEADER_SIZE + size
+                if end > end_of_data:
+                    break
+                # msgpack >= 1.0 defaults: str as str, map keys must be str or bytes.
+                append(_unpackb(view[pos + HEADER_SIZE:end]))
+                pos = end
+        except FrameTooLarge:
+            raise
+        except Exception as exc:  # msgpack raises several types; all mean "not msgpack"
+            raise CorruptFrame(f"{type(exc).__name__}: {exc}") from None
+        finally:
+            view.release()
+        if source is self._buf:
+            del self._buf[:pos]
+        elif pos < end_of_data:
+            self._buf += source[pos:]
+        return frames

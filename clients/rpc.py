@@ -1,0 +1,152 @@
+"""A blocking connection to either server: requests, replies and pushes over a plain socket.
+
+This is the layer the pika-style and confluent-style blocking clients stand on. It wraps the
+sans-IO `ClientConnectionState` with a socket and adds what a blocking program needs:
+
+- `send()` queues a request without waiting; many queued requests go out in one `sendall`
+  (pipelining and write coalescing, so a publish loop needs no round trip per message);
+- `call()` sends and waits for that request's reply, raising `BrokerError` for an error reply;
+- frames the server pushes (deliveries, returns, confirms) are collected in `pushes` for the
+  client above to drain, and errors for requests sent without a reply in `async_errors`.
+"""
+
+import collections
+import select
+import socket
+import time
+
+from .protocol.client_state import ClientConnectionState
+from .protocol.errors import BrokerError, ErrorCode
+from .protocol.frames import ErrorReply, Push, Response
+from .protocol.framing import DEFAULT_MAX_FRAME
+
+# Flush queued requests once this many bytes wait, so memory stays bounded in a publish loop.
+WRITE_BUFFER_LIMIT = 256 * 1024
+READ_SIZE = 1 << 20
+
+
+class ConnectionClosed(BrokerError):
+    def __init__(self, message="the server closed the connection"):
+        super().__init__("CONNECTION_CLOSED", message)
+
+
+class RpcConnection:
+    def __init__(self, host: str, port: int, client_name: str = "python-client",
+                 credentials: dict | None = None, connect_timeout: float = 10.0,
+                 max_frame: int = DEFAULT_MAX_FRAME):
+        self.sock = socket.create_connection((host, port), timeout=connect_timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(None)
+        self.state = ClientConnectionState(max_frame)
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self.replies: dict[int, object] = {}
+        self.pushes: collections.deque = collections.deque()
+        self.async_errors: collections.deque = collections.deque()
+        self.closed = False
+        rid, frame = self.state.hello(client_name, credentials)
+        self._queue(frame)
+        self.server_info = self.wait(rid, timeout=connect_timeout)
+        self.state.accept_hello(self.server_info)
+
+    # ---- sending -----------------------------------------------------------------------
+    def _queue(self, frame: bytes) -> None:
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        if self._out_bytes >= WRITE_BUFFER_LIMIT:
+            self.flush()
+
+    def send(self, op: str, args=None, want_reply: bool = True) -> int:
+        """Queue a request; returns its id (0 when no reply was asked for)."""
+        if self.closed:
+            raise ConnectionClosed()
+        rid, frame = self.state.encode_request(op, {} if args is None else args, want_reply)
+        self._queue(frame)
+        return rid
+
+    def flush(self) -> None:
+        if self._out:
+            data = b"".join(self._out)
+            self._out.clear()
+            self._out_bytes = 0
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                self._mark_closed()
+                raise ConnectionClosed(f"connection lost while sending: {exc}") from None
+
+    def call(self, op: str, args=None, timeout: float | None = 30.0):
+        return self.wait(self.send(op, args), timeout)
+
+    # ---- receiving ---------------------------------------------------------------------
+    def wait(self, rid: int, timeout: float | None = 30.0):
+        """Wait for the reply to request `rid`; returns its result or raises BrokerError."""
+        self.flush()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while rid not in self.replies:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"no reply to request {rid} within {timeout} s")
+            self.read(remaining)
+        reply = self.replies.pop(rid)
+        if type(reply) is ErrorReply:
+            raise reply.exception()
+        return reply.result
+
+    def read(self, timeout: float | None) -> bool:
+        """Read what the server sent, waiting up to `timeout` (None: forever). True if anything came."""
+        self.flush()
+        if timeout is not None:
+            ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
+            if not ready:
+                return False
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except OSError as exc:
+            self._mark_closed()
+            raise ConnectionClosed(f"connection lost: {exc}") from None
+        if not data:
+            self._mark_closed()
+            raise ConnectionClosed()
+        self._handle(self.state.receive_data(data))
+        return True
+
+    def _handle(self, events) -> None:
+        for event in events:
+            t = type(event)
+            if t is Push:
+                self.pushes.append(event)
+            elif event.id == 0:
+                self.async_errors.append(event)
+            else:
+                self.replies[event.id] = event
+
+    def _mark_closed(self):
+        self.closed = True
+
+    def raise_async_error(self) -> None:
+        """Raise the oldest error for a request sent without a reply, if there is one."""
+        if self.async_errors:
+            raise self.async_errors.popleft().exception()
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self.flush()
+            except BrokerError:
+                pass
+            self.closed = True
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+__all__ = ["RpcConnection", "ConnectionClosed", "ErrorCode", "Response"]

@@ -1,0 +1,15 @@
+"""`minibroker` / `python -m minibroker`: run the routing broker."""
+
+import sys
+
+from serverbase.cli import run_server
+
+from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinibrokerServer
+
+
+def main(argv=None) -> int:
+    return run_server(MinibrokerServer, argv, default_port=DEFAULT_PORT, default_data_dir=DEFAULT_DATA_DIR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

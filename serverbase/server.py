@@ -1,0 +1,238 @@
+"""The asyncio server both brokers build on.
+
+`BrokerServer` listens, creates a `ClientConnection` per client, answers the ops every server
+has (`hello`, `ping`, `server_info`) and dispatches the rest to methods its subclass marks
+with `@op("name")`. A handler gets the connection and the request's args and returns the
+result (sent as the response), a coroutine (awaited in a task, then sent), or `DEFERRED`
+when it will answer by itself later. Raising `BrokerError` sends that error; any other
+exception is logged and answered with INTERNAL_ERROR, and the connection lives on.
+"""
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+
+from clients.protocol.errors import BrokerError, ErrorCode
+from clients.protocol.framing import DEFAULT_MAX_FRAME
+from clients.protocol.handshake import PROTOCOL_VERSION, check_hello
+
+from .args import ensure_map
+from .connection import ClientConnection
+
+log = logging.getLogger("serverbase.server")
+
+DEFERRED = object()
+
+
+def op(name: str):
+    """Mark a method of a BrokerServer subclass as the handler of wire op `name`."""
+    def mark(fn):
+        fn._wire_op = name
+        return fn
+    return mark
+
+
+class BrokerServer:
+    name = "broker"
+    version = "0.1.0"
+    features: tuple = ()
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
+                 max_frame: int = DEFAULT_MAX_FRAME, credentials: dict | None = None):
+        self.host = host
+        self.port = port
+        self.data_dir = data_dir
+        self.max_frame = max_frame
+        self.credentials = credentials  # {username: password}; None means no authentication
+        self.connections: dict[int, ClientConnection] = {}
+        self.started_at = time.monotonic()
+        self._conn_ids = itertools.count(1)
+        self._listener: asyncio.AbstractServer | None = None
+        self._periodic: list[asyncio.Task] = []
+        self._stopped = asyncio.Event()
+        self._ops = self._collect_ops()
+
+    # ---- construction from the command line ---------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        """Subclasses add their own flags (fsync policy, defaults for topics...)."""
+
+    @classmethod
+    def from_args(cls, args):
+        from .cli import parse_credentials
+        return cls(host=args.host, port=args.port, data_dir=args.data_dir,
+                   max_frame=args.max_frame, credentials=parse_credentials(args.user))
+
+    # ---- ops table ---------------------------------------------------------------------
+    def _collect_ops(self) -> dict:
+        table = {}
+        for klass in reversed(type(self).__mro__):
+            for attr in vars(klass).values():
+                name = getattr(attr, "_wire_op", None)
+                if name is not None:
+                    table[name] = getattr(self, attr.__name__)
+        return table
+
+    @property
+    def ops(self) -> list[str]:
+        return sorted(self._ops)
+
+    def dispatch(self, conn: ClientConnection, req) -> None:
+        if req.op == "hello":
+            self._hello(conn, req)
+            return
+        handler = self._ops.get(req.op)
+        if handler is None:
+            conn.send_error(req.id, ErrorCode.UNKNOWN_OP,
+                            f"{self.name} has no op '{req.op}'; it knows: {', '.join(['hello'] + self.ops)}")
+            return
+        try:
+            result = handler(conn, ensure_map(req.args))
+        except BrokerError as exc:
+            conn.send_error(req.id, exc.code, exc.message)
+            return
+        except Exception as exc:
+            log.exception("op %r failed on connection %s", req.op, conn.id)
+            conn.send_error(req.id, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            return
+        if result is DEFERRED:
+            return
+        if asyncio.iscoroutine(result):
+            conn.run_async(req.id, result)
+        elif req.id:
+            conn.send_response(req.id, result)
+
+    # ---- ops every server has ----------------------------------------------------------
+    def _hello(self, conn, req) -> None:
+        """The handshake. A refused hello closes the connection after the error is sent."""
+        try:
+            if conn.handshake_done:
+                raise BrokerError(ErrorCode.BAD_REQUEST, "hello was already sent on this connection")
+            _, client, credentials, client_max = check_hello(ensure_map(req.args))
+            conn.user = self.authenticate(credentials)
+        except BrokerError as exc:
+            conn.send_error(req.id, exc.code, exc.message)
+            if not conn.handshake_done:
+                conn.close()
+            return
+        conn.client_name = client
+        conn.handshake_done = True
+        if client_max is not None:
+            # Batches of pushes must fit in what this client accepts.
+            conn.send_limit = min(conn.send_limit, client_max)
+        conn.send_response(req.id, {
+            "server": self.name,
+            "version": self.version,
+            "protocol": PROTOCOL_VERSION,
+            # What we accept from this client; a client may announce less for what it accepts.
+            "max_frame": self.max_frame,
+            "features": list(self.features),
+            "connection_id": conn.id,
+        })
+
+    def authenticate(self, credentials):
+        if self.credentials is None:
+            return (credentials or {}).get("username")
+        if not credentials:
+            raise BrokerError(ErrorCode.NOT_AUTHORIZED, "this server requires credentials {username, password}")
+        user, password = credentials.get("username"), credentials.get("password")
+        if user not in self.credentials or self.credentials[user] != password:
+            raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"bad username or password for user {user!r}")
+        return user
+
+    @op("ping")
+    def op_ping(self, conn, args):
+        return {"pong": True, "echo": args.get("echo")}
+
+    @op("server_info")
+    def op_server_info(self, conn, args):
+        info = {
+            "server": self.name,
+            "version": self.version,
+            "protocol": PROTOCOL_VERSION,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "connections": len(self.connections),
+            "max_frame": self.max_frame,
+            "features": list(self.features),
+            "ops": self.ops,
+            "pid": os.getpid(),
+        }
+        info.update(self.extra_info())
+        return info
+
+    def extra_info(self) -> dict:
+        """Subclasses add their own figures (queues, topics, messages) to server_info."""
+        return {}
+
+    # ---- connection lifecycle hooks ----------------------------------------------------
+    def _connection_opened(self, conn):
+        self.connections[conn.id] = conn
+        self.on_connection_opened(conn)
+
+    def _connection_closed(self, conn):
+        self.connections.pop(conn.id, None)
+        try:
+            self.on_connection_closed(conn)
+        except Exception:
+            log.exception("cleanup of connection %s failed", conn.id)
+
+    def on_connection_opened(self, conn):
+        pass
+
+    def on_connection_closed(self, conn):
+        pass
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def start(self):
+        """Open storage (subclass hook `open`), then listen. Sets `self.port` if it was 0."""
+        if self.data_dir:
+            os.makedirs(self.data_dir, exist_ok=True)
+        await self.open()
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(
+            lambda: ClientConnection(self, next(self._conn_ids)),
+            self.host, self.port, reuse_address=True, backlog=1024,
+        )
+        self.port = self._listener.sockets[0].getsockname()[1]
+        self.started_at = time.monotonic()
+        return self
+
+    def every(self, seconds: float, fn) -> None:
+        """Run `fn()` every `seconds` until the server stops (TTL sweeps, retention...)."""
+        async def loop_forever():
+            while True:
+                await asyncio.sleep(seconds)
+                try:
+                    result = fn()
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception:
+                    log.exception("periodic task %s failed", getattr(fn, "__name__", fn))
+        self._periodic.append(asyncio.get_running_loop().create_task(loop_forever()))
+
+    async def stop(self):
+        """Stop accepting, close every connection, then let the subclass flush and close files."""
+        if self._listener is not None:
+            self._listener.close()
+        for task in self._periodic:
+            task.cancel()
+        for conn in list(self.connections.values()):
+            conn.close()
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
+        await asyncio.sleep(0)  # let connection_lost callbacks run before storage closes
+        await self.close()
+        self._stopped.set()
+
+    async def wait_stopped(self):
+        await self._stopped.wait()
+
+    # ---- subclass storage hooks --------------------------------------------------------
+    async def open(self):
+        """Open or recover storage under `self.data_dir`."""
+
+    async def close(self):
+        """Flush and close storage."""

@@ -1,0 +1,88 @@
+"""Shared fixtures: real servers on 127.0.0.1, ephemeral ports, temporary data directories.
+
+`minibroker_server` / `minilog_server` run in-process (a thread with its own loop);
+`minibroker_process` / `minilog_process` run as subprocesses that can be killed. The factory
+fixtures (`start_minibroker`, `start_minilog`, `spawn_server`) start more of either, with
+extra options, and stop them all at the end of the test.
+"""
+
+import os
+import sys
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import ServerProcess, ServerThread  # noqa: E402
+
+settings.register_profile("ci", max_examples=60, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("deep", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def start_minibroker(tmp_path):
+    from minibroker.server import MinibrokerServer
+    started = []
+
+    def start(data_dir=None, **kwargs):
+        server = ServerThread(MinibrokerServer, data_dir or tmp_path / f"minibroker-{len(started)}", **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def start_minilog(tmp_path):
+    from minilog.server import MinilogServer
+    started = []
+
+    def start(data_dir=None, **kwargs):
+        server = ServerThread(MinilogServer, data_dir or tmp_path / f"minilog-{len(started)}", **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def minibroker_server(start_minibroker):
+    return start_minibroker()
+
+
+@pytest.fixture
+def minilog_server(start_minilog):
+    return start_minilog()
+
+
+@pytest.fixture
+def spawn_server(tmp_path):
+    """spawn_server("minibroker", data_dir=None, extra_args=()) -> a started ServerProcess."""
+    started = []
+
+    def spawn(module, data_dir=None, extra_args=()):
+        proc = ServerProcess(module, data_dir or tmp_path / f"{module}-proc-{len(started)}", extra_args)
+        started.append(proc)
+        return proc.start()
+
+    yield spawn
+    for proc in reversed(started):
+        proc.kill()
+
+
+@pytest.fixture
+def minibroker_process(spawn_server):
+    return spawn_server("minibroker")
+
+
+@pytest.fixture
+def minilog_process(spawn_server):
+    return spawn_server("minilog")

@@ -1,0 +1,109 @@
+"""The sans-IO codec alone: frames survive any split, bad bytes give the documented errors."""
+
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given, strategies as st
+
+from clients.protocol import frames
+from clients.protocol.client_state import ClientConnectionState
+from clients.protocol.errors import BrokerError, CorruptFrame, ErrorCode, FrameTooLarge
+from clients.protocol.framing import FrameDecoder, encode_frame
+
+# Values msgpack can carry and bring back unchanged (lists stay lists, str vs bin kept apart).
+msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=50) | st.binary(max_size=200),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    max_leaves=20,
+)
+
+
+@given(messages=st.lists(msgpack_values, max_size=30), cuts=st.lists(st.integers(0, 10_000), max_size=20))
+def test_any_messages_cut_anywhere_decode_to_the_same_list(messages, cuts):
+    stream = b"".join(encode_frame(m) for m in messages)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    pieces = [stream[a:b] for a, b in zip([0] + points, points + [len(stream)])]
+    decoder = FrameDecoder()
+    decoded = []
+    for piece in pieces:
+        decoded.extend(decoder.feed(piece))
+    assert decoded == messages
+    assert decoder.buffered == 0
+
+
+@given(messages=st.lists(msgpack_values, min_size=1, max_size=10))
+def test_byte_at_a_time_feed_decodes(messages):
+    stream = b"".join(encode_frame(m) for m in messages)
+    decoder = FrameDecoder()
+    decoded = []
+    for i in range(len(stream)):
+        decoded.extend(decoder.feed(stream[i:i + 1]))
+    assert decoded == messages
+
+
+def test_bytes_travel_as_bin_and_text_as_str():
+    payload = bytes(range(256))
+    [obj] = FrameDecoder().feed(encode_frame({"body": payload, "name": "q"}))
+    assert type(obj["body"]) is bytes and obj["body"] == payload
+    assert type(obj["name"]) is str
+
+
+def test_oversized_length_prefix_is_refused_before_the_body_arrives():
+    decoder = FrameDecoder(max_frame=1024)
+    with pytest.raises(FrameTooLarge) as info:
+        decoder.feed(struct.pack(">I", 1025))
+    assert info.value.code == ErrorCode.FRAME_TOO_LARGE
+    assert "1025" in info.value.message and "1024" in info.value.message
+
+
+def test_frame_at_the_limit_is_accepted():
+    body = msgpack.packb(b"x" * (1024 - 3))
+    assert len(body) == 1024
+    assert FrameDecoder(max_frame=1024).feed(struct.pack(">I", 1024) + body) == [b"x" * 1021]
+
+
+@given(garbage=st.binary(min_size=1, max_size=64))
+def test_garbage_body_raises_corrupt_frame_or_decodes(garbage):
+    decoder = FrameDecoder()
+    try:
+        out = decoder.feed(struct.pack(">I", len(garbage)) + garbage)
+    except CorruptFrame as exc:
+        assert exc.code == ErrorCode.CORRUPT_FRAME
+    else:
+        # Some byte strings are one valid msgpack object; then it must equal a plain unpack.
+        assert out == [msgpack.unpackb(garbage, raw=False, strict_map_key=False)]
+
+
+def test_trailing_bytes_inside_a_frame_are_corrupt():
+    body = msgpack.packb(1) + msgpack.packb(2)
+    with pytest.raises(CorruptFrame):
+        FrameDecoder().feed(struct.pack(">I", len(body)) + body)
+
+
+@pytest.mark.parametrize("obj", [None, 5, "x", [], [9, 1, "ping", {}], [0, -1, "ping", {}], [0, 1, 7, {}], [1, 2, 3]])
+def test_bad_envelopes_are_bad_requests(obj):
+    with pytest.raises(BrokerError) as info:
+        frames.parse_request(obj)
+    assert info.value.code == ErrorCode.BAD_REQUEST
+
+
+def test_request_envelope_round_trip():
+    req = frames.parse_request(FrameDecoder().feed(encode_frame(frames.request(7, "ping", {"a": 1})))[0])
+    assert req == frames.Request(7, "ping", {"a": 1})
+
+
+def test_client_state_turns_server_bytes_into_events():
+    state = ClientConnectionState()
+    data = (encode_frame(frames.response(1, {"ok": True})) + encode_frame(frames.error(2, "NOT_FOUND", "no queue 'q'"))
+            + encode_frame(frames.push("deliver", [1, 2])))
+    events = state.receive_data(data[:5]) + state.receive_data(data[5:])
+    assert events == [frames.Response(1, {"ok": True}), frames.ErrorReply(2, "NOT_FOUND", "no queue 'q'"),
+                      frames.Push("deliver", [1, 2])]
+
+
+def test_client_state_refuses_to_send_an_oversized_frame():
+    state = ClientConnectionState(max_frame=2048)
+    with pytest.raises(FrameTooLarge):
+        state.encode_request("publish", {"body": b"x" * 4096})
