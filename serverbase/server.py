@@ -223,7 +223,11 @@ class BrokerServer:
         if self._listener is not None:
             await self._listener.wait_closed()
             self._listener = None
-        await asyncio.sleep(0)  # let connection_lost callbacks run before storage closes
+        # connection_lost runs on a later loop turn; the broker's cleanup for each connection
+        # (requeue, exclusive queues) must happen before its storage closes.
+        deadline = time.monotonic() + 5.0
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
         await self.close()
         self._stopped.set()
 
