@@ -239,9 +239,10 @@ class LogSegment:
         end = start + first.size
         if end < limit:
             # Jump close to the limit through the index, then walk the last few headers.
+            # Batches before that entry end at or before it, so the slice can extend to it.
             _, position = self.index.lookup_position(limit)
-            position = max(position, end)
-            for pos, h in self._headers(position, size):
+            end = max(position, end)
+            for pos, h in self._headers(end, size):
                 if pos + h.size > limit:
                     break
                 end = pos + h.size
