@@ -90,6 +90,10 @@ class OffsetIndex(IndexFile):
             return
         offsets, positions = self._columns()
         offs, poss = list(offsets), list(positions)
+        if isinstance(offsets, memoryview):
+            # A view left alive (say by a traceback) would stop the map from ever closing.
+            offsets.release()
+            positions.release()
         if any(a >= b for a, b in zip(offs, offs[1:])) or any(a >= b for a, b in zip(poss, poss[1:])):
             raise CorruptIndexError(f"{self.path}: entries are not strictly increasing")
         if poss[-1] >= log_size:

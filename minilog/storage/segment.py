@@ -22,6 +22,7 @@ from typing import Iterator
 from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, BatchError, BatchHeader, InvalidBatchError,
                                   decode_batch, read_header, validate)
 
+from .index_file import CorruptIndexError
 from .offset_index import OffsetIndex
 from .time_index import TimeIndex
 
@@ -75,12 +76,15 @@ class LogSegment:
 
     # -- opening ----------------------------------------------------------
 
-    def open_indexes(self) -> None:
-        """Map both index files; raises CorruptIndexError if one is unusable (caller rebuilds)."""
+    def open_indexes(self, expect_existing: bool = True) -> None:
+        """Map both index files; raises CorruptIndexError if one is unusable or missing (caller rebuilds)."""
         self.close_indexes()
+        missing = [suffix for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX) if not os.path.exists(self._path(suffix))]
         self.index = OffsetIndex(self._path(INDEX_SUFFIX), self.base_offset, self._max_index_bytes, self.active)
         self.time_index = TimeIndex(self._path(TIME_INDEX_SUFFIX), self.base_offset, self._max_index_bytes,
                                     self.active)
+        if missing and self.size and expect_existing:
+            raise CorruptIndexError(f"{self.log_path}: missing {' and '.join(missing)} file")
 
     def discard_indexes(self) -> None:
         """Delete both index files and open empty ones (before a rebuild)."""
@@ -90,7 +94,7 @@ class LogSegment:
                 os.unlink(self._path(suffix))
             except FileNotFoundError:
                 pass
-        self.open_indexes()
+        self.open_indexes(expect_existing=False)
 
     def close_indexes(self) -> None:
         for idx in (self.index, self.time_index):
@@ -115,6 +119,8 @@ class LogSegment:
             if first and h.base_offset != offset:
                 raise InvalidBatchError(f"{self.log_path}: index says offset {offset} at position {position}, "
                                         f"found batch {h.base_offset}")
+            elif pos - position >= self.index_interval_bytes:
+                raise CorruptIndexError(f"{self.log_path}: index has no entry for the batch at position {pos}")
             first = False
             if h.max_timestamp > max_ts:
                 max_ts, offset_of_max = h.max_timestamp, h.base_offset
