@@ -74,11 +74,12 @@ class FetchResponse:
                          p.pack("results"), p.pack_array_header(self._count)))
         return [_LENGTH.pack(len(head) + self._size), head, *self._pieces]
 
-    def send(self, conn, request_id: int, use_sendfile: bool = True) -> None:
+    def send(self, conn, request_id: int, use_sendfile: bool = True) -> int:
+        """Write the reply on `conn`; returns the record bytes that went out with os.sendfile."""
         conn.flush()  # replies queued before this one go first
         transport = conn.transport
         if conn.closed or transport is None or transport.is_closing():
-            return
+            return 0
         pieces = self.pieces(request_id)
         fd = -1
         if use_sendfile and transport.get_write_buffer_size() == 0 and self._records_bytes >= SENDFILE_MIN_BYTES:
@@ -86,7 +87,8 @@ class FetchResponse:
             fd = sock.fileno() if sock is not None else -1
         if fd < 0:
             transport.writelines([p.read() if type(p) is FileSlice else p for p in pieces])
-            return
+            return 0
+        by_sendfile = 0
         pending: list = []   # small pieces waiting to be written before the next sendfile
         direct = True        # True while everything so far went straight to the socket
         for piece in pieces:
@@ -101,7 +103,8 @@ class FetchResponse:
             if direct:
                 sent = _sendfile(fd, piece, conn)
                 if sent is None:
-                    return  # the connection broke and was closed
+                    return by_sendfile  # the connection broke and was closed
+                by_sendfile += sent
                 if sent < piece.length:
                     direct = False
                     pending.append(os.pread(piece.fd, piece.length - sent, piece.position + sent))
@@ -112,6 +115,7 @@ class FetchResponse:
                 _write_direct(fd, pending, transport)
             else:
                 transport.writelines(pending)
+        return by_sendfile
 
 
 def _write_direct(fd: int, pending: list, transport) -> bool:

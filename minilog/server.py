@@ -107,6 +107,7 @@ class MinilogServer(BrokerServer):
         self.group_commit: GroupCommit | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._current_rid = 0
+        self.sendfile_bytes = 0   # record bytes fetched with os.sendfile (server_info)
 
     # ---- command line ------------------------------------------------------------------
     @classmethod
@@ -170,7 +171,8 @@ class MinilogServer(BrokerServer):
         if self.topics is None:
             return {}
         return {"topics": len(self.topics.names()), "groups": len(self.groups.list_groups()),
-                "fsync_rounds": self.group_commit.rounds, "durable_acks": self.group_commit.requests}
+                "fsync_rounds": self.group_commit.rounds, "durable_acks": self.group_commit.requests,
+                "sendfile_bytes": self.sendfile_bytes}
 
     def dispatch(self, conn, req) -> None:
         # Ops that write their own reply frame (fetch) need the request id.
@@ -333,7 +335,7 @@ class MinilogServer(BrokerServer):
         max_bytes = min(max_bytes, conn.send_limit - 64 - PARTITION_OVERHEAD * len(parts))
         resp, done = self._read_fetch(parts, max_bytes, min_bytes)
         if done or max_wait_ms <= 0:
-            resp.send(conn, rid, self.fetch_sendfile)
+            self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
         else:
             self._spawn(conn, rid, self._fetch_waiting(conn, rid, parts, max_bytes, min_bytes, max_wait_ms))
         return DEFERRED
@@ -395,10 +397,10 @@ class MinilogServer(BrokerServer):
                 break
             resp, done = self._read_fetch(parts, max_bytes, min_bytes)
             if done:
-                resp.send(conn, rid, self.fetch_sendfile)
+                self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
                 return
         resp, _ = self._read_fetch(parts, max_bytes, min_bytes)
-        resp.send(conn, rid, self.fetch_sendfile)
+        self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
 
     @staticmethod
     def _spawn(conn, rid, coro) -> None:
