@@ -244,9 +244,8 @@ class Broker:
         arguments = arguments or {}
         now = self.clock()
         if passive:
-            queue = self.get_queue(name, session)
-            queue.last_used = now
-            return queue
+            # A passive declare only looks: it does not renew an x-expires lease.
+            return self.get_queue(name, session)
         server_named = not name
         if server_named:
             name = server_named_queue()
