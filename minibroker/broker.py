@@ -88,8 +88,8 @@ class Broker:
             if ch.closed:
                 continue
             if ch.outbox:
-                entries = ch.take_deliveries()
-                too_large = ch.session.sink.deliver(ch.number, entries)
+                entries, nbytes = ch.take_deliveries()
+                too_large = ch.session.sink.deliver(ch.number, entries, nbytes)
                 if too_large:
                     for tag in too_large:
                         if tag in ch.unacked:
@@ -415,6 +415,7 @@ class Broker:
         now = self.clock()
         publish = self.publish
         exchanges = self.exchanges
+        queues_by_name = self.queues
         confirm = channel.confirm_mode
         errors = None
         last_name = None
@@ -426,9 +427,12 @@ class Broker:
                     last_name = name
                     exchange = exchanges.get(name) if type(name) is str else None
                 if exchange is not None and not exchange.internal and type(body) is bytes and type(rk) is str:
-                    queues = exchange.route(rk, None)
-                    if len(queues) == 1:
-                        q = queues[0]
+                    if name == "":
+                        q = queues_by_name.get(rk)      # the default exchange, without a tuple per message
+                    else:
+                        queues = exchange.route(rk, None)
+                        q = queues[0] if len(queues) == 1 else None
+                    if q is not None:
                         if q.fast:
                             if confirm:
                                 channel.publish_seq += 1

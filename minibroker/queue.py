@@ -234,6 +234,7 @@ class MessageQueue:
                     append([ctag, tag, msg.redelivered, msg.exchange, msg.routing_key, msg.body, msg.properties])
                     tag += 1
                     sent += 1
+                channel.outbox_bytes += self.ready_bytes - ready_bytes
                 self.ready_bytes = ready_bytes
                 channel.next_tag = tag
                 consumer.unacked += sent
