@@ -53,7 +53,6 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        now = self.broker.clock()
         for number in list(self.channels):
             self.close_channel(number)
         for queue in list(self.exclusive_queues):
