@@ -24,6 +24,7 @@ from .ready_list import FifoReadyList, PriorityReadyList
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 DRAIN_LIMIT = 4096        # deliveries one queue makes in one loop turn, so no queue hogs the loop
+DRAIN_BYTES = 4 << 20     # nor more body bytes than this (a no-ack consumer of big messages)
 PER_MESSAGE_SWEEP_INTERVAL = 1.0   # full scans for per-message TTL, at most this often (seconds)
 
 
@@ -202,7 +203,8 @@ class MessageQueue:
             sent = 0
             if consumer.no_ack:
                 deliver = channel.deliver
-                while sent < credit and ready:
+                floor = self.ready_bytes - DRAIN_BYTES
+                while sent < credit and ready and self.ready_bytes > floor:
                     msg = ready.popleft()
                     self.ready_bytes -= msg.size
                     if expiring and msg.expires_at and msg.expires_at <= now:
@@ -220,7 +222,8 @@ class MessageQueue:
                 ctag = consumer.tag
                 tag = channel.next_tag
                 ready_bytes = self.ready_bytes
-                while sent < credit and ready:
+                floor = ready_bytes - DRAIN_BYTES
+                while sent < credit and ready and ready_bytes > floor:
                     msg = popleft()
                     ready_bytes -= msg.size
                     if expiring and msg.expires_at and msg.expires_at <= now:
@@ -243,10 +246,16 @@ class MessageQueue:
                     channel.dirty = True
                     self.broker.channel_dirty(channel)
             budget -= sent
+            if sent < credit and ready:
+                budget = 0          # the loop stopped at the byte budget: more next turn
         else:
             n = len(consumers)
             rr = self._rr % n
+            floor = self.ready_bytes - DRAIN_BYTES
             while ready and budget > 0:
+                if self.ready_bytes <= floor:
+                    budget = 0
+                    break
                 for k in range(n):
                     consumer = consumers[(rr + k) % n]
                     if consumer.credit() > 0:
@@ -334,19 +343,21 @@ class MessageQueue:
         """Periodic sweep: drop (dead-letter) expired ready messages so counts stay true."""
         ready = self.ready
         expired = []
-        if self.ttl is not None and type(ready) is FifoReadyList:
+        fifo = type(ready) is FifoReadyList
+        if self.ttl is not None and fifo:
             # With one TTL for all, positions order expiry: stop at the first live head.
             while ready and ready[0].expires_at and ready[0].expires_at <= now:
                 m = ready.popleft()
                 self.ready_bytes -= m.size
                 expired.append(m)
-        if (self.has_message_expiry or type(ready) is not FifoReadyList) and \
-                now - self._last_full_sweep >= (PER_MESSAGE_SWEEP_INTERVAL if len(ready) > 10000 else 0):
-            self._last_full_sweep = now
-            gone = ready.remove_if(lambda m: m.expires_at and m.expires_at <= now)
-            for m in gone:
-                self.ready_bytes -= m.size
-            expired.extend(gone)
+        if self.has_message_expiry or (self.ttl is not None and not fifo):
+            # Expiry order is not queue order here: scan, but rarely once the queue is long.
+            if len(ready) <= 10000 or now - self._last_full_sweep >= PER_MESSAGE_SWEEP_INTERVAL:
+                self._last_full_sweep = now
+                gone = ready.remove_if(lambda m: m.expires_at and m.expires_at <= now)
+                for m in gone:
+                    self.ready_bytes -= m.size
+                expired.extend(gone)
         if expired:
             self.discard(expired, "expired")
 

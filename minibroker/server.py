@@ -264,8 +264,9 @@ class MinibrokerServer(BrokerServer):
             if channel.confirm_mode:
                 channel.publish_seq += 1
                 channel.nacks.append(channel.publish_seq)
-                self.broker.channel_dirty(channel) if not channel.dirty else None
-                channel.dirty = True
+                if not channel.dirty:
+                    channel.dirty = True
+                    self.broker.channel_dirty(channel)
             raise BrokerError(ErrorCode.BAD_REQUEST,
                               f"channel {channel.number}: publish needs exchange (str), routing_key (str) and body (bin)")
         broker = self.broker
