@@ -306,7 +306,8 @@ class MessageQueue:
         """Delivered messages come back (nack/reject with requeue, channel closed): requeue them.
 
         Each return counts as a delivery attempt; under `x-delivery-limit` a message returned
-        more often than the limit is dead-lettered (reason `delivery_limit`) instead.
+        more often than the limit is dead-lettered (reason `delivery_limit`) instead, and the
+        others carry the count so far in the `x-delivery-count` header.
         """
         if self.deleted:
             for m in msgs:
@@ -321,6 +322,13 @@ class MessageQueue:
             if limit is not None and m.delivery_count > limit:
                 over.append(m)
             else:
+                if limit is not None:
+                    # As RabbitMQ's quorum queues do, tell the consumer how often it came back.
+                    properties = dict(m.properties) if m.properties else {}
+                    headers = dict(properties.get("headers") or {})
+                    headers["x-delivery-count"] = m.delivery_count
+                    properties["headers"] = headers
+                    m.properties = properties
                 back.append(m)
         if back:
             self.ready.requeue(back)

@@ -88,6 +88,8 @@ def test_poison_message_stops_at_the_delivery_limit_and_lands_in_the_dlq(client,
     deliveries = 0
     while True:
         entries = client.take_deliveries(1)
+        headers = (entries[0][6] or {}).get("headers") or {}
+        assert headers.get("x-delivery-count", 0) == deliveries
         deliveries += 1
         client.call("nack", ch=1, delivery_tag=entries[0][1], requeue=True)
         if deliveries == 3:
