@@ -389,14 +389,14 @@ class Broker:
                                                     routing_key, body, properties)
             return
         accepted = True
-        first = True
-        for q in queues:
-            if first:
-                first = False
-                if not q.publish(msg, now):
+        if len(queues) == 1:
+            accepted = queues[0].publish(msg, now)
+        else:
+            # Copy before any queue takes it: a store may drop the body of a stored copy.
+            copies = [msg] + [msg.copy_for_queue() for _ in range(len(queues) - 1)]
+            for q, m in zip(queues, copies):
+                if not q.publish(m, now):
                     accepted = False
-            elif not q.publish(msg.copy_for_queue(), now):
-                accepted = False
         if not accepted and channel.confirm_mode:
             channel.nacks.append(channel.publish_seq)
 

@@ -223,6 +223,7 @@ class MessageQueue:
                 tag = channel.next_tag
                 ready_bytes = self.ready_bytes
                 floor = ready_bytes - DRAIN_BYTES
+                stored = stored_bytes = 0
                 while sent < credit and ready and ready_bytes > floor:
                     msg = popleft()
                     ready_bytes -= msg.size
@@ -231,17 +232,27 @@ class MessageQueue:
                             expired = []
                         expired.append(msg)
                         continue
+                    if msg.store_id is not None:
+                        # A stored message takes the full path: the store hears of the delivery
+                        # and may have to supply the body (Channel.deliver counts it itself).
+                        channel.next_tag = tag
+                        channel.deliver(consumer, msg)
+                        tag += 1
+                        sent += 1
+                        stored += 1
+                        stored_bytes += msg.size
+                        continue
                     msg.tag = tag
                     msg.consumer = consumer
                     unacked[tag] = msg
                     append([ctag, tag, msg.redelivered, msg.exchange, msg.routing_key, msg.body, msg.properties])
                     tag += 1
                     sent += 1
-                channel.outbox_bytes += self.ready_bytes - ready_bytes
+                channel.outbox_bytes += self.ready_bytes - ready_bytes - stored_bytes
                 self.ready_bytes = ready_bytes
                 channel.next_tag = tag
-                consumer.unacked += sent
-                self.unacked += sent
+                consumer.unacked += sent - stored
+                self.unacked += sent - stored
                 if sent and not channel.dirty:
                     channel.dirty = True
                     self.broker.channel_dirty(channel)

@@ -134,3 +134,55 @@ def test_restore_helpers_rebuild_a_queue_with_messages():
     got = ch.get(broker.queues["q"], True, broker.clock())
     assert got["body"] == b"high" and got["redelivered"] is True
     assert broker.route(broker.exchanges["ex"], "a.x", None) == (broker.queues["q"],)
+
+
+class LazyStore(RecordingStore):
+    """Drops bodies from memory once stored, as a store with lazy bodies may."""
+
+    def enqueue(self, queue, msg):
+        super().enqueue(queue, msg)
+        self.bodies = getattr(self, "bodies", {})
+        self.bodies[msg.store_id] = msg.body
+        msg.body = None
+
+    def read_body(self, msg):
+        self.calls.append(("read_body", msg.store_id))
+        return self.bodies[msg.store_id]
+
+    def delivered(self, queue, msg):
+        self.calls.append(("delivered", queue.name, msg.store_id))
+
+
+def test_push_deliveries_of_stored_messages_tell_the_store_and_read_lazy_bodies():
+    store = LazyStore()
+    broker = Broker(store=store)
+    sink = Sink()
+    session = broker.open_session(sink)
+    broker.declare_queue(session, "q", durable=True)
+    ch = session.channel(1)
+    ch.consume(broker.queues["q"], "c", False, False, {}, broker.clock())
+    broker.publish_batch(ch, [["", "q", b"a", PERSISTENT, False], ["", "q", b"b", None, False],
+                              ["", "q", b"c", PERSISTENT, False]])
+    broker.run_turn()
+    assert [e[5] for e in sink.deliveries] == [b"a", b"b", b"c"]
+    assert [e[1] for e in sink.deliveries] == [1, 2, 3]
+    assert [c for c in store.calls if c[0] == "delivered"] == [("delivered", "q", 1), ("delivered", "q", 2)]
+    assert broker.queues["q"].unacked == 3 and len(ch.unacked) == 3
+    assert ch.consumers["c"].unacked == 3
+    ch.ack(3, True)
+    assert broker.queues["q"].unacked == 0 and ch.consumers["c"].unacked == 0
+
+
+def test_fanout_copies_keep_their_bodies_when_the_store_drops_one():
+    store = LazyStore()
+    broker = Broker(store=store)
+    session = broker.open_session(Sink())
+    broker.declare_queue(session, "durable", durable=True)
+    broker.declare_queue(session, "transient")
+    for name in ("durable", "transient"):
+        broker.bind_queue(session, name, "amq.fanout")
+    broker.publish_batch(session.channel(1), [["amq.fanout", "", b"body", PERSISTENT, False]])
+    got = session.channel(1).get(broker.queues["transient"], True, broker.clock())
+    assert got["body"] == b"body"
+    got = session.channel(1).get(broker.queues["durable"], True, broker.clock())
+    assert got["body"] == b"body"
