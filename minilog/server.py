@@ -70,21 +70,6 @@ def _append_error(exc: Exception, topic: str, partition: int) -> list:
     raise exc
 
 
-def _undo_partial_write(plog) -> None:
-    """After an OSError mid-append (disk full), cut the active segment back to what it accounts for.
-
-    LogSegment.append may have written part of the batches before the error; the segment's
-    `size` was not advanced, so the next append would land after the torn bytes.
-    """
-    import os
-    segment = plog.active_segment
-    try:
-        if os.fstat(segment.fd).st_size > segment.size:
-            os.ftruncate(segment.fd, segment.size)
-    except OSError as exc:
-        log.error("could not cut torn bytes off %s: %s", segment.log_path, exc)
-
-
 class MinilogServer(BrokerServer):
     """minilog: a log-based stream in the spirit of Kafka."""
 
@@ -275,11 +260,9 @@ class MinilogServer(BrokerServer):
                 if topic in INTERNAL_TOPICS:
                     raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
                 plog = get_log(topic, partition, True)
-                try:
-                    info = plog.append(batch)
-                except OSError:
-                    _undo_partial_write(plog)
-                    raise
+                # A failed write raises SegmentWriteError (an OSError) after the storage
+                # engine cut the torn bytes off: nothing of this entry was stored.
+                info = plog.append(batch)
             except Exception as exc:
                 results.append([topic, partition, -1, _append_error(exc, topic, partition)])
                 continue

@@ -16,7 +16,7 @@ from .config import InvalidConfigError, LogConfig
 from .log import AppendInfo, LogClosedError, OffsetOutOfRangeError, PartitionLog, RecordTooLargeError
 from .log_manager import LogManager, UnknownTopicOrPartitionError
 from .retention import apply_retention
-from .segment import FileSlice, LogSegment
+from .segment import FileSlice, LogSegment, SegmentWriteError
 
 __all__ = [
     "AppendInfo",
@@ -29,6 +29,7 @@ __all__ = [
     "OffsetOutOfRangeError",
     "PartitionLog",
     "RecordTooLargeError",
+    "SegmentWriteError",
     "UnknownTopicOrPartitionError",
     "apply_retention",
 ]

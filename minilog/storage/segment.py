@@ -36,6 +36,15 @@ _SCAN_CHUNK = 64 * 1024
 _RECOVER_CHUNK = 8 * 1024 * 1024
 
 
+class SegmentWriteError(OSError):
+    """A write to a segment failed (disk full, I/O error); the segment was cut back to its last good size.
+
+    It is an OSError with the original errno, so callers that map OSError to a
+    storage error keep working; the message names the file and says nothing of
+    the failed batches was kept.
+    """
+
+
 class FileSlice(namedtuple("FileSlice", "fd position length")):
     """A run of whole batches inside an open segment file.
 
@@ -194,15 +203,34 @@ class LogSegment:
     def append(self, data: memoryview, headers: list[BatchHeader]) -> None:
         """Write validated, offset-assigned batches (``data`` is exactly those batches)."""
         position = self.size
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # regular files rarely write short, but may (e.g. > 2 GiB)
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            raise self._undo_partial_write(exc) from exc
         if self.created_ms is None:
             self.created_ms = time.time_ns() // 1_000_000
-        written = os.write(self._fd, data)
-        while written < len(data):  # regular files rarely write short, but may (e.g. > 2 GiB)
-            written += os.write(self._fd, data[written:])
         for h in headers:
             self._index_batch(h, position)
             position += h.size
         self.size = position
+
+    def _undo_partial_write(self, exc: OSError) -> SegmentWriteError:
+        """Cut the file back to ``size`` after a failed write; returns the error to raise.
+
+        A write that fails midway (ENOSPC after some pages) leaves torn bytes
+        after the last whole batch. ``size`` was not advanced, but the fd is
+        O_APPEND: without the cut, the next batch would land after the garbage
+        and recovery would later drop it and everything after it.
+        """
+        try:
+            if os.fstat(self._fd).st_size > self.size:
+                os.ftruncate(self._fd, self.size)
+            cut = "nothing of it was kept"
+        except OSError as cut_exc:  # the segment now ends in garbage; recovery cuts it at the next start
+            cut = f"and cutting the torn bytes off failed too ({cut_exc})"
+        return SegmentWriteError(exc.errno, f"{self.log_path}: write failed ({exc.strerror or exc}); {cut}")
 
     # -- reading ----------------------------------------------------------
 

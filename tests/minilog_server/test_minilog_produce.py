@@ -141,3 +141,39 @@ def test_storage_error_on_append_is_reported_not_fatal(server):
         server.call(repair)
         assert produce(c, "disk", 0, batch([b"second"]))[0] == ["disk", 0, 1, None]
         assert record_values(fetch(c, "disk", 0, 0)[3]) == [b"first", b"second"]
+
+
+def test_disk_full_mid_write_gives_storage_error_and_the_next_produce_lands_intact(server, monkeypatch):
+    import errno
+    import os
+
+    from minilog.storage import segment as segment_module
+
+    class DiskFullOnce:
+        failed = False
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def write(self, fd, data):
+            if self.failed:
+                return os.write(fd, data)
+            self.failed = True
+            os.write(fd, bytes(data[:len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with connect(server) as c:
+        create(c, "full")
+        produce(c, "full", 0, batch(values(3)))
+        monkeypatch.setattr(segment_module, "os", DiskFullOnce())
+        row, = produce(c, "full", 0, batch(values(40, b"lost")))
+        assert row[2] == -1 and row[3][0] == ErrorCode.STORAGE_ERROR and "No space" in row[3][1]
+        row, = produce(c, "full", 0, batch([b"after"]), acks=-1)
+        monkeypatch.undo()
+        assert row[2:] == [3, None]
+        error, hw, _, records = fetch(c, "full", 0, 0)
+        assert error is None and hw == 4
+        assert record_values(records) == values(3) + [b"after"]
+    server.restart()
+    with connect(server) as c:
+        assert record_values(fetch(c, "full", 0, 0)[3]) == values(3) + [b"after"]
