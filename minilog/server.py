@@ -143,6 +143,8 @@ class MinilogServer(BrokerServer):
         # One thread: fsync rounds run one after another anyway, and never queue behind other work.
         self._fsync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minilog-fsync")
         self.group_commit = GroupCommit(asyncio.get_running_loop(), self._fsync_executor)
+        # flush.messages / flush.ms flushes go through the same fsync thread: never on the loop.
+        self.logs.set_flush_requester(self.group_commit.request_flush)
         self.every(GROUP_TICK_S, self.groups.tick)
         self.every(STORAGE_TICK_S, self._storage_tick)
 

@@ -45,6 +45,7 @@ class LogManager:
         self.default_config = default_config or LogConfig()
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._topic_overrides: dict[str, dict] = {}
+        self._flush_requester = None
         os.makedirs(os.path.join(data_dir, TOPIC_CONFIG_DIR), exist_ok=True)
         self._load()
 
@@ -71,7 +72,22 @@ class LogManager:
             if m is None or not os.path.isdir(path) or name == TOPIC_CONFIG_DIR:
                 continue
             topic, partition = m.group(1), int(m.group(2))
-            self._logs[(topic, partition)] = PartitionLog.open(path, self.config_for(topic))
+            self._logs[(topic, partition)] = self._open_log(path, topic)
+
+    def set_flush_requester(self, requester) -> None:
+        """Hand the flushes flush.messages / flush.ms make due to ``requester(log)`` (None: flush inline).
+
+        See ``PartitionLog.flush_requester``: a server passes a callable that runs the
+        fsync off its event loop. Applies to every open log and to those created later.
+        """
+        self._flush_requester = requester
+        for log in self._logs.values():
+            log.flush_requester = requester
+
+    def _open_log(self, path: str, topic: str) -> PartitionLog:
+        log = PartitionLog.open(path, self.config_for(topic))
+        log.flush_requester = self._flush_requester
+        return log
 
     # -- topics and partitions ----------------------------------------------
 
@@ -99,7 +115,7 @@ class LogManager:
         key = (topic, partition)
         if key not in self._logs:
             path = os.path.join(self.data_dir, f"{topic}-{partition}")
-            self._logs[key] = PartitionLog.open(path, self.config_for(topic))
+            self._logs[key] = self._open_log(path, topic)
             fsync_dir(self.data_dir)
         return self._logs[key]
 

@@ -313,6 +313,10 @@ class LogSegment:
             self.index.flush()
             self.time_index.flush()
 
+    def index_fds(self) -> list[int]:
+        """File descriptors of both indexes (for an fsync on another thread: see log.FlushPlan)."""
+        return [idx.fd for idx in (self.index, self.time_index) if idx is not None]
+
     def index_room(self) -> int:
         """How many more batches the indexes can surely take."""
         return min(self.index.free_slots, self.time_index.free_slots)

@@ -177,3 +177,33 @@ def test_disk_full_mid_write_gives_storage_error_and_the_next_produce_lands_inta
     server.restart()
     with connect(server) as c:
         assert record_values(fetch(c, "full", 0, 0)[3]) == values(3) + [b"after"]
+
+
+def test_flush_messages_fsyncs_run_on_the_fsync_thread_not_the_event_loop(server, monkeypatch):
+    import os
+    import threading
+
+    from harness import wait_until
+    from minilog.storage import log as log_module
+    from minilog.storage import segment as segment_module
+
+    threads = []
+
+    class RecordingOs:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def fsync(self, fd):
+            threads.append(threading.current_thread().name)
+            return os.fsync(fd)
+
+    with connect(server) as c:
+        create(c, "synced", config={"flush.messages": 1, "segment.bytes": 300})
+        monkeypatch.setattr(log_module, "os", RecordingOs())
+        monkeypatch.setattr(segment_module, "os", RecordingOs())
+        for i in range(10):
+            assert produce(c, "synced", 0, batch([b"x" * 50]))[0][3] is None
+        plog = server.server.logs.get_log("synced", 0)
+        wait_until(lambda: server.call(lambda: plog.flushed_offset) == 10, message="flush.messages flushes")
+        monkeypatch.undo()
+    assert threads and all(name.startswith("minilog-fsync") for name in threads), threads
