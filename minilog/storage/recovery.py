@@ -12,7 +12,9 @@ Holds the start-up procedure (documented step by step in
 4. after an unclean shutdown, validate batch by batch every segment from the
    one holding the recovery point onwards: the first bad or partial batch and
    everything after it (including later segments) is cut off, and the indexes
-   are rebuilt — which also discards preallocated index entries beyond the log;
+   are rebuilt — which also discards preallocated index entries beyond the log.
+   A segment of that range that does not continue the one before it (that one
+   lost pages, or all of them) is cut off with everything after it too;
 5. fsync what was repaired and move the recovery point to the log end.
 
 Corruption is repaired, never raised: a broken log must not stop a broker.
@@ -123,7 +125,8 @@ class LogLoader:
                 truncated += segment.size
                 self._drop(segment, "follows a truncated segment")
                 continue
-            needs_recovery = recover_from is not None and segment.base_offset >= recover_from
+            unflushed = recover_from is not None and segment.base_offset >= recover_from
+            needs_recovery = unflushed
             try:
                 segment.open_indexes()
             except CorruptIndexError as exc:
@@ -148,6 +151,15 @@ class LogLoader:
             if kept and kept[-1].next_offset != segment.base_offset:
                 if segment.size == 0:
                     self._drop(segment, "empty segment that does not continue the log")
+                    continue
+                if unflushed and kept[-1].base_offset >= recover_from:
+                    # Both were written after the last flush: the one before lost its tail (or all
+                    # of it) to the crash. Keeping this one would put a hole in the log and keep
+                    # records newer than ones that are gone; a log is a prefix, so cut here.
+                    # (Gaps below the recovery point are legitimate: the cleaner leaves them.)
+                    truncated += segment.size
+                    self._drop(segment, f"unflushed segment after offsets lost from {kept[-1].next_offset}")
+                    cut = True
                     continue
                 logger.warning("%s: offsets %d..%d are missing between segments", self.directory,
                                kept[-1].next_offset, segment.base_offset - 1)
