@@ -369,6 +369,29 @@ class PartitionLog:
                     new_start)
         return count
 
+    def replace_segment(self, old: LogSegment, new: LogSegment | None, now_ms: int | None = None) -> None:
+        """Put the cleaner's rewrite of sealed segment ``old`` in its place (None: drop ``old``, it kept nothing).
+
+        The files are already swapped on disk (``cleaner.py`` documents the
+        protocol); this swaps the in-memory segment. The log start offset does
+        not move: compaction removes records, not a prefix of the log. ``old``
+        keeps its fd open for file.delete.delay.ms so that slices already handed
+        to readers stay valid.
+        """
+        i = self._segments.index(old)
+        if i == len(self._segments) - 1:
+            raise ValueError("the active segment is never replaced")
+        now = _now_ms() if now_ms is None else now_ms
+        if new is None:
+            del self._segments[i]
+            del self._bases[i]
+            old.mark_deleted()
+            fsync_dir(self.directory)
+        else:
+            self._segments[i] = new
+            old.mark_replaced()
+        self._pending_deletes.append((now + self.config.file_delete_delay_ms, old))
+
     def delete_pending_files(self, now_ms: int | None = None) -> None:
         """Close and unlink deleted segments whose delay has passed (all of them if now_ms is None)."""
         keep = []

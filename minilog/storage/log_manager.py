@@ -4,8 +4,9 @@ The data directory holds one ``<topic>-<partition>`` directory per partition
 log and ``topic-configs/<topic>.json`` with each topic's config overrides
 (Kafka names, written atomically). This module creates, opens, finds and
 deletes partition logs and runs the periodic work (flush.ms, retention,
-checkpoints, delayed deletes) when the server calls :meth:`tick`. The log
-itself is ``log.py``; the retention policy ``retention.py``.
+compaction, checkpoints, delayed deletes) when the server calls :meth:`tick`.
+The log itself is ``log.py``; the retention policy ``retention.py``; compaction
+``cleaner.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import shutil
 import time
 import uuid
 
+from clients.record_batch import BatchError
+
 from .checkpoint import fsync_dir, read_json, write_json
+from .cleaner import clean_if_dirty
 from .config import LogConfig
 from .log import PartitionLog
 from .retention import apply_retention
@@ -46,6 +50,7 @@ class LogManager:
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._topic_overrides: dict[str, dict] = {}
         self._flush_requester = None
+        self._uncleanable: set[PartitionLog] = set()
         os.makedirs(os.path.join(data_dir, TOPIC_CONFIG_DIR), exist_ok=True)
         self._load()
 
@@ -155,13 +160,28 @@ class LogManager:
     # -- periodic work ------------------------------------------------------
 
     def tick(self, now_ms: int | None = None) -> int:
-        """Run flush.ms, segment.ms, retention, checkpoints and delayed deletes; returns segments deleted."""
+        """Run flush.ms, segment.ms, retention, compaction, checkpoints and delayed deletes.
+
+        Returns the number of segments retention deleted.
+        """
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         deleted = 0
         for log in self._logs.values():
             deleted += apply_retention(log, now)
             log.tick(now)
+            if log.config.compacts and log not in self._uncleanable:
+                self._clean(log, now)
         return deleted
+
+    def _clean(self, log: PartitionLog, now: int) -> None:
+        try:
+            clean_if_dirty(log, now)
+        except (OSError, BatchError) as exc:
+            # As Kafka's "uncleanable partition": stop compacting this log (until a restart)
+            # rather than fail every tick; its records stay readable, only growth continues.
+            logger.error("%s: compaction failed, not compacting this log again until restart: %s",
+                         log.directory, exc)
+            self._uncleanable.add(log)
 
     def flush_all(self) -> None:
         for log in self._logs.values():

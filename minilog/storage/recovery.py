@@ -4,7 +4,8 @@ Holds the start-up procedure (documented step by step in
 ``docs/minilog-storage.md``, "Recovery"):
 
 1. remove leftovers of interrupted work: ``*.deleted`` segments whose delete
-   was pending, ``*.tmp`` checkpoint files, index files without a ``.log``;
+   was pending, ``*.tmp`` checkpoint files, index files without a ``.log``,
+   the cleaner's scratch directory (``cleaner.py``);
 2. read the recovery-point and log-start checkpoints and whether the last
    close was clean (``.clean-shutdown``, removed now so a crash re-triggers
    recovery);
@@ -27,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ from clients.record_batch import BatchError
 
 from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, TEMP_SUFFIX, fsync_dir, read_offset_checkpoint,
                          write_offset_checkpoint)
+from .cleaner import CLEANER_DIR
 from .config import LogConfig
 from .index_file import CorruptIndexError
 from .log import CLEAN_SHUTDOWN_FILE
@@ -70,6 +73,11 @@ class LogLoader:
 
     def _segment_bases(self) -> list[int]:
         logs, indexes = set(), []
+        cleaning = self._path(CLEANER_DIR)
+        if os.path.isdir(cleaning):
+            # A clean interrupted before its swap: the segments it was rewriting are untouched.
+            logger.info("%s: removing %s (unfinished compaction)", self.directory, CLEANER_DIR)
+            shutil.rmtree(cleaning, ignore_errors=True)
         for name in os.listdir(self.directory):
             if name.endswith(DELETED_SUFFIX):
                 self._remove(name, "segment deleted before the last shutdown")
@@ -142,7 +150,7 @@ class LogLoader:
                     needs_recovery = True
             if needs_recovery:
                 recovered += 1
-                cut_bytes = segment.recover()
+                cut_bytes = segment.recover(allow_gaps=cfg.compacts)
                 if cut_bytes:
                     logger.warning("%s: truncated %d bytes of segment %d at offset %d (invalid or partial batch)",
                                    self.directory, cut_bytes, segment.base_offset, segment.next_offset)
@@ -161,8 +169,10 @@ class LogLoader:
                     self._drop(segment, f"unflushed segment after offsets lost from {kept[-1].next_offset}")
                     cut = True
                     continue
-                logger.warning("%s: offsets %d..%d are missing between segments", self.directory,
-                               kept[-1].next_offset, segment.base_offset - 1)
+                # Compaction leaves such gaps on purpose; elsewhere they are worth a look.
+                logger.log(logging.INFO if cfg.compacts else logging.WARNING,
+                           "%s: offsets %d..%d are missing between segments", self.directory,
+                           kept[-1].next_offset, segment.base_offset - 1)
             kept.append(segment)
 
         # A zero-size segment in the middle holds nothing; keeping only the last one empty keeps roll simple.

@@ -125,7 +125,9 @@ class LogSegment:
         max_ts, offset_of_max = last if last else (-1, self.base_offset)
         first = True
         for pos, h in self._headers(position, self.size):
-            if first and h.base_offset != offset:
+            # With no index entry, "offset" is only the segment's base; a compacted segment's
+            # first batch may start after it (its first records were cleaned away).
+            if first and h.base_offset != offset and not (self.index.entries == 0 and h.base_offset > offset):
                 raise InvalidBatchError(f"{self.log_path}: index says offset {offset} at position {position}, "
                                         f"found batch {h.base_offset}")
             elif pos - position >= self.index_interval_bytes:
@@ -143,12 +145,14 @@ class LogSegment:
         if self.size:
             self.created_ms = read_header(os.pread(self._fd, HEADER_SIZE, 0)).max_timestamp
 
-    def recover(self, max_message_bytes: int | None = None) -> int:
+    def recover(self, max_message_bytes: int | None = None, allow_gaps: bool = False) -> int:
         """Validate every batch, rebuild both indexes, cut the log at the first bad batch.
 
         Returns the number of bytes truncated. A batch is bad if its header is
         impossible, its CRC does not match, it is cut short, or its base offset
-        does not continue the previous batch.
+        does not continue the previous batch. With ``allow_gaps`` (compacted
+        topics, whose cleaner removes records and keeps the others' offsets) a
+        base offset may jump forward but never back.
         """
         self.index.reset()
         self.time_index.reset()
@@ -172,7 +176,7 @@ class LogSegment:
                 validate(chunk, pos - chunk_at)
             except BatchError:
                 break
-            if h.base_offset != self.next_offset:
+            if h.base_offset != self.next_offset and not (allow_gaps and h.base_offset > self.next_offset):
                 break
             self._index_batch(h, pos)
             pos += h.size
@@ -351,9 +355,20 @@ class LogSegment:
         os.rename(self.log_path, deleted)
         self.log_path = deleted
 
+    def mark_replaced(self) -> None:
+        """The cleaner put a new file under this segment's name; keep only the open fd for readers.
+
+        ``delete_files`` will then close the fd without unlinking anything (the
+        name belongs to the replacement; the old data goes with its last fd).
+        """
+        self.close_indexes()
+        self.log_path = None
+
     def delete_files(self) -> None:
         """Close the fd and unlink the (already renamed) log file."""
         self.close()
+        if self.log_path is None:
+            return
         try:
             os.unlink(self.log_path)
         except FileNotFoundError:
