@@ -32,7 +32,7 @@ from .append_waiters import AppendWaiters
 from .fetch_response import PARTITION_OVERHEAD, FetchResponse
 from .group_commit import FlushFailed, GroupCommit
 from .group_coordinator import GroupCoordinator
-from .offsets_store import OffsetsStore
+from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES, OffsetsStore
 from .storage import LogClosedError, LogConfig, LogManager, OffsetOutOfRangeError, RecordTooLargeError
 from .topics import INTERNAL_TOPICS, Topics
 
@@ -78,7 +78,8 @@ class MinilogServer(BrokerServer):
 
     def __init__(self, *args, num_partitions: int = 1, auto_create_topics: bool = True,
                  log_config: dict | None = None, fetch_sendfile: bool = True,
-                 group_initial_rebalance_delay_ms: int = 0, **kwargs):
+                 group_initial_rebalance_delay_ms: int = 0,
+                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES, **kwargs):
         super().__init__(*args, **kwargs)
         self.default_partitions = num_partitions
         self.auto_create_topics = auto_create_topics
@@ -89,6 +90,7 @@ class MinilogServer(BrokerServer):
         self.topics: Topics | None = None
         self.offsets: OffsetsStore | None = None
         self.groups = GroupCoordinator(group_initial_rebalance_delay_ms)
+        self.offsets_topic_segment_bytes = offsets_topic_segment_bytes
         self.waiters = AppendWaiters()
         self.group_commit: GroupCommit | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -115,6 +117,9 @@ class MinilogServer(BrokerServer):
         g.add_argument("--group-initial-rebalance-delay-ms", type=int, default=0,
                        help="how long the first rebalance of an empty group waits for more members "
                             "(Kafka's group.initial.rebalance.delay.ms; default 0, Kafka's is 3000)")
+        g.add_argument("--offsets-topic-segment-bytes", type=int, default=DEFAULT_OFFSETS_SEGMENT_BYTES,
+                       help="segment.bytes of __consumer_offsets (Kafka's offsets.topic.segment.bytes; "
+                            "only sealed segments are compacted; default 64 MiB)")
         g.add_argument("--no-fetch-sendfile", dest="fetch_sendfile", action="store_false", default=True,
                        help="write fetched records with pread + write instead of os.sendfile")
 
@@ -130,14 +135,15 @@ class MinilogServer(BrokerServer):
                    credentials=parse_credentials(args.user), num_partitions=args.num_partitions,
                    auto_create_topics=args.auto_create_topics, log_config=log_config,
                    fetch_sendfile=args.fetch_sendfile,
-                   group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms)
+                   group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
+                   offsets_topic_segment_bytes=args.offsets_topic_segment_bytes)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def open(self):
         if not self.data_dir:
             self.data_dir = tempfile.mkdtemp(prefix="minilog-")
         self.logs = LogManager(self.data_dir, self.default_log_config)
-        self.offsets = OffsetsStore(self.logs)
+        self.offsets = OffsetsStore(self.logs, self.offsets_topic_segment_bytes)
         self.offsets.load()
         self.topics = Topics(self.logs, self.default_partitions, self.auto_create_topics)  # sees the offsets topic
         # One thread: fsync rounds run one after another anyway, and never queue behind other work.
