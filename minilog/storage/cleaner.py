@@ -69,7 +69,7 @@ _WRITE_CHUNK = 1024 * 1024
 
 @dataclass
 class CleanStats:
-    records_read: int = 0
+    records_read: int = 0       # in the segments rewritten or deleted (others are left alone)
     records_kept: int = 0
     segments_rewritten: int = 0
     segments_deleted: int = 0
@@ -117,13 +117,24 @@ def _segment_records(segment: LogSegment):
         pos += consumed
 
 
+def _keeps(record: tuple, latest: dict, horizon_ms: int) -> bool:
+    offset, timestamp, key, value, _headers = record
+    return key is None or (latest[key] == offset and (value is not None or timestamp >= horizon_ms))
+
+
+def _drops_anything(segment: LogSegment, latest: dict, horizon_ms: int) -> bool:
+    """True if cleaning would remove a record of ``segment`` (a decode-only pass: no rewrite of clean segments)."""
+    return any(not _keeps(r, latest, horizon_ms) for _h, records in _segment_records(segment) for r in records)
+
+
 def _kept_batches(segment: LogSegment, latest: dict, horizon_ms: int, stats: CleanStats):
     """The rebuilt batches of ``segment`` (bytes each), one per run of consecutive kept offsets."""
     for h, records in _segment_records(segment):
         run: list[tuple] = []
-        for offset, timestamp, key, value, headers in records:
+        for rec in records:
+            offset, timestamp, key, value, headers = rec
             stats.records_read += 1
-            keep = key is None or (latest[key] == offset and (value is not None or timestamp >= horizon_ms))
+            keep = _keeps(rec, latest, horizon_ms)
             if keep and run and run[-1][0] + 1 != offset:
                 yield _batch(run, h.attributes)
                 run = []
@@ -199,15 +210,15 @@ def clean(log, now_ms: int) -> CleanStats:
     os.makedirs(scratch)
     try:
         for segment in sealed:
-            read_before, kept_before = stats.records_read, stats.records_kept
-            batches = list(_kept_batches(segment, latest, horizon, stats))
-            if stats.records_kept - kept_before == stats.records_read - read_before:
-                continue  # nothing to drop: leave the file alone
-            if not batches:
+            if not _drops_anything(segment, latest, horizon):
+                continue  # leave the file alone (e.g. cleaned before and nothing new supersedes it)
+            # Streamed: the rebuilt segment is never whole in memory.
+            if not _write_segment(scratch, segment, _kept_batches(segment, latest, horizon, stats), log.config):
+                shutil.rmtree(scratch)
+                os.makedirs(scratch)
                 log.replace_segment(segment, None, now_ms)
                 stats.segments_deleted += 1
                 continue
-            _write_segment(scratch, segment, batches, log.config)
             fsync_dir(scratch)
             _swap_in(log.directory, scratch, segment.base_offset)
             new = LogSegment(log.directory, segment.base_offset, log.config.segment_index_bytes,
@@ -219,7 +230,7 @@ def clean(log, now_ms: int) -> CleanStats:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     write_offset_checkpoint(os.path.join(log.directory, CLEANER_CHECKPOINT_FILE), cleaned_up_to)
-    logger.info("%s: compacted %d sealed segment(s): kept %d of %d records, rewrote %d, deleted %d",
-                log.directory, len(sealed), stats.records_kept, stats.records_read, stats.segments_rewritten,
+    logger.info("%s: compacted %d sealed segment(s): rewrote %d keeping %d of %d records, deleted %d",
+                log.directory, len(sealed), stats.segments_rewritten, stats.records_kept, stats.records_read,
                 stats.segments_deleted)
     return stats
