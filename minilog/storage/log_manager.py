@@ -144,6 +144,7 @@ class LogManager:
         removed = 0
         for key in [k for k in self._logs if k[0] == topic]:
             log = self._logs.pop(key)
+            self._uncleanable.discard(log)
             log.close()
             # Rename first: a stop mid-delete leaves a "-delete" directory the next start removes.
             doomed = f"{log.directory}.{uuid.uuid4().hex}{_DELETE_SUFFIX}"

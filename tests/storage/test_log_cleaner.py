@@ -164,3 +164,18 @@ def test_log_manager_tick_compacts_compacted_topics(tmp_path):
         assert log.size_bytes < size / 2
         values = {k: v for _, k, v in read_all(log)}
         assert values == {b"k0": b"v38" * 20, b"k1": b"v39" * 20}
+
+
+def test_compaction_settings_use_kafka_names_and_ranges():
+    import pytest
+
+    from minilog.storage import InvalidConfigError
+    cfg = LogConfig.from_dict({"cleanup.policy": "delete,compact", "min.cleanable.dirty.ratio": 0.25,
+                               "delete.retention.ms": 5})
+    assert cfg.compacts and cfg.deletes and cfg.min_cleanable_dirty_ratio == 0.25 and cfg.delete_retention_ms == 5
+    assert LogConfig.from_dict(cfg.to_dict()) == cfg
+    assert LogConfig().min_cleanable_dirty_ratio == 0.5 and LogConfig().delete_retention_ms == 86_400_000
+    for bad in ({"min.cleanable.dirty.ratio": 1.5}, {"min.cleanable.dirty.ratio": "half"},
+                {"delete.retention.ms": -5}):
+        with pytest.raises(InvalidConfigError):
+            LogConfig.from_dict(bad)
