@@ -56,12 +56,18 @@ record = st.tuples(st.sampled_from([b"a", b"b", b"c", b"d", b"e"]),
 
 @examples(40)
 @given(batches=st.lists(st.lists(record, min_size=1, max_size=6), min_size=1, max_size=40),
-       drop_tombstones=st.booleans())
-def test_compaction_keeps_exactly_the_last_record_per_key_at_its_offset(tmp_path_factory, batches, drop_tombstones):
+       drop_tombstones=st.booleans(), clean_after=st.none() | st.integers(0, 40))
+def test_compaction_keeps_exactly_the_last_record_per_key_at_its_offset(tmp_path_factory, batches, drop_tombstones,
+                                                                         clean_after):
     d = str(tmp_path_factory.mktemp("c") / "t-0")
     cfg = config(delete_retention_ms=0 if drop_tombstones else NOW)
     log = PartitionLog.open(d, cfg)
-    written = fill(log, batches)
+    if clean_after is None:
+        written = fill(log, batches)
+    else:  # an earlier clean, then more appends: the final clean must give the same result
+        written = fill(log, batches[:clean_after])
+        clean(log, NOW)
+        written += fill(log, batches[clean_after:])
     active_base = log.active_segment.base_offset
     end = log.log_end_offset
     clean(log, NOW)

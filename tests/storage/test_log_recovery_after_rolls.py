@@ -50,8 +50,9 @@ def reopen_and_check(d, values, expect_all_but=None):
     return kept
 
 
-def test_torn_tail_after_rolls_is_cut_and_the_rest_kept(tmp_path):
-    log, values = build_rolled(tmp_path)
+@pytest.mark.parametrize("flushed_batches", [0, 3], ids=["never-flushed", "flushed-early"])
+def test_torn_tail_after_rolls_is_cut_and_the_rest_kept(tmp_path, flushed_batches):
+    log, values = build_rolled(tmp_path, flushed_batches)
     d = crash_copy(log, tmp_path / "crash-0")
     log.close()
     last = segment_files(d, ".log")[-1]
@@ -69,9 +70,10 @@ def test_crash_right_after_a_roll_keeps_everything(tmp_path):
     reopen_and_check(d, values, expect_all_but=0)
 
 
+@pytest.mark.parametrize("flushed_batches", [0, 3], ids=["never-flushed", "flushed-early"])
 @pytest.mark.parametrize("which", [2, -2])
-def test_a_lost_middle_segment_cuts_the_log_there(tmp_path, which):
-    log, values = build_rolled(tmp_path)
+def test_a_lost_middle_segment_cuts_the_log_there(tmp_path, which, flushed_batches):
+    log, values = build_rolled(tmp_path, flushed_batches)
     d = crash_copy(log, tmp_path / "crash-0")
     lost_base = log.segments[which].base_offset
     log.close()
