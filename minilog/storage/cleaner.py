@@ -94,8 +94,10 @@ def dirty_ratio(log) -> float:
 def clean_if_dirty(log, now_ms: int) -> CleanStats | None:
     """Clean ``log`` if it is compacted and dirty enough; returns what was done, or None."""
     cfg = log.config
+    if not cfg.compacts:
+        return None
     ratio = dirty_ratio(log)
-    if not cfg.compacts or ratio == 0 or ratio < cfg.min_cleanable_dirty_ratio:
+    if ratio == 0 or ratio < cfg.min_cleanable_dirty_ratio:
         return None
     return clean(log, now_ms)
 
