@@ -10,49 +10,27 @@ for the next round, which starts as soon as the current one ends: under load eac
 covers everything appended while the previous one ran.
 
 The storage engine (`minilog.storage.PartitionLog`) is single-threaded, so a round is split
-in three: on the loop, `_snapshot` notes the log end offset and the file descriptors to sync;
-in the thread, only `os.fsync` (and the index flush of sealed segments, which no longer
-change) runs; back on the loop, `_mark_flushed` advances the log's flushed offset, which the
-recovery-point checkpoint is written from. What to flush on a timer (flush.ms) or a count
-(flush.messages) stays the storage engine's business.
+in three with its public flush API: on the loop, `plog.prepare_flush()` notes the log end
+offset and the file descriptors to sync; in the thread, only `FlushPlan.sync()` (os.fsync)
+runs; back on the loop, `plog.complete_flush(end)` advances the log's flushed offset, which
+the recovery-point checkpoint is written from.
+
+The flushes the storage engine's own policy makes due (flush.messages, flush.ms) come here
+too: the server sets each log's `flush_requester` to `request_flush`, which joins the log to
+the next round without a waiter, so a produce or a storage tick never blocks the loop on an
+fsync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 
 log = logging.getLogger("minilog.group_commit")
 
 
 class FlushFailed(Exception):
     """The fsync failed (I/O error, disk gone) or the log was closed while it ran."""
-
-
-def _snapshot(plog):
-    """(end offset, [(fd, sealed segment or None)]) of what is appended but not yet flushed."""
-    flushed = plog.flushed_offset
-    todo = []
-    for segment in plog.segments:
-        if segment.next_offset > flushed or segment.active:
-            todo.append((segment.fd, None if segment.active else segment))
-    return plog.log_end_offset, todo
-
-
-def _sync(todo) -> None:
-    for fd, sealed in todo:
-        os.fsync(fd)
-        if sealed is not None and sealed.index is not None:
-            sealed.index.flush()
-            sealed.time_index.flush()
-
-
-def _mark_flushed(plog, end: int) -> None:
-    # PartitionLog has no public "these offsets were fsynced elsewhere" call; this adapter sets
-    # the same field its own flush() sets, only ever forward.
-    if end > plog._flushed_offset:
-        plog._flushed_offset = end
 
 
 class GroupCommit:
@@ -73,11 +51,19 @@ class GroupCommit:
             fut.set_result(None)
             return fut
         self._waiting.setdefault(plog, []).append((offset, fut))
+        self._schedule(loop)
+        return fut
+
+    def request_flush(self, plog) -> None:
+        """Flush `plog` up to its current end in the next round, with nobody waiting (flush policy)."""
+        self._waiting.setdefault(plog, [])
+        self._schedule(self._loop or asyncio.get_running_loop())
+
+    def _schedule(self, loop) -> None:
         if not self._running:
             self._running = True
             # call_soon: requests parsed from the same read join this round.
             loop.call_soon(self._start_round)
-        return fut
 
     def _start_round(self) -> None:
         loop = self._loop or asyncio.get_running_loop()
@@ -88,20 +74,20 @@ class GroupCommit:
         snapshots = []
         for plog, waiters in waiting.items():
             try:
-                end, todo = _snapshot(plog)
+                plan = plog.prepare_flush()
             except Exception as exc:  # a closed log: its segments are gone
                 self._fail(waiters, exc)
                 continue
-            snapshots.append((plog, end, todo, waiters))
+            snapshots.append((plog, plan, waiters))
         task = loop.run_in_executor(self._executor, self._sync_all, snapshots)
         task.add_done_callback(lambda f: self._finish_round(f, snapshots))
 
     @staticmethod
     def _sync_all(snapshots) -> list:
         errors = []
-        for _plog, _end, todo, _waiters in snapshots:
+        for _plog, plan, _waiters in snapshots:
             try:
-                _sync(todo)
+                plan.sync()
                 errors.append(None)
             except Exception as exc:  # EIO, ENOSPC, EBADF after a topic deletion
                 errors.append(exc)
@@ -113,12 +99,12 @@ class GroupCommit:
             errors = done.result()
         except Exception as exc:
             errors = [exc] * len(snapshots)
-        for (plog, end, _todo, waiters), error in zip(snapshots, errors):
+        for (plog, plan, waiters), error in zip(snapshots, errors):
             if error is not None:
                 log.error("fsync of %s failed: %s", getattr(plog, "directory", plog), error)
                 self._fail(waiters, error)
                 continue
-            _mark_flushed(plog, end)
+            end = plog.complete_flush(plan.end_offset)
             later = []
             for offset, fut in waiters:
                 if offset <= end:

@@ -9,9 +9,10 @@ Each record is
 
 `OffsetsStore` keeps the latest value per key in a dict for reads. On start `load()` replays
 the topic from its start and keeps the last record per key (what log compaction would keep),
-so a restart rebuilds exactly the committed offsets. Retention never deletes commits;
-compaction of old records is not done yet, so the topic grows with every commit (see
-docs/minilog.md).
+so a restart rebuilds exactly the committed offsets. Retention never deletes commits; the
+storage engine's cleaner (`minilog/storage/cleaner.py`) compacts the topic's sealed segments
+to the last record per key, leaving offset gaps the replay skips over (it continues from each
+record's offset + 1, never by counting).
 
 This module knows the record layout and the replay; whether a commit is allowed (generation,
 member) is the group coordinator's (`minilog/group_coordinator.py`), and durability (waiting
@@ -30,12 +31,13 @@ from clients.record_batch import build_batch, decode_batch, iter_batches
 log = logging.getLogger("minilog.offsets_store")
 
 OFFSETS_TOPIC = "__consumer_offsets"
-# As Kafka: compacted, never deleted by age or size (compaction itself is not implemented yet,
-# so the topic keeps every commit). Its own max.message.bytes so a small server-wide default
-# cannot refuse a commit of many partitions; flush policy stays the server's (commits wait for
-# the group-commit fsync anyway).
+# As Kafka: compacted, never deleted by age or size. Its own max.message.bytes so a small
+# server-wide default cannot refuse a commit of many partitions; flush policy stays the
+# server's (commits wait for the group-commit fsync anyway). segment.bytes is Kafka's
+# offsets.topic.segment.bytes: only sealed segments are compacted, so it bounds what piles up.
+DEFAULT_OFFSETS_SEGMENT_BYTES = 64 * 1024 * 1024
 OFFSETS_TOPIC_CONFIG = {"cleanup.policy": "compact", "retention.ms": -1, "retention.bytes": -1,
-                        "segment.bytes": 64 * 1024 * 1024, "max.message.bytes": 16 * 1024 * 1024}
+                        "segment.bytes": DEFAULT_OFFSETS_SEGMENT_BYTES, "max.message.bytes": 16 * 1024 * 1024}
 _REPLAY_CHUNK = 4 * 1024 * 1024
 
 
@@ -53,8 +55,9 @@ class CommittedOffset(tuple):
 
 
 class OffsetsStore:
-    def __init__(self, log_manager):
+    def __init__(self, log_manager, segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES):
         self._logs = log_manager
+        self._config = dict(OFFSETS_TOPIC_CONFIG, **{"segment.bytes": segment_bytes})
         self._log = None
         # group_id -> {(topic, partition): CommittedOffset}
         self._offsets: dict[str, dict[tuple[str, int], CommittedOffset]] = {}
@@ -65,7 +68,7 @@ class OffsetsStore:
 
     def load(self) -> int:
         """Open (creating) the offsets topic and replay it; returns the records read."""
-        self._log = self._logs.create_log(OFFSETS_TOPIC, 0, OFFSETS_TOPIC_CONFIG)
+        self._log = self._logs.create_log(OFFSETS_TOPIC, 0, self._config)
         plog = self._log
         offset = plog.log_start_offset
         end = plog.log_end_offset

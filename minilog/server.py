@@ -32,7 +32,7 @@ from .append_waiters import AppendWaiters
 from .fetch_response import PARTITION_OVERHEAD, FetchResponse
 from .group_commit import FlushFailed, GroupCommit
 from .group_coordinator import GroupCoordinator
-from .offsets_store import OffsetsStore
+from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES, OffsetsStore
 from .storage import LogClosedError, LogConfig, LogManager, OffsetOutOfRangeError, RecordTooLargeError
 from .topics import INTERNAL_TOPICS, Topics
 
@@ -70,21 +70,6 @@ def _append_error(exc: Exception, topic: str, partition: int) -> list:
     raise exc
 
 
-def _undo_partial_write(plog) -> None:
-    """After an OSError mid-append (disk full), cut the active segment back to what it accounts for.
-
-    LogSegment.append may have written part of the batches before the error; the segment's
-    `size` was not advanced, so the next append would land after the torn bytes.
-    """
-    import os
-    segment = plog.active_segment
-    try:
-        if os.fstat(segment.fd).st_size > segment.size:
-            os.ftruncate(segment.fd, segment.size)
-    except OSError as exc:
-        log.error("could not cut torn bytes off %s: %s", segment.log_path, exc)
-
-
 class MinilogServer(BrokerServer):
     """minilog: a log-based stream in the spirit of Kafka."""
 
@@ -93,7 +78,8 @@ class MinilogServer(BrokerServer):
 
     def __init__(self, *args, num_partitions: int = 1, auto_create_topics: bool = True,
                  log_config: dict | None = None, fetch_sendfile: bool = True,
-                 group_initial_rebalance_delay_ms: int = 0, **kwargs):
+                 group_initial_rebalance_delay_ms: int = 0,
+                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES, **kwargs):
         super().__init__(*args, **kwargs)
         self.default_partitions = num_partitions
         self.auto_create_topics = auto_create_topics
@@ -104,6 +90,7 @@ class MinilogServer(BrokerServer):
         self.topics: Topics | None = None
         self.offsets: OffsetsStore | None = None
         self.groups = GroupCoordinator(group_initial_rebalance_delay_ms)
+        self.offsets_topic_segment_bytes = offsets_topic_segment_bytes
         self.waiters = AppendWaiters()
         self.group_commit: GroupCommit | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -130,6 +117,9 @@ class MinilogServer(BrokerServer):
         g.add_argument("--group-initial-rebalance-delay-ms", type=int, default=0,
                        help="how long the first rebalance of an empty group waits for more members "
                             "(Kafka's group.initial.rebalance.delay.ms; default 0, Kafka's is 3000)")
+        g.add_argument("--offsets-topic-segment-bytes", type=int, default=DEFAULT_OFFSETS_SEGMENT_BYTES,
+                       help="segment.bytes of __consumer_offsets (Kafka's offsets.topic.segment.bytes; "
+                            "only sealed segments are compacted; default 64 MiB)")
         g.add_argument("--no-fetch-sendfile", dest="fetch_sendfile", action="store_false", default=True,
                        help="write fetched records with pread + write instead of os.sendfile")
 
@@ -145,19 +135,22 @@ class MinilogServer(BrokerServer):
                    credentials=parse_credentials(args.user), num_partitions=args.num_partitions,
                    auto_create_topics=args.auto_create_topics, log_config=log_config,
                    fetch_sendfile=args.fetch_sendfile,
-                   group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms)
+                   group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
+                   offsets_topic_segment_bytes=args.offsets_topic_segment_bytes)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def open(self):
         if not self.data_dir:
             self.data_dir = tempfile.mkdtemp(prefix="minilog-")
         self.logs = LogManager(self.data_dir, self.default_log_config)
-        self.offsets = OffsetsStore(self.logs)
+        self.offsets = OffsetsStore(self.logs, self.offsets_topic_segment_bytes)
         self.offsets.load()
         self.topics = Topics(self.logs, self.default_partitions, self.auto_create_topics)  # sees the offsets topic
         # One thread: fsync rounds run one after another anyway, and never queue behind other work.
         self._fsync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minilog-fsync")
         self.group_commit = GroupCommit(asyncio.get_running_loop(), self._fsync_executor)
+        # flush.messages / flush.ms flushes go through the same fsync thread: never on the loop.
+        self.logs.set_flush_requester(self.group_commit.request_flush)
         self.every(GROUP_TICK_S, self.groups.tick)
         self.every(STORAGE_TICK_S, self._storage_tick)
 
@@ -275,11 +268,9 @@ class MinilogServer(BrokerServer):
                 if topic in INTERNAL_TOPICS:
                     raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
                 plog = get_log(topic, partition, True)
-                try:
-                    info = plog.append(batch)
-                except OSError:
-                    _undo_partial_write(plog)
-                    raise
+                # A failed write raises SegmentWriteError (an OSError) after the storage
+                # engine cut the torn bytes off: nothing of this entry was stored.
+                info = plog.append(batch)
             except Exception as exc:
                 results.append([topic, partition, -1, _append_error(exc, topic, partition)])
                 continue

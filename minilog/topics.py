@@ -79,7 +79,7 @@ class Topics:
             # Kafka's admin clients send every value as a string; accept "1024" for 1024.
             if isinstance(value, str) and key != "cleanup.policy":
                 try:
-                    value = int(value)
+                    value = float(value) if key == "min.cleanable.dirty.ratio" else int(value)
                 except ValueError:
                     raise BrokerError(ErrorCode.BAD_REQUEST,
                                       f"topic {name!r}: config {key} must be an integer, got {value!r}") from None

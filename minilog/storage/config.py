@@ -5,7 +5,7 @@ operators can carry their habits over; :meth:`LogConfig.from_dict` accepts those
 names and :meth:`LogConfig.to_dict` writes them back (that is what the topic
 config JSON of ``log_manager.py`` holds). How a value is applied is left to the
 modules that use it: rolling to ``log.py``, flushing to ``log.py``, deletion to
-``retention.py``.
+``retention.py``, compaction to ``cleaner.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class LogConfig:
     flush_ms: int | None = field(default=None, metadata={"key": "flush.ms"})
     max_message_bytes: int = field(default=1 * MiB + 12, metadata={"key": "max.message.bytes"})
     cleanup_policy: str = field(default="delete", metadata={"key": "cleanup.policy"})
+    # Compaction (cleaner.py): clean when this share of the sealed bytes was written since
+    # the last clean; drop a tombstone once its timestamp is older than delete.retention.ms.
+    min_cleanable_dirty_ratio: float = field(default=0.5, metadata={"key": "min.cleanable.dirty.ratio"})
+    delete_retention_ms: int = field(default=_DAY_MS, metadata={"key": "delete.retention.ms"})
     file_delete_delay_ms: int = field(default=60_000, metadata={"key": "file.delete.delay.ms"})
     # How often tick() rewrites the recovery-point checkpoint (Kafka's
     # log.flush.offset.checkpoint.interval.ms); flushes themselves do not.
@@ -61,6 +65,10 @@ class LogConfig:
         positive("index_interval_bytes", self.index_interval_bytes, 0)
         positive("max_message_bytes", self.max_message_bytes, 40)
         positive("file_delete_delay_ms", self.file_delete_delay_ms, 0)
+        positive("delete_retention_ms", self.delete_retention_ms, 0)
+        ratio = self.min_cleanable_dirty_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+            raise InvalidConfigError(f"min.cleanable.dirty.ratio must be a number in [0, 1], got {ratio!r}")
         positive("checkpoint_interval_ms", self.checkpoint_interval_ms)
         for name in ("retention_ms", "retention_bytes", "flush_messages", "flush_ms"):
             value = getattr(self, name)
@@ -75,6 +83,11 @@ class LogConfig:
     def deletes(self) -> bool:
         """True when retention may delete old segments (cleanup.policy contains 'delete')."""
         return "delete" in self.cleanup_policy.split(",")
+
+    @property
+    def compacts(self) -> bool:
+        """True when the cleaner keeps only the last record per key (cleanup.policy contains 'compact')."""
+        return "compact" in self.cleanup_policy.split(",")
 
     @classmethod
     def from_dict(cls, values: dict, base: "LogConfig | None" = None) -> "LogConfig":

@@ -93,6 +93,10 @@ class IndexFile:
     # -- writing ----------------------------------------------------------
 
     @property
+    def fd(self) -> int:
+        return self._fd
+
+    @property
     def free_slots(self) -> int:
         return self._slots - self.entries
 

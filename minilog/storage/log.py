@@ -55,6 +55,23 @@ class LogClosedError(Exception):
 AppendInfo = namedtuple("AppendInfo", "base_offset last_offset record_count max_timestamp")
 
 
+class FlushPlan(namedtuple("FlushPlan", "end_offset files")):
+    """The fsyncs that make every offset below ``end_offset`` durable (from :meth:`PartitionLog.prepare_flush`).
+
+    ``files`` holds file descriptors only: :meth:`sync` calls nothing but
+    ``os.fsync``, so it may run on another thread while the owner keeps
+    appending (the index maps are written through shared pages, which the fsync
+    of their fd makes durable). The owner then calls
+    :meth:`PartitionLog.complete_flush` with ``end_offset``.
+    """
+
+    __slots__ = ()
+
+    def sync(self) -> None:
+        for fd in self.files:
+            os.fsync(fd)
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -77,6 +94,11 @@ class PartitionLog:
         self._last_checkpoint_ms = now
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self._closed = False
+        # Who runs the flushes that flush.messages and flush.ms make due. None: flush()
+        # inline. A server sets a callable(log) that runs prepare_flush / FlushPlan.sync /
+        # complete_flush off its event loop (minilog/group_commit.py), so an append or a
+        # tick never waits for an fsync.
+        self.flush_requester = None
 
     @classmethod
     def open(cls, directory: str, config: LogConfig | None = None) -> "PartitionLog":
@@ -174,7 +196,7 @@ class PartitionLog:
         self._unflushed_messages += count
         if ((cfg.flush_messages is not None and self._unflushed_messages >= cfg.flush_messages)
                 or (cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms)):
-            self.flush(now)
+            self._flush_due(now)
         return AppendInfo(first_offset, offset - 1, count, max(h.max_timestamp for h in headers))
 
     def _should_roll(self, segment: LogSegment, size: int, next_offset: int, batches: int, now: int) -> bool:
@@ -201,20 +223,55 @@ class PartitionLog:
         return new
 
     # -- flushing -----------------------------------------------------------
+    #
+    # A flush is three steps so its slow part can run on another thread while the
+    # engine itself stays single-threaded: prepare_flush (owner's thread) notes the
+    # log end and what to fsync, FlushPlan.sync (any thread) only calls fsync, and
+    # complete_flush (owner's thread) moves the flushed offset. flush() does all
+    # three in a row.
 
-    def flush(self, now_ms: int | None = None) -> int:
-        """fsync everything appended; returns the new flushed offset."""
+    def prepare_flush(self) -> "FlushPlan":
+        """What to fsync so that every offset below the current log end is durable."""
+        if self._closed:
+            raise LogClosedError(self.directory)
         end = self.log_end_offset
+        files = []
         if end > self._flushed_offset:
             for segment in reversed(self._segments):
                 if segment.next_offset <= self._flushed_offset and segment.base_offset < self._flushed_offset:
                     break
-                # Sealed segments also need their indexes durable: recovery trusts them.
-                segment.flush(indexes=not segment.active)
-            self._flushed_offset = end
+                files.append(segment.fd)
+                if not segment.active:
+                    # Sealed segments also need their indexes durable: recovery trusts them.
+                    files.extend(segment.index_fds())
+        return FlushPlan(end, files)
+
+    def complete_flush(self, end_offset: int) -> int:
+        """Record that a :meth:`prepare_flush` plan ending at ``end_offset`` was synced; only moves forward."""
+        if end_offset > self._flushed_offset:
+            self._flushed_offset = end_offset
+        return self._flushed_offset
+
+    def flush(self, now_ms: int | None = None) -> int:
+        """fsync everything appended, on the caller's thread; returns the new flushed offset."""
+        plan = self.prepare_flush()
+        plan.sync()
+        self._flush_started(now_ms)
+        return self.complete_flush(plan.end_offset)
+
+    def _flush_started(self, now_ms: int | None) -> None:
+        # The flush.messages / flush.ms clocks restart when a flush starts, not when it
+        # ends, so an offloaded flush that is still running is not asked for again.
         self._unflushed_messages = 0
         self._last_flush_ms = _now_ms() if now_ms is None else now_ms
-        return self._flushed_offset
+
+    def _flush_due(self, now: int) -> None:
+        """Run (or hand to :attr:`flush_requester`) the flush that flush.messages / flush.ms ask for."""
+        self._flush_started(now)
+        if self.flush_requester is None:
+            self.flush(now)
+        else:
+            self.flush_requester(self)
 
     def write_recovery_checkpoint(self) -> None:
         """Record the flushed offset so the next open only scans what came after it."""
@@ -228,7 +285,10 @@ class PartitionLog:
         now = _now_ms() if now_ms is None else now_ms
         cfg = self.config
         if cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms:
-            self.flush(now)
+            if self.log_end_offset > self._flushed_offset:
+                self._flush_due(now)
+            else:
+                self._last_flush_ms = now
         active = self._segments[-1]
         if active.created_ms is not None and now - active.created_ms >= cfg.segment_ms:
             self.roll(now)
@@ -308,6 +368,29 @@ class PartitionLog:
         logger.info("%s: deleted %d segment(s) (%s); log start offset now %d", self.directory, count, reason,
                     new_start)
         return count
+
+    def replace_segment(self, old: LogSegment, new: LogSegment | None, now_ms: int | None = None) -> None:
+        """Put the cleaner's rewrite of sealed segment ``old`` in its place (None: drop ``old``, it kept nothing).
+
+        The files are already swapped on disk (``cleaner.py`` documents the
+        protocol); this swaps the in-memory segment. The log start offset does
+        not move: compaction removes records, not a prefix of the log. ``old``
+        keeps its fd open for file.delete.delay.ms so that slices already handed
+        to readers stay valid.
+        """
+        i = self._segments.index(old)
+        if i == len(self._segments) - 1:
+            raise ValueError("the active segment is never replaced")
+        now = _now_ms() if now_ms is None else now_ms
+        if new is None:
+            del self._segments[i]
+            del self._bases[i]
+            old.mark_deleted()
+            fsync_dir(self.directory)
+        else:
+            self._segments[i] = new
+            old.mark_replaced()
+        self._pending_deletes.append((now + self.config.file_delete_delay_ms, old))
 
     def delete_pending_files(self, now_ms: int | None = None) -> None:
         """Close and unlink deleted segments whose delay has passed (all of them if now_ms is None)."""

@@ -4,8 +4,9 @@ The data directory holds one ``<topic>-<partition>`` directory per partition
 log and ``topic-configs/<topic>.json`` with each topic's config overrides
 (Kafka names, written atomically). This module creates, opens, finds and
 deletes partition logs and runs the periodic work (flush.ms, retention,
-checkpoints, delayed deletes) when the server calls :meth:`tick`. The log
-itself is ``log.py``; the retention policy ``retention.py``.
+compaction, checkpoints, delayed deletes) when the server calls :meth:`tick`.
+The log itself is ``log.py``; the retention policy ``retention.py``; compaction
+``cleaner.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import shutil
 import time
 import uuid
 
+from clients.record_batch import BatchError
+
 from .checkpoint import fsync_dir, read_json, write_json
+from .cleaner import clean_if_dirty
 from .config import LogConfig
 from .log import PartitionLog
 from .retention import apply_retention
@@ -45,6 +49,8 @@ class LogManager:
         self.default_config = default_config or LogConfig()
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._topic_overrides: dict[str, dict] = {}
+        self._flush_requester = None
+        self._uncleanable: set[PartitionLog] = set()
         os.makedirs(os.path.join(data_dir, TOPIC_CONFIG_DIR), exist_ok=True)
         self._load()
 
@@ -71,7 +77,22 @@ class LogManager:
             if m is None or not os.path.isdir(path) or name == TOPIC_CONFIG_DIR:
                 continue
             topic, partition = m.group(1), int(m.group(2))
-            self._logs[(topic, partition)] = PartitionLog.open(path, self.config_for(topic))
+            self._logs[(topic, partition)] = self._open_log(path, topic)
+
+    def set_flush_requester(self, requester) -> None:
+        """Hand the flushes flush.messages / flush.ms make due to ``requester(log)`` (None: flush inline).
+
+        See ``PartitionLog.flush_requester``: a server passes a callable that runs the
+        fsync off its event loop. Applies to every open log and to those created later.
+        """
+        self._flush_requester = requester
+        for log in self._logs.values():
+            log.flush_requester = requester
+
+    def _open_log(self, path: str, topic: str) -> PartitionLog:
+        log = PartitionLog.open(path, self.config_for(topic))
+        log.flush_requester = self._flush_requester
+        return log
 
     # -- topics and partitions ----------------------------------------------
 
@@ -99,7 +120,7 @@ class LogManager:
         key = (topic, partition)
         if key not in self._logs:
             path = os.path.join(self.data_dir, f"{topic}-{partition}")
-            self._logs[key] = PartitionLog.open(path, self.config_for(topic))
+            self._logs[key] = self._open_log(path, topic)
             fsync_dir(self.data_dir)
         return self._logs[key]
 
@@ -123,6 +144,7 @@ class LogManager:
         removed = 0
         for key in [k for k in self._logs if k[0] == topic]:
             log = self._logs.pop(key)
+            self._uncleanable.discard(log)
             log.close()
             # Rename first: a stop mid-delete leaves a "-delete" directory the next start removes.
             doomed = f"{log.directory}.{uuid.uuid4().hex}{_DELETE_SUFFIX}"
@@ -139,13 +161,28 @@ class LogManager:
     # -- periodic work ------------------------------------------------------
 
     def tick(self, now_ms: int | None = None) -> int:
-        """Run flush.ms, segment.ms, retention, checkpoints and delayed deletes; returns segments deleted."""
+        """Run flush.ms, segment.ms, retention, compaction, checkpoints and delayed deletes.
+
+        Returns the number of segments retention deleted.
+        """
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         deleted = 0
         for log in self._logs.values():
             deleted += apply_retention(log, now)
             log.tick(now)
+            if log.config.compacts and log not in self._uncleanable:
+                self._clean(log, now)
         return deleted
+
+    def _clean(self, log: PartitionLog, now: int) -> None:
+        try:
+            clean_if_dirty(log, now)
+        except (OSError, BatchError) as exc:
+            # As Kafka's "uncleanable partition": stop compacting this log (until a restart)
+            # rather than fail every tick; its records stay readable, only growth continues.
+            logger.error("%s: compaction failed, not compacting this log again until restart: %s",
+                         log.directory, exc)
+            self._uncleanable.add(log)
 
     def flush_all(self) -> None:
         for log in self._logs.values():

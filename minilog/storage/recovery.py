@@ -4,7 +4,8 @@ Holds the start-up procedure (documented step by step in
 ``docs/minilog-storage.md``, "Recovery"):
 
 1. remove leftovers of interrupted work: ``*.deleted`` segments whose delete
-   was pending, ``*.tmp`` checkpoint files, index files without a ``.log``;
+   was pending, ``*.tmp`` checkpoint files, index files without a ``.log``,
+   the cleaner's scratch directory (``cleaner.py``);
 2. read the recovery-point and log-start checkpoints and whether the last
    close was clean (``.clean-shutdown``, removed now so a crash re-triggers
    recovery);
@@ -12,7 +13,9 @@ Holds the start-up procedure (documented step by step in
 4. after an unclean shutdown, validate batch by batch every segment from the
    one holding the recovery point onwards: the first bad or partial batch and
    everything after it (including later segments) is cut off, and the indexes
-   are rebuilt — which also discards preallocated index entries beyond the log;
+   are rebuilt — which also discards preallocated index entries beyond the log.
+   A segment of that range that does not continue the one before it (that one
+   lost pages, or all of them) is cut off with everything after it too;
 5. fsync what was repaired and move the recovery point to the log end.
 
 Corruption is repaired, never raised: a broken log must not stop a broker.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -32,6 +36,7 @@ from clients.record_batch import BatchError
 
 from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, TEMP_SUFFIX, fsync_dir, read_offset_checkpoint,
                          write_offset_checkpoint)
+from .cleaner import CLEANER_DIR
 from .config import LogConfig
 from .index_file import CorruptIndexError
 from .log import CLEAN_SHUTDOWN_FILE
@@ -68,6 +73,11 @@ class LogLoader:
 
     def _segment_bases(self) -> list[int]:
         logs, indexes = set(), []
+        cleaning = self._path(CLEANER_DIR)
+        if os.path.isdir(cleaning):
+            # A clean interrupted before its swap: the segments it was rewriting are untouched.
+            logger.info("%s: removing %s (unfinished compaction)", self.directory, CLEANER_DIR)
+            shutil.rmtree(cleaning, ignore_errors=True)
         for name in os.listdir(self.directory):
             if name.endswith(DELETED_SUFFIX):
                 self._remove(name, "segment deleted before the last shutdown")
@@ -123,7 +133,8 @@ class LogLoader:
                 truncated += segment.size
                 self._drop(segment, "follows a truncated segment")
                 continue
-            needs_recovery = recover_from is not None and segment.base_offset >= recover_from
+            unflushed = recover_from is not None and segment.base_offset >= recover_from
+            needs_recovery = unflushed
             try:
                 segment.open_indexes()
             except CorruptIndexError as exc:
@@ -139,7 +150,7 @@ class LogLoader:
                     needs_recovery = True
             if needs_recovery:
                 recovered += 1
-                cut_bytes = segment.recover()
+                cut_bytes = segment.recover(allow_gaps=cfg.compacts)
                 if cut_bytes:
                     logger.warning("%s: truncated %d bytes of segment %d at offset %d (invalid or partial batch)",
                                    self.directory, cut_bytes, segment.base_offset, segment.next_offset)
@@ -149,8 +160,19 @@ class LogLoader:
                 if segment.size == 0:
                     self._drop(segment, "empty segment that does not continue the log")
                     continue
-                logger.warning("%s: offsets %d..%d are missing between segments", self.directory,
-                               kept[-1].next_offset, segment.base_offset - 1)
+                if unflushed and kept[-1].base_offset >= recover_from:
+                    # Both were written after the last flush: the one before lost its tail (or all
+                    # of it) to the crash. Keeping this one would put a hole in the log and keep
+                    # records newer than ones that are gone; a log is a prefix, so cut here.
+                    # (Gaps below the recovery point are legitimate: the cleaner leaves them.)
+                    truncated += segment.size
+                    self._drop(segment, f"unflushed segment after offsets lost from {kept[-1].next_offset}")
+                    cut = True
+                    continue
+                # Compaction leaves such gaps on purpose; elsewhere they are worth a look.
+                logger.log(logging.INFO if cfg.compacts else logging.WARNING,
+                           "%s: offsets %d..%d are missing between segments", self.directory,
+                           kept[-1].next_offset, segment.base_offset - 1)
             kept.append(segment)
 
         # A zero-size segment in the middle holds nothing; keeping only the last one empty keeps roll simple.

@@ -6,14 +6,17 @@ delete a prefix of the log (oldest first) and never the active segment, as in
 Kafka:
 
 * time: a segment goes when its newest record (its max timestamp) is older
-  than ``retention.ms``;
+  than ``retention.ms``. When even the active segment's newest record is that
+  old, :func:`roll_expired_active_segment` rolls it first (Kafka does the same),
+  so a topic nobody writes to any more is emptied: the old records are deleted,
+  a new empty active segment remains and the log start offset moves to the log
+  end. Without the roll, a quiet topic would keep its last segment forever;
 * size: the oldest segments go while the partition is larger than
   ``retention.bytes`` by at least their size.
 
 Only logs whose ``cleanup.policy`` contains ``delete`` are touched. Compaction
-(``cleanup.policy=compact``: keep the last record per key) is a later issue; its
-Cleaner will sit beside this module and rewrite sealed segments rather than
-delete them.
+(``cleanup.policy=compact``: keep the last record per key) is ``cleaner.py``'s:
+it rewrites sealed segments rather than deleting them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ def expired_by_time(log: PartitionLog, now_ms: int) -> int:
             break
         count += 1
     return count
+
+
+def roll_expired_active_segment(log: PartitionLog, now_ms: int) -> bool:
+    """Roll the active segment if all its records are older than retention.ms; returns whether it rolled."""
+    retention_ms = log.config.retention_ms
+    active = log.active_segment
+    if retention_ms is None or active.size == 0 or now_ms - active.max_timestamp <= retention_ms:
+        return False
+    log.roll(now_ms)
+    return True
 
 
 def expired_by_size(log: PartitionLog) -> int:
@@ -54,6 +67,7 @@ def apply_retention(log: PartitionLog, now_ms: int) -> int:
     if not log.config.deletes:
         return 0
     deleted = 0
+    roll_expired_active_segment(log, now_ms)
     by_time = expired_by_time(log, now_ms)
     if by_time:
         deleted += log.delete_oldest_segments(by_time, f"older than retention.ms={log.config.retention_ms}", now_ms)

@@ -36,6 +36,15 @@ _SCAN_CHUNK = 64 * 1024
 _RECOVER_CHUNK = 8 * 1024 * 1024
 
 
+class SegmentWriteError(OSError):
+    """A write to a segment failed (disk full, I/O error); the segment was cut back to its last good size.
+
+    It is an OSError with the original errno, so callers that map OSError to a
+    storage error keep working; the message names the file and says nothing of
+    the failed batches was kept.
+    """
+
+
 class FileSlice(namedtuple("FileSlice", "fd position length")):
     """A run of whole batches inside an open segment file.
 
@@ -116,7 +125,9 @@ class LogSegment:
         max_ts, offset_of_max = last if last else (-1, self.base_offset)
         first = True
         for pos, h in self._headers(position, self.size):
-            if first and h.base_offset != offset:
+            # With no index entry, "offset" is only the segment's base; a compacted segment's
+            # first batch may start after it (its first records were cleaned away).
+            if first and h.base_offset != offset and not (self.index.entries == 0 and h.base_offset > offset):
                 raise InvalidBatchError(f"{self.log_path}: index says offset {offset} at position {position}, "
                                         f"found batch {h.base_offset}")
             elif pos - position >= self.index_interval_bytes:
@@ -134,12 +145,14 @@ class LogSegment:
         if self.size:
             self.created_ms = read_header(os.pread(self._fd, HEADER_SIZE, 0)).max_timestamp
 
-    def recover(self, max_message_bytes: int | None = None) -> int:
+    def recover(self, max_message_bytes: int | None = None, allow_gaps: bool = False) -> int:
         """Validate every batch, rebuild both indexes, cut the log at the first bad batch.
 
         Returns the number of bytes truncated. A batch is bad if its header is
         impossible, its CRC does not match, it is cut short, or its base offset
-        does not continue the previous batch.
+        does not continue the previous batch. With ``allow_gaps`` (compacted
+        topics, whose cleaner removes records and keeps the others' offsets) a
+        base offset may jump forward but never back.
         """
         self.index.reset()
         self.time_index.reset()
@@ -163,7 +176,7 @@ class LogSegment:
                 validate(chunk, pos - chunk_at)
             except BatchError:
                 break
-            if h.base_offset != self.next_offset:
+            if h.base_offset != self.next_offset and not (allow_gaps and h.base_offset > self.next_offset):
                 break
             self._index_batch(h, pos)
             pos += h.size
@@ -194,15 +207,34 @@ class LogSegment:
     def append(self, data: memoryview, headers: list[BatchHeader]) -> None:
         """Write validated, offset-assigned batches (``data`` is exactly those batches)."""
         position = self.size
+        try:
+            written = os.write(self._fd, data)
+            while written < len(data):  # regular files rarely write short, but may (e.g. > 2 GiB)
+                written += os.write(self._fd, data[written:])
+        except OSError as exc:
+            raise self._undo_partial_write(exc) from exc
         if self.created_ms is None:
             self.created_ms = time.time_ns() // 1_000_000
-        written = os.write(self._fd, data)
-        while written < len(data):  # regular files rarely write short, but may (e.g. > 2 GiB)
-            written += os.write(self._fd, data[written:])
         for h in headers:
             self._index_batch(h, position)
             position += h.size
         self.size = position
+
+    def _undo_partial_write(self, exc: OSError) -> SegmentWriteError:
+        """Cut the file back to ``size`` after a failed write; returns the error to raise.
+
+        A write that fails midway (ENOSPC after some pages) leaves torn bytes
+        after the last whole batch. ``size`` was not advanced, but the fd is
+        O_APPEND: without the cut, the next batch would land after the garbage
+        and recovery would later drop it and everything after it.
+        """
+        try:
+            if os.fstat(self._fd).st_size > self.size:
+                os.ftruncate(self._fd, self.size)
+            cut = "nothing of it was kept"
+        except OSError as cut_exc:  # the segment now ends in garbage; recovery cuts it at the next start
+            cut = f"and cutting the torn bytes off failed too ({cut_exc})"
+        return SegmentWriteError(exc.errno, f"{self.log_path}: write failed ({exc.strerror or exc}); {cut}")
 
     # -- reading ----------------------------------------------------------
 
@@ -285,6 +317,10 @@ class LogSegment:
             self.index.flush()
             self.time_index.flush()
 
+    def index_fds(self) -> list[int]:
+        """File descriptors of both indexes (for an fsync on another thread: see log.FlushPlan)."""
+        return [idx.fd for idx in (self.index, self.time_index) if idx is not None]
+
     def index_room(self) -> int:
         """How many more batches the indexes can surely take."""
         return min(self.index.free_slots, self.time_index.free_slots)
@@ -319,9 +355,20 @@ class LogSegment:
         os.rename(self.log_path, deleted)
         self.log_path = deleted
 
+    def mark_replaced(self) -> None:
+        """The cleaner put a new file under this segment's name; keep only the open fd for readers.
+
+        ``delete_files`` will then close the fd without unlinking anything (the
+        name belongs to the replacement; the old data goes with its last fd).
+        """
+        self.close_indexes()
+        self.log_path = None
+
     def delete_files(self) -> None:
         """Close the fd and unlink the (already renamed) log file."""
         self.close()
+        if self.log_path is None:
+            return
         try:
             os.unlink(self.log_path)
         except FileNotFoundError:

@@ -179,6 +179,8 @@ def test_slow_reader_gets_every_byte_of_big_replies(server):
 
 def test_list_offsets_earliest_latest_and_by_time(server):
     with connect(server) as c:
+        # Records from 1970 would be deleted by the default retention.ms at the next storage tick.
+        create(c, "t", config={"retention.ms": -1})
         produce(c, "t", 0, [batch(values(3), timestamp=1000), batch(values(3), timestamp=2000),
                             batch(values(3), timestamp=3000)])
         rows = c.call("list_offsets", {"partitions": [["t", 0, -2], ["t", 0, -1], ["t", 0, 0], ["t", 0, 2001],
@@ -216,9 +218,13 @@ def test_retention_moves_the_log_start_and_older_offsets_become_out_of_range(ser
         def log_start():
             return c.call("metadata", {"topics": ["short"]})["topics"]["short"]["partitions"][0]["start_offset"]
 
-        start = wait_until(log_start, timeout=10, interval=0.05, message="retention to delete old segments")
-        assert 0 < start <= 4
+        # Every record is older than retention.ms, the active segment's too: it is rolled and
+        # deleted with the rest, so the log start offset reaches the log end.
+        start = wait_until(lambda: log_start() == 5, timeout=10, interval=0.05,
+                           message="retention to delete every old segment") and log_start()
         error, hw, log_start_offset, _ = fetch(c, "short", 0, 0)
         assert error[0] == ErrorCode.OFFSET_OUT_OF_RANGE and log_start_offset == start and hw == 5
         assert c.call("list_offsets", {"partitions": [["short", 0, -2]]})["results"][0][2] == start
-        assert record_values(fetch(c, "short", 0, start)[3])[-1].startswith(b"old-4")
+        assert fetch(c, "short", 0, start)[3] == []
+        assert produce(c, "short", 0, batch([b"new"]))[0][2] == 5
+        assert record_values(fetch(c, "short", 0, 5)[3]) == [b"new"]

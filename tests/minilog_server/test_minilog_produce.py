@@ -141,3 +141,69 @@ def test_storage_error_on_append_is_reported_not_fatal(server):
         server.call(repair)
         assert produce(c, "disk", 0, batch([b"second"]))[0] == ["disk", 0, 1, None]
         assert record_values(fetch(c, "disk", 0, 0)[3]) == [b"first", b"second"]
+
+
+def test_disk_full_mid_write_gives_storage_error_and_the_next_produce_lands_intact(server, monkeypatch):
+    import errno
+    import os
+
+    from minilog.storage import segment as segment_module
+
+    class DiskFullOnce:
+        failed = False
+
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def write(self, fd, data):
+            if self.failed:
+                return os.write(fd, data)
+            self.failed = True
+            os.write(fd, bytes(data[:len(data) // 2]))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with connect(server) as c:
+        create(c, "full")
+        produce(c, "full", 0, batch(values(3)))
+        monkeypatch.setattr(segment_module, "os", DiskFullOnce())
+        row, = produce(c, "full", 0, batch(values(40, b"lost")))
+        assert row[2] == -1 and row[3][0] == ErrorCode.STORAGE_ERROR and "No space" in row[3][1]
+        row, = produce(c, "full", 0, batch([b"after"]), acks=-1)
+        monkeypatch.undo()
+        assert row[2:] == [3, None]
+        error, hw, _, records = fetch(c, "full", 0, 0)
+        assert error is None and hw == 4
+        assert record_values(records) == values(3) + [b"after"]
+    server.restart()
+    with connect(server) as c:
+        assert record_values(fetch(c, "full", 0, 0)[3]) == values(3) + [b"after"]
+
+
+def test_flush_messages_fsyncs_run_on_the_fsync_thread_not_the_event_loop(server, monkeypatch):
+    import os
+    import threading
+
+    from harness import wait_until
+    from minilog.storage import log as log_module
+    from minilog.storage import segment as segment_module
+
+    threads = []
+
+    class RecordingOs:
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def fsync(self, fd):
+            threads.append(threading.current_thread().name)
+            return os.fsync(fd)
+
+    with connect(server) as c:
+        create(c, "synced", config={"flush.messages": 1, "segment.bytes": 300})
+        monkeypatch.setattr(log_module, "os", RecordingOs())
+        monkeypatch.setattr(segment_module, "os", RecordingOs())
+        for i in range(10):
+            assert produce(c, "synced", 0, batch([b"x" * 50]))[0][3] is None
+        plog = server.server.logs.get_log("synced", 0)
+        wait_until(lambda: server.call(lambda: plog.flushed_offset) == 10, message="flush.messages flushes")
+        monkeypatch.undo()
+    assert threads and all(name.startswith("minilog-fsync") for name in threads), threads

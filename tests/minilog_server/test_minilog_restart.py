@@ -1,5 +1,6 @@
 """Restarts: topics, records and committed offsets survive a clean stop and a kill -9."""
 
+from clients.record_batch import decode_batches
 from minilog_wire_helpers import batch, connect, create, fetch, produce, record_values, values
 
 
@@ -82,3 +83,43 @@ def test_sigterm_with_parked_fetches_and_joins_exits_cleanly(spawn_server, tmp_p
     assert proc.stop() == 0
     c.close()
     other.close()
+
+
+def test_committed_offsets_survive_compaction_of_the_offsets_topic_and_a_restart(start_minilog):
+    from minilog.offsets_store import OFFSETS_TOPIC
+
+    server = start_minilog(offsets_topic_segment_bytes=1024)
+    want = {}
+    with connect(server) as c:
+        produce(c, "gone", 0, batch(values(1)))
+        for i in range(120):
+            group = "g%d" % (i % 2)
+            offsets = [["t", i % 3, i, "m%d" % i]] + ([["gone", 0, i, ""]] if i % 5 == 0 else [])
+            c.call("offset_commit", {"group_id": group, "generation_id": -1, "offsets": offsets})
+            want[(group, "t", i % 3)] = [i, "m%d" % i]
+        c.call("delete_topics", {"topics": ["gone"]})   # tombstones for the deleted topic's commits
+
+        def committed():
+            return {g: c.call("offset_fetch", {"group_id": g})["offsets"] for g in ("g0", "g1")}
+
+        expected = {g: [["t", p, *want[(g, "t", p)]] for p in range(3) if (g, "t", p) in want]
+                    for g in ("g0", "g1")}
+        assert committed() == expected
+        plog = server.server.logs.get_log(OFFSETS_TOPIC, 0)
+
+        def stored_records():
+            # A read returns one segment's batches: read each segment from its base.
+            return [r for seg in plog.segments
+                    for r in decode_batches(plog.read_bytes(max(seg.base_offset, plog.log_start_offset), 1 << 24))
+                    if seg.base_offset <= r[0] < seg.next_offset]
+
+        assert server.call(lambda: len(plog.segments)) > 5
+        server.call(server.server.logs.tick)   # the periodic tick may have compacted already: same result
+        # 8 keys + 2 tombstones in the sealed segments, and the few commits of the active one.
+        assert len(server.call(stored_records)) < 40 < 120
+        assert committed() == expected
+    server.restart()
+    with connect(server) as c:
+        assert {g: c.call("offset_fetch", {"group_id": g})["offsets"] for g in ("g0", "g1")} == expected
+        c.call("offset_commit", {"group_id": "g0", "generation_id": -1, "offsets": [["t", 0, 999, "x"]]})
+        assert c.call("offset_fetch", {"group_id": "g0", "partitions": [["t", 0]]})["offsets"] == [["t", 0, 999, "x"]]

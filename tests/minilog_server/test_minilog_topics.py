@@ -127,3 +127,14 @@ def test_bad_arguments_get_bad_request_and_the_connection_lives(server):
         assert error_code(c.call, "create_topics", {"topics": [42]}) == ErrorCode.BAD_REQUEST
         assert error_code(c.call, "metadata", {"topics": [1]}) == ErrorCode.BAD_REQUEST
         assert c.call("ping")["pong"] is True
+
+
+def test_compacted_topic_settings_accept_kafka_strings(server):
+    with connect(server) as c:
+        create(c, "table", config={"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.25",
+                                   "delete.retention.ms": "1000"})
+        config = c.call("metadata", {"topics": ["table"]})["topics"]["table"]["config"]
+        assert config["cleanup.policy"] == "compact" and config["min.cleanable.dirty.ratio"] == 0.25
+        assert config["delete.retention.ms"] == 1000
+        result = c.call("create_topics", {"topics": [{"name": "bad", "config": {"min.cleanable.dirty.ratio": "2"}}]})
+        assert result["results"]["bad"][0] == ErrorCode.BAD_REQUEST

@@ -46,8 +46,11 @@ def test_retention_by_time_keeps_segments_with_recent_records(tmp_path):
     assert log.log_start_offset == segs[3].base_offset
     with pytest.raises(OffsetOutOfRangeError):
         log.read(segs[3].base_offset - 1)
-    assert apply_retention(log, now_ms=10**15) == len(segs) - 4, "never the active segment"
-    assert len(log.segments) == 1 and log.log_start_offset == log.active_segment.base_offset
+    end = log.log_end_offset
+    # Every record is old now, the active segment's too: it is rolled so that it can go as well.
+    assert apply_retention(log, now_ms=10**15) == len(segs) - 3
+    assert len(log.segments) == 1 and log.active_segment.size == 0
+    assert log.log_start_offset == log.active_segment.base_offset == log.log_end_offset == end
     log.close()
 
 
@@ -104,3 +107,31 @@ def test_config_uses_kafka_names_and_rejects_nonsense():
                 {"retention.ms": "soon"}):
         with pytest.raises(InvalidConfigError):
             LogConfig.from_dict(bad)
+
+
+def test_an_active_segment_older_than_retention_is_rolled_and_deleted(tmp_path):
+    cfg = LogConfig(retention_ms=1_000, file_delete_delay_ms=0)
+    log = PartitionLog.open(str(tmp_path / "t-0"), cfg)
+    log.append(batch_of([b"a", b"b"], timestamp=10_000))
+    log.append(batch_of([b"c"], timestamp=10_500))
+    assert len(log.segments) == 1
+    assert apply_retention(log, now_ms=11_500) == 0, "the newest record is not older than retention.ms yet"
+    assert log.segments[0].size > 0 and log.log_start_offset == 0
+    assert apply_retention(log, now_ms=11_501) == 1
+    assert len(log.segments) == 1 and log.active_segment.size == 0
+    assert (log.log_start_offset, log.log_end_offset) == (3, 3)
+    assert log.read(3) is None
+    with pytest.raises(OffsetOutOfRangeError):
+        log.read(2)
+    assert log.append(batch_of([b"d"], timestamp=20_000)).base_offset == 3
+    assert decode_batches(log.read_bytes(3))[0][3] == b"d"
+    log.close()
+    with PartitionLog.open(str(tmp_path / "t-0"), cfg) as reopened:
+        assert (reopened.log_start_offset, reopened.log_end_offset) == (3, 4)
+
+
+def test_the_expired_active_segment_is_kept_without_the_delete_policy(tmp_path):
+    cfg = LogConfig(retention_ms=1_000, cleanup_policy="compact")
+    with PartitionLog.open(str(tmp_path / "t-0"), cfg) as log:
+        log.append(batch_of([b"a"], timestamp=10_000))
+        assert apply_retention(log, now_ms=10**12) == 0 and len(log.segments) == 1
