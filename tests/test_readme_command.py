@@ -22,15 +22,19 @@ def test_make_run_starts_both_servers(tmp_path):
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     ports = {}
+    seen = []  # everything make printed, for the failure message
     deadline = time.monotonic() + 300  # the first run may create the venv
     try:
         while len(ports) < 2:
             line = proc.stdout.readline().decode(errors="replace")
-            assert line or proc.poll() is None, "make run exited before both servers listened"
+            seen.append(line)
+            if not line:
+                proc.wait(30)
+                raise AssertionError(f"make run exited ({proc.returncode}) before both servers listened:\n{''.join(seen)}")
             match = LISTENING.search(line)
             if match:
                 ports[match.group(1)] = int(match.group(3))
-            assert time.monotonic() < deadline, "servers did not start in time"
+            assert time.monotonic() < deadline, f"servers did not start in time:\n{''.join(seen)}"
         for name, port in ports.items():
             with RpcConnection("127.0.0.1", port) as conn:
                 assert conn.call("ping")["pong"]
@@ -40,9 +44,10 @@ def test_make_run_starts_both_servers(tmp_path):
         launcher = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         for pid in launcher:
             os.kill(int(pid), signal.SIGINT)
-        assert proc.wait(30) == 0
-        output = proc.stdout.read().decode(errors="replace")
-        assert output.count("shutting down") == 2
+        code = proc.wait(30)
+        output = "".join(seen) + proc.stdout.read().decode(errors="replace")
+        assert code == 0, output
+        assert output.count("shutting down") == 2, output
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
