@@ -31,7 +31,11 @@ def main(argv=None) -> int:
             cmd += ["--port", str(port)]
         children.append(subprocess.Popen(cmd))
 
+    stopping = False
+
     def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -39,8 +43,12 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     while all(child.poll() is None for child in children):
-        time.sleep(0.1)
-    forward(signal.SIGTERM, None)
+        time.sleep(0.05)
+    # A child that exits on its own takes the other down with it. When we are already stopping,
+    # a second signal could reach a child after its loop has removed its handlers and kill it
+    # mid-teardown, so the children are only waited for.
+    if not stopping:
+        forward(signal.SIGTERM, None)
     codes = [child.wait() for child in children]
     return next((code for code in codes if code), 0)
 
