@@ -289,6 +289,8 @@ class BlockingChannel:
                 self._check()
             conn._pump(None)
         self._awaiting_seq = 0
+        if self._closing_exc is not None:
+            self._check()  # the server refused it outright (no such exchange...): that error, not a nack
         ack = self._confirm_result
         returned, self._returned = self._returned, []
         if not ack:
