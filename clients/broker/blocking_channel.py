@@ -133,6 +133,7 @@ class BlockingChannel:
         if self._closed:
             return
         self._mark_closed(exc)
+        self._conn._state_changed = True  # wakes process_data_events: start_consuming must see this
         if raise_later:
             self._closing_exc = exc
         conn = self._conn
@@ -476,6 +477,7 @@ class BlockingChannel:
         if entry is None:
             return
         self._cancelled[consumer_tag] = entry[1]
+        self._conn._state_changed = True
         if self._generator is not None and self._generator.consumer_tag == consumer_tag:
             self._generator.cancelled_by_broker = True
         for callback in self._cancel_callbacks:

@@ -85,6 +85,7 @@ class BlockingConnection:
         self._close_exc = None                    # raised by the next call after a connection loss
         self._fatal_error = None                  # a connection-level error the server sent before closing
         self._dispatch_depth = 0
+        self._state_changed = False               # a channel closed or a consumer was cancelled by the broker
         self.blocked_callbacks = []
         _OPEN_CONNECTIONS.add(self)
 
@@ -379,11 +380,12 @@ class BlockingConnection:
                     self._ignored_replies.discard(rid)
 
     def _has_ready(self) -> bool:
-        return bool(self._events or self._threadsafe or (self._timers and self._timers[0][0] <= time.monotonic()))
+        return bool(self._events or self._state_changed or self._threadsafe or (self._timers and self._timers[0][0] <= time.monotonic()))
 
     def _dispatch(self):
         """Run the user callbacks that are due: thread-safe callbacks, timers, then deliveries."""
         self._dispatch_depth += 1
+        self._state_changed = False
         try:
             threadsafe = self._threadsafe
             while threadsafe:

@@ -8,6 +8,8 @@ import pytest
 from clients import broker as pika
 from clients.broker import spec
 
+pytestmark = pytest.mark.timeout(30)
+
 
 def test_defaults_follow_pika_with_minibroker_port():
     params = pika.ConnectionParameters()
