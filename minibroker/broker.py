@@ -88,8 +88,8 @@ class Broker:
             if ch.closed:
                 continue
             if ch.outbox:
-                entries = ch.take_deliveries()
-                too_large = ch.session.sink.deliver(ch.number, entries)
+                entries, nbytes = ch.take_deliveries()
+                too_large = ch.session.sink.deliver(ch.number, entries, nbytes)
                 if too_large:
                     for tag in too_large:
                         if tag in ch.unacked:
@@ -244,9 +244,8 @@ class Broker:
         arguments = arguments or {}
         now = self.clock()
         if passive:
-            queue = self.get_queue(name, session)
-            queue.last_used = now
-            return queue
+            # A passive declare only looks: it does not renew an x-expires lease.
+            return self.get_queue(name, session)
         server_named = not name
         if server_named:
             name = server_named_queue()
@@ -408,34 +407,53 @@ class Broker:
 
     def publish_batch(self, channel, messages: list) -> None:
         """Publish many; each takes a sequence number in order. Bad entries are nacked and the
-        rest still published; then one error describes what was refused."""
+        rest still published; then one error describes what was refused.
+
+        The common case — a transient message without properties routed to exactly one queue
+        with no TTL or limit — is inlined here; everything else goes through `publish`.
+        """
         now = self.clock()
         publish = self.publish
+        exchanges = self.exchanges
+        queues_by_name = self.queues
+        confirm = channel.confirm_mode
         errors = None
+        last_name = None
+        exchange = None
         for entry in messages:
+            if type(entry) is list and len(entry) == 5 and not entry[3]:
+                name, rk, body, _, mandatory = entry
+                if name != last_name or exchange is None:
+                    last_name = name
+                    exchange = exchanges.get(name) if type(name) is str else None
+                if exchange is not None and not exchange.internal and type(body) is bytes and type(rk) is str:
+                    if name == "":
+                        q = queues_by_name.get(rk)      # the default exchange, without a tuple per message
+                    else:
+                        queues = exchange.route(rk, None)
+                        q = queues[0] if len(queues) == 1 else None
+                    if q is not None:
+                        if q.fast:
+                            if confirm:
+                                channel.publish_seq += 1
+                            msg = Message(name, rk, body, None)
+                            msg.queue = q
+                            msg.position = q._next_position
+                            q._next_position += 1
+                            q.ready.append(msg)
+                            q.ready_bytes += msg.size
+                            if q.consumers and not q.scheduled:
+                                self.schedule_drain(q)
+                            continue
             try:
-                if type(entry) is not list or not 3 <= len(entry) <= 5:
-                    if channel.confirm_mode:
-                        channel.publish_seq += 1
-                        channel.nacks.append(channel.publish_seq)
-                    raise BrokerError(ErrorCode.BAD_REQUEST,
-                                      f"channel {channel.number}: publish_batch entries must be "
-                                      f"[exchange, routing_key, body, properties, mandatory]")
-                exchange, rk, body = entry[0], entry[1], entry[2]
-                properties = entry[3] if len(entry) > 3 else None
-                mandatory = entry[4] if len(entry) > 4 else False
-                if type(exchange) is not str or type(rk) is not str or type(body) is not bytes:
-                    if channel.confirm_mode:
-                        channel.publish_seq += 1
-                        channel.nacks.append(channel.publish_seq)
-                    raise BrokerError(ErrorCode.BAD_REQUEST,
-                                      f"channel {channel.number}: publish_batch entry needs exchange (str), "
-                                      f"routing_key (str) and body (bin)")
-                publish(channel, exchange, rk, body, properties, mandatory, now)
+                self._publish_entry(channel, entry, now)
             except BrokerError as exc:
                 if errors is None:
                     errors = [exc, 0]
                 errors[1] += 1
+        if confirm and not channel.dirty:
+            channel.dirty = True
+            self.channel_dirty(channel)
         self.stats["published"] += len(messages)
         if errors is not None:
             exc, count = errors
@@ -443,6 +461,19 @@ class Broker:
                 raise BrokerError(exc.code, f"{exc.message} ({count} of {len(messages)} messages in this batch "
                                             f"were refused; the others were published)")
             raise exc
+
+    def _publish_entry(self, channel, entry, now) -> None:
+        if type(entry) is not list or not 3 <= len(entry) <= 5 or type(entry[0]) is not str \
+                or type(entry[1]) is not str or type(entry[2]) is not bytes:
+            if channel.confirm_mode:
+                channel.publish_seq += 1
+                channel.nacks.append(channel.publish_seq)
+            raise BrokerError(ErrorCode.BAD_REQUEST,
+                              f"channel {channel.number}: publish_batch entries must be "
+                              f"[exchange (str), routing_key (str), body (bin), properties (map or nil), mandatory (bool)]")
+        properties = entry[3] if len(entry) > 3 else None
+        mandatory = entry[4] if len(entry) > 4 else False
+        self.publish(channel, entry[0], entry[1], entry[2], properties, mandatory, now)
 
     def dead_letter(self, queue, msgs: list, reason: str) -> None:
         dead_letter_module.dead_letter(self, queue, msgs, reason)

@@ -110,6 +110,8 @@ class MessageQueue:
         self._rr = 0
         # One flag keeps the common case (no limits) to two comparisons on publish.
         self.limited = s.max_length is not None or s.max_length_bytes is not None
+        # `fast`: a transient message enters with no TTL or limit to apply (Broker.publish_batch inlines it).
+        self.fast = self.ttl is None and not self.limited
         self.dead_letter_exchange = s.dead_letter_exchange
 
     # ---- declaration -------------------------------------------------------------------------------
@@ -196,18 +198,50 @@ class MessageQueue:
             credit = consumer.credit()
             if credit > budget:
                 credit = budget
-            deliver = consumer.channel.deliver
+            channel = consumer.channel
             sent = 0
-            while sent < credit and ready:
-                msg = ready.popleft()
-                self.ready_bytes -= msg.size
-                if expiring and msg.expires_at and msg.expires_at <= now:
-                    if expired is None:
-                        expired = []
-                    expired.append(msg)
-                    continue
-                deliver(consumer, msg)
-                sent += 1
+            if consumer.no_ack:
+                deliver = channel.deliver
+                while sent < credit and ready:
+                    msg = ready.popleft()
+                    self.ready_bytes -= msg.size
+                    if expiring and msg.expires_at and msg.expires_at <= now:
+                        if expired is None:
+                            expired = []
+                        expired.append(msg)
+                        continue
+                    deliver(consumer, msg)
+                    sent += 1
+            elif credit > 0:
+                # The hot path, Channel.deliver inlined: tag, unacked map, outbox entry.
+                popleft = ready.popleft
+                unacked = channel.unacked
+                append = channel.outbox.append
+                ctag = consumer.tag
+                tag = channel.next_tag
+                ready_bytes = self.ready_bytes
+                while sent < credit and ready:
+                    msg = popleft()
+                    ready_bytes -= msg.size
+                    if expiring and msg.expires_at and msg.expires_at <= now:
+                        if expired is None:
+                            expired = []
+                        expired.append(msg)
+                        continue
+                    msg.tag = tag
+                    msg.consumer = consumer
+                    unacked[tag] = msg
+                    append([ctag, tag, msg.redelivered, msg.exchange, msg.routing_key, msg.body, msg.properties])
+                    tag += 1
+                    sent += 1
+                channel.outbox_bytes += self.ready_bytes - ready_bytes
+                self.ready_bytes = ready_bytes
+                channel.next_tag = tag
+                consumer.unacked += sent
+                self.unacked += sent
+                if sent and not channel.dirty:
+                    channel.dirty = True
+                    self.broker.channel_dirty(channel)
             budget -= sent
         else:
             n = len(consumers)
