@@ -206,10 +206,13 @@ class BlockingConnection:
     def close(self, reply_code=200, reply_text="Normal shutdown"):
         if self._closed:
             raise exceptions.ConnectionWrongStateError("BlockingConnection.close(%s, %r) called on closed connection." % (reply_code, reply_text))
+        try:
+            self._flush_output()  # publishes still held back go out before anything closes
+        except (OSError, exceptions.AMQPError):
+            pass
         for ch in list(self._channels.values()):
             ch._mark_closed(exceptions.ChannelClosedByClient(reply_code, reply_text))
         try:
-            self._flush_output()
             # Half-close and read to the end: the server then has read (and acted on) every
             # publish and ack we sent before it closes its side; an abrupt close with unread
             # deliveries in our buffer would reset the connection and could lose them.

@@ -243,3 +243,13 @@ def test_publish_batching_keeps_order_across_many_messages(connect):
             break
     assert bodies == [str(i).encode() for i in range(n)]
     ch.cancel()
+
+
+def test_close_sends_publishes_still_buffered(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("flushed")
+    for i in range(10):
+        ch.basic_publish("", "flushed", str(i))  # buffered: no round trip yet
+    conn.close()
+    assert connect().channel().queue_declare("flushed", passive=True).method.message_count == 10
