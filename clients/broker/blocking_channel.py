@@ -398,6 +398,7 @@ class BlockingChannel:
     def _dispatch_batch(self, batch):
         """Call consumers for one `deliver` push: [[tag, delivery_tag, redelivered, exchange, key, body, props], ...]."""
         consumers = self._consumers
+        conn = self._conn
         for i, d in enumerate(batch):
             if self._closed:
                 return  # closed under us: the server requeues what is left
@@ -406,6 +407,10 @@ class BlockingChannel:
                 self._orphans(batch[i:i + 1])
                 continue
             entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5])
+            if i & 255 == 255 and conn._dirty:
+                # Send the acks so far while the rest of a large batch is dispatched: the
+                # server refills the prefetch window meanwhile instead of after the batch.
+                conn._flush_output()
 
     def _orphans(self, deliveries):
         """Deliveries for a consumer that is gone: requeue those that wait for an ack."""
