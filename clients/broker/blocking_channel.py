@@ -111,8 +111,6 @@ class BlockingChannel:
             exc, self._closing_exc = self._closing_exc, None
             raise exc
         if self._closed:
-            if self._conn._closed:
-                self._conn._check_open()
             raise exceptions.ChannelWrongStateError("Channel is closed.")
 
     def _mark_closed(self, reason):
@@ -345,6 +343,11 @@ class BlockingChannel:
         if self._ack_upto:
             self._materialize()  # a pending merged ack goes first, so settlements keep their order
         self._conn._send(self, op, args, False)
+
+    def basic_recover(self, requeue=False):
+        """Give back every unacked delivery of this channel; they are redelivered (requeued:
+        the broker, like RabbitMQ, does not support redelivering to the same consumer only)."""
+        self._call("nack", {"ch": self.channel_number, "delivery_tag": 0, "multiple": True, "requeue": True})
 
     def basic_qos(self, prefetch_size=0, prefetch_count=0, global_qos=False):
         self._call("basic_qos", {"ch": self.channel_number, "prefetch_size": prefetch_size,

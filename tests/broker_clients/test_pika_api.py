@@ -253,3 +253,30 @@ def test_close_sends_publishes_still_buffered(connect):
         ch.basic_publish("", "flushed", str(i))  # buffered: no round trip yet
     conn.close()
     assert connect().channel().queue_declare("flushed", passive=True).method.message_count == 10
+
+
+def test_server_going_away_raises_stream_lost_error(start_minibroker):
+    server = start_minibroker()
+    conn = pika.BlockingConnection(pika.ConnectionParameters(server.host, server.port))
+    ch = conn.channel()
+    ch.queue_declare("q")
+    server.stop()
+    with pytest.raises(pika.exceptions.StreamLostError):
+        ch.queue_declare("q2")
+    assert conn.is_closed and ch.is_closed
+    with pytest.raises(pika.exceptions.ChannelWrongStateError):
+        ch.basic_publish("", "q", b"x")
+    with pytest.raises(pika.exceptions.ConnectionWrongStateError):
+        conn.process_data_events()
+
+
+def test_basic_recover_requeues_unacked(connect):
+    ch = connect().channel()
+    ch.queue_declare("rec")
+    for i in range(3):
+        ch.basic_publish("", "rec", str(i))
+    for _ in range(3):
+        ch.basic_get("rec")
+    ch.basic_recover(requeue=True)
+    method, _, body = ch.basic_get("rec", auto_ack=True)
+    assert method.redelivered and body == b"0" and method.message_count == 2
