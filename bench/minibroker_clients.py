@@ -1,7 +1,7 @@
 """Throughput of the pika-style client: a plain pika program, one producer and one consumer process.
 
     python -m bench.minibroker_clients [--messages 200000] [--size 256] [--runs 5]
-                                       [--prefetch 1000] [--ack-every 100]
+                                       [--prefetch 1000] [--ack-every 100] [--client pika|aio]
                                        [--profile producer|consumer] [--json PATH]
 
 Starts minibroker as a subprocess (as a user would), then per run: a consumer process
@@ -13,6 +13,9 @@ with `from clients import broker as pika`. Reported per run:
 - producer: messages / time spent in the publish loop and close;
 - end to end: messages / (time the consumer received the last message - time the producer
   started publishing), the figure that counts.
+
+`--client aio` runs the same two programs written for aio-pika instead (publish loop without
+confirms; `queue.iterator()`, `message.ack(multiple=True)` every 100).
 
 Prints the median and spread over the runs. `--profile producer` (or `consumer`) runs that
 side under cProfile in one extra run and prints where its time goes.
@@ -68,9 +71,68 @@ def consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int
     return {"first": state["first"], "last": state["last"]}
 
 
+def aio_producer(port: int, queue: str, messages: int, size: int) -> dict:
+    import asyncio
+    from clients import aio_broker as aio_pika
+
+    async def main():
+        connection = await aio_pika.connect(host="127.0.0.1", port=port)
+        channel = await connection.channel(publisher_confirms=False)
+        body = b"x" * size
+        start = time.time()
+        exchange = channel.default_exchange
+        for _ in range(messages):
+            await exchange.publish(aio_pika.Message(body), routing_key=queue)
+        await connection.close()
+        return {"start": start, "end": time.time()}
+
+    return _run(main())
+
+
+def aio_consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int, ready_fd: int) -> dict:
+    import asyncio
+    from clients import aio_broker as aio_pika
+
+    async def main():
+        connection = await aio_pika.connect(host="127.0.0.1", port=port)
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        q = await channel.get_queue(queue)
+        count = 0
+        first = None
+        async with q.iterator() as it:
+            os.write(ready_fd, b"ready\n")
+            async for message in it:
+                count += 1
+                if first is None:
+                    first = time.time()
+                if count % ack_every == 0 or count == messages:
+                    await message.ack(multiple=True)
+                if count == messages:
+                    break
+        last = time.time()
+        await connection.close()
+        return {"first": first, "last": last}
+
+    return _run(main())
+
+
+def _run(coro):
+    import asyncio
+    try:
+        import uvloop
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
 def run_role(args) -> None:
     """Entry point of a child process: run one side, print its timings as JSON."""
     def work():
+        if args.client == "aio":
+            if args.role == "producer":
+                return aio_producer(args.port, args.queue, args.messages, args.size)
+            return aio_consumer(args.port, args.queue, args.messages, args.prefetch, args.ack_every, 1)
         if args.role == "producer":
             return producer(args.port, args.queue, args.messages, args.size)
         return consumer(args.port, args.queue, args.messages, args.prefetch, args.ack_every, 1)
@@ -101,7 +163,7 @@ def start_server(data_dir: str):
 def child(role, port, queue, args, profile_out=None):
     cmd = [sys.executable, "-m", "bench.minibroker_clients", "--role", role, "--port", str(port),
            "--queue", queue, "--messages", str(args.messages), "--size", str(args.size),
-           "--prefetch", str(args.prefetch), "--ack-every", str(args.ack_every)]
+           "--prefetch", str(args.prefetch), "--ack-every", str(args.ack_every), "--client", args.client]
     if profile_out:
         cmd += ["--profile-out", profile_out]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -137,6 +199,8 @@ def main(argv=None):
     parser.add_argument("--prefetch", type=int, default=1000)
     parser.add_argument("--ack-every", type=int, default=100)
     parser.add_argument("--profile", choices=("producer", "consumer"))
+    parser.add_argument("--client", choices=("pika", "aio"), default="pika",
+                        help="pika: the blocking client (default); aio: the aio-pika-style client")
     parser.add_argument("--json")
     parser.add_argument("--role", choices=("producer", "consumer"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -163,7 +227,7 @@ def main(argv=None):
             server.terminate()
             server.wait()
     summary = {"messages": args.messages, "size": args.size, "runs": runs}
-    print(f"pika-style client, {args.messages} messages of {args.size} B, prefetch {args.prefetch}, "
+    print(f"{args.client}-style client, {args.messages} messages of {args.size} B, prefetch {args.prefetch}, "
           f"ack multiple every {args.ack_every}, {args.runs} runs")
     for key in ("producer_msgs_per_s", "consumer_msgs_per_s", "end_to_end_msgs_per_s"):
         values = sorted(r[key] for r in runs)
