@@ -139,7 +139,8 @@ class BlockingChannel:
             # Close the channel on the server too, so its unacked deliveries are requeued and
             # its consumers go; we do not wait for (or care about) the reply.
             try:
-                conn._ignored_replies.add(conn._send(None, "channel_close", {"ch": self.channel_number}, True))
+                rid = conn._send(None, "channel_close", {"ch": self.channel_number}, True)
+                conn._ignored_replies[rid] = self.channel_number
             except exceptions.AMQPError:
                 pass
 

@@ -79,7 +79,7 @@ class BlockingConnection:
         self._timer_seq = itertools.count(1)
         self._timer_index: dict = {}
         self._dirty: set = set()                  # channels holding publishes or a merged ack
-        self._ignored_replies: set = set()        # replies nobody waits for (channel_close after an error)
+        self._ignored_replies: dict = {}          # rid -> channel number: channel_close sent after an error
         self._last_noreply_channel = None         # who to blame for an error to an id-0 request
         self._closed = False
         self._close_exc = None                    # raised by the next call after a connection loss
@@ -131,7 +131,10 @@ class BlockingConnection:
     def channel(self, channel_number=None) -> BlockingChannel:
         self._check_open()
         if channel_number is None:
-            channel_number = next(n for n in itertools.count(1) if n not in self._channels)
+            # Not a number whose close the server has yet to confirm: deliveries it sent
+            # there before the close would land on the new channel.
+            channel_number = next(n for n in itertools.count(1)
+                                  if n not in self._channels and n not in self._ignored_replies.values())
         elif channel_number in self._channels:
             raise exceptions.InvalidChannelNumber(f"channel {channel_number} is already open")
         ch = BlockingChannel(self, channel_number)
@@ -380,7 +383,7 @@ class BlockingConnection:
             for rid in list(self._ignored_replies):
                 if rid in rpc.replies:
                     del rpc.replies[rid]
-                    self._ignored_replies.discard(rid)
+                    del self._ignored_replies[rid]
 
     def _has_ready(self) -> bool:
         return bool(self._events or self._state_changed or self._threadsafe or (self._timers and self._timers[0][0] <= time.monotonic()))

@@ -335,3 +335,24 @@ def test_start_consuming_raises_when_channel_closed_by_broker(connect):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
         ch.start_consuming()
     assert err.value.reply_code == 406
+
+
+def test_channel_reopened_after_broker_error_gets_no_stale_deliveries(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("stale")
+    fill(ch, "stale", 200)
+    ch.basic_consume("stale", lambda *a: None)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        ch.queue_declare("stale", durable=True)  # 406 while deliveries are in flight
+    fresh = conn.channel()
+    got = []
+    for method, _, body in fresh.consume("stale", inactivity_timeout=2):
+        if method is None:
+            break
+        got.append(body)
+        fresh.basic_ack(method.delivery_tag)
+        if len(got) == 200:
+            break
+    assert fresh.is_open
+    assert sorted(got) == sorted(f"m{i}".encode() for i in range(200))
