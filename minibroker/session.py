@@ -22,6 +22,7 @@ class Session:
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set = set()
         self.closed = False
+        self.published = False        # published since the last flow-control check (flow_control.py)
 
     @property
     def paused(self) -> bool:
@@ -53,7 +54,6 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        now = self.broker.clock()
         for number in list(self.channels):
             self.close_channel(number)
         for queue in list(self.exclusive_queues):
