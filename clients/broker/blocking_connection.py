@@ -15,6 +15,9 @@ and coalesces writes) and everything that happens on it:
   (a `deliver` batch is queued whole for dispatch, confirms and returns are recorded at once
   since a blocked `basic_publish` waits on them); errors for requests sent without a reply
   (id 0) close the channel that sent them, as RabbitMQ closes a channel on a failed publish.
+  Such an error answers no request id; the server starts its message with "channel N:"
+  (PROTOCOL.md, "Publish errors"), and failing that the channel that last sent an id-0
+  request is blamed.
 - **Dispatch.** User callbacks (consumers, returns, timers, thread-safe callbacks) run only
   from `process_data_events`, `sleep`, `start_consuming` and the `consume` generator, never
   from inside another blocking call, which is pika's rule too.
@@ -36,6 +39,7 @@ from clients.rpc import RpcConnection
 
 from . import exceptions
 from .blocking_channel import BlockingChannel
+from .exceptions import channel_named_in
 from .connection import ConnectionParameters, Parameters
 
 # Wire errors after which the server closes the whole connection, not one channel.
@@ -374,7 +378,7 @@ class BlockingConnection:
                 self._fatal_error = exceptions.ConnectionClosedByBroker(
                     exceptions.reply_code_for(error.code), f"{error.code} - {error.message}")
                 continue
-            ch = self._last_noreply_channel
+            ch = channels.get(channel_named_in(error.message)) or self._last_noreply_channel
             if ch is None or ch._closed:
                 ch = next((c for c in channels.values() if not c._closed), None)
             if ch is not None:

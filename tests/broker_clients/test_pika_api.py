@@ -280,3 +280,18 @@ def test_basic_recover_requeues_unacked(connect):
     ch.basic_recover(requeue=True)
     method, _, body = ch.basic_get("rec", auto_ack=True)
     assert method.redelivered and body == b"0" and method.message_count == 2
+
+
+def test_async_error_closes_the_channel_it_names(connect):
+    conn = connect()
+    bad = conn.channel()
+    good = conn.channel()
+    good.queue_declare("fine")
+    bad.basic_publish("no-such-exchange", "k", b"x")
+    good.basic_publish("", "fine", b"y")  # the last id-0 request came from `good`
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        for _ in range(50):
+            conn.process_data_events(time_limit=0.05)
+            bad.queue_declare("q")
+    assert good.is_open
+    assert good.queue_declare("fine", passive=True).method.message_count == 1
