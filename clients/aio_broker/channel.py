@@ -22,6 +22,7 @@ What it does on the wire:
 import asyncio
 import collections
 import itertools
+import logging
 
 from clients.protocol.errors import BrokerError
 
@@ -30,6 +31,7 @@ from .entities import Exchange, ExchangeType, Queue
 from .message import IncomingMessage
 
 _tag_ids = itertools.count(1)
+log = logging.getLogger("clients.aio_broker")
 PUBLISH_BATCH_MESSAGES = 1000
 
 
@@ -311,11 +313,22 @@ class Channel:
                 continue
             callback, no_ack = entry
             message = IncomingMessage(self, d[5], d[1], d[2], d[3], d[4], d[6], d[0], None, no_ack)
-            result = callback(message)
+            try:
+                result = callback(message)
+            except Exception:
+                # We are inside the protocol's data_received: a consumer's bug must not break
+                # the connection. aio-pika logs it the same way.
+                log.exception("consumer %s on channel %s raised", d[0], self.number)
+                continue
             if result is not None and asyncio.iscoroutine(result):
                 task = self._loop.create_task(result)
                 tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task):
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consumer callback on channel %s raised", self.number, exc_info=task.exception())
 
     def _on_broker_cancel(self, consumer_tag):
         entry = self._consumers.pop(consumer_tag, None)

@@ -293,3 +293,25 @@ async def test_connection_lost_fails_pending_calls(start_minibroker):
         await channel.declare_queue("q2")
     with pytest.raises(aio_pika.exceptions.AMQPError):
         await channel.default_exchange.publish(Message(b"x"), routing_key="q")
+
+
+async def test_consumer_callback_errors_do_not_break_the_connection(connection):
+    channel = await connection.channel()
+    queue = await channel.declare_queue("faulty")
+    got = []
+
+    def sync_callback(message):
+        got.append(message.body)
+        raise RuntimeError("sync consumer bug")
+
+    async def async_callback(message):
+        got.append(message.body)
+        raise RuntimeError("async consumer bug")
+
+    await queue.consume(sync_callback, no_ack=True)
+    await queue.consume(async_callback, no_ack=True)
+    for i in range(4):
+        await channel.default_exchange.publish(Message(f"{i}".encode()), routing_key="faulty")
+    await async_wait_until(lambda: len(got) == 4, 5)
+    assert not connection.is_closed
+    assert (await queue.declare()).message_count == 0

@@ -476,3 +476,25 @@ def test_settlement_merging_matches_a_model(connect, plan, order):
     check = conn.channel()
     assert check.queue_declare(queue, passive=True).method.message_count == back + len(unsettled)
     conn.close()
+
+
+def test_callback_exception_propagates_and_the_rest_of_the_batch_stays(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("boom")
+    fill(ch, "boom", 10)
+    seen = []
+
+    def on_message(channel, method, properties, body):
+        seen.append(body)
+        channel.basic_ack(method.delivery_tag)
+        if body == b"m3":
+            raise ValueError("bad message")
+        if len(seen) == 10:
+            channel.stop_consuming()
+
+    ch.basic_consume("boom", on_message)
+    with pytest.raises(ValueError):
+        ch.start_consuming()
+    ch.start_consuming()  # picks up where it stopped: m4..m9 were not lost in the batch
+    assert seen == [f"m{i}".encode() for i in range(10)]
