@@ -6,7 +6,8 @@ request and wait for its reply, as pika does. The hot paths do not wait:
 - `basic_publish` without confirms appends the message to the channel's publish buffer;
   `_materialize` turns the buffer into one `publish_batch` frame (id 0, no reply) when it
   holds 1,000 messages or 256 KiB, or whenever the connection flushes (it waits, reads or
-  processes events). With `confirm_delivery()` on, it sends the message at once and blocks
+  processes events). A publish more than a millisecond after the previous one is sent at
+  once: only publish loops batch. With `confirm_delivery()` on, it sends the message at once and blocks
   until the server's `confirm` push for its sequence number, raising `UnroutableError` if a
   `return` push came first for a mandatory message and `NackError` for a negative confirm.
 - `basic_ack` / `basic_nack` / `basic_reject` are id-0 requests queued for the next flush.
@@ -33,6 +34,8 @@ from .frame import Method
 
 PUBLISH_BATCH_MESSAGES = 1000
 PUBLISH_BATCH_BYTES = 256 * 1024
+SPARSE_PUBLISH_GAP = 0.001  # seconds since the previous publish that make a publish "lone"
+_monotonic = time.monotonic
 
 _Deliver = spec.Basic.Deliver
 _props_from_wire = spec.BasicProperties.from_wire
@@ -85,6 +88,7 @@ class BlockingChannel:
         self._generator = None
         self._pub_buf: list = []
         self._pub_bytes = 0
+        self._last_publish = 0.0
         self._ack_upto = 0             # a merged multiple=True ack not yet sent
         # Settlement bookkeeping, so single acks can merge too: every delivery tag up to
         # `_floor` is settled (acked, nacked, rejected or auto-acked) and so are the tags in
@@ -264,8 +268,17 @@ class BlockingChannel:
         buf = self._pub_buf
         if not buf:
             self._conn._dirty.add(self)
-        buf.append([exchange, routing_key, body, props, mandatory])
-        self._pub_bytes += len(body) + len(routing_key) + 32
+        buf.append((exchange, routing_key, body, props, mandatory))
+        self._pub_bytes += len(body) + 64
+        now = _monotonic()
+        if now - self._last_publish > SPARSE_PUBLISH_GAP:
+            # A lone publish (none in the last millisecond) goes out at once, as pika's would:
+            # a program that publishes now and then and does something else in between must
+            # not find its message waiting. Only a loop publishing faster than that batches.
+            self._last_publish = now
+            self._conn._flush_output()
+            return
+        self._last_publish = now
         if len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES:
             self._materialize()
             # A producer that never reads would not notice its channel being closed; a look
