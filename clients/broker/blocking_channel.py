@@ -466,7 +466,6 @@ class BlockingChannel:
     def _dispatch_batch(self, batch):
         """Call consumers for one `deliver` push: [[tag, delivery_tag, redelivered, exchange, key, body, props], ...]."""
         consumers = self._consumers
-        conn = self._conn
         i = -1
         try:
             for i, d in enumerate(batch):
@@ -479,16 +478,12 @@ class BlockingChannel:
                 if entry[1]:
                     self._settled(d[1])  # auto-ack: settled as it was sent
                 entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5])
-                if i & 255 == 255 and conn._dirty:
-                    # Send the acks so far while the rest of a large batch is dispatched: the
-                    # server refills the prefetch window meanwhile instead of after the batch.
-                    conn._flush_output()
         except BaseException:
             # A callback raised (the exception goes to the caller of start_consuming, as in
             # pika): the rest of the batch stays queued for the next dispatch.
             rest = batch[i + 1:]
             if rest:
-                conn._events.appendleft((self._dispatch_batch, rest))
+                self._conn._events.appendleft((self._dispatch_batch, rest))
             raise
 
     def _orphans(self, deliveries):
