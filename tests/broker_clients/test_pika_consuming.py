@@ -436,11 +436,19 @@ def test_out_of_order_settlements_stay_exact(connect):
 
 @given(plan=st.lists(st.sampled_from(["ack", "ack-multiple", "nack", "reject", "keep"]), min_size=1, max_size=25),
        order=st.randoms(use_true_random=False))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_settlement_merging_matches_a_model(connect, plan, order):
     """Whatever the order and mix of settlements, the broker ends up with exactly the messages
     the AMQP rules say: kept (unacked) and nacked-with-requeue ones come back, nothing else."""
     conn = connect()
+    try:
+        run_settlement_plan(conn, plan, order)
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def run_settlement_plan(conn, plan, order):
     ch = conn.channel()
     queue = ch.queue_declare("", exclusive=True).method.queue
     fill(ch, queue, len(plan))
@@ -475,7 +483,6 @@ def test_settlement_merging_matches_a_model(connect, plan, order):
     ch.close()  # the unsettled ones return now
     check = conn.channel()
     assert check.queue_declare(queue, passive=True).method.message_count == back + len(unsettled)
-    conn.close()
 
 
 def test_callback_exception_propagates_and_the_rest_of_the_batch_stays(connect):
