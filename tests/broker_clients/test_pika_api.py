@@ -307,3 +307,27 @@ def test_a_lone_publish_is_sent_at_once(connect):
     producer.basic_publish("", "lone", b"now")  # no further call on the producer's connection
     wait_until(lambda: consumer.queue_declare("lone", passive=True).method.message_count == 1, 5,
                message="the lone message in the queue")
+
+
+def test_works_with_descriptor_numbers_above_1024(connect):
+    """select() cannot wait on descriptors >= 1024; a busy program has them."""
+    import os
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the descriptor limit ({soft}) is too low to push past 1024")
+    fillers = []
+    try:
+        while not fillers or fillers[-1] < 1030:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        conn = connect()
+        assert conn._sock.fileno() > 1024
+        ch = conn.channel()
+        ch.queue_declare("high-fd")
+        ch.basic_publish("", "high-fd", b"x")
+        conn.process_data_events(time_limit=0.01)
+        method, _, body = ch.basic_get("high-fd", auto_ack=True)
+        assert body == b"x"
+    finally:
+        for fd in fillers:
+            os.close(fd)
