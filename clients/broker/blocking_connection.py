@@ -379,7 +379,7 @@ class BlockingConnection:
             if event == "deliver":
                 batch = body[1]
                 if batch:
-                    ch._delivered_max = batch[-1][1]
+                    ch._settlement.delivered_max = batch[-1][1]
                     self._events.append((ch._dispatch_batch, batch))
             elif event == "confirm":
                 ch._on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)
