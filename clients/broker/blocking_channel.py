@@ -7,14 +7,15 @@ request and wait for its reply, as pika does. The hot paths do not wait:
   `_materialize` turns the buffer into one `publish_batch` frame (id 0, no reply) when it
   holds 1,000 messages or 256 KiB, or whenever the connection flushes (it waits, reads or
   processes events). A publish more than a millisecond after the previous one is sent at
-  once: only publish loops batch. With `confirm_delivery()` on, it sends the message at once and blocks
-  until the server's `confirm` push for its sequence number, raising `UnroutableError` if a
-  `return` push came first for a mandatory message and `NackError` for a negative confirm.
+  once: only publish loops batch. With `confirm_delivery()` on, it sends the message at once
+  and blocks until the server's `confirm` push for its sequence number, raising
+  `UnroutableError` if a `return` push came first for a mandatory message and `NackError`
+  for a negative confirm.
 - `basic_ack` / `basic_nack` / `basic_reject` are id-0 requests queued for the next flush.
-  Acks merge: the channel tracks which delivery tags are settled (`settlement.SettledTags`), and an ack that
-  leaves every tag up to its own settled (any `multiple=True` ack, or a single ack of the
-  next tag in order, the usual case) only raises `_ack_upto`, sent as one `multiple=True`
-  ack at the flush; an ack out of order goes out as it is.
+  Acks merge: the channel tracks which delivery tags are settled (`settlement.SettledTags`),
+  and an ack that leaves every tag up to its own settled (any `multiple=True` ack, or a
+  single ack of the next tag in order, the usual case) only raises `_ack_upto`, sent as one
+  `multiple=True` ack at the flush; an ack out of order goes out as it is.
 - Deliveries come in batches (`deliver` push); `_dispatch_batch` calls each consumer's
   callback in order with pika's `(channel, Basic.Deliver, BasicProperties, body)`.
 
