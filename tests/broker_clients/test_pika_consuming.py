@@ -505,3 +505,25 @@ def test_callback_exception_propagates_and_the_rest_of_the_batch_stays(connect):
         ch.start_consuming()
     ch.start_consuming()  # picks up where it stopped: m4..m9 were not lost in the batch
     assert seen == [f"m{i}".encode() for i in range(10)]
+
+
+def test_queue_deleted_under_consumers_cancels_them(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("doomed")
+    cancelled = []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume("doomed", lambda *a: None)
+    connect().channel().queue_delete("doomed")
+    ch.start_consuming()  # returns: the broker cancelled the only consumer
+    assert cancelled == [tag] and ch.consumer_tags == []
+
+    ch.queue_declare("doomed-too")
+    gen = ch.consume("doomed-too", inactivity_timeout=0.05)
+    assert next(gen) == (None, None, None)  # consuming now
+    connect().channel().queue_delete("doomed-too")
+    rest = []
+    for item in gen:  # the generator ends with its consumer
+        rest.append(item)
+        assert len(rest) < 100, "the generator did not end"
+    assert all(item == (None, None, None) for item in rest)
