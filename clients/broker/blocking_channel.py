@@ -481,7 +481,7 @@ class BlockingChannel:
                     events[index] = (fn, kept)
         return taken
 
-    def basic_cancel(self, consumer_tag=""):
+    def basic_cancel(self, consumer_tag):
         """Cancel a consumer. Returns the auto_ack messages received but not yet dispatched
         (as (method, properties, body)); unacked ones not yet dispatched are requeued."""
         if self._closed and self._closing_exc is None:
