@@ -91,6 +91,7 @@ class BlockingChannel:
         self._pub_buf: list = []
         self._pub_bytes = 0
         self._last_publish = 0.0
+        self._last_settle = 0.0
         self._ack_upto = 0             # a merged multiple=True ack not yet sent
         # Which delivery tags are settled, so that single acks can merge too.
         self._settlement = SettledTags()
@@ -349,6 +350,7 @@ class BlockingChannel:
             self._settled_upto(delivery_tag)
         elif not (delivery_tag and self._settled(delivery_tag)):
             self._send_settle("ack", {"ch": self.channel_number, "delivery_tag": delivery_tag, "multiple": False})
+            self._send_if_lone()
             return
         # Every tag up to this one is now settled, so a multiple=True ack of it settles the
         # same deliveries: consecutive acks merge into one frame holding the highest tag.
@@ -356,6 +358,20 @@ class BlockingChannel:
             self._conn._dirty.add(self)
         if delivery_tag > self._ack_upto:
             self._ack_upto = delivery_tag
+        self._send_if_lone()
+
+    def _send_if_lone(self):
+        """Outside a consumer callback, a settlement with none in the previous millisecond
+        goes out at once (a program acking after basic_get, or from the consume generator
+        while it works slowly, must not leave the broker waiting for it); inside callbacks
+        the flush after the batch sends them, merged."""
+        if self._conn._dispatch_depth:
+            return
+        now = _monotonic()
+        lone = now - self._last_settle > SPARSE_PUBLISH_GAP
+        self._last_settle = now
+        if lone:
+            self._conn._flush_output()
 
     def basic_nack(self, delivery_tag=0, multiple=False, requeue=True):
         self._check()
@@ -365,11 +381,13 @@ class BlockingChannel:
             self._settled_upto(delivery_tag or self._settlement.delivered_max)
         else:
             self._settled(delivery_tag)
+        self._send_if_lone()
 
     def basic_reject(self, delivery_tag=0, requeue=True):
         self._check()
         self._send_settle("reject", {"ch": self.channel_number, "delivery_tag": delivery_tag, "requeue": requeue})
         self._settled(delivery_tag)
+        self._send_if_lone()
 
     def _send_settle(self, op, args):
         if self._ack_upto:

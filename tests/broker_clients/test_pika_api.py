@@ -331,3 +331,25 @@ def test_works_with_descriptor_numbers_above_1024(connect):
     finally:
         for fd in fillers:
             os.close(fd)
+
+
+def test_a_lone_ack_is_sent_at_once(connect):
+    """An ack made outside a callback, with nothing else going on, reaches the broker even if
+    the program then dies without touching the connection again."""
+    import socket
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("lone-ack")
+    ch.basic_publish("", "lone-ack", b"x")
+    method, _, _ = ch.basic_get("lone-ack")
+    ch.basic_ack(method.delivery_tag)  # and then no further call on this connection
+    observer = connect()
+
+    def connections():
+        return observer._rpc.call("server_info")["connections"]
+
+    before = connections()
+    conn._sock.shutdown(socket.SHUT_RDWR)  # the program dies without a goodbye
+    wait_until(lambda: connections() == before - 1, 5, message="the server to drop the dead connection")
+    # had the ack not left, closing the connection would have requeued the message
+    assert observer.channel().queue_declare("lone-ack", passive=True).method.message_count == 0
