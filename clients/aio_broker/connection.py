@@ -1,0 +1,218 @@
+"""aio-pika's `connect` / `connect_robust` and `Connection`, over AsyncRpcConnection.
+
+The connection routes the server's pushes to channels (`_on_push`): `deliver` batches to
+`Channel._on_deliver`, `confirm` / `return` to the publisher side, `cancel` to the consumer
+side. An error answering a request sent without a reply (id 0: publishes, acks) names no
+request; it closes the channel its message names ("channel N: ...", see PROTOCOL.md "Publish
+errors"), else the channel that last sent one (`_on_async_error`), as RabbitMQ closes the
+channel of a failed publish.
+"""
+
+import asyncio
+import itertools
+import logging
+import urllib.parse
+
+from clients.aio_rpc import AsyncRpcConnection
+from clients.protocol.errors import BrokerError, ErrorCode
+
+from clients.broker.exceptions import channel_named_in
+
+from . import exceptions
+from .channel import Channel
+
+log = logging.getLogger("clients.aio_broker")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5673
+
+
+class Connection:
+    robust = False
+
+    def __init__(self, rpc: AsyncRpcConnection, host: str, port: int, connect_args: dict | None = None):
+        self.host = host
+        self.port = port
+        self._connect_args = connect_args or {}
+        self._channels: dict = {}
+        self._last_noreply_channel = None
+        self._closing = False                 # close() was called: a loss is not to be repaired
+        self.close_callbacks: list = []
+        self.reconnect_callbacks: list = []
+        self.connected = asyncio.Event()      # set while the connection is up (aio-pika's name)
+        self._closed_event = asyncio.Event()
+        self._attach(rpc)
+        self.connected.set()
+
+    def _attach(self, rpc: AsyncRpcConnection):
+        self._rpc = rpc
+        rpc.on_push = self._on_push
+        rpc.on_async_error = self._on_async_error
+        rpc.on_close = self._on_close
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closing or (self._rpc.closed and not self.robust)
+
+    def channel(self, channel_number=None, publisher_confirms: bool = True, on_return_raises: bool = False) -> Channel:
+        """A new channel; `await` it (or use `async with`) to open it."""
+        if self._rpc.closed:
+            raise exceptions.ChannelInvalidStateError("connection is closed")
+        if channel_number is None:
+            channel_number = next(n for n in itertools.count(1) if n not in self._channels)
+        channel = Channel(self, channel_number, publisher_confirms=publisher_confirms,
+                          on_return_raises=on_return_raises)
+        self._channels[channel_number] = channel
+        return channel
+
+    async def close(self, exc=None):
+        self._closing = True
+        for channel in list(self._channels.values()):
+            channel._flush_publishes()
+        if not self._rpc.closed:
+            await self._rpc.close()
+        self._stop_reconnecting()
+
+    def _stop_reconnecting(self):
+        pass
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb):
+        await self.close()
+
+    def _on_push(self, event, body):
+        channel = self._channels.get(body[0]) if type(body) is list and body else None
+        if channel is None:
+            return
+        if event == "deliver":
+            channel._on_deliver(body[1])
+        elif event == "confirm":
+            channel._on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)
+        elif event == "return":
+            channel._on_return(body)
+        elif event == "cancel":
+            channel._on_broker_cancel(body[1])
+
+    def _on_async_error(self, error: BrokerError):
+        if error.code in (ErrorCode.FRAME_TOO_LARGE, ErrorCode.CORRUPT_FRAME):
+            return  # the server closes the connection; _on_close reports it
+        channel = self._channels.get(channel_named_in(error.message)) or self._last_noreply_channel
+        if channel is None or channel._closed:
+            channel = next((c for c in self._channels.values() if not c._closed), None)
+        if channel is not None:
+            channel._on_broker_error(exceptions.channel_error(error.code, error.message))
+
+    def _on_close(self, exc):
+        self.connected.clear()
+        error = exceptions.ConnectionClosed(0, f"connection lost: {exc}" if exc else "connection closed")
+        for channel in list(self._channels.values()):
+            channel._mark_closed(error)
+        self._closed_event.set()
+        for callback in self.close_callbacks:
+            callback(self, exc)
+
+    def __repr__(self):
+        return f"<Connection {self.host}:{self.port} {'closed' if self.is_closed else 'open'}>"
+
+
+class RobustConnection(Connection):
+    """A connection that comes back: after an unexpected loss it reconnects every
+    `reconnect_interval` seconds until it succeeds, then reopens its channels and replays what
+    they declared (exchanges, queues, bindings, prefetch) and their consumers
+    (`Channel._restore`). Publishes awaiting a confirm when the connection dropped fail with
+    `ConnectionClosed`; calls made while it is down raise `ChannelInvalidStateError` — wait on
+    `connection.connected` to resume.
+    """
+
+    robust = True
+
+    def __init__(self, *args, reconnect_interval: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reconnect_interval = reconnect_interval
+        self._reconnect_task = None
+
+    def _on_close(self, exc):
+        if self._closing:
+            return super()._on_close(exc)
+        self.connected.clear()
+        error = exceptions.ConnectionClosed(0, f"connection lost: {exc}" if exc else "connection closed")
+        for channel in list(self._channels.values()):
+            channel._interrupt(error)
+        if self._reconnect_task is None:
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self):
+        try:
+            while not self._closing:
+                await asyncio.sleep(self.reconnect_interval)
+                try:
+                    rpc = await _open_rpc(**self._connect_args)
+                except (exceptions.AMQPConnectionError, OSError, asyncio.TimeoutError) as exc:
+                    log.info("reconnecting to %s:%s failed (%s); retrying", self.host, self.port, exc)
+                    continue
+                if self._closing:
+                    await rpc.close()
+                    return
+                self._attach(rpc)
+                try:
+                    for channel in list(self._channels.values()):
+                        if not channel._closed:
+                            await channel._restore()
+                except exceptions.AMQPError as exc:
+                    if rpc.closed:
+                        continue  # lost again while restoring: start over
+                    log.warning("restoring channels after reconnecting failed: %r", exc, exc_info=True)
+                self.connected.set()  # only now: the channels are usable again
+                for callback in self.reconnect_callbacks:
+                    callback(self)
+                return
+        finally:
+            self._reconnect_task = None
+
+    def _stop_reconnecting(self):
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            self._reconnect_task = None
+        if not self.connected.is_set():
+            super()._on_close(None)  # closed while down: the channels close for good now
+
+
+async def _open_rpc(host, port, name, credentials, timeout) -> AsyncRpcConnection:
+    try:
+        return await AsyncRpcConnection.connect(host, port, client_name=name, credentials=credentials,
+                                                timeout=timeout)
+    except BrokerError as exc:
+        if exc.code == ErrorCode.NOT_AUTHORIZED:
+            raise exceptions.ProbableAuthenticationError(f"ACCESS_REFUSED - {exc.message}") from None
+        raise exceptions.AMQPConnectionError(f"{exc.code} - {exc.message}") from None
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise exceptions.AMQPConnectionError(f"could not connect to {host}:{port}: {exc}") from None
+
+
+async def connect(url: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                  login: str | None = None, password: str | None = None, virtualhost: str = "/",
+                  ssl: bool = False, timeout: float = 10.0, client_properties=None,
+                  connection_class=Connection, reconnect_interval: float = 1.0, **kwargs) -> Connection:
+    if url:
+        parts = urllib.parse.urlparse(str(url))
+        host = parts.hostname or host
+        port = parts.port or port
+        if parts.username is not None:
+            login = urllib.parse.unquote(parts.username)
+            password = urllib.parse.unquote(parts.password or "")
+    credentials = None
+    if login is not None:
+        credentials = {"username": login, "password": password or ""}
+    name = str((client_properties or {}).get("connection_name", "minibroker-aio-pika-client"))
+    connect_args = dict(host=host, port=port, name=name, credentials=credentials, timeout=timeout)
+    rpc = await _open_rpc(**connect_args)
+    if issubclass(connection_class, RobustConnection):
+        return connection_class(rpc, host, port, connect_args, reconnect_interval=reconnect_interval)
+    return connection_class(rpc, host, port, connect_args)
+
+
+async def connect_robust(url: str | None = None, **kwargs) -> RobustConnection:
+    kwargs.setdefault("connection_class", RobustConnection)
+    return await connect(url, **kwargs)
