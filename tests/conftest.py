@@ -24,12 +24,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
-def start_minibroker(tmp_path):
-    from minibroker.server import MinibrokerServer
+def start_server_thread(tmp_path):
+    """start_server_thread(ServerClass, data_dir=None, **server_kwargs) -> a started ServerThread.
+
+    Every server it started is stopped when the test ends, last started first.
+    """
     started = []
 
-    def start(data_dir=None, **kwargs):
-        server = ServerThread(MinibrokerServer, data_dir or tmp_path / f"minibroker-{len(started)}", **kwargs)
+    def start(server_cls, data_dir=None, **kwargs):
+        name = server_cls.name
+        server = ServerThread(server_cls, data_dir or tmp_path / f"{name}-{len(started)}", **kwargs)
         started.append(server)
         return server.start()
 
@@ -39,18 +43,15 @@ def start_minibroker(tmp_path):
 
 
 @pytest.fixture
-def start_minilog(tmp_path):
+def start_minibroker(start_server_thread):
+    from minibroker.server import MinibrokerServer
+    return lambda data_dir=None, **kwargs: start_server_thread(MinibrokerServer, data_dir, **kwargs)
+
+
+@pytest.fixture
+def start_minilog(start_server_thread):
     from minilog.server import MinilogServer
-    started = []
-
-    def start(data_dir=None, **kwargs):
-        server = ServerThread(MinilogServer, data_dir or tmp_path / f"minilog-{len(started)}", **kwargs)
-        started.append(server)
-        return server.start()
-
-    yield start
-    for server in reversed(started):
-        server.stop()
+    return lambda data_dir=None, **kwargs: start_server_thread(MinilogServer, data_dir, **kwargs)
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LISTENING = re.compile(r"(\S+) listening on ([\d.]+):(\d+)")
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.005, message: str = "condition"):
-    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+def _poll(predicate, timeout, message):
+    """Yields while `predicate` is falsy; returns its value; fails the test at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -35,17 +35,27 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.005, messag
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        yield
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.005, message: str = "condition"):
+    """Poll `predicate` until it returns something truthy; fail the test at the deadline."""
+    poll = _poll(predicate, timeout, message)
+    while True:
+        try:
+            next(poll)
+        except StopIteration as done:
+            return done.value
         time.sleep(interval)
 
 
 async def async_wait_until(predicate, timeout: float = 10.0, interval: float = 0.005, message: str = "condition"):
-    deadline = time.monotonic() + timeout
+    poll = _poll(predicate, timeout, message)
     while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        try:
+            next(poll)
+        except StopIteration as done:
+            return done.value
         await asyncio.sleep(interval)
 
 
