@@ -95,6 +95,7 @@ class GroupMembership:
             self._next_hb = now + self.heartbeat_interval
             c._conn.send_with("heartbeat", {"group_id": self.group_id, "generation_id": self.generation,
                                             "member_id": self.member_id}, self._on_heartbeat)
+            c._conn.flush()
 
     def _send_join(self) -> None:
         c = self.consumer
@@ -107,6 +108,7 @@ class GroupMembership:
             "protocol_type": "consumer", "protocols": [[s, metadata] for s in self.strategies],
             "client": self.client_id,
         }, lambda r, e: self._record("join", r, e))
+        c._conn.flush()
 
     def _record(self, kind, result, error) -> None:
         self._reply = (kind, result, error)
@@ -143,6 +145,7 @@ class GroupMembership:
         self.consumer._conn.send_with("sync_group", {
             "group_id": self.group_id, "generation_id": self.generation, "member_id": self.member_id,
             "assignments": assignments}, lambda r, e: self._record("sync", r, e))
+        self.consumer._conn.flush()
 
     def _assign(self, members) -> list:
         subscriptions, owned = {}, {}
