@@ -96,7 +96,10 @@ def fetch_cluster_metadata(conn: LogConnection, topic=None, timeout=-1) -> Clust
         parts = {}
         for p in info.get("partitions") or ():
             parts[p["partition"]] = PartitionMetadata(p["partition"], p.get("start_offset", -1), p.get("end_offset", -1))
-        cluster.topics[name] = TopicMetadata(name, parts, info.get("config"))
+        err = error_from_field(info.get("error"))
+        if err is not None and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART and topic is None:
+            continue
+        cluster.topics[name] = TopicMetadata(name, parts, info.get("config"), err)
     if topic is not None and topic not in cluster.topics:
         cluster.topics[topic] = TopicMetadata(topic, {}, error=KafkaError(
             KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist"))
