@@ -37,7 +37,7 @@ class Message(tuple):
 
     def headers(self):
         h = self[6]
-        return None if h is None else [tuple(x) for x in h]
+        return None if h is None else [(x[0], x[1]) for x in h]
 
     def error(self):
         return self[7]
@@ -104,7 +104,7 @@ class _BatchRecord(Message):
 
     def headers(self):
         h = self[4]
-        return None if h is None else [tuple(x) for x in h]
+        return None if h is None else [(x[0], x[1]) for x in h]
 
     def error(self):
         return None
