@@ -23,8 +23,8 @@ import time
 
 import msgpack
 
-from ..protocol.errors import BrokerError, ErrorCode
-from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
+from ..protocol.errors import BrokerError
+from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header
 from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config

@@ -24,6 +24,7 @@ import time
 import msgpack
 
 from ..protocol.errors import BrokerError
+from ..protocol.framing import DEFAULT_MAX_FRAME
 from ..record_batch import _pack_batch  # the header/CRC writer; rows are packed here already
 from ..rpc import ConnectionClosed
 from .config import Config
@@ -126,9 +127,16 @@ class Producer:
         self._bytes = 0
         self._keys = KeyPartitioner()
         self._closed = False
-        self._connect()
+        try:
+            self._connect()
+            max_frame = self._conn.state.max_frame
+        except KafkaException as exc:
+            # As with librdkafka, a producer can be made while the server is away; records
+            # wait for it (up to message.timeout.ms).
+            log.warning("minilog producer: %s; will connect when records are sent", exc.args[0])
+            max_frame = DEFAULT_MAX_FRAME
         # One produce request is one frame: a batch (with the envelope) must fit in max_frame.
-        self._max_request = self._conn.state.max_frame - 64 * 1024
+        self._max_request = max_frame - 64 * 1024
         self._batch_bytes = min(self._batch_bytes, self._max_request)
         # linger.ms 0 sends each record at once: a deadline in the past closes every batch.
         self._linger_deadline = (lambda: float("-inf")) if self._linger == 0 else (
@@ -149,6 +157,9 @@ class Producer:
             raise TypeError("topic must be a non-empty str")
         try:
             meta = self._connect().call("metadata", {"topics": [topic]})
+        except ConnectionClosed as exc:
+            self._connection_lost(exc)
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, f"metadata for {topic!r}: {exc}")) from None
         except BrokerError as exc:
             if exc.code == "NOT_FOUND":
                 return None

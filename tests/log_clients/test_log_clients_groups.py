@@ -1,7 +1,6 @@
 """Consumer groups over the real wire: splitting partitions, takeover, generations, assignors."""
 
 import threading
-import time
 
 import pytest
 from log_client_helpers import drain
