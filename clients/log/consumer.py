@@ -117,6 +117,9 @@ class Consumer:
         self._subscription: list[str] | None = None
         self._on_assign = self._on_revoke = self._on_lost = None
         self._assigned_in_callback = False
+        self._missing_reported: set = set()
+        self._known_topics: set = set()
+        self._watch_topics = False
         self._next_auto_commit = time.monotonic() + self._commit_interval
         self._closed = False
 
@@ -190,16 +193,41 @@ class Consumer:
         self._subscription = None
 
     def _resolve_subscription(self) -> list[str]:
-        """Subscribed topic names; entries starting with '^' are regexes matched against the topics that exist."""
-        names = [t for t in self._subscription or () if not t.startswith("^")]
-        patterns = [t for t in self._subscription or () if t.startswith("^")]
-        if patterns:
-            import re
-            existing = (self._call("metadata", {"topics": None}).get("topics") or {}).keys()
-            for p in patterns:
-                rx = re.compile(p)
-                names.extend(t for t in existing if rx.match(t) and t not in names)
-        return sorted(set(names))
+        """Subscribed topics that exist; entries starting with '^' are regexes over the existing topics.
+
+        A named topic that does not exist is reported once (UNKNOWN_TOPIC_OR_PART from poll(),
+        as librdkafka does) and remembered, so the group rejoins when it appears.
+        """
+        existing = set((self._call("metadata", {"topics": None}).get("topics") or {}).keys())
+        names = set()
+        missing = set()
+        for t in self._subscription or ():
+            if t.startswith("^"):
+                import re
+                rx = re.compile(t)
+                names.update(x for x in existing if rx.match(x))
+            elif t in existing:
+                names.add(t)
+            else:
+                missing.add(t)
+        for t in sorted(missing - self._missing_reported):
+            self._report_error(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                          f"Subscribed topic not available: {t}: Broker: Unknown topic or partition"))
+        self._missing_reported = missing
+        self._watch_topics = bool(missing) or any(t.startswith("^") for t in self._subscription or ())
+        self._known_topics = existing
+        return sorted(names)
+
+    def _subscription_changed(self) -> bool:
+        """Whether a topic the subscription wants appeared since the last join (checked about once a second)."""
+        existing = set((self._call("metadata", {"topics": None}).get("topics") or {}).keys())
+        new = existing - self._known_topics
+        if not new:
+            return False
+        if new & self._missing_reported:
+            return True
+        import re
+        return any(re.match(t, x) for t in self._subscription or () if t.startswith("^") for x in new)
 
     def _partition_counts(self, topics) -> dict:
         if not topics:

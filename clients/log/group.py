@@ -54,6 +54,7 @@ class GroupMembership:
         self._hb_verdict = None     # error code of the last failed heartbeat
         self._next_hb = 0.0
         self._retry_at = 0.0
+        self._next_topic_check = 0.0
 
     # ---- state machine ------------------------------------------------------------------
     def rejoin(self) -> None:
@@ -90,7 +91,13 @@ class GroupMembership:
                 self._synced(result, error)
         if self.state == UNJOINED and now >= self._retry_at:
             self._send_join()
-        elif self.state == STABLE and not self._hb_in_flight and now >= self._next_hb:
+        elif self.state == STABLE and c._watch_topics and now >= self._next_topic_check:
+            self._next_topic_check = now + 1.0
+            if c._subscription_changed():
+                c._revoke_assignment(lost=False)
+                self.state = UNJOINED
+                self._send_join()
+        if self.state == STABLE and not self._hb_in_flight and now >= self._next_hb:
             self._hb_in_flight = True
             self._next_hb = now + self.heartbeat_interval
             c._conn.send_with("heartbeat", {"group_id": self.group_id, "generation_id": self.generation,

@@ -276,3 +276,34 @@ def test_assignors_are_balanced_and_deterministic():
     s = sticky_assign({"a": ["t"], "b": ["t"], "c": ["t"]}, {"t": 7}, owned)
     assert set(s["a"]["t"]) <= {0, 1, 2, 3} and set(s["b"]["t"]) <= {4, 5, 6}
     assert sorted(len(v["t"]) for v in s.values()) == [2, 2, 3]
+
+
+def test_subscribing_before_the_topic_exists(admin, producer, consumer):
+    c = consumer(**{"group.id": "early", **FAST_GROUP})
+    c.subscribe(["later-topic"])
+    seen = []
+    # (a Message with no value is falsy, as in confluent-kafka: len() is the value's length)
+    wait_until(lambda: seen.extend(m for m in [c.poll(0.05)] if m is not None) or seen, 10, message="an error")
+    assert seen[0].error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    from clients.log import NewTopic
+    admin.create_topics([NewTopic("later-topic", 2)])["later-topic"].result(5)
+    p = producer()
+    for i in range(10):
+        p.produce("later-topic", b"%d" % i, partition=i % 2)
+    p.flush(10)
+    got = drain(c, 10)  # the group notices the topic and rejoins to take it
+    assert sorted(int(m.value()) for m in got) == list(range(10))
+
+
+def test_regex_subscription(make_topic, producer, consumer):
+    a = make_topic(1, name="metrics-a")
+    b = make_topic(1, name="metrics-b")
+    make_topic(1, name="other-x")
+    p = producer()
+    for t in (a, b, "other-x"):
+        p.produce(t, t.encode())
+    p.flush(10)
+    c = consumer(**{"group.id": "rx", **FAST_GROUP})
+    c.subscribe(["^metrics-.*"])
+    got = drain(c, 2)
+    assert sorted(m.value() for m in got) == [b"metrics-a", b"metrics-b"]
