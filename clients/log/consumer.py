@@ -18,6 +18,7 @@ Group membership lives in `group.py`; this module calls into it from `_maintain(
 """
 
 import collections
+import gc
 import logging
 import time
 
@@ -45,6 +46,7 @@ _CONSUMER_KEYS = {
 }
 _new = tuple.__new__
 _unpackb = msgpack.unpackb
+_gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
 _EARLIEST = {"earliest", "smallest", "beginning"}
 _LATEST = {"latest", "largest", "end"}
 # Batches with at least this many records are decoded by msgpack straight into Message objects;
@@ -640,6 +642,12 @@ class Consumer:
                 continue
             topic, partition = part.topic, part.partition
             messages = []
+            # msgpack's advice for unpacking many containers: pause the cyclic GC, which would
+            # otherwise scan the young Messages every 700 allocations (this halves replay time).
+            # Messages hold no cycles; the collector runs as usual once the batch is decoded.
+            gc_was_on = _gc_isenabled()
+            if gc_was_on:
+                _gc_disable()
             try:
                 for h, mv in iter_batches(records):
                     base, first = h.base_offset, h.first_timestamp
@@ -662,6 +670,9 @@ class Consumer:
                 self._errors.append(error_message(KafkaError(KafkaError._BAD_MSG, f"corrupt record batch: {exc}"),
                                                   topic, partition, offset))
                 continue
+            finally:
+                if gc_was_on:
+                    _gc_enable()
             if messages:
                 self._chunks.append([part, messages, 0, epoch, False])
                 return True
@@ -714,8 +725,10 @@ class Consumer:
         if (self._fetches == 0 or (self._fetch_dirty and self._fetches < 2)) and self._raw_bytes < _PREFETCH_LIMIT:
             self._send_fetch()
 
-    def _wait(self, deadline) -> None:
+    def _wait(self, deadline, cap=None) -> None:
         wait = remaining(deadline)
+        if cap is not None:
+            wait = cap if wait is None else min(wait, cap)
         timers = []
         if self._group is not None:
             timers.append(self._group.next_timer())
@@ -747,15 +760,34 @@ class Consumer:
             raise ValueError("num_messages must be between 1 and 1000000")
         deadline = deadline_of(timeout)
         out = []
-        while True:
-            self._maintain()
-            self._take(num_messages - len(out), out)
-            if len(out) >= num_messages:
-                return out
-            if deadline is not None and time.monotonic() >= deadline:
-                self._last_look(num_messages - len(out), out)
-                return out
-            self._wait(deadline)
+        # Messages are made with the cyclic GC paused (see _decode), and handed out with it
+        # still paused: the collector then looks at a consume() batch once, after the call,
+        # instead of once per 700 allocations and again at each promotion. Once the call has
+        # waited 50 ms for data with nothing arriving, the collector runs again, so a consumer
+        # idling at the end of a topic never holds it off for other threads.
+        paused = num_messages > 1 and _gc_isenabled()
+        if paused:
+            _gc_disable()
+        try:
+            while True:
+                self._maintain()
+                self._take(num_messages - len(out), out)
+                if len(out) >= num_messages:
+                    return out
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._last_look(num_messages - len(out), out)
+                    return out
+                if paused:
+                    before = len(out) + len(self._chunks) + len(self._raw)
+                    self._wait(deadline, cap=0.05)
+                    if len(out) + len(self._chunks) + len(self._raw) == before:
+                        _gc_enable()
+                        paused = False
+                else:
+                    self._wait(deadline)
+        finally:
+            if paused:
+                _gc_enable()
 
     def poll(self, timeout=None):
         """The next Message (possibly an error/EOF Message), or None after `timeout` s."""
