@@ -276,16 +276,26 @@ class Consumer:
         self._raw_bytes = 0
 
     def incremental_assign(self, partitions):
-        current = [TopicPartition(p.topic, p.partition, p.position if p.position is not None else OFFSET_INVALID)
-                   for p in self._parts.values()]
-        keys = {(tp.topic, tp.partition) for tp in partitions}
-        self.assign([tp for tp in current if (tp.topic, tp.partition) not in keys] + list(partitions))
+        """Add partitions to the assignment, leaving the others (and their positions) as they are."""
+        self._check_open()
+        self._assigned_in_callback = True
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            old = self._parts.get(key)
+            part = _Part(tp.topic, tp.partition, tp.offset)
+            if old is not None:
+                part.epoch = old.epoch + 1
+            self._parts[key] = part
+        self._fetch_dirty = True
 
     def incremental_unassign(self, partitions):
-        keys = {(tp.topic, tp.partition) for tp in partitions}
-        current = [TopicPartition(p.topic, p.partition, p.position if p.position is not None else OFFSET_INVALID)
-                   for k, p in self._parts.items() if k not in keys]
-        self.assign(current)
+        """Remove partitions from the assignment; the others keep reading undisturbed."""
+        self._check_open()
+        self._assigned_in_callback = True
+        for tp in partitions:
+            part = self._parts.pop((tp.topic, tp.partition), None)
+            if part is not None:
+                part.epoch += 1
 
     def assignment(self):
         return [TopicPartition(t, p) for t, p in sorted(self._parts)]
@@ -297,6 +307,32 @@ class Consumer:
             self._on_assign(self, partitions)
         if not self._assigned_in_callback:
             self.assign(partitions)
+
+    def _assigned_incrementally(self, tps) -> bool:
+        """A cooperative sync: revoke what we lost, add what we gained. True if anything was revoked."""
+        current = set(self._parts)
+        new = set(tps)
+        revoked = [TopicPartition(t, p) for t, p in sorted(current - new)]
+        added = [TopicPartition(t, p) for t, p in sorted(new - current)]
+        if revoked:
+            if self._auto_commit:
+                items = [i for i in self._commit_items() if (i[0], i[1]) in current - new]
+                if items:
+                    try:
+                        self._send_commit(items, asynchronous=False)
+                    except KafkaException as exc:
+                        log.info("commit before revoke failed: %s", exc)
+            self._assigned_in_callback = False
+            if self._on_revoke is not None:
+                self._on_revoke(self, revoked)
+            if not self._assigned_in_callback:
+                self.incremental_unassign(revoked)
+        self._assigned_in_callback = False
+        if self._on_assign is not None:
+            self._on_assign(self, added)
+        if not self._assigned_in_callback and added:
+            self.incremental_assign(added)
+        return bool(revoked)
 
     def _revoke_assignment(self, lost: bool) -> None:
         """Before a rejoin (eager protocol): commit what was consumed, tell the app, drop everything."""

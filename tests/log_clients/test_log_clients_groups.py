@@ -307,3 +307,45 @@ def test_regex_subscription(make_topic, producer, consumer):
     c.subscribe(["^metrics-.*"])
     got = drain(c, 2)
     assert sorted(m.value() for m in got) == [b"metrics-a", b"metrics-b"]
+
+
+def test_cooperative_sticky_moves_only_what_it_must(bootstrap, make_topic, producer):
+    topic = make_topic(4)
+    conf = {"bootstrap.servers": bootstrap, "group.id": "coop", "partition.assignment.strategy": "cooperative-sticky",
+            "auto.offset.reset": "earliest", **FAST_GROUP}
+    events = []
+    c1, c2 = Consumer(conf), Consumer(conf)
+    try:
+        c1.subscribe([topic], on_assign=lambda c, ps: events.append(("assign1", sorted(tp.partition for tp in ps))),
+                     on_revoke=lambda c, ps: events.append(("revoke1", sorted(tp.partition for tp in ps))))
+        wait_until(lambda: c1.poll(0.05) is None and len(c1.assignment()) == 4, 10, message="c1 owns all")
+        c2.subscribe([topic])
+        stop = threading.Event()
+        t = _poll_in_thread(c2, stop)
+        wait_until(lambda: c1.poll(0.05) is None and len(c1.assignment()) == 2 and len(c2.assignment()) == 2, 15,
+                   message="two members with two partitions each")
+        stop.set()
+        t.join(5)
+        # c1 gave up exactly two partitions and never the two it kept.
+        kept = sorted(tp.partition for tp in c1.assignment())
+        revoked = [e for e in events if e[0] == "revoke1"]
+        assert revoked and len(revoked[0][1]) == 2 and not set(revoked[0][1]) & set(kept), events
+        assert events[0] == ("assign1", [0, 1, 2, 3])
+        assert sorted(tp.partition for tp in c1.assignment() + c2.assignment()) == [0, 1, 2, 3]
+        p = producer()
+        for i in range(8):
+            p.produce(topic, b"%d" % i, partition=i % 4)
+        p.flush(10)
+        got = []
+        stop = threading.Event()
+        t = threading.Thread(target=lambda: [got.extend(m for m in [c2.poll(0.05)] if m is not None and m.error() is None)
+                                             for _ in iter(stop.is_set, True)], daemon=True)
+        t.start()
+        mine = drain(c1, 4)
+        wait_until(lambda: len(got) >= 4, 10, message="c2's records")
+        stop.set()
+        t.join(5)
+        assert sorted((m.partition(), m.offset()) for m in mine + got) == [(p, o) for p in range(4) for o in range(2)]
+    finally:
+        c2.close()
+        c1.close()
