@@ -85,7 +85,7 @@ def role_latency_consume(bootstrap, topic, records, size) -> dict:
     c.close()
     lat.sort()
     pct = lambda q: lat[min(int(q * len(lat)), len(lat) - 1)] if lat else None  # noqa: E731
-    return {"records": len(lat), "p50_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
+    return {"records": len(lat), "cpu_s": time.process_time(), "p50_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
             "p999_us": pct(0.999), "max_us": lat[-1] if lat else None}
 
 
@@ -104,7 +104,7 @@ def role_latency_produce(bootstrap, topic, records, size, rate) -> dict:
         p.poll(0)
     p.flush(30)
     p.close()
-    return {"records": records, "seconds": time.perf_counter() - start}
+    return {"records": records, "seconds": time.perf_counter() - start, "cpu_s": time.process_time()}
 
 
 # ---- orchestration ----------------------------------------------------------------------------
@@ -196,8 +196,9 @@ def main(argv=None):
         n = int(args.latency_rate * args.latency_seconds)
         cons = run_role(["latency-consume", bootstrap, lat_topic, str(n), str(args.size)], wait_ready=True)
         prod = run_role(["latency-produce", bootstrap, lat_topic, str(n), str(args.size), str(args.latency_rate)])
-        finish(prod)
+        prod_result = finish(prod)
         lat = finish(cons)
+        lat["producer_cpu_s"] = prod_result.get("cpu_s")
         result = {
             "records": args.records, "value_size": args.size, "runs": args.runs,
             "produce_records_per_s": statistics.median(produced) if produced else None, "produce_runs": produced,

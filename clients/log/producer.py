@@ -364,8 +364,9 @@ class Producer:
         except ConnectionClosed as exc:
             self._connection_lost(exc)
             return
-        # Take replies already waiting so the server never stalls on our receive buffer.
-        if self._in_flight:
+        # With several requests unanswered, take the replies already here, so a produce loop
+        # that never polls still reads them (one non-blocking recv).
+        if self._in_flight > 4:
             self._pump(0)
 
     def _on_reply(self, group, result, error) -> None:
