@@ -15,18 +15,19 @@ from socket import MSG_DONTWAIT
 from ..protocol.errors import BrokerError
 from ..protocol.frames import ErrorReply, Push
 from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection
+from .errors import ConfigError
 
 
 def parse_bootstrap(servers: str) -> tuple[str, int]:
     """The first 'host:port' of a comma-separated bootstrap.servers string."""
     if not servers or not isinstance(servers, str):
-        raise ValueError("bootstrap.servers must be a 'host:port' string")
+        raise ConfigError("bootstrap.servers must be a 'host:port' string")
     first = servers.split(",")[0].strip()
     if first.startswith("PLAINTEXT://"):
         first = first[len("PLAINTEXT://"):]
     host, _, port = first.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"bootstrap.servers entry {first!r} is not 'host:port'")
+        raise ConfigError(f"bootstrap.servers entry {first!r} is not 'host:port'")
     return host, int(port)
 
 

@@ -30,7 +30,7 @@ from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
-from .errors import KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
+from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .group import GroupMembership
 from .message import Message, batch_record_class, error_message
 from .topic_partition import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
@@ -91,7 +91,7 @@ class Consumer:
         self._group_id = cfg.str("group.id", None)
         self._reset = cfg.str("auto.offset.reset", "latest").lower()
         if self._reset not in _EARLIEST | _LATEST | {"error"}:
-            raise ValueError(f"auto.offset.reset must be earliest, latest or error, got {self._reset!r}")
+            raise ConfigError(f"auto.offset.reset must be earliest, latest or error, got {self._reset!r}")
         self._auto_commit = cfg.bool("enable.auto.commit", True) and self._group_id is not None
         self._auto_store = cfg.bool("enable.auto.offset.store", True)
         self._commit_interval = cfg.int("auto.commit.interval.ms", 5000) / 1000.0

@@ -29,7 +29,7 @@ from ..record_batch import _pack_batch  # the header/CRC writer; rows are packed
 from ..rpc import ConnectionClosed
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
-from .errors import KafkaError, KafkaException, error_from_field, exception_from
+from .errors import ConfigError, KafkaError, KafkaException, error_from_field, exception_from
 from .message import make_message
 from .partitioner import KeyPartitioner, pick_sticky
 
@@ -103,7 +103,7 @@ class Producer:
         acks = cfg.get("acks", cfg.get("request.required.acks", -1))
         acks = -1 if str(acks).lower() == "all" else int(acks)
         if acks not in (-1, 0, 1):
-            raise ValueError(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
+            raise ConfigError(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
         self._acks = acks
         self._max_queued = cfg.int("queue.buffering.max.messages", 100_000)
         self._max_queued_bytes = cfg.int("queue.buffering.max.kbytes", 1_048_576) * 1024
