@@ -477,11 +477,10 @@ class Consumer:
         return self._send_commit(items, asynchronous)
 
     def _commit_items(self, all_positions=False):
+        """The stored offsets not committed yet (the position, with enable.auto.offset.store)."""
         items = []
         for part in self._parts.values():
-            off = part.stored if (not all_positions and not self._auto_store) else part.position
-            if all_positions and part.stored is not None and not self._auto_store:
-                off = part.stored
+            off = part.position if self._auto_store else part.stored
             if off is not None and off >= 0 and off != part.committed:
                 items.append((part.topic, part.partition, off, None))
         return items
