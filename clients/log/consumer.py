@@ -184,6 +184,9 @@ class Consumer:
             self._group = GroupMembership(self, self._group_id, self._strategies, self._session_timeout_ms,
                                           self._rebalance_timeout_ms, self._heartbeat_ms, self._client_id)
         else:
+            # A new subscription: join again with it (eager: give everything back first).
+            if not self._group.cooperative and self._parts:
+                self._revoke_assignment(lost=False)
             self._group.rejoin()
 
     def unsubscribe(self):

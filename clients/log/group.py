@@ -63,6 +63,7 @@ class GroupMembership:
     def rejoin(self) -> None:
         if self.state == STABLE:
             self.state = UNJOINED
+            self._retry_at = 0.0
 
     def next_timer(self) -> float:
         """When maintain() next has something to do on its own (monotonic time)."""

@@ -382,3 +382,17 @@ def test_store_offsets_with_auto_store_off(producer, consumer, make_topic):
     c.store_offsets(message=msgs[3])  # processed up to offset 3 only
     c.commit(asynchronous=False)
     assert c.committed([TopicPartition(topic, 0)])[0].offset == 4
+
+
+def test_resubscribing_switches_topics(make_topic, producer, consumer):
+    a, b = make_topic(1), make_topic(1)
+    p = producer()
+    p.produce(a, b"from-a")
+    p.produce(b, b"from-b")
+    p.flush(10)
+    c = consumer(**{"group.id": "switcher", **FAST_GROUP})
+    c.subscribe([a])
+    assert [m.value() for m in drain(c, 1)] == [b"from-a"]
+    c.subscribe([b])
+    assert [m.value() for m in drain(c, 1)] == [b"from-b"]
+    assert [tp.topic for tp in c.assignment()] == [b]
