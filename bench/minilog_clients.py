@@ -60,14 +60,19 @@ def role_consume(bootstrap, topic, records, size) -> dict:
     c.assign([TopicPartition(topic, 0, 0)])
     got = 0
     start = None
+    last = -1
     deadline = time.monotonic() + 120
     while got < records and time.monotonic() < deadline:
         batch = c.consume(100_000, 1.0)
         if start is None:
             start = time.perf_counter()
-        got += len(batch)
+        if batch:
+            got += len(batch)
+            last = batch[-1].offset()
     seconds = time.perf_counter() - start
     c.close()
+    # Every record once, in order: the count and the last offset agree.
+    assert got == records and last == records - 1, (got, last)
     return {"records": got, "seconds": seconds}
 
 
