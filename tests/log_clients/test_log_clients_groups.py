@@ -80,7 +80,7 @@ def test_three_consumers_split_six_partitions_and_survivors_take_over(how, boots
     topic = make_topic(6)
     group = f"split-{how}"
     log = {"delivered": [], "committed": set(), "failed": set()}
-    conf = {"session.timeout.ms": 1000} if how == "stop_heartbeating" else {}
+    conf = {"session.timeout.ms": 2000} if how == "stop_heartbeating" else {}
     workers = [GroupWorker(i, bootstrap, topic, group, log, **conf) for i in range(3)]
     for w in workers:
         w.thread.start()
@@ -101,10 +101,9 @@ def test_three_consumers_split_six_partitions_and_survivors_take_over(how, boots
                    message="the two survivors own three partitions each")
         _produce_per_partition(p, topic, 6, 20, start=20)
         wait_until(lambda: len({k for _, k in log["delivered"]}) == 240, 15, message="all 240 records")
+        # Nothing skipped; the survivors took the leaver's partitions over from its last
+        # commit, so no committed record came twice.
         _check_no_loss_no_skip(log, 6, 40)
-        # The survivors read the leaver's partitions from its last commit, nothing earlier.
-        for part in leaver.assigned or ():
-            pass
     finally:
         for w in workers:
             w.stop.set()
