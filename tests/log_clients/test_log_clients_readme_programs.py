@@ -1,4 +1,8 @@
-"""The README examples of confluent-kafka and aiokafka run as programs, with their import lines changed (and, so they end, reading from the earliest record and stopping after what was sent)."""
+"""The README examples of confluent-kafka and aiokafka run as programs.
+
+Only their import lines are changed (and, so that they end, they read from the earliest
+record and stop after what was sent).
+"""
 
 import os
 import subprocess
