@@ -474,12 +474,12 @@ class Consumer:
         elif offsets is not None:
             items = [(tp.topic, tp.partition, tp.offset, tp.metadata) for tp in offsets]
         else:
-            items = self._commit_items(all_positions=True)
+            items = self._commit_items()
             if not items:
                 raise KafkaException(KafkaError(KafkaError._NO_OFFSET, "Local: No offset stored"))
         return self._send_commit(items, asynchronous)
 
-    def _commit_items(self, all_positions=False):
+    def _commit_items(self):
         """The stored offsets not committed yet (the position, with enable.auto.offset.store)."""
         items = []
         for part in self._parts.values():

@@ -22,7 +22,7 @@ import msgpack
 
 from ..protocol.errors import ErrorCode
 from .assignors import ASSIGNORS
-from .errors import KafkaError, KafkaException, error_from_wire, exception_from
+from .errors import KafkaError, exception_from
 
 log = logging.getLogger("clients.log")
 
@@ -222,7 +222,3 @@ class GroupMembership:
         self.generation = -1
         self.state = UNJOINED
         self.owned = {}
-
-
-def raise_for(error) -> None:
-    raise KafkaException(error_from_wire(error.code, error.message))
