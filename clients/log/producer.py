@@ -1,0 +1,578 @@
+"""The confluent-kafka style Producer: per-partition batching, pipelined produce requests.
+
+How a record travels (docs/clients-minilog.md tells the story at length):
+
+1. `Producer.produce()` picks the partition (`partitioner.py`: murmur2 of the key, or the
+   topic's current sticky partition) and appends one row tuple to that partition's open
+   `_OpenBatch`. A row is already in the wire layout of a record
+   (`[offset_delta, timestamp_delta, key, value, headers]`, see `clients/record_batch.py`), so
+   closing a batch is a single `msgpack.packb` of the rows plus the 39-byte header.
+2. A batch closes when it holds `batch.size` bytes or `batch.num.messages` records, or when
+   it is `linger.ms` old (checked by produce/poll/flush: there is no background thread, as
+   in confluent-kafka the application is expected to call `poll()` regularly).
+3. Closed batches go out at once in `produce` requests (one per batch group) without waiting
+   for earlier replies: up to `max.in.flight.requests.per.connection` are in flight.
+4. Replies come back in order; each gives the batch's base offset, from which the delivery
+   report of every record follows (`base + index`). Reports are queued and served by
+   `poll()`/`flush()`, in the application's thread, as confluent-kafka does.
+"""
+
+import collections
+import logging
+import time
+
+import msgpack
+
+from ..protocol.errors import BrokerError
+from ..protocol.framing import DEFAULT_MAX_FRAME
+from ..record_batch import _pack_batch  # the header/CRC writer; rows are packed here already
+from ..rpc import ConnectionClosed
+from .config import Config
+from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
+from .errors import ConfigError, KafkaError, KafkaException, error_from_field, exception_from
+from .message import make_message
+from .partitioner import KeyPartitioner, pick_sticky
+
+log = logging.getLogger("clients.log")
+
+_PRODUCER_KEYS = {
+    "linger.ms", "queue.buffering.max.ms", "batch.size", "batch.num.messages", "acks",
+    "request.required.acks", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+    "message.timeout.ms", "delivery.timeout.ms", "request.timeout.ms", "on_delivery",
+    "delivery.report.only.error", "max.in.flight.requests.per.connection", "max.in.flight",
+    "dr_cb", "dr_msg_cb",
+}
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+# Records with values under this many bytes take the fast path; a batch closes that much
+# before its byte limit, so the record that fills it can never take it over the limit.
+_SMALL = 16 * 1024
+_BATCH_OVERHEAD = 128  # the 39-byte header, the records array header and estimate slack
+_now_ms = time.time_ns
+
+
+def _as_bytes(x, what: str):
+    if x is None or x.__class__ is bytes:
+        return x
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    if isinstance(x, (bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError(f"{what} must be str, bytes or None, got {type(x).__name__} (serialize it first)")
+
+
+class _OpenBatch:
+    """The records of one partition waiting to be sent, kept as wire-ready rows."""
+
+    __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "callbacks", "deadline", "partition",
+                 "last_index", "max_size", "hard_size", "closed_at")
+
+    def __init__(self, partition: int, deadline: float, max_count: int, max_size: int, hard_size: int):
+        self.rows = []
+        self.size = 0
+        self.last_index = max_count - 1  # the batch is full once a record lands at this index
+        self.max_size = max_size    # close once this full (batch.size, leaving room for one small record)
+        self.hard_size = hard_size  # never exceed: what the server accepts
+        self.closed_at = 0.0
+        self.first_ts = None  # set by the first record (its timestamp, or now)
+        self.dflt = 0         # timestamp delta of records produced without a timestamp
+        self.max_ts = None
+        self.callbacks = None  # {row index: callback} for records with their own callback
+        self.deadline = deadline
+        self.partition = partition
+
+
+class _TopicState:
+    __slots__ = ("name", "batches", "sticky", "num_partitions", "current", "max_batch")
+
+    def __init__(self, name: str, num_partitions: int, max_batch: int = 1_000_000):
+        self.name = name
+        self.max_batch = max_batch  # bytes a batch may reach: the topic's max.message.bytes and ours
+        self.num_partitions = num_partitions
+        self.batches = [None] * num_partitions
+        self.sticky = pick_sticky(num_partitions, None)
+        self.current = None  # the open batch of the sticky partition: keyless records go here
+
+
+class Producer:
+    """`Producer({'bootstrap.servers': 'host:port', ...})`, as confluent_kafka.Producer."""
+
+    def __init__(self, config=None, **kwargs):
+        conf = dict(config or {})
+        conf.update(kwargs)
+        cfg = Config(conf, _PRODUCER_KEYS, "Producer")
+        self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
+        self._client_id = cfg.str("client.id", "rdkafka")
+        linger = cfg.float("linger.ms", cfg.float("queue.buffering.max.ms", 5.0))
+        self._linger = max(linger, 0.0) / 1000.0
+        self._batch_bytes = max(cfg.int("batch.size", 1_000_000), 1)
+        self._batch_count = max(cfg.int("batch.num.messages", 10_000), 1)
+        # librdkafka's message.max.bytes: the largest request (here: batch) the producer makes.
+        self._message_max_bytes = max(cfg.int("message.max.bytes", 1_000_000), 1024)
+        acks = cfg.get("acks", cfg.get("request.required.acks", -1))
+        acks = -1 if str(acks).lower() == "all" else int(acks)
+        if acks not in (-1, 0, 1):
+            raise ConfigError(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
+        self._acks = acks
+        self._max_queued = cfg.int("queue.buffering.max.messages", 100_000)
+        self._max_queued_bytes = cfg.int("queue.buffering.max.kbytes", 1_048_576) * 1024
+        self._message_timeout = cfg.int("message.timeout.ms", cfg.int("delivery.timeout.ms", 300_000)) / 1000.0
+        self._request_timeout_ms = cfg.int("request.timeout.ms", 30_000)
+        self._max_in_flight = max(cfg.int("max.in.flight.requests.per.connection",
+                                          cfg.int("max.in.flight", 1_000_000)), 1)
+        self._on_delivery = cfg.get("on_delivery") or cfg.get("dr_cb") or cfg.get("dr_msg_cb")
+        self._only_errors = cfg.bool("delivery.report.only.error", False)
+        self._error_cb = cfg.get("error_cb")
+        self._conn: LogConnection | None = None
+        self._topics: dict[str, _TopicState] = {}
+        self._open: list[tuple[_TopicState, _OpenBatch]] = []  # batches with records, oldest first
+        self._ready: list = []        # closed batches not sent yet: (topic, partition, bytes, batch)
+        self._in_flight = 0           # produce requests awaiting a reply
+        self._in_flight_sent = collections.deque()  # (sent monotonic time, rid) to time requests out
+        self._groups_in_flight: dict[int, list] = {}  # id(group) -> batches of a request awaiting its reply
+        self._retry_at = 0.0          # after a failed connect, when to try again
+        self._reports = collections.deque()  # (callback, error, message) to serve in poll()
+        self._count = 0               # records in closed batches not yet reported
+        self._bytes = 0
+        self._keys = KeyPartitioner()
+        self._closed = False
+        try:
+            self._connect()
+            max_frame = self._conn.state.max_frame
+        except KafkaException as exc:
+            # As with librdkafka, a producer can be made while the server is away; records
+            # wait for it (up to message.timeout.ms).
+            log.warning("minilog producer: %s; will connect when records are sent", exc.args[0])
+            max_frame = DEFAULT_MAX_FRAME
+        # One produce request is one frame: a batch (with the envelope) must fit in max_frame.
+        self._max_request = max_frame - 64 * 1024
+        self._batch_bytes = min(self._batch_bytes, self._max_request)
+        # linger.ms 0 sends each record at once: a deadline in the past closes every batch.
+        self._linger_deadline = (lambda: float("-inf")) if self._linger == 0 else (
+            lambda: time.monotonic() + self._linger)
+
+    # ---- connection and metadata --------------------------------------------------------
+    def _connect(self) -> LogConnection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = LogConnection(self._host, self._port, self._client_id)
+            except (OSError, BrokerError) as exc:
+                raise KafkaException(KafkaError(KafkaError._TRANSPORT,
+                                                f"cannot connect to {self._host}:{self._port}: {exc}"))
+        return self._conn
+
+    def _topic(self, topic: str) -> _TopicState | None:
+        if not isinstance(topic, str) or not topic:
+            raise TypeError("topic must be a non-empty str")
+        try:
+            meta = self._connect().call("metadata", {"topics": [topic]})
+        except ConnectionClosed as exc:
+            self._connection_lost(exc)
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, f"metadata for {topic!r}: {exc}")) from None
+        except BrokerError as exc:
+            if exc.code == "NOT_FOUND":
+                return None
+            raise exception_from(exc) from None
+        info = (meta.get("topics") or {}).get(topic)
+        if not info or not info.get("partitions"):
+            return None
+        limit = self._message_max_bytes
+        try:
+            limit = min(limit, int((info.get("config") or {}).get("max.message.bytes", limit)))
+        except (TypeError, ValueError):
+            pass
+        state = _TopicState(topic, len(info["partitions"]), limit)
+        self._topics[topic] = state
+        return state
+
+    def list_topics(self, topic=None, timeout=-1):
+        from .admin import fetch_cluster_metadata
+        return fetch_cluster_metadata(self._connect(), topic, timeout)
+
+    # ---- produce --------------------------------------------------------------------------
+    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
+                headers=None, callback=None, _mono=time.monotonic):
+        """Queue one record; its delivery report is served by a later poll() or flush()."""
+        # The fast path, taken by a plain produce(topic, bytes) loop: one tuple appended to
+        # the sticky partition's open batch, a size sum, three comparisons.
+        if (key is None and partition < 0 and value.__class__ is bytes and not timestamp and headers is None
+                and on_delivery is None and callback is None):
+            t = self._topics.get(topic)
+            if t is not None:
+                acc = t.current
+                size = len(value)
+                if acc is not None and size < _SMALL:
+                    rows = acc.rows
+                    n = len(rows)
+                    rows.append((n, acc.dflt, None, value, None))
+                    acc.size += size + 16
+                    if n >= acc.last_index or acc.size >= acc.max_size or acc.deadline <= _mono():
+                        self._after_append(t, acc)
+                    return
+        self._produce(topic, value, key, partition, on_delivery or callback, timestamp, headers)
+
+    def _produce(self, topic, value, key, partition, cb, timestamp, headers):
+        if value is not None and value.__class__ is not bytes:
+            value = _as_bytes(value, "value")
+        t = self._topics.get(topic)
+        if t is None:
+            t = self._topic(topic)
+            if t is None:
+                self._report_now(cb, KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist; create it first"),
+                    topic, partition, key, value)
+                return
+        if key is not None:
+            if key.__class__ is not bytes:
+                key = _as_bytes(key, "key")
+            if partition < 0:
+                partition = self._keys.partition(key, t.num_partitions)
+        elif partition < 0:
+            partition = t.sticky
+        if not isinstance(partition, int) or not 0 <= partition < t.num_partitions:
+            raise KafkaException(KafkaError(
+                KafkaError._UNKNOWN_PARTITION,
+                f"topic {topic!r} has {t.num_partitions} partitions, no partition {partition!r}"))
+        size = 16 + (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        if headers:
+            size += sum(len(k) + len(v or b"") + 8 for k, v in (headers.items() if isinstance(headers, dict) else headers))
+        if size + _BATCH_OVERHEAD > t.max_batch:
+            raise KafkaException(KafkaError(
+                KafkaError.MSG_SIZE_TOO_LARGE,
+                f"a record of about {size} bytes cannot fit a batch of at most {t.max_batch} bytes "
+                f"(message.max.bytes and the topic's max.message.bytes)"))
+        acc = t.batches[partition]
+        if acc is not None and acc.rows and acc.size + size > acc.hard_size:
+            self._close(t, acc)  # a large record would overflow this batch: start a new one
+            acc = None
+        if acc is None:
+            # queue.buffering.max.messages counts closed batches; an open batch closes when it
+            # would take the queue past the limit, so the next record finds the queue full.
+            room = self._max_queued - self._count
+            if room <= 0 or self._bytes >= self._max_queued_bytes:
+                self._make_room()
+                room = max(self._max_queued - self._count, 1)
+            acc = t.batches[partition] = _OpenBatch(partition, self._linger_deadline(), min(self._batch_count, room),
+                                                    min(self._batch_bytes, t.max_batch - _SMALL - _BATCH_OVERHEAD),
+                                                    t.max_batch - _BATCH_OVERHEAD)
+            self._open.append((t, acc))
+            if partition == t.sticky:
+                t.current = acc
+        rows = acc.rows
+        self._append_slow(acc, rows, key, value, timestamp, headers, cb)
+        acc.size += size
+        if len(rows) > acc.last_index or acc.size >= acc.max_size or acc.deadline <= time.monotonic():
+            self._after_append(t, acc)
+
+    def _after_append(self, t: _TopicState, acc: _OpenBatch) -> None:
+        """A record made its batch full or found it due: close it (and any other due batch) and send."""
+        if len(acc.rows) > acc.last_index or acc.size >= acc.max_size or acc.deadline <= time.monotonic():
+            self._close(t, acc)
+        self._close_due()
+
+    def _append_slow(self, acc, rows, key, value, timestamp, headers, cb):
+        if headers is not None:
+            if isinstance(headers, dict):
+                headers = list(headers.items())
+            headers = [(str(k), _as_bytes(v, "header value")) for k, v in headers]
+        if acc.first_ts is None:
+            acc.first_ts = int(timestamp) if timestamp else _now_ms() // 1_000_000
+            acc.max_ts = acc.first_ts
+            if timestamp:
+                acc.dflt = _now_ms() // 1_000_000 - acc.first_ts
+                acc.max_ts = max(acc.max_ts, acc.first_ts + acc.dflt)
+        if timestamp:
+            delta = int(timestamp) - acc.first_ts
+            if timestamp > acc.max_ts:
+                acc.max_ts = int(timestamp)
+        else:
+            delta = acc.dflt
+        if cb is not None:
+            if acc.callbacks is None:
+                acc.callbacks = {}
+            acc.callbacks[len(rows)] = cb
+        rows.append((len(rows), delta, key, value, headers))
+
+    def _report_now(self, cb, err, topic, partition, key, value):
+        cb = cb or self._on_delivery
+        if cb is not None:
+            self._reports.append((cb, err, make_message(topic, partition, -1001, None, key, value, None, err)))
+
+    def _make_room(self):
+        """The queue is at its limit: flush what lingers and take acks; BufferError if still full."""
+        self._close_all()
+        self._send_ready()
+        if self._conn is not None and not self._conn.closed and self._in_flight:
+            self._pump(0)
+        if self._count >= self._max_queued or self._bytes >= self._max_queued_bytes:
+            raise BufferError(f"Local: Queue full ({self._count} messages waiting for delivery; "
+                              "call poll() to serve delivery reports or raise queue.buffering.max.messages)")
+
+    # ---- batches to requests ----------------------------------------------------------------
+    def _close(self, t: _TopicState, acc: _OpenBatch) -> None:
+        t.batches[acc.partition] = None
+        if t.current is acc:
+            t.current = None
+        self._count += len(acc.rows)
+        self._bytes += acc.size
+        acc.closed_at = time.monotonic()
+        for i, (_, a) in enumerate(self._open):
+            if a is acc:
+                del self._open[i]
+                break
+        if t.sticky == acc.partition and t.num_partitions > 1:
+            t.sticky = pick_sticky(t.num_partitions, acc.partition)
+            nxt = t.batches[t.sticky]
+            if nxt is not None:
+                t.current = nxt
+        rows = acc.rows
+        payload = _packb(rows)
+        max_ts = acc.max_ts if acc.max_ts is not None else acc.first_ts
+        self._ready.append((t.name, acc.partition, _pack_batch(payload, len(rows), acc.first_ts, max_ts, 0, 0), acc))
+
+    def _close_due(self) -> None:
+        now = time.monotonic()
+        while self._open and self._open[0][1].deadline <= now:
+            t, acc = self._open[0]
+            self._close(t, acc)
+        self._send_ready()
+
+    def _close_all(self) -> None:
+        while self._open:
+            t, acc = self._open[0]
+            self._close(t, acc)
+
+    def _send_ready(self) -> None:
+        if not self._ready:
+            return
+        conn = self._conn
+        if conn is None or conn.closed:
+            self._expire_ready()
+            if time.monotonic() < self._retry_at or not self._ready:
+                return
+            try:
+                conn = self._connect()
+            except KafkaException as exc:
+                # The server is away (a restart?): keep the batches and try again shortly;
+                # they fail with _MSG_TIMED_OUT once message.timeout.ms has passed.
+                self._retry_at = time.monotonic() + 0.1
+                log.info("minilog producer: %s; will retry", exc.args[0])
+                return
+        while self._ready and self._in_flight < self._max_in_flight:
+            # One request carries at most one batch per partition, so replies map back by (topic, partition).
+            # ... and fits in one frame.
+            group, seen, rest, size = [], set(), [], 0
+            for item in self._ready:
+                tp = (item[0], item[1])
+                if tp in seen or (group and size + len(item[2]) > self._max_request):
+                    rest.append(item)
+                else:
+                    seen.add(tp)
+                    group.append(item)
+                    size += len(item[2])
+            self._ready = rest
+            args = {"acks": self._acks, "timeout_ms": self._request_timeout_ms,
+                    "data": [[topic, p, data] for topic, p, data, _ in group]}
+            try:
+                if self._acks == 0:
+                    conn.send("produce", args, want_reply=False)
+                    self._delivered(group, None)
+                else:
+                    rid = conn.send_with("produce", args, lambda result, error, g=group: self._on_reply(g, result, error))
+                    self._in_flight += 1
+                    self._in_flight_sent.append((time.monotonic(), rid))
+                    self._groups_in_flight[id(group)] = group
+            except ConnectionClosed as exc:
+                self._ready = group + self._ready
+                self._connection_lost(exc)
+                return
+        try:
+            conn.flush()
+        except ConnectionClosed as exc:
+            self._connection_lost(exc)
+            return
+        # With several requests unanswered, take the replies already here, so a produce loop
+        # that never polls still reads them (one non-blocking recv).
+        if self._in_flight > 4:
+            self._pump(0)
+
+    def _on_reply(self, group, result, error) -> None:
+        self._in_flight -= 1
+        self._groups_in_flight.pop(id(group), None)
+        if error is not None:
+            self._fail_batches(group, exception_from(error).args[0])
+            return
+        by_tp = {}
+        for r in result.get("results", ()):
+            by_tp[(r[0], r[1])] = (r[2], error_from_field(r[3] if len(r) > 3 else None))
+        for item in group:
+            base, err = by_tp.get((item[0], item[1]), (-1, KafkaError(
+                KafkaError.UNKNOWN, "the server's produce reply did not mention this partition")))
+            self._delivered([item], err, base)
+
+    def _delivered(self, group, err, base=-1001) -> None:
+        on_delivery = self._on_delivery
+        for topic, partition, _, acc in group:
+            rows = acc.rows
+            n = len(rows)
+            self._count -= n
+            self._bytes -= acc.size
+            callbacks = acc.callbacks
+            if on_delivery is None and callbacks is None:
+                continue
+            if err is None and self._only_errors:
+                continue
+            first = acc.first_ts
+            for i, r in enumerate(rows):
+                cb = callbacks.get(i, on_delivery) if callbacks is not None else on_delivery
+                if cb is None:
+                    continue
+                offset = base + i if base is not None and base >= 0 else -1001
+                self._reports.append((cb, err, make_message(topic, partition, offset, first + r[1], r[2], r[3], r[4], err)))
+
+    def _fail_batches(self, group, err) -> None:
+        self._delivered(group, err)
+
+    def _connection_lost(self, exc) -> None:
+        """The connection broke: send the unanswered batches again on the next connection.
+
+        Their replies are lost, not necessarily their appends, so a batch may be stored twice
+        (at-least-once, as Kafka without idempotence).
+        """
+        conn = self._conn
+        if conn is not None:
+            conn.closed = True
+            conn.callbacks.clear()
+        retry = [item for group in self._groups_in_flight.values() for item in group]
+        self._groups_in_flight.clear()
+        self._ready = retry + self._ready
+        self._in_flight = 0
+        self._in_flight_sent.clear()
+
+    def _expire_ready(self) -> None:
+        """Fail batches waiting for a connection longer than message.timeout.ms."""
+        limit = time.monotonic() - self._message_timeout
+        expired = [item for item in self._ready if item[3].closed_at < limit]
+        if expired:
+            self._ready = [item for item in self._ready if item[3].closed_at >= limit]
+            self._fail_batches(expired, KafkaError(KafkaError._MSG_TIMED_OUT,
+                                                   "Local: Message timed out (no connection to the server)"))
+
+    def _pump(self, timeout) -> None:
+        try:
+            self._conn.pump(timeout)
+        except ConnectionClosed as exc:
+            self._connection_lost(exc)
+        if self._conn is not None and self._conn.async_errors:
+            err = self._conn.async_errors.popleft()
+            if self._error_cb is not None:
+                self._error_cb(exception_from(err.exception()).args[0])
+            else:
+                log.warning("minilog producer: %s: %s", err.code, err.message)
+
+    def _expire(self) -> None:
+        """Fail requests that got no reply within message.timeout.ms (the server is gone)."""
+        if not self._in_flight_sent:
+            return
+        now = time.monotonic()
+        conn = self._conn
+        while self._in_flight_sent:
+            sent, rid = self._in_flight_sent[0]
+            if conn is None or rid not in conn.callbacks:
+                self._in_flight_sent.popleft()
+                continue
+            if now - sent < self._message_timeout:
+                break
+            self._in_flight_sent.popleft()
+            cb = conn.callbacks.pop(rid)
+            cb(None, BrokerError("REQUEST_TIMED_OUT", "no produce reply within message.timeout.ms"))
+
+    # ---- serving reports ------------------------------------------------------------------
+    def _serve(self) -> int:
+        served = 0
+        reports = self._reports
+        while reports:
+            cb, err, msg = reports.popleft()
+            if err is not None and err.code() == KafkaError.UNKNOWN:
+                err = KafkaError(KafkaError._MSG_TIMED_OUT, err.str()) if "REQUEST_TIMED_OUT" in err.str() else err
+            cb(err, msg)
+            served += 1
+        return served
+
+    def poll(self, timeout=None) -> int:
+        """Serve delivery reports (waiting up to `timeout` s for one); returns how many were served."""
+        deadline = deadline_of(timeout if timeout is not None else -1)
+        served = self._serve()
+        while True:
+            if self._open:
+                self._close_due()
+            if self._ready:
+                self._send_ready()  # batches waiting for a connection
+            busy = self._conn_busy()
+            if served or (deadline is not None and time.monotonic() >= deadline):
+                if busy:
+                    self._pump(0)
+                return served + self._serve()
+            if not busy and not self._open:
+                if deadline is None:
+                    return served  # nothing outstanding: waiting forever would hang the caller
+                time.sleep(min(remaining(deadline), 0.05))
+                continue
+            wait = remaining(deadline)
+            if self._open:
+                until_linger = max(self._open[0][1].deadline - time.monotonic(), 0.0)
+                wait = until_linger if wait is None else min(wait, until_linger)
+            if busy:
+                self._pump(wait)
+                self._expire()
+            else:
+                time.sleep(wait)
+            served += self._serve()
+
+    def _conn_busy(self) -> bool:
+        return self._conn is not None and not self._conn.closed and bool(self._conn.callbacks)
+
+    def flush(self, timeout=None) -> int:
+        """Send everything and wait for its delivery reports (serving them); returns len(self)."""
+        deadline = deadline_of(timeout if timeout is not None else -1)
+        self._close_all()
+        self._send_ready()
+        while True:
+            self._serve()
+            if self._count <= 0 and not self._reports:
+                return 0
+            if deadline is not None and time.monotonic() >= deadline:
+                return len(self)
+            if self._ready:
+                self._send_ready()
+            if self._in_flight:
+                self._pump(min(remaining(deadline), 1.0) if deadline is not None else 1.0)
+                self._expire()
+            else:
+                time.sleep(0.01)  # batches wait for a connection (or for their reports)
+
+    def purge(self, in_queue=True, in_flight=True, blocking=True) -> None:
+        """Drop records not yet sent; their delivery reports carry _PURGE_QUEUE."""
+        if in_queue:
+            self._close_all()
+            ready, self._ready = self._ready, []
+            self._fail_batches(ready, KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue"))
+
+    def __len__(self) -> int:
+        return self._count + sum(len(acc.rows) for _, acc in self._open) + len(self._reports)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def close(self, timeout=None) -> int:
+        left = self.flush(timeout) if not self._closed else 0
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+        return left
+
+    # confluent-kafka has no close() on Producer before 2.x; both spellings are harmless.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
