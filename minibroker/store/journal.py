@@ -503,7 +503,8 @@ class MessageJournal:
 
     async def _sync_loop(self):
         try:
-            while self._waiters or self._force or (self.policy == "always" and self._durable_seq < self._seq):
+            while not self._closed and (self._waiters or self._force
+                                        or (self.policy == "always" and self._durable_seq < self._seq)):
                 self._force = False
                 await self._sync_round()
         except Exception:
@@ -709,6 +710,8 @@ class MessageJournal:
         self._closed = True
         if self._background is not None:
             self._background.cancel()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
         for seg in self.segments.values():
             try:
                 os.close(seg.fd)
