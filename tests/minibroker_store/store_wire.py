@@ -105,15 +105,22 @@ class DurableClient:
     def get(self, queue, no_ack=False):
         return self.conn.call("get", {"ch": self.ch, "queue": queue, "no_ack": no_ack})
 
-    def drain(self, queue, timeout=30.0, ack=True) -> list:
-        """Every message now in `queue`, in order, as (body, redelivered); acked when `ack`."""
+    def drain(self, queue, timeout=60.0, ack=True) -> list:
+        """Every message now in `queue`, in order, as (body, redelivered); acked as they come."""
         count = self.queue(queue)["message_count"]
-        self.consume(queue)
-        self.wait_for(lambda: len(self.deliveries) >= count, timeout, f"{count} deliveries from {queue}")
-        got = [(d[5], d[2]) for d in self.deliveries]
-        if ack and self.deliveries:
-            self.ack(self.deliveries[-1][1], multiple=True)
-            self.conn.flush()
+        self.consume(queue, no_ack=not ack)
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s with {len(got)} of {count} messages from {queue}")
+            self.pump(0.5)
+            if self.deliveries:
+                batch, self.deliveries = self.deliveries, []
+                got += [(d[5], d[2]) for d in batch]
+                if ack:
+                    self.ack(batch[-1][1], multiple=True)
+                    self.conn.flush()
         return got
 
     def close(self):
