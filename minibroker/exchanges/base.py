@@ -40,6 +40,7 @@ class Exchange:
         self.bindings: dict[tuple, Binding] = {}   # (id(destination), routing_key, arguments_key) -> Binding
         self.deleted = False
         self.is_queue = False
+        self.fast = False      # see MessageQueue.fast; an exchange destination takes the full path
 
     # ---- bindings -----------------------------------------------------------------------------
     def bind(self, destination, routing_key: str, arguments: dict | None) -> bool:
