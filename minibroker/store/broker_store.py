@@ -267,6 +267,15 @@ class BrokerStore:
 
         fut.add_done_callback(done)
 
+    def describe(self) -> dict:
+        """Figures for server_info: policy, fsyncs, journal size, what recovery found."""
+        j = self.journal
+        return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"], "journal_records": j.stats["records"],
+                "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages,
+                "segments": len(j.segments), "disk_bytes": j.disk_bytes(),
+                "compactions": j.stats["compactions"], "segments_deleted": j.stats["segments_deleted"],
+                "recovered": self.recovered}
+
     # ==== shutdown ============================================================================
     def close(self) -> None:
         self._flush_turn()
