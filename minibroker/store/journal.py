@@ -454,9 +454,13 @@ class MessageJournal:
         rec = encode_record(rtype, payload)
         seg = self._active
         if seg.size + len(rec) > self.segment_bytes and seg.size > SEGMENT_HEADER.size:
-            self._write_out()
-            self._open_active()
-            seg = self._active
+            try:
+                self._write_out()
+            except OSError as exc:
+                log.error("journal write to %s failed: %s; not rolling the segment yet", seg.path, exc)
+            else:
+                self._open_active()
+                seg = self._active
         off = seg.size
         seg.size += len(rec)
         self._buf.append(rec)
@@ -464,29 +468,52 @@ class MessageJournal:
         self._seq += 1
         self.stats["records"] += 1
         if self._buf_bytes >= WRITE_OUT_BYTES:
-            self._write_out()
+            try:
+                self._write_out()
+            except OSError as exc:
+                # Keep accepting into the buffer; commits fail (and confirms wait) until it clears.
+                log.error("journal write to %s failed: %s; retrying at the next commit", seg.path, exc)
         if self.policy == "always" and self._sync_task is None and self._loop is not None:
             self._kick()
         return seg, off, len(rec)
 
     def _write_out(self) -> None:
-        """Hand the append buffer to the kernel (page cache): survives kill -9 from here on."""
+        """Hand the append buffer to the kernel (page cache): survives kill -9 from here on.
+
+        On an I/O error (disk full) what was not written stays in the buffer, in order, and the
+        error is raised; the next write-out retries. Nothing is reported durable meanwhile.
+        """
         if self._buf:
-            buf, total = self._buf, self._buf_bytes
+            buf = self._buf
             self._buf = []
             self._buf_bytes = 0
             seg = self._active
-            # writev, not a joined copy: no second megabyte-sized buffer per write-out.
-            for i in range(0, len(buf), _IOV_MAX):
-                chunk = buf[i:i + _IOV_MAX]
-                done = os.writev(seg.fd, chunk)
-                want = sum(map(len, chunk))
-                if done < want:   # a short write (disk full is an exception): finish it plainly
-                    view = memoryview(b"".join(chunk))[done:]
-                    while view:
-                        view = view[os.write(seg.fd, view):]
-            seg.written += total
-            self.stats["bytes_written"] += total
+            written = 0
+            try:
+                # writev, not a joined copy: no second megabyte-sized buffer per write-out.
+                for i in range(0, len(buf), _IOV_MAX):
+                    chunk = buf[i:i + _IOV_MAX]
+                    done = os.writev(seg.fd, chunk)
+                    want = sum(map(len, chunk))
+                    if done < want:   # a short write: finish it plainly
+                        view = memoryview(b"".join(chunk))[done:]
+                        while view:
+                            n = os.write(seg.fd, view)
+                            done += n
+                            view = view[n:]
+                    written = i + len(chunk)
+                    seg.written += want
+                    self.stats["bytes_written"] += want
+            except OSError:
+                try:   # drop a partly written record, so the retry does not leave a torn one mid-file
+                    os.ftruncate(seg.fd, seg.written)
+                except OSError:
+                    pass
+                rest = buf[written:]
+                self._buf = rest + self._buf
+                self._buf_bytes = sum(map(len, self._buf))
+                self.stats["write_errors"] += 1
+                raise
         self._written_seq = self._seq
 
     # ==== group commit =========================================================================
