@@ -58,9 +58,9 @@ class Channel:
             self.unacked[tag] = msg
             consumer.unacked += 1
             msg.queue.unacked += 1
+        self.outbox_bytes += msg.size
         self.outbox.append([consumer.tag, tag, msg.redelivered, msg.exchange, msg.routing_key,
                             body, msg.properties])
-        self.outbox_bytes += msg.size
         if not self.dirty:
             self.dirty = True
             self.broker.channel_dirty(self)

@@ -18,6 +18,7 @@ from serverbase import BrokerServer, op
 from serverbase.args import optional, required
 
 from .broker import Broker
+from .flow_control import DEFAULT_LIMIT, PublisherFlowControl
 from .store_interface import TransientStore
 
 DEFAULT_PORT = 5673
@@ -124,6 +125,7 @@ class MinibrokerServer(BrokerServer):
     """minibroker: a routing message queue in the spirit of RabbitMQ."""
 
     name = "minibroker"
+    max_queued_bytes = DEFAULT_LIMIT   # memory alarm: see flow_control.py
     features = ("publisher_confirms", "exchange_to_exchange_bindings", "dead_lettering",
                 "priorities", "single_active_consumer", "delivery_limit")
 
@@ -161,6 +163,9 @@ class MinibrokerServer(BrokerServer):
                                                          fsync_interval_ms=self.fsync_interval_ms)
         self.store.recover(self.broker)
         self.every(TICK_SECONDS, self.broker.tick)
+
+        self.flow_control = PublisherFlowControl(self, self.max_queued_bytes)
+        self.every(TICK_SECONDS, self.flow_control.check)
 
     async def close(self):
         self.store.close()
@@ -296,15 +301,22 @@ class MinibrokerServer(BrokerServer):
             raise BrokerError(ErrorCode.BAD_REQUEST,
                               f"channel {channel.number}: publish needs exchange (str), routing_key (str) and body (bin)")
         broker = self.broker
+        conn.state["session"].published = True
         broker.publish(channel, exchange, routing_key, body, args.get("properties"),
                        bool(args.get("mandatory", False)), broker.clock())
         broker.stats["published"] += 1
+        self.flow_control.note_published(1)
         return {}
 
     @op("publish_batch")
     def op_publish_batch(self, conn, args):
         channel = self._channel(conn, args)
-        self.broker.publish_batch(channel, required(args, "messages", list))
+        conn.state["session"].published = True
+        messages = required(args, "messages", list)
+        try:
+            self.broker.publish_batch(channel, messages)
+        finally:
+            self.flow_control.note_published(len(messages))
         return {}
 
     # ---- consuming --------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class Session:
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set = set()
         self.closed = False
+        self.published = False        # published since the last flow-control check (flow_control.py)
 
     @property
     def paused(self) -> bool:
