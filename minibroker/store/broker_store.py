@@ -52,6 +52,9 @@ class BrokerStore:
         self._drop_bodies: list = []
         self._shared_props: dict[bytes, dict] = {}
         self._shared_keys: dict[str, str] = {}
+        # Bytes of message bodies dropped from memory (kept only in the journal) and not yet
+        # paged back in or settled: what the memory alarm must not count.
+        self.paged_bytes = 0
         self._turn_scheduled = False
         self._callbacks_running = 0
         self._loop = None
@@ -141,6 +144,7 @@ class BrokerStore:
             q._next_position += 1
             q.ready.append(msg)
             q.ready_bytes += msg.size
+            self.paged_bytes += msg.size
             counter[0] += 1
 
         return restore, counter
@@ -208,6 +212,8 @@ class BrokerStore:
             self._want_flush()
 
     def settle(self, queue, msg) -> None:
+        if msg.body is None:
+            self.paged_bytes -= msg.size
         ids = self._settles.get(queue.name)
         if ids is None:
             ids = self._settles[queue.name] = []
@@ -222,7 +228,12 @@ class BrokerStore:
         counts.append((msg.store_id, msg.delivery_count + 1))
 
     def read_body(self, msg) -> bytes:
-        return self.journal.read_body(msg.store_id)
+        """Page a body back in for delivery; it stays in memory while the message is unacked."""
+        body = self.journal.read_body(msg.store_id)
+        if msg.body is None:
+            msg.body = body
+            self.paged_bytes -= msg.size
+        return body
 
     def _want_flush(self) -> None:
         if not self._turn_scheduled and self._loop is not None:
@@ -243,9 +254,12 @@ class BrokerStore:
         if self._drop_bodies:
             drop, self._drop_bodies = self._drop_bodies, []
             journal = self.journal
+            paged = 0
             for m in drop:
-                if m.store_id in journal:
+                if m.store_id in journal and m.body is not None:
                     m.body = None
+                    paged += m.size
+            self.paged_bytes += paged
 
     # ==== confirms ============================================================================
     def when_durable(self, callback) -> None:
@@ -271,7 +285,7 @@ class BrokerStore:
         """Figures for server_info: policy, fsyncs, journal size, what recovery found."""
         j = self.journal
         return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"], "journal_records": j.stats["records"],
-                "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages,
+                "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages, "paged_out_bytes": self.paged_bytes,
                 "segments": len(j.segments), "disk_bytes": j.disk_bytes(),
                 "compactions": j.stats["compactions"], "segments_deleted": j.stats["segments_deleted"],
                 "recovered": self.recovered}

@@ -163,3 +163,20 @@ def test_journal_is_readable_offline_after_restart(broker, tmp_path):
     rec = j.open()
     assert [j.read_body(m.msg_id) for m in rec.queues["offline"]] == [b"a", b"b"]
     j.close_sync()
+
+
+def test_memory_alarm_ignores_bodies_paged_out_to_the_journal(broker):
+    """A persistent backlog bigger than the memory limit is fine: its bodies are on disk."""
+    def lower_limit():
+        fc = broker.server.flow_control
+        fc.limit, fc.resume_below = 4 << 20, 3 << 20
+    broker.call(lower_limit)
+    c = client(broker)
+    c.queue("big")
+    c.confirm_select()
+    for _ in range(20):
+        c.publish_batch("big", [b"b" * 1024] * 500)     # 10 MiB in all
+        c.wait_confirms(timeout=10)
+    assert c.queue("big")["message_count"] == 10_000
+    assert broker.call(lambda: broker.server.flow_control.alarm) is False
+    c.close()
