@@ -284,7 +284,7 @@ class BrokerStore:
     def describe(self) -> dict:
         """Figures for server_info: policy, fsyncs, journal size, what recovery found."""
         j = self.journal
-        return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"], "journal_records": j.stats["records"],
+        return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"], "journal_records": j.records_appended,
                 "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages, "paged_out_bytes": self.paged_bytes,
                 "segments": len(j.segments), "disk_bytes": j.disk_bytes(),
                 "compactions": j.stats["compactions"], "segments_deleted": j.stats["segments_deleted"],

@@ -383,7 +383,6 @@ class MessageJournal:
         self._index[msg_id] = _pack_loc(seg.id, off, rec_len, len(body))
         seg.live_count += 1
         seg.live_bytes += rec_len
-        self.stats["publishes"] += 1
 
     def append_settle(self, queue: str, msg_ids, reason: int = ACK) -> None:
         """Journal that `queue` is done with `msg_ids` (ack, dead-letter, expiry, drop, purge)."""
@@ -462,11 +461,11 @@ class MessageJournal:
                 self._open_active()
                 seg = self._active
         off = seg.size
-        seg.size += len(rec)
+        n = len(rec)
+        seg.size = off + n
         self._buf.append(rec)
-        self._buf_bytes += len(rec)
-        self._seq += 1
-        self.stats["records"] += 1
+        self._buf_bytes += n
+        self._seq += 1          # also the count of records appended (records_appended)
         if self._buf_bytes >= WRITE_OUT_BYTES:
             try:
                 self._write_out()
@@ -475,7 +474,7 @@ class MessageJournal:
                 log.error("journal write to %s failed: %s; retrying at the next commit", seg.path, exc)
         if self.policy == "always" and self._sync_task is None and self._loop is not None:
             self._kick()
-        return seg, off, len(rec)
+        return seg, off, n
 
     def _write_out(self) -> None:
         """Hand the append buffer to the kernel (page cache): survives kill -9 from here on.
@@ -670,7 +669,6 @@ class MessageJournal:
             seg.live_bytes -= HEADER_SIZE + len(payload)
             self._append_publish_record(msg_id, queues, exchange, rk, props_bin, published_at,
                                         self._delivery.get(msg_id), body)
-            self.stats["publishes"] -= 1
             self.stats["compaction_copies"] += 1
             copied += 1
             if copied % 512 == 0:
@@ -721,6 +719,10 @@ class MessageJournal:
 
     def __contains__(self, msg_id: int) -> bool:
         return msg_id in self._index
+
+    @property
+    def records_appended(self) -> int:
+        return self._seq
 
     @property
     def live_messages(self) -> int:

@@ -180,3 +180,13 @@ def test_memory_alarm_ignores_bodies_paged_out_to_the_journal(broker):
     assert c.queue("big")["message_count"] == 10_000
     assert broker.call(lambda: broker.server.flow_control.alarm) is False
     c.close()
+
+
+def test_bad_fsync_flag_is_refused_with_the_choices(tmp_path):
+    import subprocess
+    import sys
+    from harness import ROOT
+    proc = subprocess.run([sys.executable, "-m", "minibroker", "--port", "0", "--data-dir", str(tmp_path),
+                           "--fsync", "sometimes"], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.returncode != 0
+    assert "always" in proc.stderr and "interval" in proc.stderr and "never" in proc.stderr
