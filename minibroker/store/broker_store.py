@@ -12,7 +12,7 @@ It translates the core's hooks into the two storage components and back:
 - `when_durable(callback)` -> `MessageJournal.commit()`: the confirm callback runs once the
   turn's records are as safe as the fsync policy promises (after the fdatasync under `always`);
 - `read_body(msg)`: bodies of messages deep in a backlog are dropped from memory after the
-  turn that journaled them (`KEEP_BODIES`) and read back from the journal when delivered;
+  turn that journaled them (`KEEP_BODY_BYTES`) and read back from the journal when delivered;
 - `recover(broker)`: rebuilds durable exchanges, queues, bindings and the persistent
   messages (with their redelivered flag, delivery count and remaining TTL), and logs it.
 
@@ -31,21 +31,21 @@ from .journal import ACK, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, Mess
 
 log = logging.getLogger("minibroker.store")
 
-# A queue keeps the bodies of its first KEEP_BODIES ready messages in memory; deeper in the
-# backlog, bodies live only in the journal until they are about to be delivered.
-KEEP_BODIES = 2048
+# A queue keeps the bodies of the first KEEP_BODY_BYTES of its ready messages in memory; deeper
+# in the backlog, bodies live only in the journal until they are about to be delivered.
+KEEP_BODY_BYTES = 4 * 1024 * 1024
 # Distinct property maps and routing keys remembered for sharing (the cache is reset when full).
 SHARED_PROPERTIES = 10_000
 
 
 class BrokerStore:
     def __init__(self, data_dir: str, fsync: str = "always", fsync_interval_ms: int = DEFAULT_FSYNC_INTERVAL_MS,
-                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, keep_bodies: int = KEEP_BODIES):
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, keep_body_bytes: int = KEEP_BODY_BYTES):
         self.data_dir = data_dir
         self.definitions = DefinitionsStore(data_dir)
         self.journal = MessageJournal(os.path.join(data_dir, "journal"), fsync=fsync,
                                       fsync_interval_ms=fsync_interval_ms, segment_bytes=segment_bytes)
-        self.keep_bodies = keep_bodies
+        self.keep_body_bytes = keep_body_bytes
         self._recovering = False
         self._settles: dict[str, list] = {}
         self._deliveries: dict[str, list] = {}
@@ -206,7 +206,7 @@ class BrokerStore:
         msg.routing_key = shared_rk
         msg.store_id = self.journal.append_publish((queue.name,), msg.exchange, shared_rk, props, msg.body,
                                                    properties_bin=props_bin)
-        if len(queue.ready) >= self.keep_bodies:
+        if queue.ready_bytes >= self.keep_body_bytes:
             # Not now: the core may still copy this message's body to other queues this turn.
             self._drop_bodies.append(msg)
             self._want_flush()
