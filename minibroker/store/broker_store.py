@@ -284,7 +284,8 @@ class BrokerStore:
     def describe(self) -> dict:
         """Figures for server_info: policy, fsyncs, journal size, what recovery found."""
         j = self.journal
-        return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"], "journal_records": j.records_appended,
+        return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"],
+                "fsync_ms_avg": round(j.stats["fsync_us"] / j.stats["fsyncs"] / 1000, 3) if j.stats["fsyncs"] else None, "journal_records": j.records_appended,
                 "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages, "paged_out_bytes": self.paged_bytes,
                 "segments": len(j.segments), "disk_bytes": j.disk_bytes(),
                 "compactions": j.stats["compactions"], "segments_deleted": j.stats["segments_deleted"],
