@@ -169,15 +169,16 @@ def test_memory_alarm_ignores_bodies_paged_out_to_the_journal(broker):
     """A persistent backlog bigger than the memory limit is fine: its bodies are on disk."""
     def lower_limit():
         fc = broker.server.flow_control
-        fc.limit, fc.resume_below = 4 << 20, 3 << 20
+        # Above the 4 MiB of bodies a queue keeps in memory (KEEP_BODY_BYTES), far below the backlog.
+        fc.limit, fc.resume_below = 6 << 20, 5 << 20
     broker.call(lower_limit)
     c = client(broker)
     c.queue("big")
     c.confirm_select()
-    for _ in range(20):
-        c.publish_batch("big", [b"b" * 1024] * 500)     # 10 MiB in all
+    for _ in range(40):
+        c.publish_batch("big", [b"b" * 1024] * 500)     # 20 MiB in all
         c.wait_confirms(timeout=10)
-    assert c.queue("big")["message_count"] == 10_000
+    assert c.queue("big")["message_count"] == 20_000
     assert broker.call(lambda: broker.server.flow_control.alarm) is False
     c.close()
 
