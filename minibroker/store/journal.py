@@ -183,9 +183,6 @@ class MessageJournal:
         began = time.monotonic()
         os.makedirs(self.directory, exist_ok=True)
         names = sorted(n for n in os.listdir(self.directory) if n.endswith(".seg"))
-        for name in os.listdir(self.directory):
-            if name.endswith(".compact.tmp"):
-                os.unlink(os.path.join(self.directory, name))
         # msg_id -> (loc, pending queue (str) or queues (set), exchange, rk, props_bin, published_at, deliveries)
         state: dict[int, tuple] = {}
         props_cache: dict[bytes, bytes] = {}
@@ -221,7 +218,16 @@ class MessageJournal:
                 except StopIteration as stop:
                     good_end = stop.value
                     break
-                max_id = self._replay(seg, off, rtype, payload, state, props_cache, max_id)
+                try:
+                    max_id = self._replay(seg, off, rtype, payload, state, props_cache, max_id)
+                except Exception as exc:
+                    # A whole record with a right CRC but a payload of the wrong shape: written
+                    # by something else, or a bug. Treat it as the end of the good data.
+                    log.error("journal segment %s: record at offset %d has a valid CRC but an unreadable "
+                              "payload (%s: %s)", path, off, type(exc).__name__, exc)
+                    records.close()
+                    good_end = off
+                    break
             if good_end < size:
                 cut = size - good_end
                 log.warning("journal segment %s: cut %d bytes of torn or corrupt tail at offset %d "
