@@ -204,8 +204,7 @@ class BrokerStore:
                 self._shared_keys.clear()
             shared_rk = self._shared_keys[rk] = rk
         msg.routing_key = shared_rk
-        msg.store_id = self.journal.append_publish((queue.name,), msg.exchange, shared_rk, props, msg.body,
-                                                   properties_bin=props_bin)
+        msg.store_id = self.journal.append_publish_one(queue.name, msg.exchange, shared_rk, props_bin, msg.body)
         if queue.ready_bytes >= self.keep_body_bytes:
             # Not now: the core may still copy this message's body to other queues this turn.
             self._drop_bodies.append(msg)
