@@ -84,14 +84,23 @@ class BrokerStore:
 
     def _recover_definitions(self, broker) -> None:
         d = self.definitions
+        # A definition the broker now refuses (say, an argument a newer version validates more
+        # strictly) is reported and skipped: start-up never fails on one bad entry.
         for name, spec in d.exchanges.items():
             if name in broker.exchanges:
                 continue
-            broker.declare_exchange(name, spec["type"], durable=True, auto_delete=spec.get("auto_delete", False),
-                                    internal=spec.get("internal", False), arguments=spec.get("arguments") or {})
+            try:
+                broker.declare_exchange(name, spec["type"], durable=True, auto_delete=spec.get("auto_delete", False),
+                                        internal=spec.get("internal", False), arguments=spec.get("arguments") or {})
+            except Exception as exc:
+                log.error("durable exchange %r could not be restored: %s", name, exc)
         for name, spec in d.queues.items():
-            broker.declare_queue(None, name, durable=True, auto_delete=spec.get("auto_delete", False),
-                                 arguments=spec.get("arguments") or {})
+            try:
+                broker.declare_queue(None, name, durable=True, auto_delete=spec.get("auto_delete", False),
+                                     arguments=spec.get("arguments") or {})
+            except Exception as exc:
+                log.error("durable queue %r could not be restored (its messages stay in the journal "
+                          "until it is declared again or the store is opened without it): %s", name, exc)
         for b in d.bindings:
             try:
                 if b.get("destination_kind", "queue") == "queue":

@@ -326,3 +326,21 @@ async def test_hot_path_publish_writes_the_same_record_as_the_general_path(tmp_p
     assert all(m.properties == PROPS and (m.exchange, m.routing_key) == ("ex", "rk") for m in msgs)
     assert [j.read_body(i) for i in ids] == [(b"gen-%d" if n % 2 == 0 else b"one-%d") % n for n in range(40)]
     await j.close()
+
+
+async def test_compaction_after_restart_keeps_a_fanout_message_settled_where_it_was(tmp_path):
+    """Found by the model: a two-queue message settled in one queue, then restart, then compaction."""
+    j, _ = reopen(tmp_path, segment_bytes=2048)
+    first = j.append_publish(["a", "b"], "", "", None, b"")
+    second = j.append_publish(["a", "b"], "", "", None, b"")
+    j.append_settle("a", [first])
+    j.append_settle("b", [first])
+    j.append_settle("a", [second])
+    await j.close()
+    j, _ = reopen(tmp_path, segment_bytes=2048)
+    assert (await j.maintain())["compacted"] == 1
+    await j.close()
+    j, rec = reopen(tmp_path, segment_bytes=2048)
+    assert "a" not in rec.queues
+    assert [m.msg_id for m in rec.queues["b"]] == [second]
+    await j.close()
