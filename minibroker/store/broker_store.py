@@ -21,6 +21,7 @@ and journal.py.
 """
 
 import asyncio
+import fcntl
 import logging
 import os
 import time
@@ -64,6 +65,7 @@ class BrokerStore:
     def recover(self, broker) -> None:
         began = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        self._lock_data_dir()
         self.definitions.load()
         self._recovering = True
         try:
@@ -157,6 +159,20 @@ class BrokerStore:
             counter[0] += 1
 
         return restore, counter
+
+    def _lock_data_dir(self) -> None:
+        """One server per data dir: two journals appending to the same segments would corrupt them.
+
+        flock is released by the kernel when the process dies, so a kill -9 never leaves a stale lock.
+        """
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._lock_file = open(os.path.join(self.data_dir, "LOCK"), "a+")
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise OSError(f"data directory {self.data_dir} is in use by another minibroker; "
+                          "stop it or start this one with another --data-dir") from None
 
     # ==== definitions =========================================================================
     def exchange_declared(self, exchange) -> None:
@@ -303,3 +319,6 @@ class BrokerStore:
     def close(self) -> None:
         self._flush_turn()
         self.journal.close_sync()
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()   # releases the flock

@@ -213,3 +213,8 @@ def test_message_ttl_counts_from_the_original_publish_across_a_restart(broker):
                timeout=0.6, message="the expired message to be swept")
     assert [b for b, _ in c.drain("long-lived")] == [b"stays"]
     c.close()
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(broker, start_minibroker, tmp_path):
+    with pytest.raises(OSError, match="in use by another minibroker"):
+        start_minibroker(data_dir=tmp_path / "data")
