@@ -119,22 +119,34 @@ def test_delivery_counts_survive_restart_for_the_delivery_limit(broker):
 
 
 def test_confirm_is_sent_only_after_the_message_is_fsynced(broker):
+    """At the moment the broker sends confirms, every journaled message's record is fdatasync'ed."""
+    checks = {"sends": 0, "unsynced": 0}
+
+    def install():
+        server = broker.server
+        original = server.broker._send_confirms
+        journal = server.store.journal
+
+        def checking_send(confirms):
+            checks["sends"] += 1
+            q = server.broker.queues["synced"]
+            for m in list(q.ready):
+                seg_id, off, rec_len, _ = journal.location(m.store_id)
+                if journal.segments[seg_id].synced < off + rec_len:
+                    checks["unsynced"] += 1
+            original(confirms)
+
+        server.broker._send_confirms = checking_send
+    broker.call(install)
     c = client(broker)
     c.queue("synced")
     c.confirm_select()
-    for i in range(50):
-        c.publish("synced", b"x" * 100)
+    for i in range(20):
+        for _ in range(50):
+            c.publish("synced", b"x" * 100)
         c.wait_confirms()
-        # At the moment the confirm arrived, the message's record was on disk.
-        def check():
-            store = broker.server.store
-            q = broker.server.broker.queues["synced"]
-            journal = store.journal
-            for m in list(q.ready):
-                seg_id, off, rec_len, _ = journal.location(m.store_id)
-                assert journal.segments[seg_id].synced >= off + rec_len
-            return journal.stats["fsyncs"]
-        assert broker.call(check) >= 1
+    assert checks["sends"] >= 20 and checks["unsynced"] == 0, checks
+    assert broker.call(lambda: broker.server.store.journal.stats["fsyncs"]) >= 1
     c.close()
 
 
