@@ -344,3 +344,28 @@ async def test_compaction_after_restart_keeps_a_fanout_message_settled_where_it_
     assert "a" not in rec.queues
     assert [m.msg_id for m in rec.queues["b"]] == [second]
     await j.close()
+
+
+async def test_interval_policy_fsyncs_on_its_own_every_interval(tmp_path):
+    j, _ = reopen(tmp_path, fsync="interval", fsync_interval_ms=20)
+    j.start()
+    j.append_publish(["q"], "", "q", None, b"x")
+    await asyncio.wait_for(j.commit(), 1)
+    deadline = asyncio.get_running_loop().time() + 5
+    while j.stats["fsyncs"] == 0:
+        assert asyncio.get_running_loop().time() < deadline, "no interval fsync within 5 s"
+        await asyncio.sleep(0.01)
+    seg = j.segments[max(j.segments)]
+    assert seg.synced == seg.written
+    await j.close()
+
+
+async def test_never_policy_does_not_fsync_appends(tmp_path):
+    j, _ = reopen(tmp_path, fsync="never", fsync_interval_ms=20)
+    j.start()
+    for _ in range(100):
+        j.append_publish(["q"], "", "q", None, b"x")
+        await j.commit()
+    await asyncio.sleep(0.1)   # several background periods pass: still no fsync
+    assert j.stats["fsyncs"] == 0
+    await j.close()
