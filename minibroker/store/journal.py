@@ -606,14 +606,15 @@ class MessageJournal:
                                         or (self.policy == "always" and self._durable_seq < self._seq)):
                 self._force = False
                 await self._sync_round()
-        except Exception:
-            log.exception("journal fsync failed; waiting publishers get the error")
-            err = OSError("the journal could not be written to disk")
+        except Exception as exc:
+            # Fail the waiters (their confirms are held back); the next append or commit retries.
+            log.error("journal write or fsync failed: %s: %s; held confirms wait for a retry",
+                      type(exc).__name__, exc)
+            err = OSError(f"the journal could not be written to disk: {exc}")
             while self._waiters:
                 _, fut = self._waiters.popleft()
                 if not fut.done():
                     fut.set_exception(err)
-            raise
         finally:
             self._sync_task = None
 
@@ -630,6 +631,11 @@ class MessageJournal:
             took = await self._loop.run_in_executor(self._executor, _fdatasync_all, fds,
                                                     self.directory if dir_dirty else None)
             self.stats["fsync_us"] += int(took * 1e6)
+        except BaseException:
+            # Nothing is known to be on disk: the next round syncs these files again.
+            self._unsynced = [seg for seg in segs if seg is not self._active] + self._unsynced
+            self._dir_dirty = self._dir_dirty or dir_dirty
+            raise
         finally:
             self._syncing.difference_update(seg.id for seg in segs)
         for seg, mark in marks:

@@ -369,3 +369,22 @@ async def test_never_policy_does_not_fsync_appends(tmp_path):
     await asyncio.sleep(0.1)   # several background periods pass: still no fsync
     assert j.stats["fsyncs"] == 0
     await j.close()
+
+
+async def test_a_failed_fsync_fails_the_commit_and_the_next_commit_syncs_again(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    real = os.fdatasync
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    msg = j.append_publish(["q"], "", "q", None, b"x")
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(OSError, match="could not be written"):
+        await j.commit()
+    monkeypatch.setattr(os, "fdatasync", real)
+    seg = j.segments[max(j.segments)]
+    assert seg.synced < seg.written
+    await j.sync()
+    assert seg.synced == seg.written and msg in j
+    await j.close()
