@@ -388,3 +388,26 @@ async def test_a_failed_fsync_fails_the_commit_and_the_next_commit_syncs_again(t
     await j.sync()
     assert seg.synced == seg.written and msg in j
     await j.close()
+
+
+async def test_dump_prints_segments_and_records_and_reports_a_torn_tail(tmp_path):
+    import io
+    from minibroker.store.dump import dump
+    j, _ = reopen(tmp_path / "journal")
+    a = j.append_publish(["q"], "ex", "rk", PROPS, b"hello")
+    j.append_delivery("q", [(a, 1)])
+    j.append_settle("q", [a])
+    await j.close()
+    out = io.StringIO()
+    assert dump(str(tmp_path), records=True, out=out) == 0
+    text = out.getvalue()
+    assert "1 DELIVERY, 1 PUBLISH, 1 SETTLE" in text
+    assert f"PUBLISH id={a} queues=['q'] exchange='ex' routing_key='rk'" in text and "body=5 B" in text
+    seg = tmp_path / "journal" / seg_files(tmp_path / "journal")[0]
+    with open(seg, "ab") as f:
+        f.write(b"\x00\x00\x01")
+    before = seg.read_bytes()
+    out = io.StringIO()
+    assert dump(str(tmp_path), records=False, out=out) == 1
+    assert "TORN OR CORRUPT TAIL: 3 B" in out.getvalue()
+    assert seg.read_bytes() == before   # dump never writes: the tail is reported, not cut
