@@ -1,0 +1,413 @@
+"""MessageJournal: round trips, torn tails, group commit, GC, compaction, lazy bodies."""
+
+import asyncio
+import os
+
+import pytest
+
+from minibroker.store.journal import ACK, MessageJournal
+from minibroker.store.records import SEGMENT_HEADER
+
+PROPS = {"delivery_mode": 2, "content_type": "text/plain"}
+
+
+def seg_files(path):
+    return sorted(n for n in os.listdir(path) if n.endswith(".seg"))
+
+
+def reopen(path, **kw):
+    j = MessageJournal(str(path), **kw)
+    return j, j.open()
+
+
+async def test_round_trip_through_close_and_open(tmp_path):
+    j, rec = reopen(tmp_path)
+    assert rec.messages == 0
+    a = j.append_publish(["q1"], "ex", "rk.a", PROPS, b"alpha")
+    b = j.append_publish(["q1", "q2"], "ex", "rk.b", {"headers": {"h": 1}}, b"beta" * 1000)
+    c = j.append_publish(["q2"], "", "q2", None, b"")
+    await j.commit()
+    await j.close()
+
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q1"]] == [a, b]
+    assert [m.msg_id for m in rec.queues["q2"]] == [b, c]
+    first = rec.queues["q1"][0]
+    assert (first.exchange, first.routing_key, first.properties, first.body_size) == ("ex", "rk.a", PROPS, 5)
+    assert first.redelivered is False and first.delivery_count == 0
+    assert j.read_body(a) == b"alpha"
+    assert j.read_body(b) == b"beta" * 1000
+    assert j.read_body(c) == b""
+    # New ids never reuse recovered ones.
+    assert j.append_publish(["q1"], "", "q1", None, b"d") > c
+    await j.close()
+
+
+async def test_settlements_and_delivery_counts_survive_restart(tmp_path):
+    j, _ = reopen(tmp_path)
+    ids = [j.append_publish(["q"], "", "q", None, b"m%d" % i) for i in range(5)]
+    fan = j.append_publish(["q", "r"], "", "", None, b"fan")
+    j.append_settle("q", ids[:2], ACK)
+    j.append_delivery("q", [(ids[2], 1), (ids[3], 1)])
+    j.append_delivery("q", [(ids[3], 2)])
+    j.append_settle("r", [fan])
+    await j.commit()
+    await j.close()
+
+    j, rec = reopen(tmp_path)
+    got = {m.msg_id: m for m in rec.queues["q"]}
+    assert list(got) == [ids[2], ids[3], ids[4], fan]
+    assert (got[ids[2]].redelivered, got[ids[2]].delivery_count) == (True, 1)
+    assert (got[ids[3]].redelivered, got[ids[3]].delivery_count) == (True, 2)
+    assert got[ids[4]].redelivered is False
+    assert "r" not in rec.queues
+    await j.close()
+
+
+async def test_queues_no_longer_declared_are_dropped_for_good(tmp_path):
+    j, _ = reopen(tmp_path)
+    j.append_publish(["gone"], "", "gone", None, b"x")
+    keep = j.append_publish(["kept", "gone"], "", "", None, b"y")
+    await j.commit()
+    await j.close()
+    j = MessageJournal(str(tmp_path))
+    rec = j.open(durable_queues={"kept"})
+    assert set(rec.queues) == {"kept"} and [m.msg_id for m in rec.queues["kept"]] == [keep]
+    j.close_sync()
+    # Even if "gone" is declared again later, its old messages do not come back.
+    j = MessageJournal(str(tmp_path))
+    rec = j.open()
+    assert set(rec.queues) == {"kept"}
+    j.close_sync()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip", "garbage-length"])
+async def test_torn_or_corrupt_tail_is_cut_at_last_whole_record(tmp_path, store_log, damage):
+    j, _ = reopen(tmp_path)
+    ids = [j.append_publish(["q"], "", "q", None, b"body-%d" % i) for i in range(20)]
+    await j.commit()
+    good_size = j.segments[max(j.segments)].size
+    last = j.append_publish(["q"], "", "q", None, b"the torn one" * 10)
+    await j.commit()
+    j.abandon()
+    path = tmp_path / seg_files(tmp_path)[-1]
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) - 7]
+    elif damage == "bitflip":
+        data[-20] ^= 0x01
+    else:
+        data[good_size:good_size + 4] = b"\xff\xff\xff\x7f"
+    path.write_bytes(bytes(data))
+
+    store_log.clear()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == ids
+    assert last not in j
+    cut = [r.getMessage() for r in store_log.records if "cut" in r.getMessage() and "torn" in r.getMessage()]
+    assert cut and f"cut {len(data) - good_size} bytes" in cut[0]
+    assert rec.truncated_bytes == len(data) - good_size
+    # The journal is usable after the cut and the cut is not repeated.
+    nxt = j.append_publish(["q"], "", "q", None, b"after")
+    await j.commit()
+    await j.close()
+    store_log.clear()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == ids + [nxt]
+    assert rec.truncated_bytes == 0
+    await j.close()
+
+
+async def test_segment_with_torn_header_is_removed_not_fatal(tmp_path):
+    j, _ = reopen(tmp_path)
+    a = j.append_publish(["q"], "", "q", None, b"a")
+    await j.close()
+    (tmp_path / "00000000000000000099.seg").write_bytes(b"MBJ")
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [a]
+    await j.close()
+
+
+async def test_group_commit_shares_one_fsync_among_many_publishes(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    calls = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd)))
+    futures = []
+    for i in range(1000):
+        j.append_publish(["q"], "", "q", None, b"x" * 256)
+        futures.append(j.commit())
+    await asyncio.gather(*futures)
+    assert j.stats["fsyncs"] <= 3
+    assert len(calls) <= 3 * 2
+    await j.close()
+
+
+async def test_commit_waits_for_the_fsync_under_policy_always(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    real = os.fdatasync
+
+    def slow_sync(fd):
+        asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(5)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    j.append_publish(["q"], "", "q", None, b"x")
+    fut = j.commit()
+    await asyncio.sleep(0.05)
+    assert not fut.done()
+    # Appends while the disk works go into the next round, not the running one.
+    j.append_publish(["q"], "", "q", None, b"y")
+    fut2 = j.commit()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(fut, fut2), 5)
+    assert j.stats["fsyncs"] == 2
+    monkeypatch.setattr(os, "fdatasync", real)
+    await j.close()
+
+
+@pytest.mark.parametrize("policy", ["interval", "never"])
+async def test_relaxed_policies_confirm_at_write_and_survive_process_crash(tmp_path, policy):
+    j, _ = reopen(tmp_path, fsync=policy, fsync_interval_ms=10_000)
+    ids = [j.append_publish(["q"], "", "q", None, b"%d" % i) for i in range(50)]
+    await asyncio.wait_for(j.commit(), 1)
+    assert j.stats["fsyncs"] == 0
+    j.abandon()   # kill -9: the page cache keeps what commit() wrote
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == ids
+    await j.close()
+
+
+async def test_fully_settled_segments_are_deleted(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=4096)
+    ids = [j.append_publish(["q"], "", "q", None, b"x" * 200) for i in range(100)]
+    await j.commit()
+    assert len(seg_files(tmp_path)) >= 5
+    j.append_settle("q", ids)
+    await j.commit()
+    result = await j.maintain()
+    assert result["deleted"] >= 4
+    assert seg_files(tmp_path) == [os.path.basename(j.segments[max(j.segments)].path)]
+    await j.close()
+    j, rec = reopen(tmp_path)
+    assert rec.messages == 0
+    await j.close()
+
+
+async def test_settlements_outlive_the_segments_they_settle_in(tmp_path):
+    """A dead segment holding acks for an older, partly live segment must stay until that goes."""
+    j, _ = reopen(tmp_path, segment_bytes=4096, compact_ratio=0.0)
+    old = [j.append_publish(["q"], "", "q", None, b"x" * 200) for _ in range(15)]
+    newer = [j.append_publish(["q"], "", "q", None, b"y" * 200) for _ in range(15)]
+    j.append_settle("q", old[1:])      # old[0] keeps the first segment alive
+    j.append_settle("q", newer)
+    for _ in range(40):                # roll past the segment holding those settlements
+        j.append_settle("q", [j.append_publish(["q"], "", "q", None, b"z" * 200)])
+    await j.commit()
+    await j.maintain()
+    await j.close()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [old[0]]
+    await j.close()
+
+
+async def test_compaction_keeps_live_messages_readable_and_shrinks_disk(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=64 * 1024)
+    ids = [j.append_publish(["q", "r"], "ex", "k", PROPS, os.urandom(500)) for _ in range(1000)]
+    bodies = {i: j.read_body(i) for i in ids}
+    await j.commit()
+    keep = ids[::10]
+    settled = [i for i in ids if i not in set(keep)]
+    j.append_settle("q", ids)
+    j.append_settle("r", settled)
+    j.append_delivery("r", [(keep[0], 3)])
+    await j.commit()
+    before = j.disk_bytes()
+    result = await j.maintain()
+    assert result["compacted"] >= 1
+    after = j.disk_bytes()
+    assert after < before / 4
+    assert all(j.read_body(i) == bodies[i] for i in keep)
+    await j.close()
+    j, rec = reopen(tmp_path, segment_bytes=64 * 1024)
+    assert "q" not in rec.queues
+    assert [m.msg_id for m in rec.queues["r"]] == keep
+    assert rec.queues["r"][0].delivery_count == 3 and rec.queues["r"][0].redelivered
+    assert all(j.read_body(i) == bodies[i] for i in keep)
+    await j.close()
+
+
+async def test_disk_use_follows_the_live_backlog_under_churn(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=32 * 1024)
+    backlog = []
+    for round_ in range(30):
+        backlog += [j.append_publish(["q"], "", "q", None, b"c" * 300) for _ in range(100)]
+        # Ack everything but one straggler per round, the worst case for plain deletion.
+        j.append_settle("q", backlog[1:])
+        backlog = backlog[:1]
+        await j.commit()
+        await j.maintain()
+    assert j.disk_bytes() < 4 * 32 * 1024
+    await j.close()
+
+
+async def test_read_body_reads_from_disk_not_memory(tmp_path):
+    j, _ = reopen(tmp_path)
+    msg = j.append_publish(["q"], "", "q", None, b"on disk")
+    await j.commit()
+    seg, off, rec_len, body_len = j.location(msg)
+    with open(j.segments[seg].path, "rb") as f:
+        f.seek(off + rec_len - body_len)
+        assert f.read(body_len) == b"on disk"
+    assert j.read_body(msg) == b"on disk"
+    await j.close()
+
+
+async def test_recovered_segments_start_with_a_header(tmp_path):
+    j, _ = reopen(tmp_path)
+    await j.close()
+    for name in seg_files(tmp_path):
+        assert (tmp_path / name).read_bytes()[:8] == b"MBJRNL01"
+        assert os.path.getsize(tmp_path / name) >= SEGMENT_HEADER.size
+
+
+async def test_a_failed_write_fails_the_commit_and_loses_nothing_once_the_disk_recovers(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    real = os.writev
+
+    def disk_full(fd, buffers):
+        raise OSError(28, "No space left on device")
+
+    first = j.append_publish(["q"], "", "q", None, b"before")
+    monkeypatch.setattr(os, "writev", disk_full)
+    with pytest.raises(OSError):
+        await j.commit()
+    second = j.append_publish(["q"], "", "q", None, b"during")
+    monkeypatch.setattr(os, "writev", real)
+    await j.commit()
+    await j.close()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [first, second]
+    assert rec.truncated_bytes == 0
+    await j.close()
+
+
+async def test_a_record_with_a_valid_crc_but_a_bad_payload_is_cut_not_fatal(tmp_path, store_log):
+    from minibroker.store.records import PUBLISH, encode_record
+    j, _ = reopen(tmp_path)
+    good = j.append_publish(["q"], "", "q", None, b"good")
+    await j.close()
+    path = tmp_path / seg_files(tmp_path)[-1]
+    with open(path, "ab") as f:
+        f.write(encode_record(PUBLISH, b"\xa5hello"))    # msgpack "hello": not a PUBLISH array
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [good]
+    assert any("unreadable payload" in r.getMessage() for r in store_log.records)
+    assert any("cut" in r.getMessage() for r in store_log.records)
+    await j.close()
+
+
+async def test_hot_path_publish_writes_the_same_record_as_the_general_path(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=512)
+    ids = []
+    for i in range(40):   # enough to roll segments through both paths
+        if i % 2:
+            ids.append(j.append_publish_one("q", "ex", "rk", j.pack_properties(PROPS), b"one-%d" % i))
+        else:
+            ids.append(j.append_publish(["q"], "ex", "rk", PROPS, b"gen-%d" % i))
+    await j.commit()
+    assert len(j.segments) > 2
+    await j.close()
+    j, rec = reopen(tmp_path)
+    msgs = rec.queues["q"]
+    assert [m.msg_id for m in msgs] == ids
+    assert all(m.properties == PROPS and (m.exchange, m.routing_key) == ("ex", "rk") for m in msgs)
+    assert [j.read_body(i) for i in ids] == [(b"gen-%d" if n % 2 == 0 else b"one-%d") % n for n in range(40)]
+    await j.close()
+
+
+async def test_compaction_after_restart_keeps_a_fanout_message_settled_where_it_was(tmp_path):
+    """Found by the model: a two-queue message settled in one queue, then restart, then compaction."""
+    j, _ = reopen(tmp_path, segment_bytes=2048)
+    first = j.append_publish(["a", "b"], "", "", None, b"")
+    second = j.append_publish(["a", "b"], "", "", None, b"")
+    j.append_settle("a", [first])
+    j.append_settle("b", [first])
+    j.append_settle("a", [second])
+    await j.close()
+    j, _ = reopen(tmp_path, segment_bytes=2048)
+    assert (await j.maintain())["compacted"] == 1
+    await j.close()
+    j, rec = reopen(tmp_path, segment_bytes=2048)
+    assert "a" not in rec.queues
+    assert [m.msg_id for m in rec.queues["b"]] == [second]
+    await j.close()
+
+
+async def test_interval_policy_fsyncs_on_its_own_every_interval(tmp_path):
+    j, _ = reopen(tmp_path, fsync="interval", fsync_interval_ms=20)
+    j.start()
+    j.append_publish(["q"], "", "q", None, b"x")
+    await asyncio.wait_for(j.commit(), 1)
+    deadline = asyncio.get_running_loop().time() + 5
+    while j.stats["fsyncs"] == 0:
+        assert asyncio.get_running_loop().time() < deadline, "no interval fsync within 5 s"
+        await asyncio.sleep(0.01)
+    seg = j.segments[max(j.segments)]
+    assert seg.synced == seg.written
+    await j.close()
+
+
+async def test_never_policy_does_not_fsync_appends(tmp_path):
+    j, _ = reopen(tmp_path, fsync="never", fsync_interval_ms=20)
+    j.start()
+    for _ in range(100):
+        j.append_publish(["q"], "", "q", None, b"x")
+        await j.commit()
+    await asyncio.sleep(0.1)   # several background periods pass: still no fsync
+    assert j.stats["fsyncs"] == 0
+    await j.close()
+
+
+async def test_a_failed_fsync_fails_the_commit_and_the_next_commit_syncs_again(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    real = os.fdatasync
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    msg = j.append_publish(["q"], "", "q", None, b"x")
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(OSError, match="could not be written"):
+        await j.commit()
+    monkeypatch.setattr(os, "fdatasync", real)
+    seg = j.segments[max(j.segments)]
+    assert seg.synced < seg.written
+    await j.sync()
+    assert seg.synced == seg.written and msg in j
+    await j.close()
+
+
+async def test_dump_prints_segments_and_records_and_reports_a_torn_tail(tmp_path):
+    import io
+    from minibroker.store.dump import dump
+    j, _ = reopen(tmp_path / "journal")
+    a = j.append_publish(["q"], "ex", "rk", PROPS, b"hello")
+    j.append_delivery("q", [(a, 1)])
+    j.append_settle("q", [a])
+    await j.close()
+    out = io.StringIO()
+    assert dump(str(tmp_path), records=True, out=out) == 0
+    text = out.getvalue()
+    assert "1 DELIVERY, 1 PUBLISH, 1 SETTLE" in text
+    assert f"PUBLISH id={a} queues=['q'] exchange='ex' routing_key='rk'" in text and "body=5 B" in text
+    seg = tmp_path / "journal" / seg_files(tmp_path / "journal")[0]
+    with open(seg, "ab") as f:
+        f.write(b"\x00\x00\x01")
+    before = seg.read_bytes()
+    out = io.StringIO()
+    assert dump(str(tmp_path), records=False, out=out) == 1
+    assert "TORN OR CORRUPT TAIL: 3 B" in out.getvalue()
+    assert seg.read_bytes() == before   # dump never writes: the tail is reported, not cut
