@@ -46,6 +46,7 @@ __all__ = [
     "CorruptBatchError",
     "TruncatedBatchError",
     "build_batch",
+    "pack_batch",
     "decode_batch",
     "iter_batches",
     "read_header",
@@ -171,8 +172,14 @@ def iter_batches(buf, validate_crc: bool = True) -> Iterator[tuple[BatchHeader, 
         pos += h.size
 
 
-def _pack_batch(records_payload: bytes, count: int, first_ts: int, max_ts: int,
-                base_offset: int, attributes: int) -> bytes:
+def pack_batch(records_payload: bytes, count: int, first_ts: int, max_ts: int,
+               base_offset: int = 0, attributes: int = 0) -> bytes:
+    """Wrap records that are already packed into a batch: write the header and its checksum.
+
+    ``records_payload`` is the msgpack array of ``[offset_delta, timestamp_delta, key, value,
+    headers]`` rows. Producers that pack their rows themselves (to keep per-record work to one
+    list append) call this; :func:`build_batch` is the convenient form.
+    """
     body_len = HEADER_SIZE + len(records_payload)
     buf = bytearray(body_len)
     buf[HEADER_SIZE:] = records_payload
@@ -222,7 +229,7 @@ def build_batch(records: Sequence[tuple], timestamp: int | None = None,
     if max_ts < first_ts:
         # The header promises max >= first; a record older than the first keeps max = first.
         max_ts = first_ts
-    return _pack_batch(payload, n, first_ts, max_ts, base_offset, attributes)
+    return pack_batch(payload, n, first_ts, max_ts, base_offset, attributes)
 
 
 class BatchBuilder:

@@ -17,7 +17,7 @@ from ..aio_rpc import AsyncRpcConnection
 from ..log.connection import parse_bootstrap
 from ..log.partitioner import KeyPartitioner, pick_sticky
 from ..protocol.errors import BrokerError
-from ..record_batch import _pack_batch
+from ..record_batch import pack_batch
 from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, from_field, \
     from_wire
 from .structs import RecordMetadata, TopicPartition
@@ -84,7 +84,7 @@ class BatchBuilder:
         return self._size
 
     def _build(self) -> bytes:
-        return _pack_batch(_packb(self._rows), len(self._rows), self._first, self._max_ts, 0, 0)
+        return pack_batch(_packb(self._rows), len(self._rows), self._first, self._max_ts, 0, 0)
 
 
 class AIOKafkaProducer:
@@ -229,7 +229,7 @@ class AIOKafkaProducer:
         n = self._partitions.get(batch.topic, 1)
         if self._sticky.get(batch.topic) == batch.partition and n > 1:
             self._sticky[batch.topic] = pick_sticky(n, batch.partition)
-        data = _pack_batch(_packb(batch.rows), len(batch.rows), batch.first_ts, batch.max_ts, 0, 0)
+        data = pack_batch(_packb(batch.rows), len(batch.rows), batch.first_ts, batch.max_ts, 0, 0)
 
         def done(base, err, batch=batch):
             topic, partition = batch.topic, batch.partition

@@ -25,7 +25,7 @@ import msgpack
 
 from ..protocol.errors import BrokerError
 from ..protocol.framing import DEFAULT_MAX_FRAME
-from ..record_batch import _pack_batch  # the header/CRC writer; rows are packed here already
+from ..record_batch import pack_batch  # rows are packed here; this writes header and CRC
 from ..rpc import ConnectionClosed
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
@@ -327,7 +327,7 @@ class Producer:
         rows = acc.rows
         payload = _packb(rows)
         max_ts = acc.max_ts if acc.max_ts is not None else acc.first_ts
-        self._ready.append((t.name, acc.partition, _pack_batch(payload, len(rows), acc.first_ts, max_ts, 0, 0), acc))
+        self._ready.append((t.name, acc.partition, pack_batch(payload, len(rows), acc.first_ts, max_ts, 0, 0), acc))
 
     def _close_due(self) -> None:
         now = time.monotonic()

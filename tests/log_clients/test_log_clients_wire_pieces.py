@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from clients.log import KafkaError, KafkaException, TopicPartition
 from clients.log.message import batch_record_class
 from clients.log.partitioner import KeyPartitioner, murmur2
-from clients.record_batch import HEADER_SIZE, _pack_batch, decode_batch
+from clients.record_batch import HEADER_SIZE, pack_batch, decode_batch
 
 
 def test_murmur2_matches_kafka_java_client_vectors():
@@ -36,7 +36,7 @@ def test_producer_rows_decode_with_the_shared_batch_codec(records):
     first = 1_700_000_000_000
     rows = [(i, td, k, v, h) for i, (k, v, td, h) in enumerate(records)]
     max_ts = max(first, max(first + td for _, td, *_ in rows))
-    batch = bytearray(_pack_batch(msgpack.packb(rows, use_bin_type=True), len(rows), first, max_ts, 0, 0))
+    batch = bytearray(pack_batch(msgpack.packb(rows, use_bin_type=True), len(rows), first, max_ts, 0, 0))
     batch[0:8] = (500).to_bytes(8, "big")  # the broker writes the base offset (outside the CRC)
     header, decoded = decode_batch(bytes(batch))
     assert header.record_count == len(rows)
