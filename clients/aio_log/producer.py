@@ -147,7 +147,7 @@ class AIOKafkaProducer:
     async def _num_partitions(self, topic) -> int:
         n = self._partitions.get(topic)
         if n is None:
-            meta = await self._call("metadata", {"topics": [topic]})
+            meta = await self._call("metadata", {"topics": [topic], "allow_auto_create": True})
             info = (meta.get("topics") or {}).get(topic) or {}
             n = len(info.get("partitions") or ())
             if not n:

@@ -164,7 +164,9 @@ class Producer:
         if not isinstance(topic, str) or not topic:
             raise TypeError("topic must be a non-empty str")
         try:
-            meta = self._connect().call("metadata", {"topics": [topic]})
+            # As Kafka producers do: the broker creates a missing topic if its
+            # auto-create setting allows it (minilog's default does).
+            meta = self._connect().call("metadata", {"topics": [topic], "allow_auto_create": True})
         except ConnectionClosed as exc:
             self._connection_lost(exc)
             raise KafkaException(KafkaError(KafkaError._TRANSPORT, f"metadata for {topic!r}: {exc}")) from None
@@ -218,7 +220,7 @@ class Producer:
             t = self._topic(topic)
             if t is None:
                 self._report_now(cb, KafkaError(
-                    KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist; create it first"),
+                    KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist and the server does not create topics on first use; create it with AdminClient.create_topics"),
                     topic, partition, key, value)
                 return
         if key is not None:

@@ -6,7 +6,7 @@ import time
 import pytest
 from log_client_helpers import drain
 
-from clients.log import (OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition, TIMESTAMP_CREATE_TIME)
+from clients.log import (OFFSET_BEGINNING, Producer, KafkaError, KafkaException, TopicPartition, TIMESTAMP_CREATE_TIME)
 from clients.log.partitioner import murmur2
 
 
@@ -109,12 +109,26 @@ def test_produce_rejects_bad_input_clearly(producer, make_topic):
     assert p.flush(10) == 0
 
 
-def test_unknown_topic_reported_through_delivery_callback(producer):
+def test_first_produce_to_a_new_topic_creates_it_when_the_server_allows(producer, admin):
     p = producer()
-    errors = []
-    p.produce("no-such-topic-xyz", b"x", on_delivery=lambda err, msg: errors.append(err))
+    reports = []
+    p.produce("created-on-first-use", b"x", on_delivery=lambda err, msg: reports.append((err, msg)))
     assert p.flush(10) == 0
-    assert len(errors) == 1 and errors[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    [(err, msg)] = reports
+    assert err is None and msg.offset() == 0
+    assert "created-on-first-use" in admin.list_topics().topics
+
+
+def test_unknown_topic_reported_through_delivery_callback_when_auto_create_is_off(start_minilog):
+    server = start_minilog(auto_create_topics=False)
+    p = Producer({"bootstrap.servers": f"{server.host}:{server.port}", "linger.ms": 1})
+    try:
+        errors = []
+        p.produce("no-such-topic-xyz", b"x", on_delivery=lambda err, msg: errors.append(err))
+        assert p.flush(10) == 0
+        assert len(errors) == 1 and errors[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    finally:
+        p.close(5)
 
 
 def test_replay_from_zero_and_from_timestamp_after_reading_everything(producer, consumer, make_topic):
