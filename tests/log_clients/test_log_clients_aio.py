@@ -5,6 +5,7 @@ import json
 import time
 
 import pytest
+from harness import async_wait_until
 
 from clients.aio_log import (AIOConsumer, AIOKafkaConsumer, AIOKafkaProducer, AIOProducer, CommitFailedError,
                              ConsumerRebalanceListener, RecordMetadata, TopicPartition)
@@ -185,3 +186,37 @@ async def test_seek_into_the_middle_of_a_batch(bootstrap, make_topic):
         assert records[0].serialized_value_size == 2
     finally:
         await consumer.stop()
+
+
+async def test_send_futures_behave_like_asyncio_futures(bootstrap, make_topic):
+    # send()'s fast path returns per-record views of one future per batch; every way a
+    # program may wait on aiokafka's futures must still give each record its own metadata.
+    topic = make_topic(1)
+    async with AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1000) as producer:
+        before = time.time_ns() // 1_000_000
+        futures = [await producer.send(topic, b"v%d" % i) for i in range(100)]  # about 9 batches
+        stamped = await producer.send(topic, b"old", timestamp_ms=1_000_000)
+        called = []
+        futures[7].add_done_callback(lambda f: called.append(f.result().offset))
+        gathered = await asyncio.gather(*futures)
+        assert [m.offset for m in gathered] == list(range(100))
+        assert all(isinstance(m, RecordMetadata) and m.topic == topic and m.partition == 0 for m in gathered)
+        assert all(before <= m.timestamp <= time.time_ns() // 1_000_000 for m in gathered)
+        done, pending = await asyncio.wait(futures[:10])
+        assert len(done) == 10 and not pending
+        assert (await asyncio.wait_for(futures[42], 10)).offset == 42
+        assert (await stamped).timestamp == 1_000_000 and (await stamped).offset == 100
+        assert futures[3].done() and not futures[3].cancelled() and futures[3].exception() is None
+        await async_wait_until(lambda: called, 10, message="the done callback")  # runs in a later loop turn
+        assert called == [7]
+
+
+async def test_a_rejected_batch_fails_each_of_its_records(bootstrap, make_topic):
+    topic = make_topic(1, config={"max.message.bytes": "2000"})
+    async with AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=100_000) as producer:
+        futures = [await producer.send(topic, b"x" * 100) for _ in range(50)]  # one batch of ~5,800 bytes
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results), results[:3]
+        with pytest.raises(Exception):
+            futures[0].result()
+        assert futures[0].exception() is results[0]

@@ -228,6 +228,26 @@ def test_consume_batches_and_len(producer, consumer, make_topic):
     assert [int(m.value()) for m in msgs] == list(range(1000))
 
 
+def test_linger_zero_holds_records_behind_an_unanswered_request_and_poll_releases_them(
+        producer, consumer, make_topic):
+    # linger.ms 0: the first record leaves at once; those produced while its reply is
+    # outstanding gather in the next batch. poll() alone (no flush) must send that batch
+    # and serve every report, in order.
+    topic = make_topic(1)
+    offsets = []
+    p = producer(on_delivery=lambda err, msg: offsets.append((err, msg.offset())), **{"linger.ms": 0})
+    for i in range(2000):
+        p.produce(topic, b"%d" % i)
+    deadline = time.monotonic() + 20
+    while len(offsets) < 2000 and time.monotonic() < deadline:
+        p.poll(0.5)
+    assert offsets == [(None, i) for i in range(2000)]
+    assert len(p) == 0
+    c = consumer()
+    c.assign([TopicPartition(topic, 0, 0)])
+    assert [int(m.value()) for m in drain(c, 2000)] == list(range(2000))
+
+
 def test_pause_resume(producer, consumer, make_topic):
     topic = make_topic(1)
     p = producer()
