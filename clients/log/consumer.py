@@ -757,7 +757,12 @@ class Consumer:
         if self._conn.closed:
             self._reconnect()
         if self._group is not None:
-            self._group.maintain()
+            try:
+                self._group.maintain()
+            except ConnectionClosed:
+                # A heartbeat, join or sync found the server gone (a restart between two
+                # replies): the group starts over on a new connection, as a fetch does below.
+                self._reconnect()
         self._resolve()
         if self._auto_commit and time.monotonic() >= self._next_auto_commit:
             self._next_auto_commit = time.monotonic() + self._commit_interval

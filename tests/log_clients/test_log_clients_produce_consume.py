@@ -190,13 +190,15 @@ def test_partition_eof_once_per_catch_up(producer, consumer, make_topic):
 
 def test_long_poll_delivers_a_later_record_promptly(producer, consumer, make_topic):
     topic = make_topic(1)
-    c = consumer(**{"fetch.wait.max.ms": 5000})
+    # A long max wait, so that "woken by the append" and "answered at max_wait" stay seconds
+    # apart however loaded the machine is.
+    c = consumer(**{"fetch.wait.max.ms": 20_000})
     c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     assert c.poll(0.3) is None  # waiting at the end: the fetch is parked on the server
     got = {}
 
     def wait():
-        got["msg"] = c.poll(10)
+        got["msg"] = c.poll(30)
         got["at"] = time.monotonic()
 
     t = threading.Thread(target=wait)
@@ -206,9 +208,9 @@ def test_long_poll_delivers_a_later_record_promptly(producer, consumer, make_top
     sent = time.monotonic()
     p.produce(topic, b"late")
     p.flush(10)
-    t.join(10)
+    t.join(30)
     assert got["msg"] is not None and got["msg"].value() == b"late"
-    assert got["at"] - sent < 1.0, "a parked fetch must answer when data arrives, not at max_wait_ms"
+    assert got["at"] - sent < 10, "a parked fetch must answer when data arrives, not at max_wait_ms (20 s)"
 
 
 def test_consume_batches_and_len(producer, consumer, make_topic):
