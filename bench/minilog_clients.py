@@ -2,6 +2,7 @@
 
     python -m bench.minilog_clients [--records 1000000] [--runs 3] [--size 100]
                                     [--latency-rate 10000] [--latency-seconds 3]
+                                    [--only produce,consume,aio,latency]
                                     [--profile] [--json PATH] [--bootstrap HOST:PORT]
 
 Starts a minilog server (`python -m minilog`, fresh data directory) unless --bootstrap names
@@ -11,11 +12,15 @@ one, then for each run, in separate processes as users deploy them:
   loop, then `flush()`; records/s over the whole loop including the flush;
 - consume: a new `Consumer` replays the topic from offset 0 with `consume(100000, 1.0)`;
   records/s from the first consume call to the last record;
+- aio: `AIOKafkaProducer(acks=1, linger_ms=5)` under `asyncio.run`, `await send()` once per
+  record (keeping no futures, as a fire-and-forget loop does) then `await flush()`, and the
+  last record's future awaited; records/s over the whole loop;
 - latency: one consumer waits at the end of a fresh topic while a producer sends
   `--latency-rate` records/s with `linger.ms` 0 (each value carries its send time); the
   consumer reports percentiles of (receive time - send time).
 
-Prints medians (and every run) and writes them to --json. With --profile it also runs one
+Every part runs --runs times (latency too; its percentiles are medians over the runs). Prints
+medians (and every run) with the load average at the start and writes them to --json. With --profile it also runs one
 produce and one consume loop in this process under cProfile and prints where the time goes.
 """
 
@@ -74,6 +79,30 @@ def role_consume(bootstrap, topic, records, size) -> dict:
     # Every record once, in order: the count and the last offset agree.
     assert got == records and last == records - 1, (got, last)
     return {"records": got, "seconds": seconds}
+
+
+def role_aio_produce(bootstrap, topic, records, size) -> dict:
+    import asyncio
+
+    from clients.aio_log import AIOKafkaProducer
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5)
+        await p.start()
+        value = b"x" * size
+        send = p.send
+        start = time.perf_counter()
+        fut = None
+        for _ in range(records):
+            fut = await send(topic, value)
+        await p.flush()
+        meta = await fut
+        seconds = time.perf_counter() - start
+        await p.stop()
+        assert meta.offset == records - 1, meta
+        return {"records": records, "seconds": seconds}
+
+    return asyncio.run(run())
 
 
 def role_latency_consume(bootstrap, topic, records, size) -> dict:
@@ -167,6 +196,8 @@ def main(argv=None):
     ap.add_argument("--latency-rate", type=int, default=10_000)
     ap.add_argument("--latency-seconds", type=float, default=3.0)
     ap.add_argument("--bootstrap")
+    ap.add_argument("--only", default="produce,consume,aio,latency",
+                    help="comma-separated parts to run: produce, consume, aio, latency")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
@@ -175,7 +206,7 @@ def main(argv=None):
     if args.role:
         role, bootstrap, topic, records, size, *rest = args.role
         fn = {"produce": role_produce, "consume": role_consume, "latency-consume": role_latency_consume,
-              "latency-produce": role_latency_produce}[role]
+              "latency-produce": role_latency_produce, "aio-produce": role_aio_produce}[role]
         extra = [int(x) for x in rest]
         print(json.dumps(fn(bootstrap, topic, int(records), int(size), *extra)), flush=True)
         return
@@ -185,39 +216,66 @@ def main(argv=None):
     if bootstrap is None:
         data_dir = tempfile.mkdtemp(prefix="bench-minilog-clients-")
         server, bootstrap = start_server(data_dir)
+    only = set(args.only.split(","))
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     try:
-        produced, consumed = [], []
+        produced, consumed, aio, lats = [], [], [], []
+        n_lat = int(args.latency_rate * args.latency_seconds)
         for run in range(args.runs):
             topic = f"bench-{os.getpid()}-{run}"
-            create_topic(bootstrap, topic)
-            p = finish(run_role(["produce", bootstrap, topic, str(args.records), str(args.size)]))
-            c = finish(run_role(["consume", bootstrap, topic, str(args.records), str(args.size)]))
-            produced.append(p["records"] / p["seconds"])
-            consumed.append(c["records"] / c["seconds"])
-            print(f"run {run + 1}: produced {produced[-1]:,.0f} records/s, consumed {consumed[-1]:,.0f} records/s",
-                  flush=True)
-        lat_topic = f"latency-{os.getpid()}"
-        create_topic(bootstrap, lat_topic)
-        n = int(args.latency_rate * args.latency_seconds)
-        cons = run_role(["latency-consume", bootstrap, lat_topic, str(n), str(args.size)], wait_ready=True)
-        prod = run_role(["latency-produce", bootstrap, lat_topic, str(n), str(args.size), str(args.latency_rate)])
-        prod_result = finish(prod)
-        lat = finish(cons)
-        lat["producer_cpu_s"] = prod_result.get("cpu_s")
+            line = [f"run {run + 1}:"]
+            if only & {"produce", "consume"}:
+                create_topic(bootstrap, topic)
+                p = finish(run_role(["produce", bootstrap, topic, str(args.records), str(args.size)]))
+                produced.append(p["records"] / p["seconds"])
+                line.append(f"produced {produced[-1]:,.0f} records/s")
+                if "consume" in only:
+                    c = finish(run_role(["consume", bootstrap, topic, str(args.records), str(args.size)]))
+                    consumed.append(c["records"] / c["seconds"])
+                    line.append(f"consumed {consumed[-1]:,.0f} records/s")
+            if "aio" in only:
+                create_topic(bootstrap, topic + "-aio")
+                a = finish(run_role(["aio-produce", bootstrap, topic + "-aio", str(args.records), str(args.size)]))
+                aio.append(a["records"] / a["seconds"])
+                line.append(f"aio produced {aio[-1]:,.0f} records/s")
+            if "latency" in only:
+                lat_topic = f"latency-{os.getpid()}-{run}"
+                create_topic(bootstrap, lat_topic)
+                cons = run_role(["latency-consume", bootstrap, lat_topic, str(n_lat), str(args.size)], wait_ready=True)
+                prod = run_role(["latency-produce", bootstrap, lat_topic, str(n_lat), str(args.size),
+                                 str(args.latency_rate)])
+                prod_result = finish(prod)
+                lat = finish(cons)
+                lat["producer_cpu_s"] = prod_result.get("cpu_s")
+                lats.append(lat)
+                line.append(f"latency p50 {lat['p50_us']:.0f} p99 {lat['p99_us']:.0f} p99.9 {lat['p999_us']:.0f} us "
+                            f"(cpu s: producer {lat['producer_cpu_s']:.2f}, consumer {lat['cpu_s']:.2f})")
+            print(" ".join(line), flush=True)
+        med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
+        lat = {k: med([r[k] for r in lats]) for k in ("records", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
+                                                       "cpu_s", "producer_cpu_s")} if lats else None
         result = {
-            "records": args.records, "value_size": args.size, "runs": args.runs,
-            "produce_records_per_s": statistics.median(produced) if produced else None, "produce_runs": produced,
-            "consume_records_per_s": statistics.median(consumed) if consumed else None, "consume_runs": consumed,
-            "latency": {"rate_per_s": args.latency_rate, **lat},
+            "records": args.records, "value_size": args.size, "runs": args.runs, "load_average": load,
+            "produce_records_per_s": med(produced), "produce_runs": produced,
+            "consume_records_per_s": med(consumed), "consume_runs": consumed,
+            "aio_produce_records_per_s": med(aio), "aio_produce_runs": aio,
+            "latency": {"rate_per_s": args.latency_rate, **lat, "runs": lats} if lats else None,
         }
         if produced:
             print(f"\nproduce (linger.ms 5, acks 1, produce() per record + flush): "
                   f"median {result['produce_records_per_s']:,.0f} records/s over {args.runs} runs")
+        if consumed:
             print(f"consume (replay from 0, consume(100000, 1.0)):           "
                   f"median {result['consume_records_per_s']:,.0f} records/s")
-        print(f"latency at {args.latency_rate:,}/s, linger.ms 0: p50 {lat['p50_us']:.0f} us, "
-              f"p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, max {lat['max_us']:.0f} us "
-              f"({lat['records']:,} records)")
+        if aio:
+            print(f"aio produce (linger_ms 5, acks 1, await send() per record + flush): "
+                  f"median {result['aio_produce_records_per_s']:,.0f} records/s")
+        if lats:
+            print(f"latency at {args.latency_rate:,}/s, linger.ms 0 (medians over {len(lats)} runs): "
+                  f"p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, "
+                  f"max {lat['max_us']:.0f} us; cpu s producer {lat['producer_cpu_s']:.2f}, "
+                  f"consumer {lat['cpu_s']:.2f}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)

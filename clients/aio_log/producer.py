@@ -1,11 +1,20 @@
 """AIOKafkaProducer: aiokafka's producer API over the minilog wire, with per-partition batching.
 
 `send()` appends the record to its partition's open batch as a wire-ready row (the same
-layout as `clients/log/producer.py`, see `clients/record_batch.py`) and returns a future of
-its RecordMetadata. A batch closes when it reaches `max_batch_size` bytes, or `linger_ms`
+layout as `clients/log/producer.py`, see `clients/record_batch.py`) and returns an awaitable
+of its RecordMetadata. A batch closes when it reaches `max_batch_size` bytes, or `linger_ms`
 after its first record (with linger_ms=0: at the end of the current event-loop iteration,
 so records sent together travel together). Closed batches leave at once in `produce`
-requests; many may be in flight, and each reply resolves the futures of its records.
+requests; many may be in flight.
+
+Per-record work is the cost of a fast producer in Python, so a plain `send(topic, bytes)`
+is one tuple appended to the sticky partition's open batch, and what it returns is a
+`RecordFuture`: two slots (the batch and the record's index) on top of one asyncio Future per
+*batch*, which the produce reply resolves with the batch's base offset. Awaiting a
+RecordFuture, or asking it for result()/exception(), derives the RecordMetadata from that;
+only an add_done_callback() makes a real per-record asyncio Future (aiokafka's send()
+returns an asyncio.Future; ours behaves like one for await, done(), result(), exception(),
+cancelled(), add_done_callback() and asyncio.gather/wait).
 """
 
 import asyncio
@@ -23,6 +32,12 @@ from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, Unknown
 from .structs import RecordMetadata, TopicPartition
 
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_MAX_IN_FLIGHT = 64  # produce requests unanswered before send() waits for a reply
+# A send loop gives the event loop a turn once this many request bytes were queued since the
+# last turn: often enough that requests leave while the loop goes on, rarely enough that they
+# leave in large writes (each write is a syscall that wakes the server: ~0.1-0.3 ms on a busy
+# machine, more than the records of a 16 KiB batch cost to produce).
+_YIELD_BYTES = 256 * 1024
 
 
 def _bootstrap(servers) -> tuple[str, int]:
@@ -40,17 +55,94 @@ def _as_bytes(x, what):
 
 
 class _Batch:
-    __slots__ = ("rows", "futures", "size", "first_ts", "max_ts", "handle", "topic", "partition")
+    __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "handle", "topic", "partition", "future", "tp")
 
-    def __init__(self, topic, partition):
+    def __init__(self, topic, partition, future, first_ts, now):
         self.rows = []
-        self.futures = []
         self.size = 0
-        self.first_ts = None
-        self.max_ts = None
+        self.first_ts = first_ts  # the first record's timestamp
+        # Records sent without a timestamp get the batch's creation time (delta dflt): one
+        # clock read per batch, not per record (they differ by at most linger_ms).
+        self.dflt = now - first_ts
+        self.max_ts = max(first_ts, now)
         self.handle = None
         self.topic = topic
         self.partition = partition
+        self.future = future  # resolves to the batch's base offset once the server has it
+        self.tp = None
+
+    def metadata(self, index: int) -> RecordMetadata:
+        base = self.future.result()
+        tp = self.tp
+        if tp is None:
+            tp = self.tp = TopicPartition(self.topic, self.partition)
+        return RecordMetadata(self.topic, self.partition, tp, base + index if base >= 0 else -1,
+                              self.first_ts + self.rows[index][1], 0, -1)
+
+
+class RecordFuture:
+    """What send() returns: the RecordMetadata of one record of a batch, as an awaitable future."""
+
+    __slots__ = ("_batch", "_index", "_future")
+
+    def __init__(self, batch: _Batch, index: int):
+        self._batch = batch
+        self._index = index
+        self._future = None  # a real per-record Future, made only for add_done_callback
+
+    def __await__(self):
+        fut = self._batch.future
+        if not fut.done():
+            yield from fut.__await__()
+        return self._batch.metadata(self._index)
+
+    def done(self) -> bool:
+        return self._batch.future.done()
+
+    def cancelled(self) -> bool:
+        return self._batch.future.cancelled()
+
+    def result(self) -> RecordMetadata:
+        return self._batch.metadata(self._index)
+
+    def exception(self):
+        return self._batch.future.exception()
+
+    def cancel(self, msg=None) -> bool:
+        return False  # a record handed to the producer is not taken back (nor is it in aiokafka)
+
+    def get_loop(self):
+        return self._batch.future.get_loop()
+
+    def _real(self) -> asyncio.Future:
+        if self._future is None:
+            batch_fut = self._batch.future
+            fut = self._future = batch_fut.get_loop().create_future()
+
+            def settle(_, fut=fut, rec=self):
+                if fut.done():
+                    return
+                if batch_fut.cancelled():
+                    fut.cancel()
+                elif batch_fut.exception() is not None:
+                    fut.set_exception(batch_fut.exception())
+                else:
+                    fut.set_result(rec.result())
+            if batch_fut.done():
+                settle(None)
+            else:
+                batch_fut.add_done_callback(settle)
+        return self._future
+
+    def add_done_callback(self, fn, *, context=None) -> None:
+        self._real().add_done_callback(fn, context=context)
+
+    def remove_done_callback(self, fn) -> int:
+        return self._real().remove_done_callback(fn)
+
+    def __repr__(self):
+        state = "pending" if not self.done() else "done"
+        return f"<RecordFuture {self._batch.topic}-{self._batch.partition} #{self._index} {state}>"
 
 
 class BatchBuilder:
@@ -107,8 +199,10 @@ class AIOKafkaProducer:
         self._partitions: dict[str, int] = {}
         self._open: dict[tuple, _Batch] = {}
         self._sticky: dict[str, int] = {}
+        self._current: dict[str, _Batch] = {}  # topic -> open batch of its sticky partition (send's fast path)
         self._keys = KeyPartitioner()
         self._pending: set = set()  # futures of requests in flight
+        self._sent_since_yield = 0  # request bytes queued since send() last gave the loop a turn
         self._closed = False
 
     async def start(self):
@@ -156,7 +250,23 @@ class AIOKafkaProducer:
         return n
 
     async def send(self, topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
-        """Queue a record; returns a future that resolves to its RecordMetadata."""
+        """Queue a record; returns a future (RecordFuture) that resolves to its RecordMetadata."""
+        # The fast path, taken by a plain send(topic, bytes) loop: one tuple appended to the
+        # sticky partition's open batch and a size sum.
+        if (key is None and partition is None and timestamp_ms is None and headers is None
+                and value.__class__ is bytes and self._value_serializer is None):
+            batch = self._current.get(topic)
+            if batch is not None:
+                rows = batch.rows
+                n = len(rows)
+                rows.append((n, batch.dflt, None, value, None))
+                batch.size += len(value) + 16
+                if batch.size >= self._max_batch:
+                    self._close(batch)
+                return RecordFuture(batch, n)
+        return await self._send(topic, value, key, partition, timestamp_ms, headers)
+
+    async def _send(self, topic, value, key, partition, timestamp_ms, headers):
         if self._conn is None:
             raise KafkaError("the producer is not started: await producer.start() first")
         if self._value_serializer is not None:
@@ -181,22 +291,37 @@ class AIOKafkaProducer:
             headers = None
         batch = self._open.get((topic, partition))
         if batch is None:
-            batch = self._open[(topic, partition)] = _Batch(topic, partition)
+            if self._sent_since_yield >= _YIELD_BYTES or len(self._pending) >= _MAX_IN_FLIGHT:
+                # A send loop never suspends by itself (the fast path awaits nothing): give the
+                # loop a turn every _YIELD_BYTES, so requests leave as the loop goes instead of
+                # all at its end, and wait while _MAX_IN_FLIGHT requests are unanswered, so memory
+                # stays bounded (aiokafka's send waits for a full batch to drain the same way).
+                self._sent_since_yield = 0
+                await asyncio.sleep(0)
+                while len(self._pending) >= _MAX_IN_FLIGHT:
+                    await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
+                batch = self._open.get((topic, partition))
+        if batch is None:
             loop = asyncio.get_running_loop()
+            now = time.time_ns() // 1_000_000
+            batch = self._open[(topic, partition)] = _Batch(
+                topic, partition, loop.create_future(), int(timestamp_ms) if timestamp_ms is not None else now, now)
             batch.handle = (loop.call_later(self._linger, self._close, batch) if self._linger > 0
                             else loop.call_soon(self._close, batch))
-        ts = int(timestamp_ms) if timestamp_ms is not None else time.time_ns() // 1_000_000
-        if batch.first_ts is None:
-            batch.first_ts = batch.max_ts = ts
-        elif ts > batch.max_ts:
-            batch.max_ts = ts
-        fut = asyncio.get_running_loop().create_future()
-        batch.rows.append((len(batch.rows), ts - batch.first_ts, key, value, headers))
-        batch.futures.append(fut)
+            if partition == self._sticky.get(topic):
+                self._current[topic] = batch
+        if timestamp_ms is not None:
+            delta = int(timestamp_ms) - batch.first_ts
+            if timestamp_ms > batch.max_ts:
+                batch.max_ts = int(timestamp_ms)
+        else:
+            delta = batch.dflt
+        index = len(batch.rows)
+        batch.rows.append((index, delta, key, value, headers))
         batch.size += 16 + (len(value) if value else 0) + (len(key) if key else 0)
         if batch.size >= self._max_batch:
             self._close(batch)
-        return fut
+        return RecordFuture(batch, index)
 
     async def send_and_wait(self, topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
         fut = await self.send(topic, value, key, partition, timestamp_ms, headers)
@@ -218,36 +343,37 @@ class AIOKafkaProducer:
                 fut.set_exception(err)
             else:
                 fut.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, first, 0, -1))
-        self._send([(topic, partition, data, done)])
+        self._send_items([(topic, partition, data, done)])
         return fut
 
     def _close(self, batch: _Batch) -> None:
         if self._open.get((batch.topic, batch.partition)) is not batch:
             return
         del self._open[(batch.topic, batch.partition)]
+        if self._current.get(batch.topic) is batch:
+            del self._current[batch.topic]
         batch.handle.cancel()
         n = self._partitions.get(batch.topic, 1)
         if self._sticky.get(batch.topic) == batch.partition and n > 1:
             self._sticky[batch.topic] = pick_sticky(n, batch.partition)
+            nxt = self._open.get((batch.topic, self._sticky[batch.topic]))
+            if nxt is not None:
+                self._current[batch.topic] = nxt
         data = pack_batch(_packb(batch.rows), len(batch.rows), batch.first_ts, batch.max_ts, 0, 0)
+        fut = batch.future
 
-        def done(base, err, batch=batch):
-            topic, partition = batch.topic, batch.partition
-            tp = TopicPartition(topic, partition)
-            first = batch.first_ts
-            for i, (fut, row) in enumerate(zip(batch.futures, batch.rows)):
-                if fut.done():
-                    continue
+        def done(base, err):
+            if not fut.done():
                 if err is not None:
                     fut.set_exception(err)
                 else:
-                    fut.set_result(RecordMetadata(topic, partition, tp, base + i if base >= 0 else -1,
-                                                  first + row[1], 0, -1))
-        self._send([(batch.topic, batch.partition, data, done)])
+                    fut.set_result(base)
+        self._send_items([(batch.topic, batch.partition, data, done)])
 
-    def _send(self, items) -> None:
+    def _send_items(self, items) -> None:
         args = {"acks": self._acks, "timeout_ms": self._request_timeout_ms,
                 "data": [[t, p, d] for t, p, d, _ in items]}
+        self._sent_since_yield += sum(len(d) for _, _, d, _ in items)
         try:
             if self._acks == 0:
                 self._conn.send("produce", args, want_reply=False)

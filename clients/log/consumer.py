@@ -54,6 +54,12 @@ _LATEST = {"latest", "largest", "end"}
 _CLASS_PER_BATCH = 64
 # Raw fetched bytes held before the prefetcher stops asking for more.
 _PREFETCH_LIMIT = 64 * 1024 * 1024
+# A fetch reply at least this large asks for the next data before it is decoded (replay: the
+# server reads while we decode). A smaller one -- a consumer keeping up with a live topic --
+# is decoded and handed out first: the next fetch leaves when the application next calls
+# poll()/consume(), so the send (a syscall that wakes the server) is not in the latency of
+# the message that just arrived.
+_EAGER_PREFETCH_BYTES = 64 * 1024
 
 
 class _Part:
@@ -646,7 +652,7 @@ class Consumer:
                     self._raw.append((part, records, offset, epoch))
                     self._raw_bytes += n
                     part.eof_sent = False
-                    got_data = True
+                    got_data = got_data or n >= _EAGER_PREFETCH_BYTES
                     continue
             if self._eof and not part.eof_sent and offset >= hw:
                 part.eof_sent = True
@@ -751,7 +757,12 @@ class Consumer:
         if self._conn.closed:
             self._reconnect()
         if self._group is not None:
-            self._group.maintain()
+            try:
+                self._group.maintain()
+            except ConnectionClosed:
+                # A heartbeat, join or sync found the server gone (a restart between two
+                # replies): the group starts over on a new connection, as a fetch does below.
+                self._reconnect()
         self._resolve()
         if self._auto_commit and time.monotonic() >= self._next_auto_commit:
             self._next_auto_commit = time.monotonic() + self._commit_interval
@@ -761,7 +772,12 @@ class Consumer:
                 except KafkaException as exc:
                     log.info("auto-commit failed: %s", exc)
         if (self._fetches == 0 or (self._fetch_dirty and self._fetches < 2)) and self._raw_bytes < _PREFETCH_LIMIT:
-            self._send_fetch()
+            try:
+                self._send_fetch()
+            except ConnectionClosed:
+                # The server went away since the last reply (a restart): the send is where we
+                # learn it. Start over on a new connection; the next loop turn fetches again.
+                self._reconnect()
 
     def _wait(self, deadline, cap=None) -> None:
         wait = remaining(deadline)
@@ -823,6 +839,9 @@ class Consumer:
                         paused = False
                 else:
                     self._wait(deadline)
+                self._take(num_messages - len(out), out)  # before _maintain sends the next fetch
+                if len(out) >= num_messages:
+                    return out
         finally:
             if paused:
                 _gc_enable()
@@ -841,6 +860,10 @@ class Consumer:
                 self._last_look(1, out)
                 return out[0] if out else None
             self._wait(deadline)
+            # Hand out what the wait brought before _maintain sends the next fetch.
+            self._take(1, out)
+            if out:
+                return out[0]
 
     def close(self):
         """Commit (with auto-commit), leave the group and close the connection."""

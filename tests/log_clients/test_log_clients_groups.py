@@ -353,7 +353,9 @@ def test_cooperative_sticky_moves_only_what_it_must(bootstrap, make_topic, produ
 def test_a_member_that_stalls_past_its_session_gets_on_lost_then_rejoins(admin, make_topic, consumer):
     topic = make_topic(2)
     events = []
-    c = consumer(**{"group.id": "staller", "heartbeat.interval.ms": 50, "session.timeout.ms": 300,
+    # A session long enough that a busy machine's scheduling hiccups do not evict the member
+    # while it polls, short enough that the stall below ends it quickly.
+    c = consumer(**{"group.id": "staller", "heartbeat.interval.ms": 100, "session.timeout.ms": 1000,
                     "enable.auto.commit": False})
     c.subscribe([topic], on_assign=lambda cons, ps: events.append(("assign", len(ps))),
                 on_revoke=lambda cons, ps: events.append(("revoke", len(ps))),

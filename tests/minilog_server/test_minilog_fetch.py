@@ -117,7 +117,10 @@ def test_long_poll_returns_empty_after_max_wait(server):
         started = time.monotonic()
         error, hw, _, records = fetch(c, "idle", 0, 0, max_wait_ms=300)
         assert error is None and hw == 0 and records == []
-        assert time.monotonic() - started >= 0.29
+        # It waited rather than answering at once. Not to the millisecond: a uvloop (libuv)
+        # timer counts from the loop's cached time, which on a loaded machine can lag real
+        # time by the length of a loop iteration, so the timer may fire a little early.
+        assert time.monotonic() - started >= 0.2
 
 
 def test_a_parked_fetch_does_not_hold_up_other_requests(server):
