@@ -66,7 +66,7 @@ import msgpack
 
 from .definitions import fsync_directory
 from .records import (DELIVERY, HEADER_SIZE, PUBLISH, RECORD_HEADER, SEGMENT_HEADER, SETTLE,
-                      decode_segment_header, encode_record, encode_segment_header, iter_records)
+                      decode_segment_header, encode_record, encode_segment_header, iter_records, nonzero_end)
 
 log = logging.getLogger("minibroker.store")
 
@@ -140,7 +140,7 @@ class MessageJournal:
     def __init__(self, directory: str, fsync: str = "always",
                  fsync_interval_ms: int = DEFAULT_FSYNC_INTERVAL_MS,
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 compact_ratio: float = DEFAULT_COMPACT_RATIO):
+                 compact_ratio: float = DEFAULT_COMPACT_RATIO, preallocate: bool = True):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
         self.directory = directory
@@ -148,6 +148,7 @@ class MessageJournal:
         self.fsync_interval = fsync_interval_ms / 1000.0
         self.segment_bytes = segment_bytes
         self.compact_ratio = compact_ratio
+        self.preallocate = preallocate
         self.segments: dict[int, Segment] = {}    # id -> Segment, oldest first
         self._active: Segment | None = None
         self._index: dict[int, int] = {}          # msg_id -> packed location
@@ -196,7 +197,7 @@ class MessageJournal:
         for name in names:
             seg_id = int(name[:-4])
             path = os.path.join(self.directory, name)
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            fd = os.open(path, os.O_RDWR)
             size = os.fstat(fd).st_size
             header = os.pread(fd, SEGMENT_HEADER.size, 0)
             next_id = decode_segment_header(header)
@@ -234,12 +235,17 @@ class MessageJournal:
                     good_end = off
                     break
             if good_end < size:
-                cut = size - good_end
-                log.warning("journal segment %s: cut %d bytes of torn or corrupt tail at offset %d "
-                            "(the last whole record ends there)", path, cut, good_end)
+                # Past the last whole record: the zeros of a preallocated segment (the end of
+                # the journal, not damage), maybe preceded by a torn record. Only non-zero
+                # bytes count as cut; the file is truncated either way, releasing the space.
+                torn_end = nonzero_end(fd, good_end, size)
+                if torn_end > good_end:
+                    log.warning("journal segment %s: cut %d bytes of torn or corrupt tail at offset %d "
+                                "(the last whole record ends there)%s", path, torn_end - good_end, good_end,
+                                f"; {size - torn_end} bytes of unused preallocated space follow" if size > torn_end else "")
+                    truncated += torn_end - good_end
                 os.ftruncate(fd, good_end)
                 os.fsync(fd)
-                truncated += cut
                 seg.size = seg.written = seg.synced = good_end
         self._next_id = max_id + 1
         # Turn replay state into the live index and the per-queue lists.
@@ -358,16 +364,37 @@ class MessageJournal:
         """Start a fresh active segment (recovered segments are never appended to)."""
         seg_id = max(self.segments, default=0) + 1
         path = os.path.join(self.directory, segment_name(seg_id))
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         header = encode_segment_header(self._next_id)
-        os.write(fd, header)
+        self._preallocate(fd, path)
+        os.pwrite(fd, header, 0)
         seg = Segment(seg_id, path, fd, len(header))
         seg.synced = 0
         self.segments[seg_id] = seg
-        if self._active is not None:
-            self._unsynced.append(self._active)
+        old = self._active
+        if old is not None:
+            # Sealed: give back its unused preallocated space (the next fdatasync of it, which
+            # every rolled segment gets, makes the new size durable too).
+            os.ftruncate(old.fd, old.written)
+            self._unsynced.append(old)
         self._active = seg
         self._dir_dirty = True
+
+    def _preallocate(self, fd: int, path: str) -> None:
+        """Reserve the whole segment now, so an fdatasync of fresh appends writes data only.
+
+        Appending to a growing file makes every fdatasync also commit the file's new size and
+        block allocation to the file-system journal: measured ~3 ms per fsync on this machine's
+        ext4, several times the data write. With the file's blocks and size set once here, the
+        records are written at explicit offsets (`os.pwritev`) inside it; the logical end is
+        `Segment.written`, and recovery reads the zeros after it as the end of the journal.
+        """
+        if not self.preallocate:
+            return
+        try:
+            os.posix_fallocate(fd, 0, self.segment_bytes)
+        except OSError as exc:   # a file system without it, or no room: appends still work
+            log.warning("journal segment %s could not be preallocated (%s); appending without", path, exc)
 
     # ==== appends ==============================================================================
     def append_publish(self, queues, exchange: str, routing_key: str, properties, body: bytes,
@@ -539,25 +566,23 @@ class MessageJournal:
             seg = self._active
             written = 0
             try:
-                # writev, not a joined copy: no second megabyte-sized buffer per write-out.
+                # pwritev at the logical end (the file is preallocated, so not O_APPEND), and
+                # not a joined copy: no second megabyte-sized buffer per write-out.
                 for i in range(0, len(buf), _IOV_MAX):
                     chunk = buf[i:i + _IOV_MAX]
-                    done = os.writev(seg.fd, chunk)
+                    done = os.pwritev(seg.fd, chunk, seg.written)
                     want = sum(map(len, chunk))
                     if done < want:   # a short write: finish it plainly
                         view = memoryview(b"".join(chunk))[done:]
                         while view:
-                            n = os.write(seg.fd, view)
+                            n = os.pwrite(seg.fd, view, seg.written + done)
                             done += n
                             view = view[n:]
                     written = i + len(chunk)
                     seg.written += want
                     self.stats["bytes_written"] += want
             except OSError:
-                try:   # drop a partly written record, so the retry does not leave a torn one mid-file
-                    os.ftruncate(seg.fd, seg.written)
-                except OSError:
-                    pass
+                # A partly written record needs no cleanup: the retry writes at the same offset.
                 rest = buf[written:]
                 self._buf = rest + self._buf
                 self._buf_bytes = sum(map(len, self._buf))
@@ -814,6 +839,9 @@ class MessageJournal:
         if self._background is not None:
             self._background.cancel()
         self._executor.shutdown(wait=True)   # no fdatasync still running on a file we close
+        self._write_out()
+        # A clean close leaves no preallocated tail behind (recovery would only skip it).
+        os.ftruncate(self._active.fd, self._active.written)
         self.flush_sync()
         self._closed = True
         if self._sync_task is not None:

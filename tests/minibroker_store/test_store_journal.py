@@ -89,24 +89,29 @@ async def test_torn_or_corrupt_tail_is_cut_at_last_whole_record(tmp_path, store_
     good_size = j.segments[max(j.segments)].size
     last = j.append_publish(["q"], "", "q", None, b"the torn one" * 10)
     await j.commit()
+    end = j.segments[max(j.segments)].written
     j.abandon()
     path = tmp_path / seg_files(tmp_path)[-1]
     data = bytearray(path.read_bytes())
-    if damage == "truncate":
-        data = data[:len(data) - 7]
+    # The segment is preallocated: its records are followed by zeros up to the segment size.
+    assert len(data) == 64 * 1024 * 1024 and not any(data[end:])
+    if damage == "truncate":     # the last record only partly reached the disk
+        data[end - 7:end] = bytes(7)
+        end -= 7
     elif damage == "bitflip":
-        data[-20] ^= 0x01
+        data[end - 20] ^= 0x01
     else:
         data[good_size:good_size + 4] = b"\xff\xff\xff\x7f"
     path.write_bytes(bytes(data))
+    cut_bytes = end - good_size
 
     store_log.clear()
     j, rec = reopen(tmp_path)
     assert [m.msg_id for m in rec.queues["q"]] == ids
     assert last not in j
     cut = [r.getMessage() for r in store_log.records if "cut" in r.getMessage() and "torn" in r.getMessage()]
-    assert cut and f"cut {len(data) - good_size} bytes" in cut[0]
-    assert rec.truncated_bytes == len(data) - good_size
+    assert cut and f"cut {cut_bytes} bytes" in cut[0] and "preallocated space follow" in cut[0]
+    assert rec.truncated_bytes == cut_bytes
     # The journal is usable after the cut and the cut is not repeated.
     nxt = j.append_publish(["q"], "", "q", None, b"after")
     await j.commit()
@@ -116,6 +121,25 @@ async def test_torn_or_corrupt_tail_is_cut_at_last_whole_record(tmp_path, store_
     assert [m.msg_id for m in rec.queues["q"]] == ids + [nxt]
     assert rec.truncated_bytes == 0
     await j.close()
+
+
+async def test_preallocated_zero_tail_after_a_crash_is_the_end_of_the_journal_not_damage(tmp_path, store_log):
+    j, _ = reopen(tmp_path, segment_bytes=1 << 20)
+    ids = [j.append_publish(["q"], "", "q", PROPS, b"body-%d" % i) for i in range(50)]
+    await j.commit()
+    seg = j.segments[max(j.segments)]
+    assert os.path.getsize(seg.path) == 1 << 20 and seg.written < 1 << 19
+    j.abandon()                              # kill -9: the zeros stay in the file
+    store_log.clear()
+    j, rec = reopen(tmp_path, segment_bytes=1 << 20)
+    assert [m.msg_id for m in rec.queues["q"]] == ids
+    assert rec.truncated_bytes == 0
+    assert not [r for r in store_log.records if "torn" in r.getMessage()]
+    # The old segment gave its preallocated space back; a clean close does the same.
+    assert os.path.getsize(seg.path) == seg.written
+    active = j.segments[max(j.segments)]
+    await j.close()
+    assert os.path.getsize(active.path) == active.written
 
 
 async def test_segment_with_torn_header_is_removed_not_fatal(tmp_path):
@@ -275,17 +299,17 @@ async def test_recovered_segments_start_with_a_header(tmp_path):
 
 async def test_a_failed_write_fails_the_commit_and_loses_nothing_once_the_disk_recovers(tmp_path, monkeypatch):
     j, _ = reopen(tmp_path)
-    real = os.writev
+    real = os.pwritev
 
-    def disk_full(fd, buffers):
+    def disk_full(fd, buffers, offset):
         raise OSError(28, "No space left on device")
 
     first = j.append_publish(["q"], "", "q", None, b"before")
-    monkeypatch.setattr(os, "writev", disk_full)
+    monkeypatch.setattr(os, "pwritev", disk_full)
     with pytest.raises(OSError):
         await j.commit()
     second = j.append_publish(["q"], "", "q", None, b"during")
-    monkeypatch.setattr(os, "writev", real)
+    monkeypatch.setattr(os, "pwritev", real)
     await j.commit()
     await j.close()
     j, rec = reopen(tmp_path)
