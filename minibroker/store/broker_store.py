@@ -10,7 +10,11 @@ It translates the core's hooks into the two storage components and back:
 - `settle(queue, msg)` and `delivered(queue, msg)` are collected during the loop turn and
   written as one SETTLE / DELIVERY record per queue per turn (`_flush_turn`);
 - `when_durable(callback)` -> `MessageJournal.commit()`: the confirm callback runs once the
-  turn's records are as safe as the fsync policy promises (after the fdatasync under `always`);
+  turn's records are as safe as the fsync policy promises (after the fdatasync under `always`),
+  or with a failure sentence when the disk failed them (the broker then nacks);
+- disk failures: the journal reports the messages it could not make durable (`_drop_lost`
+  removes them from their queues) and refuses new persistent publishes (`enqueue` raises
+  STORAGE_ERROR) until a retry succeeds;
 - `read_body(msg)`: bodies of messages deep in a backlog are dropped from memory after the
   turn that journaled them (`KEEP_BODY_BYTES`) and read back from the journal when delivered;
 - `recover(broker)`: rebuilds durable exchanges, queues, bindings and the persistent
@@ -26,9 +30,12 @@ import logging
 import os
 import time
 
+from clients.protocol.errors import BrokerError, ErrorCode
+
 from ..message import parse_expiration
 from .definitions import DefinitionsStore
-from .journal import ACK, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, MessageJournal
+from .journal import (ACK, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, MessageJournal, StorageFailure,
+                      describe_os_error)
 
 log = logging.getLogger("minibroker.store")
 
@@ -59,12 +66,15 @@ class BrokerStore:
         self._turn_scheduled = False
         self._callbacks_running = 0
         self._loop = None
+        self._broker = None
+        self.journal.on_lost = self._drop_lost
         self.recovered = None
 
     # ==== recovery ============================================================================
     def recover(self, broker) -> None:
         began = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        self._broker = broker
         self._lock_data_dir()
         self.definitions.load()
         self._recovering = True
@@ -226,7 +236,13 @@ class BrokerStore:
                 self._shared_keys.clear()
             shared_rk = self._shared_keys[rk] = rk
         msg.routing_key = shared_rk
-        msg.store_id = self.journal.append_publish_one(queue.name, msg.exchange, shared_rk, props_bin, msg.body)
+        try:
+            msg.store_id = self.journal.append_publish_one(queue.name, msg.exchange, shared_rk, props_bin, msg.body)
+        except StorageFailure as exc:
+            # The queue does not take it (Broker.publish nacks it and names the channel).
+            raise BrokerError(ErrorCode.STORAGE_ERROR,
+                              f"{exc.strerror}: persistent message to durable queue '{queue.name}' refused; "
+                              f"persistent publishes are refused until the disk recovers") from None
         if queue.ready_bytes >= self.keep_body_bytes:
             # Not now: the core may still copy this message's body to other queues this turn.
             self._drop_bodies.append(msg)
@@ -282,11 +298,34 @@ class BrokerStore:
                     paged += m.size
             self.paged_bytes += paged
 
+    def _drop_lost(self, msg_ids, exc) -> None:
+        """The journal could not make these messages durable (`MessageJournal._fail`): their
+        publishes are nacked, so they leave their queues rather than be delivered after a nack.
+
+        A lost message already handed to a consumer stays with it (it cannot be recalled) and
+        lives on as a transient one: its ack or requeue no longer touches the journal.
+        """
+        lost = set(msg_ids)
+        dropped = 0
+        for q in list(self._broker.queues.values()) if self._broker is not None else ():
+            if not q.durable or q.exclusive_owner is not None or not q.ready:
+                continue
+            gone = q.ready.remove_if(lambda m: m.store_id in lost)
+            for m in gone:
+                q.ready_bytes -= m.size
+                if m.body is None:
+                    self.paged_bytes -= m.size
+            dropped += len(gone)
+        log.error("%d of %d persistent messages the disk did not take (%s) were removed from their queues; "
+                  "the others were already delivered", dropped, len(lost), describe_os_error(exc))
+
     # ==== confirms ============================================================================
     def when_durable(self, callback) -> None:
+        """Run callback() once the turn's records are durable, or callback(failure) when the disk
+        failed them (failure: a sentence for the publisher; the broker nacks instead of acking)."""
         self._flush_turn()
         fut = self.journal.commit()
-        if fut.done() and not self._callbacks_running:
+        if fut.done() and not self._callbacks_running and fut.exception() is None:
             callback()
             return
         # Callbacks of futures run in the order they were added (the journal resolves its
@@ -295,8 +334,11 @@ class BrokerStore:
 
         def done(f):
             self._callbacks_running -= 1
-            if f.exception() is not None:
-                log.error("confirms held back: the journal could not be written: %s", f.exception())
+            exc = f.exception()
+            if exc is not None:
+                callback(f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}: "
+                         f"publishes not yet confirmed were nacked (their persistent messages were not "
+                         f"kept); persistent publishes are refused until the disk recovers")
                 return
             callback()
 
@@ -310,6 +352,8 @@ class BrokerStore:
                 "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages, "paged_out_bytes": self.paged_bytes,
                 "segments": len(j.segments), "disk_bytes": j.disk_bytes(),
                 "compactions": j.stats["compactions"], "segments_deleted": j.stats["segments_deleted"],
+                "failure": describe_os_error(j.failure) + f" ({j.failure.strerror})" if j.failure else None,
+                "storage_failures": j.stats["storage_failures"],
                 "recovered": self.recovered}
 
     # ==== shutdown ============================================================================
