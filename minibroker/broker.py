@@ -527,8 +527,11 @@ class Broker:
         msg.delivery_count = delivery_count
         msg.redelivered = redelivered
         msg.queue = queue
-        msg.position = queue._next_position
-        queue._next_position += 1
+        position = queue._next_position
+        if type(store_id) is int and store_id >= position:
+            position = store_id     # the same int object: one fewer per message of a large backlog
+        msg.position = position
+        queue._next_position = position + 1
         if queue.ttl is not None:
             expires = now + queue.ttl
             if not msg.expires_at or expires < msg.expires_at:

@@ -60,6 +60,7 @@ class BrokerStore:
         self._drop_bodies: list = []
         self._shared_props: dict[bytes, dict] = {}
         self._shared_keys: dict[str, str] = {}
+        self._shared_sizes: dict[int, int] = {}   # one int object per distinct body size
         # Bytes of message bodies dropped from memory (kept only in the journal) and not yet
         # paged back in or settled: what the memory alarm must not count.
         self.paged_bytes = 0
@@ -236,6 +237,14 @@ class BrokerStore:
                 self._shared_keys.clear()
             shared_rk = self._shared_keys[rk] = rk
         msg.routing_key = shared_rk
+        size = msg.size
+        if size > 256:        # ints up to 256 are shared by Python already
+            shared_size = self._shared_sizes.get(size)
+            if shared_size is None:
+                if len(self._shared_sizes) >= SHARED_PROPERTIES:
+                    self._shared_sizes.clear()
+                shared_size = self._shared_sizes[size] = size
+            msg.size = shared_size
         try:
             msg.store_id = self.journal.append_publish_one(queue.name, msg.exchange, shared_rk, props_bin, msg.body)
         except StorageFailure as exc:

@@ -202,6 +202,7 @@ class MessageJournal:
         self.failure: OSError | None = None
         self._fail_scheduled = False
         self._fsync_failed = False
+        self._last_published_at = None   # replay: consecutive records share the int object
         self.on_lost = None       # on_lost(msg_ids, exc): the store drops those messages from memory
         self.stats = collections.Counter()
 
@@ -220,7 +221,8 @@ class MessageJournal:
         os.makedirs(self.directory, exist_ok=True)
         names = sorted(n for n in os.listdir(self.directory) if n.endswith(".seg"))
         # msg_id -> (loc, pending queue (str) or queues (set), exchange, rk, props_bin, published_at, deliveries)
-        state: dict[int, tuple] = {}
+        # Replay state lives in the index itself until the end (one table, not two, at the peak).
+        state: dict[int, tuple] = self._index
         props_cache: dict[bytes, bytes] = {}
         truncated = 0
         max_id = 0
@@ -286,7 +288,7 @@ class MessageJournal:
         decoded_props: dict[bytes, dict] = {}
         live_bytes = 0
         for msg_id in sorted(state):
-            loc, pending, exchange, rk, props_bin, published_at, deliveries = state.pop(msg_id)
+            loc, pending, exchange, rk, props_bin, published_at, deliveries = state[msg_id]
             props = decoded_props.get(props_bin)
             if props is None:
                 props = decoded_props[props_bin] = msgpack.unpackb(props_bin, raw=False) if props_bin else {}
@@ -306,8 +308,9 @@ class MessageJournal:
                     on_message(q, rm)
                     recovered_queues.add(q)
             if not kept:
+                del state[msg_id]
                 continue
-            self._index[msg_id] = loc
+            state[msg_id] = loc     # from replay tuple to the index's packed location
             if type(pending) is not str:
                 # The record names several queues: remember which are still pending, even if only
                 # one is left, or compaction would copy the record's full list forward.
@@ -345,6 +348,11 @@ class MessageJournal:
             loc = _pack_loc(seg.id, off, HEADER_SIZE + len(payload), len(body))
             # A later PUBLISH of the same id is a compaction copy: it carries the current state.
             pending = queues[0] if len(queues) == 1 else set(queues)
+            last = self._last_published_at
+            if published_at == last:
+                published_at = last     # a batch shares one timestamp object
+            else:
+                self._last_published_at = published_at
             state[msg_id] = (loc, pending, _intern(exchange), _intern(rk), props_bin, published_at,
                              dict(deliveries) if deliveries else None)
             return max(max_id, msg_id)
