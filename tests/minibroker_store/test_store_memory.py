@@ -32,7 +32,7 @@ class NullSink:
 
 
 def open_broker(data_dir):
-    store = BrokerStore(str(data_dir), keep_body_bytes=0)
+    store = BrokerStore(str(data_dir), fsync="never", keep_body_bytes=0)
     broker = Broker(store=store, schedule=asyncio.get_running_loop().call_soon)
     store.recover(broker)
     return store, broker
