@@ -11,8 +11,8 @@ plain data out.
 
 Group commit (`commit`, `sync`, `_sync_loop`)
 ----------------------------------------------
-Appends go into an in-memory buffer. A committer task writes the buffer to the file and runs
-one `os.fdatasync` in a one-thread executor, so the event loop keeps accepting publishes while
+Appends go into an in-memory buffer. A committer task writes the buffer to the file (`os.pwritev`
+at the segment's logical end) and runs one `os.fdatasync` in a one-thread executor, so the event loop keeps accepting publishes while
 the disk works; when it returns, every waiter whose records were written before the sync
 started is resolved, and if more was appended meanwhile the next round starts at once. Under
 load, one fsync covers everything appended while the previous one ran.
@@ -27,6 +27,19 @@ Fsync policies (`FSYNC_POLICIES`):
   own time, about 30 s on Linux); a power loss may lose any of it.
 Under every policy, records not yet committed sit in process memory for at most one loop
 turn (always) or one interval, and are lost with the process.
+
+Preallocated segments (`_open_active`, `_preallocate`, `_zero_ahead`)
+---------------------------------------------------------------------
+A new segment is reserved whole with `os.posix_fallocate` and zero-filled a few MiB ahead of the
+records, so an fdatasync of fresh appends has no file size or block allocation to commit. The
+logical end is `Segment.written`; a sealed or cleanly closed segment is truncated to it.
+
+Disk failures (`_fail`, `_probe`, `StorageFailure`)
+---------------------------------------------------
+A failed write or fdatasync drops the fresh PUBLISH records not yet durable (settled with
+REJECTED, reported through `on_lost`; their commits fail, so their confirms become nacks) and
+refuses new publishes until the background task's retry succeeds. Confirmed records are never
+touched; settlements keep buffering and are retried.
 
 Garbage collection and compaction (`maintain`, `_collect_garbage`, `_compact`)
 -----------------------------------------------------------------------------
@@ -48,7 +61,7 @@ stable handle: compaction moves records, the id's location follows.
 Recovery (`open`)
 -----------------
 Segments are replayed in order; a torn or corrupt tail is cut at the last whole record and
-logged. Replay rebuilds the index, per-segment live counts and references, delivery counts,
+logged (the zeros of a preallocated segment's unused tail are the end of the journal, not damage). Replay rebuilds the index, per-segment live counts and references, delivery counts,
 and returns the live messages per queue, ordered by message id, without bodies.
 """
 
