@@ -311,22 +311,40 @@ class BrokerStore:
         """The journal could not make these messages durable (`MessageJournal._fail`): their
         publishes are nacked, so they leave their queues rather than be delivered after a nack.
 
-        A lost message already handed to a consumer stays with it (it cannot be recalled) and
-        lives on as a transient one: its ack or requeue no longer touches the journal.
+        Two kinds stay, as transient messages (delivered, not kept across a restart): one already
+        handed to a consumer (it cannot be recalled; its ack or requeue no longer touches the
+        journal), and a dead-lettered copy (an `x-death` header): its original has left its
+        queue, so dropping the copy would lose the message, and no publisher is waiting for it.
         """
         lost = set(msg_ids)
-        dropped = 0
+        dropped = kept = 0
         for q in list(self._broker.queues.values()) if self._broker is not None else ():
             if not q.durable or q.exclusive_owner is not None or not q.ready:
                 continue
             gone = q.ready.remove_if(lambda m: m.store_id in lost)
+            back = []
             for m in gone:
+                headers = m.properties.get("headers") if m.properties else None
+                if type(headers) is dict and "x-death" in headers:
+                    try:
+                        if m.body is None:
+                            m.body = self.journal.read_body(m.store_id)   # still in the buffer
+                            self.paged_bytes -= m.size
+                        m.store_id = None
+                        back.append(m)
+                        continue
+                    except (OSError, KeyError) as read_exc:
+                        log.error("dead-lettered message %s could not be kept: %s", m.store_id, read_exc)
                 q.ready_bytes -= m.size
                 if m.body is None:
                     self.paged_bytes -= m.size
-            dropped += len(gone)
+            if back:
+                q.ready.requeue(back)     # at their places again (positions are unchanged)
+            dropped += len(gone) - len(back)
+            kept += len(back)
         log.error("%d of %d persistent messages the disk did not take (%s) were removed from their queues; "
-                  "the others were already delivered", dropped, len(lost), describe_os_error(exc))
+                  "%d dead-lettered ones stay in memory only; the others were already delivered",
+                  dropped, len(lost), describe_os_error(exc), kept)
 
     # ==== confirms ============================================================================
     def when_durable(self, callback) -> None:

@@ -762,6 +762,9 @@ class MessageJournal:
         lost = list(self._fresh)
         self._fresh.clear()
         self._answered_seq = self._publish_seq
+        if lost and self.on_lost is not None:
+            # Before they leave the index: the owner may still read a body it wants to keep.
+            self.on_lost([msg_id for _seq, msg_id, _q in lost], exc)
         by_queue: dict[str, list] = {}
         for _seq, msg_id, queues in lost:
             for q in ((queues,) if type(queues) is str else queues):
@@ -777,8 +780,6 @@ class MessageJournal:
             _, fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_exception(err)
-        if lost and self.on_lost is not None:
-            self.on_lost([msg_id for _seq, msg_id, _q in lost], exc)
 
     async def _probe(self) -> None:
         """While failed: try to write and fsync what is pending; on success, accept publishes again."""

@@ -116,3 +116,29 @@ def test_unconfirmed_publishes_are_nacked_and_confirmed_ones_survive(start_minib
     assert got == [b"confirmed-%d" % i for i in range(50)] + [b"after-%d" % i for i in range(10)]
     assert c.queue("audit")["message_count"] == 0
     c.close()
+
+
+def test_dead_lettering_during_a_disk_failure_keeps_the_message(start_minibroker, tmp_path, monkeypatch):
+    """A message rejected into a durable dead-letter queue while the disk is full is not lost:
+    the store refuses the copy, so it is kept in memory (delivered, not persisted)."""
+    flaky = FlakyOs({"pwritev", "pwrite", "write", "writev"})
+    monkeypatch.setattr(journal_module, "os", flaky)
+    server = start_minibroker(data_dir=tmp_path / "data")
+    c = DurableClient(server.host, server.port)
+    c.exchange("dlx", "fanout")
+    c.queue("dead")
+    c.bind("dead", "dlx", "")
+    c.queue("work", arguments={"x-dead-letter-exchange": "dlx"})
+    c.confirm_select()
+    c.publish("work", b"poison")
+    c.wait_confirms()
+    assert c.confirmed == {1}
+    c.consume("work")
+    c.wait_for(lambda: c.deliveries, what="the delivery")
+    flaky.failing = errno.ENOSPC
+    c.nack(c.deliveries[0][1], requeue=False)
+    c.conn.flush()
+    assert c.queue("dead")["message_count"] == 1
+    assert c.get("dead", no_ack=True)["body"] == b"poison"
+    flaky.failing = None
+    c.close()
