@@ -183,24 +183,45 @@ class BrokerStore:
                           "stop it or start this one with another --data-dir") from None
 
     # ==== definitions =========================================================================
+    def _saved(self, what: str, change, *args, refuse: bool = True) -> None:
+        """Apply a change to the definitions file; a disk failure becomes a STORAGE_ERROR.
+
+        The in-memory definitions (the store's and the core's) keep the change: the next save
+        that succeeds writes the whole snapshot, this change included. Declarations and binds
+        (the last step of their op) answer the client with the error; deletions and unbinds
+        (also run by auto-delete and connection cleanup, which must finish) only log it.
+        """
+        try:
+            change(*args)
+        except OSError as exc:
+            log.error("definitions file could not be saved after %s: %s; saved with the next change that succeeds",
+                      what, exc)
+            if not refuse:
+                return
+            raise BrokerError(ErrorCode.STORAGE_ERROR,
+                              f"{describe_os_error(exc)} ({exc.strerror or exc}): {what} is in effect but could "
+                              f"not be saved to disk; it is saved with the next change that succeeds, and is "
+                              f"lost if the server restarts before that") from None
+
     def exchange_declared(self, exchange) -> None:
         if not self._recovering:
-            self.definitions.put_exchange(exchange.name, {
+            self._saved(f"durable exchange '{exchange.name}'", self.definitions.put_exchange, exchange.name, {
                 "type": exchange.type_name, "durable": True, "auto_delete": exchange.auto_delete,
                 "internal": exchange.internal, "arguments": exchange.arguments or {}})
 
     def exchange_deleted(self, exchange) -> None:
-        self.definitions.delete_exchange(exchange.name)
+        self._saved(f"the deletion of exchange '{exchange.name}'", self.definitions.delete_exchange, exchange.name,
+                    refuse=False)
 
     def queue_declared(self, queue) -> None:
         if not self._recovering and queue.exclusive_owner is None:
-            self.definitions.put_queue(queue.name, {
+            self._saved(f"durable queue '{queue.name}'", self.definitions.put_queue, queue.name, {
                 "durable": True, "exclusive": False, "auto_delete": queue.auto_delete,
                 "arguments": queue.arguments or {}})
 
     def queue_deleted(self, queue) -> None:
         self._flush_turn()   # its settlements go to the journal before the definition goes
-        self.definitions.delete_queue(queue.name)
+        self._saved(f"the deletion of queue '{queue.name}'", self.definitions.delete_queue, queue.name, refuse=False)
 
     def _binding(self, source, destination, routing_key, arguments) -> dict:
         return {"source": source.name, "destination": destination.name,
@@ -210,10 +231,13 @@ class BrokerStore:
     def bound(self, source, destination, routing_key, arguments) -> None:
         if self._recovering or (destination.is_queue and destination.exclusive_owner is not None):
             return
-        self.definitions.add_binding(self._binding(source, destination, routing_key, arguments))
+        self._saved(f"a binding of '{destination.name}' to '{source.name}'", self.definitions.add_binding,
+                    self._binding(source, destination, routing_key, arguments))
 
     def unbound(self, source, destination, routing_key, arguments) -> None:
-        self.definitions.remove_binding(self._binding(source, destination, routing_key, arguments))
+        self._saved(f"the removal of a binding of '{destination.name}' to '{source.name}'",
+                    self.definitions.remove_binding, self._binding(source, destination, routing_key, arguments),
+                    refuse=False)
 
     # ==== messages ============================================================================
     def enqueue(self, queue, msg) -> None:

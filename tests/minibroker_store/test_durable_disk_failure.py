@@ -142,3 +142,25 @@ def test_dead_lettering_during_a_disk_failure_keeps_the_message(start_minibroker
     assert c.get("dead", no_ack=True)["body"] == b"poison"
     flaky.failing = None
     c.close()
+
+
+def test_a_durable_declare_the_disk_refuses_gets_a_storage_error_and_is_saved_later(start_minibroker, tmp_path,
+                                                                                    monkeypatch):
+    import minibroker.store.definitions as definitions_module
+    flaky = FlakyOs({"write"})
+    monkeypatch.setattr(definitions_module, "os", flaky)
+    server = start_minibroker(data_dir=tmp_path / "data")
+    c = DurableClient(server.host, server.port)
+    flaky.failing = errno.ENOSPC
+    with pytest.raises(BrokerError) as err:
+        c.queue("unsaved")
+    assert err.value.code == "STORAGE_ERROR"
+    assert "disk full" in err.value.message and "durable queue 'unsaved' is in effect" in err.value.message
+    assert c.queue_exists("unsaved")           # in effect meanwhile, as the message says
+    flaky.failing = None
+    c.queue("saved")                           # the next save writes both
+    c.close()
+    server.restart()
+    c = DurableClient(server.host, server.port)
+    assert c.queue_exists("unsaved") and c.queue_exists("saved")
+    c.close()
