@@ -12,7 +12,7 @@ receives). The figure is end to end: messages / (first publish -> last delivery 
 
 Beside it, in the same run: the same flow with transient messages on a non-durable queue, and
 what the disk here allows: a loop of 4 KiB append + fdatasync in the data dir's file system,
-in syncs/s. The server's own fsync count (server_info `store.fsyncs`) gives messages per fsync:
+in syncs/s, appending to a growing file and writing into a preallocated one. The server's own fsync count (server_info `store.fsyncs`) gives messages per fsync:
 the group commit at work. Medians of `runs`.
 """
 
@@ -141,16 +141,31 @@ def run_flow(count, size, window, prefetch, persistent, durable, fsync) -> dict:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def disk_fsyncs_per_s(directory: str, seconds: float = 1.0) -> int:
-    """What the disk allows: 4 KiB append + fdatasync in a loop."""
+def disk_fsyncs_per_s(directory: str, seconds: float = 1.0, preallocated: bool = False) -> int:
+    """What the disk allows: 4 KiB append + fdatasync in a loop.
+
+    With `preallocated`, into a file whose blocks were allocated and zero-filled first, as the
+    journal's segments are (`MessageJournal._preallocate`, `_zero_ahead`): the fdatasync then
+    has no file size or block allocation to commit.
+    """
     path = os.path.join(directory, "fsync-probe")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (0 if preallocated else os.O_APPEND), 0o644)
     block = b"\0" * 4096
+    if preallocated:
+        size = 64 << 20
+        os.posix_fallocate(fd, 0, size)
+        zeros = bytes(1 << 20)
+        for off in range(0, size, len(zeros)):
+            os.pwrite(fd, zeros, off)
+        os.fdatasync(fd)
     n = 0
     t0 = time.perf_counter()
     try:
         while time.perf_counter() - t0 < seconds:
-            os.write(fd, block)
+            if preallocated:
+                os.pwrite(fd, block, (n * 4096) % (64 << 20))
+            else:
+                os.write(fd, block)
             os.fdatasync(fd)
             n += 1
     finally:
@@ -170,17 +185,19 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args(argv)
 
-    runs = {"durable": [], "transient": [], "disk_fsyncs_per_s": []}
+    runs = {"durable": [], "transient": [], "disk_fsyncs_per_s": [], "disk_preallocated_fsyncs_per_s": []}
     for i in range(args.runs):
         probe_dir = tempfile.mkdtemp(prefix="bench-fsync-")
         runs["disk_fsyncs_per_s"].append(disk_fsyncs_per_s(probe_dir))
+        runs["disk_preallocated_fsyncs_per_s"].append(disk_fsyncs_per_s(probe_dir, preallocated=True))
         shutil.rmtree(probe_dir, ignore_errors=True)
         runs["durable"].append(run_flow(args.count, args.size, args.window, args.prefetch, True, True, args.fsync))
         runs["transient"].append(run_flow(args.count, args.size, args.window, args.prefetch, False, False, args.fsync))
         d, t = runs["durable"][-1], runs["transient"][-1]
         print(f"run {i + 1}: durable {d['msgs_per_s']:,} msg/s ({d['server_fsyncs']} fsyncs, "
               f"{d['msgs_per_fsync']} msgs/fsync, {d['server_fsync_ms_avg']} ms each), transient {t['msgs_per_s']:,} msg/s, "
-              f"disk {runs['disk_fsyncs_per_s'][-1]:,} fsyncs/s", flush=True)
+              f"disk {runs['disk_fsyncs_per_s'][-1]:,} fsyncs/s appending, "
+              f"{runs['disk_preallocated_fsyncs_per_s'][-1]:,} preallocated", flush=True)
 
     def med(rows, key):
         values = [r[key] for r in rows if r[key] is not None]
@@ -197,6 +214,7 @@ def main(argv=None) -> int:
         "durable_server_fsync_ms_avg": med(runs["durable"], "server_fsync_ms_avg"),
         "transient_msgs_per_s": med(runs["transient"], "msgs_per_s"),
         "disk_fsyncs_per_s": statistics.median(runs["disk_fsyncs_per_s"]),
+        "disk_preallocated_fsyncs_per_s": statistics.median(runs["disk_preallocated_fsyncs_per_s"]),
         "raw": runs,
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "raw"}, indent=2))

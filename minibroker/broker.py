@@ -97,16 +97,23 @@ class Broker:
             if ch.confirm_mode and ch.publish_seq > ch.confirmed_upto:
                 confirms.append((ch, ch.take_confirms()))
         if confirms:
-            self.store.when_durable(lambda: self._send_confirms(confirms))
+            self.store.when_durable(lambda failure=None: self._send_confirms(confirms, failure))
         if self._to_drain:
             self._want_turn()
 
     @staticmethod
-    def _send_confirms(confirms) -> None:
+    def _send_confirms(confirms, failure=None) -> None:
+        """Send the turn's confirms; if the store could not make them durable (`failure`, a
+        sentence), nack them all instead and tell each channel why with a STORAGE_ERROR."""
         for ch, pushes in confirms:
             if ch.closed:
                 continue
             sink = ch.session.sink
+            if failure is not None:
+                for _ack, seq, multiple in pushes:
+                    sink.confirm(ch.number, False, seq, multiple)
+                sink.error(ErrorCode.STORAGE_ERROR, f"channel {ch.number}: {failure}")
+                continue
             for ack, seq, multiple in pushes:
                 sink.confirm(ch.number, ack, seq, multiple)
 
@@ -389,14 +396,19 @@ class Broker:
                                                     routing_key, body, properties)
             return
         accepted = True
-        if len(queues) == 1:
-            accepted = queues[0].publish(msg, now)
-        else:
-            # Copy before any queue takes it: a store may drop the body of a stored copy.
-            copies = [msg] + [msg.copy_for_queue() for _ in range(len(queues) - 1)]
-            for q, m in zip(queues, copies):
-                if not q.publish(m, now):
-                    accepted = False
+        try:
+            if len(queues) == 1:
+                accepted = queues[0].publish(msg, now)
+            else:
+                # Copy before any queue takes it: a store may drop the body of a stored copy.
+                copies = [msg] + [msg.copy_for_queue() for _ in range(len(queues) - 1)]
+                for q, m in zip(queues, copies):
+                    if not q.publish(m, now):
+                        accepted = False
+        except BrokerError as exc:   # STORAGE_ERROR: the store cannot keep it (disk full)
+            if channel.confirm_mode:
+                channel.nacks.append(channel.publish_seq)
+            raise BrokerError(exc.code, f"channel {channel.number}: {exc.message}") from None
         if not accepted and channel.confirm_mode:
             channel.nacks.append(channel.publish_seq)
 
@@ -515,8 +527,11 @@ class Broker:
         msg.delivery_count = delivery_count
         msg.redelivered = redelivered
         msg.queue = queue
-        msg.position = queue._next_position
-        queue._next_position += 1
+        position = queue._next_position
+        if type(store_id) is int and store_id >= position:
+            position = store_id     # the same int object: one fewer per message of a large backlog
+        msg.position = position
+        queue._next_position = position + 1
         if queue.ttl is not None:
             expires = now + queue.ttl
             if not msg.expires_at or expires < msg.expires_at:

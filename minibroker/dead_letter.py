@@ -20,9 +20,14 @@ Cycles: if the message would land in a queue it already died in, and no death on
 a client's rejection, it is dropped instead (as RabbitMQ does), so an expiry loop cannot spin.
 """
 
+import logging
 import time
 
+from clients.protocol.errors import BrokerError
+
 from .message import Message
+
+log = logging.getLogger("minibroker.dead_letter")
 
 CLIENT_REASONS = ("rejected", "delivery_limit")
 
@@ -76,4 +81,13 @@ def dead_letter(broker, queue, msgs: list, reason: str) -> None:
             m = Message(exchange.name, rk, body, properties)
             m.priority = msg.priority
             m.persistent = msg.persistent
-            q.publish(m, now)
+            try:
+                q.publish(m, now)
+            except BrokerError as exc:
+                # The store refused the copy (disk failing, STORAGE_ERROR). The original is
+                # leaving its queue either way, so rather than lose the message keep the copy
+                # in memory only: it is delivered, but does not survive a restart.
+                log.warning("dead-lettering to queue '%s': %s; the copy is kept in memory only",
+                            q.name, exc.message)
+                m.persistent = False
+                q.publish(m, now)

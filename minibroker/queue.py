@@ -148,6 +148,12 @@ class MessageQueue:
             return False
         if self.durable and msg.persistent:
             self.broker.store_enqueue(self, msg)
+            store_id = msg.store_id
+            if type(store_id) is int and store_id >= msg.position:
+                # Positions only need to grow within the queue: reuse the store's id (already
+                # an int object per message) instead of keeping a second one.
+                msg.position = store_id
+                self._next_position = store_id + 1
         self.ready.append(msg)
         self.ready_bytes += msg.size
         if self.consumers and not self.scheduled:

@@ -99,6 +99,10 @@ class ConnectionSink:
     def confirm(self, ch, ack, seq, multiple):
         self.conn.push("confirm", [ch, ack, seq, multiple])
 
+    def error(self, code, message):
+        """An error not tied to a request (id 0), such as STORAGE_ERROR with the nacks it explains."""
+        self.conn.send_error(0, code, message)
+
     def return_message(self, ch, code, text, exchange, routing_key, body, properties):
         self.conn.push("return", [ch, code, text, exchange, routing_key, body, properties])
 

@@ -3,6 +3,7 @@
 The core never touches a socket. A front end (minibroker/server.py) gives each connection a
 *sink*: an object with `deliver(ch, entries, body_bytes)`, `confirm(ch, ack, seq, multiple)`,
 `return_message(ch, code, text, exchange, routing_key, body, properties)`, `cancel(ch, tag)`,
+`error(code, message)` (an id-0 error to the connection, e.g. STORAGE_ERROR beside nacks),
 a `paused` attribute (true while the client is not reading: stop delivering) and `send_limit`.
 When the sink becomes writable again the front end calls `Session.resume`.
 """

@@ -16,6 +16,10 @@ The core calls the store at a handful of moments and never waits on it inline:
   confirms. The store calls `callback()` once everything it accepted so far is durable — at once
   if nothing is pending. Callbacks must run in the order they were registered (confirms must not
   overtake each other). One fsync may serve many turns' worth of publishes (group commit).
+  If the store could not make them durable (disk full, I/O error) it calls `callback(failure)`
+  instead, `failure` a sentence naming the reason: the broker nacks those confirms and sends
+  the channel an id-0 STORAGE_ERROR. `enqueue` may raise `BrokerError(STORAGE_ERROR)` to refuse
+  a message (the broker nacks that publish).
 - `recover(broker)`: at start, before any client connects, re-create durable exchanges, queues,
   bindings and the persistent messages with `Broker.restore_exchange`, `restore_queue`,
   `restore_binding` and `restore_message` (these do not call the store back).

@@ -10,7 +10,11 @@ It translates the core's hooks into the two storage components and back:
 - `settle(queue, msg)` and `delivered(queue, msg)` are collected during the loop turn and
   written as one SETTLE / DELIVERY record per queue per turn (`_flush_turn`);
 - `when_durable(callback)` -> `MessageJournal.commit()`: the confirm callback runs once the
-  turn's records are as safe as the fsync policy promises (after the fdatasync under `always`);
+  turn's records are as safe as the fsync policy promises (after the fdatasync under `always`),
+  or with a failure sentence when the disk failed them (the broker then nacks);
+- disk failures: the journal reports the messages it could not make durable (`_drop_lost`
+  removes them from their queues) and refuses new persistent publishes (`enqueue` raises
+  STORAGE_ERROR) until a retry succeeds;
 - `read_body(msg)`: bodies of messages deep in a backlog are dropped from memory after the
   turn that journaled them (`KEEP_BODY_BYTES`) and read back from the journal when delivered;
 - `recover(broker)`: rebuilds durable exchanges, queues, bindings and the persistent
@@ -26,9 +30,12 @@ import logging
 import os
 import time
 
+from clients.protocol.errors import BrokerError, ErrorCode
+
 from ..message import parse_expiration
 from .definitions import DefinitionsStore
-from .journal import ACK, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, MessageJournal
+from .journal import (ACK, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, MessageJournal, StorageFailure,
+                      describe_os_error)
 
 log = logging.getLogger("minibroker.store")
 
@@ -53,18 +60,22 @@ class BrokerStore:
         self._drop_bodies: list = []
         self._shared_props: dict[bytes, dict] = {}
         self._shared_keys: dict[str, str] = {}
+        self._shared_sizes: dict[int, int] = {}   # one int object per distinct body size
         # Bytes of message bodies dropped from memory (kept only in the journal) and not yet
         # paged back in or settled: what the memory alarm must not count.
         self.paged_bytes = 0
         self._turn_scheduled = False
         self._callbacks_running = 0
         self._loop = None
+        self._broker = None
+        self.journal.on_lost = self._drop_lost
         self.recovered = None
 
     # ==== recovery ============================================================================
     def recover(self, broker) -> None:
         began = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        self._broker = broker
         self._lock_data_dir()
         self.definitions.load()
         self._recovering = True
@@ -172,24 +183,45 @@ class BrokerStore:
                           "stop it or start this one with another --data-dir") from None
 
     # ==== definitions =========================================================================
+    def _saved(self, what: str, change, *args, refuse: bool = True) -> None:
+        """Apply a change to the definitions file; a disk failure becomes a STORAGE_ERROR.
+
+        The in-memory definitions (the store's and the core's) keep the change: the next save
+        that succeeds writes the whole snapshot, this change included. Declarations and binds
+        (the last step of their op) answer the client with the error; deletions and unbinds
+        (also run by auto-delete and connection cleanup, which must finish) only log it.
+        """
+        try:
+            change(*args)
+        except OSError as exc:
+            log.error("definitions file could not be saved after %s: %s; saved with the next change that succeeds",
+                      what, exc)
+            if not refuse:
+                return
+            raise BrokerError(ErrorCode.STORAGE_ERROR,
+                              f"{describe_os_error(exc)} ({exc.strerror or exc}): {what} is in effect but could "
+                              f"not be saved to disk; it is saved with the next change that succeeds, and is "
+                              f"lost if the server restarts before that") from None
+
     def exchange_declared(self, exchange) -> None:
         if not self._recovering:
-            self.definitions.put_exchange(exchange.name, {
+            self._saved(f"durable exchange '{exchange.name}'", self.definitions.put_exchange, exchange.name, {
                 "type": exchange.type_name, "durable": True, "auto_delete": exchange.auto_delete,
                 "internal": exchange.internal, "arguments": exchange.arguments or {}})
 
     def exchange_deleted(self, exchange) -> None:
-        self.definitions.delete_exchange(exchange.name)
+        self._saved(f"the deletion of exchange '{exchange.name}'", self.definitions.delete_exchange, exchange.name,
+                    refuse=False)
 
     def queue_declared(self, queue) -> None:
         if not self._recovering and queue.exclusive_owner is None:
-            self.definitions.put_queue(queue.name, {
+            self._saved(f"durable queue '{queue.name}'", self.definitions.put_queue, queue.name, {
                 "durable": True, "exclusive": False, "auto_delete": queue.auto_delete,
                 "arguments": queue.arguments or {}})
 
     def queue_deleted(self, queue) -> None:
         self._flush_turn()   # its settlements go to the journal before the definition goes
-        self.definitions.delete_queue(queue.name)
+        self._saved(f"the deletion of queue '{queue.name}'", self.definitions.delete_queue, queue.name, refuse=False)
 
     def _binding(self, source, destination, routing_key, arguments) -> dict:
         return {"source": source.name, "destination": destination.name,
@@ -199,10 +231,13 @@ class BrokerStore:
     def bound(self, source, destination, routing_key, arguments) -> None:
         if self._recovering or (destination.is_queue and destination.exclusive_owner is not None):
             return
-        self.definitions.add_binding(self._binding(source, destination, routing_key, arguments))
+        self._saved(f"a binding of '{destination.name}' to '{source.name}'", self.definitions.add_binding,
+                    self._binding(source, destination, routing_key, arguments))
 
     def unbound(self, source, destination, routing_key, arguments) -> None:
-        self.definitions.remove_binding(self._binding(source, destination, routing_key, arguments))
+        self._saved(f"the removal of a binding of '{destination.name}' to '{source.name}'",
+                    self.definitions.remove_binding, self._binding(source, destination, routing_key, arguments),
+                    refuse=False)
 
     # ==== messages ============================================================================
     def enqueue(self, queue, msg) -> None:
@@ -226,7 +261,21 @@ class BrokerStore:
                 self._shared_keys.clear()
             shared_rk = self._shared_keys[rk] = rk
         msg.routing_key = shared_rk
-        msg.store_id = self.journal.append_publish_one(queue.name, msg.exchange, shared_rk, props_bin, msg.body)
+        size = msg.size
+        if size > 256:        # ints up to 256 are shared by Python already
+            shared_size = self._shared_sizes.get(size)
+            if shared_size is None:
+                if len(self._shared_sizes) >= SHARED_PROPERTIES:
+                    self._shared_sizes.clear()
+                shared_size = self._shared_sizes[size] = size
+            msg.size = shared_size
+        try:
+            msg.store_id = self.journal.append_publish_one(queue.name, msg.exchange, shared_rk, props_bin, msg.body)
+        except StorageFailure as exc:
+            # The queue does not take it (Broker.publish nacks it and names the channel).
+            raise BrokerError(ErrorCode.STORAGE_ERROR,
+                              f"{exc.strerror}: persistent message to durable queue '{queue.name}' refused; "
+                              f"persistent publishes are refused until the disk recovers") from None
         if queue.ready_bytes >= self.keep_body_bytes:
             # Not now: the core may still copy this message's body to other queues this turn.
             self._drop_bodies.append(msg)
@@ -282,11 +331,52 @@ class BrokerStore:
                     paged += m.size
             self.paged_bytes += paged
 
+    def _drop_lost(self, msg_ids, exc) -> None:
+        """The journal could not make these messages durable (`MessageJournal._fail`): their
+        publishes are nacked, so they leave their queues rather than be delivered after a nack.
+
+        Two kinds stay, as transient messages (delivered, not kept across a restart): one already
+        handed to a consumer (it cannot be recalled; its ack or requeue no longer touches the
+        journal), and a dead-lettered copy (an `x-death` header): its original has left its
+        queue, so dropping the copy would lose the message, and no publisher is waiting for it.
+        """
+        lost = set(msg_ids)
+        dropped = kept = 0
+        for q in list(self._broker.queues.values()) if self._broker is not None else ():
+            if not q.durable or q.exclusive_owner is not None or not q.ready:
+                continue
+            gone = q.ready.remove_if(lambda m: m.store_id in lost)
+            back = []
+            for m in gone:
+                headers = m.properties.get("headers") if m.properties else None
+                if type(headers) is dict and "x-death" in headers:
+                    try:
+                        if m.body is None:
+                            m.body = self.journal.read_body(m.store_id)   # still in the buffer
+                            self.paged_bytes -= m.size
+                        m.store_id = None
+                        back.append(m)
+                        continue
+                    except (OSError, KeyError) as read_exc:
+                        log.error("dead-lettered message %s could not be kept: %s", m.store_id, read_exc)
+                q.ready_bytes -= m.size
+                if m.body is None:
+                    self.paged_bytes -= m.size
+            if back:
+                q.ready.requeue(back)     # at their places again (positions are unchanged)
+            dropped += len(gone) - len(back)
+            kept += len(back)
+        log.error("%d of %d persistent messages the disk did not take (%s) were removed from their queues; "
+                  "%d dead-lettered ones stay in memory only; the others were already delivered",
+                  dropped, len(lost), describe_os_error(exc), kept)
+
     # ==== confirms ============================================================================
     def when_durable(self, callback) -> None:
+        """Run callback() once the turn's records are durable, or callback(failure) when the disk
+        failed them (failure: a sentence for the publisher; the broker nacks instead of acking)."""
         self._flush_turn()
         fut = self.journal.commit()
-        if fut.done() and not self._callbacks_running:
+        if fut.done() and not self._callbacks_running and fut.exception() is None:
             callback()
             return
         # Callbacks of futures run in the order they were added (the journal resolves its
@@ -295,8 +385,11 @@ class BrokerStore:
 
         def done(f):
             self._callbacks_running -= 1
-            if f.exception() is not None:
-                log.error("confirms held back: the journal could not be written: %s", f.exception())
+            exc = f.exception()
+            if exc is not None:
+                callback(f"{exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}: "
+                         f"publishes not yet confirmed were nacked (their persistent messages were not "
+                         f"kept); persistent publishes are refused until the disk recovers")
                 return
             callback()
 
@@ -310,6 +403,8 @@ class BrokerStore:
                 "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages, "paged_out_bytes": self.paged_bytes,
                 "segments": len(j.segments), "disk_bytes": j.disk_bytes(),
                 "compactions": j.stats["compactions"], "segments_deleted": j.stats["segments_deleted"],
+                "failure": describe_os_error(j.failure) + f" ({j.failure.strerror})" if j.failure else None,
+                "storage_failures": j.stats["storage_failures"],
                 "recovered": self.recovered}
 
     # ==== shutdown ============================================================================

@@ -13,7 +13,8 @@ import sys
 import msgpack
 
 from .definitions import FILE_NAME, DefinitionsCorrupt, DefinitionsStore
-from .records import DELIVERY, PUBLISH, SEGMENT_HEADER, SETTLE, decode_segment_header, iter_records
+from .records import (DELIVERY, PUBLISH, SEGMENT_HEADER, SETTLE, decode_segment_header, iter_records,
+                      nonzero_end)
 
 NAMES = {PUBLISH: "PUBLISH", SETTLE: "SETTLE", DELIVERY: "DELIVERY"}
 
@@ -84,8 +85,13 @@ def dump(data_dir: str, records: bool, out=sys.stdout) -> int:
             for line in lines:
                 print(line, file=out)
             if end < size:
-                print(f"  TORN OR CORRUPT TAIL: {size - end} B after offset {end} (recovery will cut it)", file=out)
-                problems += 1
+                torn_end = nonzero_end(fd, end, size)
+                if torn_end > end:
+                    print(f"  TORN OR CORRUPT TAIL: {torn_end - end} B after offset {end} (recovery will cut it)",
+                          file=out)
+                    problems += 1
+                if size > torn_end:
+                    print(f"  unused preallocated space: {size - max(end, torn_end)} B of zeros", file=out)
         finally:
             os.close(fd)
     return 1 if problems else 0

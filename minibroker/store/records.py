@@ -17,6 +17,11 @@ message's property map packed on its own, so recovery can share one dict among m
 equal properties. `deliveries` is `{queue: delivery_count}` and is empty in a fresh publish;
 compaction fills it when it copies a message that was already delivered.
 
+Segments are preallocated (journal.py, `MessageJournal._preallocate`), so a segment that was
+not closed cleanly ends in zeros after its last record. A zero header cannot be a record (type 0
+is unknown), so `iter_records` stops there; `nonzero_end` tells such an unused tail (nothing to
+report) from a torn record (non-zero bytes past the last whole record).
+
 This module knows bytes only; what the records mean is `journal.py`'s business.
 """
 
@@ -97,3 +102,27 @@ def iter_records(fd: int, start: int, end: int, chunk: int = 1 << 20):
             return pos
         yield pos, rtype, payload
         pos += total
+
+
+def nonzero_end(fd: int, start: int, end: int, chunk: int = 1 << 20) -> int:
+    """The offset just past the last non-zero byte of fd in [start, end); `start` if all are zero."""
+    last = start
+    pos = start
+    while pos < end:
+        # Skip what the file system knows to hold no data (preallocated, never written).
+        try:
+            pos = os.lseek(fd, pos, os.SEEK_DATA)
+            stop = min(end, os.lseek(fd, pos, os.SEEK_HOLE))
+        except OSError:      # ENXIO: no data at all past pos; or no SEEK_DATA here: read it all
+            if pos != start or not hasattr(os, "SEEK_DATA"):
+                break
+            stop = end
+        while pos < stop:
+            data = os.pread(fd, min(chunk, stop - pos), pos)
+            if not data:
+                return last
+            stripped = len(data.rstrip(b"\0"))
+            if stripped:
+                last = pos + stripped
+            pos += len(data)
+    return last

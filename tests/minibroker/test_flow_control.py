@@ -4,7 +4,7 @@ import threading
 
 from harness import ServerThread, wait_until
 from minibroker.server import MinibrokerServer
-from conftest import Wire
+from minibroker_test_wire import Wire
 
 
 TOTAL = 4000   # messages of 10 kB

@@ -127,14 +127,14 @@ def test_confirm_is_sent_only_after_the_message_is_fsynced(broker):
         original = server.broker._send_confirms
         journal = server.store.journal
 
-        def checking_send(confirms):
+        def checking_send(confirms, failure=None):
             checks["sends"] += 1
             q = server.broker.queues["synced"]
             for m in list(q.ready):
                 seg_id, off, rec_len, _ = journal.location(m.store_id)
                 if journal.segments[seg_id].synced < off + rec_len:
                     checks["unsynced"] += 1
-            original(confirms)
+            original(confirms, failure)
 
         server.broker._send_confirms = checking_send
     broker.call(install)

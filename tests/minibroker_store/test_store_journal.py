@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from minibroker.store.journal import ACK, MessageJournal
+from minibroker.store.journal import ACK, MessageJournal, StorageFailure
 from minibroker.store.records import SEGMENT_HEADER
 
 PROPS = {"delivery_mode": 2, "content_type": "text/plain"}
@@ -89,24 +89,29 @@ async def test_torn_or_corrupt_tail_is_cut_at_last_whole_record(tmp_path, store_
     good_size = j.segments[max(j.segments)].size
     last = j.append_publish(["q"], "", "q", None, b"the torn one" * 10)
     await j.commit()
+    end = j.segments[max(j.segments)].written
     j.abandon()
     path = tmp_path / seg_files(tmp_path)[-1]
     data = bytearray(path.read_bytes())
-    if damage == "truncate":
-        data = data[:len(data) - 7]
+    # The segment is preallocated: its records are followed by zeros up to the segment size.
+    assert len(data) == 64 * 1024 * 1024 and not any(data[end:])
+    if damage == "truncate":     # the last record only partly reached the disk
+        data[end - 7:end] = bytes(7)
+        end -= 7
     elif damage == "bitflip":
-        data[-20] ^= 0x01
+        data[end - 20] ^= 0x01
     else:
         data[good_size:good_size + 4] = b"\xff\xff\xff\x7f"
     path.write_bytes(bytes(data))
+    cut_bytes = end - good_size
 
     store_log.clear()
     j, rec = reopen(tmp_path)
     assert [m.msg_id for m in rec.queues["q"]] == ids
     assert last not in j
     cut = [r.getMessage() for r in store_log.records if "cut" in r.getMessage() and "torn" in r.getMessage()]
-    assert cut and f"cut {len(data) - good_size} bytes" in cut[0]
-    assert rec.truncated_bytes == len(data) - good_size
+    assert cut and f"cut {cut_bytes} bytes" in cut[0] and "preallocated space follow" in cut[0]
+    assert rec.truncated_bytes == cut_bytes
     # The journal is usable after the cut and the cut is not repeated.
     nxt = j.append_publish(["q"], "", "q", None, b"after")
     await j.commit()
@@ -116,6 +121,25 @@ async def test_torn_or_corrupt_tail_is_cut_at_last_whole_record(tmp_path, store_
     assert [m.msg_id for m in rec.queues["q"]] == ids + [nxt]
     assert rec.truncated_bytes == 0
     await j.close()
+
+
+async def test_preallocated_zero_tail_after_a_crash_is_the_end_of_the_journal_not_damage(tmp_path, store_log):
+    j, _ = reopen(tmp_path, segment_bytes=1 << 20)
+    ids = [j.append_publish(["q"], "", "q", PROPS, b"body-%d" % i) for i in range(50)]
+    await j.commit()
+    seg = j.segments[max(j.segments)]
+    assert os.path.getsize(seg.path) == 1 << 20 and seg.written < 1 << 19
+    j.abandon()                              # kill -9: the zeros stay in the file
+    store_log.clear()
+    j, rec = reopen(tmp_path, segment_bytes=1 << 20)
+    assert [m.msg_id for m in rec.queues["q"]] == ids
+    assert rec.truncated_bytes == 0
+    assert not [r for r in store_log.records if "torn" in r.getMessage()]
+    # The old segment gave its preallocated space back; a clean close does the same.
+    assert os.path.getsize(seg.path) == seg.written
+    active = j.segments[max(j.segments)]
+    await j.close()
+    assert os.path.getsize(active.path) == active.written
 
 
 async def test_segment_with_torn_header_is_removed_not_fatal(tmp_path):
@@ -273,24 +297,48 @@ async def test_recovered_segments_start_with_a_header(tmp_path):
         assert os.path.getsize(tmp_path / name) >= SEGMENT_HEADER.size
 
 
-async def test_a_failed_write_fails_the_commit_and_loses_nothing_once_the_disk_recovers(tmp_path, monkeypatch):
+async def wait_recovered(j, timeout=10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while j.failure is not None:
+        assert asyncio.get_running_loop().time() < deadline, "the journal did not recover"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("fault", ["write", "fsync"])
+async def test_a_disk_failure_drops_unconfirmed_publishes_refuses_new_ones_then_recovers(tmp_path, monkeypatch,
+                                                                                         fault):
     j, _ = reopen(tmp_path)
-    real = os.writev
-
-    def disk_full(fd, buffers):
-        raise OSError(28, "No space left on device")
-
+    j.start()
+    lost = []
+    j.on_lost = lambda ids, exc: lost.extend(ids)
     first = j.append_publish(["q"], "", "q", None, b"before")
-    monkeypatch.setattr(os, "writev", disk_full)
-    with pytest.raises(OSError):
+    await j.commit()
+    name, errno_, text = ("pwritev", 28, "No space left on device") if fault == "write" else \
+        ("fdatasync", 5, "Input/output error")
+    real = getattr(os, name)
+
+    def broken(*args):
+        raise OSError(errno_, text)
+
+    monkeypatch.setattr(os, name, broken)
+    second = j.append_publish_one("q", "", "q", b"", b"during")
+    with pytest.raises(StorageFailure, match="disk full" if fault == "write" else "disk I/O error"):
         await j.commit()
-    second = j.append_publish(["q"], "", "q", None, b"during")
-    monkeypatch.setattr(os, "writev", real)
+    # Not durable, so not kept: the journal forgot it and told its owner to drop it.
+    assert lost == [second] and second not in j and first in j
+    with pytest.raises(StorageFailure):
+        j.append_publish_one("q", "", "q", b"", b"refused")
+    await j.commit()      # nothing unanswered: a transient-only turn is not held back
+    j.append_settle("q", [first])     # settlements keep buffering meanwhile
+    monkeypatch.setattr(os, name, real)
+    await wait_recovered(j)
+    third = j.append_publish_one("q", "", "q", b"", b"after")
     await j.commit()
     await j.close()
     j, rec = reopen(tmp_path)
-    assert [m.msg_id for m in rec.queues["q"]] == [first, second]
+    assert [m.msg_id for m in rec.queues["q"]] == [third]
     assert rec.truncated_bytes == 0
+    assert j.read_body(third) == b"after"
     await j.close()
 
 
@@ -368,25 +416,6 @@ async def test_never_policy_does_not_fsync_appends(tmp_path):
         await j.commit()
     await asyncio.sleep(0.1)   # several background periods pass: still no fsync
     assert j.stats["fsyncs"] == 0
-    await j.close()
-
-
-async def test_a_failed_fsync_fails_the_commit_and_the_next_commit_syncs_again(tmp_path, monkeypatch):
-    j, _ = reopen(tmp_path)
-    real = os.fdatasync
-
-    def broken(fd):
-        raise OSError(5, "Input/output error")
-
-    msg = j.append_publish(["q"], "", "q", None, b"x")
-    monkeypatch.setattr(os, "fdatasync", broken)
-    with pytest.raises(OSError, match="could not be written"):
-        await j.commit()
-    monkeypatch.setattr(os, "fdatasync", real)
-    seg = j.segments[max(j.segments)]
-    assert seg.synced < seg.written
-    await j.sync()
-    assert seg.synced == seg.written and msg in j
     await j.close()
 
 

@@ -12,10 +12,11 @@ import os
 import shutil
 import tempfile
 
+import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from minibroker.store.journal import MessageJournal
+from minibroker.store.journal import MessageJournal, StorageFailure
 
 QUEUES = ["a", "b", "c"]
 
@@ -131,6 +132,39 @@ class JournalMachine(RuleBasedStateMachine):
         self.durable = self.current()
         self.ops = []
         self._open()
+
+    @rule(call=st.sampled_from(["pwritev", "fdatasync"]))
+    def disk_failure(self, call):
+        """A commit meets a full disk (the write fails) or an I/O error (the fsync fails): the
+        uncertain publishes are lost, the uncertain settlements and delivery counts are kept and
+        retried; once the disk works again the retry makes them durable."""
+        real = getattr(os, call)
+
+        def broken(*args):
+            raise OSError(28 if call == "pwritev" else 5, "injected by the model")
+
+        setattr(os, call, broken)
+        try:
+            try:
+                self.run(self.journal.commit)
+            except StorageFailure:
+                pass
+            failed = self.journal.failure is not None
+            if failed:
+                with pytest.raises(StorageFailure):
+                    self.journal.append_publish(["a"], "ex", "rk", None, b"refused")
+        finally:
+            setattr(os, call, real)
+        if not failed:      # nothing was pending: nothing to fail
+            self.durable = self.current()
+            self.ops = []
+            return
+        lost = {op[1] for op in self.ops if op[0] == "publish"}
+        self.ops = [op for op in self.ops if op[0] != "publish" and op[1] not in lost]
+        self.run(self.journal._probe)
+        assert self.journal.failure is None
+        self.durable = self.current()
+        self.ops = []
 
     @rule()
     def crash(self):
