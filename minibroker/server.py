@@ -1,16 +1,305 @@
 """The minibroker server: the wire front end of the routing broker.
 
-It turns requests into calls on the broker core and the core's deliveries into pushes.
-Routing, queues and acks live in the core, not here.
+It turns requests into calls on the broker core (broker.py, session.py, channel.py) and the
+core's callbacks into pushes, through one `ConnectionSink` per connection. Routing, queues and
+acks live in the core, not here. Op formats are in docs/PROTOCOL.md, section 8.
+
+The core runs one *turn* (`Broker.run_turn`) per event-loop iteration in which something
+happened, scheduled with `loop.call_soon`: all requests read from all connections in that
+iteration are applied first, then deliveries and confirms go out in as few frames as possible.
 """
 
-from serverbase import BrokerServer
+import logging
+
+from clients.protocol.errors import BrokerError, ErrorCode
+from clients.protocol.framing import LENGTH
+from serverbase import BrokerServer, op
+from serverbase.args import optional, required
+
+from .broker import Broker
+from .store_interface import TransientStore
 
 DEFAULT_PORT = 5673
 DEFAULT_DATA_DIR = "./data/minibroker"
+TICK_SECONDS = 0.05          # TTL sweeps and x-expires checks
+ENTRY_OVERHEAD = 48          # msgpack bytes around one delivery besides its strings and body
+PROPERTIES_ESTIMATE = 128    # a guess for a properties map; a frame that still overflows is re-split
+
+log = logging.getLogger("minibroker.server")
+_PUSH = 3
+
+
+class ConnectionSink:
+    """Where the core sends one connection's deliveries, confirms, returns and cancels."""
+
+    __slots__ = ("conn", "session")
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.session = None
+
+    @property
+    def paused(self) -> bool:
+        conn = self.conn
+        return conn.writing_paused or conn.closed
+
+    def deliver(self, ch: int, entries: list):
+        """Send deliveries as `deliver` pushes no larger than the client's max frame.
+
+        Returns the delivery tags of messages too large for this client on their own (the
+        broker rejects them), or None.
+        """
+        limit = self.conn.send_limit - 64
+        start = 0
+        size = 0
+        too_large = None
+        for i, e in enumerate(entries):
+            s = len(e[5]) + len(e[0]) + len(e[3]) + len(e[4]) + ENTRY_OVERHEAD
+            if e[6]:
+                s += PROPERTIES_ESTIMATE
+            if size + s > limit and i > start:
+                too_large = self._send(ch, entries[start:i], too_large)
+                start = i
+                size = 0
+            size += s
+        return self._send(ch, entries[start:], too_large)
+
+    def _send(self, ch, batch, too_large):
+        conn = self.conn
+        body = conn._packer.pack([_PUSH, "deliver", [ch, batch]])
+        if len(body) > conn.send_limit:
+            if len(batch) == 1:
+                tag = batch[0][1]
+                conn.send_error(0, ErrorCode.MESSAGE_TOO_LARGE,
+                                f"channel {ch}: delivery {tag} does not fit in the max_frame of "
+                                f"{conn.send_limit} bytes this client announced; the message was rejected")
+                return (too_large or []) + [tag]
+            half = len(batch) // 2
+            too_large = self._send(ch, batch[:half], too_large)
+            return self._send(ch, batch[half:], too_large)
+        conn.send_raw(LENGTH.pack(len(body)))
+        conn.send_raw(body)
+        return too_large
+
+    def confirm(self, ch, ack, seq, multiple):
+        self.conn.push("confirm", [ch, ack, seq, multiple])
+
+    def return_message(self, ch, code, text, exchange, routing_key, body, properties):
+        self.conn.push("return", [ch, code, text, exchange, routing_key, body, properties])
+
+    def cancel(self, ch, tag):
+        self.conn.push("cancel", [ch, tag])
+
+    @property
+    def send_limit(self):
+        return self.conn.send_limit
+
+
+def _ch(args) -> int:
+    ch = args.get("ch", 1)
+    if type(ch) is not int:
+        raise BrokerError(ErrorCode.BAD_REQUEST, f"argument 'ch' must be an integer channel number, got {type(ch).__name__}")
+    return ch
+
+
+def _arguments(args, name="arguments") -> dict:
+    return optional(args, name, dict, {})
 
 
 class MinibrokerServer(BrokerServer):
     """minibroker: a routing message queue in the spirit of RabbitMQ."""
 
     name = "minibroker"
+    features = ("publisher_confirms", "exchange_to_exchange_bindings", "dead_lettering",
+                "priorities", "single_active_consumer", "delivery_limit")
+
+    def __init__(self, *args, store=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.store = store if store is not None else TransientStore()
+        self.broker = Broker(store=self.store)
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    async def open(self):
+        import asyncio
+        self.broker._schedule = asyncio.get_running_loop().call_soon
+        self.store.recover(self.broker)
+        self.every(TICK_SECONDS, self.broker.tick)
+
+    async def close(self):
+        self.store.close()
+
+    def on_connection_opened(self, conn):
+        sink = ConnectionSink(conn)
+        session = self.broker.open_session(sink, conn.id)
+        sink.session = session
+        conn.state["session"] = session
+        conn.on_writable.append(session.resume)
+
+    def on_connection_closed(self, conn):
+        session = conn.state.pop("session", None)
+        if session is not None:
+            session.close()
+
+    def extra_info(self) -> dict:
+        return self.broker.describe()
+
+    @staticmethod
+    def _session(conn):
+        return conn.state["session"]
+
+    def _channel(self, conn, args):
+        return conn.state["session"].channel(_ch(args))
+
+    # ---- channels ---------------------------------------------------------------------------------
+    @op("channel_open")
+    def op_channel_open(self, conn, args):
+        self._channel(conn, args)
+        return {}
+
+    @op("channel_close")
+    def op_channel_close(self, conn, args):
+        self._session(conn).close_channel(_ch(args))
+        return {}
+
+    # ---- exchanges --------------------------------------------------------------------------------
+    @op("exchange_declare")
+    def op_exchange_declare(self, conn, args):
+        self.broker.declare_exchange(
+            required(args, "exchange", str), optional(args, "type", str, "direct"),
+            durable=optional(args, "durable", bool, False), auto_delete=optional(args, "auto_delete", bool, False),
+            internal=optional(args, "internal", bool, False), arguments=_arguments(args),
+            passive=optional(args, "passive", bool, False))
+        return {}
+
+    @op("exchange_delete")
+    def op_exchange_delete(self, conn, args):
+        self.broker.delete_exchange(required(args, "exchange", str), optional(args, "if_unused", bool, False))
+        return {}
+
+    @op("exchange_bind")
+    def op_exchange_bind(self, conn, args):
+        self.broker.bind_exchange(required(args, "destination", str), required(args, "source", str),
+                                  optional(args, "routing_key", str, ""), _arguments(args))
+        return {}
+
+    @op("exchange_unbind")
+    def op_exchange_unbind(self, conn, args):
+        self.broker.unbind_exchange(required(args, "destination", str), required(args, "source", str),
+                                    optional(args, "routing_key", str, ""), _arguments(args))
+        return {}
+
+    # ---- queues -----------------------------------------------------------------------------------
+    @op("queue_declare")
+    def op_queue_declare(self, conn, args):
+        q = self.broker.declare_queue(
+            self._session(conn), optional(args, "queue", str, ""),
+            passive=optional(args, "passive", bool, False), durable=optional(args, "durable", bool, False),
+            exclusive=optional(args, "exclusive", bool, False), auto_delete=optional(args, "auto_delete", bool, False),
+            arguments=_arguments(args))
+        return {"queue": q.name, "message_count": len(q.ready), "consumer_count": len(q.consumers)}
+
+    @op("queue_bind")
+    def op_queue_bind(self, conn, args):
+        self.broker.bind_queue(self._session(conn), required(args, "queue", str), required(args, "exchange", str),
+                               optional(args, "routing_key", str, ""), _arguments(args))
+        return {}
+
+    @op("queue_unbind")
+    def op_queue_unbind(self, conn, args):
+        self.broker.unbind_queue(self._session(conn), required(args, "queue", str), required(args, "exchange", str),
+                                 optional(args, "routing_key", str, ""), _arguments(args))
+        return {}
+
+    @op("queue_purge")
+    def op_queue_purge(self, conn, args):
+        return {"message_count": self.broker.purge_queue(self._session(conn), required(args, "queue", str))}
+
+    @op("queue_delete")
+    def op_queue_delete(self, conn, args):
+        count = self.broker.delete_queue(self._session(conn), required(args, "queue", str),
+                                         if_unused=optional(args, "if_unused", bool, False),
+                                         if_empty=optional(args, "if_empty", bool, False))
+        return {"message_count": count}
+
+    # ---- channel settings -------------------------------------------------------------------------
+    @op("basic_qos")
+    def op_basic_qos(self, conn, args):
+        channel = self._channel(conn, args)
+        count = optional(args, "prefetch_count", int, 0)
+        if not 0 <= count <= 65535:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"prefetch_count must be 0-65535 (0: no limit), got {count}")
+        if optional(args, "prefetch_size", int, 0) != 0:
+            raise BrokerError(ErrorCode.BAD_REQUEST,
+                              "prefetch_size is not supported (nor by RabbitMQ); send 0 and limit by prefetch_count")
+        channel.qos(count, optional(args, "global", bool, False))
+        return {}
+
+    @op("confirm_select")
+    def op_confirm_select(self, conn, args):
+        self._channel(conn, args).confirm_mode = True
+        return {}
+
+    # ---- publishing -------------------------------------------------------------------------------
+    @op("publish")
+    def op_publish(self, conn, args):
+        channel = self._channel(conn, args)
+        exchange = args.get("exchange", "")
+        routing_key = args.get("routing_key", "")
+        body = args.get("body")
+        if type(exchange) is not str or type(routing_key) is not str or type(body) is not bytes:
+            if channel.confirm_mode:
+                channel.publish_seq += 1
+                channel.nacks.append(channel.publish_seq)
+                self.broker.channel_dirty(channel) if not channel.dirty else None
+                channel.dirty = True
+            raise BrokerError(ErrorCode.BAD_REQUEST,
+                              f"channel {channel.number}: publish needs exchange (str), routing_key (str) and body (bin)")
+        broker = self.broker
+        broker.publish(channel, exchange, routing_key, body, args.get("properties"),
+                       bool(args.get("mandatory", False)), broker.clock())
+        broker.stats["published"] += 1
+        return {}
+
+    @op("publish_batch")
+    def op_publish_batch(self, conn, args):
+        channel = self._channel(conn, args)
+        self.broker.publish_batch(channel, required(args, "messages", list))
+        return {}
+
+    # ---- consuming --------------------------------------------------------------------------------
+    @op("consume")
+    def op_consume(self, conn, args):
+        channel = self._channel(conn, args)
+        session = self._session(conn)
+        queue = self.broker.get_queue(required(args, "queue", str), session)
+        tag = channel.consume(queue, optional(args, "consumer_tag", str, ""), optional(args, "no_ack", bool, False),
+                              optional(args, "exclusive", bool, False), _arguments(args), self.broker.clock())
+        return {"consumer_tag": tag}
+
+    @op("cancel")
+    def op_cancel(self, conn, args):
+        self._channel(conn, args).cancel(required(args, "consumer_tag", str), self.broker.clock())
+        return {}
+
+    @op("get")
+    def op_get(self, conn, args):
+        channel = self._channel(conn, args)
+        queue = self.broker.get_queue(required(args, "queue", str), self._session(conn))
+        return channel.get(queue, optional(args, "no_ack", bool, False), self.broker.clock())
+
+    @op("ack")
+    def op_ack(self, conn, args):
+        self._channel(conn, args).ack(optional(args, "delivery_tag", int, 0), optional(args, "multiple", bool, False))
+        return {}
+
+    @op("nack")
+    def op_nack(self, conn, args):
+        self._channel(conn, args).nack(optional(args, "delivery_tag", int, 0), optional(args, "multiple", bool, False),
+                                       optional(args, "requeue", bool, True))
+        return {}
+
+    @op("reject")
+    def op_reject(self, conn, args):
+        self._channel(conn, args).nack(required(args, "delivery_tag", int), False,
+                                       optional(args, "requeue", bool, True), "reject")
+        return {}

@@ -1,0 +1,495 @@
+"""The broker core: one virtual host's exchanges, queues and bindings, and the publish path.
+
+`Broker` knows nothing of the network. A front end opens a `Session` per client connection
+(`open_session`), calls the declare/bind/delete methods and the channel operations, and gives
+the broker a `schedule(callback)` function (the event loop's `call_soon`). The broker uses it to
+run `run_turn` once per loop turn in which anything happened: the queues that received messages
+or regained consumer credit deliver (`MessageQueue.drain`), then each channel's deliveries go to
+its connection as one batch and its publisher confirms are coalesced and sent, after the store
+says the turn's persistent messages are durable (`Store.when_durable`). Batching per turn is
+what makes the hot path cheap: one push frame and one confirm per channel per turn, however
+many messages.
+
+Routing (`route`) asks the exchange for destinations and follows exchange-to-exchange bindings.
+Exchange types are in exchanges/, queue behaviour in queue.py, acks in channel.py, dead-lettering
+in dead_letter.py, the store seam in store_interface.py.
+"""
+
+import time
+
+from clients.protocol.errors import BrokerError, ErrorCode
+
+from . import dead_letter as dead_letter_module
+from .exchanges import EXCHANGE_TYPES, DefaultExchange
+from .exchanges.base import freeze
+from .message import Message, check_properties
+from .queue import MessageQueue, server_named_queue
+from .session import Session
+from .store_interface import TransientStore
+
+PREDECLARED = {"amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
+               "amq.headers": "headers", "amq.match": "headers"}
+NO_ROUTE = 312
+NO_ROUTE_TEXT = "NO_ROUTE"
+
+
+def _not_found(what: str) -> BrokerError:
+    return BrokerError(ErrorCode.NOT_FOUND, what)
+
+
+class Broker:
+    def __init__(self, store=None, schedule=None, clock=time.monotonic):
+        self.store = store if store is not None else TransientStore()
+        self._schedule = schedule         # None: the caller runs run_turn itself (benchmarks, tests)
+        self.clock = clock
+        self.queues: dict[str, MessageQueue] = {}
+        self.exchanges: dict = {"": DefaultExchange(self.queues)}
+        for name, type_name in PREDECLARED.items():
+            self.exchanges[name] = EXCHANGE_TYPES[type_name](name, durable=True)
+        self._to_drain: list = []
+        self._dirty_channels: list = []
+        self._turn_scheduled = False
+        self._expiring: set = set()        # queues that hold messages with a TTL
+        self._session_ids = 0
+        self.stats = {"published": 0, "delivered_batches": 0}
+
+    # ---- sessions -----------------------------------------------------------------------------------
+    def open_session(self, sink, session_id=None) -> Session:
+        self._session_ids += 1
+        return Session(self, sink, session_id if session_id is not None else self._session_ids)
+
+    # ---- turns ------------------------------------------------------------------------------------
+    def _want_turn(self):
+        if not self._turn_scheduled and self._schedule is not None:
+            self._turn_scheduled = True
+            self._schedule(self.run_turn)
+
+    def schedule_drain(self, queue) -> None:
+        queue.scheduled = True
+        self._to_drain.append(queue)
+        self._want_turn()
+
+    def channel_dirty(self, channel) -> None:
+        self._dirty_channels.append(channel)
+        self._want_turn()
+
+    def run_turn(self) -> None:
+        """Deliver what can be delivered, then send each channel's deliveries and confirms."""
+        self._turn_scheduled = False
+        now = self.clock()
+        to_drain, self._to_drain = self._to_drain, []
+        for q in to_drain:
+            if q.scheduled and not q.deleted:
+                q.drain(now)
+        channels, self._dirty_channels = self._dirty_channels, []
+        confirms = []
+        for ch in channels:
+            ch.dirty = False
+            if ch.closed:
+                continue
+            if ch.outbox:
+                entries = ch.take_deliveries()
+                too_large = ch.session.sink.deliver(ch.number, entries)
+                if too_large:
+                    for tag in too_large:
+                        if tag in ch.unacked:
+                            ch.nack(tag, False, False, "reject")
+            if ch.confirm_mode and ch.publish_seq > ch.confirmed_upto:
+                confirms.append((ch, ch.take_confirms()))
+        if confirms:
+            self.store.when_durable(lambda: self._send_confirms(confirms))
+        if self._to_drain:
+            self._want_turn()
+
+    @staticmethod
+    def _send_confirms(confirms) -> None:
+        for ch, pushes in confirms:
+            if ch.closed:
+                continue
+            sink = ch.session.sink
+            for ack, seq, multiple in pushes:
+                sink.confirm(ch.number, ack, seq, multiple)
+
+    def _confirms_pending(self, channel) -> None:
+        if not channel.dirty:
+            channel.dirty = True
+            self.channel_dirty(channel)
+
+    # ---- the store --------------------------------------------------------------------------------
+    def store_enqueue(self, queue, msg) -> None:
+        self.store.enqueue(queue, msg)
+
+    def watch_expiry(self, queue) -> None:
+        self._expiring.add(queue)
+
+    # ---- exchanges --------------------------------------------------------------------------------
+    def declare_exchange(self, name: str, type_name: str, durable=False, auto_delete=False,
+                         internal=False, arguments=None, passive=False):
+        arguments = arguments or {}
+        existing = self.exchanges.get(name)
+        if passive:
+            if existing is None:
+                raise _not_found(f"no exchange '{name}' (passive declare)")
+            return existing
+        if name == "":
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED, "the default exchange '' cannot be declared")
+        if type_name not in EXCHANGE_TYPES:
+            raise BrokerError(ErrorCode.BAD_REQUEST,
+                              f"unknown exchange type {type_name!r}; use one of {', '.join(EXCHANGE_TYPES)}")
+        if existing is not None:
+            wanted = (type_name, bool(durable), bool(auto_delete), bool(internal), freeze(arguments))
+            if wanted != existing.settings():
+                raise BrokerError(ErrorCode.PRECONDITION_FAILED, _diff_message(
+                    f"exchange '{name}'", existing.settings(), wanted,
+                    ("type", "durable", "auto_delete", "internal", "arguments")))
+            return existing
+        if name.startswith("amq."):
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"exchange names starting with 'amq.' are reserved; '{name}' cannot be declared")
+        exchange = EXCHANGE_TYPES[type_name](name, bool(durable), bool(auto_delete), bool(internal), arguments)
+        self.exchanges[name] = exchange
+        if exchange.durable:
+            self.store.exchange_declared(exchange)
+        return exchange
+
+    def get_exchange(self, name: str):
+        exchange = self.exchanges.get(name)
+        if exchange is None:
+            raise _not_found(f"no exchange '{name}'")
+        return exchange
+
+    def delete_exchange(self, name: str, if_unused=False) -> None:
+        if name == "" or name in PREDECLARED:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"exchange '{name}' is built in and cannot be deleted")
+        exchange = self.get_exchange(name)
+        if if_unused and exchange.bindings:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"exchange '{name}' has {len(exchange.bindings)} binding(s) (if_unused was set)")
+        self._delete_exchange_object(exchange)
+
+    def _delete_exchange_object(self, exchange) -> None:
+        if exchange.deleted:
+            return
+        exchange.deleted = True
+        self.exchanges.pop(exchange.name, None)
+        for b in list(exchange.bindings.values()):
+            exchange.unbind(b.destination, b.routing_key, b.arguments)
+            if b.destination.is_queue:
+                b.destination.bound_to.discard(exchange)
+        # bindings where this exchange is the destination
+        for other in list(self.exchanges.values()):
+            if other is not exchange and other.bindings:
+                if other.unbind_destination(exchange):
+                    self._maybe_auto_delete_exchange(other)
+        if exchange.durable:
+            self.store.exchange_deleted(exchange)
+
+    def _maybe_auto_delete_exchange(self, exchange) -> None:
+        if exchange.auto_delete and not exchange.bindings and exchange.name not in PREDECLARED:
+            self._delete_exchange_object(exchange)
+
+    # ---- bindings ---------------------------------------------------------------------------------
+    def _bindable_source(self, name: str):
+        if name == "":
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              "the default exchange '' cannot be bound to or unbound from; every queue is bound to it by name")
+        return self.get_exchange(name)
+
+    def bind_queue(self, session, queue_name, exchange_name, routing_key="", arguments=None) -> None:
+        queue = self.get_queue(queue_name, session)
+        exchange = self._bindable_source(exchange_name)
+        _check_binding_arguments(exchange, arguments)
+        if exchange.bind(queue, routing_key, arguments):
+            queue.bound_to.add(exchange)
+            if queue.durable and exchange.durable:
+                self.store.bound(exchange, queue, routing_key, arguments or {})
+
+    def unbind_queue(self, session, queue_name, exchange_name, routing_key="", arguments=None) -> None:
+        queue = self.get_queue(queue_name, session)
+        exchange = self._bindable_source(exchange_name)
+        if exchange.unbind(queue, routing_key, arguments):
+            if not any(b.destination is queue for b in exchange.bindings.values()):
+                queue.bound_to.discard(exchange)
+            if queue.durable and exchange.durable:
+                self.store.unbound(exchange, queue, routing_key, arguments or {})
+            self._maybe_auto_delete_exchange(exchange)
+
+    def bind_exchange(self, destination, source, routing_key="", arguments=None) -> None:
+        dest = self._bindable_source(destination)
+        src = self._bindable_source(source)
+        _check_binding_arguments(src, arguments)
+        if src.bind(dest, routing_key, arguments) and src.durable and dest.durable:
+            self.store.bound(src, dest, routing_key, arguments or {})
+
+    def unbind_exchange(self, destination, source, routing_key="", arguments=None) -> None:
+        dest = self._bindable_source(destination)
+        src = self._bindable_source(source)
+        if src.unbind(dest, routing_key, arguments):
+            if src.durable and dest.durable:
+                self.store.unbound(src, dest, routing_key, arguments or {})
+            self._maybe_auto_delete_exchange(src)
+
+    # ---- queues -----------------------------------------------------------------------------------
+    def get_queue(self, name: str, session=None) -> MessageQueue:
+        queue = self.queues.get(name)
+        if queue is None:
+            raise _not_found(f"no queue '{name}'")
+        if queue.exclusive_owner is not None and session is not None and queue.exclusive_owner is not session:
+            raise BrokerError(ErrorCode.RESOURCE_LOCKED,
+                              f"queue '{name}' is exclusive to another connection; only that connection may use it")
+        return queue
+
+    def declare_queue(self, session, name="", passive=False, durable=False, exclusive=False,
+                      auto_delete=False, arguments=None) -> MessageQueue:
+        arguments = arguments or {}
+        now = self.clock()
+        if passive:
+            # A passive declare only looks: it does not renew an x-expires lease.
+            return self.get_queue(name, session)
+        server_named = not name
+        if server_named:
+            name = server_named_queue()
+        existing = self.queues.get(name)
+        if existing is not None:
+            self.get_queue(name, session)   # RESOURCE_LOCKED for another connection's exclusive queue
+            wanted = (bool(durable), bool(exclusive), bool(auto_delete), freeze(arguments))
+            if wanted != existing.settings_key():
+                raise BrokerError(ErrorCode.PRECONDITION_FAILED, _diff_message(
+                    f"queue '{name}'", existing.settings_key(), wanted,
+                    ("durable", "exclusive", "auto_delete", "arguments")))
+            existing.last_used = now
+            return existing
+        if name.startswith("amq.") and not server_named:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"queue names starting with 'amq.' are reserved; '{name}' cannot be declared "
+                              f"(declare the name \"\" to get a server-named queue)")
+        queue = MessageQueue(self, name, bool(durable), session if exclusive else None, bool(auto_delete),
+                             arguments, now)
+        self.queues[name] = queue
+        if exclusive:
+            session.exclusive_queues.add(queue)
+        if queue.ttl is not None or queue.expires is not None:
+            self._expiring.add(queue)
+        if queue.durable:
+            self.store.queue_declared(queue)
+        return queue
+
+    def purge_queue(self, session, name: str) -> int:
+        return self.get_queue(name, session).purge()
+
+    def delete_queue(self, session, name: str, if_unused=False, if_empty=False) -> int:
+        queue = self.get_queue(name, session)
+        if if_unused and queue.consumers:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"queue '{name}' has {len(queue.consumers)} consumer(s) (if_unused was set)")
+        if if_empty and queue.ready:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"queue '{name}' has {len(queue.ready)} message(s) (if_empty was set)")
+        return self.delete_queue_object(queue)
+
+    def delete_queue_object(self, queue) -> int:
+        """Delete a queue: cancel its consumers (telling their clients), unbind it, drop its messages."""
+        if queue.deleted:
+            return 0
+        count = len(queue.ready)
+        queue.deleted = True
+        self.queues.pop(queue.name, None)
+        self._expiring.discard(queue)
+        for consumer in list(queue.consumers):
+            ch = consumer.channel
+            if ch.consumers.pop(consumer.tag, None) is not None and not ch.closed:
+                ch.session.sink.cancel(ch.number, consumer.tag)
+        queue.consumers.clear()
+        for exchange in list(queue.bound_to):
+            exchange.unbind_destination(queue)
+            self._maybe_auto_delete_exchange(exchange)
+        queue.bound_to.clear()
+        for m in queue.ready.drain_all():
+            queue.settled(m)
+        queue.ready_bytes = 0
+        if queue.exclusive_owner is not None:
+            queue.exclusive_owner.exclusive_queues.discard(queue)
+        if queue.durable:
+            self.store.queue_deleted(queue)
+        return count
+
+    def consumer_removed(self, consumer, now: float) -> None:
+        queue = consumer.queue
+        queue.remove_consumer(consumer, now)
+        if queue.auto_delete and queue.had_consumer and not queue.consumers and not queue.deleted:
+            self.delete_queue_object(queue)
+
+    # ---- time -------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Periodic work: TTL sweeps and the expiry of unused queues (`x-expires`)."""
+        now = self.clock()
+        for queue in list(self._expiring):
+            if queue.deleted:
+                self._expiring.discard(queue)
+                continue
+            if queue.expires is not None and not queue.consumers and now - queue.last_used >= queue.expires:
+                self.delete_queue_object(queue)
+                continue
+            if queue.ready:
+                queue.expire(now)
+
+    # ---- routing and publishing -----------------------------------------------------------------------
+    def route(self, exchange, routing_key: str, properties) -> list:
+        """The queues a message reaches from `exchange`, following exchange-to-exchange bindings."""
+        dests = exchange.route(routing_key, properties)
+        for d in dests:
+            if not d.is_queue:
+                break
+        else:
+            return dests
+        queues: dict = {}
+        seen = {id(exchange)}
+        stack = list(dests)
+        while stack:
+            d = stack.pop()
+            if d.is_queue:
+                queues[id(d)] = d
+            elif id(d) not in seen:
+                seen.add(id(d))
+                stack.extend(d.route(routing_key, properties))
+        return list(queues.values())
+
+    def publish(self, channel, exchange_name: str, routing_key: str, body: bytes, properties,
+                mandatory: bool, now: float) -> None:
+        """Route and enqueue one message; under confirms, record its ack or nack.
+
+        Raises NOT_FOUND (missing exchange) or BAD_REQUEST (bad properties) after recording a
+        nack, so a client waiting on confirms learns of it too.
+        """
+        if channel.confirm_mode:
+            channel.publish_seq += 1
+            if not channel.dirty:
+                channel.dirty = True
+                self.channel_dirty(channel)
+        exchange = self.exchanges.get(exchange_name)
+        try:
+            if exchange is None:
+                raise _not_found(f"channel {channel.number}: publish to exchange '{exchange_name}': no such exchange; "
+                                 f"the message was dropped")
+            if exchange.internal:
+                raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                                  f"channel {channel.number}: exchange '{exchange_name}' is internal; "
+                                  f"publish to it is not allowed")
+            msg = Message(exchange_name, routing_key, body, properties)
+            if properties:
+                msg.priority, msg.persistent, msg.expires_at = check_properties(properties, now)
+        except BrokerError:
+            if channel.confirm_mode:
+                channel.nacks.append(channel.publish_seq)
+            raise
+        queues = exchange.route(routing_key, properties)
+        if queues:
+            for q in queues:
+                if not q.is_queue:
+                    queues = self.route(exchange, routing_key, properties)
+                    break
+        if not queues:
+            if mandatory:
+                channel.session.sink.return_message(channel.number, NO_ROUTE, NO_ROUTE_TEXT, exchange_name,
+                                                    routing_key, body, properties)
+            return
+        accepted = True
+        first = True
+        for q in queues:
+            if first:
+                first = False
+                if not q.publish(msg, now):
+                    accepted = False
+            elif not q.publish(msg.copy_for_queue(), now):
+                accepted = False
+        if not accepted and channel.confirm_mode:
+            channel.nacks.append(channel.publish_seq)
+
+    def publish_batch(self, channel, messages: list) -> None:
+        """Publish many; each takes a sequence number in order. Bad entries are nacked and the
+        rest still published; then one error describes what was refused.
+
+        The common case — a transient message without properties routed to exactly one queue
+        with no TTL or limit — is inlined here; everything else goes through `publish`.
+        """
+        now = self.clock()
+        publish = self.publish
+        exchanges = self.exchanges
+        confirm = channel.confirm_mode
+        errors = None
+        last_name = None
+        exchange = None
+        for entry in messages:
+            if type(entry) is list and len(entry) == 5 and not entry[3]:
+                name, rk, body, _, mandatory = entry
+                if name != last_name or exchange is None:
+                    last_name = name
+                    exchange = exchanges.get(name) if type(name) is str else None
+                if exchange is not None and not exchange.internal and type(body) is bytes and type(rk) is str:
+                    queues = exchange.route(rk, None)
+                    if len(queues) == 1:
+                        q = queues[0]
+                        if q.fast:
+                            if confirm:
+                                channel.publish_seq += 1
+                            msg = Message(name, rk, body, None)
+                            msg.queue = q
+                            msg.position = q._next_position
+                            q._next_position += 1
+                            q.ready.append(msg)
+                            q.ready_bytes += msg.size
+                            if q.consumers and not q.scheduled:
+                                self.schedule_drain(q)
+                            continue
+            try:
+                self._publish_entry(channel, entry, now)
+            except BrokerError as exc:
+                if errors is None:
+                    errors = [exc, 0]
+                errors[1] += 1
+        if confirm and not channel.dirty:
+            channel.dirty = True
+            self.channel_dirty(channel)
+        self.stats["published"] += len(messages)
+        if errors is not None:
+            exc, count = errors
+            if count > 1:
+                raise BrokerError(exc.code, f"{exc.message} ({count} of {len(messages)} messages in this batch "
+                                            f"were refused; the others were published)")
+            raise exc
+
+    def _publish_entry(self, channel, entry, now) -> None:
+        if type(entry) is not list or not 3 <= len(entry) <= 5 or type(entry[0]) is not str \
+                or type(entry[1]) is not str or type(entry[2]) is not bytes:
+            if channel.confirm_mode:
+                channel.publish_seq += 1
+                channel.nacks.append(channel.publish_seq)
+            raise BrokerError(ErrorCode.BAD_REQUEST,
+                              f"channel {channel.number}: publish_batch entries must be "
+                              f"[exchange (str), routing_key (str), body (bin), properties (map or nil), mandatory (bool)]")
+        properties = entry[3] if len(entry) > 3 else None
+        mandatory = entry[4] if len(entry) > 4 else False
+        self.publish(channel, entry[0], entry[1], entry[2], properties, mandatory, now)
+
+    def dead_letter(self, queue, msgs: list, reason: str) -> None:
+        dead_letter_module.dead_letter(self, queue, msgs, reason)
+
+    # ---- introspection ----------------------------------------------------------------------------
+    def describe(self) -> dict:
+        return {"queues": len(self.queues), "exchanges": len(self.exchanges) - 1}
+
+
+def _check_binding_arguments(exchange, arguments) -> None:
+    if arguments is not None and not isinstance(arguments, dict):
+        raise BrokerError(ErrorCode.BAD_REQUEST, "binding arguments must be a map")
+    if exchange.type_name == "headers" and arguments:
+        from .exchanges import MATCH_MODES
+        mode = arguments.get("x-match", "all")
+        if mode not in MATCH_MODES:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"x-match must be one of {', '.join(MATCH_MODES)}, got {mode!r}")
+
+
+def _diff_message(what: str, have: tuple, wanted: tuple, names: tuple) -> str:
+    diffs = [f"{n}: existing {h!r}, requested {w!r}" for n, h, w in zip(names, have, wanted) if h != w]
+    return f"{what} exists with other settings ({'; '.join(diffs)}); declare it with the same settings or delete it first"

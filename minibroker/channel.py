@@ -1,0 +1,217 @@
+"""A channel: delivery tags, the unacked map, prefetch settings, consumers and publisher confirms.
+
+As in AMQP 0-9-1, a client numbers its channels; everything about acknowledgements lives here.
+
+- Delivery tags count up from 1 per channel. `unacked` maps tag → Message in tag order (dicts
+  keep insertion order), so `ack(tag, multiple=True)` walks from the front and stops at `tag`:
+  O(messages acked), never a scan of the whole window.
+- Deliveries are not sent one by one: `deliver` appends to `outbox`, and the broker hands the
+  whole outbox to the connection (`Session.sink.deliver`) once per loop turn (`Broker.run_turn`).
+- Publisher confirms: after `confirm_select` each publish takes the next sequence number.
+  Only nacks are recorded individually; `take_confirms` turns "everything up to `publish_seq`
+  except these nacks" into as few `confirm` pushes as possible (one `multiple` ack per run).
+- Unacked messages go back to their queues (`MessageQueue.return_messages`) when the channel
+  closes, flagged redelivered, at their original place.
+"""
+
+import secrets
+
+from clients.protocol.errors import BrokerError, ErrorCode
+
+from .consumer import Consumer
+
+
+class Channel:
+    def __init__(self, session, number: int):
+        self.session = session
+        self.broker = session.broker
+        self.number = number
+        self.next_tag = 1
+        self.unacked: dict = {}
+        self.consumers: dict = {}
+        self.prefetch_count = 0          # for consumers created from now on (qos global=false)
+        self.global_prefetch = 0         # shared by the channel's consumers (qos global=true)
+        self.confirm_mode = False
+        self.publish_seq = 0
+        self.confirmed_upto = 0
+        self.nacks: list = []
+        self.outbox: list = []
+        self.dirty = False               # in the broker's list of channels to flush this turn
+        self.closed = False
+
+    # ---- delivering -------------------------------------------------------------------------------
+    def deliver(self, consumer, msg) -> None:
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if consumer.no_ack:
+            msg.queue.settled(msg)
+        else:
+            msg.tag = tag
+            msg.consumer = consumer
+            self.unacked[tag] = msg
+            consumer.unacked += 1
+            msg.queue.unacked += 1
+        self.outbox.append([consumer.tag, tag, msg.redelivered, msg.exchange, msg.routing_key,
+                            msg.body, msg.properties])
+        if not self.dirty:
+            self.dirty = True
+            self.broker.channel_dirty(self)
+
+    def take_deliveries(self) -> list:
+        out = self.outbox
+        self.outbox = []
+        return out
+
+    def get(self, queue, no_ack: bool, now: float):
+        msg = queue.get(now)
+        if msg is None:
+            return None
+        tag = self.next_tag
+        self.next_tag = tag + 1
+        if no_ack:
+            queue.settled(msg)
+        else:
+            msg.tag = tag
+            msg.consumer = None
+            self.unacked[tag] = msg
+            queue.unacked += 1
+        return {"delivery_tag": tag, "redelivered": msg.redelivered, "exchange": msg.exchange,
+                "routing_key": msg.routing_key, "message_count": len(queue.ready),
+                "body": msg.body, "properties": msg.properties}
+
+    # ---- settling ---------------------------------------------------------------------------------
+    def _take(self, tag: int, multiple: bool, verb: str) -> list:
+        unacked = self.unacked
+        if multiple:
+            if tag == 0:     # AMQP: multiple with tag 0 means "everything outstanding"
+                msgs = list(unacked.values())
+                unacked.clear()
+                return msgs
+            msgs = []
+            for t, m in unacked.items():
+                if t > tag:
+                    break
+                msgs.append(m)
+            if not msgs:
+                raise self._unknown_tag(tag, verb)
+            if len(msgs) == len(unacked):
+                unacked.clear()
+            else:
+                for m in msgs:
+                    del unacked[m.tag]
+            return msgs
+        msg = unacked.pop(tag, None)
+        if msg is None:
+            raise self._unknown_tag(tag, verb)
+        return [msg]
+
+    def _unknown_tag(self, tag, verb):
+        return BrokerError(ErrorCode.PRECONDITION_FAILED,
+                           f"channel {self.number}: unknown delivery tag {tag} in {verb} (never delivered on "
+                           f"this channel, or already acked/rejected); nothing was changed")
+
+    def _release(self, msgs) -> None:
+        """Free the prefetch credit the messages held, and wake the queues that may now deliver."""
+        last = None
+        woken = []
+        for m in msgs:
+            m.queue.unacked -= 1
+            c = m.consumer
+            if c is not None:
+                c.unacked -= 1
+                if c is not last:
+                    last = c
+                    woken.append(c)
+        if self.global_prefetch:
+            woken = list(self.consumers.values())
+        schedule = self.broker.schedule_drain
+        for c in woken:
+            q = c.queue
+            if q.ready and not q.scheduled and not q.deleted:
+                schedule(q)
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        msgs = self._take(tag, multiple, "ack")
+        self._release(msgs)
+        for m in msgs:
+            if m.store_id is not None:
+                m.queue.settled(m)
+
+    def nack(self, tag: int, multiple: bool, requeue: bool, verb: str = "nack") -> None:
+        msgs = self._take(tag, multiple, verb)
+        self._release(msgs)
+        self._give_back(msgs, requeue)
+
+    def _give_back(self, msgs: list, requeue: bool) -> None:
+        by_queue: dict = {}
+        for m in msgs:
+            by_queue.setdefault(m.queue, []).append(m)
+        for q, group in by_queue.items():
+            if requeue:
+                q.return_messages(group)
+            else:
+                q.discard(group, "rejected")
+
+    # ---- consumers --------------------------------------------------------------------------------
+    def consume(self, queue, tag: str, no_ack: bool, exclusive: bool, arguments: dict, now: float) -> str:
+        if not tag:
+            tag = "amq.ctag-" + secrets.token_urlsafe(16)
+        elif tag in self.consumers:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"channel {self.number} already has a consumer with tag {tag!r}; pick another tag")
+        consumer = Consumer(tag, queue, self, no_ack, exclusive, self.prefetch_count, arguments)
+        queue.add_consumer(consumer, now)
+        self.consumers[tag] = consumer
+        return tag
+
+    def cancel(self, tag: str, now: float) -> bool:
+        """Cancel a consumer. Its unacked messages stay on the channel, ackable, as in RabbitMQ."""
+        consumer = self.consumers.pop(tag, None)
+        if consumer is None:
+            return False
+        self.broker.consumer_removed(consumer, now)
+        return True
+
+    def qos(self, prefetch_count: int, global_: bool) -> None:
+        if global_:
+            self.global_prefetch = prefetch_count
+            for c in self.consumers.values():
+                if c.queue.ready and not c.queue.scheduled:
+                    self.broker.schedule_drain(c.queue)
+        else:
+            self.prefetch_count = prefetch_count
+
+    # ---- publisher confirms -----------------------------------------------------------------------
+    def take_confirms(self) -> list:
+        """The confirm pushes owed so far, as [(ack, seq, multiple)], fewest possible."""
+        end = self.publish_seq
+        start = self.confirmed_upto + 1
+        out = []
+        for seq in self.nacks:
+            if seq > start:    # the acks before this nack, as one push
+                out.append((True, seq - 1, seq - 1 > start))
+            out.append((False, seq, False))
+            start = seq + 1
+        if end >= start:
+            out.append((True, end, end > start))
+        self.nacks.clear()
+        self.confirmed_upto = end
+        return out
+
+    def has_confirms(self) -> bool:
+        return self.confirm_mode and self.publish_seq > self.confirmed_upto
+
+    # ---- closing ----------------------------------------------------------------------------------
+    def close(self, now: float) -> None:
+        """Cancel the consumers and return every unacked message to its queue, redelivered."""
+        if self.closed:
+            return
+        self.closed = True
+        for tag in list(self.consumers):
+            self.cancel(tag, now)
+        msgs = list(self.unacked.values())
+        self.unacked.clear()
+        self.outbox = []
+        if msgs:
+            self._release(msgs)
+            self._give_back(msgs, requeue=True)

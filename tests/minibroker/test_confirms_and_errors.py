@@ -1,0 +1,127 @@
+"""Publisher confirms, mandatory returns, and errors that leave the connection usable."""
+
+import pytest
+
+from clients.protocol.errors import BrokerError
+
+
+def test_every_publish_is_confirmed_with_coalesced_multiple_acks(client):
+    client.call("queue_declare", queue="q")
+    client.call("confirm_select", ch=1)
+    for _ in range(5):
+        client.send("publish_batch", ch=1, messages=[["", "q", b"x", None, False]] * 200)
+    client.wait(lambda: len(client.confirmed()) == 1000, message="1000 confirms")
+    assert all(client.confirmed().values())
+    assert len(client.confirms) <= 10    # far fewer pushes than messages
+    assert client.confirms[-1][2] == 1000
+
+
+def test_unroutable_messages_are_confirmed_too(client):
+    client.call("confirm_select", ch=1)
+    client.send("publish", ch=1, exchange="amq.direct", routing_key="nowhere", body=b"x")
+    client.wait(lambda: client.confirmed() == {1: True}, message="confirm of an unroutable message")
+
+
+def test_mandatory_unroutable_message_returns_before_its_confirm(client):
+    client.call("confirm_select", ch=1)
+    client.call("ping")
+    client.send("publish", ch=1, exchange="amq.direct", routing_key="nowhere", body=b"lost",
+                properties={"message_id": "m1"}, mandatory=True)
+    client.call("ping")
+    client.wait(lambda: client.returns and client.confirms, message="return and confirm")
+    assert client.returns == [[1, 312, "NO_ROUTE", "amq.direct", "nowhere", b"lost", {"message_id": "m1"}]]
+
+
+def test_return_push_precedes_confirm_push_on_the_wire(client):
+    client.call("confirm_select", ch=1)
+    client.send("publish", ch=1, exchange="", routing_key="nowhere", body=b"x", mandatory=True)
+    client.flush()
+    order = []
+    while len(order) < 2:
+        client.conn.read(5)
+        order.extend(p.event for p in client.conn.pushes)
+        client.conn.pushes.clear()
+    assert order == ["return", "confirm"]
+
+
+def test_publish_to_missing_exchange_errors_with_the_channel_and_nacks_under_confirms(client):
+    client.call("queue_declare", queue="q")
+    client.call("confirm_select", ch=3)
+    client.send("publish", ch=3, routing_key="q", body=b"ok")
+    client.send("publish", ch=3, exchange="ghost", routing_key="q", body=b"lost")
+    client.send("publish", ch=3, routing_key="q", body=b"ok")
+    error = client.async_error()
+    assert error.code == "NOT_FOUND" and "channel 3" in error.message and "ghost" in error.message
+    client.wait(lambda: len(client.confirmed()) == 3, message="3 confirms")
+    assert client.confirmed() == {1: True, 2: False, 3: True}
+    assert client.call("queue_declare", queue="q", passive=True)["message_count"] == 2
+
+
+def test_publish_batch_with_a_bad_entry_publishes_the_rest_and_reports_one_error(client):
+    client.call("queue_declare", queue="q")
+    client.call("confirm_select", ch=1)
+    client.send("publish_batch", ch=1, messages=[["", "q", b"1", None, False], ["ghost", "q", b"2", None, False],
+                                                 ["ghost", "q", b"3", None, False], ["", "q", b"4", None, False]])
+    error = client.async_error()
+    assert error.code == "NOT_FOUND" and "2 of 4" in error.message
+    client.wait(lambda: len(client.confirmed()) == 4, message="4 confirms")
+    assert client.confirmed() == {1: True, 2: False, 3: False, 4: True}
+    assert client.conn.async_errors == type(client.conn.async_errors)()   # one error, not one per message
+
+
+def test_publish_with_a_reply_id_gets_an_error_reply(client):
+    with pytest.raises(BrokerError) as err:
+        client.call("publish", exchange="ghost", routing_key="q", body=b"x")
+    assert err.value.code == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("args", [
+    {"routing_key": "q", "body": "text not bin"},
+    {"routing_key": "q", "body": b"x", "properties": {"priority": 999}},
+    {"routing_key": "q", "body": b"x", "properties": {"expiration": "soon"}},
+    {"routing_key": "q", "body": b"x", "properties": {"headers": [1]}},
+])
+def test_bad_publish_arguments_are_bad_request(client, args):
+    client.call("queue_declare", queue="q")
+    with pytest.raises(BrokerError) as err:
+        client.call("publish", **args)
+    assert err.value.code == "BAD_REQUEST"
+    client.call("ping")
+
+
+def test_errors_keep_the_connection_usable(client):
+    failures = [
+        ("publish", {"exchange": "ghost", "routing_key": "x", "body": b"x"}, "NOT_FOUND"),
+        ("consume", {"queue": "ghost"}, "NOT_FOUND"),
+        ("ack", {"delivery_tag": 42}, "PRECONDITION_FAILED"),
+        ("exchange_declare", {"exchange": "amq.topic", "type": "direct"}, "PRECONDITION_FAILED"),
+        ("exchange_declare", {"exchange": "e", "type": "nonsense"}, "BAD_REQUEST"),
+        ("queue_bind", {"queue": "ghost", "exchange": "amq.direct"}, "NOT_FOUND"),
+        ("basic_qos", {"prefetch_count": -1}, "BAD_REQUEST"),
+        ("queue_declare", {"queue": "amq.mine"}, "PRECONDITION_FAILED"),
+        ("channel_open", {"ch": 0}, "BAD_REQUEST"),
+        ("publish_batch", {"messages": [["only-one"]]}, "BAD_REQUEST"),
+    ]
+    for op, args, code in failures:
+        with pytest.raises(BrokerError) as err:
+            client.call(op, **args)
+        assert err.value.code == code, (op, err.value)
+    client.call("queue_declare", queue="fine")
+    client.call("publish", routing_key="fine", body=b"x")
+    assert client.call("get", queue="fine", no_ack=True)["body"] == b"x"
+
+
+def test_channels_are_independent(client):
+    client.call("queue_declare", queue="q")
+    client.call("publish", routing_key="q", body=b"x")
+    got = client.call("get", ch=2, queue="q")
+    with pytest.raises(BrokerError):
+        client.call("ack", ch=1, delivery_tag=got["delivery_tag"])
+    client.call("ack", ch=2, delivery_tag=got["delivery_tag"])
+
+
+def test_server_info_lists_the_ops(client):
+    info = client.call("server_info")
+    for name in ("queue_declare", "publish_batch", "consume", "ack", "confirm_select", "exchange_bind"):
+        assert name in info["ops"]
+    assert info["queues"] == 0
