@@ -1,0 +1,336 @@
+"""aio-pika's `Channel` over `clients.aio_rpc.AsyncRpcConnection`.
+
+What it does on the wire:
+
+- **Publishing.** `_publish` appends the message to the channel's publish buffer and, once
+  per loop turn (`call_soon(_flush_publishes)`), sends the buffer as one `publish_batch`
+  frame with id 0. Under publisher confirms each message takes the next sequence number as
+  it enters the buffer (the server numbers them in the same order) and its future resolves on
+  the `confirm` push (`_on_confirm`, honouring `multiple`). A `return` push for a mandatory
+  message marks the oldest unconfirmed message with that exchange and routing key; its
+  confirm then resolves to a `DeliveryError` when the channel was opened with
+  `on_return_raises=True`, else to the returned message.
+- **Consuming.** A `deliver` push carries a batch; `_on_deliver` builds one `IncomingMessage`
+  per entry, in order, and hands it to the consumer's callback (coroutines run as tasks).
+- **Settling.** ack/nack/reject are id-0 requests; AsyncRpcConnection writes all frames
+  queued in one loop turn with a single `writelines`.
+- **Errors.** A refused request closes the channel (AMQP semantics), on the server too so it
+  requeues the channel's unacked messages; pending confirms fail with the same exception.
+  `await channel.reopen()` opens it again.
+"""
+
+import asyncio
+import collections
+import itertools
+
+from clients.protocol.errors import BrokerError
+
+from . import exceptions
+from .entities import Exchange, ExchangeType, Queue
+from .message import IncomingMessage
+
+_tag_ids = itertools.count(1)
+
+
+class Channel:
+    def __init__(self, connection, channel_number: int, publisher_confirms: bool = True,
+                 on_return_raises: bool = False):
+        self.connection = connection
+        self._rpc = connection._rpc
+        self._loop = asyncio.get_running_loop()
+        self.number = channel_number
+        self.publisher_confirms = publisher_confirms
+        self.on_return_raises = on_return_raises
+        self._opened = False
+        self._closed = False
+        self.close_reason = None
+        self._consumers: dict = {}          # consumer_tag -> (callback, no_ack)
+        self._cancelled: dict = {}          # consumer_tag -> no_ack, for deliveries still in flight
+        self._pub_buf: list = []
+        self._pub_scheduled = False
+        self._next_seq = 1
+        self._unconfirmed = collections.OrderedDict()  # seq -> [future, exchange, routing_key, mandatory, returned]
+        self.default_exchange = Exchange(self, "", ExchangeType.DIRECT)
+        self._qos = None
+        self._tasks: set = set()
+        self.return_callbacks: list = []
+        self.close_callbacks: list = []
+        self.cancel_callbacks: list = []
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def __await__(self):
+        return self.initialize().__await__()
+
+    async def initialize(self, timeout=None):
+        if not self._opened:
+            await self._call("channel_open", {})
+            if self.publisher_confirms:
+                await self._call("confirm_select", {})
+            self._next_seq = 1
+            self._opened = True
+            self._closed = False
+        return self
+
+    async def reopen(self):
+        if not self._closed:
+            return self
+        self._opened = False
+        self.connection._channels[self.number] = self
+        self._closed = False
+        self.close_reason = None
+        return await self.initialize()
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed or self.connection.is_closed
+
+    @property
+    def is_initialized(self) -> bool:
+        return self._opened
+
+    @property
+    def channel_number(self) -> int:
+        return self.number
+
+    async def close(self, exc=None):
+        if self._closed:
+            return
+        self._flush_publishes()
+        try:
+            if not self._rpc.closed:
+                await self._rpc.call("channel_close", {"ch": self.number})
+        except BrokerError:
+            pass
+        self._mark_closed(exc or exceptions.ChannelInvalidStateError("channel closed by the client"))
+
+    async def __aenter__(self):
+        return await self.initialize()
+
+    async def __aexit__(self, exc_type, exc, tb):
+        await self.close()
+
+    def _mark_closed(self, exc):
+        if self._closed:
+            return
+        self._closed = True
+        self._opened = False
+        self.close_reason = exc
+        self._pub_buf = []
+        for entry in self._unconfirmed.values():
+            if not entry[0].done():
+                entry[0].set_exception(exc)
+        self._unconfirmed.clear()
+        self._consumers.clear()
+        if self.connection._channels.get(self.number) is self:
+            del self.connection._channels[self.number]
+        for callback in self.close_callbacks:
+            callback(self, exc)
+
+    def _on_broker_error(self, exc):
+        """A request on this channel failed: the channel closes, here and on the server."""
+        if self._closed:
+            return
+        self._mark_closed(exc)
+        if not self._rpc.closed:
+            fut = self._rpc.send("channel_close", {"ch": self.number})
+            fut.add_done_callback(lambda f: f.exception())  # nobody waits on it
+
+    def _check(self):
+        if self._closed:
+            raise exceptions.ChannelInvalidStateError(f"channel {self.number} is closed: {self.close_reason!r}")
+        if self.connection.is_closed:
+            raise exceptions.ChannelInvalidStateError("connection is closed")
+
+    async def _call(self, op, args, timeout=30.0):
+        if self._opened:
+            self._check()
+        self._flush_publishes()  # requests on a channel keep the order they were made in
+        args["ch"] = self.number
+        try:
+            fut = self._rpc.send(op, args)
+        except BrokerError as exc:
+            raise exceptions.ConnectionClosed(0, exc.message) from None
+        try:
+            if timeout is None:
+                return await fut
+            return await asyncio.wait_for(fut, timeout)
+        except BrokerError as exc:
+            if exc.code == "CONNECTION_CLOSED":
+                raise exceptions.ConnectionClosed(0, exc.message) from None
+            error = exceptions.channel_error(exc.code, exc.message)
+            self._on_broker_error(error)
+            raise error from None
+
+    # ---- declarations --------------------------------------------------------------------
+    async def set_qos(self, prefetch_count: int = 0, prefetch_size: int = 0, global_: bool = False,
+                      timeout=None, all_channels=None):
+        if all_channels is not None:
+            global_ = all_channels
+        await self._call("basic_qos", {"prefetch_count": prefetch_count, "prefetch_size": prefetch_size,
+                                       "global": global_})
+
+    async def declare_exchange(self, name: str, type=ExchangeType.DIRECT, *, durable: bool = False,
+                               auto_delete: bool = False, internal: bool = False, passive: bool = False,
+                               arguments=None, timeout=None) -> Exchange:
+        type_name = type.value if isinstance(type, ExchangeType) else str(type)
+        if name:
+            await self._call("exchange_declare", {"exchange": name, "type": type_name, "durable": durable,
+                                                  "auto_delete": auto_delete, "internal": internal,
+                                                  "passive": passive, "arguments": arguments or {}})
+        return Exchange(self, name, type, durable=durable, auto_delete=auto_delete, internal=internal,
+                        arguments=arguments)
+
+    async def get_exchange(self, name: str, *, ensure: bool = True) -> Exchange:
+        if ensure:
+            return await self.declare_exchange(name, passive=True)
+        return Exchange(self, name)
+
+    async def declare_queue(self, name: str | None = None, *, durable: bool = False, exclusive: bool = False,
+                            passive: bool = False, auto_delete: bool = False, arguments=None,
+                            timeout=None) -> Queue:
+        result = await self._call("queue_declare", {"queue": name or "", "passive": passive, "durable": durable,
+                                                    "exclusive": exclusive, "auto_delete": auto_delete,
+                                                    "arguments": arguments or {}})
+        return Queue(self, result.get("queue", name), durable=durable, exclusive=exclusive,
+                     auto_delete=auto_delete, arguments=arguments, declaration_result=result)
+
+    async def get_queue(self, name: str, *, ensure: bool = True) -> Queue:
+        if ensure:
+            return await self.declare_queue(name, passive=True)
+        return Queue(self, name)
+
+    async def queue_delete(self, queue_name: str, timeout=None, if_unused=False, if_empty=False, nowait=False):
+        return await self._call("queue_delete", {"queue": queue_name, "if_unused": if_unused, "if_empty": if_empty})
+
+    async def exchange_delete(self, exchange_name: str, timeout=None, if_unused=False, nowait=False):
+        return await self._call("exchange_delete", {"exchange": exchange_name, "if_unused": if_unused})
+
+    # ---- publishing ----------------------------------------------------------------------
+    def _publish(self, exchange: str, routing_key: str, message, mandatory: bool):
+        """Queue one message for the next publish_batch; returns its confirm future (or None)."""
+        self._check()
+        self._pub_buf.append([exchange, routing_key, message.body, message.properties_map(), mandatory])
+        if not self._pub_scheduled:
+            self._pub_scheduled = True
+            self._loop.call_soon(self._flush_publishes)
+        if not self.publisher_confirms:
+            return None
+        fut = self._loop.create_future()
+        self._unconfirmed[self._next_seq] = [fut, exchange, routing_key, mandatory, None]
+        self._next_seq += 1
+        return fut
+
+    def _flush_publishes(self):
+        self._pub_scheduled = False
+        if self._pub_buf and not self._closed:
+            buf, self._pub_buf = self._pub_buf, []
+            self.connection._last_noreply_channel = self
+            try:
+                self._rpc.send("publish_batch", {"ch": self.number, "messages": buf}, want_reply=False)
+            except BrokerError as exc:
+                self._mark_closed(exceptions.ConnectionClosed(0, exc.message))
+
+    def _on_confirm(self, ack, seq, multiple):
+        unconfirmed = self._unconfirmed
+        if multiple:
+            settled = []
+            for s in unconfirmed:
+                if s > seq:
+                    break
+                settled.append(s)
+        else:
+            settled = [seq] if seq in unconfirmed else []
+        for s in settled:
+            fut, exchange, routing_key, mandatory, returned = unconfirmed.pop(s)
+            if fut.done():
+                continue
+            if not ack:
+                fut.set_exception(exceptions.DeliveryError(None, "nack: the broker refused the message"))
+            elif returned is not None:
+                if self.on_return_raises:
+                    fut.set_exception(exceptions.DeliveryError(returned, returned))
+                else:
+                    fut.set_result(returned)
+            else:
+                fut.set_result(True)
+
+    def _on_return(self, body):
+        _, reply_code, reply_text, exchange, routing_key, payload, props = body[:7]
+        returned = IncomingMessage(self, payload, None, False, exchange, routing_key, props, no_ack=True)
+        for entry in self._unconfirmed.values():
+            if entry[3] and entry[4] is None and entry[1] == exchange and entry[2] == routing_key:
+                entry[4] = returned
+                break
+        for callback in self.return_callbacks:
+            callback(self, returned)
+
+    # ---- consuming -----------------------------------------------------------------------
+    async def _consume(self, queue_name, callback, no_ack, exclusive, arguments, consumer_tag):
+        tag = consumer_tag or f"ctag{self.number}.{next(_tag_ids)}"
+        if tag in self._consumers:
+            raise exceptions.DuplicateConsumerTag(530, f"consumer tag {tag!r} is in use on this channel")
+        # Registered before the request leaves: deliveries can arrive in the same read as the
+        # reply, before this coroutine resumes.
+        self._consumers[tag] = (callback, no_ack)
+        self._cancelled.pop(tag, None)
+        try:
+            result = await self._call("consume", {"queue": queue_name, "consumer_tag": tag, "no_ack": no_ack,
+                                                  "exclusive": exclusive, "arguments": arguments or {}})
+        except BaseException:
+            self._consumers.pop(tag, None)
+            raise
+        server_tag = (result or {}).get("consumer_tag") or tag
+        if server_tag != tag:
+            self._consumers[server_tag] = self._consumers.pop(tag)
+        return server_tag
+
+    async def _cancel(self, consumer_tag):
+        entry = self._consumers.pop(consumer_tag, None)
+        if entry is not None:
+            self._cancelled[consumer_tag] = entry[1]
+        if not self._closed:
+            await self._call("cancel", {"consumer_tag": consumer_tag})
+
+    def _on_deliver(self, batch):
+        consumers = self._consumers
+        tasks = self._tasks
+        for d in batch:
+            entry = consumers.get(d[0])
+            if entry is None:
+                # Its consumer was cancelled while this was in flight: give it back.
+                if not self._cancelled.get(d[0], False):
+                    self._settle("nack", {"delivery_tag": d[1], "multiple": False, "requeue": True})
+                continue
+            callback, no_ack = entry
+            message = IncomingMessage(self, d[5], d[1], d[2], d[3], d[4], d[6], d[0], None, no_ack)
+            result = callback(message)
+            if asyncio.iscoroutine(result):
+                task = self._loop.create_task(result)
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+    def _on_broker_cancel(self, consumer_tag):
+        entry = self._consumers.pop(consumer_tag, None)
+        if entry is not None:
+            self._cancelled[consumer_tag] = entry[1]
+            for callback in self.cancel_callbacks:
+                callback(self, consumer_tag)
+
+    def _settle(self, op, args):
+        if self._closed:
+            raise exceptions.ChannelInvalidStateError(f"channel {self.number} is closed")
+        self._flush_publishes()
+        args["ch"] = self.number
+        self.connection._last_noreply_channel = self
+        self._rpc.send(op, args, want_reply=False)
+
+    async def get(self, queue_name, no_ack=False):
+        result = await self._call("get", {"queue": queue_name, "no_ack": no_ack})
+        if not result:
+            return None
+        return IncomingMessage(self, result.get("body", b""), result["delivery_tag"], result.get("redelivered", False),
+                               result.get("exchange", ""), result.get("routing_key", ""), result.get("properties"),
+                               None, result.get("message_count"), no_ack)
+
+    def __repr__(self):
+        return f"<Channel #{self.number} {'closed' if self._closed else 'open'}>"

@@ -1,0 +1,551 @@
+"""`BlockingChannel`: pika's channel API, each method mapped onto one minibroker op.
+
+Synchronous methods (declares, binds, `basic_qos`, `basic_consume`, `basic_get`...) send their
+request and wait for its reply, as pika does. The hot paths do not wait:
+
+- `basic_publish` without confirms appends the message to the channel's publish buffer;
+  `_materialize` turns the buffer into one `publish_batch` frame (id 0, no reply) when it
+  holds 1,000 messages or 256 KiB, or whenever the connection flushes (it waits, reads or
+  processes events). With `confirm_delivery()` on, it sends the message at once and blocks
+  until the server's `confirm` push for its sequence number, raising `UnroutableError` if a
+  `return` push came first for a mandatory message and `NackError` for a negative confirm.
+- `basic_ack` / `basic_nack` / `basic_reject` are id-0 requests queued for the next flush;
+  consecutive `multiple=True` acks merge into the last one (`_ack_upto`).
+- Deliveries come in batches (`deliver` push); `_dispatch_batch` calls each consumer's
+  callback in order with pika's `(channel, Basic.Deliver, BasicProperties, body)`.
+
+A failed request closes the channel, as in AMQP: the error is raised as
+`ChannelClosedByBroker(reply_code, reply_text)` (by the call that got it, or for an id-0
+request by the next call on the channel) and later calls raise `ChannelWrongStateError`.
+The client also closes the channel on the server then, so its unacked messages are requeued.
+"""
+
+import collections
+import itertools
+import time
+
+from . import exceptions, spec
+from .exchange_type import ExchangeType
+from .frame import Method
+
+PUBLISH_BATCH_MESSAGES = 1000
+PUBLISH_BATCH_BYTES = 256 * 1024
+
+_Deliver = spec.Basic.Deliver
+_props_from_wire = spec.BasicProperties.from_wire
+_tag_ids = itertools.count(1)
+
+
+class ReturnedMessage:
+    """A message the broker returned (pika's blocking_connection.ReturnedMessage)."""
+
+    __slots__ = ("method", "properties", "body")
+
+    def __init__(self, method, properties, body):
+        self.method = method
+        self.properties = properties
+        self.body = body
+
+    def __repr__(self):
+        return f"ReturnedMessage(method={self.method!r}, properties={self.properties!r}, body={self.body!r})"
+
+
+class _QueueConsumerGenerator:
+    """The state behind `BlockingChannel.consume`: its consumer and the messages it holds."""
+
+    def __init__(self, params, consumer_tag):
+        self.params = params
+        self.consumer_tag = consumer_tag
+        self.pending = collections.deque()
+
+    def deliver(self, channel, method, properties, body):
+        self.pending.append((method, properties, body))
+
+
+def _wire_properties(properties):
+    if properties is None:
+        return None
+    if isinstance(properties, spec.BasicProperties):
+        return properties.to_wire()
+    raise TypeError(f"properties must be a BasicProperties, got {type(properties).__name__}")
+
+
+class BlockingChannel:
+    def __init__(self, connection, channel_number: int):
+        self.connection = connection
+        self._conn = connection
+        self.channel_number = channel_number
+        self._closed = False
+        self._closing_exc = None       # ChannelClosedByBroker waiting to be raised by the next call
+        self._consumers: dict = {}     # consumer_tag -> (on_message_callback, auto_ack)
+        self._cancelled: dict = {}     # consumer_tag -> auto_ack, for deliveries still in flight
+        self._generator = None
+        self._pub_buf: list = []
+        self._pub_bytes = 0
+        self._ack_upto = 0             # a merged multiple=True ack not yet sent
+        self._confirming = False
+        self._next_seq = 1
+        self._awaiting_seq = 0
+        self._confirm_result = None
+        self._returned: list = []
+        self._return_callbacks: list = []
+        self._cancel_callbacks: list = []
+        self._close_callbacks: list = []
+        self._ch_args = {"ch": channel_number}
+
+    # ---- state ---------------------------------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return not self._closed
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def consumer_tags(self) -> list:
+        return list(self._consumers)
+
+    def _check(self):
+        if self._closing_exc is not None:
+            exc, self._closing_exc = self._closing_exc, None
+            raise exc
+        if self._closed:
+            if self._conn._closed:
+                self._conn._check_open()
+            raise exceptions.ChannelWrongStateError("Channel is closed.")
+
+    def _mark_closed(self, reason):
+        if self._closed:
+            return
+        self._closed = True
+        self._pub_buf = []
+        self._pub_bytes = 0
+        self._ack_upto = 0
+        self._consumers.clear()
+        self._generator = None
+        self._conn._forget_channel(self)
+        for callback in self._close_callbacks:
+            callback(self, reason)
+
+    def _on_broker_error(self, exc, raise_later: bool):
+        """The server refused a request: the channel is closed, as AMQP closes it."""
+        if self._closed:
+            return
+        self._mark_closed(exc)
+        if raise_later:
+            self._closing_exc = exc
+        conn = self._conn
+        if not conn._closed:
+            # Close the channel on the server too, so its unacked deliveries are requeued and
+            # its consumers go; we do not wait for (or care about) the reply.
+            try:
+                conn._ignored_replies.add(conn._send(None, "channel_close", {"ch": self.channel_number}, True))
+            except exceptions.AMQPError:
+                pass
+
+    def close(self, reply_code=0, reply_text="Normal shutdown"):
+        if self._closed:
+            if self._closing_exc is not None:
+                self._closing_exc = None
+                return
+            raise exceptions.ChannelWrongStateError("Channel is closed.")
+        self._materialize()
+        try:
+            self._conn._call(self, "channel_close", {"ch": self.channel_number})
+        finally:
+            self._mark_closed(exceptions.ChannelClosedByClient(reply_code, reply_text))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, value, traceback):
+        if not self._closed:
+            self.close()
+
+    def add_on_close_callback(self, callback):
+        self._close_callbacks.append(callback)
+
+    def add_on_cancel_callback(self, callback):
+        self._cancel_callbacks.append(callback)
+
+    def add_on_return_callback(self, callback):
+        """callback(channel, method, properties, body) for each mandatory message returned."""
+        self._return_callbacks.append(callback)
+
+    def _call(self, op, args):
+        self._check()
+        return self._conn._call(self, op, args)
+
+    # ---- exchanges and queues ------------------------------------------------------------
+    def exchange_declare(self, exchange, exchange_type=ExchangeType.direct, passive=False, durable=False,
+                         auto_delete=False, internal=False, arguments=None):
+        if isinstance(exchange_type, ExchangeType):
+            exchange_type = exchange_type.value
+        self._call("exchange_declare", {"ch": self.channel_number, "exchange": exchange, "type": exchange_type,
+                                        "passive": passive, "durable": durable, "auto_delete": auto_delete,
+                                        "internal": internal, "arguments": arguments or {}})
+        return Method(self.channel_number, spec.Exchange.DeclareOk())
+
+    def exchange_delete(self, exchange=None, if_unused=False):
+        self._call("exchange_delete", {"ch": self.channel_number, "exchange": exchange or "",
+                                       "if_unused": if_unused})
+        return Method(self.channel_number, spec.Exchange.DeleteOk())
+
+    def exchange_bind(self, destination, source, routing_key="", arguments=None):
+        self._call("exchange_bind", {"ch": self.channel_number, "destination": destination, "source": source,
+                                     "routing_key": routing_key, "arguments": arguments or {}})
+        return Method(self.channel_number, spec.Exchange.BindOk())
+
+    def exchange_unbind(self, destination=None, source=None, routing_key="", arguments=None):
+        self._call("exchange_unbind", {"ch": self.channel_number, "destination": destination, "source": source,
+                                       "routing_key": routing_key, "arguments": arguments or {}})
+        return Method(self.channel_number, spec.Exchange.UnbindOk())
+
+    def queue_declare(self, queue, passive=False, durable=False, exclusive=False, auto_delete=False,
+                      arguments=None):
+        result = self._call("queue_declare", {"ch": self.channel_number, "queue": queue, "passive": passive,
+                                              "durable": durable, "exclusive": exclusive,
+                                              "auto_delete": auto_delete, "arguments": arguments or {}})
+        return Method(self.channel_number, spec.Queue.DeclareOk(
+            result.get("queue", queue), result.get("message_count", 0), result.get("consumer_count", 0)))
+
+    def queue_bind(self, queue, exchange, routing_key=None, arguments=None):
+        if routing_key is None:
+            routing_key = queue  # pika binds with the queue name when no key is given
+        self._call("queue_bind", {"ch": self.channel_number, "queue": queue, "exchange": exchange,
+                                  "routing_key": routing_key, "arguments": arguments or {}})
+        return Method(self.channel_number, spec.Queue.BindOk())
+
+    def queue_unbind(self, queue, exchange=None, routing_key=None, arguments=None):
+        if routing_key is None:
+            routing_key = queue
+        self._call("queue_unbind", {"ch": self.channel_number, "queue": queue, "exchange": exchange or "",
+                                    "routing_key": routing_key, "arguments": arguments or {}})
+        return Method(self.channel_number, spec.Queue.UnbindOk())
+
+    def queue_purge(self, queue):
+        result = self._call("queue_purge", {"ch": self.channel_number, "queue": queue})
+        return Method(self.channel_number, spec.Queue.PurgeOk((result or {}).get("message_count", 0)))
+
+    def queue_delete(self, queue, if_unused=False, if_empty=False):
+        result = self._call("queue_delete", {"ch": self.channel_number, "queue": queue,
+                                             "if_unused": if_unused, "if_empty": if_empty})
+        return Method(self.channel_number, spec.Queue.DeleteOk((result or {}).get("message_count", 0)))
+
+    # ---- publishing ----------------------------------------------------------------------
+    def confirm_delivery(self):
+        """Turn on publisher confirms: from now on basic_publish waits for each message's confirm."""
+        if self._confirming:
+            return
+        self._call("confirm_select", {"ch": self.channel_number})
+        self._confirming = True
+        self._next_seq = 1
+
+    def basic_publish(self, exchange, routing_key, body, properties=None, mandatory=False):
+        if self._closing_exc is not None or self._closed:
+            self._check()
+        if type(body) is str:
+            body = body.encode("utf-8")
+        elif body is None:
+            body = b""
+        props = None if properties is None else _wire_properties(properties)
+        if self._confirming:
+            return self._publish_confirmed(exchange, routing_key, body, props, mandatory, properties)
+        buf = self._pub_buf
+        if not buf:
+            self._conn._dirty.add(self)
+        buf.append([exchange, routing_key, body, props, mandatory])
+        self._pub_bytes += len(body) + len(routing_key) + 32
+        if len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES:
+            self._materialize()
+            # A producer that never reads would not notice its channel being closed; a look
+            # at what the server sent, without waiting, once per batch costs nothing.
+            self._conn._poll_nowait()
+
+    def _materialize(self):
+        """Turn the held-back publishes and merged ack into frames in the connection's buffer."""
+        if self._pub_buf:
+            buf = self._pub_buf
+            self._pub_buf = []
+            self._pub_bytes = 0
+            self._conn._send(self, "publish_batch", {"ch": self.channel_number, "messages": buf}, False)
+        if self._ack_upto:
+            tag, self._ack_upto = self._ack_upto, 0
+            self._conn._send(self, "ack", {"ch": self.channel_number, "delivery_tag": tag, "multiple": True}, False)
+
+    def _publish_confirmed(self, exchange, routing_key, body, props, mandatory, properties):
+        self._materialize()
+        seq = self._next_seq
+        self._next_seq += 1
+        self._awaiting_seq = seq
+        self._confirm_result = None
+        self._returned = []
+        conn = self._conn
+        conn._send(self, "publish", {"ch": self.channel_number, "exchange": exchange, "routing_key": routing_key,
+                                     "body": body, "properties": props, "mandatory": mandatory}, False)
+        while self._confirm_result is None:
+            if self._closing_exc is not None or self._closed:
+                self._check()
+            conn._pump(None)
+        self._awaiting_seq = 0
+        if self._closing_exc is not None:
+            self._check()  # the server refused it outright (no such exchange...): that error, not a nack
+        ack = self._confirm_result
+        returned, self._returned = self._returned, []
+        if not ack:
+            raise exceptions.NackError([ReturnedMessage(None, properties, body)])
+        if returned:
+            raise exceptions.UnroutableError(returned)
+
+    def _on_confirm(self, ack, seq, multiple):
+        waiting = self._awaiting_seq
+        if waiting and (seq == waiting or (multiple and seq >= waiting)):
+            self._confirm_result = bool(ack)
+
+    def _on_return(self, body):
+        _, reply_code, reply_text, exchange, routing_key, payload, props = body[:7]
+        method = spec.Basic.Return(reply_code, reply_text, exchange, routing_key)
+        properties = _props_from_wire(props)
+        if self._awaiting_seq:
+            self._returned.append(ReturnedMessage(method, properties, payload))
+        elif self._return_callbacks:
+            self._conn._events.append((self._run_return_callbacks, (method, properties, payload)))
+
+    def _run_return_callbacks(self, returned):
+        if self._closed:
+            return
+        for callback in self._return_callbacks:
+            callback(self, *returned)
+
+    # ---- acknowledgements ----------------------------------------------------------------
+    def basic_ack(self, delivery_tag=0, multiple=False):
+        if self._closing_exc is not None or self._closed:
+            self._check()
+        if multiple and delivery_tag:
+            # Acks with multiple=True supersede each other: only the highest has to be sent.
+            if not self._ack_upto and not self._pub_buf:
+                self._conn._dirty.add(self)
+            if delivery_tag > self._ack_upto:
+                self._ack_upto = delivery_tag
+            return
+        self._send_settle("ack", {"ch": self.channel_number, "delivery_tag": delivery_tag, "multiple": multiple})
+
+    def basic_nack(self, delivery_tag=0, multiple=False, requeue=True):
+        self._check()
+        self._send_settle("nack", {"ch": self.channel_number, "delivery_tag": delivery_tag,
+                                   "multiple": multiple, "requeue": requeue})
+
+    def basic_reject(self, delivery_tag=0, requeue=True):
+        self._check()
+        self._send_settle("reject", {"ch": self.channel_number, "delivery_tag": delivery_tag, "requeue": requeue})
+
+    def _send_settle(self, op, args):
+        if self._ack_upto:
+            self._materialize()  # a pending merged ack goes first, so settlements keep their order
+        self._conn._send(self, op, args, False)
+
+    def basic_qos(self, prefetch_size=0, prefetch_count=0, global_qos=False):
+        self._call("basic_qos", {"ch": self.channel_number, "prefetch_size": prefetch_size,
+                                 "prefetch_count": prefetch_count, "global": global_qos})
+        return Method(self.channel_number, spec.Basic.QosOk())
+
+    # ---- getting -------------------------------------------------------------------------
+    def basic_get(self, queue, auto_ack=False):
+        """One message from `queue`: (Basic.GetOk, BasicProperties, body), or (None, None, None)."""
+        result = self._call("get", {"ch": self.channel_number, "queue": queue, "no_ack": auto_ack})
+        if not result:
+            return None, None, None
+        method = spec.Basic.GetOk(result["delivery_tag"], result.get("redelivered", False),
+                                  result.get("exchange", ""), result.get("routing_key", ""),
+                                  result.get("message_count", 0))
+        return method, _props_from_wire(result.get("properties")), result.get("body", b"")
+
+    # ---- consuming -----------------------------------------------------------------------
+    def _new_tag(self) -> str:
+        return f"ctag{self.channel_number}.{next(_tag_ids)}"
+
+    def basic_consume(self, queue, on_message_callback, auto_ack=False, exclusive=False, consumer_tag=None,
+                      arguments=None):
+        """Start a consumer; `on_message_callback(channel, method, properties, body)` runs for
+        each delivery from process_data_events / start_consuming. Returns the consumer tag."""
+        self._check()
+        if not callable(on_message_callback):
+            raise ValueError("callback must be callable; got %r" % (on_message_callback,))
+        return self._consume(queue, on_message_callback, auto_ack, exclusive, consumer_tag, arguments)
+
+    def _consume(self, queue, on_message, auto_ack, exclusive, consumer_tag, arguments):
+        if not consumer_tag:
+            consumer_tag = self._new_tag()
+        if consumer_tag in self._consumers:
+            raise exceptions.DuplicateConsumerTag(consumer_tag)
+        # Registered before the request leaves: deliveries may follow the reply at once.
+        self._consumers[consumer_tag] = (on_message, auto_ack)
+        self._cancelled.pop(consumer_tag, None)
+        try:
+            result = self._conn._call(self, "consume", {"ch": self.channel_number, "queue": queue,
+                                                        "consumer_tag": consumer_tag, "no_ack": auto_ack,
+                                                        "exclusive": exclusive, "arguments": arguments or {}})
+        except BaseException:
+            self._consumers.pop(consumer_tag, None)
+            raise
+        server_tag = (result or {}).get("consumer_tag") or consumer_tag
+        if server_tag != consumer_tag:
+            self._consumers[server_tag] = self._consumers.pop(consumer_tag)
+        return server_tag
+
+    def _dispatch_batch(self, batch):
+        """Call consumers for one `deliver` push: [[tag, delivery_tag, redelivered, exchange, key, body, props], ...]."""
+        consumers = self._consumers
+        for i, d in enumerate(batch):
+            if self._closed:
+                return  # closed under us: the server requeues what is left
+            entry = consumers.get(d[0])
+            if entry is None:
+                self._orphans(batch[i:i + 1])
+                continue
+            entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5])
+
+    def _orphans(self, deliveries):
+        """Deliveries for a consumer that is gone: requeue those that wait for an ack."""
+        for d in deliveries:
+            if not self._cancelled.get(d[0], False) and not self._closed:
+                self._conn._send(self, "nack", {"ch": self.channel_number, "delivery_tag": d[1],
+                                                "multiple": False, "requeue": True}, False)
+
+    def _take_pending(self, consumer_tag) -> list:
+        """Remove the deliveries for `consumer_tag` still waiting for dispatch; return them."""
+        taken = []
+        events = self._conn._events
+        for index, (fn, batch) in enumerate(events):
+            if getattr(fn, "__self__", None) is self and fn.__func__ is BlockingChannel._dispatch_batch:
+                kept = [d for d in batch if d[0] != consumer_tag]
+                if len(kept) != len(batch):
+                    taken.extend(d for d in batch if d[0] == consumer_tag)
+                    events[index] = (fn, kept)
+        return taken
+
+    def basic_cancel(self, consumer_tag=""):
+        """Cancel a consumer. Returns the auto_ack messages received but not yet dispatched
+        (as (method, properties, body)); unacked ones not yet dispatched are requeued."""
+        if self._closed and self._closing_exc is None:
+            return []
+        self._check()
+        entry = self._consumers.pop(consumer_tag, None)
+        if entry is None:
+            return []
+        auto_ack = entry[1]
+        self._cancelled[consumer_tag] = auto_ack
+        self._conn._call(self, "cancel", {"ch": self.channel_number, "consumer_tag": consumer_tag})
+        pending = self._take_pending(consumer_tag)
+        if auto_ack:
+            return [(_Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5]) for d in pending]
+        self._orphans(pending)
+        return []
+
+    def start_consuming(self):
+        """Process I/O and dispatch consumer callbacks until every consumer is cancelled."""
+        conn = self._conn
+        if conn._dispatch_depth:
+            raise exceptions.ReentrancyError(
+                "start_consuming may not be called from the scope of another BlockingConnection or BlockingChannel callback")
+        self._check()
+        conn._dispatch()  # deliveries that came while we were busy elsewhere
+        while self._consumers and not self._closed:
+            conn.process_data_events(None)
+        self._check_after_consuming()
+
+    def _check_after_consuming(self):
+        if self._closing_exc is not None:
+            exc, self._closing_exc = self._closing_exc, None
+            raise exc
+
+    def stop_consuming(self, consumer_tag=None):
+        """Cancel every consumer (or one) so start_consuming returns."""
+        if self._closed:
+            return
+        tags = [consumer_tag] if consumer_tag else list(self._consumers)
+        for tag in tags:
+            if self._generator is not None and tag == self._generator.consumer_tag:
+                self.cancel()
+            else:
+                self.basic_cancel(tag)
+
+    def _on_broker_cancel(self, consumer_tag):
+        entry = self._consumers.pop(consumer_tag, None)
+        if entry is None:
+            return
+        self._cancelled[consumer_tag] = entry[1]
+        if self._generator is not None and self._generator.consumer_tag == consumer_tag:
+            self._generator.cancelled_by_broker = True
+        for callback in self._cancel_callbacks:
+            self._conn._events.append((lambda _, cb=callback: cb(Method(self.channel_number,
+                                                                         spec.Basic.Cancel(consumer_tag))), None))
+
+    def consume(self, queue, auto_ack=False, exclusive=False, arguments=None, inactivity_timeout=None):
+        """A generator of (method, properties, body); (None, None, None) after `inactivity_timeout`
+        seconds without a message. Leave the loop and call `cancel()` to stop."""
+        self._check()
+        params = (queue, auto_ack, exclusive)
+        if self._generator is not None:
+            if self._generator.params != params:
+                raise ValueError(f"Consume with different params not allowed on existing queue consumer "
+                                 f"generator; previous params: {self._generator.params!r}; new params: {params!r}")
+        else:
+            tag = self._new_tag()
+            generator = _QueueConsumerGenerator(params, tag)
+            generator.cancelled_by_broker = False
+            self._generator = generator
+            try:
+                self._consume(queue, generator.deliver, auto_ack, exclusive, tag, arguments)
+            except BaseException:
+                self._generator = None
+                raise
+        generator = self._generator
+        pending = generator.pending
+        conn = self._conn
+        while self._generator is generator:
+            if pending:
+                yield pending.popleft()
+                continue
+            if generator.cancelled_by_broker or self._closed:
+                self._check_after_consuming()
+                return
+            if inactivity_timeout is None:
+                conn.process_data_events(None)
+                continue
+            deadline = time.monotonic() + inactivity_timeout
+            while not pending and self._generator is generator and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                conn.process_data_events(remaining)
+            if not pending and self._generator is generator and not self._closed:
+                yield None, None, None
+        self._check_after_consuming()
+
+    def get_waiting_message_count(self) -> int:
+        return len(self._generator.pending) if self._generator is not None else 0
+
+    def cancel(self) -> int:
+        """Cancel the `consume` generator's consumer; requeue what it held. Returns how many."""
+        generator = self._generator
+        if generator is None:
+            return 0
+        self._generator = None
+        auto_ack = generator.params[1]
+        if self._closed:
+            return 0
+        if generator.consumer_tag in self._consumers:
+            self.basic_cancel(generator.consumer_tag)
+        pending = list(generator.pending)
+        generator.pending.clear()
+        if auto_ack:
+            return 0
+        for method, _, _ in pending:
+            self._conn._send(self, "nack", {"ch": self.channel_number, "delivery_tag": method.delivery_tag,
+                                            "multiple": False, "requeue": True}, False)
+        return len(pending)
+
+    def __repr__(self):
+        return f"<BlockingChannel number={self.channel_number} {'CLOSED' if self._closed else 'OPEN'} conn={self._conn!r}>"

@@ -1,0 +1,414 @@
+"""`BlockingConnection`: pika's blocking connection, driven over our wire by one I/O loop.
+
+The connection owns the socket (through `clients.rpc.RpcConnection`, which frames, pipelines
+and coalesces writes) and everything that happens on it:
+
+- **Output.** Requests queue in the RpcConnection's write buffer and leave in one `sendall`
+  when the connection next waits, reads or processes events (`_flush_output`), or when the
+  buffer passes 256 KiB. Channels hold two things back even longer, because they merge: a
+  publish buffer (`BlockingChannel.basic_publish` without confirms) that becomes one
+  `publish_batch` frame, and the highest pending `multiple` ack. `_flush_output` turns both
+  into frames first (`BlockingChannel._materialize`).
+- **Input.** `_pump` waits on the socket (and on a wake-up socket for
+  `add_callback_threadsafe`), reads, and `_route`s what came: replies stay in the
+  RpcConnection for the caller waiting on them; pushes become work on the channel they name
+  (a `deliver` batch is queued whole for dispatch, confirms and returns are recorded at once
+  since a blocked `basic_publish` waits on them); errors for requests sent without a reply
+  (id 0) close the channel that sent them, as RabbitMQ closes a channel on a failed publish.
+- **Dispatch.** User callbacks (consumers, returns, timers, thread-safe callbacks) run only
+  from `process_data_events`, `sleep`, `start_consuming` and the `consume` generator, never
+  from inside another blocking call, which is pika's rule too.
+
+The channel API itself is in `blocking_channel.py`.
+"""
+
+import atexit
+import collections
+import heapq
+import itertools
+import select
+import socket
+import time
+import weakref
+
+from clients.protocol.errors import BrokerError, ErrorCode
+from clients.rpc import RpcConnection
+
+from . import exceptions
+from .blocking_channel import BlockingChannel
+from .connection import ConnectionParameters, Parameters
+
+# Wire errors after which the server closes the whole connection, not one channel.
+_CONNECTION_FATAL = frozenset({ErrorCode.FRAME_TOO_LARGE, ErrorCode.CORRUPT_FRAME})
+
+_OPEN_CONNECTIONS: "weakref.WeakSet[BlockingConnection]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit():
+    # pika writes every publish at once; we buffer them. A program that publishes and exits
+    # without closing its connection must still have sent what it published.
+    for conn in list(_OPEN_CONNECTIONS):
+        try:
+            conn._flush_output()
+        except Exception:
+            pass
+
+
+class BlockingConnection:
+    """pika.BlockingConnection over the minibroker wire."""
+
+    def __init__(self, parameters=None, _impl_class=None):
+        if parameters is None:
+            candidates = [ConnectionParameters()]
+        elif isinstance(parameters, Parameters):
+            candidates = [parameters]
+        else:
+            candidates = list(parameters)
+            if not candidates:
+                raise ValueError("parameters must be a Parameters instance or a non-empty sequence of them")
+        self._rpc, self._params = self._connect(candidates)
+        self._sock = self._rpc.sock
+        self._channels: dict[int, BlockingChannel] = {}
+        self._events = collections.deque()        # (fn, arg): work for user callbacks, in order
+        self._threadsafe = collections.deque()    # callbacks from other threads
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._timers: list = []                   # heap of [deadline, seq, callback]
+        self._timer_seq = itertools.count(1)
+        self._timer_index: dict = {}
+        self._dirty: set = set()                  # channels holding publishes or a merged ack
+        self._ignored_replies: set = set()        # replies nobody waits for (channel_close after an error)
+        self._last_noreply_channel = None         # who to blame for an error to an id-0 request
+        self._closed = False
+        self._close_exc = None                    # raised by the next call after a connection loss
+        self._fatal_error = None                  # a connection-level error the server sent before closing
+        self._dispatch_depth = 0
+        self.blocked_callbacks = []
+        _OPEN_CONNECTIONS.add(self)
+
+    @staticmethod
+    def _connect(candidates):
+        last = None
+        for params in candidates:
+            credentials = params.credentials.to_wire() if params.credentials is not None else None
+            for attempt in range(max(1, int(params.connection_attempts or 1))):
+                if attempt:
+                    time.sleep(params.retry_delay)
+                try:
+                    rpc = RpcConnection(params.host, params.port, client_name=params.client_name,
+                                        credentials=credentials,
+                                        connect_timeout=params.socket_timeout or 10.0)
+                    return rpc, params
+                except BrokerError as exc:
+                    if exc.code == ErrorCode.NOT_AUTHORIZED:
+                        raise exceptions.ProbableAuthenticationError(
+                            f"ACCESS_REFUSED - {exc.message}") from None
+                    last = exceptions.AMQPConnectionError(f"{exc.code} - {exc.message}")
+                except (OSError, TimeoutError) as exc:
+                    last = exceptions.AMQPConnectionError(
+                        f"could not connect to {params.host}:{params.port}: {exc}")
+        raise last
+
+    # ---- pika's public connection API ----------------------------------------------------
+    @property
+    def is_open(self) -> bool:
+        return not self._closed
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    basic_nack_supported = consumer_cancel_notify_supported = True
+    exchange_exchange_bindings_supported = publisher_confirms_supported = True
+
+    @property
+    def server_properties(self) -> dict:
+        return self._rpc.server_info or {}
+
+    def channel(self, channel_number=None) -> BlockingChannel:
+        self._check_open()
+        if channel_number is None:
+            channel_number = next(n for n in itertools.count(1) if n not in self._channels)
+        elif channel_number in self._channels:
+            raise exceptions.InvalidChannelNumber(f"channel {channel_number} is already open")
+        ch = BlockingChannel(self, channel_number)
+        self._channels[channel_number] = ch
+        try:
+            self._call(ch, "channel_open", {"ch": channel_number})
+        except BaseException:
+            self._channels.pop(channel_number, None)
+            raise
+        return ch
+
+    def process_data_events(self, time_limit=0):
+        """Send what is queued, take in what the server sent and run the callbacks it calls for.
+
+        Returns as soon as there was something to dispatch, or when `time_limit` seconds have
+        passed (0: do not wait; None: wait until there is something).
+        """
+        self._check_open()
+        deadline = None if time_limit is None else time.monotonic() + time_limit
+        while not self._has_ready():
+            if deadline is None:
+                self._pump(None)
+                continue
+            remaining = deadline - time.monotonic()
+            self._pump(max(remaining, 0))
+            if remaining <= 0:
+                break
+        self._dispatch()
+
+    def sleep(self, duration):
+        """Wait `duration` seconds while processing events (pika's safe replacement for time.sleep)."""
+        self._check_open()
+        deadline = time.monotonic() + duration
+        while True:
+            remaining = deadline - time.monotonic()
+            self.process_data_events(max(remaining, 0))
+            if remaining <= 0:
+                return
+
+    def add_callback_threadsafe(self, callback):
+        """The one method another thread may call: run `callback()` on the connection's thread."""
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        if self._closed:
+            raise exceptions.ConnectionWrongStateError("BlockingConnection.add_callback_threadsafe() called on closed or closing connection.")
+        self._threadsafe.append(callback)
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the wake-up socket is full: the loop is already due to wake
+
+    def call_later(self, delay, callback):
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        seq = next(self._timer_seq)
+        entry = [time.monotonic() + delay, seq, callback]
+        self._timer_index[seq] = entry
+        heapq.heappush(self._timers, entry)
+        return seq
+
+    def remove_timeout(self, timeout_id):
+        entry = self._timer_index.pop(timeout_id, None)
+        if entry is not None:
+            entry[2] = None
+
+    def add_on_connection_blocked_callback(self, callback):
+        self.blocked_callbacks.append(callback)  # the server never blocks a connection this way
+
+    def add_on_connection_unblocked_callback(self, callback):
+        pass
+
+    def close(self, reply_code=200, reply_text="Normal shutdown"):
+        if self._closed:
+            raise exceptions.ConnectionWrongStateError("BlockingConnection.close(%s, %r) called on closed connection." % (reply_code, reply_text))
+        for ch in list(self._channels.values()):
+            ch._mark_closed(exceptions.ChannelClosedByClient(reply_code, reply_text))
+        try:
+            self._flush_output()
+            # Half-close and read to the end: the server then has read (and acted on) every
+            # publish and ack we sent before it closes its side; an abrupt close with unread
+            # deliveries in our buffer would reset the connection and could lose them.
+            self._sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                ready, _, _ = select.select([self._sock], [], [], max(deadline - time.monotonic(), 0))
+                if not ready or not self._sock.recv(1 << 20):
+                    break
+        except (OSError, exceptions.AMQPError):
+            pass
+        self._teardown()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, value, traceback):
+        if not self._closed:
+            self.close()
+
+    # ---- the I/O loop --------------------------------------------------------------------
+    def _check_open(self):
+        if self._closed:
+            exc, self._close_exc = self._close_exc, None
+            if exc is not None:
+                raise exc
+            raise exceptions.ConnectionWrongStateError("connection is closed")
+
+    def _teardown(self):
+        self._closed = True
+        _OPEN_CONNECTIONS.discard(self)
+        self._rpc.closed = True
+        for s in (self._sock, self._wake_r, self._wake_w):
+            try:
+                s.close()
+            except OSError:
+                pass
+        for ch in list(self._channels.values()):
+            ch._mark_closed(exceptions.ChannelClosedByClient(200, "connection closed"))
+        self._channels.clear()
+
+    def _lost(self, detail: str):
+        """The socket died under us: close everything and return the exception to raise."""
+        if self._fatal_error is not None:
+            exc = self._fatal_error
+        else:
+            exc = exceptions.StreamLostError(f"Stream connection lost: {detail}")
+        if not self._closed:
+            self._teardown()
+        self._close_exc = None
+        return exc
+
+    def _send(self, channel, op: str, args: dict, want_reply: bool) -> int:
+        if self._closed:
+            self._check_open()
+        if channel is not None and channel._pub_buf and op != "publish_batch":
+            channel._materialize()  # keep this channel's requests in the order they were made
+        if not want_reply:
+            self._last_noreply_channel = channel
+        try:
+            return self._rpc.send(op, args, want_reply)
+        except BrokerError as exc:
+            if exc.code == "CONNECTION_CLOSED":
+                raise self._lost(exc.message) from None
+            if exc.code == ErrorCode.FRAME_TOO_LARGE:
+                raise exceptions.BodyTooLongError(exc.message) from None
+            raise
+
+    def _call(self, channel, op: str, args: dict):
+        """Send a request and wait for its reply; an error reply closes `channel` (pika's way)."""
+        rid = self._send(channel, op, args, True)
+        replies = self._rpc.replies
+        while rid not in replies:
+            self._pump(None)
+        reply = replies.pop(rid)
+        if type(reply).__name__ == "ErrorReply":
+            if reply.code in _CONNECTION_FATAL:
+                raise exceptions.ConnectionClosedByBroker(exceptions.reply_code_for(reply.code),
+                                                          f"{reply.code} - {reply.message}")
+            exc = exceptions.channel_error(reply.code, reply.message)
+            if channel is not None:
+                channel._on_broker_error(exc, raise_later=False)
+            raise exc
+        return reply.result
+
+    def _flush_output(self):
+        if self._dirty:
+            dirty = list(self._dirty)
+            self._dirty.clear()
+            for ch in dirty:
+                ch._materialize()
+        if self._rpc._out:
+            try:
+                self._rpc.flush()
+            except BrokerError as exc:
+                raise self._lost(exc.message) from None
+
+    def _pump(self, timeout):
+        """Flush, wait up to `timeout` (None: forever) for input or a wake-up, read and route it."""
+        self._check_open()
+        self._flush_output()
+        if self._timers:
+            due = self._timers[0][0] - time.monotonic()
+            timeout = max(due, 0) if timeout is None else max(min(timeout, due), 0)
+        if self._threadsafe:
+            timeout = 0
+        try:
+            ready, _, _ = select.select([self._sock, self._wake_r], [], [], timeout)
+        except (OSError, ValueError) as exc:
+            raise self._lost(str(exc)) from None
+        if not ready:
+            return
+        if self._wake_r in ready:
+            try:
+                while self._wake_r.recv(4096):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+        if self._sock in ready:
+            self._read()
+
+    def _poll_nowait(self):
+        """Take in whatever the server already sent, without waiting (used by a publish loop)."""
+        ready, _, _ = select.select([self._sock], [], [], 0)
+        if ready:
+            self._read()
+
+    def _read(self):
+        try:
+            self._rpc.read(None)
+        except BrokerError as exc:
+            raise self._lost(exc.message) from None
+        self._route()
+
+    def _route(self):
+        rpc = self._rpc
+        pushes = rpc.pushes
+        channels = self._channels
+        while pushes:
+            event, body = pushes.popleft()
+            ch = channels.get(body[0]) if type(body) is list and body else None
+            if ch is None or ch._closed:
+                continue  # a closed channel: the server requeues what it had delivered there
+            if event == "deliver":
+                self._events.append((ch._dispatch_batch, body[1]))
+            elif event == "confirm":
+                ch._on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)
+            elif event == "return":
+                ch._on_return(body)
+            elif event == "cancel":
+                ch._on_broker_cancel(body[1])
+        errors = rpc.async_errors
+        while errors:
+            error = errors.popleft()
+            if error.code in _CONNECTION_FATAL:
+                self._fatal_error = exceptions.ConnectionClosedByBroker(
+                    exceptions.reply_code_for(error.code), f"{error.code} - {error.message}")
+                continue
+            ch = self._last_noreply_channel
+            if ch is None or ch._closed:
+                ch = next((c for c in channels.values() if not c._closed), None)
+            if ch is not None:
+                ch._on_broker_error(exceptions.channel_error(error.code, error.message), raise_later=True)
+        if self._ignored_replies:
+            for rid in list(self._ignored_replies):
+                if rid in rpc.replies:
+                    del rpc.replies[rid]
+                    self._ignored_replies.discard(rid)
+
+    def _has_ready(self) -> bool:
+        return bool(self._events or self._threadsafe or (self._timers and self._timers[0][0] <= time.monotonic()))
+
+    def _dispatch(self):
+        """Run the user callbacks that are due: thread-safe callbacks, timers, then deliveries."""
+        self._dispatch_depth += 1
+        try:
+            threadsafe = self._threadsafe
+            while threadsafe:
+                threadsafe.popleft()()
+            timers = self._timers
+            now = time.monotonic()
+            while timers and timers[0][0] <= now:
+                _, seq, callback = heapq.heappop(timers)
+                self._timer_index.pop(seq, None)
+                if callback is not None:
+                    callback()
+            events = self._events
+            while events:
+                fn, arg = events.popleft()
+                fn(arg)
+                if self._closed:
+                    break
+        finally:
+            self._dispatch_depth -= 1
+
+    def _forget_channel(self, channel):
+        if self._channels.get(channel.channel_number) is channel:
+            del self._channels[channel.channel_number]
+        self._dirty.discard(channel)
+
+    def __repr__(self):
+        state = "CLOSED" if self._closed else "OPEN"
+        return f"<BlockingConnection {state} {self._params.host}:{self._params.port}>"

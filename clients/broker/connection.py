@@ -1,0 +1,123 @@
+"""pika's connection parameters: `ConnectionParameters`, `URLParameters`, `PlainCredentials`.
+
+Only what our wire uses is acted on (host, port, credentials, socket timeout, connection
+attempts and retry delay, client name); the rest of pika's keywords (virtual_host, heartbeat,
+ssl_options...) are accepted so pika programs construct their parameters unchanged.
+"""
+
+import urllib.parse
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5673  # minibroker's port (RabbitMQ's is 5672)
+
+
+class PlainCredentials:
+    TYPE = "PLAIN"
+
+    def __init__(self, username, password, erase_on_connect=False):
+        self.username = username
+        self.password = password
+        self.erase_on_connect = erase_on_connect
+
+    def __eq__(self, other):
+        return isinstance(other, PlainCredentials) and (self.username, self.password) == (other.username, other.password)
+
+    def __repr__(self):
+        return f"PlainCredentials(username={self.username!r})"
+
+    def to_wire(self) -> dict:
+        return {"username": self.username, "password": self.password}
+
+
+class Parameters:
+    DEFAULT_HOST = DEFAULT_HOST
+    DEFAULT_PORT = DEFAULT_PORT
+    DEFAULT_VIRTUAL_HOST = "/"
+    DEFAULT_CONNECTION_ATTEMPTS = 1
+    DEFAULT_RETRY_DELAY = 2.0
+    DEFAULT_SOCKET_TIMEOUT = 10.0
+    DEFAULT_BLOCKED_CONNECTION_TIMEOUT = None
+    DEFAULT_HEARTBEAT_TIMEOUT = None
+    DEFAULT_FRAME_MAX = 16 * 1024 * 1024
+
+    def __init__(self):
+        self.host = DEFAULT_HOST
+        self.port = DEFAULT_PORT
+        self.virtual_host = "/"
+        # Our server has no guest account: no credentials unless given.
+        self.credentials = None
+        self.channel_max = 65535
+        self.frame_max = self.DEFAULT_FRAME_MAX
+        self.heartbeat = None
+        self.ssl_options = None
+        self.connection_attempts = 1
+        self.retry_delay = 2.0
+        self.socket_timeout = 10.0
+        self.stack_timeout = 15.0
+        self.locale = "en_US"
+        self.blocked_connection_timeout = None
+        self.client_properties = None
+        self.tcp_options = None
+
+    @property
+    def client_name(self) -> str:
+        props = self.client_properties or {}
+        return str(props.get("connection_name") or props.get("product") or "minibroker-pika-client")
+
+    def __repr__(self):
+        return f"<{type(self).__name__} host={self.host} port={self.port} virtual_host={self.virtual_host}>"
+
+
+_UNSET = object()
+
+
+class ConnectionParameters(Parameters):
+    def __init__(self, host=_UNSET, port=_UNSET, virtual_host=_UNSET, credentials=_UNSET,
+                 channel_max=_UNSET, frame_max=_UNSET, heartbeat=_UNSET, ssl_options=_UNSET,
+                 connection_attempts=_UNSET, retry_delay=_UNSET, socket_timeout=_UNSET,
+                 stack_timeout=_UNSET, locale=_UNSET, blocked_connection_timeout=_UNSET,
+                 client_properties=_UNSET, tcp_options=_UNSET, **kwargs):
+        super().__init__()
+        given = dict(host=host, port=port, virtual_host=virtual_host, credentials=credentials,
+                     channel_max=channel_max, frame_max=frame_max, heartbeat=heartbeat,
+                     ssl_options=ssl_options, connection_attempts=connection_attempts,
+                     retry_delay=retry_delay, socket_timeout=socket_timeout, stack_timeout=stack_timeout,
+                     locale=locale, blocked_connection_timeout=blocked_connection_timeout,
+                     client_properties=client_properties, tcp_options=tcp_options)
+        if kwargs:
+            raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
+        for name, value in given.items():
+            if value is not _UNSET:
+                setattr(self, name, value)
+        if self.host is None:
+            self.host = DEFAULT_HOST
+        if self.port is None:
+            self.port = DEFAULT_PORT
+        self.port = int(self.port)
+
+
+class URLParameters(Parameters):
+    """`amqp://user:pass@host:port/vhost?connection_attempts=3&socket_timeout=5`."""
+
+    def __init__(self, url):
+        super().__init__()
+        parts = urllib.parse.urlparse(url)
+        if parts.scheme not in ("amqp", "amqps", ""):
+            raise ValueError(f"URL scheme must be amqp, got {parts.scheme!r}")
+        if parts.hostname:
+            self.host = parts.hostname
+        if parts.port:
+            self.port = parts.port
+        if parts.username is not None:
+            self.credentials = PlainCredentials(urllib.parse.unquote(parts.username),
+                                                urllib.parse.unquote(parts.password or ""))
+        if parts.path and parts.path != "/":
+            self.virtual_host = urllib.parse.unquote(parts.path[1:])
+        for key, values in urllib.parse.parse_qs(parts.query).items():
+            value = values[-1]
+            if key in ("connection_attempts", "channel_max", "frame_max", "heartbeat"):
+                setattr(self, key, int(value))
+            elif key in ("retry_delay", "socket_timeout", "stack_timeout", "blocked_connection_timeout"):
+                setattr(self, key, float(value))
+            elif key == "locale":
+                self.locale = value

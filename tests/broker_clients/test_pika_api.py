@@ -1,0 +1,243 @@
+"""The pika-style client's synchronous API, end to end against a real minibroker.
+
+Written as a pika user writes them: `from clients import broker as pika`, then pika's names.
+"""
+
+import pytest
+
+from clients import broker as pika
+from clients.broker import spec
+
+
+def test_defaults_follow_pika_with_minibroker_port():
+    params = pika.ConnectionParameters()
+    assert (params.host, params.port) == ("127.0.0.1", 5673)
+    url = pika.URLParameters("amqp://alice:s%40cret@localhost:6000/%2F?connection_attempts=3&socket_timeout=5")
+    assert (url.host, url.port, url.credentials.username, url.credentials.password) == ("localhost", 6000, "alice", "s@cret")
+    assert url.connection_attempts == 3 and url.socket_timeout == 5.0
+    assert spec.PERSISTENT_DELIVERY_MODE == 2 and pika.DeliveryMode.Persistent.value == 2
+    assert pika.DeliveryMode.Transient.value == 1
+
+
+def test_connection_and_channel_state_and_context_managers(connect):
+    with connect() as conn:
+        assert conn.is_open and not conn.is_closed
+        with conn.channel() as ch:
+            assert ch.is_open and ch.channel_number == 1
+            second = conn.channel()
+            assert second.channel_number == 2
+        assert ch.is_closed
+        with pytest.raises(pika.exceptions.ChannelWrongStateError):
+            ch.queue_declare("after-close")
+        # the freed number is reused, as pika does
+        assert conn.channel().channel_number == 1
+    assert conn.is_closed
+    with pytest.raises(pika.exceptions.ConnectionWrongStateError):
+        conn.channel()
+
+
+def test_connect_refused_raises_amqp_connection_error():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+
+
+def test_credentials_and_probable_authentication_error(start_minibroker):
+    server = start_minibroker(credentials={"alice": "secret"})
+    good = pika.ConnectionParameters(server.host, server.port, credentials=pika.PlainCredentials("alice", "secret"))
+    with pika.BlockingConnection(good) as conn:
+        conn.channel().queue_declare("q")
+    bad = pika.ConnectionParameters(server.host, server.port, credentials=pika.PlainCredentials("alice", "wrong"))
+    with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+        pika.BlockingConnection(bad)
+    url = pika.URLParameters(f"amqp://alice:secret@127.0.0.1:{server.port}/")
+    with pika.BlockingConnection(url) as conn:
+        assert conn.is_open
+
+
+def test_declare_results_bind_unbind_purge_delete(connect):
+    conn = connect()
+    ch = conn.channel()
+    declared = ch.queue_declare(queue="work", durable=False)
+    assert isinstance(declared, pika.frame.Method)
+    assert (declared.method.queue, declared.method.message_count, declared.method.consumer_count) == ("work", 0, 0)
+    named = ch.queue_declare(queue="", exclusive=True)
+    assert named.method.queue  # server-named
+    assert ch.exchange_declare(exchange="jobs", exchange_type="direct").method.NAME == "Exchange.DeclareOk"
+    ch.exchange_declare("fan", pika.ExchangeType.fanout)
+    ch.queue_bind(queue="work", exchange="jobs", routing_key="a")
+    ch.queue_bind("work", "fan")
+    for i in range(3):
+        ch.basic_publish(exchange="jobs", routing_key="a", body=f"m{i}")
+    ch.basic_publish(exchange="fan", routing_key="anything", body=b"f")
+    assert ch.queue_declare("work", passive=True).method.message_count == 4
+    ch.queue_unbind(queue="work", exchange="jobs", routing_key="a")
+    ch.basic_publish("jobs", "a", b"unrouted now")
+    assert ch.queue_declare("work", passive=True).method.message_count == 4
+    assert ch.queue_purge("work").method.message_count == 4
+    ch.basic_publish("", "work", b"x")
+    assert ch.queue_delete("work").method.message_count == 1
+    ch.exchange_delete("jobs")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.exchange_declare("jobs", passive=True)
+    assert err.value.reply_code == 404
+
+
+def test_exchange_to_exchange_binding(connect):
+    ch = connect().channel()
+    ch.exchange_declare("upstream", "topic")
+    ch.exchange_declare("downstream", "fanout")
+    ch.exchange_bind(destination="downstream", source="upstream", routing_key="a.*")
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, "downstream")
+    ch.basic_publish("upstream", "a.b", b"in")
+    ch.basic_publish("upstream", "b.b", b"out")
+    method, _, body = ch.basic_get(q, auto_ack=True)
+    assert body == b"in" and method.message_count == 0
+    ch.exchange_unbind(destination="downstream", source="upstream", routing_key="a.*")
+    ch.basic_publish("upstream", "a.b", b"gone")
+    assert ch.basic_get(q) == (None, None, None)
+
+
+def test_properties_round_trip_with_pika_names(connect):
+    ch = connect().channel()
+    ch.queue_declare("props")
+    props = pika.BasicProperties(content_type="application/json", content_encoding="utf-8",
+                                 headers={"k": "v", "n": 3, "nested": {"a": [1, 2]}},
+                                 delivery_mode=pika.DeliveryMode.Persistent, priority=5, correlation_id="c-1",
+                                 reply_to="replies", expiration="60000", message_id="m-1", timestamp=1700000000,
+                                 type="t", user_id="u", app_id="app")
+    ch.basic_publish(exchange="", routing_key="props", body="héllo", properties=props)
+    method, got, body = ch.basic_get("props")
+    assert body == "héllo".encode()  # str bodies travel as UTF-8, arrive as bytes
+    assert isinstance(method, spec.Basic.GetOk) and method.routing_key == "props" and method.exchange == ""
+    assert got.delivery_mode == spec.PERSISTENT_DELIVERY_MODE
+    for name in ("content_type", "content_encoding", "headers", "priority", "correlation_id", "reply_to",
+                 "expiration", "message_id", "timestamp", "type", "user_id", "app_id"):
+        assert getattr(got, name) == getattr(props, name), name
+    assert got.cluster_id is None
+    ch.basic_ack(method.delivery_tag)
+
+
+def test_basic_get_empty_and_message_count(connect):
+    ch = connect().channel()
+    ch.queue_declare("g")
+    assert ch.basic_get("g") == (None, None, None)
+    for i in range(3):
+        ch.basic_publish("", "g", str(i))
+    method, _, body = ch.basic_get(queue="g", auto_ack=True)
+    assert (body, method.message_count, method.redelivered) == (b"0", 2, False)
+
+
+def test_missing_exchange_under_confirms_closes_channel_404(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.basic_publish(exchange="no-such-exchange", routing_key="k", body=b"x")
+    assert err.value.reply_code == 404 and "no-such-exchange" in err.value.reply_text
+    assert ch.is_closed
+    with pytest.raises(pika.exceptions.ChannelWrongStateError):
+        ch.basic_publish("", "k", b"x")
+    # the connection is fine: a new channel works
+    assert conn.channel().queue_declare("ok").method.queue == "ok"
+
+
+def test_missing_exchange_without_confirms_surfaces_on_next_call(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.basic_publish(exchange="no-such-exchange", routing_key="k", body=b"x")  # no round trip
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        for _ in range(50):  # the error reaches us once the publish is flushed and answered
+            conn.process_data_events(time_limit=0.05)
+            ch.queue_declare("q")
+    assert err.value.reply_code == 404
+
+
+def test_consume_missing_queue_404(connect):
+    ch = connect().channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.basic_consume(queue="nope", on_message_callback=lambda *a: None)
+    assert err.value.reply_code == 404
+    assert ch.is_closed
+
+
+def test_conflicting_declare_406(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("dur", durable=True)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.queue_declare("dur", durable=False)
+    assert err.value.reply_code == 406
+    ch2 = conn.channel()
+    ch2.exchange_declare("ex", "direct")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch2.exchange_declare("ex", "fanout")
+    assert err.value.reply_code == spec.PRECONDITION_FAILED
+
+
+def test_other_connections_exclusive_queue_405(connect):
+    owner = connect().channel()
+    owner.queue_declare("mine", exclusive=True)
+    other = connect().channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        other.basic_consume("mine", lambda *a: None)
+    assert err.value.reply_code == 405
+
+
+def test_passive_declare_of_missing_queue_404(connect):
+    ch = connect().channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.queue_declare("ghost", passive=True)
+    assert err.value.reply_code == 404
+    assert isinstance(err.value, pika.exceptions.AMQPChannelError)
+
+
+def test_queue_delete_if_empty_and_if_unused_406(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("busy")
+    ch.basic_publish("", "busy", b"x")
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.queue_delete("busy", if_empty=True)
+    assert err.value.reply_code == 406
+    ch = conn.channel()
+    ch.basic_consume("busy", lambda *a: None)
+    other = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        other.queue_delete("busy", if_unused=True)
+    assert err.value.reply_code == 406
+
+
+def test_unknown_delivery_tag_ack_closes_channel_406(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.basic_ack(delivery_tag=999)  # id 0: the error comes back asynchronously
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        for _ in range(50):
+            conn.process_data_events(time_limit=0.05)
+            ch.queue_declare("q")
+    assert err.value.reply_code == 406
+
+
+def test_publish_batching_keeps_order_across_many_messages(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("order")
+    n = 5000
+    for i in range(n):
+        ch.basic_publish("", "order", str(i).encode())
+    assert ch.queue_declare("order", passive=True).method.message_count == n  # flushed before the declare
+    bodies = []
+    for method, _, body in ch.consume("order", auto_ack=True, inactivity_timeout=2):
+        if method is None:
+            break
+        bodies.append(body)
+        if len(bodies) == n:
+            break
+    assert bodies == [str(i).encode() for i in range(n)]
+    ch.cancel()
