@@ -1,0 +1,742 @@
+"""MessageJournal: persistent messages in append-only segment files, with group commit.
+
+What it holds
+-------------
+Every persistent message routed to a durable queue is one PUBLISH record (naming all its
+durable queues); every settlement of a (message, queue) pair -- ack, dead-letter, expiry,
+drop, purge -- is part of a SETTLE record; every delivery-count change is part of a DELIVERY
+record. Records are appended to the active segment (`journal/<20-digit id>.seg`); the format
+is in `records.py`. Nothing here knows about sockets or the broker's classes: plain data in,
+plain data out.
+
+Group commit (`commit`, `sync`, `_sync_loop`)
+----------------------------------------------
+Appends go into an in-memory buffer. A committer task writes the buffer to the file and runs
+one `os.fdatasync` in a one-thread executor, so the event loop keeps accepting publishes while
+the disk works; when it returns, every waiter whose records were written before the sync
+started is resolved, and if more was appended meanwhile the next round starts at once. Under
+load, one fsync covers everything appended while the previous one ran.
+
+Fsync policies (`FSYNC_POLICIES`):
+- `always`: `commit()` resolves only after the records are fdatasync'ed. A confirmed message
+  survives a process crash, an OS crash and a power loss.
+- `interval`: `commit()` resolves once the records are written to the file (page cache); an
+  fdatasync runs every `fsync_interval_ms`. A confirmed message survives a process crash
+  (kill -9); an OS crash or power loss may lose what was confirmed in the last interval.
+- `never`: like `interval` but the journal never calls fdatasync (the kernel writes back in its
+  own time, about 30 s on Linux); a power loss may lose any of it.
+Under every policy, records not yet committed sit in process memory for at most one loop
+turn (always) or one interval, and are lost with the process.
+
+Garbage collection and compaction (`maintain`, `_collect_garbage`, `_compact`)
+-----------------------------------------------------------------------------
+Each segment keeps in memory its count and bytes of live PUBLISH records, and `refs`: the
+older segments its SETTLE/DELIVERY records talk about. A segment is deleted when it has no
+live messages and no segment it refers to is still on disk (else deleting its settlements
+would bring back messages still written in the older segment). A segment (not the active one)
+whose live bytes are under `compact_ratio` of its size is compacted: its live PUBLISH records
+are copied to the active segment (with their current queues and delivery counts), the copies
+are fsynced, and the old segment is then dead and collected. Disk use follows the live
+backlog.
+
+Lazy bodies (`read_body`)
+-------------------------
+The journal keeps, per live message, one packed int: (segment, record offset, record length,
+body length). `read_body(msg_id)` is one `os.pread` of exactly the body. Message ids are the
+stable handle: compaction moves records, the id's location follows.
+
+Recovery (`open`)
+-----------------
+Segments are replayed in order; a torn or corrupt tail is cut at the last whole record and
+logged. Replay rebuilds the index, per-segment live counts and references, delivery counts,
+and returns the live messages per queue, ordered by message id, without bodies.
+"""
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import os
+import time
+from typing import NamedTuple
+
+import msgpack
+
+from .definitions import fsync_directory
+from .records import (DELIVERY, HEADER_SIZE, PUBLISH, SEGMENT_HEADER, SETTLE, decode_segment_header,
+                      encode_record, encode_segment_header, iter_records)
+
+log = logging.getLogger("minibroker.store")
+
+FSYNC_POLICIES = ("always", "interval", "never")
+DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
+DEFAULT_FSYNC_INTERVAL_MS = 200
+DEFAULT_COMPACT_RATIO = 0.5
+# Write the append buffer to the file once it holds this much, whatever the policy.
+WRITE_OUT_BYTES = 1 << 20
+
+# Settlement reasons, recorded for the reader of a journal dump; replay treats all alike.
+ACK, DEAD_LETTER, EXPIRED, DROPPED, PURGED, REJECTED = range(6)
+
+_SEG_SHIFT, _OFF_SHIFT, _LEN_SHIFT = 96, 64, 32
+_MASK32 = (1 << 32) - 1
+
+
+def _pack_loc(seg: int, off: int, rec_len: int, body_len: int) -> int:
+    return (seg << _SEG_SHIFT) | (off << _OFF_SHIFT) | (rec_len << _LEN_SHIFT) | body_len
+
+
+def _unpack_loc(loc: int) -> tuple[int, int, int, int]:
+    return loc >> _SEG_SHIFT, (loc >> _OFF_SHIFT) & _MASK32, (loc >> _LEN_SHIFT) & _MASK32, loc & _MASK32
+
+
+class RecoveredMessage(NamedTuple):
+    """A live message of one queue as recovery found it (no body: see read_body)."""
+    msg_id: int
+    exchange: str
+    routing_key: str
+    properties: dict      # shared among equal messages: treat as read-only
+    body_size: int
+    published_at: int     # ms since the epoch
+    delivery_count: int
+    redelivered: bool     # delivered at least once before the restart
+
+
+class Recovery(NamedTuple):
+    queues: dict          # {queue: [RecoveredMessage, ...]} in publish order
+    messages: int         # distinct live messages
+    bytes: int            # live record bytes on disk
+    segments: int
+    truncated_bytes: int  # torn or corrupt tail cut off
+    seconds: float
+
+
+class Segment:
+    __slots__ = ("id", "path", "fd", "size", "written", "synced", "live_count", "live_bytes", "refs")
+
+    def __init__(self, seg_id: int, path: str, fd: int, size: int):
+        self.id = seg_id
+        self.path = path
+        self.fd = fd
+        self.size = size        # logical size, buffered appends included
+        self.written = size     # bytes handed to the kernel
+        self.synced = size      # bytes known to be on disk
+        self.live_count = 0
+        self.live_bytes = 0
+        self.refs: set[int] = set()
+
+
+def segment_name(seg_id: int) -> str:
+    return f"{seg_id:020d}.seg"
+
+
+class MessageJournal:
+    def __init__(self, directory: str, fsync: str = "always",
+                 fsync_interval_ms: int = DEFAULT_FSYNC_INTERVAL_MS,
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 compact_ratio: float = DEFAULT_COMPACT_RATIO):
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        self.directory = directory
+        self.policy = fsync
+        self.fsync_interval = fsync_interval_ms / 1000.0
+        self.segment_bytes = segment_bytes
+        self.compact_ratio = compact_ratio
+        self.segments: dict[int, Segment] = {}    # id -> Segment, oldest first
+        self._active: Segment | None = None
+        self._index: dict[int, int] = {}          # msg_id -> packed location
+        self._fanout: dict[int, set] = {}         # msg_id -> queues still pending (only if > 1)
+        self._delivery: dict[int, dict] = {}      # msg_id -> {queue: delivery_count} (delivered, unsettled)
+        self._next_id = 1
+        self._buf: list[bytes] = []
+        self._buf_bytes = 0
+        self._packer = msgpack.Packer(use_bin_type=True)
+        # Group commit state.
+        self._seq = 0            # records appended
+        self._written_seq = 0    # records handed to the kernel
+        self._durable_seq = 0    # records fsynced
+        self._waiters: collections.deque = collections.deque()   # (seq, future)
+        self._sync_task: asyncio.Task | None = None
+        self._force = False
+        self._unsynced: list[Segment] = []   # rolled segments with writes not yet fsynced
+        self._dir_dirty = False
+        self._syncing: set[int] = set()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: asyncio.Task | None = None
+        self._maintaining = False
+        self._closed = False
+        self.stats = collections.Counter()
+
+    # ==== recovery ===========================================================================
+    def open(self, durable_queues=None) -> Recovery:
+        """Replay the segments; return the live messages per queue. Sync, no loop needed.
+
+        When `durable_queues` is given, messages of queues not in it (deleted while the broker
+        was down, or whose deletion record was lost) are settled now, so they never return.
+        """
+        began = time.monotonic()
+        os.makedirs(self.directory, exist_ok=True)
+        names = sorted(n for n in os.listdir(self.directory) if n.endswith(".seg"))
+        for name in os.listdir(self.directory):
+            if name.endswith(".compact.tmp"):
+                os.unlink(os.path.join(self.directory, name))
+        # msg_id -> (loc, pending queue (str) or queues (set), exchange, rk, props_bin, published_at, deliveries)
+        state: dict[int, tuple] = {}
+        props_cache: dict[bytes, bytes] = {}
+        truncated = 0
+        max_id = 0
+        for name in names:
+            seg_id = int(name[:-4])
+            path = os.path.join(self.directory, name)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            size = os.fstat(fd).st_size
+            header = os.pread(fd, SEGMENT_HEADER.size, 0)
+            next_id = decode_segment_header(header)
+            if next_id is None:
+                os.close(fd)
+                if size <= SEGMENT_HEADER.size:
+                    # Created, but its header never fully reached the disk: it holds nothing.
+                    os.unlink(path)
+                    log.warning("journal segment %s was created but never written (%d bytes); removed", path, size)
+                else:
+                    aside = path + ".corrupt"
+                    os.rename(path, aside)
+                    log.error("journal segment %s has no valid header; moved aside to %s (%d bytes)",
+                              path, aside, size)
+                truncated += size
+                continue
+            max_id = max(max_id, next_id - 1)
+            seg = Segment(seg_id, path, fd, size)
+            self.segments[seg_id] = seg
+            records = iter_records(fd, SEGMENT_HEADER.size, size)
+            while True:
+                try:
+                    off, rtype, payload = next(records)
+                except StopIteration as stop:
+                    good_end = stop.value
+                    break
+                max_id = self._replay(seg, off, rtype, payload, state, props_cache, max_id)
+            if good_end < size:
+                cut = size - good_end
+                log.warning("journal segment %s: cut %d bytes of torn or corrupt tail at offset %d "
+                            "(the last whole record ends there)", path, cut, good_end)
+                os.ftruncate(fd, good_end)
+                os.fsync(fd)
+                truncated += cut
+                seg.size = seg.written = seg.synced = good_end
+        self._next_id = max_id + 1
+        # Turn replay state into the live index and the per-queue lists.
+        queues: dict[str, list] = collections.defaultdict(list)
+        orphans: dict[str, list] = collections.defaultdict(list)
+        orphan_segments: set[int] = set()
+        decoded_props: dict[bytes, dict] = {}
+        live_bytes = 0
+        for msg_id in sorted(state):
+            loc, pending, exchange, rk, props_bin, published_at, deliveries = state.pop(msg_id)
+            props = decoded_props.get(props_bin)
+            if props is None:
+                props = decoded_props[props_bin] = msgpack.unpackb(props_bin, raw=False) if props_bin else {}
+            seg_id, _off, rec_len, body_len = _unpack_loc(loc)
+            kept = set()
+            for q in ((pending,) if type(pending) is str else pending):
+                if durable_queues is not None and q not in durable_queues:
+                    orphans[q].append(msg_id)
+                    orphan_segments.add(seg_id)
+                    continue
+                kept.add(q)
+                count = deliveries.get(q, 0) if deliveries else 0
+                queues[q].append(RecoveredMessage(msg_id, exchange, rk, props, body_len, published_at,
+                                                  count, count > 0))
+            if not kept:
+                continue
+            self._index[msg_id] = loc
+            if len(kept) > 1:
+                self._fanout[msg_id] = kept
+            if deliveries:
+                kept_deliveries = {q: c for q, c in deliveries.items() if q in kept and c > 0}
+                if kept_deliveries:
+                    self._delivery[msg_id] = kept_deliveries
+            seg = self.segments[seg_id]
+            seg.live_count += 1
+            seg.live_bytes += rec_len
+            live_bytes += rec_len
+        props_cache.clear()
+        self._open_active()
+        # The settlements below talk about these segments: keep the new one until they are gone.
+        self._active.refs.update(orphan_segments)
+        for q, ids in orphans.items():
+            log.info("journal: dropping %d messages of queue %r, which is no longer durable or declared", len(ids), q)
+            self._append(SETTLE, [q, PURGED, ids])
+        if orphans:
+            self.flush_sync()
+        recovery = Recovery(dict(queues), len(self._index), live_bytes, len(self.segments), truncated,
+                            time.monotonic() - began)
+        log.info("journal recovered %d messages (%d bytes live) in %d queues from %d segments in %.3f s%s",
+                 recovery.messages, live_bytes, len(recovery.queues), recovery.segments, recovery.seconds,
+                 f"; cut {truncated} bytes of torn tail" if truncated else "")
+        return recovery
+
+    def _replay(self, seg, off, rtype, payload, state, props_cache, max_id):
+        rec = msgpack.unpackb(payload, raw=False, use_list=True)
+        if rtype == PUBLISH:
+            msg_id, queues, exchange, rk, props_bin, published_at, deliveries, body = rec
+            props_bin = props_cache.setdefault(props_bin, props_bin)   # one bytes object per property set
+            loc = _pack_loc(seg.id, off, HEADER_SIZE + len(payload), len(body))
+            # A later PUBLISH of the same id is a compaction copy: it carries the current state.
+            pending = queues[0] if len(queues) == 1 else set(queues)
+            state[msg_id] = (loc, pending, _intern(exchange), _intern(rk), props_bin, published_at,
+                             dict(deliveries) if deliveries else None)
+            return max(max_id, msg_id)
+        if rtype == SETTLE:
+            queue, _reason, ids = rec
+            for msg_id in ids:
+                entry = state.get(msg_id)
+                if entry is None:
+                    continue
+                self._add_ref(seg, entry[0])
+                pending = entry[1]
+                if type(pending) is str:
+                    if pending == queue:
+                        del state[msg_id]
+                    continue
+                pending.discard(queue)
+                if not pending:
+                    del state[msg_id]
+                elif entry[6]:
+                    entry[6].pop(queue, None)
+            return max(max_id, max(ids, default=0))
+        if rtype == DELIVERY:
+            queue, flat = rec
+            top = max_id
+            for i in range(0, len(flat), 2):
+                msg_id, count = flat[i], flat[i + 1]
+                top = max(top, msg_id)
+                entry = state.get(msg_id)
+                if entry is None:
+                    continue
+                pending = entry[1]
+                if not (pending == queue if type(pending) is str else queue in pending):
+                    continue
+                if entry[6] is None:
+                    entry = state[msg_id] = entry[:6] + ({},)
+                entry[6][queue] = count
+                self._add_ref(seg, entry[0])
+            return top
+        return max_id
+
+    def _add_ref(self, seg: Segment, loc: int) -> None:
+        target = loc >> _SEG_SHIFT
+        if target != seg.id:
+            seg.refs.add(target)
+
+    def _open_active(self) -> None:
+        """Start a fresh active segment (recovered segments are never appended to)."""
+        seg_id = max(self.segments, default=0) + 1
+        path = os.path.join(self.directory, segment_name(seg_id))
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        header = encode_segment_header(self._next_id)
+        os.write(fd, header)
+        seg = Segment(seg_id, path, fd, len(header))
+        seg.synced = 0
+        self.segments[seg_id] = seg
+        if self._active is not None:
+            self._unsynced.append(self._active)
+        self._active = seg
+        self._dir_dirty = True
+
+    # ==== appends ==============================================================================
+    def append_publish(self, queues, exchange: str, routing_key: str, properties, body: bytes,
+                       published_at: int | None = None) -> int:
+        """Journal a persistent message for its durable `queues`; returns its message id."""
+        msg_id = self._next_id
+        self._next_id += 1
+        props_bin = self._packer.pack(properties) if properties else b""
+        if published_at is None:
+            published_at = int(time.time() * 1000)
+        queues = list(queues)
+        self._append_publish_record(msg_id, queues, exchange, routing_key, props_bin, published_at, None, body)
+        if len(queues) > 1:
+            self._fanout[msg_id] = set(queues)
+        return msg_id
+
+    def _append_publish_record(self, msg_id, queues, exchange, rk, props_bin, published_at, deliveries, body):
+        payload = self._packer.pack([msg_id, queues, exchange, rk, props_bin, published_at, deliveries or {}, body])
+        seg, off, rec_len = self._append_payload(PUBLISH, payload)
+        self._index[msg_id] = _pack_loc(seg.id, off, rec_len, len(body))
+        seg.live_count += 1
+        seg.live_bytes += rec_len
+        self.stats["publishes"] += 1
+
+    def append_settle(self, queue: str, msg_ids, reason: int = ACK) -> None:
+        """Journal that `queue` is done with `msg_ids` (ack, dead-letter, expiry, drop, purge)."""
+        settled = []
+        active = self._active
+        index = self._index
+        for msg_id in msg_ids:
+            loc = index.get(msg_id)
+            if loc is None:
+                continue
+            pending = self._fanout.get(msg_id)
+            if pending is not None:
+                if queue not in pending:
+                    continue
+                pending.discard(queue)
+                if len(pending) == 0:
+                    del self._fanout[msg_id]
+            settled.append(msg_id)
+            seg_id = loc >> _SEG_SHIFT
+            if seg_id != active.id:
+                active.refs.add(seg_id)
+            if pending:
+                d = self._delivery.get(msg_id)
+                if d:
+                    d.pop(queue, None)
+                continue
+            del index[msg_id]
+            self._delivery.pop(msg_id, None)
+            seg = self.segments[seg_id]
+            seg.live_count -= 1
+            seg.live_bytes -= (loc >> _LEN_SHIFT) & _MASK32
+        if settled:
+            self._append(SETTLE, [queue, reason, settled])
+            self.stats["settles"] += len(settled)
+
+    def append_delivery(self, queue: str, counts) -> None:
+        """Journal delivery counts: `counts` is [(msg_id, delivery_count), ...], count >= 1.
+
+        A message with a DELIVERY record comes back after a restart with redelivered=True and
+        its last delivery count, so x-delivery-limit keeps counting across restarts.
+        """
+        flat = []
+        active = self._active
+        for msg_id, count in counts:
+            loc = self._index.get(msg_id)
+            if loc is None:
+                continue
+            pending = self._fanout.get(msg_id)
+            if pending is not None and queue not in pending:
+                continue
+            d = self._delivery.get(msg_id)
+            if d is None:
+                d = self._delivery[msg_id] = {}
+            d[queue] = count
+            flat += (msg_id, count)
+            seg_id = loc >> _SEG_SHIFT
+            if seg_id != active.id:
+                active.refs.add(seg_id)
+        if flat:
+            self._append(DELIVERY, [queue, flat])
+
+    def _append(self, rtype: int, obj) -> None:
+        self._append_payload(rtype, self._packer.pack(obj))
+
+    def _append_payload(self, rtype: int, payload: bytes):
+        if self._closed:
+            raise RuntimeError("the message journal is closed")
+        rec = encode_record(rtype, payload)
+        seg = self._active
+        if seg.size + len(rec) > self.segment_bytes and seg.size > SEGMENT_HEADER.size:
+            self._write_out()
+            self._open_active()
+            seg = self._active
+        off = seg.size
+        seg.size += len(rec)
+        self._buf.append(rec)
+        self._buf_bytes += len(rec)
+        self._seq += 1
+        self.stats["records"] += 1
+        if self._buf_bytes >= WRITE_OUT_BYTES:
+            self._write_out()
+        if self.policy == "always" and self._sync_task is None and self._loop is not None:
+            self._kick()
+        return seg, off, len(rec)
+
+    def _write_out(self) -> None:
+        """Hand the append buffer to the kernel (page cache): survives kill -9 from here on."""
+        if self._buf:
+            data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
+            self._buf.clear()
+            self._buf_bytes = 0
+            seg = self._active
+            view = memoryview(data)
+            while view:
+                view = view[os.write(seg.fd, view):]
+            seg.written += len(data)
+            self.stats["bytes_written"] += len(data)
+        self._written_seq = self._seq
+
+    # ==== group commit =========================================================================
+    def commit(self) -> asyncio.Future:
+        """A future resolved when everything appended so far is as safe as the policy promises."""
+        loop = self._loop or self._bind_loop()
+        fut = loop.create_future()
+        if self.policy != "always":
+            self._write_out()
+            fut.set_result(None)
+        elif self._durable_seq >= self._seq:
+            fut.set_result(None)
+        else:
+            self._waiters.append((self._seq, fut))
+            self._kick()
+        return fut
+
+    def sync(self) -> asyncio.Future:
+        """A future resolved once everything appended so far is fsynced, whatever the policy."""
+        loop = self._loop or self._bind_loop()
+        fut = loop.create_future()
+        if self._durable_seq >= self._seq and not self._unsynced and not self._dir_dirty:
+            fut.set_result(None)
+            return fut
+        self._waiters.append((self._seq, fut))
+        self._force = True
+        self._kick()
+        return fut
+
+    def _bind_loop(self):
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _kick(self) -> None:
+        if self._sync_task is None:
+            self._sync_task = self._loop.create_task(self._sync_loop())
+
+    async def _sync_loop(self):
+        try:
+            while not self._closed and (self._waiters or self._force
+                                        or (self.policy == "always" and self._durable_seq < self._seq)):
+                self._force = False
+                await self._sync_round()
+        except Exception:
+            log.exception("journal fsync failed; waiting publishers get the error")
+            err = OSError("the journal could not be written to disk")
+            while self._waiters:
+                _, fut = self._waiters.popleft()
+                if not fut.done():
+                    fut.set_exception(err)
+            raise
+        finally:
+            self._sync_task = None
+
+    async def _sync_round(self):
+        self._write_out()
+        target = self._written_seq
+        segs = self._unsynced + [self._active]
+        self._unsynced = []
+        dir_dirty, self._dir_dirty = self._dir_dirty, False
+        marks = [(seg, seg.written) for seg in segs]
+        fds = [seg.fd for seg in segs]
+        self._syncing.update(seg.id for seg in segs)
+        try:
+            await self._loop.run_in_executor(self._executor, _fdatasync_all, fds,
+                                             self.directory if dir_dirty else None)
+        finally:
+            self._syncing.difference_update(seg.id for seg in segs)
+        for seg, mark in marks:
+            seg.synced = max(seg.synced, mark)
+        self.stats["fsyncs"] += 1
+        self._durable_seq = target
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= target:
+            _, fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    def flush_sync(self) -> None:
+        """Write and fsync everything now, blocking (startup, shutdown, tests)."""
+        self._write_out()
+        for seg in self._unsynced + [self._active]:
+            os.fdatasync(seg.fd)
+            seg.synced = seg.written
+        self._unsynced = []
+        fsync_directory(self.directory)
+        self._dir_dirty = False
+        self._durable_seq = self._seq
+        self.stats["fsyncs"] += 1
+
+    # ==== background work ======================================================================
+    async def start(self) -> None:
+        """Bind to the running loop and start the interval fsync and the maintenance task."""
+        self._bind_loop()
+        self._background = self._loop.create_task(self._background_loop())
+
+    async def _background_loop(self):
+        period = self.fsync_interval if self.policy == "interval" else 0.2
+        last_maintain = time.monotonic()
+        while True:
+            await asyncio.sleep(period)
+            try:
+                if self.policy == "interval":
+                    await self.sync()
+                else:
+                    self._write_out()
+                if time.monotonic() - last_maintain >= 1.0:
+                    last_maintain = time.monotonic()
+                    await self.maintain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("journal background work failed")
+
+    async def maintain(self) -> dict:
+        """Compact mostly-dead segments, then delete dead ones. Returns what it did."""
+        if self._maintaining:
+            return {"compacted": 0, "deleted": 0}
+        self._maintaining = True
+        try:
+            compacted = 0
+            for seg in list(self.segments.values()):
+                if seg is self._active or seg.live_count == 0 or seg.id not in self.segments:
+                    continue
+                data_bytes = seg.size - SEGMENT_HEADER.size
+                if seg.live_bytes < self.compact_ratio * data_bytes:
+                    await self._compact(seg)
+                    compacted += 1
+            if compacted:
+                await self.sync()    # the copies are on disk before any original goes
+            deleted = self._collect_garbage()
+            return {"compacted": compacted, "deleted": deleted}
+        finally:
+            self._maintaining = False
+
+    async def _compact(self, seg: Segment) -> None:
+        """Copy the live PUBLISH records of `seg` to the active segment."""
+        self._write_out()
+        copied = 0
+        records = iter_records(seg.fd, SEGMENT_HEADER.size, seg.written)
+        for n, (off, rtype, payload) in enumerate(records):
+            if rtype != PUBLISH:
+                continue
+            rec = msgpack.unpackb(payload, raw=False)
+            msg_id = rec[0]
+            loc = self._index.get(msg_id)
+            if loc is None or loc >> _SEG_SHIFT != seg.id or (loc >> _OFF_SHIFT) & _MASK32 != off:
+                continue   # settled, or already copied
+            _, queues, exchange, rk, props_bin, published_at, _deliveries, body = rec
+            pending = self._fanout.get(msg_id)
+            if pending is not None:
+                queues = sorted(pending)
+            seg.live_count -= 1
+            seg.live_bytes -= HEADER_SIZE + len(payload)
+            self._append_publish_record(msg_id, queues, exchange, rk, props_bin, published_at,
+                                        self._delivery.get(msg_id), body)
+            self.stats["publishes"] -= 1
+            self.stats["compaction_copies"] += 1
+            copied += 1
+            if copied % 512 == 0:
+                await asyncio.sleep(0)   # let publishers and consumers in
+        self.stats["compactions"] += 1
+        log.info("journal: compacted segment %s, copied %d live messages forward", segment_name(seg.id), copied)
+
+    def _collect_garbage(self) -> int:
+        deleted = 0
+        changed = True
+        while changed:
+            changed = False
+            for seg in list(self.segments.values()):
+                if seg is self._active or seg.live_count or seg.id in self._syncing or seg in self._unsynced:
+                    continue
+                if any(r in self.segments for r in seg.refs):
+                    continue
+                os.close(seg.fd)
+                os.unlink(seg.path)
+                del self.segments[seg.id]
+                deleted += 1
+                changed = True
+        if deleted:
+            fsync_directory(self.directory)
+            self.stats["segments_deleted"] += deleted
+        return deleted
+
+    # ==== reads =================================================================================
+    def read_body(self, msg_id: int) -> bytes:
+        """The body of a live message, read from its segment with one pread."""
+        loc = self._index.get(msg_id)
+        if loc is None:
+            raise KeyError(f"message {msg_id} is not in the journal (settled or never journaled)")
+        seg_id, off, rec_len, body_len = _unpack_loc(loc)
+        seg = self.segments[seg_id]
+        end = off + rec_len
+        if end > seg.written:
+            self._write_out()
+        body = os.pread(seg.fd, body_len, end - body_len)
+        if len(body) != body_len:
+            raise OSError(f"journal segment {seg.path} is shorter than its index says (message {msg_id})")
+        return body
+
+    def location(self, msg_id: int):
+        """(segment id, record offset, record length, body length) of a live message, or None."""
+        loc = self._index.get(msg_id)
+        return None if loc is None else _unpack_loc(loc)
+
+    def __contains__(self, msg_id: int) -> bool:
+        return msg_id in self._index
+
+    @property
+    def live_messages(self) -> int:
+        return len(self._index)
+
+    def disk_bytes(self) -> int:
+        return sum(seg.size for seg in self.segments.values())
+
+    # ==== shutdown ==============================================================================
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._background is not None:
+            self._background.cancel()
+            try:
+                await self._background
+            except (asyncio.CancelledError, Exception):
+                pass
+        while self._sync_task is not None:
+            try:
+                await asyncio.shield(self._sync_task)
+            except Exception:
+                break
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        if self._closed:
+            return
+        self.flush_sync()
+        self._closed = True
+        for seg in self.segments.values():
+            os.close(seg.fd)
+        self._executor.shutdown(wait=True)
+
+    def abandon(self) -> None:
+        """Drop everything not yet handed to the kernel and close the files: a process crash."""
+        self._closed = True
+        if self._background is not None:
+            self._background.cancel()
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+        for seg in self.segments.values():
+            try:
+                os.close(seg.fd)
+            except OSError:
+                pass
+        self._executor.shutdown(wait=False)
+
+
+def _fdatasync_all(fds, directory):
+    for fd in fds:
+        os.fdatasync(fd)
+    if directory is not None:
+        fsync_directory(directory)
+
+
+_interned: dict = {}
+
+
+def _intern(s):
+    """One string object per distinct exchange / routing key across a million recovered messages."""
+    if type(s) is not str:
+        return s
+    v = _interned.get(s)
+    if v is None:
+        if len(_interned) > 100_000:
+            _interned.clear()
+        v = _interned[s] = s
+    return v

@@ -1,0 +1,273 @@
+"""MessageJournal: round trips, torn tails, group commit, GC, compaction, lazy bodies."""
+
+import asyncio
+import os
+
+import pytest
+
+from minibroker.store.journal import ACK, MessageJournal
+from minibroker.store.records import SEGMENT_HEADER
+
+PROPS = {"delivery_mode": 2, "content_type": "text/plain"}
+
+
+def seg_files(path):
+    return sorted(n for n in os.listdir(path) if n.endswith(".seg"))
+
+
+def reopen(path, **kw):
+    j = MessageJournal(str(path), **kw)
+    return j, j.open()
+
+
+async def test_round_trip_through_close_and_open(tmp_path):
+    j, rec = reopen(tmp_path)
+    assert rec.messages == 0
+    a = j.append_publish(["q1"], "ex", "rk.a", PROPS, b"alpha")
+    b = j.append_publish(["q1", "q2"], "ex", "rk.b", {"headers": {"h": 1}}, b"beta" * 1000)
+    c = j.append_publish(["q2"], "", "q2", None, b"")
+    await j.commit()
+    await j.close()
+
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q1"]] == [a, b]
+    assert [m.msg_id for m in rec.queues["q2"]] == [b, c]
+    first = rec.queues["q1"][0]
+    assert (first.exchange, first.routing_key, first.properties, first.body_size) == ("ex", "rk.a", PROPS, 5)
+    assert first.redelivered is False and first.delivery_count == 0
+    assert j.read_body(a) == b"alpha"
+    assert j.read_body(b) == b"beta" * 1000
+    assert j.read_body(c) == b""
+    # New ids never reuse recovered ones.
+    assert j.append_publish(["q1"], "", "q1", None, b"d") > c
+    await j.close()
+
+
+async def test_settlements_and_delivery_counts_survive_restart(tmp_path):
+    j, _ = reopen(tmp_path)
+    ids = [j.append_publish(["q"], "", "q", None, b"m%d" % i) for i in range(5)]
+    fan = j.append_publish(["q", "r"], "", "", None, b"fan")
+    j.append_settle("q", ids[:2], ACK)
+    j.append_delivery("q", [(ids[2], 1), (ids[3], 1)])
+    j.append_delivery("q", [(ids[3], 2)])
+    j.append_settle("r", [fan])
+    await j.commit()
+    await j.close()
+
+    j, rec = reopen(tmp_path)
+    got = {m.msg_id: m for m in rec.queues["q"]}
+    assert list(got) == [ids[2], ids[3], ids[4], fan]
+    assert (got[ids[2]].redelivered, got[ids[2]].delivery_count) == (True, 1)
+    assert (got[ids[3]].redelivered, got[ids[3]].delivery_count) == (True, 2)
+    assert got[ids[4]].redelivered is False
+    assert "r" not in rec.queues
+    await j.close()
+
+
+async def test_queues_no_longer_declared_are_dropped_for_good(tmp_path):
+    j, _ = reopen(tmp_path)
+    j.append_publish(["gone"], "", "gone", None, b"x")
+    keep = j.append_publish(["kept", "gone"], "", "", None, b"y")
+    await j.commit()
+    await j.close()
+    j = MessageJournal(str(tmp_path))
+    rec = j.open(durable_queues={"kept"})
+    assert set(rec.queues) == {"kept"} and [m.msg_id for m in rec.queues["kept"]] == [keep]
+    j.close_sync()
+    # Even if "gone" is declared again later, its old messages do not come back.
+    j = MessageJournal(str(tmp_path))
+    rec = j.open()
+    assert set(rec.queues) == {"kept"}
+    j.close_sync()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "bitflip", "garbage-length"])
+async def test_torn_or_corrupt_tail_is_cut_at_last_whole_record(tmp_path, store_log, damage):
+    j, _ = reopen(tmp_path)
+    ids = [j.append_publish(["q"], "", "q", None, b"body-%d" % i) for i in range(20)]
+    await j.commit()
+    good_size = j.segments[max(j.segments)].size
+    last = j.append_publish(["q"], "", "q", None, b"the torn one" * 10)
+    await j.commit()
+    j.abandon()
+    path = tmp_path / seg_files(tmp_path)[-1]
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) - 7]
+    elif damage == "bitflip":
+        data[-20] ^= 0x01
+    else:
+        data[good_size:good_size + 4] = b"\xff\xff\xff\x7f"
+    path.write_bytes(bytes(data))
+
+    store_log.clear()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == ids
+    assert last not in j
+    cut = [r.getMessage() for r in store_log.records if "cut" in r.getMessage() and "torn" in r.getMessage()]
+    assert cut and f"cut {len(data) - good_size} bytes" in cut[0]
+    assert rec.truncated_bytes == len(data) - good_size
+    # The journal is usable after the cut and the cut is not repeated.
+    nxt = j.append_publish(["q"], "", "q", None, b"after")
+    await j.commit()
+    await j.close()
+    store_log.clear()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == ids + [nxt]
+    assert rec.truncated_bytes == 0
+    await j.close()
+
+
+async def test_segment_with_torn_header_is_removed_not_fatal(tmp_path):
+    j, _ = reopen(tmp_path)
+    a = j.append_publish(["q"], "", "q", None, b"a")
+    await j.close()
+    (tmp_path / "00000000000000000099.seg").write_bytes(b"MBJ")
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [a]
+    await j.close()
+
+
+async def test_group_commit_shares_one_fsync_among_many_publishes(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    calls = []
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (calls.append(fd), real(fd)))
+    futures = []
+    for i in range(1000):
+        j.append_publish(["q"], "", "q", None, b"x" * 256)
+        futures.append(j.commit())
+    await asyncio.gather(*futures)
+    assert j.stats["fsyncs"] <= 3
+    assert len(calls) <= 3 * 2
+    await j.close()
+
+
+async def test_commit_waits_for_the_fsync_under_policy_always(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    real = os.fdatasync
+
+    def slow_sync(fd):
+        asyncio.run_coroutine_threadsafe(gate.wait(), loop).result(5)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    j.append_publish(["q"], "", "q", None, b"x")
+    fut = j.commit()
+    await asyncio.sleep(0.05)
+    assert not fut.done()
+    # Appends while the disk works go into the next round, not the running one.
+    j.append_publish(["q"], "", "q", None, b"y")
+    fut2 = j.commit()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(fut, fut2), 5)
+    assert j.stats["fsyncs"] == 2
+    monkeypatch.setattr(os, "fdatasync", real)
+    await j.close()
+
+
+@pytest.mark.parametrize("policy", ["interval", "never"])
+async def test_relaxed_policies_confirm_at_write_and_survive_process_crash(tmp_path, policy):
+    j, _ = reopen(tmp_path, fsync=policy, fsync_interval_ms=10_000)
+    ids = [j.append_publish(["q"], "", "q", None, b"%d" % i) for i in range(50)]
+    await asyncio.wait_for(j.commit(), 1)
+    assert j.stats["fsyncs"] == 0
+    j.abandon()   # kill -9: the page cache keeps what commit() wrote
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == ids
+    await j.close()
+
+
+async def test_fully_settled_segments_are_deleted(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=4096)
+    ids = [j.append_publish(["q"], "", "q", None, b"x" * 200) for i in range(100)]
+    await j.commit()
+    assert len(seg_files(tmp_path)) >= 5
+    j.append_settle("q", ids)
+    await j.commit()
+    result = await j.maintain()
+    assert result["deleted"] >= 4
+    assert seg_files(tmp_path) == [os.path.basename(j.segments[max(j.segments)].path)]
+    await j.close()
+    j, rec = reopen(tmp_path)
+    assert rec.messages == 0
+    await j.close()
+
+
+async def test_settlements_outlive_the_segments_they_settle_in(tmp_path):
+    """A dead segment holding acks for an older, partly live segment must stay until that goes."""
+    j, _ = reopen(tmp_path, segment_bytes=4096, compact_ratio=0.0)
+    old = [j.append_publish(["q"], "", "q", None, b"x" * 200) for _ in range(15)]
+    newer = [j.append_publish(["q"], "", "q", None, b"y" * 200) for _ in range(15)]
+    j.append_settle("q", old[1:])      # old[0] keeps the first segment alive
+    j.append_settle("q", newer)
+    for _ in range(40):                # roll past the segment holding those settlements
+        j.append_settle("q", [j.append_publish(["q"], "", "q", None, b"z" * 200)])
+    await j.commit()
+    await j.maintain()
+    await j.close()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [old[0]]
+    await j.close()
+
+
+async def test_compaction_keeps_live_messages_readable_and_shrinks_disk(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=64 * 1024)
+    ids = [j.append_publish(["q", "r"], "ex", "k", PROPS, os.urandom(500)) for _ in range(1000)]
+    bodies = {i: j.read_body(i) for i in ids}
+    await j.commit()
+    keep = ids[::10]
+    settled = [i for i in ids if i not in set(keep)]
+    j.append_settle("q", ids)
+    j.append_settle("r", settled)
+    j.append_delivery("r", [(keep[0], 3)])
+    await j.commit()
+    before = j.disk_bytes()
+    result = await j.maintain()
+    assert result["compacted"] >= 1
+    after = j.disk_bytes()
+    assert after < before / 4
+    assert all(j.read_body(i) == bodies[i] for i in keep)
+    await j.close()
+    j, rec = reopen(tmp_path, segment_bytes=64 * 1024)
+    assert "q" not in rec.queues
+    assert [m.msg_id for m in rec.queues["r"]] == keep
+    assert rec.queues["r"][0].delivery_count == 3 and rec.queues["r"][0].redelivered
+    assert all(j.read_body(i) == bodies[i] for i in keep)
+    await j.close()
+
+
+async def test_disk_use_follows_the_live_backlog_under_churn(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=32 * 1024)
+    backlog = []
+    for round_ in range(30):
+        backlog += [j.append_publish(["q"], "", "q", None, b"c" * 300) for _ in range(100)]
+        # Ack everything but one straggler per round, the worst case for plain deletion.
+        j.append_settle("q", backlog[1:])
+        backlog = backlog[:1]
+        await j.commit()
+        await j.maintain()
+    assert j.disk_bytes() < 4 * 32 * 1024
+    await j.close()
+
+
+async def test_read_body_reads_from_disk_not_memory(tmp_path):
+    j, _ = reopen(tmp_path)
+    msg = j.append_publish(["q"], "", "q", None, b"on disk")
+    await j.commit()
+    seg, off, rec_len, body_len = j.location(msg)
+    with open(j.segments[seg].path, "rb") as f:
+        f.seek(off + rec_len - body_len)
+        assert f.read(body_len) == b"on disk"
+    assert j.read_body(msg) == b"on disk"
+    await j.close()
+
+
+async def test_recovered_segments_start_with_a_header(tmp_path):
+    j, _ = reopen(tmp_path)
+    await j.close()
+    for name in seg_files(tmp_path):
+        assert (tmp_path / name).read_bytes()[:8] == b"MBJRNL01"
+        assert os.path.getsize(tmp_path / name) >= SEGMENT_HEADER.size
