@@ -1,0 +1,306 @@
+"""The record batch: the unit a producer sends, a log stores and a consumer fetches.
+
+This module holds the byte format shared by the minilog clients and broker, and
+the functions that build, validate and decode it. It leaves everything about
+where batches live (segments, indexes, offsets assignment policy) to
+``minilog.storage``, and everything about how they travel to ``clients.protocol``.
+
+The broker treats a batch as opaque bytes: it reads the fixed header, checks the
+CRC, writes the base offset into the first eight bytes and appends the bytes to
+its log. Only clients pack and unpack the records. See ``docs/minilog-storage.md``
+("Record batch format") for the byte table; in short (all integers big-endian)::
+
+    0  base_offset      i64  offset of the first record; written by the broker
+    8  length           i32  number of bytes after this field (batch size - 12)
+    12 magic            i8   format version, always 1
+    13 crc              u32  zlib.crc32 of bytes [17, 12 + length)
+    17 attributes       i16  reserved (compression etc.); 0 today
+    19 record_count     i32  number of records, >= 1; offsets are dense
+    23 first_timestamp  i64  ms since epoch of the first record
+    31 max_timestamp    i64  largest record timestamp in the batch (ms)
+    39 records          one msgpack array of records, each
+                        [offset_delta, timestamp_delta, key, value, headers]
+
+The CRC covers everything after itself, so the broker can rewrite the base
+offset (and the length/magic are checked structurally) without recomputing it.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from collections import namedtuple
+from typing import Iterable, Iterator, Sequence
+
+import msgpack
+
+__all__ = [
+    "MAGIC",
+    "HEADER_SIZE",
+    "LOG_OVERHEAD",
+    "BatchHeader",
+    "BatchBuilder",
+    "BatchError",
+    "InvalidBatchError",
+    "CorruptBatchError",
+    "TruncatedBatchError",
+    "build_batch",
+    "decode_batch",
+    "iter_batches",
+    "read_header",
+    "set_base_offset",
+    "validate",
+]
+
+MAGIC = 1
+_HEADER = struct.Struct(">qibIhiqq")
+HEADER_SIZE = _HEADER.size  # 39
+# Bytes before (and including) the length field: a batch occupies LOG_OVERHEAD + length.
+LOG_OVERHEAD = 12
+_CRC_START = 17  # first byte covered by the CRC (the attributes field)
+_OFFSET = struct.Struct(">q")
+_OFFSET_AND_LENGTH = struct.Struct(">qi")
+# A batch must at least hold its header and an empty msgpack array (1 byte).
+_MIN_LENGTH = HEADER_SIZE - LOG_OVERHEAD + 1
+_MAX_LENGTH = 0x7FFFFFFF - LOG_OVERHEAD
+
+
+class BatchError(ValueError):
+    """Base class of the errors raised for a malformed batch."""
+
+
+class InvalidBatchError(BatchError):
+    """The batch structure is wrong: bad length, magic, record count or records."""
+
+
+class TruncatedBatchError(InvalidBatchError):
+    """The buffer ends before the batch its header announces."""
+
+
+class CorruptBatchError(BatchError):
+    """The CRC stored in the batch does not match its bytes."""
+
+
+class BatchHeader(namedtuple("BatchHeader", "base_offset length magic crc attributes "
+                                            "record_count first_timestamp max_timestamp")):
+    """The fixed 39-byte header of a batch, decoded."""
+
+    __slots__ = ()
+
+    @property
+    def size(self) -> int:
+        """Bytes the whole batch occupies (header and records)."""
+        return LOG_OVERHEAD + self.length
+
+    @property
+    def last_offset(self) -> int:
+        return self.base_offset + self.record_count - 1
+
+    @property
+    def next_offset(self) -> int:
+        """Offset of the first record after this batch."""
+        return self.base_offset + self.record_count
+
+
+def read_header(buf, pos: int = 0) -> BatchHeader:
+    """Decode the header at ``buf[pos:]`` without checking it (see :func:`validate`)."""
+    if len(buf) - pos < HEADER_SIZE:
+        raise TruncatedBatchError(
+            f"need {HEADER_SIZE} bytes for a batch header at position {pos}, have {len(buf) - pos}")
+    return BatchHeader._make(_HEADER.unpack_from(buf, pos))
+
+
+def _check_structure(h: BatchHeader, pos: int) -> None:
+    if h.length < _MIN_LENGTH or h.length > _MAX_LENGTH:
+        raise InvalidBatchError(f"batch at position {pos}: impossible length {h.length}")
+    if h.magic != MAGIC:
+        raise InvalidBatchError(f"batch at position {pos}: unknown magic {h.magic} (expected {MAGIC})")
+    if h.record_count < 1:
+        raise InvalidBatchError(f"batch at position {pos}: record count {h.record_count} < 1")
+    if h.max_timestamp < h.first_timestamp:
+        raise InvalidBatchError(
+            f"batch at position {pos}: max timestamp {h.max_timestamp} < first {h.first_timestamp}")
+
+
+def validate(buf, pos: int = 0) -> BatchHeader:
+    """Check the batch at ``buf[pos:]`` and return its header.
+
+    Raises TruncatedBatchError if the buffer is shorter than the batch,
+    InvalidBatchError for impossible header fields and CorruptBatchError when
+    the CRC does not match. The records themselves are not decoded.
+    """
+    h = read_header(buf, pos)
+    _check_structure(h, pos)
+    end = pos + LOG_OVERHEAD + h.length
+    if end > len(buf):
+        raise TruncatedBatchError(
+            f"batch at position {pos} needs {h.size} bytes, buffer holds {len(buf) - pos}")
+    with memoryview(buf) as mv:
+        crc = zlib.crc32(mv[pos + _CRC_START:end])
+    if crc != h.crc:
+        raise CorruptBatchError(
+            f"batch at position {pos} (base offset {h.base_offset}): crc {crc:#010x} != stored {h.crc:#010x}")
+    return h
+
+
+def set_base_offset(buf, offset: int, pos: int = 0) -> None:
+    """Write ``offset`` as the base offset of the batch at ``buf[pos:]`` (in place)."""
+    _OFFSET.pack_into(buf, pos, offset)
+
+
+def iter_batches(buf, validate_crc: bool = True) -> Iterator[tuple[BatchHeader, memoryview]]:
+    """Walk concatenated batches, yielding (header, memoryview of the whole batch).
+
+    A fetch response is a run of whole batches, but a reader may also see a
+    partial batch at the end (a byte limit, a crash); that truncated tail is
+    silently ignored. A batch that is present but wrong raises.
+    """
+    mv = memoryview(buf)
+    pos, n = 0, len(mv)
+    while n - pos >= LOG_OVERHEAD:
+        _, length = _OFFSET_AND_LENGTH.unpack_from(mv, pos)
+        if pos + LOG_OVERHEAD + length > n:
+            return  # the last batch is cut short: a byte limit or a torn write
+        if validate_crc:
+            h = validate(mv, pos)
+        else:
+            h = read_header(mv, pos)
+            _check_structure(h, pos)
+        yield h, mv[pos:pos + h.size]
+        pos += h.size
+
+
+def _pack_batch(records_payload: bytes, count: int, first_ts: int, max_ts: int,
+                base_offset: int, attributes: int) -> bytes:
+    body_len = HEADER_SIZE + len(records_payload)
+    buf = bytearray(body_len)
+    buf[HEADER_SIZE:] = records_payload
+    crc_tail = struct.pack(">hiqq", attributes, count, first_ts, max_ts)
+    buf[_CRC_START:HEADER_SIZE] = crc_tail
+    crc = zlib.crc32(memoryview(buf)[_CRC_START:])
+    struct.pack_into(">qibI", buf, 0, base_offset, body_len - LOG_OVERHEAD, MAGIC, crc)
+    return bytes(buf)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _check_record_types(records: Sequence) -> None:
+    for r in records:
+        k, v = r[0], r[1]
+        if (k is not None and k.__class__ is not bytes) or (v is not None and v.__class__ is not bytes):
+            for x in (k, v):
+                if x is not None and not isinstance(x, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"record key and value must be bytes or None, got {type(x).__name__}")
+
+
+def build_batch(records: Sequence[tuple], timestamp: int | None = None,
+                base_offset: int = 0, attributes: int = 0) -> bytes:
+    """Pack ``records`` into one batch.
+
+    Each record is a tuple ``(key, value, timestamp_ms, headers)`` where key and
+    value are bytes or None, timestamp_ms is an int or None (None means
+    ``timestamp``, which defaults to now) and headers is None or a list of
+    ``(str, bytes)`` pairs. The base offset is normally left at 0: the broker
+    assigns it.
+    """
+    n = len(records)
+    if n == 0:
+        raise ValueError("a batch holds at least one record")
+    _check_record_types(records)
+    default_ts = _now_ms() if timestamp is None else timestamp
+    stamps = [default_ts if r[2] is None else r[2] for r in records]
+    first_ts = stamps[0]
+    max_ts = max(stamps)
+    if max_ts == first_ts and min(stamps) == first_ts:
+        rows = [[i, 0, r[0], r[1], r[3]] for i, r in enumerate(records)]
+    else:
+        rows = [[i, t - first_ts, r[0], r[1], r[3]] for i, (r, t) in enumerate(zip(records, stamps))]
+    payload = msgpack.packb(rows, use_bin_type=True)
+    if max_ts < first_ts:
+        # The header promises max >= first; a record older than the first keeps max = first.
+        max_ts = first_ts
+    return _pack_batch(payload, n, first_ts, max_ts, base_offset, attributes)
+
+
+class BatchBuilder:
+    """Collects records one by one and packs them once, on :meth:`build`.
+
+    ``append`` only stores a tuple and adds to a size estimate, so a producer can
+    call it per record and consult :attr:`estimated_size` for its batch.size logic.
+    """
+
+    __slots__ = ("_records", "_estimated", "_attributes")
+
+    # Header plus a rough per-record msgpack overhead (array, ints, bin headers).
+    _RECORD_OVERHEAD = 16
+
+    def __init__(self, attributes: int = 0):
+        self._records: list[tuple] = []
+        self._estimated = HEADER_SIZE + 5
+        self._attributes = attributes
+
+    def append(self, value: bytes | None, key: bytes | None = None,
+               timestamp: int | None = None, headers: list | None = None) -> int:
+        """Add a record; returns its offset delta within the batch."""
+        records = self._records
+        records.append((key, value, timestamp, headers))
+        self._estimated += (len(value) if value is not None else 0) + \
+            (len(key) if key is not None else 0) + 16
+        return len(records) - 1
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def estimated_size(self) -> int:
+        """Approximate size in bytes of the batch :meth:`build` would produce."""
+        return self._estimated
+
+    def build(self, timestamp: int | None = None) -> bytes:
+        """Pack the collected records into a batch (records without a timestamp get ``timestamp``/now)."""
+        return build_batch(self._records, timestamp=timestamp, attributes=self._attributes)
+
+    def clear(self) -> None:
+        self._records = []
+        self._estimated = HEADER_SIZE + 5
+
+
+def decode_batch(buf, pos: int = 0, verify: bool = True) -> tuple[BatchHeader, list[tuple]]:
+    """Decode the batch at ``buf[pos:]`` into its header and a list of records.
+
+    Each record is a plain tuple ``(offset, timestamp, key, value, headers)``
+    with absolute offset and timestamp; headers is None or a tuple of
+    ``(str, bytes)`` tuples. ``verify`` checks the CRC first.
+    """
+    h = validate(buf, pos) if verify else read_header(buf, pos)
+    if not verify:
+        _check_structure(h, pos)
+    with memoryview(buf) as mv:
+        body = mv[pos + HEADER_SIZE:pos + h.size]
+        try:
+            raw = msgpack.unpackb(body, use_list=False, raw=False)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise InvalidBatchError(f"batch at position {pos}: records do not decode: {exc}") from exc
+        finally:
+            body.release()
+    if not isinstance(raw, tuple) or len(raw) != h.record_count:
+        raise InvalidBatchError(
+            f"batch at position {pos}: header says {h.record_count} records, body holds "
+            f"{len(raw) if isinstance(raw, tuple) else type(raw).__name__}")
+    base, first = h.base_offset, h.first_timestamp
+    try:
+        records = [(base + od, first + td, k, v, hd) for od, td, k, v, hd in raw]
+    except (TypeError, ValueError) as exc:
+        raise InvalidBatchError(f"batch at position {pos}: malformed record: {exc}") from exc
+    return h, records
+
+
+def decode_batches(buf) -> Iterable[tuple]:
+    """All records of the whole batches in ``buf`` (a fetch response), in offset order."""
+    out: list[tuple] = []
+    for _, mv in iter_batches(buf):
+        out.extend(decode_batch(mv)[1])
+    return out

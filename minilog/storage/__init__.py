@@ -1,0 +1,34 @@
+"""minilog's storage engine: a partition's log as segment files, with no network in it.
+
+Public API (what the server uses):
+
+* :class:`LogManager` (``log_manager.py``): the data directory of
+  ``<topic>-<partition>`` logs, topic configs, periodic ``tick``.
+* :class:`PartitionLog` (``log.py``): append, read by offset (as file slices
+  or bytes) or by time, flush, offsets.
+* :class:`LogConfig` (``config.py``): settings under Kafka's names.
+* :class:`FileSlice` (``segment.py``): (fd, position, length) for os.sendfile.
+
+The record batch format itself lives in ``clients/record_batch.py``.
+"""
+
+from .config import InvalidConfigError, LogConfig
+from .log import AppendInfo, LogClosedError, OffsetOutOfRangeError, PartitionLog, RecordTooLargeError
+from .log_manager import LogManager, UnknownTopicOrPartitionError
+from .retention import apply_retention
+from .segment import FileSlice, LogSegment
+
+__all__ = [
+    "AppendInfo",
+    "FileSlice",
+    "InvalidConfigError",
+    "LogClosedError",
+    "LogConfig",
+    "LogManager",
+    "LogSegment",
+    "OffsetOutOfRangeError",
+    "PartitionLog",
+    "RecordTooLargeError",
+    "UnknownTopicOrPartitionError",
+    "apply_retention",
+]

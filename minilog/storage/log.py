@@ -1,0 +1,349 @@
+"""PartitionLog: one partition's log, a list of segments behind one append/read API.
+
+This module holds what spans segments: validating incoming batches and
+assigning their offsets, rolling the active segment (size, age, full index),
+routing reads by offset or time to the right segment (bisect over base
+offsets), the flush policy and the durable ("flushed") offset, and deleting the
+oldest segments when retention asks. Opening a directory and repairing it after
+a crash is ``recovery.py``; which segments retention deletes is
+``retention.py``; per-segment file work is ``segment.py``.
+
+The engine is synchronous and not thread-safe: one owner (the server's event
+loop) calls it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import time
+from collections import namedtuple
+
+from clients.record_batch import (HEADER_SIZE, BatchHeader, InvalidBatchError, TruncatedBatchError, set_base_offset,
+                                  validate)
+
+from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, fsync_dir, write_offset_checkpoint)
+from .config import LogConfig
+from .segment import FileSlice, LogSegment
+
+logger = logging.getLogger("minilog.storage")
+
+CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+# Offsets inside a segment are stored as u32 relative to its base.
+_MAX_RELATIVE_OFFSET = 0xFFFFFFFF
+
+
+class OffsetOutOfRangeError(Exception):
+    """The offset is below the log start offset or above the log end offset."""
+
+    def __init__(self, offset: int, log_start_offset: int, log_end_offset: int):
+        super().__init__(f"offset {offset} is outside [{log_start_offset}, {log_end_offset}]")
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+class RecordTooLargeError(InvalidBatchError):
+    """A batch is larger than max.message.bytes."""
+
+
+class LogClosedError(Exception):
+    """The log was closed."""
+
+
+AppendInfo = namedtuple("AppendInfo", "base_offset last_offset record_count max_timestamp")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class PartitionLog:
+    """Open with :meth:`open`; append with :meth:`append`; read with :meth:`read`."""
+
+    def __init__(self, directory: str, config: LogConfig, segments: list[LogSegment], log_start_offset: int,
+                 recovery_point: int):
+        self.directory = directory
+        self.config = config
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+        self._log_start_offset = log_start_offset
+        self._flushed_offset = recovery_point
+        self._checkpointed_recovery_point = recovery_point
+        self._unflushed_messages = 0
+        now = _now_ms()
+        self._last_flush_ms = now
+        self._last_checkpoint_ms = now
+        self._pending_deletes: list[tuple[int, LogSegment]] = []
+        self._closed = False
+
+    @classmethod
+    def open(cls, directory: str, config: LogConfig | None = None) -> "PartitionLog":
+        """Open (creating if needed) the partition log in ``directory``, recovering it if it crashed."""
+        from .recovery import LogLoader  # recovery builds segments that this class then owns
+        config = config or LogConfig()
+        loaded = LogLoader(directory, config).load()
+        return cls(directory, config, loaded.segments, loaded.log_start_offset, loaded.recovery_point)
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    @property
+    def segments(self) -> list[LogSegment]:
+        """The segments, oldest first (a copy; the last one is active)."""
+        return list(self._segments)
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        """Offset the next appended record will get."""
+        return self._segments[-1].next_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """Readable up to here (exclusive). A single replica: everything appended is readable."""
+        return self._segments[-1].next_offset
+
+    @property
+    def flushed_offset(self) -> int:
+        """Every offset below this one has been fsynced."""
+        return self._flushed_offset
+
+    def is_flushed(self, offset: int) -> bool:
+        """True once the record at ``offset`` is on disk (fsynced)."""
+        return offset < self._flushed_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    # -- appending ----------------------------------------------------------
+
+    def append(self, batches, now_ms: int | None = None) -> AppendInfo:
+        """Validate, assign offsets to and append one or more concatenated batches.
+
+        ``batches`` may be bytes (copied once into a bytearray to write the
+        offsets) or a bytearray/memoryview (offsets written in place). Either all
+        batches are appended or, on an InvalidBatchError/CorruptBatchError/
+        RecordTooLargeError, none.
+        """
+        if self._closed:
+            raise LogClosedError(self.directory)
+        if isinstance(batches, bytes):
+            batches = bytearray(batches)
+        data = memoryview(batches)
+        if data.readonly:
+            raise TypeError("append needs a writable buffer (bytearray) or bytes to copy")
+        size = len(data)
+        headers: list[BatchHeader] = []
+        max_bytes = self.config.max_message_bytes
+        pos = 0
+        while pos < size:
+            if size - pos < HEADER_SIZE:
+                raise TruncatedBatchError(f"{size - pos} trailing bytes after the last batch at {pos}")
+            h = validate(data, pos)
+            if h.size > max_bytes:
+                raise RecordTooLargeError(f"batch of {h.size} bytes exceeds max.message.bytes={max_bytes}")
+            headers.append(h)
+            pos += h.size
+        if not headers:
+            raise InvalidBatchError("nothing to append: empty buffer")
+
+        now = _now_ms() if now_ms is None else now_ms
+        count = sum(h.record_count for h in headers)
+        segment = self._segments[-1]
+        if self._should_roll(segment, size, segment.next_offset + count, len(headers), now):
+            segment = self.roll(now)
+        first_offset = offset = segment.next_offset
+        pos = 0
+        for i, h in enumerate(headers):
+            set_base_offset(data, offset, pos)
+            headers[i] = h._replace(base_offset=offset)
+            offset += h.record_count
+            pos += h.size
+        segment.append(data, headers)
+
+        cfg = self.config
+        self._unflushed_messages += count
+        if ((cfg.flush_messages is not None and self._unflushed_messages >= cfg.flush_messages)
+                or (cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms)):
+            self.flush(now)
+        return AppendInfo(first_offset, offset - 1, count, max(h.max_timestamp for h in headers))
+
+    def _should_roll(self, segment: LogSegment, size: int, next_offset: int, batches: int, now: int) -> bool:
+        if segment.size == 0:
+            return False
+        cfg = self.config
+        return (segment.size + size > cfg.segment_bytes
+                or (segment.created_ms is not None and now - segment.created_ms >= cfg.segment_ms)
+                or segment.index_room() < batches + 1
+                or next_offset - 1 - segment.base_offset > _MAX_RELATIVE_OFFSET)
+
+    def roll(self, now_ms: int | None = None) -> LogSegment:
+        """Seal the active segment and start a new one at the log end offset."""
+        old = self._segments[-1]
+        if old.size == 0:
+            return old
+        old.seal()
+        new = LogSegment(self.directory, old.next_offset, self.config.segment_index_bytes,
+                         self.config.index_interval_bytes, active=True)
+        new.open_indexes()
+        self._segments.append(new)
+        self._bases.append(new.base_offset)
+        logger.debug("%s: rolled new segment at offset %d", self.directory, new.base_offset)
+        return new
+
+    # -- flushing -----------------------------------------------------------
+
+    def flush(self, now_ms: int | None = None) -> int:
+        """fsync everything appended; returns the new flushed offset."""
+        end = self.log_end_offset
+        if end > self._flushed_offset:
+            for segment in reversed(self._segments):
+                if segment.next_offset <= self._flushed_offset and segment.base_offset < self._flushed_offset:
+                    break
+                # Sealed segments also need their indexes durable: recovery trusts them.
+                segment.flush(indexes=not segment.active)
+            self._flushed_offset = end
+        self._unflushed_messages = 0
+        self._last_flush_ms = _now_ms() if now_ms is None else now_ms
+        return self._flushed_offset
+
+    def write_recovery_checkpoint(self) -> None:
+        """Record the flushed offset so the next open only scans what came after it."""
+        if self._flushed_offset != self._checkpointed_recovery_point:
+            write_offset_checkpoint(os.path.join(self.directory, RECOVERY_POINT_FILE), self._flushed_offset)
+            self._checkpointed_recovery_point = self._flushed_offset
+        self._last_checkpoint_ms = _now_ms()
+
+    def tick(self, now_ms: int | None = None) -> None:
+        """Time-driven work: flush.ms, segment.ms, the recovery checkpoint, delayed file deletion."""
+        now = _now_ms() if now_ms is None else now_ms
+        cfg = self.config
+        if cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms:
+            self.flush(now)
+        active = self._segments[-1]
+        if active.created_ms is not None and now - active.created_ms >= cfg.segment_ms:
+            self.roll(now)
+        if now - self._last_checkpoint_ms >= cfg.checkpoint_interval_ms:
+            self.write_recovery_checkpoint()
+        self.delete_pending_files(now)
+
+    # -- reading ------------------------------------------------------------
+
+    def _check_offset(self, offset: int) -> None:
+        if offset < self._log_start_offset or offset > self.log_end_offset:
+            raise OffsetOutOfRangeError(offset, self._log_start_offset, self.log_end_offset)
+
+    def _segment_for(self, offset: int) -> int:
+        return bisect.bisect_right(self._bases, offset) - 1
+
+    def read(self, offset: int, max_bytes: int = 1024 * 1024) -> FileSlice | None:
+        """Whole batches from the one holding ``offset`` as a file slice; None at the log end.
+
+        Returns at most ``max_bytes`` except that the first batch is always
+        returned whole. Only one segment is read per call (the next fetch
+        continues in the next segment). The consumer skips the records of the
+        first batch that precede ``offset``.
+        """
+        if self._closed:
+            raise LogClosedError(self.directory)
+        self._check_offset(offset)
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        i = max(self._segment_for(offset), 0)
+        segments = self._segments
+        while i < len(segments):
+            found = segments[i].read(offset, max_bytes)
+            if found is not None:
+                return found
+            i += 1  # offset lies in a gap or past this segment's end: the next one starts it
+        return None
+
+    def read_bytes(self, offset: int, max_bytes: int = 1024 * 1024) -> bytes:
+        """Like :meth:`read` but returns the bytes (b"" at the log end)."""
+        found = self.read(offset, max_bytes)
+        return found.read() if found is not None else b""
+
+    def offset_for_timestamp(self, timestamp: int) -> int | None:
+        """First offset whose record timestamp is >= ``timestamp``; None if every record is older."""
+        for segment in self._segments:
+            if segment.max_timestamp >= timestamp:
+                found = segment.offset_for_timestamp(timestamp)
+                if found is not None:
+                    return max(found, self._log_start_offset)
+        return None
+
+    # -- deleting -------------------------------------------------------------
+
+    def delete_oldest_segments(self, count: int, reason: str, now_ms: int | None = None) -> int:
+        """Delete the ``count`` oldest segments (never the active one); returns how many were deleted.
+
+        The log start offset moves to the first remaining segment and is
+        checkpointed before any file is renamed, so a crash in between cannot
+        bring the deleted records back. Files are renamed to ``*.deleted`` now and
+        unlinked after file.delete.delay.ms (see :meth:`delete_pending_files`).
+        """
+        count = min(count, len(self._segments) - 1)
+        if count <= 0:
+            return 0
+        now = _now_ms() if now_ms is None else now_ms
+        doomed = self._segments[:count]
+        new_start = max(self._segments[count].base_offset, self._log_start_offset)
+        write_offset_checkpoint(os.path.join(self.directory, LOG_START_OFFSET_FILE), new_start)
+        self._log_start_offset = new_start
+        del self._segments[:count]
+        del self._bases[:count]
+        for segment in doomed:
+            segment.mark_deleted()
+            self._pending_deletes.append((now + self.config.file_delete_delay_ms, segment))
+        fsync_dir(self.directory)
+        logger.info("%s: deleted %d segment(s) (%s); log start offset now %d", self.directory, count, reason,
+                    new_start)
+        return count
+
+    def delete_pending_files(self, now_ms: int | None = None) -> None:
+        """Close and unlink deleted segments whose delay has passed (all of them if now_ms is None)."""
+        keep = []
+        for due, segment in self._pending_deletes:
+            if now_ms is None or due <= now_ms:
+                segment.delete_files()
+            else:
+                keep.append((due, segment))
+        self._pending_deletes = keep
+
+    # -- closing ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, checkpoint and close; the next open skips recovery."""
+        if self._closed:
+            return
+        self._segments[-1].seal()
+        self.flush()
+        for segment in self._segments:
+            segment.flush(indexes=True)
+        self.write_recovery_checkpoint()
+        self.delete_pending_files()
+        for segment in self._segments:
+            segment.close()
+        with open(os.path.join(self.directory, CLEAN_SHUTDOWN_FILE), "wb") as f:
+            os.fsync(f.fileno())
+        fsync_dir(self.directory)
+        self._closed = True
+
+    def __enter__(self) -> "PartitionLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"PartitionLog({self.directory!r}, start={self._log_start_offset}, end={self.log_end_offset}, "
+                f"segments={len(self._segments)})")

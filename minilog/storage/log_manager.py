@@ -1,0 +1,164 @@
+"""LogManager: the broker's data directory and every partition log in it.
+
+The data directory holds one ``<topic>-<partition>`` directory per partition
+log and ``topic-configs/<topic>.json`` with each topic's config overrides
+(Kafka names, written atomically). This module creates, opens, finds and
+deletes partition logs and runs the periodic work (flush.ms, retention,
+checkpoints, delayed deletes) when the server calls :meth:`tick`. The log
+itself is ``log.py``; the retention policy ``retention.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+
+from .checkpoint import fsync_dir, read_json, write_json
+from .config import LogConfig
+from .log import PartitionLog
+from .retention import apply_retention
+
+logger = logging.getLogger("minilog.storage")
+
+TOPIC_CONFIG_DIR = "topic-configs"
+_DELETE_SUFFIX = "-delete"
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
+
+
+class UnknownTopicOrPartitionError(KeyError):
+    """No log exists for this topic-partition."""
+
+
+def check_topic_name(topic: str) -> None:
+    if not isinstance(topic, str) or not _TOPIC_NAME.match(topic) or topic in (".", ".."):
+        raise ValueError(f"invalid topic name {topic!r}: use 1-249 of [A-Za-z0-9._-], not '.' or '..'")
+
+
+class LogManager:
+    def __init__(self, data_dir: str, default_config: LogConfig | None = None):
+        self.data_dir = data_dir
+        self.default_config = default_config or LogConfig()
+        self._logs: dict[tuple[str, int], PartitionLog] = {}
+        self._topic_overrides: dict[str, dict] = {}
+        os.makedirs(os.path.join(data_dir, TOPIC_CONFIG_DIR), exist_ok=True)
+        self._load()
+
+    # -- startup ------------------------------------------------------------
+
+    def _load(self) -> None:
+        config_dir = os.path.join(self.data_dir, TOPIC_CONFIG_DIR)
+        for name in sorted(os.listdir(config_dir)):
+            if name.endswith(".json"):
+                topic = name[:-len(".json")]
+                try:
+                    overrides = read_json(os.path.join(config_dir, name))
+                    LogConfig.from_dict(overrides, self.default_config)
+                except (ValueError, OSError) as exc:
+                    logger.error("ignoring topic config %s: %s", name, exc)
+                    continue
+                self._topic_overrides[topic] = overrides
+        for name in sorted(os.listdir(self.data_dir)):
+            path = os.path.join(self.data_dir, name)
+            if name.endswith(_DELETE_SUFFIX) and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)  # a topic deletion interrupted by a stop
+                continue
+            m = _PARTITION_DIR.match(name)
+            if m is None or not os.path.isdir(path) or name == TOPIC_CONFIG_DIR:
+                continue
+            topic, partition = m.group(1), int(m.group(2))
+            self._logs[(topic, partition)] = PartitionLog.open(path, self.config_for(topic))
+
+    # -- topics and partitions ----------------------------------------------
+
+    def config_for(self, topic: str) -> LogConfig:
+        return LogConfig.from_dict(self._topic_overrides.get(topic, {}), self.default_config)
+
+    def set_topic_config(self, topic: str, overrides: dict) -> LogConfig:
+        """Replace a topic's overrides (Kafka names), persist them and apply them to its open logs."""
+        check_topic_name(topic)
+        config = LogConfig.from_dict(overrides, self.default_config)  # validates before writing
+        write_json(os.path.join(self.data_dir, TOPIC_CONFIG_DIR, f"{topic}.json"), overrides)
+        self._topic_overrides[topic] = dict(overrides)
+        for (t, _), log in self._logs.items():
+            if t == topic:
+                log.config = config
+        return config
+
+    def create_log(self, topic: str, partition: int, overrides: dict | None = None) -> PartitionLog:
+        """Create (or open, if it exists) the log of ``topic``-``partition``."""
+        check_topic_name(topic)
+        if not isinstance(partition, int) or partition < 0:
+            raise ValueError(f"invalid partition {partition!r}")
+        if overrides is not None:
+            self.set_topic_config(topic, overrides)
+        key = (topic, partition)
+        if key not in self._logs:
+            path = os.path.join(self.data_dir, f"{topic}-{partition}")
+            self._logs[key] = PartitionLog.open(path, self.config_for(topic))
+            fsync_dir(self.data_dir)
+        return self._logs[key]
+
+    def get_log(self, topic: str, partition: int) -> PartitionLog:
+        try:
+            return self._logs[(topic, partition)]
+        except KeyError:
+            raise UnknownTopicOrPartitionError(f"{topic}-{partition}") from None
+
+    def logs(self) -> dict[tuple[str, int], PartitionLog]:
+        return dict(self._logs)
+
+    def topics(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for topic, partition in sorted(self._logs):
+            out.setdefault(topic, []).append(partition)
+        return out
+
+    def delete_topic(self, topic: str) -> int:
+        """Close and remove every partition log of ``topic`` and its config; returns partitions removed."""
+        removed = 0
+        for key in [k for k in self._logs if k[0] == topic]:
+            log = self._logs.pop(key)
+            log.close()
+            # Rename first: a stop mid-delete leaves a "-delete" directory the next start removes.
+            doomed = f"{log.directory}.{uuid.uuid4().hex}{_DELETE_SUFFIX}"
+            os.rename(log.directory, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+            removed += 1
+        config_path = os.path.join(self.data_dir, TOPIC_CONFIG_DIR, f"{topic}.json")
+        if os.path.exists(config_path):
+            os.unlink(config_path)
+        self._topic_overrides.pop(topic, None)
+        fsync_dir(self.data_dir)
+        return removed
+
+    # -- periodic work ------------------------------------------------------
+
+    def tick(self, now_ms: int | None = None) -> int:
+        """Run flush.ms, segment.ms, retention, checkpoints and delayed deletes; returns segments deleted."""
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        deleted = 0
+        for log in self._logs.values():
+            deleted += apply_retention(log, now)
+            log.tick(now)
+        return deleted
+
+    def flush_all(self) -> None:
+        for log in self._logs.values():
+            log.flush()
+            log.write_recovery_checkpoint()
+
+    def close(self) -> None:
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
+
+    def __enter__(self) -> "LogManager":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,200 @@
+"""LogLoader: open a partition directory and bring it back to a consistent log.
+
+Holds the start-up procedure (documented step by step in
+``docs/minilog-storage.md``, "Recovery"):
+
+1. remove leftovers of interrupted work: ``*.deleted`` segments whose delete
+   was pending, ``*.tmp`` checkpoint files, index files without a ``.log``;
+2. read the recovery-point and log-start checkpoints and whether the last
+   close was clean (``.clean-shutdown``, removed now so a crash re-triggers
+   recovery);
+3. open every segment; a missing or unreadable index is rebuilt from its log;
+4. after an unclean shutdown, validate batch by batch every segment from the
+   one holding the recovery point onwards: the first bad or partial batch and
+   everything after it (including later segments) is cut off, and the indexes
+   are rebuilt — which also discards preallocated index entries beyond the log;
+5. fsync what was repaired and move the recovery point to the log end.
+
+Corruption is repaired, never raised: a broken log must not stop a broker.
+Appending and reading are ``log.py``'s; per-segment validation is
+``segment.py``'s ``LogSegment.recover``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from clients.record_batch import BatchError
+
+from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, TEMP_SUFFIX, fsync_dir, read_offset_checkpoint,
+                         write_offset_checkpoint)
+from .config import LogConfig
+from .index_file import CorruptIndexError
+from .log import CLEAN_SHUTDOWN_FILE
+from .segment import DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
+
+logger = logging.getLogger("minilog.storage")
+
+_SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex)$")
+
+
+@dataclass
+class LoadedLog:
+    segments: list[LogSegment]
+    log_start_offset: int
+    recovery_point: int
+    truncated_bytes: int
+    recovered_segments: int
+
+
+class LogLoader:
+    def __init__(self, directory: str, config: LogConfig):
+        self.directory = directory
+        self.config = config
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def _remove(self, name: str, why: str) -> None:
+        logger.info("%s: removing %s (%s)", self.directory, name, why)
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            pass
+
+    def _segment_bases(self) -> list[int]:
+        logs, indexes = set(), []
+        for name in os.listdir(self.directory):
+            if name.endswith(DELETED_SUFFIX):
+                self._remove(name, "segment deleted before the last shutdown")
+                continue
+            if name.endswith(TEMP_SUFFIX):
+                self._remove(name, "unfinished checkpoint write")
+                continue
+            m = _SEGMENT_FILE.match(name)
+            if m is None:
+                continue
+            if m.group(2) == LOG_SUFFIX:
+                logs.add(int(m.group(1)))
+            else:
+                indexes.append((int(m.group(1)), name))
+        for base, name in indexes:
+            if base not in logs:
+                self._remove(name, "index without a log file")
+        return sorted(logs)
+
+    def load(self) -> LoadedLog:
+        started = time.monotonic()
+        os.makedirs(self.directory, exist_ok=True)
+        bases = self._segment_bases()
+        recovery_point = read_offset_checkpoint(self._path(RECOVERY_POINT_FILE)) or 0
+        log_start = read_offset_checkpoint(self._path(LOG_START_OFFSET_FILE)) or 0
+        clean = os.path.exists(self._path(CLEAN_SHUTDOWN_FILE))
+        if clean:
+            os.unlink(self._path(CLEAN_SHUTDOWN_FILE))
+            fsync_dir(self.directory)
+
+        fresh = not bases
+        if fresh:
+            bases = [log_start]
+        cfg = self.config
+        segments = [LogSegment(self.directory, base, cfg.segment_index_bytes, cfg.index_interval_bytes,
+                               active=(i == len(bases) - 1)) for i, base in enumerate(bases)]
+
+        # Unclean: the segment holding the recovery point and all later ones may hold unflushed bytes.
+        recover_from = None
+        if not clean and not fresh:
+            recover_from = bases[0]
+            for base in bases:
+                if base <= recovery_point:
+                    recover_from = base
+
+        truncated = 0
+        recovered = 0
+        kept: list[LogSegment] = []
+        cut = False
+        for segment in segments:
+            if cut:
+                # Everything after a cut belongs to a log that no longer exists.
+                truncated += segment.size
+                self._drop(segment, "follows a truncated segment")
+                continue
+            needs_recovery = recover_from is not None and segment.base_offset >= recover_from
+            try:
+                segment.open_indexes()
+            except CorruptIndexError as exc:
+                logger.warning("%s: rebuilding index: %s", self.directory, exc)
+                segment.discard_indexes()
+                needs_recovery = True
+            if not needs_recovery:
+                try:
+                    segment.load_from_indexes()
+                except (CorruptIndexError, BatchError) as exc:
+                    logger.warning("%s: rebuilding indexes of segment %d: %s", self.directory,
+                                   segment.base_offset, exc)
+                    needs_recovery = True
+            if needs_recovery:
+                recovered += 1
+                cut_bytes = segment.recover()
+                if cut_bytes:
+                    logger.warning("%s: truncated %d bytes of segment %d at offset %d (invalid or partial batch)",
+                                   self.directory, cut_bytes, segment.base_offset, segment.next_offset)
+                    truncated += cut_bytes
+                    cut = True
+            if kept and kept[-1].next_offset != segment.base_offset:
+                if segment.size == 0:
+                    self._drop(segment, "empty segment that does not continue the log")
+                    continue
+                logger.warning("%s: offsets %d..%d are missing between segments", self.directory,
+                               kept[-1].next_offset, segment.base_offset - 1)
+            kept.append(segment)
+
+        # A zero-size segment in the middle holds nothing; keeping only the last one empty keeps roll simple.
+        final = [s for i, s in enumerate(kept) if s.size or i == len(kept) - 1]
+        for segment in kept:
+            if segment not in final:
+                self._drop(segment, "empty segment in the middle of the log")
+        kept = final
+        # A crash between writing the log-start checkpoint and renaming the segments leaves them behind.
+        while len(kept) > 1 and kept[0].next_offset <= log_start:
+            self._drop(kept.pop(0), "below the checkpointed log start offset")
+        for segment in kept[:-1]:
+            if segment.active or segment.index.free_slots:
+                segment.active = True  # seal() trims whatever preallocation an unclean shutdown left
+                segment.seal()
+        last = kept[-1]
+        if not last.active:
+            last.active = True
+            last.index.make_writable()
+            last.time_index.make_writable()
+
+        log_end = last.next_offset
+        log_start = min(max(log_start, kept[0].base_offset), log_end)
+        if recovered or recovery_point > log_end:
+            for segment in kept:
+                if recover_from is not None and segment.base_offset >= recover_from:
+                    segment.flush(indexes=True)
+            recovery_point = log_end
+            write_offset_checkpoint(self._path(RECOVERY_POINT_FILE), recovery_point)
+        elif clean:
+            recovery_point = log_end  # a clean close flushed everything
+
+        logger.info("%s: loaded %d segment(s) in %.1f ms after %s shutdown: log start offset %d, log end offset %d, "
+                    "recovered %d segment(s), truncated %d bytes",
+                    self.directory, len(kept), (time.monotonic() - started) * 1000,
+                    "no previous" if fresh else "a clean" if clean else "an unclean", log_start, log_end, recovered, truncated)
+        return LoadedLog(kept, log_start, recovery_point, truncated, recovered)
+
+    def _drop(self, segment: LogSegment, why: str) -> None:
+        logger.warning("%s: deleting segment %d (%d bytes): %s", self.directory, segment.base_offset,
+                       segment.size, why)
+        segment.close()
+        for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            try:
+                os.unlink(os.path.join(self.directory, f"{segment.base_offset:020d}{suffix}"))
+            except FileNotFoundError:
+                pass

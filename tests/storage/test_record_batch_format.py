@@ -1,0 +1,118 @@
+import struct
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clients.record_batch import (HEADER_SIZE, BatchBuilder, CorruptBatchError, InvalidBatchError, TruncatedBatchError,
+                                  build_batch, decode_batch, decode_batches, iter_batches, read_header,
+                                  set_base_offset, validate)
+from log_storage_helpers import examples
+
+blobs = st.one_of(st.none(), st.binary(max_size=64))
+headers = st.one_of(st.none(), st.lists(st.tuples(st.text(max_size=8), st.binary(max_size=8)), max_size=3))
+records = st.lists(st.tuples(blobs, blobs, st.integers(0, 2**41), headers), min_size=1, max_size=30)
+
+
+@examples(150)
+@given(records, st.integers(0, 2**62))
+def test_round_trip(recs, base):
+    batch = bytearray(build_batch(recs))
+    set_base_offset(batch, base)
+    h, decoded = decode_batch(batch)
+    assert h.base_offset == base and h.record_count == len(recs) and h.size == len(batch)
+    assert h.first_timestamp == recs[0][2]
+    assert h.max_timestamp == max(recs[0][2], max(r[2] for r in recs))
+    for i, (rec, (offset, ts, key, value, hdrs)) in enumerate(zip(recs, decoded)):
+        assert offset == base + i and ts == rec[2] and key == rec[0] and value == rec[1]
+        assert (None if hdrs is None else [tuple(x) for x in hdrs]) == rec[3]
+
+
+def test_builder_matches_build_batch():
+    b = BatchBuilder()
+    for i in range(10):
+        b.append(b"v%d" % i, key=b"k", timestamp=5 + i, headers=[("h", b"x")] if i % 2 else None)
+    assert len(b) == 10 and b.estimated_size > HEADER_SIZE
+    expected = build_batch([(b"k", b"v%d" % i, 5 + i, [("h", b"x")] if i % 2 else None) for i in range(10)])
+    assert b.build() == expected
+
+
+def test_missing_timestamps_take_the_batch_timestamp():
+    h, recs = decode_batch(build_batch([(None, b"a", None, None), (None, b"b", 7, None)], timestamp=3))
+    assert [r[1] for r in recs] == [3, 7] and h.max_timestamp == 7
+
+
+def test_layout_is_the_documented_one():
+    batch = build_batch([(b"k", b"v", 1234, None)])
+    base, length, magic, crc, attrs, count, first, mx = struct.unpack_from(">qibIhiqq", batch)
+    assert (base, length, magic, attrs, count, first, mx) == (0, len(batch) - 12, 1, 0, 1, 1234, 1234)
+    assert crc == zlib.crc32(batch[17:])
+
+
+def test_base_offset_is_outside_the_checksum():
+    batch = bytearray(build_batch([(None, b"v", 1, None)]))
+    set_base_offset(batch, 99)
+    assert validate(batch).base_offset == 99
+
+
+@pytest.mark.parametrize("where", [13, 17, 19, 25, 39, -1])
+def test_flipped_byte_is_detected(where):
+    batch = bytearray(build_batch([(b"key", b"value" * 10, 1, None)] * 3))
+    batch[where] ^= 0x40
+    with pytest.raises((CorruptBatchError, InvalidBatchError)):
+        validate(batch)
+
+
+def test_corrupt_crc_raises_corrupt_error():
+    batch = bytearray(build_batch([(None, b"value", 1, None)]))
+    batch[-1] ^= 1
+    with pytest.raises(CorruptBatchError, match="crc"):
+        validate(batch)
+
+
+def test_structural_errors_are_clear():
+    batch = bytearray(build_batch([(None, b"value", 1, None)]))
+    with pytest.raises(TruncatedBatchError):
+        validate(batch[:-1])
+    with pytest.raises(TruncatedBatchError):
+        read_header(batch[:10])
+    bad = bytearray(batch)
+    bad[12] = 9
+    with pytest.raises(InvalidBatchError, match="magic"):
+        validate(bad)
+    bad = bytearray(batch)
+    struct.pack_into(">i", bad, 8, 3)
+    with pytest.raises(InvalidBatchError, match="length"):
+        validate(bad)
+
+
+def test_empty_batch_and_str_values_are_refused():
+    with pytest.raises(ValueError):
+        build_batch([])
+    with pytest.raises(TypeError):
+        build_batch([(None, "text", None, None)])
+
+
+@examples(60)
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=6), st.data())
+def test_iter_batches_tolerates_a_truncated_tail(sizes, data):
+    batches = [build_batch([(None, b"x" * s, i, None)] * s) for i, s in enumerate(sizes)]
+    joined = b"".join(batches)
+    cut = data.draw(st.integers(0, len(joined)))
+    seen = [h.record_count for h, _ in iter_batches(joined[:cut])]
+    complete, total = 0, 0
+    for b in batches:
+        if total + len(b) <= cut:
+            complete += 1
+        total += len(b)
+    assert seen == sizes[:complete]
+    assert len(decode_batches(joined)) == sum(sizes)
+
+
+def test_iter_batches_raises_on_a_corrupt_middle_batch():
+    a = build_batch([(None, b"a", 1, None)])
+    b = bytearray(build_batch([(None, b"b", 1, None)]))
+    b[-1] ^= 1
+    with pytest.raises(CorruptBatchError):
+        list(iter_batches(a + bytes(b) + a))
