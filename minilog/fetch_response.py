@@ -1,0 +1,154 @@
+"""The fetch reply, written as one frame whose record bytes may go out with `os.sendfile`.
+
+A fetch answers with stored batches, byte for byte. Packing them with msgpack would first read
+them into Python `bytes` and then copy them again into the packed frame. Instead
+`FetchResponse` writes the frame by hand around the file slices the storage engine returns
+(`minilog.storage.FileSlice`):
+
+    4-byte frame length (computed up front from the slice lengths)
+    [1, id, {"results": [[topic, partition, error, high_watermark, log_start_offset, <records>], ...]}]
+
+where each `<records>` is a msgpack bin 32 header (0xc6 + 4-byte length) that we write
+ourselves, followed by the slice's bytes. A decoder cannot tell it from a frame msgpack
+packed itself (bin 32 is valid for any length).
+
+`send(conn)` keeps the frame in order with the connection's other output: it first flushes
+the connection's queued replies; when the transport then holds nothing unsent, the headers go
+out with `os.writev` and each large slice with `os.sendfile` straight from the page cache to
+the socket. uvloop does not implement `loop.sendfile` (it raises NotImplementedError), hence
+the raw fd. The moment the socket would block, the rest of the frame is handed to the
+transport (slices read with `os.pread`), which keeps the order and handles backpressure.
+Small slices are always read and written: a syscall per slice would cost more than the copy.
+"""
+
+from __future__ import annotations
+
+import os
+from struct import Struct
+
+import msgpack
+
+from clients.protocol.frames import RESPONSE
+from minilog.storage import FileSlice
+
+_LENGTH = Struct(">I")
+_BIN32 = Struct(">BI")
+# Below this, a slice is pread and written with the headers: cheaper than its own syscall.
+SENDFILE_MIN_BYTES = 64 * 1024
+# Header bytes of a reply besides its records: a bound the fetch path uses to keep under max_frame.
+PARTITION_OVERHEAD = 300
+
+
+class FetchResponse:
+    __slots__ = ("_packer", "_pieces", "_size", "_count", "_records_bytes")
+
+    def __init__(self):
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        self._pieces: list = []     # bytes and FileSlice, in wire order, after the results header
+        self._size = 0
+        self._count = 0
+        self._records_bytes = 0
+
+    @property
+    def records_bytes(self) -> int:
+        return self._records_bytes
+
+    def add(self, topic: str, partition: int, error, high_watermark: int, log_start_offset: int,
+            records) -> None:
+        """One partition's result; `records` is a FileSlice, bytes, or None (no records)."""
+        pack = self._packer.pack
+        length = 0 if records is None else (records.length if type(records) is FileSlice else len(records))
+        head = b"".join((b"\x96", pack(topic), pack(partition), pack(error), pack(high_watermark),
+                         pack(log_start_offset), _BIN32.pack(0xC6, length)))
+        self._pieces.append(head)
+        self._size += len(head) + length
+        if length:
+            self._pieces.append(records)
+            self._records_bytes += length
+        self._count += 1
+
+    def pieces(self, request_id: int) -> list:
+        """The whole frame: bytes pieces and FileSlices."""
+        p = self._packer
+        head = b"".join((p.pack_array_header(3), p.pack(RESPONSE), p.pack(request_id), p.pack_map_header(1),
+                         p.pack("results"), p.pack_array_header(self._count)))
+        return [_LENGTH.pack(len(head) + self._size), head, *self._pieces]
+
+    def send(self, conn, request_id: int, use_sendfile: bool = True) -> int:
+        """Write the reply on `conn`; returns the record bytes that went out with os.sendfile."""
+        conn.flush()  # replies queued before this one go first
+        transport = conn.transport
+        if conn.closed or transport is None or transport.is_closing():
+            return 0
+        pieces = self.pieces(request_id)
+        fd = -1
+        if use_sendfile and transport.get_write_buffer_size() == 0 and self._records_bytes >= SENDFILE_MIN_BYTES:
+            sock = transport.get_extra_info("socket")
+            fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            transport.writelines([p.read() if type(p) is FileSlice else p for p in pieces])
+            return 0
+        by_sendfile = 0
+        pending: list = []   # small pieces waiting to be written before the next sendfile
+        direct = True        # True while everything so far went straight to the socket
+        for piece in pieces:
+            if type(piece) is not FileSlice:
+                pending.append(piece)
+                continue
+            if not direct or piece.length < SENDFILE_MIN_BYTES:
+                pending.append(piece.read())
+                continue
+            direct = _write_direct(fd, pending, transport)
+            pending = []
+            if direct:
+                sent = _sendfile(fd, piece, conn)
+                if sent is None:
+                    return by_sendfile  # the connection broke and was closed
+                by_sendfile += sent
+                if sent < piece.length:
+                    direct = False
+                    pending.append(os.pread(piece.fd, piece.length - sent, piece.position + sent))
+            else:
+                pending.append(piece.read())
+        if pending:
+            if direct:
+                _write_direct(fd, pending, transport)
+            else:
+                transport.writelines(pending)
+        return by_sendfile
+
+
+def _write_direct(fd: int, pending: list, transport) -> bool:
+    """writev `pending` to the socket; hand any unsent rest to the transport. True if all went out."""
+    if not pending:
+        return True
+    total = sum(len(p) for p in pending)
+    try:
+        sent = os.writev(fd, pending)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.writelines(pending)  # the transport sees the broken socket and closes it
+        return False
+    if sent == total:
+        return True
+    rest = b"".join(pending)[sent:]
+    transport.write(rest)
+    return False
+
+
+def _sendfile(fd: int, piece: FileSlice, conn) -> int | None:
+    """Send as much of `piece` as the socket takes without blocking; returns bytes sent."""
+    sent = 0
+    while sent < piece.length:
+        try:
+            n = os.sendfile(fd, piece.fd, piece.position + sent, piece.length - sent)
+        except (BlockingIOError, InterruptedError):
+            return sent
+        except OSError:
+            conn.transport.abort()
+            return None
+        if n == 0:
+            return sent
+        sent += n
+    return sent

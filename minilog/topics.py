@@ -1,0 +1,121 @@
+"""Topics: named sets of partition logs, with their settings, over the storage engine.
+
+`Topics` creates, auto-creates, describes and deletes topics on top of
+`minilog.storage.LogManager` (which owns the `<topic>-<partition>` directories and persists
+each topic's config overrides). It checks what a client asks for and turns storage failures
+into wire errors (`BrokerError` codes); it knows nothing of connections. Server-wide defaults
+(`--num-partitions`, `--log-segment-bytes` ...) arrive as the LogManager's default config and
+`default_partitions`.
+"""
+
+from __future__ import annotations
+
+from clients.protocol.errors import BrokerError, ErrorCode
+from minilog.storage import InvalidConfigError, LogConfig, LogManager, UnknownTopicOrPartitionError
+from minilog.storage.log_manager import check_topic_name
+
+MAX_PARTITIONS = 10_000
+INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
+
+
+class Topics:
+    def __init__(self, logs: LogManager, default_partitions: int = 1, auto_create: bool = True):
+        self.logs = logs
+        self.default_partitions = default_partitions
+        self.auto_create = auto_create
+        self._partitions: dict[str, int] = {t: len(ps) for t, ps in logs.topics().items()}
+
+    # ---- lookups -----------------------------------------------------------------------
+    def names(self, include_internal: bool = False) -> list[str]:
+        return sorted(t for t in self._partitions if include_internal or t not in INTERNAL_TOPICS)
+
+    def exists(self, topic: str) -> bool:
+        return topic in self._partitions
+
+    def partition_count(self, topic: str) -> int:
+        return self._partitions.get(topic, 0)
+
+    def get_log(self, topic: str, partition: int, auto_create: bool = False):
+        """The partition's log; creates the topic first when allowed. Raises BrokerError NOT_FOUND."""
+        try:
+            return self.logs.get_log(topic, partition)
+        except UnknownTopicOrPartitionError:
+            pass
+        if auto_create and self.auto_create and topic not in self._partitions:
+            self.create(topic, None, {})
+            try:
+                return self.logs.get_log(topic, partition)
+            except UnknownTopicOrPartitionError:
+                pass
+        if topic in self._partitions:
+            raise BrokerError(ErrorCode.NOT_FOUND,
+                              f"topic {topic!r} has partitions 0..{self._partitions[topic] - 1}, not {partition}")
+        raise BrokerError(ErrorCode.NOT_FOUND, f"topic {topic!r} does not exist"
+                          + ("" if self.auto_create else " (auto-creation is off: create it with create_topics)"))
+
+    # ---- admin -------------------------------------------------------------------------
+    def check_create(self, name, num_partitions, config) -> tuple[int, dict]:
+        """Validate a create request; returns (partitions, config overrides)."""
+        if not isinstance(name, str):
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"topic name must be a string, got {type(name).__name__}")
+        try:
+            check_topic_name(name)
+        except ValueError as exc:
+            raise BrokerError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        if name in self._partitions:
+            raise BrokerError(ErrorCode.ALREADY_EXISTS, f"topic {name!r} already exists")
+        if num_partitions is None or num_partitions == -1:
+            num_partitions = self.default_partitions
+        if (not isinstance(num_partitions, int) or isinstance(num_partitions, bool)
+                or not 1 <= num_partitions <= MAX_PARTITIONS):
+            raise BrokerError(ErrorCode.BAD_REQUEST,
+                              f"topic {name!r}: num_partitions must be an integer in [1, {MAX_PARTITIONS}], "
+                              f"got {num_partitions!r}")
+        config = config or {}
+        if not isinstance(config, dict):
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"topic {name!r}: config must be a map of Kafka names")
+        overrides = {}
+        for key, value in config.items():
+            # Kafka's admin clients send every value as a string; accept "1024" for 1024.
+            if isinstance(value, str) and key != "cleanup.policy":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise BrokerError(ErrorCode.BAD_REQUEST,
+                                      f"topic {name!r}: config {key} must be an integer, got {value!r}") from None
+            overrides[key] = value
+        try:
+            LogConfig.from_dict(overrides, self.logs.default_config)
+        except (InvalidConfigError, TypeError) as exc:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"topic {name!r}: {exc}") from None
+        return num_partitions, overrides
+
+    def create(self, name, num_partitions, config) -> None:
+        partitions, overrides = self.check_create(name, num_partitions, config)
+        try:
+            self.logs.set_topic_config(name, overrides)
+            for p in range(partitions):
+                self.logs.create_log(name, p)
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not create topic {name!r}: {exc}") from None
+        self._partitions[name] = partitions
+
+    def delete(self, name) -> None:
+        if not isinstance(name, str) or name not in self._partitions:
+            raise BrokerError(ErrorCode.NOT_FOUND, f"topic {name!r} does not exist")
+        if name in INTERNAL_TOPICS:
+            raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{name!r} is an internal topic and cannot be deleted")
+        try:
+            self.logs.delete_topic(name)
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not delete topic {name!r}: {exc}") from None
+        finally:
+            self._partitions.pop(name, None)
+
+    def describe(self, name: str) -> dict:
+        partitions = []
+        for p in range(self._partitions[name]):
+            plog = self.logs.get_log(name, p)
+            partitions.append({"partition": p, "start_offset": plog.log_start_offset,
+                               "end_offset": plog.log_end_offset})
+        return {"partitions": partitions, "config": self.logs.config_for(name).to_dict(), "error": None}

@@ -1,0 +1,207 @@
+"""The fetch path over the wire: offsets, byte limits, long polls, sendfile replies, list_offsets."""
+
+import threading
+import time
+
+import pytest
+
+from clients.protocol.errors import ErrorCode
+from clients.record_batch import decode_batches
+from harness import wait_until
+from minilog_wire_helpers import batch, connect, create, fetch, produce, record_values, values
+
+
+def test_fetch_from_an_offset_returns_whole_batches_from_the_one_holding_it(server):
+    with connect(server) as c:
+        produce(c, "t", 0, [batch(values(4)), batch(values(4, b"w"))])
+        error, hw, start, records = fetch(c, "t", 0, 5)
+        assert error is None and hw == 8 and start == 0
+        assert [r[0] for r in records] == [4, 5, 6, 7]     # the batch holding 5 comes whole
+        assert record_values(records, 5) == [b"w1", b"w2", b"w3"]
+
+
+def test_fetch_at_the_end_is_empty_not_an_error(server):
+    with connect(server) as c:
+        produce(c, "t", 0, batch(values(3)))
+        assert fetch(c, "t", 0, 3) == (None, 3, 0, [])
+
+
+def test_partition_max_bytes_limits_the_reply_but_the_first_batch_always_comes(server):
+    with connect(server) as c:
+        produce(c, "t", 0, [batch([b"a" * 500]) for _ in range(10)])
+        one = len(batch([b"a" * 500]))
+        _, _, _, records = fetch(c, "t", 0, 0, max_bytes=one * 3 + 10)
+        assert [r[0] for r in records] == [0, 1, 2]
+        _, _, _, records = fetch(c, "t", 0, 0, max_bytes=1)
+        assert [r[0] for r in records] == [0]
+
+
+def test_request_max_bytes_caps_the_sum_over_partitions(server):
+    with connect(server) as c:
+        create(c, "m", partitions=3)
+        for p in range(3):
+            produce(c, "m", p, [batch([b"z" * 1000]) for _ in range(5)])
+        one = len(batch([b"z" * 1000]))
+        result = c.call("fetch", {"max_bytes": one * 7, "partitions": [["m", p, 0, 1 << 20] for p in range(3)]})
+        counts = [len(decode_batches(row[5])) for row in result["results"]]
+        assert counts == [5, 2, 0]
+        assert all(row[2] is None and row[3] == 5 for row in result["results"])
+
+
+def test_offset_out_of_range_per_partition(server):
+    with connect(server) as c:
+        produce(c, "t", 0, batch(values(3)))
+        create(c, "u")
+        result = c.call("fetch", {"partitions": [["t", 0, 4, 1000], ["t", 0, -1, 1000], ["t", 0, 1, 1000],
+                                                 ["nope", 0, 0, 1000]]})["results"]
+        assert result[0][2][0] == ErrorCode.OFFSET_OUT_OF_RANGE and result[0][3] == 3
+        assert result[1][2][0] == ErrorCode.OFFSET_OUT_OF_RANGE
+        assert result[2][2] is None and len(decode_batches(result[2][5])) == 3
+        assert result[3][2][0] == ErrorCode.NOT_FOUND
+
+
+def test_fetch_does_not_auto_create(server):
+    with connect(server) as c:
+        assert fetch(c, "ghost", 0, 0)[0][0] == ErrorCode.NOT_FOUND
+        assert "ghost" not in c.call("metadata", {})["topics"]
+
+
+def test_long_poll_returns_as_soon_as_a_produce_arrives(server):
+    with connect(server) as consumer, connect(server) as producer:
+        create(producer, "live")
+        rid = consumer.send("fetch", {"max_wait_ms": 20_000, "min_bytes": 1,
+                                      "partitions": [["live", 0, 0, 1 << 20]]})
+        consumer.flush()
+        # The fetch is parked on the server, waiting for data.
+        wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 1, message="the fetch to park")
+        started = time.monotonic()
+        produce(producer, "live", 0, batch([b"hello"]))
+        result = consumer.wait(rid, timeout=30)
+        elapsed = time.monotonic() - started
+        (_, _, error, hw, _, records), = result["results"]
+        assert error is None and hw == 1 and record_values(decode_batches(records)) == [b"hello"]
+        assert elapsed < 10   # woken by the append, long before max_wait_ms (20 s)
+        assert server.call(lambda: len(server.server.waiters)) == 0
+
+
+def test_long_poll_on_several_partitions_wakes_on_any(server):
+    with connect(server) as consumer, connect(server) as producer:
+        create(producer, "many", partitions=3)
+        rid = consumer.send("fetch", {"max_wait_ms": 20_000, "partitions": [["many", p, 0, 1000] for p in range(3)]})
+        consumer.flush()
+        wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 3)
+        produce(producer, "many", 2, batch([b"x"]))
+        rows = consumer.wait(rid, timeout=30)["results"]
+        assert [len(decode_batches(r[5])) for r in rows] == [0, 0, 1]
+
+
+def test_long_poll_waits_for_min_bytes(server):
+    with connect(server) as consumer, connect(server) as producer:
+        create(producer, "mb")
+        one = len(batch([b"q" * 100]))
+        rid = consumer.send("fetch", {"max_wait_ms": 20_000, "min_bytes": one * 3,
+                                      "partitions": [["mb", 0, 0, 1 << 20]]})
+        consumer.flush()
+        wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 1)
+        produce(producer, "mb", 0, batch([b"q" * 100]))
+        produce(producer, "mb", 0, batch([b"q" * 100]))
+        assert not consumer.read(0.2) or rid not in consumer.replies   # two batches are not enough
+        produce(producer, "mb", 0, batch([b"q" * 100]))
+        rows = consumer.wait(rid, timeout=30)["results"]
+        assert len(decode_batches(rows[0][5])) == 3
+
+
+def test_long_poll_returns_empty_after_max_wait(server):
+    with connect(server) as c:
+        create(c, "idle")
+        started = time.monotonic()
+        error, hw, _, records = fetch(c, "idle", 0, 0, max_wait_ms=300)
+        assert error is None and hw == 0 and records == []
+        assert time.monotonic() - started >= 0.29
+
+
+def test_a_parked_fetch_does_not_hold_up_other_requests(server):
+    with connect(server) as c:
+        create(c, "idle")
+        rid = c.send("fetch", {"max_wait_ms": 20_000, "partitions": [["idle", 0, 0, 1000]]})
+        assert c.call("ping")["pong"]           # answered while the fetch waits
+        produce(c, "idle", 0, batch([b"now"]))
+        assert c.wait(rid)["results"][0][3] == 1
+
+
+def test_closing_the_connection_releases_its_parked_fetch(server):
+    c = connect(server)
+    create(c, "idle")
+    c.send("fetch", {"max_wait_ms": 20_000, "partitions": [["idle", 0, 0, 1000]]})
+    c.flush()
+    from harness import wait_until
+    wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 1)
+    c.close()
+    wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 0, message="the fetch to be dropped")
+
+
+@pytest.mark.parametrize("sendfile", [True, False])
+def test_large_fetches_arrive_whole_with_and_without_sendfile(start_minilog, sendfile):
+    server = start_minilog(fetch_sendfile=sendfile)
+    with connect(server) as c:
+        batches = [batch([b"%06d" % i + b"x" * 994 for i in range(j * 200, j * 200 + 200)]) for j in range(40)]
+        produce(c, "big", 0, batches)
+        offset, got = 0, []
+        # Pipelined fetches interleaved with pings: frames must stay whole and in order.
+        while offset < 8000:
+            rid = c.send("fetch", {"max_bytes": 3 << 20, "partitions": [["big", 0, offset, 3 << 20]]})
+            pid = c.send("ping", {"echo": offset})
+            rows = c.wait(rid)["results"]
+            assert c.wait(pid)["echo"] == offset
+            records = [r for r in decode_batches(rows[0][5]) if r[0] >= offset]
+            assert records
+            got.extend(records)
+            offset = records[-1][0] + 1
+        assert [r[0] for r in got] == list(range(8000))
+        assert got[1234][3].startswith(b"001234")
+        by_sendfile = c.call("server_info")["sendfile_bytes"]
+        assert (by_sendfile > 0) == sendfile
+
+
+def test_slow_reader_gets_every_byte_of_big_replies(server):
+    with connect(server) as c:
+        produce(c, "big", 0, [batch([b"y" * 900_000]) for _ in range(8)])
+        ids = [c.send("fetch", {"partitions": [["big", 0, 0, 8 << 20]]}) for _ in range(5)]
+        c.flush()
+        # Not reading: the server fills the socket and must queue the rest, in order.
+        wait_until(lambda: server.call(lambda: any(conn.transport.get_write_buffer_size() > 0
+                                                   for conn in server.server.connections.values())),
+                   message="replies to queue in the transport")
+        for rid in ids:
+            rows = c.wait(rid)["results"]
+            assert len(decode_batches(rows[0][5])) == 8
+
+
+def test_list_offsets_earliest_latest_and_by_time(server):
+    with connect(server) as c:
+        produce(c, "t", 0, [batch(values(3), timestamp=1000), batch(values(3), timestamp=2000),
+                            batch(values(3), timestamp=3000)])
+        rows = c.call("list_offsets", {"partitions": [["t", 0, -2], ["t", 0, -1], ["t", 0, 0], ["t", 0, 2001],
+                                                      ["t", 0, 2003], ["t", 0, 9999], ["x", 0, -1]]})["results"]
+        assert [r[2] for r in rows[:6]] == [0, 9, 0, 4, 6, -1]
+        assert all(r[3] is None for r in rows[:6])
+        assert rows[6][3][0] == ErrorCode.NOT_FOUND
+
+
+def test_concurrent_producers_each_see_dense_offsets(server):
+    create_conn = connect(server)
+    create(create_conn, "race")
+    seen = []
+
+    def run(n):
+        with connect(server) as c:
+            for i in range(50):
+                seen.append(produce(c, "race", 0, batch(values(2)))[0][2])
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(seen) == list(range(0, 300, 2))
+    create_conn.close()

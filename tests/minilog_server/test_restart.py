@@ -1,0 +1,69 @@
+"""Restarts: topics, records and committed offsets survive a clean stop and a kill -9."""
+
+from minilog_wire_helpers import batch, connect, create, fetch, produce, record_values, values
+
+
+def test_restart_keeps_topics_configs_data_and_committed_offsets(server):
+    with connect(server) as c:
+        create(c, "kept", partitions=2, config={"retention.ms": 123_456, "segment.bytes": 4096})
+        for i in range(20):
+            produce(c, "kept", i % 2, batch([b"r%d" % i]))
+        c.call("offset_commit", {"group_id": "g", "generation_id": -1, "member_id": "",
+                                 "offsets": [["kept", 0, 4, "m"], ["kept", 1, 9, ""]]})
+        c.call("offset_commit", {"group_id": "g", "generation_id": -1, "member_id": "",
+                                 "offsets": [["kept", 0, 6, "m2"]]})
+    server.restart()
+    with connect(server) as c:
+        topic = c.call("metadata", {"topics": None})["topics"]["kept"]
+        assert topic["config"]["retention.ms"] == 123_456 and topic["config"]["segment.bytes"] == 4096
+        assert [p["end_offset"] for p in topic["partitions"]] == [10, 10]
+        assert record_values(fetch(c, "kept", 1, 0)[3]) == [b"r%d" % i for i in range(1, 20, 2)]
+        assert c.call("offset_fetch", {"group_id": "g"})["offsets"] == [["kept", 0, 6, "m2"], ["kept", 1, 9, ""]]
+        # And it carries on from where it was.
+        assert produce(c, "kept", 0, batch([b"after"]))[0][2] == 10
+
+
+def test_deleted_topic_commits_stay_deleted_after_restart(server):
+    with connect(server) as c:
+        produce(c, "doomed", 0, batch(values(3)))
+        c.call("offset_commit", {"group_id": "g", "generation_id": -1, "offsets": [["doomed", 0, 2, ""],
+                                                                                  ["other", 0, 1, ""]]})
+        c.call("delete_topics", {"topics": ["doomed"]})
+        assert c.call("offset_fetch", {"group_id": "g"})["offsets"] == [["other", 0, 1, ""]]
+    server.restart()
+    with connect(server) as c:
+        assert c.call("offset_fetch", {"group_id": "g"})["offsets"] == [["other", 0, 1, ""]]
+        assert "doomed" not in c.call("metadata", {})["topics"]
+
+
+def test_sigterm_then_start_keeps_everything(spawn_server, tmp_path):
+    proc = spawn_server("minilog", data_dir=tmp_path / "d")
+    with connect(proc) as c:
+        produce(c, "t", 0, [batch(values(5)), batch(values(5))])
+        c.call("offset_commit", {"group_id": "g", "offsets": [["t", 0, 7, ""]]})
+    assert proc.stop() == 0
+    proc.start()
+    with connect(proc) as c:
+        assert [r[0] for r in fetch(c, "t", 0, 0)[3]] == list(range(10))
+        assert c.call("offset_fetch", {"group_id": "g"})["offsets"] == [["t", 0, 7, ""]]
+
+
+def test_kill_9_keeps_every_record_acknowledged_with_acks_all(spawn_server, tmp_path):
+    proc = spawn_server("minilog", data_dir=tmp_path / "d", extra_args=["--num-partitions", "2"])
+    acknowledged = []
+    with connect(proc) as c:
+        ids = []
+        for i in range(300):
+            ids.append((i, c.send("produce", {"acks": -1, "data": [["t", i % 2, batch([b"k%d" % i])]]})))
+        for i, rid in ids:
+            row = c.wait(rid)["results"][0]
+            assert row[3] is None
+            acknowledged.append((i % 2, row[2], b"k%d" % i))
+        c.call("offset_commit", {"group_id": "g", "offsets": [["t", 1, 42, ""]]})
+    proc.kill()
+    proc.start()
+    with connect(proc) as c:
+        stored = {p: {r[0]: r[3] for r in fetch(c, "t", p, 0)[3]} for p in (0, 1)}
+        for partition, offset, value in acknowledged:
+            assert stored[partition][offset] == value
+        assert c.call("offset_fetch", {"group_id": "g"})["offsets"] == [["t", 1, 42, ""]]
