@@ -1,0 +1,78 @@
+"""Reading a confluent-kafka style configuration dict: librdkafka's property names and defaults.
+
+Values may be given as Python values or as strings (librdkafka takes strings), so
+`'linger.ms': '5'` and `'linger.ms': 5` mean the same. Properties that only matter to
+librdkafka's own machinery (SSL, SASL, debug...) are accepted and ignored, so a program's
+existing configuration runs unchanged; a property name nobody knows is logged once.
+"""
+
+import logging
+
+log = logging.getLogger("clients.log")
+
+# Accepted because real configurations carry them; they change nothing here.
+IGNORED = {
+    "security.protocol", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
+    "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password", "debug", "log_level",
+    "compression.type", "compression.codec", "enable.idempotence", "retries", "retry.backoff.ms",
+    "socket.keepalive.enable", "api.version.request", "broker.version.fallback", "statistics.interval.ms",
+    "stats_cb", "logger", "max.poll.interval.ms", "isolation.level", "check.crcs",
+    "topic.metadata.refresh.interval.ms", "metadata.max.age.ms", "queued.min.messages",
+    "queued.max.messages.kbytes", "fetch.error.backoff.ms", "socket.timeout.ms", "client.rack",
+    "partitioner", "enable.auto.offset.store", "allow.auto.create.topics", "group.instance.id",
+    "reconnect.backoff.ms", "reconnect.backoff.max.ms", "message.max.bytes", "receive.message.max.bytes",
+    "message.send.max.retries", "default.topic.config", "error_cb", "throttle_cb", "oauth_cb",
+}
+
+
+class Config:
+    """A confluent-style configuration dict with typed getters."""
+
+    def __init__(self, conf: dict | None, known: set, kind: str):
+        if conf is None:
+            conf = {}
+        if not isinstance(conf, dict):
+            raise TypeError(f"{kind} configuration must be a dict, got {type(conf).__name__}")
+        self.conf = dict(conf)
+        # 'default.topic.config' (old confluent-kafka) nests topic properties; lift them up.
+        nested = self.conf.get("default.topic.config")
+        if isinstance(nested, dict):
+            for k, v in nested.items():
+                self.conf.setdefault(k, v)
+        if "bootstrap.servers" not in self.conf and "metadata.broker.list" in self.conf:
+            self.conf["bootstrap.servers"] = self.conf["metadata.broker.list"]
+        unknown = [k for k in self.conf if k not in known and k not in IGNORED
+                   and k not in ("bootstrap.servers", "metadata.broker.list", "client.id")]
+        if unknown:
+            log.warning("%s: ignoring configuration properties minilog does not use: %s", kind, ", ".join(sorted(unknown)))
+
+    def get(self, name, default=None):
+        return self.conf.get(name, default)
+
+    def int(self, name, default: int) -> int:
+        v = self.conf.get(name, default)
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"configuration property {name!r} must be an integer, got {v!r}") from None
+
+    def float(self, name, default: float) -> float:
+        v = self.conf.get(name, default)
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"configuration property {name!r} must be a number, got {v!r}") from None
+
+    def bool(self, name, default: bool) -> bool:
+        v = self.conf.get(name, default)
+        if isinstance(v, str):
+            if v.lower() in ("true", "1", "yes"):
+                return True
+            if v.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(f"configuration property {name!r} must be true or false, got {v!r}")
+        return bool(v)
+
+    def str(self, name, default: str | None) -> str | None:
+        v = self.conf.get(name, default)
+        return None if v is None else str(v)

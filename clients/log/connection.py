@@ -1,0 +1,97 @@
+"""The blocking connection the confluent-style clients share: requests with reply callbacks.
+
+`clients.rpc.RpcConnection` keeps replies in a dict for `wait(rid)`. A producer with dozens of
+produce requests in flight, or a consumer with a fetch, a heartbeat and a commit outstanding,
+wants each reply handled as it arrives instead, whichever order the *waiting* ops finish in.
+`LogConnection.send_with(op, args, callback)` registers `callback(result, error)` for the
+request; `pump(timeout)` reads whatever the server sent and runs the callbacks. Synchronous
+calls (`call`) still work on the same socket, and callbacks keep running while one waits.
+"""
+
+import select
+import time
+
+from ..protocol.errors import BrokerError
+from ..protocol.frames import ErrorReply, Push
+from ..rpc import ConnectionClosed, RpcConnection
+
+
+def parse_bootstrap(servers: str) -> tuple[str, int]:
+    """The first 'host:port' of a comma-separated bootstrap.servers string."""
+    if not servers or not isinstance(servers, str):
+        raise ValueError("bootstrap.servers must be a 'host:port' string")
+    first = servers.split(",")[0].strip()
+    if first.startswith("PLAINTEXT://"):
+        first = first[len("PLAINTEXT://"):]
+    host, _, port = first.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"bootstrap.servers entry {first!r} is not 'host:port'")
+    return host, int(port)
+
+
+class LogConnection(RpcConnection):
+    def __init__(self, host, port, client_name="minilog-python", **kwargs):
+        self.callbacks = {}
+        super().__init__(host, port, client_name, **kwargs)
+
+    def send_with(self, op: str, args, callback) -> int:
+        """Queue a request whose reply goes to `callback(result, error)`; error is a BrokerError or None."""
+        rid = self.send(op, args)
+        self.callbacks[rid] = callback
+        return rid
+
+    def _handle(self, events) -> None:
+        callbacks = self.callbacks
+        for event in events:
+            t = type(event)
+            if t is Push:
+                self.pushes.append(event)
+                continue
+            cb = callbacks.pop(event.id, None)
+            if cb is not None:
+                if t is ErrorReply:
+                    cb(None, event.exception())
+                else:
+                    cb(event.result, None)
+            elif event.id == 0:
+                self.async_errors.append(event)
+            else:
+                self.replies[event.id] = event
+
+    def readable(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
+        return bool(ready)
+
+    def pump(self, timeout: float | None = 0.0) -> bool:
+        """Send what is queued, then handle what arrives within `timeout` s (0: only what is there)."""
+        if self.closed:
+            raise ConnectionClosed()
+        self.flush()
+        if timeout is not None and not self.readable(timeout):
+            return False
+        self.read(0)
+        # Drain what else is already in the kernel buffer, a few reads at most so a busy
+        # stream cannot keep the caller here.
+        for _ in range(8):
+            if not self.read(0):
+                break
+        return True
+
+    def fail_all(self, error: BrokerError) -> None:
+        """Run every pending callback with `error` (the connection is gone)."""
+        callbacks, self.callbacks = self.callbacks, {}
+        for cb in callbacks.values():
+            cb(None, error)
+
+
+def deadline_of(timeout) -> float | None:
+    """A monotonic deadline for a confluent-style timeout (None or negative: wait forever)."""
+    if timeout is None or timeout < 0:
+        return None
+    return time.monotonic() + timeout
+
+
+def remaining(deadline) -> float | None:
+    if deadline is None:
+        return None
+    return max(deadline - time.monotonic(), 0.0)

@@ -1,0 +1,762 @@
+"""The confluent-kafka style Consumer: prefetching fetcher, offsets, and group membership.
+
+The fetch path (docs/clients-minilog.md, "Consumer prefetch"):
+
+- One `fetch` request covers every assigned, unpaused partition from its *fetch offset*
+  (where the data we hold ends), which runs ahead of its *position* (the next record the
+  application gets). A fetch is a long poll on the server (`fetch.wait.max.ms`).
+- When a fetch reply arrives (inside `LogConnection.pump`), `_on_fetch` keeps the raw batch
+  bytes, advances each fetch offset past the whole batches received (reading headers only)
+  and sends the next fetch at once, so the server works on it while the application decodes
+  and processes this one.
+- `consume()`/`poll()` decode raw results lazily, a partition's bytes at a time, into
+  `Message` tuples (`_decode`), and hand out slices of those lists.
+- A seek, pause or new assignment bumps the partition's epoch; data fetched under an older
+  epoch, or not starting exactly at the current fetch offset, is dropped on arrival.
+
+Group membership lives in `group.py`; this module calls into it from `_maintain()`.
+"""
+
+import collections
+import logging
+import time
+
+import msgpack
+
+from ..protocol.errors import BrokerError, ErrorCode
+from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
+from ..rpc import ConnectionClosed
+from .assignors import parse_strategies
+from .config import Config
+from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
+from .errors import KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
+from .group import GroupMembership
+from .message import Message, error_message
+from .topic_partition import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
+
+log = logging.getLogger("clients.log")
+
+_CONSUMER_KEYS = {
+    "group.id", "auto.offset.reset", "enable.auto.commit", "auto.commit.interval.ms",
+    "session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy",
+    "enable.partition.eof", "fetch.max.bytes", "fetch.wait.max.ms", "fetch.min.bytes",
+    "max.partition.fetch.bytes", "fetch.message.max.bytes", "on_commit", "max.poll.interval.ms",
+    "enable.auto.offset.store", "queued.max.messages.kbytes", "group.protocol.type",
+}
+_new = tuple.__new__
+_unpackb = msgpack.unpackb
+_EARLIEST = {"earliest", "smallest", "beginning"}
+_LATEST = {"latest", "largest", "end"}
+# Raw fetched bytes held before the prefetcher stops asking for more.
+_PREFETCH_LIMIT = 64 * 1024 * 1024
+
+
+class _Part:
+    """Fetch state of one assigned partition."""
+
+    __slots__ = ("topic", "partition", "position", "fetch_offset", "epoch", "paused", "hw",
+                 "log_start", "eof_sent", "need_reset", "stored", "committed", "failed", "want")
+
+    def __init__(self, topic, partition, want=OFFSET_INVALID):
+        self.topic = topic
+        self.partition = partition
+        self.position = None      # next offset the application gets
+        self.fetch_offset = None  # next offset to ask the server for
+        self.epoch = 0
+        self.paused = False
+        self.hw = -1
+        self.log_start = -1
+        self.eof_sent = False
+        self.need_reset = False
+        self.stored = None        # offset stored for the next (auto) commit
+        self.committed = None     # last offset committed by us
+        self.failed = False
+        self.want = want          # the offset asked for at assign(), resolved in _resolve()
+
+
+class Consumer:
+    """`Consumer({'bootstrap.servers': ..., 'group.id': ...})`, as confluent_kafka.Consumer."""
+
+    def __init__(self, config=None, **kwargs):
+        conf = dict(config or {})
+        conf.update(kwargs)
+        cfg = Config(conf, _CONSUMER_KEYS, "Consumer")
+        self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
+        self._client_id = cfg.str("client.id", "rdkafka")
+        self._group_id = cfg.str("group.id", None)
+        self._reset = cfg.str("auto.offset.reset", "latest").lower()
+        if self._reset not in _EARLIEST | _LATEST | {"error"}:
+            raise ValueError(f"auto.offset.reset must be earliest, latest or error, got {self._reset!r}")
+        self._auto_commit = cfg.bool("enable.auto.commit", True) and self._group_id is not None
+        self._auto_store = cfg.bool("enable.auto.offset.store", True)
+        self._commit_interval = cfg.int("auto.commit.interval.ms", 5000) / 1000.0
+        self._session_timeout_ms = cfg.int("session.timeout.ms", 45000)
+        self._heartbeat_ms = cfg.int("heartbeat.interval.ms", 3000)
+        self._rebalance_timeout_ms = cfg.int("max.poll.interval.ms", 300000)
+        self._strategies = parse_strategies(cfg.get("partition.assignment.strategy", "range,roundrobin"))
+        self._eof = cfg.bool("enable.partition.eof", False)
+        self._fetch_max_bytes = cfg.int("fetch.max.bytes", 52428800)
+        self._fetch_wait_ms = cfg.int("fetch.wait.max.ms", 500)
+        self._fetch_min_bytes = cfg.int("fetch.min.bytes", 1)
+        self._partition_max_bytes = cfg.int("max.partition.fetch.bytes", cfg.int("fetch.message.max.bytes", 1048576))
+        self._on_commit = cfg.get("on_commit")
+        self._conn = self._connect()
+        # The server refuses frames over max_frame; a fetch reply must fit in one.
+        self._fetch_max_bytes = max(min(self._fetch_max_bytes, self._conn.state.max_frame - 65536), 1024)
+        self._parts: dict[tuple, _Part] = {}
+        self._chunks = collections.deque()   # [part, messages, next index, epoch]
+        self._raw = collections.deque()      # (part, records bytes, first offset, epoch)
+        self._raw_bytes = 0
+        self._fetches = 0                     # fetch requests in flight
+        self._fetch_dirty = False             # positions changed under an in-flight fetch
+        self._errors = collections.deque()    # error Messages to hand out from poll()
+        self._group: GroupMembership | None = None
+        self._subscription: list[str] | None = None
+        self._on_assign = self._on_revoke = self._on_lost = None
+        self._assigned_in_callback = False
+        self._next_auto_commit = time.monotonic() + self._commit_interval
+        self._closed = False
+
+    # ---- connection ---------------------------------------------------------------------
+    def _connect(self) -> LogConnection:
+        try:
+            return LogConnection(self._host, self._port, self._client_id)
+        except (OSError, BrokerError) as exc:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT,
+                                            f"cannot connect to {self._host}:{self._port}: {exc}")) from None
+
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError("Consumer closed")
+
+    def _call(self, op, args, timeout=30.0):
+        try:
+            return self._conn.call(op, args, timeout=timeout if timeout is not None and timeout >= 0 else 30.0)
+        except ConnectionClosed as exc:
+            self._reconnect()
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, str(exc))) from None
+        except BrokerError as exc:
+            raise exception_from(exc) from None
+        except TimeoutError as exc:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, str(exc))) from None
+
+    def _reconnect(self):
+        """The connection died: start over on a new one (positions kept, in-flight work forgotten)."""
+        old = self._conn
+        old.closed = True
+        old.callbacks.clear()
+        self._fetches = 0
+        for part in self._parts.values():
+            part.epoch += 1
+            part.fetch_offset = part.position
+        try:
+            self._conn = self._connect()
+        except KafkaException as exc:
+            self._conn = old
+            self._report_error(exc.args[0])
+            return
+        if self._group is not None:
+            self._group.state = "UNJOINED"
+            self._group._hb_in_flight = False
+
+    def _report_error(self, err: KafkaError) -> None:
+        self._errors.append(error_message(err))
+
+    # ---- subscription and assignment ------------------------------------------------------
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
+        self._check_open()
+        if self._group_id is None:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG,
+                                            "subscribe() needs 'group.id' in the Consumer configuration"))
+        if isinstance(topics, str) or not all(isinstance(t, str) for t in topics):
+            raise TypeError("subscribe() takes a list of topic names")
+        self._subscription = list(topics)
+        self._on_assign, self._on_revoke, self._on_lost = on_assign, on_revoke, on_lost
+        if self._group is None:
+            self._group = GroupMembership(self, self._group_id, self._strategies, self._session_timeout_ms,
+                                          self._rebalance_timeout_ms, self._heartbeat_ms, self._client_id)
+        else:
+            self._group.rejoin()
+
+    def unsubscribe(self):
+        self._check_open()
+        if self._group is not None:
+            self._revoke_assignment(lost=False)
+            self._group.leave()
+            self._group = None
+        self._subscription = None
+
+    def _resolve_subscription(self) -> list[str]:
+        """Subscribed topic names; entries starting with '^' are regexes matched against the topics that exist."""
+        names = [t for t in self._subscription or () if not t.startswith("^")]
+        patterns = [t for t in self._subscription or () if t.startswith("^")]
+        if patterns:
+            import re
+            existing = (self._call("metadata", {"topics": None}).get("topics") or {}).keys()
+            for p in patterns:
+                rx = re.compile(p)
+                names.extend(t for t in existing if rx.match(t) and t not in names)
+        return sorted(set(names))
+
+    def _partition_counts(self, topics) -> dict:
+        if not topics:
+            return {}
+        try:
+            meta = self._call("metadata", {"topics": list(topics)})
+        except KafkaException:
+            meta = {"topics": {}}
+            for t in topics:  # one missing topic must not hide the others
+                try:
+                    meta["topics"].update(self._call("metadata", {"topics": [t]}).get("topics") or {})
+                except KafkaException:
+                    pass
+        return {t: len(info.get("partitions") or ()) for t, info in (meta.get("topics") or {}).items()}
+
+    def assign(self, partitions):
+        """Read exactly these partitions (replacing the current assignment), from each one's offset."""
+        self._check_open()
+        self._assigned_in_callback = True
+        new = {}
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            part = self._parts.get(key)
+            if part is None or tp.offset != OFFSET_INVALID:
+                part = _Part(tp.topic, tp.partition, tp.offset)
+                old = self._parts.get(key)
+                if old is not None:
+                    part.epoch = old.epoch + 1
+            new[key] = part
+        for key, part in self._parts.items():
+            if key not in new:
+                part.epoch += 1
+        self._parts = new
+        self._fetch_dirty = True
+
+    def unassign(self):
+        self._check_open()
+        self._assigned_in_callback = True
+        for part in self._parts.values():
+            part.epoch += 1
+        self._parts = {}
+        self._chunks.clear()
+        self._raw.clear()
+        self._raw_bytes = 0
+
+    def incremental_assign(self, partitions):
+        current = [TopicPartition(p.topic, p.partition, p.position if p.position is not None else OFFSET_INVALID)
+                   for p in self._parts.values()]
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self.assign([tp for tp in current if (tp.topic, tp.partition) not in keys] + list(partitions))
+
+    def incremental_unassign(self, partitions):
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        current = [TopicPartition(p.topic, p.partition, p.position if p.position is not None else OFFSET_INVALID)
+                   for k, p in self._parts.items() if k not in keys]
+        self.assign(current)
+
+    def assignment(self):
+        return [TopicPartition(t, p) for t, p in sorted(self._parts)]
+
+    def _assigned_by_group(self, tps) -> None:
+        partitions = [TopicPartition(t, p) for t, p in tps]
+        self._assigned_in_callback = False
+        if self._on_assign is not None:
+            self._on_assign(self, partitions)
+        if not self._assigned_in_callback:
+            self.assign(partitions)
+
+    def _revoke_assignment(self, lost: bool) -> None:
+        """Before a rejoin (eager protocol): commit what was consumed, tell the app, drop everything."""
+        partitions = self.assignment()
+        if not lost and self._auto_commit and partitions:
+            try:
+                self._commit_positions(asynchronous=False)
+            except KafkaException as exc:
+                log.info("commit before revoke failed: %s", exc)
+        self._assigned_in_callback = False
+        cb = self._on_lost if lost and self._on_lost is not None else self._on_revoke
+        if cb is not None:
+            cb(self, partitions)
+        if not self._assigned_in_callback:
+            self.unassign()
+
+    # ---- offsets ----------------------------------------------------------------------------
+    def _resolve(self) -> None:
+        """Give every partition without a position one: its committed offset, else auto.offset.reset."""
+        pending = [p for p in self._parts.values() if p.position is None or p.need_reset]
+        if not pending:
+            return
+        committed = {}
+        stored_wanted = [p for p in pending if not p.need_reset and p.want in (OFFSET_INVALID, OFFSET_STORED)]
+        if stored_wanted and self._group_id is not None:
+            try:
+                result = self._call("offset_fetch", {"group_id": self._group_id,
+                                                     "partitions": [[p.topic, p.partition] for p in stored_wanted]})
+            except KafkaException as exc:
+                self._report_error(exc.args[0])
+                return
+            for t, p, off, *_ in result.get("offsets", ()):
+                if off is not None and off >= 0:
+                    committed[(t, p)] = off
+        lookups = []
+        for part in pending:
+            key = (part.topic, part.partition)
+            if part.need_reset:
+                lookups.append((part, -2 if self._reset in _EARLIEST else -1))
+            elif part.want >= 0:
+                self._set_position(part, part.want)
+            elif part.want == OFFSET_BEGINNING:
+                lookups.append((part, -2))
+            elif part.want == OFFSET_END:
+                lookups.append((part, -1))
+            elif key in committed:
+                self._set_position(part, committed[key])
+                part.committed = committed[key]
+            elif self._reset == "error":
+                part.position = part.fetch_offset = -1
+                part.failed = True
+                self._errors.append(error_message(KafkaError(
+                    KafkaError._AUTO_OFFSET_RESET,
+                    f"no committed offset for {part.topic} [{part.partition}] and auto.offset.reset=error"),
+                    part.topic, part.partition))
+            else:
+                lookups.append((part, -2 if self._reset in _EARLIEST else -1))
+        if lookups:
+            try:
+                result = self._call("list_offsets", {"partitions": [[p.topic, p.partition, ts] for p, ts in lookups]})
+            except KafkaException as exc:
+                self._report_error(exc.args[0])
+                return
+            found = {(r[0], r[1]): (r[2], r[3] if len(r) > 3 else None) for r in result.get("results", ())}
+            for part, _ in lookups:
+                off, err = found.get((part.topic, part.partition), (-1, None))
+                if err is not None:
+                    part.failed = True
+                    self._errors.append(error_message(error_from_field(err), part.topic, part.partition))
+                    part.position = part.fetch_offset = -1
+                    continue
+                self._set_position(part, max(off, 0))
+                part.need_reset = False
+
+    def _set_position(self, part: _Part, offset: int) -> None:
+        part.position = part.fetch_offset = offset
+        part.epoch += 1
+        part.eof_sent = False
+        part.failed = False
+        self._fetch_dirty = True
+
+    def seek(self, partition: TopicPartition):
+        """Move the position of an assigned partition; the next message comes from there."""
+        self._check_open()
+        part = self._parts.get((partition.topic, partition.partition))
+        if part is None:
+            raise KafkaException(KafkaError(KafkaError._STATE,
+                                            f"{partition.topic} [{partition.partition}] is not assigned to this consumer"))
+        if partition.offset >= 0:
+            self._set_position(part, partition.offset)
+        else:
+            part.want = partition.offset
+            part.position = None
+            part.epoch += 1
+            self._fetch_dirty = True
+
+    def position(self, partitions):
+        out = []
+        for tp in partitions:
+            part = self._parts.get((tp.topic, tp.partition))
+            pos = part.position if part is not None and part.position is not None and part.position >= 0 else OFFSET_INVALID
+            out.append(TopicPartition(tp.topic, tp.partition, pos))
+        return out
+
+    def committed(self, partitions, timeout=None):
+        self._check_open()
+        if self._group_id is None:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "committed() needs 'group.id'"))
+        result = self._call("offset_fetch", {"group_id": self._group_id,
+                                             "partitions": [[tp.topic, tp.partition] for tp in partitions]}, timeout)
+        found = {(r[0], r[1]): r for r in result.get("offsets", ())}
+        out = []
+        for tp in partitions:
+            r = found.get((tp.topic, tp.partition))
+            off = r[2] if r is not None and r[2] is not None and r[2] >= 0 else OFFSET_INVALID
+            out.append(TopicPartition(tp.topic, tp.partition, off, r[3] if r is not None and len(r) > 3 else None))
+        return out
+
+    def store_offsets(self, message=None, offsets=None):
+        if message is not None:
+            part = self._parts.get((message.topic(), message.partition()))
+            if part is not None:
+                part.stored = message.offset() + 1
+        for tp in offsets or ():
+            part = self._parts.get((tp.topic, tp.partition))
+            if part is not None:
+                part.stored = tp.offset
+
+    def commit(self, message=None, offsets=None, asynchronous=True):
+        """Commit offsets (message.offset()+1, the given ones, or every consumed position)."""
+        self._check_open()
+        if self._group_id is None:
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "commit() needs 'group.id'"))
+        if message is not None:
+            items = [(message.topic(), message.partition(), message.offset() + 1, None)]
+        elif offsets is not None:
+            items = [(tp.topic, tp.partition, tp.offset, tp.metadata) for tp in offsets]
+        else:
+            items = self._commit_items(all_positions=True)
+            if not items:
+                raise KafkaException(KafkaError(KafkaError._NO_OFFSET, "Local: No offset stored"))
+        return self._send_commit(items, asynchronous)
+
+    def _commit_items(self, all_positions=False):
+        items = []
+        for part in self._parts.values():
+            off = part.stored if (not all_positions and not self._auto_store) else part.position
+            if all_positions and part.stored is not None and not self._auto_store:
+                off = part.stored
+            if off is not None and off >= 0 and off != part.committed:
+                items.append((part.topic, part.partition, off, None))
+        return items
+
+    def _commit_positions(self, asynchronous: bool):
+        items = self._commit_items()
+        if items:
+            self._send_commit(items, asynchronous)
+
+    def _send_commit(self, items, asynchronous):
+        group = self._group
+        in_group = group is not None and group.generation >= 0
+        args = {"group_id": self._group_id,
+                "generation_id": group.generation if in_group else -1,
+                "member_id": group.member_id if in_group else "",
+                "offsets": [[t, p, o, m] for t, p, o, m in items]}
+        box = {}
+
+        def done(result, error):
+            tps = [TopicPartition(t, p, o, m) for t, p, o, m in items]
+            err = None
+            if error is not None:
+                err = error_from_wire(error.code, error.message)
+                for tp in tps:
+                    tp.error = err
+            else:
+                errs = {(r[0], r[1]): error_from_field(r[2] if len(r) > 2 else None) for r in result.get("results", ())}
+                for tp in tps:
+                    tp.error = errs.get((tp.topic, tp.partition))
+                    if tp.error is None:
+                        part = self._parts.get((tp.topic, tp.partition))
+                        if part is not None:
+                            part.committed = tp.offset
+                    elif err is None:
+                        err = tp.error
+            box["result"] = (err, tps)
+            if asynchronous and self._on_commit is not None:
+                self._on_commit(err, tps)
+            elif asynchronous and err is not None:
+                log.warning("asynchronous commit failed: %s", err)
+
+        try:
+            rid = self._conn.send_with("offset_commit", args, done)
+            if asynchronous:
+                self._conn.flush()
+                return None
+            deadline = time.monotonic() + 30
+            while "result" not in box:
+                if time.monotonic() > deadline:
+                    self._conn.callbacks.pop(rid, None)
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "no reply to offset_commit within 30 s"))
+                self._conn.pump(1.0)
+        except ConnectionClosed as exc:
+            self._reconnect()
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, str(exc))) from None
+        err, tps = box["result"]
+        if err is not None:
+            raise KafkaException(err)
+        return tps
+
+    def get_watermark_offsets(self, partition, timeout=None, cached=False):
+        if cached:
+            part = self._parts.get((partition.topic, partition.partition))
+            if part is None or part.hw < 0:
+                return None
+            return part.log_start, part.hw
+        result = self._call("list_offsets", {"partitions": [[partition.topic, partition.partition, -2],
+                                                            [partition.topic, partition.partition, -1]]}, timeout)
+        rows = result.get("results", ())
+        for r in rows:
+            if len(r) > 3 and r[3] is not None:
+                raise KafkaException(error_from_field(r[3]))
+        return rows[0][2], rows[1][2]
+
+    def offsets_for_times(self, partitions, timeout=None):
+        """The earliest offset whose timestamp is >= each TopicPartition's offset field (ms); -1 past the end."""
+        result = self._call("list_offsets", {"partitions": [[tp.topic, tp.partition, tp.offset] for tp in partitions]},
+                            timeout)
+        found = {(r[0], r[1]): r for r in result.get("results", ())}
+        out = []
+        for tp in partitions:
+            r = found.get((tp.topic, tp.partition))
+            res = TopicPartition(tp.topic, tp.partition, r[2] if r is not None else OFFSET_END)
+            if r is not None and len(r) > 3 and r[3] is not None:
+                res.error = error_from_field(r[3])
+            out.append(res)
+        return out
+
+    def pause(self, partitions):
+        for tp in partitions:
+            part = self._parts.get((tp.topic, tp.partition))
+            if part is not None and not part.paused:
+                part.paused = True
+                part.epoch += 1  # drop what was prefetched; it is fetched again on resume
+                if part.position is not None:
+                    part.fetch_offset = part.position
+
+    def resume(self, partitions):
+        for tp in partitions:
+            part = self._parts.get((tp.topic, tp.partition))
+            if part is not None and part.paused:
+                part.paused = False
+                self._fetch_dirty = True
+
+    def list_topics(self, topic=None, timeout=-1):
+        from .admin import fetch_cluster_metadata
+        return fetch_cluster_metadata(self._conn, topic, timeout)
+
+    def memberid(self):
+        return self._group.member_id if self._group is not None and self._group.member_id else None
+
+    # ---- fetching ---------------------------------------------------------------------------
+    def _send_fetch(self) -> None:
+        parts = [p for p in self._parts.values()
+                 if not p.paused and not p.failed and p.fetch_offset is not None and p.fetch_offset >= 0]
+        if not parts:
+            return
+        request = [[p.topic, p.partition, p.fetch_offset, self._partition_max_bytes] for p in parts]
+        sent = [(p, p.fetch_offset, p.epoch) for p in parts]
+        self._conn.send_with("fetch", {"max_wait_ms": self._fetch_wait_ms, "min_bytes": self._fetch_min_bytes,
+                                       "max_bytes": self._fetch_max_bytes, "partitions": request},
+                             lambda result, error: self._on_fetch(sent, result, error))
+        self._fetches += 1
+        self._fetch_dirty = False
+        self._conn.flush()
+
+    def _on_fetch(self, sent, result, error) -> None:
+        self._fetches -= 1
+        if error is not None:
+            self._report_error(error_from_wire(error.code, error.message))
+            return
+        by_tp = {(r[0], r[1]): r for r in result.get("results", ())}
+        got_data = False
+        for part, offset, epoch in sent:
+            r = by_tp.get((part.topic, part.partition))
+            if r is None or part.epoch != epoch or part.fetch_offset != offset:
+                continue  # a seek, pause or newer fetch overtook this one
+            _, _, err, hw, log_start, records = r
+            if err is not None:
+                self._fetch_error(part, error_from_field(err))
+                continue
+            part.hw = hw
+            part.log_start = log_start
+            if records:
+                # Advance the fetch offset over the whole batches received, reading headers only.
+                end = offset
+                pos, n = 0, len(records)
+                try:
+                    while n - pos >= HEADER_SIZE:
+                        h = read_header(records, pos)
+                        if pos + h.size > n:
+                            break
+                        end = h.base_offset + h.record_count
+                        pos += h.size
+                except BatchError as exc:
+                    self._fetch_error(part, KafkaError(KafkaError._BAD_MSG, str(exc)))
+                    continue
+                if end > offset:
+                    part.fetch_offset = end
+                    self._raw.append((part, records, offset, epoch))
+                    self._raw_bytes += n
+                    part.eof_sent = False
+                    got_data = True
+                    continue
+            if self._eof and not part.eof_sent and offset >= hw:
+                part.eof_sent = True
+                self._raw.append((part, None, offset, epoch))
+        # Prefetch: ask for the next data now, before anything of this reply is decoded.
+        if self._fetches == 0 and self._raw_bytes < _PREFETCH_LIMIT and (got_data or self._fetch_dirty):
+            self._send_fetch()
+
+    def _fetch_error(self, part: _Part, err: KafkaError) -> None:
+        if err.code() == KafkaError.OFFSET_OUT_OF_RANGE and self._reset != "error":
+            part.need_reset = True
+            part.epoch += 1
+            return
+        part.failed = True
+        self._errors.append(error_message(err, part.topic, part.partition, part.fetch_offset or -1001))
+
+    def _decode(self) -> bool:
+        """Turn the oldest raw fetch result into a chunk of Messages; False if there is none."""
+        while self._raw:
+            part, records, offset, epoch = self._raw.popleft()
+            if records is None:
+                if part.epoch == epoch and part.position is not None and part.position >= part.hw:
+                    self._chunks.append([part, [error_message(
+                        KafkaError(KafkaError._PARTITION_EOF,
+                                   f"Fetch from broker 0 reached end of partition at offset {part.hw} (HighwaterMark {part.hw})"),
+                        part.topic, part.partition, part.hw)], 0, epoch, True])
+                    return True
+                continue
+            self._raw_bytes -= len(records)
+            if part.epoch != epoch:
+                continue
+            topic, partition = part.topic, part.partition
+            messages = []
+            try:
+                for h, mv in iter_batches(records):
+                    base, first = h.base_offset, h.first_timestamp
+                    raw = _unpackb(mv[HEADER_SIZE:], use_list=False)
+                    if base >= offset:
+                        messages += [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
+                                     for od, td, k, v, hd in raw]
+                    else:  # the batch starts before the offset asked for: skip its head
+                        messages += [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
+                                     for od, td, k, v, hd in raw if base + od >= offset]
+            except (BatchError, ValueError, TypeError) as exc:
+                part.failed = True
+                self._errors.append(error_message(KafkaError(KafkaError._BAD_MSG, f"corrupt record batch: {exc}"),
+                                                  topic, partition, offset))
+                continue
+            if messages:
+                self._chunks.append([part, messages, 0, epoch, False])
+                return True
+        return False
+
+    def _take(self, want: int, out: list) -> None:
+        chunks = self._chunks
+        while want > 0:
+            if not chunks:
+                if self._errors:
+                    out.append(self._errors.popleft())
+                    want -= 1
+                    continue
+                if not self._decode():
+                    return
+                continue
+            chunk = chunks[0]
+            part, messages, i, epoch, is_eof = chunk
+            if part.epoch != epoch or part.paused:
+                chunks.popleft()
+                continue
+            j = i + want
+            if j >= len(messages):
+                j = len(messages)
+                chunks.popleft()
+            else:
+                chunk[2] = j
+            if i == 0 and j == len(messages):
+                out += messages
+            else:
+                out += messages[i:j]
+            want -= j - i
+            if not is_eof:
+                part.position = messages[j - 1][2] + 1
+
+    # ---- the loop --------------------------------------------------------------------------
+    def _maintain(self) -> None:
+        if self._conn.closed:
+            self._reconnect()
+        if self._group is not None:
+            self._group.maintain()
+        self._resolve()
+        if self._auto_commit and time.monotonic() >= self._next_auto_commit:
+            self._next_auto_commit = time.monotonic() + self._commit_interval
+            if self._group is None or self._group.state == "STABLE":
+                try:
+                    self._commit_positions(asynchronous=True)
+                except KafkaException as exc:
+                    log.info("auto-commit failed: %s", exc)
+        if (self._fetches == 0 or (self._fetch_dirty and self._fetches < 2)) and self._raw_bytes < _PREFETCH_LIMIT:
+            self._send_fetch()
+
+    def _wait(self, deadline) -> None:
+        wait = remaining(deadline)
+        timers = []
+        if self._group is not None:
+            timers.append(self._group.next_timer())
+        if self._auto_commit:
+            timers.append(self._next_auto_commit)
+        if timers:
+            until = max(min(timers) - time.monotonic(), 0.0)
+            wait = until if wait is None else min(wait, until)
+        try:
+            if self._conn.callbacks:
+                self._conn.pump(wait if wait is not None else 1.0)
+            else:
+                time.sleep(min(wait if wait is not None else 0.1, 0.1))
+        except ConnectionClosed:
+            self._reconnect()
+
+    def _last_look(self, want, out) -> None:
+        """At the deadline: take what already arrived without waiting (so poll(0) makes progress)."""
+        try:
+            if self._conn.pump(0):
+                self._take(want, out)
+        except ConnectionClosed:
+            self._reconnect()
+
+    def consume(self, num_messages=1, timeout=-1):
+        """Up to num_messages Messages, waiting at most `timeout` s (-1: until there are that many)."""
+        self._check_open()
+        if num_messages < 1 or num_messages > 1_000_000:
+            raise ValueError("num_messages must be between 1 and 1000000")
+        deadline = deadline_of(timeout)
+        out = []
+        while True:
+            self._maintain()
+            self._take(num_messages - len(out), out)
+            if len(out) >= num_messages:
+                return out
+            if deadline is not None and time.monotonic() >= deadline:
+                self._last_look(num_messages - len(out), out)
+                return out
+            self._wait(deadline)
+
+    def poll(self, timeout=None):
+        """The next Message (possibly an error/EOF Message), or None after `timeout` s."""
+        self._check_open()
+        deadline = deadline_of(timeout if timeout is not None else -1)
+        out = []
+        while True:
+            self._maintain()
+            self._take(1, out)
+            if out:
+                return out[0]
+            if deadline is not None and time.monotonic() >= deadline:
+                self._last_look(1, out)
+                return out[0] if out else None
+            self._wait(deadline)
+
+    def close(self):
+        """Commit (with auto-commit), leave the group and close the connection."""
+        if self._closed:
+            return
+        try:
+            if self._group is not None:
+                if self._group.state == "STABLE":
+                    self._revoke_assignment(lost=False)
+                self._group.leave()
+            elif self._auto_commit and self._parts:
+                try:
+                    self._commit_positions(asynchronous=False)
+                except KafkaException as exc:
+                    log.info("final commit failed: %s", exc)
+        finally:
+            self._closed = True
+            self._conn.close()
+
+    def __len__(self):
+        return sum(len(c[1]) - c[2] for c in self._chunks)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

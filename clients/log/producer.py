@@ -1,0 +1,476 @@
+"""The confluent-kafka style Producer: per-partition batching, pipelined produce requests.
+
+How a record travels (docs/clients-minilog.md tells the story at length):
+
+1. `Producer.produce()` picks the partition (`partitioner.py`: murmur2 of the key, or the
+   topic's current sticky partition) and appends one row tuple to that partition's open
+   `_OpenBatch`. A row is already in the wire layout of a record
+   (`[offset_delta, timestamp_delta, key, value, headers]`, see `clients/record_batch.py`), so
+   closing a batch is a single `msgpack.packb` of the rows plus the 39-byte header.
+2. A batch closes when it holds `batch.size` bytes or `batch.num.messages` records, or when
+   it is `linger.ms` old (checked by produce/poll/flush: there is no background thread, as
+   in confluent-kafka the application is expected to call `poll()` regularly).
+3. Closed batches go out at once in `produce` requests (one per batch group) without waiting
+   for earlier replies: up to `max.in.flight.requests.per.connection` are in flight.
+4. Replies come back in order; each gives the batch's base offset, from which the delivery
+   report of every record follows (`base + index`). Reports are queued and served by
+   `poll()`/`flush()`, in the application's thread, as confluent-kafka does.
+"""
+
+import collections
+import logging
+import time
+
+import msgpack
+
+from ..protocol.errors import BrokerError
+from ..record_batch import _pack_batch  # the header/CRC writer; rows are packed here already
+from ..rpc import ConnectionClosed
+from .config import Config
+from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
+from .errors import KafkaError, KafkaException, error_from_field, exception_from
+from .message import make_message
+from .partitioner import KeyPartitioner, pick_sticky
+
+log = logging.getLogger("clients.log")
+
+_PRODUCER_KEYS = {
+    "linger.ms", "queue.buffering.max.ms", "batch.size", "batch.num.messages", "acks",
+    "request.required.acks", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+    "message.timeout.ms", "delivery.timeout.ms", "request.timeout.ms", "on_delivery",
+    "delivery.report.only.error", "max.in.flight.requests.per.connection", "max.in.flight",
+    "dr_cb", "dr_msg_cb",
+}
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_now_ms = time.time_ns
+
+
+def _as_bytes(x, what: str):
+    if x is None or x.__class__ is bytes:
+        return x
+    if isinstance(x, str):
+        return x.encode("utf-8")
+    if isinstance(x, (bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError(f"{what} must be str, bytes or None, got {type(x).__name__} (serialize it first)")
+
+
+class _OpenBatch:
+    """The records of one partition waiting to be sent, kept as wire-ready rows."""
+
+    __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "callbacks", "deadline", "partition")
+
+    def __init__(self, partition: int, deadline: float):
+        self.rows = []
+        self.size = 0
+        self.first_ts = None  # set by the first record (its timestamp, or now)
+        self.dflt = 0         # timestamp delta of records produced without a timestamp
+        self.max_ts = None
+        self.callbacks = None  # {row index: callback} for records with their own callback
+        self.deadline = deadline
+        self.partition = partition
+
+
+class _TopicState:
+    __slots__ = ("name", "batches", "sticky", "num_partitions")
+
+    def __init__(self, name: str, num_partitions: int):
+        self.name = name
+        self.num_partitions = num_partitions
+        self.batches = [None] * num_partitions
+        self.sticky = pick_sticky(num_partitions, None)
+
+
+class Producer:
+    """`Producer({'bootstrap.servers': 'host:port', ...})`, as confluent_kafka.Producer."""
+
+    def __init__(self, config=None, **kwargs):
+        conf = dict(config or {})
+        conf.update(kwargs)
+        cfg = Config(conf, _PRODUCER_KEYS, "Producer")
+        self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
+        self._client_id = cfg.str("client.id", "rdkafka")
+        linger = cfg.float("linger.ms", cfg.float("queue.buffering.max.ms", 5.0))
+        self._linger = max(linger, 0.0) / 1000.0
+        self._batch_bytes = max(cfg.int("batch.size", 1_000_000), 1)
+        self._batch_count = max(cfg.int("batch.num.messages", 10_000), 1)
+        acks = cfg.get("acks", cfg.get("request.required.acks", -1))
+        acks = -1 if str(acks).lower() == "all" else int(acks)
+        if acks not in (-1, 0, 1):
+            raise ValueError(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
+        self._acks = acks
+        self._max_queued = cfg.int("queue.buffering.max.messages", 100_000)
+        self._max_queued_bytes = cfg.int("queue.buffering.max.kbytes", 1_048_576) * 1024
+        self._message_timeout = cfg.int("message.timeout.ms", cfg.int("delivery.timeout.ms", 300_000)) / 1000.0
+        self._request_timeout_ms = cfg.int("request.timeout.ms", 30_000)
+        self._max_in_flight = max(cfg.int("max.in.flight.requests.per.connection",
+                                          cfg.int("max.in.flight", 1_000_000)), 1)
+        self._on_delivery = cfg.get("on_delivery") or cfg.get("dr_cb") or cfg.get("dr_msg_cb")
+        self._only_errors = cfg.bool("delivery.report.only.error", False)
+        self._error_cb = cfg.get("error_cb")
+        self._conn: LogConnection | None = None
+        self._topics: dict[str, _TopicState] = {}
+        self._open: list[tuple[_TopicState, _OpenBatch]] = []  # batches with records, oldest first
+        self._ready: list = []        # closed batches not sent yet: (topic, partition, bytes, batch)
+        self._in_flight = 0           # produce requests awaiting a reply
+        self._in_flight_sent = collections.deque()  # (sent monotonic time, rid) to time requests out
+        self._reports = collections.deque()  # (callback, error, message) to serve in poll()
+        self._count = 0               # records produced and not yet reported (len(producer))
+        self._bytes = 0
+        self._keys = KeyPartitioner()
+        self._closed = False
+        self._connect()
+
+    # ---- connection and metadata --------------------------------------------------------
+    def _connect(self) -> LogConnection:
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = LogConnection(self._host, self._port, self._client_id)
+            except (OSError, BrokerError) as exc:
+                raise KafkaException(KafkaError(KafkaError._TRANSPORT,
+                                                f"cannot connect to {self._host}:{self._port}: {exc}"))
+        return self._conn
+
+    def _topic(self, topic: str) -> _TopicState | None:
+        if not isinstance(topic, str) or not topic:
+            raise TypeError("topic must be a non-empty str")
+        try:
+            meta = self._connect().call("metadata", {"topics": [topic]})
+        except BrokerError as exc:
+            if exc.code == "NOT_FOUND":
+                return None
+            raise exception_from(exc) from None
+        info = (meta.get("topics") or {}).get(topic)
+        if not info or not info.get("partitions"):
+            return None
+        state = _TopicState(topic, len(info["partitions"]))
+        self._topics[topic] = state
+        return state
+
+    def list_topics(self, topic=None, timeout=-1):
+        from .admin import fetch_cluster_metadata
+        return fetch_cluster_metadata(self._connect(), topic, timeout)
+
+    # ---- produce --------------------------------------------------------------------------
+    def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
+                headers=None, callback=None):
+        """Queue one record; its delivery report is served by a later poll() or flush()."""
+        if value is not None and value.__class__ is not bytes:
+            value = _as_bytes(value, "value")
+        try:
+            t = self._topics[topic]
+        except KeyError:
+            t = self._topic(topic)
+            if t is None:
+                self._report_now(on_delivery or callback, KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist; create it first"),
+                    topic, partition, key, value)
+                return
+        if key is not None:
+            if key.__class__ is not bytes:
+                key = _as_bytes(key, "key")
+            if partition < 0:
+                partition = self._keys.partition(key, t.num_partitions)
+        elif partition < 0:
+            partition = t.sticky
+        if self._count >= self._max_queued or self._bytes >= self._max_queued_bytes:
+            self._make_room()
+        try:
+            acc = t.batches[partition]
+        except (IndexError, TypeError):
+            raise KafkaException(KafkaError(
+                KafkaError._UNKNOWN_PARTITION,
+                f"topic {topic!r} has {t.num_partitions} partitions, no partition {partition!r}")) from None
+        if acc is None:
+            acc = t.batches[partition] = _OpenBatch(partition, time.monotonic() + self._linger)
+            self._open.append((t, acc))
+        rows = acc.rows
+        cb = on_delivery or callback
+        if timestamp or headers or cb is not None or acc.first_ts is None:
+            self._append_slow(acc, rows, key, value, timestamp, headers, cb)
+        else:
+            rows.append((len(rows), acc.dflt, key, value, None))
+        n = 16 + (len(value) if value is not None else 0)
+        acc.size += n
+        self._bytes += n
+        self._count += 1
+        if acc.size >= self._batch_bytes or len(rows) >= self._batch_count or self._linger == 0:
+            self._close(t, acc)
+            self._send_ready()
+        elif self._open[0][1].deadline <= time.monotonic():
+            self._close_due()
+
+    def _append_slow(self, acc, rows, key, value, timestamp, headers, cb):
+        if headers is not None:
+            if isinstance(headers, dict):
+                headers = list(headers.items())
+            headers = [(str(k), _as_bytes(v, "header value")) for k, v in headers]
+        if acc.first_ts is None:
+            acc.first_ts = int(timestamp) if timestamp else _now_ms() // 1_000_000
+            acc.max_ts = acc.first_ts
+            if timestamp:
+                acc.dflt = _now_ms() // 1_000_000 - acc.first_ts
+                acc.max_ts = max(acc.max_ts, acc.first_ts + acc.dflt)
+        if timestamp:
+            delta = int(timestamp) - acc.first_ts
+            if timestamp > acc.max_ts:
+                acc.max_ts = int(timestamp)
+        else:
+            delta = acc.dflt
+        if cb is not None:
+            if acc.callbacks is None:
+                acc.callbacks = {}
+            acc.callbacks[len(rows)] = cb
+        rows.append((len(rows), delta, key, value, headers))
+
+    def _report_now(self, cb, err, topic, partition, key, value):
+        cb = cb or self._on_delivery
+        if cb is not None:
+            self._reports.append((cb, err, make_message(topic, partition, -1001, None, key, value, None, err)))
+
+    def _make_room(self):
+        """The queue is at its limit: flush what lingers and take acks; BufferError if still full."""
+        self._close_all()
+        self._send_ready()
+        if self._conn is not None and not self._conn.closed and self._in_flight:
+            self._pump(0)
+        if self._count >= self._max_queued or self._bytes >= self._max_queued_bytes:
+            raise BufferError(f"Local: Queue full ({self._count} messages waiting for delivery; "
+                              "call poll() to serve delivery reports or raise queue.buffering.max.messages)")
+
+    # ---- batches to requests ----------------------------------------------------------------
+    def _close(self, t: _TopicState, acc: _OpenBatch) -> None:
+        t.batches[acc.partition] = None
+        for i, (_, a) in enumerate(self._open):
+            if a is acc:
+                del self._open[i]
+                break
+        if t.sticky == acc.partition and t.num_partitions > 1:
+            t.sticky = pick_sticky(t.num_partitions, acc.partition)
+        rows = acc.rows
+        payload = _packb(rows)
+        max_ts = acc.max_ts if acc.max_ts is not None else acc.first_ts
+        self._ready.append((t.name, acc.partition, _pack_batch(payload, len(rows), acc.first_ts, max_ts, 0, 0), acc))
+
+    def _close_due(self) -> None:
+        now = time.monotonic()
+        while self._open and self._open[0][1].deadline <= now:
+            t, acc = self._open[0]
+            self._close(t, acc)
+        self._send_ready()
+
+    def _close_all(self) -> None:
+        while self._open:
+            t, acc = self._open[0]
+            self._close(t, acc)
+
+    def _send_ready(self) -> None:
+        if not self._ready:
+            return
+        conn = self._conn
+        if conn is None or conn.closed:
+            try:
+                conn = self._connect()
+            except KafkaException as exc:
+                self._fail_batches(self._ready, exc.args[0])
+                self._ready = []
+                return
+        while self._ready and self._in_flight < self._max_in_flight:
+            # One request carries at most one batch per partition, so replies map back by (topic, partition).
+            group, seen, rest = [], set(), []
+            for item in self._ready:
+                tp = (item[0], item[1])
+                if tp in seen:
+                    rest.append(item)
+                else:
+                    seen.add(tp)
+                    group.append(item)
+            self._ready = rest
+            args = {"acks": self._acks, "timeout_ms": self._request_timeout_ms,
+                    "data": [[topic, p, data] for topic, p, data, _ in group]}
+            try:
+                if self._acks == 0:
+                    conn.send("produce", args, want_reply=False)
+                    self._delivered(group, None)
+                else:
+                    rid = conn.send_with("produce", args, lambda result, error, g=group: self._on_reply(g, result, error))
+                    self._in_flight += 1
+                    self._in_flight_sent.append((time.monotonic(), rid))
+            except ConnectionClosed as exc:
+                self._connection_lost(exc)
+                self._fail_batches(group, KafkaError(KafkaError._TRANSPORT, str(exc)))
+                return
+        try:
+            conn.flush()
+        except ConnectionClosed as exc:
+            self._connection_lost(exc)
+            return
+        # Take replies already waiting so the server never stalls on our receive buffer.
+        if self._in_flight:
+            self._pump(0)
+
+    def _on_reply(self, group, result, error) -> None:
+        self._in_flight -= 1
+        if error is not None:
+            self._fail_batches(group, exception_from(error).args[0])
+            return
+        by_tp = {}
+        for r in result.get("results", ()):
+            by_tp[(r[0], r[1])] = (r[2], error_from_field(r[3] if len(r) > 3 else None))
+        for item in group:
+            base, err = by_tp.get((item[0], item[1]), (-1, KafkaError(
+                KafkaError.UNKNOWN, "the server's produce reply did not mention this partition")))
+            self._delivered([item], err, base)
+
+    def _delivered(self, group, err, base=-1001) -> None:
+        on_delivery = self._on_delivery
+        for topic, partition, _, acc in group:
+            rows = acc.rows
+            n = len(rows)
+            self._count -= n
+            self._bytes -= acc.size
+            callbacks = acc.callbacks
+            if on_delivery is None and callbacks is None:
+                continue
+            if err is None and self._only_errors:
+                continue
+            first = acc.first_ts
+            for i, r in enumerate(rows):
+                cb = callbacks.get(i, on_delivery) if callbacks is not None else on_delivery
+                if cb is None:
+                    continue
+                offset = base + i if base is not None and base >= 0 else -1001
+                self._reports.append((cb, err, make_message(topic, partition, offset, first + r[1], r[2], r[3], r[4], err)))
+
+    def _fail_batches(self, group, err) -> None:
+        self._delivered(group, err)
+
+    def _connection_lost(self, exc) -> None:
+        conn = self._conn
+        if conn is not None:
+            conn.closed = True
+            conn.fail_all(exc if isinstance(exc, BrokerError) else ConnectionClosed(str(exc)))
+        self._in_flight = 0
+        self._in_flight_sent.clear()
+
+    def _pump(self, timeout) -> None:
+        try:
+            self._conn.pump(timeout)
+        except ConnectionClosed as exc:
+            self._connection_lost(exc)
+        if self._conn is not None and self._conn.async_errors:
+            err = self._conn.async_errors.popleft()
+            if self._error_cb is not None:
+                self._error_cb(exception_from(err.exception()).args[0])
+            else:
+                log.warning("minilog producer: %s: %s", err.code, err.message)
+
+    def _expire(self) -> None:
+        """Fail requests that got no reply within message.timeout.ms (the server is gone)."""
+        if not self._in_flight_sent:
+            return
+        now = time.monotonic()
+        conn = self._conn
+        while self._in_flight_sent:
+            sent, rid = self._in_flight_sent[0]
+            if conn is None or rid not in conn.callbacks:
+                self._in_flight_sent.popleft()
+                continue
+            if now - sent < self._message_timeout:
+                break
+            self._in_flight_sent.popleft()
+            cb = conn.callbacks.pop(rid)
+            cb(None, BrokerError("REQUEST_TIMED_OUT", "no produce reply within message.timeout.ms"))
+
+    # ---- serving reports ------------------------------------------------------------------
+    def _serve(self) -> int:
+        served = 0
+        reports = self._reports
+        while reports:
+            cb, err, msg = reports.popleft()
+            if err is not None and err.code() == KafkaError.UNKNOWN:
+                err = KafkaError(KafkaError._MSG_TIMED_OUT, err.str()) if "REQUEST_TIMED_OUT" in err.str() else err
+            cb(err, msg)
+            served += 1
+        return served
+
+    def poll(self, timeout=None) -> int:
+        """Serve delivery reports (waiting up to `timeout` s for one); returns how many were served."""
+        deadline = deadline_of(timeout if timeout is not None else -1)
+        served = self._serve()
+        while True:
+            if self._open:
+                self._close_due()
+            busy = self._conn_busy()
+            if served or (deadline is not None and time.monotonic() >= deadline):
+                if busy:
+                    self._pump(0)
+                return served + self._serve()
+            if not busy and not self._open:
+                if deadline is None:
+                    return served  # nothing outstanding: waiting forever would hang the caller
+                time.sleep(min(remaining(deadline), 0.05))
+                continue
+            wait = remaining(deadline)
+            if self._open:
+                until_linger = max(self._open[0][1].deadline - time.monotonic(), 0.0)
+                wait = until_linger if wait is None else min(wait, until_linger)
+            if busy:
+                self._pump(wait)
+                self._expire()
+            else:
+                time.sleep(wait)
+            served += self._serve()
+
+    def _conn_busy(self) -> bool:
+        return self._conn is not None and not self._conn.closed and bool(self._conn.callbacks)
+
+    def flush(self, timeout=None) -> int:
+        """Send everything and wait for its delivery reports (serving them); returns len(self)."""
+        deadline = deadline_of(timeout if timeout is not None else -1)
+        self._close_all()
+        self._send_ready()
+        while True:
+            self._serve()
+            if self._count <= 0 and not self._reports:
+                return 0
+            if deadline is not None and time.monotonic() >= deadline:
+                return len(self)
+            if self._ready:
+                self._send_ready()
+            if self._in_flight:
+                self._pump(remaining(deadline) if deadline is not None else 1.0)
+                self._expire()
+            elif not self._ready and self._count > 0 and not self._reports:
+                # Records remain but nothing is in flight: the connection failed under them.
+                self._close_all()
+                self._send_ready()
+                if not self._in_flight and not self._ready:
+                    time.sleep(0.01)
+
+    def purge(self, in_queue=True, in_flight=True, blocking=True) -> None:
+        """Drop records not yet sent; their delivery reports carry _PURGE_QUEUE."""
+        if in_queue:
+            self._close_all()
+            ready, self._ready = self._ready, []
+            self._fail_batches(ready, KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue"))
+
+    def __len__(self) -> int:
+        return self._count + len(self._reports)
+
+    def __bool__(self) -> bool:
+        return True
+
+    def close(self, timeout=None) -> int:
+        left = self.flush(timeout) if not self._closed else 0
+        self._closed = True
+        if self._conn is not None:
+            self._conn.close()
+        return left
+
+    # confluent-kafka has no close() on Producer before 2.x; both spellings are harmless.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
