@@ -43,6 +43,12 @@ class Channel:
     def deliver(self, consumer, msg) -> None:
         tag = self.next_tag
         self.next_tag = tag + 1
+        body = msg.body
+        if msg.store_id is not None:                      # durable store (issue 4): lazy body, delivery count
+            if body is None:
+                body = self.broker.store.read_body(msg)
+            if not consumer.no_ack:
+                self.broker.store.delivered(msg.queue, msg)
         if consumer.no_ack:
             msg.queue.settled(msg)
         else:
@@ -52,7 +58,7 @@ class Channel:
             consumer.unacked += 1
             msg.queue.unacked += 1
         self.outbox.append([consumer.tag, tag, msg.redelivered, msg.exchange, msg.routing_key,
-                            msg.body, msg.properties])
+                            body, msg.properties])
         if not self.dirty:
             self.dirty = True
             self.broker.channel_dirty(self)
@@ -68,6 +74,12 @@ class Channel:
             return None
         tag = self.next_tag
         self.next_tag = tag + 1
+        body = msg.body
+        if msg.store_id is not None:                      # durable store (issue 4): lazy body, delivery count
+            if body is None:
+                body = self.broker.store.read_body(msg)
+            if not no_ack:
+                self.broker.store.delivered(queue, msg)
         if no_ack:
             queue.settled(msg)
         else:
@@ -77,7 +89,7 @@ class Channel:
             queue.unacked += 1
         return {"delivery_tag": tag, "redelivered": msg.redelivered, "exchange": msg.exchange,
                 "routing_key": msg.routing_key, "message_count": len(queue.ready),
-                "body": msg.body, "properties": msg.properties}
+                "body": body, "properties": msg.properties}
 
     # ---- settling ---------------------------------------------------------------------------------
     def _take(self, tag: int, multiple: bool, verb: str) -> list:

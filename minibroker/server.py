@@ -113,15 +113,38 @@ class MinibrokerServer(BrokerServer):
     features = ("publisher_confirms", "exchange_to_exchange_bindings", "dead_lettering",
                 "priorities", "single_active_consumer", "delivery_limit")
 
-    def __init__(self, *args, store=None, **kwargs):
+    def __init__(self, *args, store=None, fsync: str = "always", fsync_interval_ms: int = 200, **kwargs):
         super().__init__(*args, **kwargs)
         self.store = store if store is not None else TransientStore()
         self.broker = Broker(store=self.store)
+        # ---- durable store (issue 4): with a data dir and no explicit store, keep durable
+        # definitions and persistent messages on disk (minibroker/store/, docs/minibroker-durability.md).
+        self._durable = store is None and bool(self.data_dir)
+        self.fsync_policy, self.fsync_interval_ms = fsync, fsync_interval_ms
+
+    @classmethod
+    def add_arguments(cls, parser) -> None:
+        from .store.journal import FSYNC_POLICIES
+        parser.add_argument("--fsync", choices=FSYNC_POLICIES, default="always",
+                            help="when persistent messages reach the disk: always (confirm after fsync, the "
+                                 "default), interval (fsync every --fsync-interval-ms), never (page cache only)")
+        parser.add_argument("--fsync-interval-ms", type=int, default=200,
+                            help="fsync period under --fsync interval (default 200)")
+
+    @classmethod
+    def from_args(cls, args):
+        server = super().from_args(args)
+        server.fsync_policy, server.fsync_interval_ms = args.fsync, args.fsync_interval_ms
+        return server
 
     # ---- lifecycle --------------------------------------------------------------------------------
     async def open(self):
         import asyncio
         self.broker._schedule = asyncio.get_running_loop().call_soon
+        if self._durable:   # durable store (issue 4)
+            from .store.broker_store import BrokerStore
+            self.store = self.broker.store = BrokerStore(self.data_dir, fsync=self.fsync_policy,
+                                                         fsync_interval_ms=self.fsync_interval_ms)
         self.store.recover(self.broker)
         self.every(TICK_SECONDS, self.broker.tick)
 

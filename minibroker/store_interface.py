@@ -8,6 +8,10 @@ The core calls the store at a handful of moments and never waits on it inline:
   *durable* queue (the store may set `msg.store_id`), `settle(queue, msg)` when such a message
   leaves the queue for good (acked, dropped, dead-lettered, purged, expired, its queue deleted —
   every message with a `store_id` is settled exactly once);
+- `delivered(queue, msg)` when a message with a `store_id` is handed out with acks pending (so
+  redelivered flags and delivery counts survive a restart), and `read_body(msg)` when the core
+  needs the body of a message whose `body` the store dropped from memory (`None`; lazy bodies).
+  [added by the durable store, issue 4]
 - confirms: `when_durable(callback)` at the end of each event-loop turn that produced publisher
   confirms. The store calls `callback()` once everything it accepted so far is durable — at once
   if nothing is pending. Callbacks must run in the order they were registered (confirms must not
@@ -35,6 +39,8 @@ class Store(Protocol):
 
     def enqueue(self, queue, msg) -> None: ...
     def settle(self, queue, msg) -> None: ...
+    def delivered(self, queue, msg) -> None: ...
+    def read_body(self, msg) -> bytes: ...
 
     def when_durable(self, callback: Callable[[], None]) -> None: ...
 
@@ -71,6 +77,12 @@ class TransientStore:
 
     def settle(self, queue, msg) -> None:
         pass
+
+    def delivered(self, queue, msg) -> None:
+        pass
+
+    def read_body(self, msg) -> bytes:
+        return msg.body
 
     def when_durable(self, callback) -> None:
         callback()

@@ -555,7 +555,7 @@ class MessageJournal:
         self.stats["fsyncs"] += 1
 
     # ==== background work ======================================================================
-    async def start(self) -> None:
+    def start(self) -> None:
         """Bind to the running loop and start the interval fsync and the maintenance task."""
         self._bind_loop()
         self._background = self._loop.create_task(self._background_loop())
@@ -697,13 +697,22 @@ class MessageJournal:
         self.close_sync()
 
     def close_sync(self) -> None:
+        """Flush, fsync and close, blocking. Safe while a committer round is in flight."""
         if self._closed:
             return
+        if self._background is not None:
+            self._background.cancel()
+        self._executor.shutdown(wait=True)   # no fdatasync still running on a file we close
         self.flush_sync()
         self._closed = True
+        if self._sync_task is not None:
+            self._sync_task.cancel()
         for seg in self.segments.values():
             os.close(seg.fd)
-        self._executor.shutdown(wait=True)
+        while self._waiters:
+            _, fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)   # everything is on disk now
 
     def abandon(self) -> None:
         """Drop everything not yet handed to the kernel and close the files: a process crash."""

@@ -1,0 +1,251 @@
+"""BrokerStore: the durable store plugged under the broker core (`store_interface.Store`).
+
+It translates the core's hooks into the two storage components and back:
+
+- definition hooks (`exchange_declared`, `queue_declared`, `bound`, ...) -> `DefinitionsStore`
+  (only durable things; exclusive queues are never stored, as in RabbitMQ they die with their
+  connection);
+- `enqueue(queue, msg)` -> one PUBLISH record per (durable queue, persistent message) in the
+  `MessageJournal`; the message id becomes `msg.store_id`;
+- `settle(queue, msg)` and `delivered(queue, msg)` are collected during the loop turn and
+  written as one SETTLE / DELIVERY record per queue per turn (`_flush_turn`);
+- `when_durable(callback)` -> `MessageJournal.commit()`: the confirm callback runs once the
+  turn's records are as safe as the fsync policy promises (after the fdatasync under `always`);
+- `read_body(msg)`: bodies of messages deep in a backlog are dropped from memory after the
+  turn that journaled them (`KEEP_BODIES`) and read back from the journal when delivered;
+- `recover(broker)`: rebuilds durable exchanges, queues, bindings and the persistent
+  messages (with their redelivered flag, delivery count and remaining TTL), and logs it.
+
+Routing, queue rules and the wire stay in the core; files and fsyncs stay in definitions.py
+and journal.py.
+"""
+
+import asyncio
+import logging
+import os
+import time
+
+from ..message import Message, check_properties, parse_expiration
+from .definitions import DefinitionsStore
+from .journal import ACK, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, MessageJournal
+
+log = logging.getLogger("minibroker.store")
+
+# A queue keeps the bodies of its first KEEP_BODIES ready messages in memory; deeper in the
+# backlog, bodies live only in the journal until they are about to be delivered.
+KEEP_BODIES = 2048
+
+
+class BrokerStore:
+    def __init__(self, data_dir: str, fsync: str = "always", fsync_interval_ms: int = DEFAULT_FSYNC_INTERVAL_MS,
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, keep_bodies: int = KEEP_BODIES):
+        self.data_dir = data_dir
+        self.definitions = DefinitionsStore(data_dir)
+        self.journal = MessageJournal(os.path.join(data_dir, "journal"), fsync=fsync,
+                                      fsync_interval_ms=fsync_interval_ms, segment_bytes=segment_bytes)
+        self.keep_bodies = keep_bodies
+        self._recovering = False
+        self._settles: dict[str, list] = {}
+        self._deliveries: dict[str, list] = {}
+        self._drop_bodies: list = []
+        self._turn_scheduled = False
+        self._callbacks_running = 0
+        self._loop = None
+        self.recovered = None
+
+    # ==== recovery ============================================================================
+    def recover(self, broker) -> None:
+        began = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        self.definitions.load()
+        self._recovering = True
+        try:
+            self._recover_definitions(broker)
+            rec = self.journal.open(durable_queues=set(self.definitions.queues))
+            messages = self._recover_messages(broker, rec)
+        finally:
+            self._recovering = False
+        self.journal.start()
+        d = self.definitions
+        self.recovered = {"exchanges": len(d.exchanges), "queues": len(d.queues), "bindings": len(d.bindings),
+                          "messages": messages, "bytes": rec.bytes, "truncated_bytes": rec.truncated_bytes,
+                          "seconds": round(time.monotonic() - began, 3)}
+        log.info("recovered %d durable exchanges, %d durable queues, %d bindings, %d persistent messages "
+                 "(%d bytes) in %.3f s (fsync policy %s)", len(d.exchanges), len(d.queues), len(d.bindings),
+                 messages, rec.bytes, time.monotonic() - began, self.journal.policy)
+
+    def _recover_definitions(self, broker) -> None:
+        d = self.definitions
+        for name, spec in d.exchanges.items():
+            if name in broker.exchanges:
+                continue
+            broker.declare_exchange(name, spec["type"], durable=True, auto_delete=spec.get("auto_delete", False),
+                                    internal=spec.get("internal", False), arguments=spec.get("arguments") or {})
+        for name, spec in d.queues.items():
+            broker.declare_queue(None, name, durable=True, auto_delete=spec.get("auto_delete", False),
+                                 arguments=spec.get("arguments") or {})
+        for b in d.bindings:
+            try:
+                if b.get("destination_kind", "queue") == "queue":
+                    broker.bind_queue(None, b["destination"], b["source"], b["routing_key"], b.get("arguments") or {})
+                else:
+                    broker.bind_exchange(b["destination"], b["source"], b["routing_key"], b.get("arguments") or {})
+            except Exception as exc:   # a binding whose end is gone: report it, start anyway
+                log.warning("durable binding %r could not be restored: %s", b, exc)
+
+    def _recover_messages(self, broker, rec) -> int:
+        now = broker.clock()
+        wall_ms = int(time.time() * 1000)
+        count = 0
+        for qname, msgs in rec.queues.items():
+            q = broker.queues.get(qname)
+            if q is None:
+                continue
+            ttl_ms = q.settings.message_ttl
+            ready = q.ready
+            for rm in msgs:
+                props = rm.properties or None
+                msg = Message(rm.exchange, rm.routing_key, b"", props)
+                msg.body = None
+                msg.size = rm.body_size
+                if props:
+                    try:
+                        msg.priority, _, _ = check_properties(props, now)
+                    except Exception:
+                        pass
+                msg.persistent = True
+                deadline = None
+                if ttl_ms is not None:
+                    deadline = rm.published_at + ttl_ms
+                expiration = props.get("expiration") if props else None
+                if expiration is not None:
+                    try:
+                        own = rm.published_at + parse_expiration(expiration)
+                    except Exception:
+                        own = None
+                    if own is not None:
+                        deadline = own if deadline is None else min(deadline, own)
+                        q.has_message_expiry = True
+                        broker.watch_expiry(q)
+                if deadline is not None:
+                    msg.expires_at = max(now + (deadline - wall_ms) / 1000.0, 1e-9)
+                msg.store_id = rm.msg_id
+                msg.redelivered = rm.redelivered
+                msg.delivery_count = rm.delivery_count
+                msg.queue = q
+                msg.position = q._next_position
+                q._next_position += 1
+                ready.append(msg)
+                q.ready_bytes += msg.size
+                count += 1
+            msgs.clear()   # let the recovery records go as the queue fills
+        return count
+
+    # ==== definitions =========================================================================
+    def exchange_declared(self, exchange) -> None:
+        if not self._recovering:
+            self.definitions.put_exchange(exchange.name, {
+                "type": exchange.type_name, "durable": True, "auto_delete": exchange.auto_delete,
+                "internal": exchange.internal, "arguments": exchange.arguments or {}})
+
+    def exchange_deleted(self, exchange) -> None:
+        self.definitions.delete_exchange(exchange.name)
+
+    def queue_declared(self, queue) -> None:
+        if not self._recovering and queue.exclusive_owner is None:
+            self.definitions.put_queue(queue.name, {
+                "durable": True, "exclusive": False, "auto_delete": queue.auto_delete,
+                "arguments": queue.arguments or {}})
+
+    def queue_deleted(self, queue) -> None:
+        self._flush_turn()   # its settlements go to the journal before the definition goes
+        self.definitions.delete_queue(queue.name)
+
+    def _binding(self, source, destination, routing_key, arguments) -> dict:
+        return {"source": source.name, "destination": destination.name,
+                "destination_kind": "queue" if destination.is_queue else "exchange",
+                "routing_key": routing_key, "arguments": arguments or {}}
+
+    def bound(self, source, destination, routing_key, arguments) -> None:
+        if self._recovering or (destination.is_queue and destination.exclusive_owner is not None):
+            return
+        self.definitions.add_binding(self._binding(source, destination, routing_key, arguments))
+
+    def unbound(self, source, destination, routing_key, arguments) -> None:
+        self.definitions.remove_binding(self._binding(source, destination, routing_key, arguments))
+
+    # ==== messages ============================================================================
+    def enqueue(self, queue, msg) -> None:
+        if queue.exclusive_owner is not None:
+            return
+        msg.store_id = self.journal.append_publish((queue.name,), msg.exchange, msg.routing_key,
+                                                   msg.properties, msg.body)
+        if len(queue.ready) >= self.keep_bodies:
+            # Not now: the core may still copy this message's body to other queues this turn.
+            self._drop_bodies.append(msg)
+            self._want_flush()
+
+    def settle(self, queue, msg) -> None:
+        ids = self._settles.get(queue.name)
+        if ids is None:
+            ids = self._settles[queue.name] = []
+            self._want_flush()
+        ids.append(msg.store_id)
+
+    def delivered(self, queue, msg) -> None:
+        counts = self._deliveries.get(queue.name)
+        if counts is None:
+            counts = self._deliveries[queue.name] = []
+            self._want_flush()
+        counts.append((msg.store_id, msg.delivery_count + 1))
+
+    def read_body(self, msg) -> bytes:
+        return self.journal.read_body(msg.store_id)
+
+    def _want_flush(self) -> None:
+        if not self._turn_scheduled and self._loop is not None:
+            self._turn_scheduled = True
+            self._loop.call_soon(self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        """Write the turn's settlements and delivery counts, one record per queue; drop bodies."""
+        self._turn_scheduled = False
+        if self._settles:
+            settles, self._settles = self._settles, {}
+            for qname, ids in settles.items():
+                self.journal.append_settle(qname, ids, ACK)
+        if self._deliveries:
+            deliveries, self._deliveries = self._deliveries, {}
+            for qname, counts in deliveries.items():
+                self.journal.append_delivery(qname, counts)
+        if self._drop_bodies:
+            drop, self._drop_bodies = self._drop_bodies, []
+            journal = self.journal
+            for m in drop:
+                if m.store_id in journal:
+                    m.body = None
+
+    # ==== confirms ============================================================================
+    def when_durable(self, callback) -> None:
+        self._flush_turn()
+        fut = self.journal.commit()
+        if fut.done() and not self._callbacks_running:
+            callback()
+            return
+        # Callbacks of futures run in the order they were added (the journal resolves its
+        # waiters in append order), so confirms never overtake each other.
+        self._callbacks_running += 1
+
+        def done(f):
+            self._callbacks_running -= 1
+            if f.exception() is not None:
+                log.error("confirms held back: the journal could not be written: %s", f.exception())
+                return
+            callback()
+
+        fut.add_done_callback(done)
+
+    # ==== shutdown ============================================================================
+    def close(self) -> None:
+        self._flush_turn()
+        self.journal.close_sync()
