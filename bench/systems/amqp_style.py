@@ -229,3 +229,9 @@ class MinibrokerAdapter(AioPikaStyleAdapter):
     @classmethod
     def client_version(cls):
         return "clients.aio_broker (this repo)"
+
+    def settings(self, case):
+        s = super().settings(case)
+        if case.persistent:
+            s["durability"] += " (--fsync always, the default: confirmed after fsync)"
+        return s
