@@ -87,12 +87,18 @@ def headline(workload: str) -> tuple[str, str, bool]:
         workload, ("throughput", "msgs/s delivered", True))
 
 
+def _incomplete(r) -> bool:
+    """A system that did not deliver everything in time has no verdict-worthy figure."""
+    sm = r.get("summary", {})
+    return bool((sm.get("lost") or {}).get("max")) or bool(sm.get("undrained_runs"))
+
+
 def _best(entry, systems, key, higher):
     best = None
     for s in systems:
         r = entry["results"].get(s, {})
         v = _median(r, key)
-        if v is None or v == 0:
+        if v is None or v == 0 or _incomplete(r):
             continue
         if best is None or (v > best[1] if higher else v < best[1]):
             best = (s, v)
@@ -143,8 +149,14 @@ def summary_lines(results: dict) -> list[str]:
                 verdict = "only the queue ran"
             else:
                 verdict = "no results"
-            detail = "; ".join(x for x in (f"ours: {ours}" if ours else None,
-                                           f"peers: {peers}" if peers else None) if x)
+            dropped = [s for s in ORDER if _incomplete(entry["results"].get(s, {}))]
+            failed = [s for s in ORDER if entry["results"].get(s, {}).get("errors")
+                      and "summary" not in entry["results"][s]]
+            detail = "; ".join(x for x in (
+                f"ours: {ours}" if ours else None,
+                f"peers: {peers}" if peers else None,
+                f"left out, not everything delivered in time: {', '.join(dropped)}" if dropped else None,
+                f"failed: {', '.join(failed)}" if failed else None) if x)
             parts.append(f"{label}: {verdict}" + (f" — {detail}" if detail else ""))
         lines.append(f"- **{name}** — " + " · ".join(parts))
     return lines
@@ -298,7 +310,7 @@ def draw_charts(results: dict, charts_dir: str) -> int:
         for s in _systems_in(data):
             r = entry["results"].get(s, {})
             sm = r.get("summary", {}).get(key)
-            if sm and sm.get("median"):
+            if sm and sm.get("median") and not _incomplete(r):
                 systems.append(s)
                 meds.append(sm["median"])
                 lows.append(sm["median"] - sm["min"])
@@ -308,7 +320,8 @@ def draw_charts(results: dict, charts_dir: str) -> int:
         fig, ax = plt.subplots(figsize=(7, 3.6))
         ax.bar(systems, meds, yerr=[lows, highs], capsize=4, color=[COLORS[s] for s in systems])
         ax.set_ylabel(what)
-        ax.set_title(f"{name}: {entry['case']['label']} (median, bars = min–max)")
+        ax.set_title(f"{name}: {entry['case']['label']} (median, bars = min–max)\n"
+                     "systems that did not deliver every message are left out", fontsize=9)
         for i, v in enumerate(meds):
             ax.annotate(f"{v:,.0f}", (i, v), ha="center", va="bottom", fontsize=8)
         fig.tight_layout()
@@ -324,6 +337,8 @@ def draw_charts(results: dict, charts_dir: str) -> int:
             for s in _systems_in(data):
                 r = entry["results"].get(s, {})
                 ys = [_median(r, f"latency_{k}_us") for k in keys]
+                if _incomplete(r):
+                    continue
                 if all(y is not None for y in ys):
                     ax.plot(range(len(keys)), [y / 1000 for y in ys], marker="o", label=s, color=COLORS[s])
             ax.set_xticks(range(len(keys)), keys)
@@ -350,7 +365,7 @@ def draw_charts(results: dict, charts_dir: str) -> int:
                 xs, ys, mbs = [], [], []
                 for e in entries:
                     v = _median(e["results"].get(s, {}), "throughput")
-                    if v:
+                    if v and not _incomplete(e["results"].get(s, {})):
                         xs.append(e["case"]["x"])
                         ys.append(v)
                         mbs.append(_median(e["results"].get(s, {}), "mb_per_s"))
@@ -368,7 +383,8 @@ def draw_charts(results: dict, charts_dir: str) -> int:
             if prefix == "size":
                 axes[0][1].set_ylabel("MB/s delivered")
             axes[0][0].legend(fontsize=8)
-            fig.suptitle(f"scaling by {prefix} (median of repeats)")
+            fig.suptitle(f"scaling by {prefix} (median of repeats; points where not every "
+                         "message was delivered are left out)", fontsize=10)
             fig.tight_layout()
             fig.savefig(os.path.join(charts_dir, fname), dpi=110)
             plt.close(fig)

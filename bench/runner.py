@@ -212,8 +212,18 @@ class Worker:
         self.proc.join(5)
 
 
-def _wait(workers, cond, timeout, what, on_tick=None):
-    deadline = time.monotonic() + timeout
+STALL_TIMEOUT = 15.0
+
+
+def _wait(workers, cond, timeout, what, on_tick=None, stall=False):
+    """Poll until cond holds for every worker; fail on a child's error or the deadline.
+
+    With `stall`, also give up when the workers' counters have not moved for STALL_TIMEOUT
+    seconds: a broker that stopped delivering should cost seconds, not the whole deadline.
+    """
+    now = time.monotonic()
+    deadline = now + timeout
+    progress, moved = None, now
     while True:
         for w in workers:
             w.pump()
@@ -221,8 +231,16 @@ def _wait(workers, cond, timeout, what, on_tick=None):
                 raise RunFailed(w.error)
         if all(cond(w) for w in workers):
             return
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise RunFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+        if stall:
+            total = sum(w.counter.value for w in workers)
+            if total != progress:
+                progress, moved = total, now
+            elif now - moved > STALL_TIMEOUT:
+                raise RunFailed(f"timed out: stalled, nothing new for {STALL_TIMEOUT:.0f} s "
+                                f"while waiting for {what}")
         if on_tick:
             on_tick()
         time.sleep(0.02)
@@ -288,7 +306,7 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
         _wait(producers, lambda w: w.finished, produce_timeout, "producers to finish",
               lambda: tick("producing", sum(p.counter.value for p in producers) if case.count
                            else min(now_ns() - t0, case.duration * 1e9),
-                           target or case.duration * 1e9))
+                           target or case.duration * 1e9), stall=bool(case.count))
         prod = [p.result for p in producers]
         sent = sum(r["sent"] for r in prod)
         expected = sent * len(case.groups)
@@ -300,7 +318,8 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
         try:
             _wait(consumers, lambda w: sum(c.counter.value for c in consumers) >= expected,
                   wait_more, "consumers to receive every message",
-                  lambda: tick("consuming", sum(c.counter.value for c in consumers), expected))
+                  lambda: tick("consuming", sum(c.counter.value for c in consumers), expected),
+                  stall=True)
             drained = True
         except RunFailed as e:
             if "timed out" not in str(e):
@@ -321,7 +340,8 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
             try:
                 _wait(replayers, lambda w: sum(c.counter.value for c in replayers) >= sent,
                       count_timeout, "the replay to finish",
-                      lambda: tick("replaying", sum(c.counter.value for c in replayers), sent))
+                      lambda: tick("replaying", sum(c.counter.value for c in replayers), sent),
+                      stall=True)
             except RunFailed as e:
                 if "timed out" not in str(e):
                     raise
