@@ -27,7 +27,7 @@ class CountingSink:
         self.delivered = 0
         self.last_tag = 0
 
-    def deliver(self, ch, entries):
+    def deliver(self, ch, entries, body_bytes):
         self.delivered += len(entries)
         self.last_tag = entries[-1][1]
         return None

@@ -88,8 +88,8 @@ class Broker:
             if ch.closed:
                 continue
             if ch.outbox:
-                entries = ch.take_deliveries()
-                too_large = ch.session.sink.deliver(ch.number, entries)
+                entries, nbytes = ch.take_deliveries()
+                too_large = ch.session.sink.deliver(ch.number, entries, nbytes)
                 if too_large:
                     for tag in too_large:
                         if tag in ch.unacked:
@@ -109,11 +109,6 @@ class Broker:
             sink = ch.session.sink
             for ack, seq, multiple in pushes:
                 sink.confirm(ch.number, ack, seq, multiple)
-
-    def _confirms_pending(self, channel) -> None:
-        if not channel.dirty:
-            channel.dirty = True
-            self.channel_dirty(channel)
 
     # ---- the store --------------------------------------------------------------------------------
     def store_enqueue(self, queue, msg) -> None:
@@ -394,14 +389,14 @@ class Broker:
                                                     routing_key, body, properties)
             return
         accepted = True
-        first = True
-        for q in queues:
-            if first:
-                first = False
-                if not q.publish(msg, now):
+        if len(queues) == 1:
+            accepted = queues[0].publish(msg, now)
+        else:
+            # Copy before any queue takes it: a store may drop the body of a stored copy.
+            copies = [msg] + [msg.copy_for_queue() for _ in range(len(queues) - 1)]
+            for q, m in zip(queues, copies):
+                if not q.publish(m, now):
                     accepted = False
-            elif not q.publish(msg.copy_for_queue(), now):
-                accepted = False
         if not accepted and channel.confirm_mode:
             channel.nacks.append(channel.publish_seq)
 
@@ -415,6 +410,7 @@ class Broker:
         now = self.clock()
         publish = self.publish
         exchanges = self.exchanges
+        queues_by_name = self.queues
         confirm = channel.confirm_mode
         errors = None
         last_name = None
@@ -426,9 +422,12 @@ class Broker:
                     last_name = name
                     exchange = exchanges.get(name) if type(name) is str else None
                 if exchange is not None and not exchange.internal and type(body) is bytes and type(rk) is str:
-                    queues = exchange.route(rk, None)
-                    if len(queues) == 1:
-                        q = queues[0]
+                    if name == "":
+                        q = queues_by_name.get(rk)      # the default exchange, without a tuple per message
+                    else:
+                        queues = exchange.route(rk, None)
+                        q = queues[0] if len(queues) == 1 else None
+                    if q is not None:
                         if q.fast:
                             if confirm:
                                 channel.publish_seq += 1
@@ -473,6 +472,61 @@ class Broker:
 
     def dead_letter(self, queue, msgs: list, reason: str) -> None:
         dead_letter_module.dead_letter(self, queue, msgs, reason)
+
+    # ---- recovery (called by a durable store's `recover`) ----------------------------------------------
+    def restore_exchange(self, name, type_name, durable=True, auto_delete=False, internal=False, arguments=None):
+        """Re-create a durable exchange at start, without telling the store (it already knows)."""
+        if name in self.exchanges:
+            return self.exchanges[name]
+        exchange = EXCHANGE_TYPES[type_name](name, durable, auto_delete, internal, arguments or {})
+        self.exchanges[name] = exchange
+        return exchange
+
+    def restore_queue(self, name, auto_delete=False, arguments=None) -> MessageQueue:
+        """Re-create a durable queue at start (exclusive queues die with their connection, so none come back)."""
+        queue = self.queues.get(name)
+        if queue is None:
+            queue = MessageQueue(self, name, True, None, auto_delete, arguments or {}, self.clock())
+            self.queues[name] = queue
+            if queue.ttl is not None or queue.expires is not None:
+                self._expiring.add(queue)
+        return queue
+
+    def restore_binding(self, source, destination, routing_key="", arguments=None, destination_is_queue=True):
+        src = self.exchanges[source]
+        dest = self.queues[destination] if destination_is_queue else self.exchanges[destination]
+        src.bind(dest, routing_key, arguments)
+        if destination_is_queue:
+            dest.bound_to.add(src)
+
+    def restore_message(self, queue_name, exchange, routing_key, body, properties, store_id,
+                        delivery_count=0, redelivered=True) -> Message:
+        """Put a recovered persistent message back at the tail of its queue (call in queue order).
+
+        Recovered messages are flagged redelivered by default: the broker cannot know whether a
+        client saw them before the restart (RabbitMQ does the same). TTL restarts from now.
+        """
+        queue = self.queues[queue_name]
+        now = self.clock()
+        msg = Message(exchange, routing_key, body, properties)
+        if properties:
+            msg.priority, msg.persistent, msg.expires_at = check_properties(properties, now)
+        msg.store_id = store_id
+        msg.delivery_count = delivery_count
+        msg.redelivered = redelivered
+        msg.queue = queue
+        msg.position = queue._next_position
+        queue._next_position += 1
+        if queue.ttl is not None:
+            expires = now + queue.ttl
+            if not msg.expires_at or expires < msg.expires_at:
+                msg.expires_at = expires
+        elif msg.expires_at:
+            queue.has_message_expiry = True
+            self._expiring.add(queue)
+        queue.ready.append(msg)
+        queue.ready_bytes += msg.size
+        return msg
 
     # ---- introspection ----------------------------------------------------------------------------
     def describe(self) -> dict:

@@ -36,6 +36,7 @@ class Channel:
         self.confirmed_upto = 0
         self.nacks: list = []
         self.outbox: list = []
+        self.outbox_bytes = 0            # body bytes in the outbox (sizes the push frames)
         self.dirty = False               # in the broker's list of channels to flush this turn
         self.closed = False
 
@@ -57,16 +58,18 @@ class Channel:
             self.unacked[tag] = msg
             consumer.unacked += 1
             msg.queue.unacked += 1
+        self.outbox_bytes += msg.size
         self.outbox.append([consumer.tag, tag, msg.redelivered, msg.exchange, msg.routing_key,
                             body, msg.properties])
         if not self.dirty:
             self.dirty = True
             self.broker.channel_dirty(self)
 
-    def take_deliveries(self) -> list:
-        out = self.outbox
+    def take_deliveries(self) -> tuple[list, int]:
+        out, nbytes = self.outbox, self.outbox_bytes
         self.outbox = []
-        return out
+        self.outbox_bytes = 0
+        return out, nbytes
 
     def get(self, queue, no_ack: bool, now: float):
         msg = queue.get(now)
@@ -224,6 +227,7 @@ class Channel:
         msgs = list(self.unacked.values())
         self.unacked.clear()
         self.outbox = []
+        self.outbox_bytes = 0
         if msgs:
             self._release(msgs)
             self._give_back(msgs, requeue=True)

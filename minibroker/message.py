@@ -36,13 +36,14 @@ class Message:
         self.priority = 0
         self.persistent = False
         self.expires_at = 0.0           # monotonic seconds; 0 = never
-        self.queue = None               # the MessageQueue holding this copy
-        self.position = 0               # order within its queue, for requeue at the original place
         self.redelivered = False
         self.delivery_count = 0         # times returned to the queue after a delivery
-        self.tag = 0                    # delivery tag while unacked on a channel
-        self.consumer = None            # the Consumer it was delivered to (None for get / no-ack)
         self.store_id = None            # set by a durable store when it keeps this copy
+        # Set later, always before they are read (kept out of here: this runs once per message):
+        #   queue     the MessageQueue holding this copy            (MessageQueue.publish)
+        #   position  order within its queue, for requeue in place  (MessageQueue.publish)
+        #   tag       delivery tag while unacked on a channel       (delivery / get)
+        #   consumer  the Consumer it went to, None for get         (delivery / get)
 
     def copy_for_queue(self) -> "Message":
         """Another queue's copy of the same content (fanout, several bindings)."""

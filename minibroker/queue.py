@@ -24,6 +24,7 @@ from .ready_list import FifoReadyList, PriorityReadyList
 
 OVERFLOW_MODES = ("drop-head", "reject-publish", "reject-publish-dlx")
 DRAIN_LIMIT = 4096        # deliveries one queue makes in one loop turn, so no queue hogs the loop
+DRAIN_BYTES = 4 << 20     # nor more body bytes than this (a no-ack consumer of big messages)
 PER_MESSAGE_SWEEP_INTERVAL = 1.0   # full scans for per-message TTL, at most this often (seconds)
 
 
@@ -202,7 +203,8 @@ class MessageQueue:
             sent = 0
             if consumer.no_ack:
                 deliver = channel.deliver
-                while sent < credit and ready:
+                floor = self.ready_bytes - DRAIN_BYTES
+                while sent < credit and ready and self.ready_bytes > floor:
                     msg = ready.popleft()
                     self.ready_bytes -= msg.size
                     if expiring and msg.expires_at and msg.expires_at <= now:
@@ -220,7 +222,9 @@ class MessageQueue:
                 ctag = consumer.tag
                 tag = channel.next_tag
                 ready_bytes = self.ready_bytes
-                while sent < credit and ready:
+                floor = ready_bytes - DRAIN_BYTES
+                stored = stored_bytes = 0
+                while sent < credit and ready and ready_bytes > floor:
                     msg = popleft()
                     ready_bytes -= msg.size
                     if expiring and msg.expires_at and msg.expires_at <= now:
@@ -228,24 +232,41 @@ class MessageQueue:
                             expired = []
                         expired.append(msg)
                         continue
+                    if msg.store_id is not None:
+                        # A stored message takes the full path: the store hears of the delivery
+                        # and may have to supply the body (Channel.deliver counts it itself).
+                        channel.next_tag = tag
+                        channel.deliver(consumer, msg)
+                        tag += 1
+                        sent += 1
+                        stored += 1
+                        stored_bytes += msg.size
+                        continue
                     msg.tag = tag
                     msg.consumer = consumer
                     unacked[tag] = msg
                     append([ctag, tag, msg.redelivered, msg.exchange, msg.routing_key, msg.body, msg.properties])
                     tag += 1
                     sent += 1
+                channel.outbox_bytes += self.ready_bytes - ready_bytes - stored_bytes
                 self.ready_bytes = ready_bytes
                 channel.next_tag = tag
-                consumer.unacked += sent
-                self.unacked += sent
+                consumer.unacked += sent - stored
+                self.unacked += sent - stored
                 if sent and not channel.dirty:
                     channel.dirty = True
                     self.broker.channel_dirty(channel)
             budget -= sent
+            if sent < credit and ready:
+                budget = 0          # the loop stopped at the byte budget: more next turn
         else:
             n = len(consumers)
             rr = self._rr % n
+            floor = self.ready_bytes - DRAIN_BYTES
             while ready and budget > 0:
+                if self.ready_bytes <= floor:
+                    budget = 0
+                    break
                 for k in range(n):
                     consumer = consumers[(rr + k) % n]
                     if consumer.credit() > 0:
@@ -296,7 +317,8 @@ class MessageQueue:
         """Delivered messages come back (nack/reject with requeue, channel closed): requeue them.
 
         Each return counts as a delivery attempt; under `x-delivery-limit` a message returned
-        more often than the limit is dead-lettered (reason `delivery_limit`) instead.
+        more often than the limit is dead-lettered (reason `delivery_limit`) instead, and the
+        others carry the count so far in the `x-delivery-count` header.
         """
         if self.deleted:
             for m in msgs:
@@ -311,6 +333,13 @@ class MessageQueue:
             if limit is not None and m.delivery_count > limit:
                 over.append(m)
             else:
+                if limit is not None:
+                    # As RabbitMQ's quorum queues do, tell the consumer how often it came back.
+                    properties = dict(m.properties) if m.properties else {}
+                    headers = dict(properties.get("headers") or {})
+                    headers["x-delivery-count"] = m.delivery_count
+                    properties["headers"] = headers
+                    m.properties = properties
                 back.append(m)
         if back:
             self.ready.requeue(back)
@@ -333,19 +362,21 @@ class MessageQueue:
         """Periodic sweep: drop (dead-letter) expired ready messages so counts stay true."""
         ready = self.ready
         expired = []
-        if self.ttl is not None and type(ready) is FifoReadyList:
+        fifo = type(ready) is FifoReadyList
+        if self.ttl is not None and fifo:
             # With one TTL for all, positions order expiry: stop at the first live head.
             while ready and ready[0].expires_at and ready[0].expires_at <= now:
                 m = ready.popleft()
                 self.ready_bytes -= m.size
                 expired.append(m)
-        if (self.has_message_expiry or type(ready) is not FifoReadyList) and \
-                now - self._last_full_sweep >= (PER_MESSAGE_SWEEP_INTERVAL if len(ready) > 10000 else 0):
-            self._last_full_sweep = now
-            gone = ready.remove_if(lambda m: m.expires_at and m.expires_at <= now)
-            for m in gone:
-                self.ready_bytes -= m.size
-            expired.extend(gone)
+        if self.has_message_expiry or (self.ttl is not None and not fifo):
+            # Expiry order is not queue order here: scan, but rarely once the queue is long.
+            if len(ready) <= 10000 or now - self._last_full_sweep >= PER_MESSAGE_SWEEP_INTERVAL:
+                self._last_full_sweep = now
+                gone = ready.remove_if(lambda m: m.expires_at and m.expires_at <= now)
+                for m in gone:
+                    self.ready_bytes -= m.size
+                expired.extend(gone)
         if expired:
             self.discard(expired, "expired")
 

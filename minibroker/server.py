@@ -9,6 +9,7 @@ happened, scheduled with `loop.call_soon`: all requests read from all connection
 iteration are applied first, then deliveries and confirms go out in as few frames as possible.
 """
 
+import gc
 import logging
 
 from clients.protocol.errors import BrokerError, ErrorCode
@@ -17,13 +18,25 @@ from serverbase import BrokerServer, op
 from serverbase.args import optional, required
 
 from .broker import Broker
+from .flow_control import DEFAULT_LIMIT, PublisherFlowControl
 from .store_interface import TransientStore
 
 DEFAULT_PORT = 5673
 DEFAULT_DATA_DIR = "./data/minibroker"
 TICK_SECONDS = 0.05          # TTL sweeps and x-expires checks
 ENTRY_OVERHEAD = 48          # msgpack bytes around one delivery besides its strings and body
-PROPERTIES_ESTIMATE = 128    # a guess for a properties map; a frame that still overflows is re-split
+PROPERTIES_ESTIMATE = 128
+SMALL_ENTRY_BOUND = 512      # bytes besides the body that a typical delivery entry stays under    # a guess for a properties map; a frame that still overflows is re-split
+
+GC_THRESHOLD = 100_000       # allocations between young-generation collections (default 700)
+
+
+def tune_gc() -> None:
+    """Queues hold many long-lived objects, and with the default thresholds (700, 10, 10) the
+    collector rescans them every few thousand allocations: that tripled the cost per message in
+    bench/minibroker_wire.py. Collect less eagerly. Called by the command line (`__main__`), not
+    by in-process servers, so a test process keeps its own settings."""
+    gc.set_threshold(GC_THRESHOLD, 50, 1000)
 
 log = logging.getLogger("minibroker.server")
 _PUSH = 3
@@ -43,13 +56,15 @@ class ConnectionSink:
         conn = self.conn
         return conn.writing_paused or conn.closed
 
-    def deliver(self, ch: int, entries: list):
+    def deliver(self, ch: int, entries: list, body_bytes: int):
         """Send deliveries as `deliver` pushes no larger than the client's max frame.
 
         Returns the delivery tags of messages too large for this client on their own (the
         broker rejects them), or None.
         """
         limit = self.conn.send_limit - 64
+        if body_bytes + len(entries) * SMALL_ENTRY_BOUND < limit:
+            return self._send(ch, entries, None)   # surely one frame (and _send re-splits if not)
         start = 0
         size = 0
         too_large = None
@@ -110,6 +125,7 @@ class MinibrokerServer(BrokerServer):
     """minibroker: a routing message queue in the spirit of RabbitMQ."""
 
     name = "minibroker"
+    max_queued_bytes = DEFAULT_LIMIT   # memory alarm: see flow_control.py
     features = ("publisher_confirms", "exchange_to_exchange_bindings", "dead_lettering",
                 "priorities", "single_active_consumer", "delivery_limit")
 
@@ -147,6 +163,9 @@ class MinibrokerServer(BrokerServer):
                                                          fsync_interval_ms=self.fsync_interval_ms)
         self.store.recover(self.broker)
         self.every(TICK_SECONDS, self.broker.tick)
+
+        self.flow_control = PublisherFlowControl(self, self.max_queued_bytes)
+        self.every(TICK_SECONDS, self.flow_control.check)
 
     async def close(self):
         self.store.close()
@@ -273,20 +292,28 @@ class MinibrokerServer(BrokerServer):
             if channel.confirm_mode:
                 channel.publish_seq += 1
                 channel.nacks.append(channel.publish_seq)
-                self.broker.channel_dirty(channel) if not channel.dirty else None
-                channel.dirty = True
+                if not channel.dirty:
+                    channel.dirty = True
+                    self.broker.channel_dirty(channel)
             raise BrokerError(ErrorCode.BAD_REQUEST,
                               f"channel {channel.number}: publish needs exchange (str), routing_key (str) and body (bin)")
         broker = self.broker
+        conn.state["session"].published = True
         broker.publish(channel, exchange, routing_key, body, args.get("properties"),
                        bool(args.get("mandatory", False)), broker.clock())
         broker.stats["published"] += 1
+        self.flow_control.note_published(1)
         return {}
 
     @op("publish_batch")
     def op_publish_batch(self, conn, args):
         channel = self._channel(conn, args)
-        self.broker.publish_batch(channel, required(args, "messages", list))
+        conn.state["session"].published = True
+        messages = required(args, "messages", list)
+        try:
+            self.broker.publish_batch(channel, messages)
+        finally:
+            self.flow_control.note_published(len(messages))
         return {}
 
     # ---- consuming --------------------------------------------------------------------------------

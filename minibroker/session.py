@@ -1,7 +1,7 @@
 """One client connection as the broker core sees it: its channels, exclusive queues and sink.
 
 The core never touches a socket. A front end (minibroker/server.py) gives each connection a
-*sink*: an object with `deliver(ch, entries)`, `confirm(ch, ack, seq, multiple)`,
+*sink*: an object with `deliver(ch, entries, body_bytes)`, `confirm(ch, ack, seq, multiple)`,
 `return_message(ch, code, text, exchange, routing_key, body, properties)`, `cancel(ch, tag)`,
 a `paused` attribute (true while the client is not reading: stop delivering) and `send_limit`.
 When the sink becomes writable again the front end calls `Session.resume`.
@@ -22,6 +22,7 @@ class Session:
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: set = set()
         self.closed = False
+        self.published = False        # published since the last flow-control check (flow_control.py)
 
     @property
     def paused(self) -> bool:
@@ -53,7 +54,6 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        now = self.broker.clock()
         for number in list(self.channels):
             self.close_channel(number)
         for queue in list(self.exclusive_queues):

@@ -17,7 +17,8 @@ The core calls the store at a handful of moments and never waits on it inline:
   if nothing is pending. Callbacks must run in the order they were registered (confirms must not
   overtake each other). One fsync may serve many turns' worth of publishes (group commit).
 - `recover(broker)`: at start, before any client connects, re-create durable exchanges, queues,
-  bindings and the persistent messages (`Broker.restore_*` helpers).
+  bindings and the persistent messages with `Broker.restore_exchange`, `restore_queue`,
+  `restore_binding` and `restore_message` (these do not call the store back).
 - `close()`: flush and close files at shutdown.
 
 `TransientStore` below does nothing and confirms at once; it is the default.

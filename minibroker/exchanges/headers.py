@@ -40,7 +40,7 @@ class HeadersExchange(Exchange):
         self._bindings.append(binding)
 
     def _remove(self, binding):
-        self._bindings = [b for b in self._bindings if b is not binding and b != binding]
+        self._bindings = [b for b in self._bindings if b is not binding]
 
     def route(self, routing_key, properties):
         headers = properties.get("headers") if properties else None

@@ -88,6 +88,8 @@ def test_poison_message_stops_at_the_delivery_limit_and_lands_in_the_dlq(client,
     deliveries = 0
     while True:
         entries = client.take_deliveries(1)
+        headers = (entries[0][6] or {}).get("headers") or {}
+        assert headers.get("x-delivery-count", 0) == deliveries
         deliveries += 1
         client.call("nack", ch=1, delivery_tag=entries[0][1], requeue=True)
         if deliveries == 3:
@@ -208,3 +210,29 @@ def test_priority_queue_requeue_keeps_place_within_its_level(client):
     client.call("nack", delivery_tag=first["delivery_tag"], requeue=True)
     got = [client.call("get", queue="p", no_ack=True)["body"] for _ in range(3)]
     assert got == [b"a", b"b", b"c"]
+
+
+def test_expiry_loop_back_into_the_same_queue_is_dropped(client):
+    # A queue that dead-letters expired messages to itself: RabbitMQ drops them rather than spin.
+    client.call("queue_declare", queue="loop", arguments={"x-message-ttl": 20, "x-dead-letter-exchange": ""})
+    client.call("publish", routing_key="loop", body=b"x")
+    wait_until(lambda: client.call("queue_declare", queue="loop", passive=True)["message_count"] == 0,
+               message="the looping message to be dropped")
+    client.expect_no_deliveries()
+    assert client.call("get", queue="loop") is None
+
+
+def test_per_message_expiry_behind_a_live_head_is_swept(client):
+    client.call("queue_declare", queue="q")
+    client.call("publish", routing_key="q", body=b"live")
+    client.call("publish", routing_key="q", body=b"brief", properties={"expiration": "10"})
+    wait_until(lambda: client.call("queue_declare", queue="q", passive=True)["message_count"] == 1,
+               message="sweep of an expired message behind the head")
+
+
+def test_priority_queue_with_ttl_expires_messages(client):
+    client.call("queue_declare", queue="pq", arguments={"x-max-priority": 3, "x-message-ttl": 20})
+    client.call("publish", routing_key="pq", body=b"a", properties={"priority": 1})
+    client.call("publish", routing_key="pq", body=b"b", properties={"priority": 3})
+    wait_until(lambda: client.call("queue_declare", queue="pq", passive=True)["message_count"] == 0,
+               message="priority queue TTL sweep")

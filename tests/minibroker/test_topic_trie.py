@@ -19,7 +19,7 @@ def reference_match(pattern: str, key: str) -> bool:
 
 
 words = st.sampled_from(["a", "b", "c", ""])
-pattern_words = st.sampled_from(["a", "b", "c", "*", "#"])
+pattern_words = st.sampled_from(["a", "b", "c", "", "*", "#"])
 keys = st.lists(words, max_size=5).map(".".join)
 patterns = st.lists(pattern_words, max_size=5).map(".".join)
 
