@@ -30,6 +30,7 @@ from .entities import Exchange, ExchangeType, Queue
 from .message import IncomingMessage
 
 _tag_ids = itertools.count(1)
+PUBLISH_BATCH_MESSAGES = 1000
 
 
 class Channel:
@@ -208,9 +209,16 @@ class Channel:
     # ---- publishing ----------------------------------------------------------------------
     def _publish(self, exchange: str, routing_key: str, message, mandatory: bool):
         """Queue one message for the next publish_batch; returns its confirm future (or None)."""
-        self._check()
-        self._pub_buf.append([exchange, routing_key, message.body, message.properties_map(), mandatory])
-        if not self._pub_scheduled:
+        if self._closed or self._rpc.closed:
+            self._check()
+        buf = self._pub_buf
+        buf.append([exchange, routing_key, message.body, message.properties_map(), mandatory])
+        if len(buf) >= PUBLISH_BATCH_MESSAGES:
+            # A publish loop that never yields to the event loop would otherwise hold
+            # everything: send the batch now, so the transport's flow control can push back.
+            self._flush_publishes()
+            self._rpc._flush()
+        elif not self._pub_scheduled:
             self._pub_scheduled = True
             self._loop.call_soon(self._flush_publishes)
         if not self.publisher_confirms:
@@ -304,7 +312,7 @@ class Channel:
             callback, no_ack = entry
             message = IncomingMessage(self, d[5], d[1], d[2], d[3], d[4], d[6], d[0], None, no_ack)
             result = callback(message)
-            if asyncio.iscoroutine(result):
+            if result is not None and asyncio.iscoroutine(result):
                 task = self._loop.create_task(result)
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

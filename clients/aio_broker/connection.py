@@ -3,8 +3,9 @@
 The connection routes the server's pushes to channels (`_on_push`): `deliver` batches to
 `Channel._on_deliver`, `confirm` / `return` to the publisher side, `cancel` to the consumer
 side. An error answering a request sent without a reply (id 0: publishes, acks) names no
-request, so it closes the channel that last sent one (`_on_async_error`), as RabbitMQ closes
-the channel of a failed publish.
+request; it closes the channel its message names ("channel N: ...", see PROTOCOL.md "Publish
+errors"), else the channel that last sent one (`_on_async_error`), as RabbitMQ closes the
+channel of a failed publish.
 """
 
 import asyncio
@@ -13,6 +14,8 @@ import urllib.parse
 
 from clients.aio_rpc import AsyncRpcConnection
 from clients.protocol.errors import BrokerError, ErrorCode
+
+from clients.broker.exceptions import channel_named_in
 
 from . import exceptions
 from .channel import Channel
@@ -84,7 +87,7 @@ class Connection:
     def _on_async_error(self, error: BrokerError):
         if error.code in (ErrorCode.FRAME_TOO_LARGE, ErrorCode.CORRUPT_FRAME):
             return  # the server closes the connection; _on_close reports it
-        channel = self._last_noreply_channel
+        channel = self._channels.get(channel_named_in(error.message)) or self._last_noreply_channel
         if channel is None or channel._closed:
             channel = next((c for c in self._channels.values() if not c._closed), None)
         if channel is not None:

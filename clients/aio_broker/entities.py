@@ -6,6 +6,7 @@ their channel (`Channel._call`), and publishing goes through the channel's batch
 """
 
 import asyncio
+import collections
 import enum
 
 from . import exceptions
@@ -43,7 +44,9 @@ class Exchange:
             raise ValueError(f"cannot publish to internal exchange {self.name!r}")
         fut = self.channel._publish(self.name, routing_key, message, mandatory)
         if fut is None:
-            await self.channel.connection._rpc.drain()
+            rpc = self.channel.connection._rpc
+            if not rpc._can_write.is_set():
+                await rpc.drain()  # the socket's buffer is full: wait, as aio-pika's writer does
             return None
         if timeout is None:
             return await fut
@@ -151,15 +154,18 @@ class _DeleteOk:
 class QueueIterator:
     """`async with queue.iterator() as it: async for message in it` (aio-pika's QueueIterator).
 
-    Messages go from the consumer callback into an asyncio.Queue; leaving the `async with`
-    cancels the consumer and requeues (nacks) the messages it holds but has not handed out.
+    The consumer callback appends to a deque and wakes the one waiting reader; `__anext__`
+    hands out what is already there without suspending, so a batch of deliveries is iterated
+    at the cost of a deque pop each. Leaving the `async with` cancels the consumer and
+    requeues (nacks) the messages it holds but has not handed out.
     """
 
     def __init__(self, queue: Queue, timeout=None, **consume_kwargs):
         self.queue = queue
         self._timeout = timeout
         self._consume_kwargs = consume_kwargs
-        self._messages: asyncio.Queue = asyncio.Queue()
+        self._messages = collections.deque()
+        self._waiter = None
         self._consumer_tag = None
         self._closed = False
 
@@ -167,18 +173,32 @@ class QueueIterator:
     def consumer_tag(self):
         return self._consumer_tag
 
+    def _on_message(self, message):
+        self._messages.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def consume(self):
-        self._consumer_tag = await self.queue.consume(self._messages.put_nowait, **self._consume_kwargs)
+        self._consumer_tag = await self.queue.consume(self._on_message, **self._consume_kwargs)
+        self.queue.channel.close_callbacks.append(self._on_channel_closed)
+
+    def _on_channel_closed(self, channel, exc):
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc if isinstance(exc, BaseException) else exceptions.ChannelInvalidStateError(str(exc)))
 
     async def close(self):
         if self._closed:
             return
         self._closed = True
         channel = self.queue.channel
+        if self._on_channel_closed in channel.close_callbacks:
+            channel.close_callbacks.remove(self._on_channel_closed)
         if self._consumer_tag is not None and not channel.is_closed:
             await self.queue.cancel(self._consumer_tag)
-        while not self._messages.empty():
-            message = self._messages.get_nowait()
+        pending, self._messages = self._messages, collections.deque()
+        for message in pending:
             if not message.no_ack and not message.processed and not channel.is_closed:
                 await message.nack(requeue=True)
 
@@ -196,11 +216,20 @@ class QueueIterator:
     async def __anext__(self):
         if self._consumer_tag is None and not self._closed:
             await self.consume()
+        messages = self._messages
+        if messages:
+            return messages.popleft()
         if self._closed:
             raise StopAsyncIteration
-        try:
-            if self._timeout is None:
-                return await self._messages.get()
-            return await asyncio.wait_for(self._messages.get(), self._timeout)
-        except asyncio.TimeoutError:
-            raise
+        while not messages:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                if self._timeout is None:
+                    await self._waiter
+                else:
+                    await asyncio.wait_for(self._waiter, self._timeout)
+            finally:
+                self._waiter = None
+            if self._closed and not messages:
+                raise StopAsyncIteration
+        return messages.popleft()

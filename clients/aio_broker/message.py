@@ -70,12 +70,28 @@ class Message:
         return len(self.body)
 
     def properties_map(self):
+        """The wire's property map: only the fields that are set (None when none are)."""
         props = {}
-        for name in ("content_type", "content_encoding", "priority", "correlation_id", "reply_to",
-                     "message_id", "type", "user_id", "app_id", "delivery_mode"):
-            value = getattr(self, name)
-            if value is not None:
-                props[name] = value
+        if self.content_type is not None:
+            props["content_type"] = self.content_type
+        if self.content_encoding is not None:
+            props["content_encoding"] = self.content_encoding
+        if self.delivery_mode is not None:
+            props["delivery_mode"] = self.delivery_mode
+        if self.priority is not None:
+            props["priority"] = self.priority
+        if self.correlation_id is not None:
+            props["correlation_id"] = self.correlation_id
+        if self.reply_to is not None:
+            props["reply_to"] = self.reply_to
+        if self.message_id is not None:
+            props["message_id"] = self.message_id
+        if self.type is not None:
+            props["type"] = self.type
+        if self.user_id is not None:
+            props["user_id"] = self.user_id
+        if self.app_id is not None:
+            props["app_id"] = self.app_id
         if self.headers:
             props["headers"] = self.headers
         if self.expiration is not None:

@@ -111,8 +111,6 @@ class BlockingChannel:
             exc, self._closing_exc = self._closing_exc, None
             raise exc
         if self._closed:
-            if self._conn._closed:
-                self._conn._check_open()
             raise exceptions.ChannelWrongStateError("Channel is closed.")
 
     def _mark_closed(self, reason):
@@ -133,6 +131,7 @@ class BlockingChannel:
         if self._closed:
             return
         self._mark_closed(exc)
+        self._conn._state_changed = True  # wakes process_data_events: start_consuming must see this
         if raise_later:
             self._closing_exc = exc
         conn = self._conn
@@ -140,7 +139,8 @@ class BlockingChannel:
             # Close the channel on the server too, so its unacked deliveries are requeued and
             # its consumers go; we do not wait for (or care about) the reply.
             try:
-                conn._ignored_replies.add(conn._send(None, "channel_close", {"ch": self.channel_number}, True))
+                rid = conn._send(None, "channel_close", {"ch": self.channel_number}, True)
+                conn._ignored_replies[rid] = self.channel_number
             except exceptions.AMQPError:
                 pass
 
@@ -345,6 +345,11 @@ class BlockingChannel:
             self._materialize()  # a pending merged ack goes first, so settlements keep their order
         self._conn._send(self, op, args, False)
 
+    def basic_recover(self, requeue=False):
+        """Give back every unacked delivery of this channel; they are redelivered (requeued:
+        the broker, like RabbitMQ, does not support redelivering to the same consumer only)."""
+        self._call("nack", {"ch": self.channel_number, "delivery_tag": 0, "multiple": True, "requeue": True})
+
     def basic_qos(self, prefetch_size=0, prefetch_count=0, global_qos=False):
         self._call("basic_qos", {"ch": self.channel_number, "prefetch_size": prefetch_size,
                                  "prefetch_count": prefetch_count, "global": global_qos})
@@ -397,6 +402,7 @@ class BlockingChannel:
     def _dispatch_batch(self, batch):
         """Call consumers for one `deliver` push: [[tag, delivery_tag, redelivered, exchange, key, body, props], ...]."""
         consumers = self._consumers
+        conn = self._conn
         for i, d in enumerate(batch):
             if self._closed:
                 return  # closed under us: the server requeues what is left
@@ -405,6 +411,10 @@ class BlockingChannel:
                 self._orphans(batch[i:i + 1])
                 continue
             entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5])
+            if i & 255 == 255 and conn._dirty:
+                # Send the acks so far while the rest of a large batch is dispatched: the
+                # server refills the prefetch window meanwhile instead of after the batch.
+                conn._flush_output()
 
     def _orphans(self, deliveries):
         """Deliveries for a consumer that is gone: requeue those that wait for an ack."""
@@ -476,6 +486,7 @@ class BlockingChannel:
         if entry is None:
             return
         self._cancelled[consumer_tag] = entry[1]
+        self._conn._state_changed = True
         if self._generator is not None and self._generator.consumer_tag == consumer_tag:
             self._generator.cancelled_by_broker = True
         for callback in self._cancel_callbacks:

@@ -15,6 +15,9 @@ and coalesces writes) and everything that happens on it:
   (a `deliver` batch is queued whole for dispatch, confirms and returns are recorded at once
   since a blocked `basic_publish` waits on them); errors for requests sent without a reply
   (id 0) close the channel that sent them, as RabbitMQ closes a channel on a failed publish.
+  Such an error answers no request id; the server starts its message with "channel N:"
+  (PROTOCOL.md, "Publish errors"), and failing that the channel that last sent an id-0
+  request is blamed.
 - **Dispatch.** User callbacks (consumers, returns, timers, thread-safe callbacks) run only
   from `process_data_events`, `sleep`, `start_consuming` and the `consume` generator, never
   from inside another blocking call, which is pika's rule too.
@@ -36,6 +39,7 @@ from clients.rpc import RpcConnection
 
 from . import exceptions
 from .blocking_channel import BlockingChannel
+from .exceptions import channel_named_in
 from .connection import ConnectionParameters, Parameters
 
 # Wire errors after which the server closes the whole connection, not one channel.
@@ -79,12 +83,13 @@ class BlockingConnection:
         self._timer_seq = itertools.count(1)
         self._timer_index: dict = {}
         self._dirty: set = set()                  # channels holding publishes or a merged ack
-        self._ignored_replies: set = set()        # replies nobody waits for (channel_close after an error)
+        self._ignored_replies: dict = {}          # rid -> channel number: channel_close sent after an error
         self._last_noreply_channel = None         # who to blame for an error to an id-0 request
         self._closed = False
         self._close_exc = None                    # raised by the next call after a connection loss
         self._fatal_error = None                  # a connection-level error the server sent before closing
         self._dispatch_depth = 0
+        self._state_changed = False               # a channel closed or a consumer was cancelled by the broker
         self.blocked_callbacks = []
         _OPEN_CONNECTIONS.add(self)
 
@@ -130,7 +135,10 @@ class BlockingConnection:
     def channel(self, channel_number=None) -> BlockingChannel:
         self._check_open()
         if channel_number is None:
-            channel_number = next(n for n in itertools.count(1) if n not in self._channels)
+            # Not a number whose close the server has yet to confirm: deliveries it sent
+            # there before the close would land on the new channel.
+            channel_number = next(n for n in itertools.count(1)
+                                  if n not in self._channels and n not in self._ignored_replies.values())
         elif channel_number in self._channels:
             raise exceptions.InvalidChannelNumber(f"channel {channel_number} is already open")
         ch = BlockingChannel(self, channel_number)
@@ -205,10 +213,13 @@ class BlockingConnection:
     def close(self, reply_code=200, reply_text="Normal shutdown"):
         if self._closed:
             raise exceptions.ConnectionWrongStateError("BlockingConnection.close(%s, %r) called on closed connection." % (reply_code, reply_text))
+        try:
+            self._flush_output()  # publishes still held back go out before anything closes
+        except (OSError, exceptions.AMQPError):
+            pass
         for ch in list(self._channels.values()):
             ch._mark_closed(exceptions.ChannelClosedByClient(reply_code, reply_text))
         try:
-            self._flush_output()
             # Half-close and read to the end: the server then has read (and acted on) every
             # publish and ack we sent before it closes its side; an abrupt close with unread
             # deliveries in our buffer would reset the connection and could lose them.
@@ -367,7 +378,7 @@ class BlockingConnection:
                 self._fatal_error = exceptions.ConnectionClosedByBroker(
                     exceptions.reply_code_for(error.code), f"{error.code} - {error.message}")
                 continue
-            ch = self._last_noreply_channel
+            ch = channels.get(channel_named_in(error.message)) or self._last_noreply_channel
             if ch is None or ch._closed:
                 ch = next((c for c in channels.values() if not c._closed), None)
             if ch is not None:
@@ -376,14 +387,15 @@ class BlockingConnection:
             for rid in list(self._ignored_replies):
                 if rid in rpc.replies:
                     del rpc.replies[rid]
-                    self._ignored_replies.discard(rid)
+                    del self._ignored_replies[rid]
 
     def _has_ready(self) -> bool:
-        return bool(self._events or self._threadsafe or (self._timers and self._timers[0][0] <= time.monotonic()))
+        return bool(self._events or self._state_changed or self._threadsafe or (self._timers and self._timers[0][0] <= time.monotonic()))
 
     def _dispatch(self):
         """Run the user callbacks that are due: thread-safe callbacks, timers, then deliveries."""
         self._dispatch_depth += 1
+        self._state_changed = False
         try:
             threadsafe = self._threadsafe
             while threadsafe:

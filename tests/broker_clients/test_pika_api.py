@@ -8,6 +8,8 @@ import pytest
 from clients import broker as pika
 from clients.broker import spec
 
+pytestmark = pytest.mark.timeout(30)
+
 
 def test_defaults_follow_pika_with_minibroker_port():
     params = pika.ConnectionParameters()
@@ -241,3 +243,55 @@ def test_publish_batching_keeps_order_across_many_messages(connect):
             break
     assert bodies == [str(i).encode() for i in range(n)]
     ch.cancel()
+
+
+def test_close_sends_publishes_still_buffered(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("flushed")
+    for i in range(10):
+        ch.basic_publish("", "flushed", str(i))  # buffered: no round trip yet
+    conn.close()
+    assert connect().channel().queue_declare("flushed", passive=True).method.message_count == 10
+
+
+def test_server_going_away_raises_stream_lost_error(start_minibroker):
+    server = start_minibroker()
+    conn = pika.BlockingConnection(pika.ConnectionParameters(server.host, server.port))
+    ch = conn.channel()
+    ch.queue_declare("q")
+    server.stop()
+    with pytest.raises(pika.exceptions.StreamLostError):
+        ch.queue_declare("q2")
+    assert conn.is_closed and ch.is_closed
+    with pytest.raises(pika.exceptions.ChannelWrongStateError):
+        ch.basic_publish("", "q", b"x")
+    with pytest.raises(pika.exceptions.ConnectionWrongStateError):
+        conn.process_data_events()
+
+
+def test_basic_recover_requeues_unacked(connect):
+    ch = connect().channel()
+    ch.queue_declare("rec")
+    for i in range(3):
+        ch.basic_publish("", "rec", str(i))
+    for _ in range(3):
+        ch.basic_get("rec")
+    ch.basic_recover(requeue=True)
+    method, _, body = ch.basic_get("rec", auto_ack=True)
+    assert method.redelivered and body == b"0" and method.message_count == 2
+
+
+def test_async_error_closes_the_channel_it_names(connect):
+    conn = connect()
+    bad = conn.channel()
+    good = conn.channel()
+    good.queue_declare("fine")
+    bad.basic_publish("no-such-exchange", "k", b"x")
+    good.basic_publish("", "fine", b"y")  # the last id-0 request came from `good`
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        for _ in range(50):
+            conn.process_data_events(time_limit=0.05)
+            bad.queue_declare("q")
+    assert good.is_open
+    assert good.queue_declare("fine", passive=True).method.message_count == 1
