@@ -1,7 +1,7 @@
 """The minilog server alone over loopback: produce and replay throughput with pre-built batches.
 
     python -m bench.minilog_wire [--records 2000000] [--value-size 100] [--batch-records 1000]
-                                 [--window 32] [--fetch-batches 8] [--runs 3] [--no-sendfile]
+                                 [--window 32] [--fetch-batches 8] [--acks 1] [--runs 3] [--no-sendfile]
                                  [--json PATH] [--profile [PATH]]
 
 The client side does as little as it can, so the figures are the server's: every batch is
@@ -47,13 +47,13 @@ def build_batches(records: int, value_size: int, batch_records: int) -> list[byt
     return [one] * (records // batch_records)
 
 
-def produce(conn: RpcConnection, batches: list[bytes], window: int) -> tuple[float, list[int]]:
-    """Pipelined acks=1 produce of every batch; returns (seconds, base offsets)."""
+def produce(conn: RpcConnection, batches: list[bytes], window: int, acks: int = 1) -> tuple[float, list[int]]:
+    """Pipelined produce of every batch; returns (seconds, base offsets)."""
     bases: list[int] = []
     in_flight: list[int] = []
     start = time.perf_counter()
     for b in batches:
-        in_flight.append(conn.send("produce", {"acks": 1, "data": [[TOPIC, 0, b]]}))
+        in_flight.append(conn.send("produce", {"acks": acks, "data": [[TOPIC, 0, b]]}))
         if len(in_flight) >= window:
             bases.append(conn.wait(in_flight.pop(0))["results"][0][2])
     for rid in in_flight:
@@ -104,7 +104,7 @@ def one_run(args, batches, profile: cProfile.Profile | None) -> dict:
             conn.call("create_topics", {"topics": [{"name": TOPIC, "num_partitions": 1}]})
             pid = server.proc.pid if profile is None else None
             cpu0 = cpu_seconds(pid)
-            p_seconds, bases = produce(conn, batches, args.window)
+            p_seconds, bases = produce(conn, batches, args.window, args.acks)
             cpu1 = cpu_seconds(pid)
             records = len(batches) * args.batch_records
             assert bases[-1] == records - args.batch_records, "offsets are not dense"
@@ -135,6 +135,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-records", type=int, default=1000)
     parser.add_argument("--window", type=int, default=32, help="requests in flight")
     parser.add_argument("--fetch-batches", type=int, default=8, help="batches per fetch in the replay")
+    parser.add_argument("--acks", type=int, default=1, choices=[0, 1, -1],
+                        help="produce acks (0 is sent with a reply id, so it behaves as 1 here)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-sendfile", dest="sendfile", action="store_false", default=True)
     parser.add_argument("--json", metavar="PATH")
@@ -145,7 +147,7 @@ def main(argv=None) -> dict:
     profile = cProfile.Profile() if args.profile else None
     runs = [one_run(args, batches, profile) for _ in range(args.runs)]
     result = {"benchmark": "minilog_wire", "records": len(batches) * args.batch_records,
-              "value_size": args.value_size, "batch_records": args.batch_records, "window": args.window,
+              "value_size": args.value_size, "batch_records": args.batch_records, "window": args.window, "acks": args.acks,
               "sendfile": args.sendfile, "server": "in-process, profiled" if profile else "subprocess",
               "runs": runs}
     for key in runs[0]:
@@ -153,7 +155,7 @@ def main(argv=None) -> dict:
     print(f"minilog server over loopback, {result['records']:,} records of {args.value_size} B, "
           f"{args.batch_records} per batch, window {args.window}, sendfile {'on' if args.sendfile else 'off'}, "
           f"{result['server']}; medians of {args.runs} runs")
-    print(f"  produce acks=1: {result['produce_records_per_s_median']:>12,.0f} records/s "
+    print(f"  produce acks={args.acks}: {result['produce_records_per_s_median']:>12,.0f} records/s "
           f"{result['produce_mb_per_s_median']:8,.1f} MB/s")
     print(f"  replay fetch:   {result['fetch_records_per_s_median']:>12,.0f} records/s "
           f"{result['fetch_mb_per_s_median']:8,.1f} MB/s")

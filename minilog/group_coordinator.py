@@ -21,6 +21,10 @@ and moves through Kafka's states:
 - **Generation fence.** Sync, heartbeat and offset commits carry the generation they were
   made in; an old one gets ILLEGAL_GENERATION, so a member that was evicted and does not
   know it yet cannot overwrite the new owner's commits.
+- **Initial delay.** With `initial_rebalance_delay_ms` (Kafka's
+  `group.initial.rebalance.delay.ms`, server flag `--group-initial-rebalance-delay-ms`, default
+  0 here, 3000 in Kafka) the first rebalance of an empty group waits that long before it
+  completes, so consumers started together land in one generation instead of a chain.
 - **Session timeout.** `tick(now)` (run every 50 ms by the server) removes members not heard
   from within their `session_timeout_ms` and starts a rebalance; it also ends rebalances whose
   timeout passed.
@@ -89,6 +93,7 @@ class Group:
         self.leader_id = ""
         self.members: dict[str, GroupMember] = {}
         self.rebalance_deadline_ms = 0.0
+        self.initial_delay_until_ms = 0.0
 
     def all_joined(self) -> bool:
         return all(m.join_future is not None for m in self.members.values())
@@ -107,7 +112,10 @@ class Group:
 
 
 class GroupCoordinator:
-    def __init__(self):
+    def __init__(self, initial_rebalance_delay_ms: int = 0):
+        # Kafka's group.initial.rebalance.delay.ms: the first rebalance of an empty group waits
+        # this long for more members, so consumers started together form one generation.
+        self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
         self.groups: dict[str, Group] = {}
         self._member_numbers = itertools.count(1)
 
@@ -183,11 +191,11 @@ class GroupCoordinator:
                                                          "superseded by a newer join of the same member"))
         member.join_future = fut
         if group.state != PREPARING_REBALANCE:
-            self._prepare_rebalance(group)
+            self._prepare_rebalance(group, initial=group.state == EMPTY)
         self._maybe_complete_join(group)
         return fut
 
-    def _prepare_rebalance(self, group: Group) -> None:
+    def _prepare_rebalance(self, group: Group, initial: bool = False) -> None:
         # Members waiting on a sync of the old generation must join again.
         for m in group.members.values():
             if m.sync_future is not None and not m.sync_future.done():
@@ -197,11 +205,15 @@ class GroupCoordinator:
         group.state = PREPARING_REBALANCE
         timeout = max((m.rebalance_timeout_ms for m in group.members.values()), default=0)
         group.rebalance_deadline_ms = _now_ms() + timeout
+        group.initial_delay_until_ms = 0.0
+        if initial and self.initial_rebalance_delay_ms > 0:
+            group.initial_delay_until_ms = _now_ms() + self.initial_rebalance_delay_ms
+            group.rebalance_deadline_ms = group.initial_delay_until_ms
 
     def _maybe_complete_join(self, group: Group, deadline_passed: bool = False) -> None:
         if group.state != PREPARING_REBALANCE:
             return
-        if not deadline_passed and not group.all_joined():
+        if not deadline_passed and (not group.all_joined() or _now_ms() < group.initial_delay_until_ms):
             return
         for m in [m for m in group.members.values() if m.join_future is None]:
             del group.members[m.member_id]  # did not rejoin within the rebalance timeout

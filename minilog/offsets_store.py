@@ -1,16 +1,17 @@
 """Committed consumer-group offsets, kept durably in the log itself (`__consumer_offsets`).
 
 As in Kafka, a commit is a record appended to an internal topic, `__consumer_offsets`
-(one partition here: one broker, no need to spread the groups). Each record is
+(one partition here: one broker, no need to spread the groups; `cleanup.policy=compact`).
+Each record is
 
     key   = msgpack [group_id, topic, partition]
     value = msgpack {"offset": int, "metadata": str, "timestamp": ms}   (nil: the commit was deleted)
 
 `OffsetsStore` keeps the latest value per key in a dict for reads. On start `load()` replays
 the topic from its start and keeps the last record per key (what log compaction would keep),
-so a restart rebuilds exactly the committed offsets. The topic uses `retention.ms = -1` so
-retention never deletes commits; compaction of old records is not done yet, so the topic
-grows with every commit (see docs/minilog.md).
+so a restart rebuilds exactly the committed offsets. Retention never deletes commits;
+compaction of old records is not done yet, so the topic grows with every commit (see
+docs/minilog.md).
 
 This module knows the record layout and the replay; whether a commit is allowed (generation,
 member) is the group coordinator's (`minilog/group_coordinator.py`), and durability (waiting
@@ -29,8 +30,12 @@ from clients.record_batch import build_batch, decode_batch, iter_batches
 log = logging.getLogger("minilog.offsets_store")
 
 OFFSETS_TOPIC = "__consumer_offsets"
-# Never delete commits by age or size; segments stay modest so replay reads whole files fast.
-OFFSETS_TOPIC_CONFIG = {"retention.ms": -1, "retention.bytes": -1, "segment.bytes": 64 * 1024 * 1024}
+# As Kafka: compacted, never deleted by age or size (compaction itself is not implemented yet,
+# so the topic keeps every commit). Its own max.message.bytes so a small server-wide default
+# cannot refuse a commit of many partitions; flush policy stays the server's (commits wait for
+# the group-commit fsync anyway).
+OFFSETS_TOPIC_CONFIG = {"cleanup.policy": "compact", "retention.ms": -1, "retention.bytes": -1,
+                        "segment.bytes": 64 * 1024 * 1024, "max.message.bytes": 16 * 1024 * 1024}
 _REPLAY_CHUNK = 4 * 1024 * 1024
 
 

@@ -92,7 +92,8 @@ class MinilogServer(BrokerServer):
     features = ("fetch-sendfile", "group-commit")
 
     def __init__(self, *args, num_partitions: int = 1, auto_create_topics: bool = True,
-                 log_config: dict | None = None, fetch_sendfile: bool = True, **kwargs):
+                 log_config: dict | None = None, fetch_sendfile: bool = True,
+                 group_initial_rebalance_delay_ms: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.default_partitions = num_partitions
         self.auto_create_topics = auto_create_topics
@@ -102,7 +103,7 @@ class MinilogServer(BrokerServer):
         self.logs: LogManager | None = None
         self.topics: Topics | None = None
         self.offsets: OffsetsStore | None = None
-        self.groups = GroupCoordinator()
+        self.groups = GroupCoordinator(group_initial_rebalance_delay_ms)
         self.waiters = AppendWaiters()
         self.group_commit: GroupCommit | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -126,6 +127,9 @@ class MinilogServer(BrokerServer):
         g.add_argument("--log-flush-interval-messages", type=int, help="flush.messages default (-1: never)")
         g.add_argument("--log-flush-interval-ms", type=int, help="flush.ms default (-1: never)")
         g.add_argument("--message-max-bytes", type=int, help="max.message.bytes default (1 MiB + 12)")
+        g.add_argument("--group-initial-rebalance-delay-ms", type=int, default=0,
+                       help="how long the first rebalance of an empty group waits for more members "
+                            "(Kafka's group.initial.rebalance.delay.ms; default 0, Kafka's is 3000)")
         g.add_argument("--no-fetch-sendfile", dest="fetch_sendfile", action="store_false", default=True,
                        help="write fetched records with pread + write instead of os.sendfile")
 
@@ -140,7 +144,8 @@ class MinilogServer(BrokerServer):
         return cls(host=args.host, port=args.port, data_dir=args.data_dir, max_frame=args.max_frame,
                    credentials=parse_credentials(args.user), num_partitions=args.num_partitions,
                    auto_create_topics=args.auto_create_topics, log_config=log_config,
-                   fetch_sendfile=args.fetch_sendfile)
+                   fetch_sendfile=args.fetch_sendfile,
+                   group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms)
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def open(self):

@@ -227,3 +227,20 @@ def test_malformed_group_requests_are_bad_requests(server, bad):
     with connect(server) as c:
         assert error_code(c.call, "join_group", bad) == ErrorCode.BAD_REQUEST
         assert c.call("ping")["pong"]
+
+
+def test_initial_rebalance_delay_lets_members_started_together_share_generation_one(start_minilog):
+    server = start_minilog(group_initial_rebalance_delay_ms=300)
+    a, b = connect(server), connect(server)
+    try:
+        ra_id = a.send("join_group", join_args("fresh"))
+        rb_id = b.send("join_group", join_args("fresh"))
+        a.flush()
+        b.flush()
+        ra, rb = a.wait(ra_id, timeout=10), b.wait(rb_id, timeout=10)
+        assert ra["generation_id"] == rb["generation_id"] == 1
+        leader = ra if ra["member_id"] == ra["leader_id"] else rb
+        assert len(leader["members"]) == 2
+    finally:
+        a.close()
+        b.close()

@@ -205,3 +205,20 @@ def test_concurrent_producers_each_see_dense_offsets(server):
         t.join()
     assert sorted(seen) == list(range(0, 300, 2))
     create_conn.close()
+
+
+def test_retention_moves_the_log_start_and_older_offsets_become_out_of_range(server):
+    with connect(server) as c:
+        create(c, "short", config={"segment.bytes": 100, "retention.ms": 1000})
+        for i in range(5):
+            produce(c, "short", 0, batch([b"old-%d" % i + b"x" * 100], timestamp=1_000))
+
+        def log_start():
+            return c.call("metadata", {"topics": ["short"]})["topics"]["short"]["partitions"][0]["start_offset"]
+
+        start = wait_until(log_start, timeout=10, interval=0.05, message="retention to delete old segments")
+        assert 0 < start <= 4
+        error, hw, log_start_offset, _ = fetch(c, "short", 0, 0)
+        assert error[0] == ErrorCode.OFFSET_OUT_OF_RANGE and log_start_offset == start and hw == 5
+        assert c.call("list_offsets", {"partitions": [["short", 0, -2]]})["results"][0][2] == start
+        assert record_values(fetch(c, "short", 0, start)[3])[-1].startswith(b"old-4")

@@ -67,3 +67,18 @@ def test_kill_9_keeps_every_record_acknowledged_with_acks_all(spawn_server, tmp_
         for partition, offset, value in acknowledged:
             assert stored[partition][offset] == value
         assert c.call("offset_fetch", {"group_id": "g"})["offsets"] == [["t", 1, 42, ""]]
+
+
+def test_sigterm_with_parked_fetches_and_joins_exits_cleanly(spawn_server, tmp_path):
+    proc = spawn_server("minilog", data_dir=tmp_path / "d")
+    c = connect(proc)
+    produce(c, "t", 0, batch(values(1)))
+    c.send("fetch", {"max_wait_ms": 60_000, "partitions": [["t", 0, 1, 1000]]})
+    joined = c.call("join_group", {"group_id": "g", "protocols": [["range", b""]]})
+    other = connect(proc)
+    other.send("join_group", {"group_id": "g", "protocols": [["range", b""]]})   # parks: a rebalance waits
+    other.flush()
+    assert joined["generation_id"] == 1
+    assert proc.stop() == 0
+    c.close()
+    other.close()
