@@ -37,7 +37,7 @@ class Message(tuple):
 
     def headers(self):
         h = self[6]
-        return None if h is None else [tuple(x) for x in h]
+        return None if h is None else [(x[0], x[1]) for x in h]
 
     def error(self):
         return self[7]
@@ -67,3 +67,61 @@ def make_message(topic, partition, offset, timestamp, key, value, headers=None, 
 def error_message(error, topic=None, partition=-1, offset=-1001) -> Message:
     """A Message that only carries an error (partition EOF, a fetch failure)."""
     return _new(Message, (topic, partition, offset, None, None, None, None, error))
+
+
+class _BatchRecord(Message):
+    """A record exactly as msgpack decoded it, `(offset_delta, timestamp_delta, key, value, headers)`.
+
+    The consumer decodes a large batch with `msgpack.unpackb(..., list_hook=cls)` where `cls`
+    is a subclass made for that batch (`batch_record_class`) carrying the topic, partition,
+    base offset and first timestamp as class attributes. msgpack then builds every Message in
+    C, with no Python loop over the records; the accessors add the batch's base values.
+    """
+
+    __slots__ = ()
+    _t = None
+    _p = -1
+    _b = 0
+    _f = 0
+
+    def topic(self):
+        return self._t
+
+    def partition(self):
+        return self._p
+
+    def offset(self):
+        return self._b + self[0]
+
+    def timestamp(self):
+        return (TIMESTAMP_CREATE_TIME, self._f + self[1])
+
+    def key(self):
+        return self[2]
+
+    def value(self):
+        return self[3]
+
+    def headers(self):
+        h = self[4]
+        return None if h is None else [(x[0], x[1]) for x in h]
+
+    def error(self):
+        return None
+
+    def __len__(self):
+        v = self[3]
+        return 0 if v is None else len(v)
+
+    def __repr__(self):
+        return (f"Message(topic={self._t!r}, partition={self._p}, offset={self._b + self[0]}, key={self[2]!r}, "
+                f"value={self[3]!r:.60}, error=None)")
+
+    def __reduce__(self):
+        return (make_message, (self._t, self._p, self._b + self[0], self._f + self[1], self[2], self[3],
+                               self.headers(), None))
+
+
+def batch_record_class(topic, partition, base_offset, first_timestamp):
+    return type("Message", (_BatchRecord,), {"__slots__": (), "_t": topic, "_p": partition,
+                                              "_b": base_offset, "_f": first_timestamp})

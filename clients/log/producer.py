@@ -58,11 +58,14 @@ def _as_bytes(x, what: str):
 class _OpenBatch:
     """The records of one partition waiting to be sent, kept as wire-ready rows."""
 
-    __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "callbacks", "deadline", "partition")
+    __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "callbacks", "deadline", "partition",
+                 "last_index", "max_size")
 
-    def __init__(self, partition: int, deadline: float):
+    def __init__(self, partition: int, deadline: float, max_count: int, max_size: int):
         self.rows = []
         self.size = 0
+        self.last_index = max_count - 1  # the batch is full once a record lands at this index
+        self.max_size = max_size
         self.first_ts = None  # set by the first record (its timestamp, or now)
         self.dflt = 0         # timestamp delta of records produced without a timestamp
         self.max_ts = None
@@ -72,13 +75,14 @@ class _OpenBatch:
 
 
 class _TopicState:
-    __slots__ = ("name", "batches", "sticky", "num_partitions")
+    __slots__ = ("name", "batches", "sticky", "num_partitions", "current")
 
     def __init__(self, name: str, num_partitions: int):
         self.name = name
         self.num_partitions = num_partitions
         self.batches = [None] * num_partitions
         self.sticky = pick_sticky(num_partitions, None)
+        self.current = None  # the open batch of the sticky partition: keyless records go here
 
 
 class Producer:
@@ -115,11 +119,17 @@ class Producer:
         self._in_flight = 0           # produce requests awaiting a reply
         self._in_flight_sent = collections.deque()  # (sent monotonic time, rid) to time requests out
         self._reports = collections.deque()  # (callback, error, message) to serve in poll()
-        self._count = 0               # records produced and not yet reported (len(producer))
+        self._count = 0               # records in closed batches not yet reported
         self._bytes = 0
         self._keys = KeyPartitioner()
         self._closed = False
         self._connect()
+        # One produce request is one frame: a batch (with the envelope) must fit in max_frame.
+        self._max_request = self._conn.state.max_frame - 64 * 1024
+        self._batch_bytes = min(self._batch_bytes, self._max_request)
+        # linger.ms 0 sends each record at once: a deadline in the past closes every batch.
+        self._linger_deadline = (lambda: float("-inf")) if self._linger == 0 else (
+            lambda: time.monotonic() + self._linger)
 
     # ---- connection and metadata --------------------------------------------------------
     def _connect(self) -> LogConnection:
@@ -153,16 +163,33 @@ class Producer:
 
     # ---- produce --------------------------------------------------------------------------
     def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
-                headers=None, callback=None):
+                headers=None, callback=None, _mono=time.monotonic):
         """Queue one record; its delivery report is served by a later poll() or flush()."""
+        # The fast path, taken by a plain produce(topic, bytes) loop: one tuple appended to
+        # the sticky partition's open batch, a size sum, three comparisons.
+        if (key is None and partition < 0 and value.__class__ is bytes and not timestamp and headers is None
+                and on_delivery is None and callback is None):
+            t = self._topics.get(topic)
+            if t is not None:
+                acc = t.current
+                if acc is not None:
+                    rows = acc.rows
+                    n = len(rows)
+                    rows.append((n, acc.dflt, None, value, None))
+                    acc.size += len(value) + 16
+                    if n >= acc.last_index or acc.size >= acc.max_size or acc.deadline <= _mono():
+                        self._after_append(t, acc)
+                    return
+        self._produce(topic, value, key, partition, on_delivery or callback, timestamp, headers)
+
+    def _produce(self, topic, value, key, partition, cb, timestamp, headers):
         if value is not None and value.__class__ is not bytes:
             value = _as_bytes(value, "value")
-        try:
-            t = self._topics[topic]
-        except KeyError:
+        t = self._topics.get(topic)
+        if t is None:
             t = self._topic(topic)
             if t is None:
-                self._report_now(on_delivery or callback, KafkaError(
+                self._report_now(cb, KafkaError(
                     KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist; create it first"),
                     topic, partition, key, value)
                 return
@@ -173,32 +200,34 @@ class Producer:
                 partition = self._keys.partition(key, t.num_partitions)
         elif partition < 0:
             partition = t.sticky
-        if self._count >= self._max_queued or self._bytes >= self._max_queued_bytes:
-            self._make_room()
-        try:
-            acc = t.batches[partition]
-        except (IndexError, TypeError):
+        if not isinstance(partition, int) or not 0 <= partition < t.num_partitions:
             raise KafkaException(KafkaError(
                 KafkaError._UNKNOWN_PARTITION,
-                f"topic {topic!r} has {t.num_partitions} partitions, no partition {partition!r}")) from None
+                f"topic {topic!r} has {t.num_partitions} partitions, no partition {partition!r}"))
+        acc = t.batches[partition]
         if acc is None:
-            acc = t.batches[partition] = _OpenBatch(partition, time.monotonic() + self._linger)
+            # queue.buffering.max.messages counts closed batches; an open batch closes when it
+            # would take the queue past the limit, so the next record finds the queue full.
+            room = self._max_queued - self._count
+            if room <= 0 or self._bytes >= self._max_queued_bytes:
+                self._make_room()
+                room = max(self._max_queued - self._count, 1)
+            acc = t.batches[partition] = _OpenBatch(partition, self._linger_deadline(), min(self._batch_count, room),
+                                                    self._batch_bytes)
             self._open.append((t, acc))
+            if partition == t.sticky:
+                t.current = acc
         rows = acc.rows
-        cb = on_delivery or callback
-        if timestamp or headers or cb is not None or acc.first_ts is None:
-            self._append_slow(acc, rows, key, value, timestamp, headers, cb)
-        else:
-            rows.append((len(rows), acc.dflt, key, value, None))
-        n = 16 + (len(value) if value is not None else 0)
-        acc.size += n
-        self._bytes += n
-        self._count += 1
-        if acc.size >= self._batch_bytes or len(rows) >= self._batch_count or self._linger == 0:
+        self._append_slow(acc, rows, key, value, timestamp, headers, cb)
+        acc.size += 16 + (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        if len(rows) > acc.last_index or acc.size >= acc.max_size or acc.deadline <= time.monotonic():
+            self._after_append(t, acc)
+
+    def _after_append(self, t: _TopicState, acc: _OpenBatch) -> None:
+        """A record made its batch full or found it due: close it (and any other due batch) and send."""
+        if len(acc.rows) > acc.last_index or acc.size >= acc.max_size or acc.deadline <= time.monotonic():
             self._close(t, acc)
-            self._send_ready()
-        elif self._open[0][1].deadline <= time.monotonic():
-            self._close_due()
+        self._close_due()
 
     def _append_slow(self, acc, rows, key, value, timestamp, headers, cb):
         if headers is not None:
@@ -241,12 +270,19 @@ class Producer:
     # ---- batches to requests ----------------------------------------------------------------
     def _close(self, t: _TopicState, acc: _OpenBatch) -> None:
         t.batches[acc.partition] = None
+        if t.current is acc:
+            t.current = None
+        self._count += len(acc.rows)
+        self._bytes += acc.size
         for i, (_, a) in enumerate(self._open):
             if a is acc:
                 del self._open[i]
                 break
         if t.sticky == acc.partition and t.num_partitions > 1:
             t.sticky = pick_sticky(t.num_partitions, acc.partition)
+            nxt = t.batches[t.sticky]
+            if nxt is not None:
+                t.current = nxt
         rows = acc.rows
         payload = _packb(rows)
         max_ts = acc.max_ts if acc.max_ts is not None else acc.first_ts
@@ -277,14 +313,16 @@ class Producer:
                 return
         while self._ready and self._in_flight < self._max_in_flight:
             # One request carries at most one batch per partition, so replies map back by (topic, partition).
-            group, seen, rest = [], set(), []
+            # ... and fits in one frame.
+            group, seen, rest, size = [], set(), [], 0
             for item in self._ready:
                 tp = (item[0], item[1])
-                if tp in seen:
+                if tp in seen or (group and size + len(item[2]) > self._max_request):
                     rest.append(item)
                 else:
                     seen.add(tp)
                     group.append(item)
+                    size += len(item[2])
             self._ready = rest
             args = {"acks": self._acks, "timeout_ms": self._request_timeout_ms,
                     "data": [[topic, p, data] for topic, p, data, _ in group]}
@@ -456,7 +494,7 @@ class Producer:
             self._fail_batches(ready, KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue"))
 
     def __len__(self) -> int:
-        return self._count + len(self._reports)
+        return self._count + sum(len(acc.rows) for _, acc in self._open) + len(self._reports)
 
     def __bool__(self) -> bool:
         return True

@@ -69,19 +69,3 @@ def consumer(bootstrap):
             c.close()
         except Exception:  # a test may have closed it or killed its server already
             pass
-
-
-def drain(consumer, count, timeout=10.0):
-    """Consume until `count` data messages arrived (errors fail the test), or the deadline."""
-    import time
-    out = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise AssertionError(f"got {len(out)} of {count} messages within {timeout} s")
-        for m in consumer.consume(count - len(out), min(left, 0.5)):
-            if m.error() is not None:
-                raise AssertionError(f"unexpected error message: {m.error()!r}")
-            out.append(m)
-    return out

@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from conftest import drain
+from log_client_helpers import drain
 from harness import wait_until
 
 from clients.log import Consumer, KafkaError, KafkaException, TopicPartition

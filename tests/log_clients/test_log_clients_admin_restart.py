@@ -3,7 +3,7 @@
 import concurrent.futures
 
 import pytest
-from conftest import drain
+from log_client_helpers import drain
 from harness import wait_until
 
 from clients.log import (AdminClient, Consumer, ConsumerGroupState, KafkaError, KafkaException, NewTopic,

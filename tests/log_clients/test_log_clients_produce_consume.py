@@ -4,7 +4,7 @@ import threading
 import time
 
 import pytest
-from conftest import drain
+from log_client_helpers import drain
 
 from clients.log import (OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition, TIMESTAMP_CREATE_TIME)
 from clients.log.partitioner import murmur2

@@ -1,0 +1,229 @@
+"""Throughput and latency of the confluent-style minilog clients, used as a program uses them.
+
+    python -m bench.minilog_clients [--records 1000000] [--runs 3] [--size 100]
+                                    [--latency-rate 10000] [--latency-seconds 3]
+                                    [--profile] [--json PATH] [--bootstrap HOST:PORT]
+
+Starts a minilog server (`python -m minilog`, fresh data directory) unless --bootstrap names
+one, then for each run, in separate processes as users deploy them:
+
+- produce: `Producer({'linger.ms': 5, 'acks': 1})`, `produce()` once per record in a Python
+  loop, then `flush()`; records/s over the whole loop including the flush;
+- consume: a new `Consumer` replays the topic from offset 0 with `consume(100000, 1.0)`;
+  records/s from the first consume call to the last record;
+- latency: one consumer waits at the end of a fresh topic while a producer sends
+  `--latency-rate` records/s with `linger.ms` 0 (each value carries its send time); the
+  consumer reports percentiles of (receive time - send time).
+
+Prints medians (and every run) and writes them to --json. With --profile it also runs one
+produce and one consume loop in this process under cProfile and prints where the time goes.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from clients.log import OFFSET_END, AdminClient, Consumer, NewTopic, Producer, TopicPartition  # noqa: E402
+
+_STAMP = struct.Struct(">q")
+
+
+# ---- the roles, each run in its own process ---------------------------------------------------
+def role_produce(bootstrap, topic, records, size) -> dict:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": 1,
+                  "queue.buffering.max.messages": max(records, 100_000)})
+    value = b"x" * size
+    produce = p.produce
+    start = time.perf_counter()
+    for _ in range(records):
+        produce(topic, value)
+    left = p.flush(60)
+    seconds = time.perf_counter() - start
+    p.close()
+    return {"records": records - left, "seconds": seconds}
+
+
+def role_consume(bootstrap, topic, records, size) -> dict:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{os.getpid()}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = 0
+    start = None
+    deadline = time.monotonic() + 120
+    while got < records and time.monotonic() < deadline:
+        batch = c.consume(100_000, 1.0)
+        if start is None:
+            start = time.perf_counter()
+        got += len(batch)
+    seconds = time.perf_counter() - start
+    c.close()
+    return {"records": got, "seconds": seconds}
+
+
+def role_latency_consume(bootstrap, topic, records, size) -> dict:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{os.getpid()}", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, OFFSET_END)])
+    c.poll(0.2)
+    print("ready", flush=True)
+    lat = []
+    deadline = time.monotonic() + 120
+    while len(lat) < records and time.monotonic() < deadline:
+        m = c.poll(0.1)  # poll, not consume(n): consume waits to fill n
+        if m is not None and m.error() is None:
+            lat.append((time.time_ns() - _STAMP.unpack_from(m.value())[0]) / 1000.0)
+    c.close()
+    lat.sort()
+    pct = lambda q: lat[min(int(q * len(lat)), len(lat) - 1)] if lat else None  # noqa: E731
+    return {"records": len(lat), "p50_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
+            "p999_us": pct(0.999), "max_us": lat[-1] if lat else None}
+
+
+def role_latency_produce(bootstrap, topic, records, size, rate) -> dict:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": 1})
+    pad = b"x" * max(size - 8, 0)
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    for i in range(records):
+        # Sleep (not spin) until the record is due: a spinning producer would steal the CPU
+        # the server and the consumer need on a 2-vCPU machine and inflate the latency.
+        wait = start + i * interval - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        p.produce(topic, _STAMP.pack(time.time_ns()) + pad)
+        p.poll(0)
+    p.flush(30)
+    p.close()
+    return {"records": records, "seconds": time.perf_counter() - start}
+
+
+# ---- orchestration ----------------------------------------------------------------------------
+def start_server(data_dir):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "minilog", "--port", "0", "--data-dir", data_dir],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    for line in proc.stdout:
+        m = re.search(rb"listening on ([\d.]+):(\d+)", line)
+        if m:
+            return proc, f"{m.group(1).decode()}:{int(m.group(2))}"
+    raise SystemExit("minilog did not start")
+
+
+def run_role(args_list, wait_ready=False):
+    cmd = [sys.executable, "-m", "bench.minilog_clients", "--role", *args_list]
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, env=env, text=True)
+    if wait_ready:
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", line
+    return proc
+
+
+def finish(proc) -> dict:
+    out, _ = proc.communicate(timeout=300)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def create_topic(bootstrap, name):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, 1)])[name].result(10)
+    admin.close()
+
+
+def profile(bootstrap, records, size):
+    import cProfile
+    import pstats
+    topic = f"profile-{os.getpid()}"
+    create_topic(bootstrap, topic)
+    for name, fn in (("produce", role_produce), ("consume", role_consume)):
+        prof = cProfile.Profile()
+        prof.enable()
+        r = fn(bootstrap, topic, records, size)
+        prof.disable()
+        print(f"\n== profile of one {name} loop ({r['records']:,} records, {r['seconds']:.2f} s under cProfile) ==")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--latency-rate", type=int, default=10_000)
+    ap.add_argument("--latency-seconds", type=float, default=3.0)
+    ap.add_argument("--bootstrap")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--json")
+    ap.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    if args.role:
+        role, bootstrap, topic, records, size, *rest = args.role
+        fn = {"produce": role_produce, "consume": role_consume, "latency-consume": role_latency_consume,
+              "latency-produce": role_latency_produce}[role]
+        extra = [int(x) for x in rest]
+        print(json.dumps(fn(bootstrap, topic, int(records), int(size), *extra)), flush=True)
+        return
+
+    data_dir = server = None
+    bootstrap = args.bootstrap
+    if bootstrap is None:
+        data_dir = tempfile.mkdtemp(prefix="bench-minilog-clients-")
+        server, bootstrap = start_server(data_dir)
+    try:
+        produced, consumed = [], []
+        for run in range(args.runs):
+            topic = f"bench-{os.getpid()}-{run}"
+            create_topic(bootstrap, topic)
+            p = finish(run_role(["produce", bootstrap, topic, str(args.records), str(args.size)]))
+            c = finish(run_role(["consume", bootstrap, topic, str(args.records), str(args.size)]))
+            produced.append(p["records"] / p["seconds"])
+            consumed.append(c["records"] / c["seconds"])
+            print(f"run {run + 1}: produced {produced[-1]:,.0f} records/s, consumed {consumed[-1]:,.0f} records/s",
+                  flush=True)
+        lat_topic = f"latency-{os.getpid()}"
+        create_topic(bootstrap, lat_topic)
+        n = int(args.latency_rate * args.latency_seconds)
+        cons = run_role(["latency-consume", bootstrap, lat_topic, str(n), str(args.size)], wait_ready=True)
+        prod = run_role(["latency-produce", bootstrap, lat_topic, str(n), str(args.size), str(args.latency_rate)])
+        finish(prod)
+        lat = finish(cons)
+        result = {
+            "records": args.records, "value_size": args.size, "runs": args.runs,
+            "produce_records_per_s": statistics.median(produced) if produced else None, "produce_runs": produced,
+            "consume_records_per_s": statistics.median(consumed) if consumed else None, "consume_runs": consumed,
+            "latency": {"rate_per_s": args.latency_rate, **lat},
+        }
+        if produced:
+            print(f"\nproduce (linger.ms 5, acks 1, produce() per record + flush): "
+                  f"median {result['produce_records_per_s']:,.0f} records/s over {args.runs} runs")
+            print(f"consume (replay from 0, consume(100000, 1.0)):           "
+                  f"median {result['consume_records_per_s']:,.0f} records/s")
+        print(f"latency at {args.latency_rate:,}/s, linger.ms 0: p50 {lat['p50_us']:.0f} us, "
+              f"p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, max {lat['max_us']:.0f} us "
+              f"({lat['records']:,} records)")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        if args.profile:
+            profile(bootstrap, min(args.records, 300_000), args.size)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        if data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,675 @@
+"""AIOKafkaConsumer: aiokafka's consumer API over the minilog wire.
+
+Two background tasks do the work while the application awaits `getone()`/`getmany()`:
+
+- `_fetch_loop` keeps one `fetch` (a long poll on the server) in flight for every assigned,
+  unpaused partition. When a reply arrives it sends the next fetch *before* decoding the
+  records, so the server reads the log while this client decodes (prefetch). Records go
+  into a buffer of per-partition chunks that `getone`/`getmany` hand out.
+- `_group_loop` (only with a group_id and a subscription) runs the group protocol: join,
+  the leader runs the assignor (`clients/log/assignors.py`), sync, then heartbeats every
+  `heartbeat_interval_ms` and auto-commits; on REBALANCE_IN_PROGRESS it commits, calls the
+  listener's `on_partitions_revoked` and joins again (eager protocol).
+
+The decoding and the offset bookkeeping follow `clients/log/consumer.py`.
+"""
+
+import asyncio
+import collections
+import logging
+import re
+import time
+
+import msgpack
+
+from ..aio_rpc import AsyncRpcConnection
+from ..log.assignors import ASSIGNORS
+from ..protocol.errors import BrokerError, ErrorCode
+from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header
+from .errors import (CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaConnectionError, KafkaError,
+                     from_field, from_wire)
+from .producer import _bootstrap
+from .structs import ConsumerRecord, OffsetAndMetadata, OffsetAndTimestamp, TopicPartition
+
+log = logging.getLogger("clients.aio_log")
+_new = tuple.__new__
+_unpackb = msgpack.unpackb
+_BUFFER_LIMIT = 64 * 1024 * 1024
+
+
+class ConsumerRebalanceListener:
+    """Subclass and pass to subscribe(listener=...); either method may be a coroutine."""
+
+    def on_partitions_revoked(self, revoked):
+        pass
+
+    def on_partitions_assigned(self, assigned):
+        pass
+
+
+class _Part:
+    __slots__ = ("tp", "position", "fetch_offset", "epoch", "paused", "hw", "log_start", "want", "committed")
+
+    def __init__(self, tp, want=None):
+        self.tp = tp
+        self.position = None
+        self.fetch_offset = None
+        self.epoch = 0
+        self.paused = False
+        self.hw = None
+        self.log_start = None
+        self.want = want          # None: committed else reset; "earliest"/"latest"; or an offset
+        self.committed = None
+
+
+def _strategy_names(strategies):
+    names = []
+    for s in strategies:
+        name = s if isinstance(s, str) else getattr(s, "name", None)
+        if name not in ASSIGNORS:
+            raise ValueError(f"unknown partition assignment strategy {s!r}; use one of {sorted(ASSIGNORS)}")
+        names.append(name)
+    return names
+
+
+class AIOKafkaConsumer:
+    def __init__(self, *topics, bootstrap_servers="localhost:9093", client_id=None, group_id=None,
+                 key_deserializer=None, value_deserializer=None, fetch_max_wait_ms=500,
+                 fetch_max_bytes=52428800, fetch_min_bytes=1, max_partition_fetch_bytes=1048576,
+                 auto_offset_reset="latest", enable_auto_commit=True, auto_commit_interval_ms=5000,
+                 session_timeout_ms=10000, heartbeat_interval_ms=3000, max_poll_interval_ms=300000,
+                 partition_assignment_strategy=("roundrobin",), loop=None, **ignored):
+        self._host, self._port = _bootstrap(bootstrap_servers)
+        self._client_id = client_id or "aiokafka-minilog"
+        self._group_id = group_id
+        self._key_deserializer = key_deserializer
+        self._value_deserializer = value_deserializer
+        self._fetch_wait_ms = fetch_max_wait_ms
+        self._fetch_max_bytes = fetch_max_bytes
+        self._fetch_min_bytes = fetch_min_bytes
+        self._partition_max_bytes = max_partition_fetch_bytes
+        if auto_offset_reset not in ("earliest", "latest", "none"):
+            raise ValueError(f"auto_offset_reset must be 'earliest', 'latest' or 'none', got {auto_offset_reset!r}")
+        self._reset = auto_offset_reset
+        self._auto_commit = enable_auto_commit and group_id is not None
+        self._commit_interval = auto_commit_interval_ms / 1000.0
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat = heartbeat_interval_ms / 1000.0
+        self._rebalance_timeout_ms = max_poll_interval_ms
+        self._strategies = _strategy_names(partition_assignment_strategy)
+        self._initial_topics = topics
+        self._conn: AsyncRpcConnection | None = None
+        self._parts: dict[TopicPartition, _Part] = {}
+        self._chunks = collections.deque()
+        self._buffered_bytes = 0
+        self._data = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._subscription: list[str] | None = None
+        self._pattern = None
+        self._listener: ConsumerRebalanceListener | None = None
+        self._member_id = ""
+        self._generation = -1
+        self._tasks: list[asyncio.Task] = []
+        self._group_task: asyncio.Task | None = None
+        self._closed = False
+        self._error: BaseException | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    async def start(self):
+        try:
+            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id)
+        except (OSError, BrokerError, asyncio.TimeoutError) as exc:
+            raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
+        self._fetch_max_bytes = max(min(self._fetch_max_bytes, self._conn.state.max_frame - 65536), 1024)
+        self._tasks.append(asyncio.ensure_future(self._fetch_loop()))
+        if self._initial_topics:
+            self.subscribe(topics=list(self._initial_topics))
+
+    async def stop(self):
+        if self._closed:
+            return
+        self._closed = True
+        if self._group_task is not None:
+            self._group_task.cancel()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, *( [self._group_task] if self._group_task else []),
+                             return_exceptions=True)
+        try:
+            if self._group_id is not None and self._member_id and not self._conn.closed:
+                if self._auto_commit:
+                    await self._commit_positions()
+                await self._conn.call("leave_group", {"group_id": self._group_id, "member_id": self._member_id},
+                                      timeout=5)
+        except Exception as exc:  # leaving is best effort: the session timeout removes us anyway
+            log.debug("leaving the group failed: %s", exc)
+        self._data.set()
+        await self._conn.close()
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.stop()
+
+    async def _call(self, op, args, timeout=30.0):
+        try:
+            return await self._conn.call(op, args, timeout=timeout)
+        except BrokerError as exc:
+            raise from_wire(exc.code, exc.message) from None
+
+    # ---- assignment ---------------------------------------------------------------------------
+    def subscribe(self, topics=(), pattern=None, listener=None):
+        if self._group_id is None:
+            raise IllegalStateError("subscribe() needs a group_id; use assign() without one")
+        if not topics and pattern is None:
+            raise ValueError("subscribe() needs topics or a pattern")
+        self._subscription = list(topics)
+        self._pattern = re.compile(pattern) if pattern is not None else None
+        self._listener = listener
+        if self._group_task is None or self._group_task.done():
+            self._group_task = asyncio.ensure_future(self._group_loop())
+
+    def subscription(self):
+        return set(self._subscription or ())
+
+    def unsubscribe(self):
+        if self._group_task is not None:
+            self._group_task.cancel()
+            self._group_task = None
+        self._subscription = None
+        self._set_assignment([])
+
+    def assign(self, partitions):
+        if self._subscription is not None:
+            raise IllegalStateError("assign() cannot be mixed with subscribe()")
+        self._set_assignment([TopicPartition(*tp) for tp in partitions])
+
+    def _set_assignment(self, tps):
+        new = {}
+        for tp in tps:
+            part = self._parts.get(tp)
+            new[tp] = part if part is not None else _Part(tp)
+        for tp, part in self._parts.items():
+            if tp not in new:
+                part.epoch += 1
+        self._parts = new
+        self._changed.set()
+
+    def assignment(self):
+        return set(self._parts)
+
+    # ---- positions and offsets -------------------------------------------------------------------
+    def _part(self, tp) -> _Part:
+        part = self._parts.get(tp)
+        if part is None:
+            raise IllegalStateError(f"{tp} is not assigned to this consumer")
+        return part
+
+    def _move(self, part, offset=None, want=None):
+        part.epoch += 1
+        part.position = part.fetch_offset = offset
+        part.want = want
+        self._changed.set()
+
+    def seek(self, partition, offset):
+        if offset < 0:
+            raise ValueError("offset must be >= 0; use seek_to_beginning()/seek_to_end()")
+        self._move(self._part(partition), offset)
+
+    async def seek_to_beginning(self, *partitions):
+        for tp in partitions or list(self._parts):
+            self._move(self._part(tp), None, "earliest")
+
+    async def seek_to_end(self, *partitions):
+        for tp in partitions or list(self._parts):
+            self._move(self._part(tp), None, "latest")
+
+    async def seek_to_committed(self, *partitions):
+        for tp in partitions or list(self._parts):
+            self._move(self._part(tp), None, None)
+
+    async def position(self, partition):
+        part = self._part(partition)
+        while part.position is None:
+            await self._resolve()
+            if part.position is None:
+                await asyncio.sleep(0.01)
+        return part.position
+
+    def highwater(self, partition):
+        return self._part(partition).hw
+
+    def last_stable_offset(self, partition):
+        return self._part(partition).hw
+
+    async def committed(self, partition):
+        if self._group_id is None:
+            raise IllegalStateError("committed() needs a group_id")
+        result = await self._call("offset_fetch", {"group_id": self._group_id,
+                                                   "partitions": [[partition.topic, partition.partition]]})
+        for t, p, off, *_ in result.get("offsets", ()):
+            return off if off is not None and off >= 0 else None
+        return None
+
+    async def _list_offsets(self, items):
+        result = await self._call("list_offsets", {"partitions": [[tp.topic, tp.partition, ts] for tp, ts in items]})
+        out = {}
+        for r in result.get("results", ()):
+            err = from_field(r[3] if len(r) > 3 else None)
+            if err is not None:
+                raise err
+            out[TopicPartition(r[0], r[1])] = r[2]
+        return out
+
+    async def beginning_offsets(self, partitions):
+        return await self._list_offsets([(tp, -2) for tp in partitions])
+
+    async def end_offsets(self, partitions):
+        return await self._list_offsets([(tp, -1) for tp in partitions])
+
+    async def offsets_for_times(self, timestamps):
+        found = await self._list_offsets(list(timestamps.items()))
+        return {tp: (OffsetAndTimestamp(found[tp], timestamps[tp]) if found.get(tp, -1) >= 0 else None)
+                for tp in timestamps}
+
+    async def topics(self):
+        meta = await self._call("metadata", {"topics": None})
+        return set(meta.get("topics") or ())
+
+    def partitions_for_topic(self, topic):
+        return None
+
+    def pause(self, *partitions):
+        for tp in partitions:
+            part = self._part(tp)
+            if not part.paused:
+                part.paused = True
+                part.epoch += 1
+                part.fetch_offset = part.position
+        self._changed.set()
+
+    def resume(self, *partitions):
+        for tp in partitions:
+            self._part(tp).paused = False
+        self._changed.set()
+
+    def paused(self):
+        return {tp for tp, p in self._parts.items() if p.paused}
+
+    async def commit(self, offsets=None):
+        if self._group_id is None:
+            raise IllegalStateError("commit() needs a group_id")
+        if offsets is None:
+            items = [(tp, p.position, "") for tp, p in self._parts.items() if p.position is not None]
+        else:
+            items = []
+            for tp, o in offsets.items():
+                if isinstance(o, OffsetAndMetadata):
+                    items.append((tp, o.offset, o.metadata or ""))
+                else:
+                    items.append((tp, int(o), ""))
+        if not items:
+            return
+        await self._send_commit(items)
+
+    async def _send_commit(self, items):
+        args = {"group_id": self._group_id, "generation_id": self._generation if self._member_id else -1,
+                "member_id": self._member_id, "offsets": [[tp.topic, tp.partition, o, m] for tp, o, m in items]}
+        try:
+            result = await self._conn.call("offset_commit", args)
+        except BrokerError as exc:
+            if exc.code in (ErrorCode.ILLEGAL_GENERATION, ErrorCode.UNKNOWN_MEMBER_ID, ErrorCode.REBALANCE_IN_PROGRESS):
+                raise CommitFailedError(f"{exc.code}: {exc.message}") from None
+            raise from_wire(exc.code, exc.message) from None
+        for r in result.get("results", ()):
+            err = from_field(r[2] if len(r) > 2 else None)
+            if err is not None:
+                raise err
+        for tp, o, _ in items:
+            part = self._parts.get(tp)
+            if part is not None:
+                part.committed = o
+
+    async def _commit_positions(self):
+        items = [(tp, p.position, "") for tp, p in self._parts.items()
+                 if p.position is not None and p.position != p.committed]
+        if items:
+            await self._send_commit(items)
+
+    async def _resolve(self):
+        pending = [p for p in self._parts.values() if p.position is None]
+        if not pending:
+            return
+        committed = {}
+        if self._group_id is not None and any(p.want is None for p in pending):
+            result = await self._call("offset_fetch", {"group_id": self._group_id, "partitions":
+                                                       [[p.tp.topic, p.tp.partition] for p in pending if p.want is None]})
+            committed = {TopicPartition(r[0], r[1]): r[2] for r in result.get("offsets", ()) if r[2] is not None and r[2] >= 0}
+        lookups = []
+        for p in pending:
+            if isinstance(p.want, int):
+                self._move(p, p.want)
+            elif p.want is None and p.tp in committed:
+                self._move(p, committed[p.tp])
+                p.committed = committed[p.tp]
+            else:
+                mode = p.want or self._reset
+                if mode == "none":
+                    self._error = from_wire(ErrorCode.OFFSET_OUT_OF_RANGE, f"no committed offset for {p.tp} and "
+                                                                           f"auto_offset_reset='none'")
+                    self._data.set()
+                    continue
+                lookups.append((p, -2 if mode == "earliest" else -1))
+        if lookups:
+            found = await self._list_offsets([(p.tp, ts) for p, ts in lookups])
+            for p, _ in lookups:
+                if p.position is None and self._parts.get(p.tp) is p:
+                    self._move(p, max(found.get(p.tp, 0), 0))
+
+    # ---- fetching ------------------------------------------------------------------------------
+    def _send_fetch(self):
+        parts = [p for p in self._parts.values() if not p.paused and p.fetch_offset is not None]
+        if not parts:
+            return None, None
+        sent = [(p, p.fetch_offset, p.epoch) for p in parts]
+        fut = self._conn.send("fetch", {"max_wait_ms": self._fetch_wait_ms, "min_bytes": self._fetch_min_bytes,
+                                        "max_bytes": self._fetch_max_bytes, "partitions":
+                                        [[p.tp.topic, p.tp.partition, p.fetch_offset, self._partition_max_bytes]
+                                         for p in parts]})
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return fut, sent
+
+    async def _fetch_loop(self):
+        fut = sent = None
+        try:
+            while not self._closed:
+                try:
+                    await self._resolve()
+                except KafkaError as exc:
+                    log.warning("resolving positions failed: %s", exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                if fut is None:
+                    if self._buffered_bytes >= _BUFFER_LIMIT:
+                        await asyncio.sleep(0.01)
+                        continue
+                    self._changed.clear()
+                    fut, sent = self._send_fetch()
+                    if fut is None:
+                        await self._wait_changed(0.5)
+                        continue
+                changed = asyncio.ensure_future(self._changed.wait())
+                await asyncio.wait([fut, changed], return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                if not fut.done():
+                    fut = None  # the assignment moved: fetch again now; the stale reply is ignored
+                    continue
+                done, done_sent = fut, sent
+                fut = sent = None
+                if done.exception() is not None:
+                    exc = done.exception()
+                    if self._conn.closed:
+                        self._error = KafkaConnectionError(str(exc))
+                        self._data.set()
+                        return
+                    log.warning("fetch failed: %s", exc)
+                    await asyncio.sleep(0.1)
+                    continue
+                raws = self._accept(done_sent, done.result())
+                # Prefetch: the next fetch goes out before this reply is decoded.
+                if raws and self._buffered_bytes < _BUFFER_LIMIT:
+                    self._changed.clear()
+                    fut, sent = self._send_fetch()
+                for raw in raws:
+                    self._decode(*raw)
+                if raws:
+                    self._data.set()
+        except asyncio.CancelledError:
+            pass
+
+    async def _wait_changed(self, timeout):
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _accept(self, sent, result):
+        by_tp = {(r[0], r[1]): r for r in result.get("results", ())}
+        raws = []
+        for part, offset, epoch in sent:
+            r = by_tp.get((part.tp.topic, part.tp.partition))
+            if r is None or part.epoch != epoch or part.fetch_offset != offset:
+                continue
+            _, _, err, hw, log_start, records = r
+            if err is not None:
+                if err[0] == ErrorCode.OFFSET_OUT_OF_RANGE and self._reset != "none":
+                    self._move(part, None, self._reset)
+                else:
+                    self._error = from_field(err)
+                    self._data.set()
+                continue
+            part.hw, part.log_start = hw, log_start
+            if not records:
+                continue
+            end, pos, n = offset, 0, len(records)
+            while n - pos >= HEADER_SIZE:
+                h = read_header(records, pos)
+                if pos + h.size > n:
+                    break
+                end = h.base_offset + h.record_count
+                pos += h.size
+            if end > offset:
+                part.fetch_offset = end
+                raws.append((part, records, offset, epoch))
+        return raws
+
+    def _decode(self, part, records, offset, epoch):
+        topic, partition = part.tp
+        kd, vd = self._key_deserializer, self._value_deserializer
+        out = []
+        try:
+            for h, mv in iter_batches(records):
+                base, first = h.base_offset, h.first_timestamp
+                for od, td, k, v, hd in _unpackb(mv[HEADER_SIZE:], use_list=False):
+                    off = base + od
+                    if off < offset:
+                        continue
+                    out.append(_new(ConsumerRecord, (
+                        topic, partition, off, first + td, 0,
+                        kd(k) if kd is not None else k, vd(v) if vd is not None else v, None,
+                        len(k) if k is not None else -1, len(v) if v is not None else -1, hd or ())))
+        except (BatchError, ValueError, TypeError) as exc:
+            self._error = KafkaError(f"corrupt record batch in {topic}-{partition} at offset {offset}: {exc}")
+            self._data.set()
+            return
+        if out:
+            self._chunks.append([part, out, 0, epoch, len(records)])
+            self._buffered_bytes += len(records)
+
+    def _take(self, max_records, partitions=None):
+        result = {}
+        want = max_records if max_records is not None else 1 << 30
+        chunks = self._chunks
+        skipped = []
+        while want > 0 and chunks:
+            chunk = chunks.popleft()
+            part, recs, i, epoch, nbytes = chunk
+            if part.epoch != epoch or part.paused or self._parts.get(part.tp) is not part:
+                self._buffered_bytes -= nbytes
+                continue
+            if partitions and part.tp not in partitions:
+                skipped.append(chunk)
+                continue
+            j = min(len(recs), i + want)
+            result.setdefault(part.tp, []).extend(recs[i:j] if (i or j < len(recs)) else recs)
+            want -= j - i
+            part.position = recs[j - 1].offset + 1
+            if j < len(recs):
+                chunk[2] = j
+                chunks.appendleft(chunk)
+                break
+            self._buffered_bytes -= nbytes
+        for chunk in reversed(skipped):
+            chunks.appendleft(chunk)
+        if not chunks:
+            self._data.clear()
+        return result
+
+    def _raise_pending(self):
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        if self._closed:
+            raise ConsumerStoppedError("the consumer is stopped")
+
+    async def getone(self, *partitions):
+        wanted = {TopicPartition(*tp) for tp in partitions} or None
+        while True:
+            self._raise_pending()
+            got = self._take(1, wanted)
+            if got:
+                return next(iter(got.values()))[0]
+            self._data.clear()
+            await self._data.wait()
+
+    async def getmany(self, *partitions, timeout_ms=0, max_records=None):
+        wanted = {TopicPartition(*tp) for tp in partitions} or None
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        while True:
+            self._raise_pending()
+            got = self._take(max_records, wanted)
+            left = deadline - time.monotonic()
+            if got or left <= 0:
+                return got
+            self._data.clear()
+            try:
+                await asyncio.wait_for(self._data.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        try:
+            return await self.getone()
+        except ConsumerStoppedError:
+            raise StopAsyncIteration from None
+
+    # ---- the group ------------------------------------------------------------------------------
+    def _resolve_topics(self, existing):
+        names = set(self._subscription or ())
+        if self._pattern is not None:
+            names |= {t for t in existing if self._pattern.match(t)}
+        return sorted(names)
+
+    async def _listener_call(self, name, tps):
+        if self._listener is None:
+            return
+        result = getattr(self._listener, name)(tps)
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def _group_loop(self):
+        try:
+            while not self._closed and self._subscription is not None:
+                try:
+                    await self._join_and_sync()
+                    await self._heartbeat_until_rebalance()
+                except (KafkaError, asyncio.TimeoutError) as exc:
+                    log.info("group %s: %s; joining again", self._group_id, exc)
+                    await asyncio.sleep(0.1)
+                revoked = set(self._parts)
+                if self._auto_commit and revoked:
+                    try:
+                        await self._commit_positions()
+                    except KafkaError as exc:
+                        log.info("commit before revoke failed: %s", exc)
+                await self._listener_call("on_partitions_revoked", revoked)
+                self._set_assignment([])
+        except asyncio.CancelledError:
+            pass
+
+    async def _join_and_sync(self):
+        existing = ()
+        if self._pattern is not None:
+            existing = await self.topics()
+        topics = self._resolve_topics(existing)
+        metadata = msgpack.packb({"topics": topics}, use_bin_type=True)
+        while True:
+            try:
+                joined = await self._conn.call("join_group", {
+                    "group_id": self._group_id, "member_id": self._member_id,
+                    "session_timeout_ms": self._session_timeout_ms, "rebalance_timeout_ms": self._rebalance_timeout_ms,
+                    "protocol_type": "consumer", "protocols": [[s, metadata] for s in self._strategies],
+                    "client": self._client_id}, timeout=None)
+            except BrokerError as exc:
+                if exc.code == ErrorCode.UNKNOWN_MEMBER_ID:
+                    self._member_id = ""
+                    continue
+                if exc.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.ILLEGAL_GENERATION):
+                    continue
+                raise from_wire(exc.code, exc.message) from None
+            self._member_id = joined["member_id"]
+            self._generation = joined["generation_id"]
+            assignments = []
+            if joined["leader_id"] == self._member_id:
+                assignments = await self._assign(joined.get("protocol"), joined.get("members") or [])
+            try:
+                synced = await self._conn.call("sync_group", {
+                    "group_id": self._group_id, "generation_id": self._generation, "member_id": self._member_id,
+                    "assignments": assignments}, timeout=None)
+            except BrokerError as exc:
+                if exc.code == ErrorCode.UNKNOWN_MEMBER_ID:
+                    self._member_id = ""
+                if exc.code in (ErrorCode.UNKNOWN_MEMBER_ID, ErrorCode.REBALANCE_IN_PROGRESS,
+                                ErrorCode.ILLEGAL_GENERATION):
+                    continue
+                raise from_wire(exc.code, exc.message) from None
+            raw = synced.get("assignment") or b""
+            plan = msgpack.unpackb(raw, raw=False) if raw else {}
+            tps = sorted(TopicPartition(t, p) for t, ps in plan.items() for p in ps)
+            self._set_assignment(tps)
+            await self._listener_call("on_partitions_assigned", set(tps))
+            return
+
+    async def _assign(self, protocol, members):
+        subscriptions = {}
+        for member_id, metadata in members:
+            try:
+                subscriptions[member_id] = list((msgpack.unpackb(metadata, raw=False) or {}).get("topics") or ())
+            except Exception:
+                subscriptions[member_id] = []
+        topics = sorted({t for ts in subscriptions.values() for t in ts})
+        counts = {}
+        if topics:
+            meta = await self._call("metadata", {"topics": topics})
+            counts = {t: len(info.get("partitions") or ()) for t, info in (meta.get("topics") or {}).items()}
+        plan = (ASSIGNORS.get(protocol) or ASSIGNORS[self._strategies[0]])(subscriptions, counts, {})
+        return [[m, msgpack.packb(plan.get(m, {}), use_bin_type=True)] for m in subscriptions]
+
+    async def _heartbeat_until_rebalance(self):
+        next_commit = time.monotonic() + self._commit_interval
+        while True:
+            await asyncio.sleep(self._heartbeat)
+            try:
+                await self._conn.call("heartbeat", {"group_id": self._group_id, "generation_id": self._generation,
+                                                    "member_id": self._member_id})
+            except BrokerError as exc:
+                if exc.code == ErrorCode.UNKNOWN_MEMBER_ID:
+                    self._member_id = ""
+                if exc.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.ILLEGAL_GENERATION,
+                                ErrorCode.UNKNOWN_MEMBER_ID):
+                    return
+                raise from_wire(exc.code, exc.message) from None
+            if self._auto_commit and time.monotonic() >= next_commit:
+                next_commit = time.monotonic() + self._commit_interval
+                try:
+                    await self._commit_positions()
+                except KafkaError as exc:
+                    log.info("auto-commit failed: %s", exc)
+
+
+AIOConsumer = AIOKafkaConsumer

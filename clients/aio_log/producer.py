@@ -1,0 +1,295 @@
+"""AIOKafkaProducer: aiokafka's producer API over the minilog wire, with per-partition batching.
+
+`send()` appends the record to its partition's open batch as a wire-ready row (the same
+layout as `clients/log/producer.py`, see `clients/record_batch.py`) and returns a future of
+its RecordMetadata. A batch closes when it reaches `max_batch_size` bytes, or `linger_ms`
+after its first record (with linger_ms=0: at the end of the current event-loop iteration,
+so records sent together travel together). Closed batches leave at once in `produce`
+requests; many may be in flight, and each reply resolves the futures of its records.
+"""
+
+import asyncio
+import time
+
+import msgpack
+
+from ..aio_rpc import AsyncRpcConnection
+from ..log.connection import parse_bootstrap
+from ..log.partitioner import KeyPartitioner, pick_sticky
+from ..protocol.errors import BrokerError
+from ..record_batch import _pack_batch
+from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, from_field, \
+    from_wire
+from .structs import RecordMetadata, TopicPartition
+
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def _bootstrap(servers) -> tuple[str, int]:
+    if isinstance(servers, (list, tuple)):
+        servers = servers[0]
+    return parse_bootstrap(servers)
+
+
+def _as_bytes(x, what):
+    if x is None or type(x) is bytes:
+        return x
+    if isinstance(x, (bytearray, memoryview)):
+        return bytes(x)
+    raise TypeError(f"{what} must be bytes or None (set a {what}_serializer), got {type(x).__name__}")
+
+
+class _Batch:
+    __slots__ = ("rows", "futures", "size", "first_ts", "max_ts", "handle", "topic", "partition")
+
+    def __init__(self, topic, partition):
+        self.rows = []
+        self.futures = []
+        self.size = 0
+        self.first_ts = None
+        self.max_ts = None
+        self.handle = None
+        self.topic = topic
+        self.partition = partition
+
+
+class BatchBuilder:
+    """What `create_batch()` returns: collect records, then `send_batch()` them as one batch."""
+
+    def __init__(self, max_size):
+        self._max = max_size
+        self._rows = []
+        self._size = 0
+        self._first = None
+        self._max_ts = None
+
+    def append(self, *, timestamp=None, key=None, value=None, headers=None):
+        """Add a record; returns None when the batch is full (send it and start another)."""
+        n = 16 + (len(value) if value else 0) + (len(key) if key else 0)
+        if self._rows and self._size + n > self._max:
+            return None
+        ts = int(timestamp) if timestamp is not None else time.time_ns() // 1_000_000
+        if self._first is None:
+            self._first = self._max_ts = ts
+        self._max_ts = max(self._max_ts, ts)
+        self._rows.append((len(self._rows), ts - self._first, _as_bytes(key, "key"), _as_bytes(value, "value"),
+                           [(str(k), bytes(v)) for k, v in headers] if headers else None))
+        self._size += n
+        return {"offset": len(self._rows) - 1, "timestamp": ts, "size": n}
+
+    def record_count(self):
+        return len(self._rows)
+
+    def size(self):
+        return self._size
+
+    def _build(self) -> bytes:
+        return _pack_batch(_packb(self._rows), len(self._rows), self._first, self._max_ts, 0, 0)
+
+
+class AIOKafkaProducer:
+    def __init__(self, *, bootstrap_servers="localhost:9093", client_id=None, acks=1, key_serializer=None,
+                 value_serializer=None, linger_ms=0, max_batch_size=16384, max_request_size=1048576,
+                 request_timeout_ms=40000, loop=None, **ignored):
+        self._host, self._port = _bootstrap(bootstrap_servers)
+        self._client_id = client_id or "aiokafka-minilog"
+        if acks == "all":
+            acks = -1
+        if acks not in (0, 1, -1):
+            raise ValueError(f"acks must be 0, 1 or 'all', got {acks!r}")
+        self._acks = acks
+        self._key_serializer = key_serializer
+        self._value_serializer = value_serializer
+        self._linger = linger_ms / 1000.0
+        self._max_batch = max(int(max_batch_size), 1)
+        self._request_timeout_ms = request_timeout_ms
+        self._conn: AsyncRpcConnection | None = None
+        self._partitions: dict[str, int] = {}
+        self._open: dict[tuple, _Batch] = {}
+        self._sticky: dict[str, int] = {}
+        self._keys = KeyPartitioner()
+        self._pending: set = set()  # futures of requests in flight
+        self._closed = False
+
+    async def start(self):
+        try:
+            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id)
+        except (OSError, BrokerError, asyncio.TimeoutError) as exc:
+            raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
+
+    async def stop(self):
+        if self._closed:
+            return
+        self._closed = True
+        if self._conn is not None:
+            try:
+                await self.flush()
+            finally:
+                await self._conn.close()
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.stop()
+
+    async def _call(self, op, args):
+        try:
+            return await self._conn.call(op, args)
+        except BrokerError as exc:
+            raise from_wire(exc.code, exc.message) from None
+
+    async def partitions_for(self, topic):
+        n = await self._num_partitions(topic)
+        return set(range(n))
+
+    async def _num_partitions(self, topic) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            meta = await self._call("metadata", {"topics": [topic]})
+            info = (meta.get("topics") or {}).get(topic) or {}
+            n = len(info.get("partitions") or ())
+            if not n:
+                raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
+            self._partitions[topic] = n
+        return n
+
+    async def send(self, topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
+        """Queue a record; returns a future that resolves to its RecordMetadata."""
+        if self._conn is None:
+            raise KafkaError("the producer is not started: await producer.start() first")
+        if self._value_serializer is not None:
+            value = self._value_serializer(value)
+        if self._key_serializer is not None:
+            key = self._key_serializer(key)
+        value = _as_bytes(value, "value")
+        key = _as_bytes(key, "key")
+        n = self._partitions.get(topic) or await self._num_partitions(topic)
+        if partition is None:
+            if key is not None:
+                partition = self._keys.partition(key, n)
+            else:
+                partition = self._sticky.get(topic)
+                if partition is None:
+                    partition = self._sticky[topic] = pick_sticky(n, None)
+        elif not 0 <= partition < n:
+            raise UnknownTopicOrPartitionError(f"topic {topic!r} has {n} partitions, no partition {partition}")
+        if headers:
+            headers = [(str(k), _as_bytes(v, "header value")) for k, v in headers]
+        else:
+            headers = None
+        batch = self._open.get((topic, partition))
+        if batch is None:
+            batch = self._open[(topic, partition)] = _Batch(topic, partition)
+            loop = asyncio.get_running_loop()
+            batch.handle = (loop.call_later(self._linger, self._close, batch) if self._linger > 0
+                            else loop.call_soon(self._close, batch))
+        ts = int(timestamp_ms) if timestamp_ms is not None else time.time_ns() // 1_000_000
+        if batch.first_ts is None:
+            batch.first_ts = batch.max_ts = ts
+        elif ts > batch.max_ts:
+            batch.max_ts = ts
+        fut = asyncio.get_running_loop().create_future()
+        batch.rows.append((len(batch.rows), ts - batch.first_ts, key, value, headers))
+        batch.futures.append(fut)
+        batch.size += 16 + (len(value) if value else 0) + (len(key) if key else 0)
+        if batch.size >= self._max_batch:
+            self._close(batch)
+        return fut
+
+    async def send_and_wait(self, topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
+        fut = await self.send(topic, value, key, partition, timestamp_ms, headers)
+        return await fut
+
+    def create_batch(self):
+        return BatchBuilder(self._max_batch)
+
+    async def send_batch(self, batch: BatchBuilder, topic, *, partition):
+        n = await self._num_partitions(topic)
+        if not 0 <= partition < n:
+            raise UnknownTopicOrPartitionError(f"topic {topic!r} has {n} partitions, no partition {partition}")
+        fut = asyncio.get_running_loop().create_future()
+        data = batch._build()
+        count, first = batch.record_count(), batch._first
+
+        def done(base, err):
+            if err is not None:
+                fut.set_exception(err)
+            else:
+                fut.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, first, 0, -1))
+        self._send([(topic, partition, data, done)])
+        return fut
+
+    def _close(self, batch: _Batch) -> None:
+        if self._open.get((batch.topic, batch.partition)) is not batch:
+            return
+        del self._open[(batch.topic, batch.partition)]
+        batch.handle.cancel()
+        n = self._partitions.get(batch.topic, 1)
+        if self._sticky.get(batch.topic) == batch.partition and n > 1:
+            self._sticky[batch.topic] = pick_sticky(n, batch.partition)
+        data = _pack_batch(_packb(batch.rows), len(batch.rows), batch.first_ts, batch.max_ts, 0, 0)
+
+        def done(base, err, batch=batch):
+            topic, partition = batch.topic, batch.partition
+            tp = TopicPartition(topic, partition)
+            first = batch.first_ts
+            for i, (fut, row) in enumerate(zip(batch.futures, batch.rows)):
+                if fut.done():
+                    continue
+                if err is not None:
+                    fut.set_exception(err)
+                else:
+                    fut.set_result(RecordMetadata(topic, partition, tp, base + i if base >= 0 else -1,
+                                                  first + row[1], 0, -1))
+        self._send([(batch.topic, batch.partition, data, done)])
+
+    def _send(self, items) -> None:
+        args = {"acks": self._acks, "timeout_ms": self._request_timeout_ms,
+                "data": [[t, p, d] for t, p, d, _ in items]}
+        try:
+            if self._acks == 0:
+                self._conn.send("produce", args, want_reply=False)
+                for *_, done in items:
+                    done(-1, None)
+                return
+            reply = self._conn.send("produce", args)
+        except BrokerError as exc:
+            for *_, done in items:
+                done(-1, from_wire(exc.code, exc.message))
+            return
+        self._pending.add(reply)
+
+        def on_reply(f):
+            self._pending.discard(f)
+            if f.cancelled():
+                err = KafkaTimeoutError("produce request cancelled")
+                for *_, done in items:
+                    done(-1, err)
+                return
+            exc = f.exception()
+            if exc is not None:
+                err = from_wire(getattr(exc, "code", "CONNECTION_CLOSED"), getattr(exc, "message", str(exc)))
+                for *_, done in items:
+                    done(-1, err)
+                return
+            results = {(r[0], r[1]): r for r in f.result().get("results", ())}
+            for t, p, _, done in items:
+                r = results.get((t, p))
+                if r is None:
+                    done(-1, KafkaError(f"the produce reply did not mention {t}-{p}"))
+                else:
+                    done(r[2], from_field(r[3]))
+        reply.add_done_callback(on_reply)
+
+    async def flush(self):
+        """Send every open batch and wait until all requests in flight are answered."""
+        for batch in list(self._open.values()):
+            self._close(batch)
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+            await asyncio.sleep(0)  # let the reply callbacks resolve the record futures
+
+
+AIOProducer = AIOKafkaProducer

@@ -1,0 +1,167 @@
+"""The aiokafka-style clients against a real server: send, getmany, groups, seek, commit."""
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from clients.aio_log import (AIOConsumer, AIOKafkaConsumer, AIOKafkaProducer, AIOProducer, CommitFailedError,
+                             ConsumerRebalanceListener, RecordMetadata, TopicPartition)
+
+
+async def _collect(consumer, count, timeout=10.0):
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        assert time.monotonic() < deadline, f"got {len(out)} of {count} records"
+        batch = await consumer.getmany(timeout_ms=200, max_records=count - len(out))
+        for records in batch.values():
+            out.extend(records)
+    return out
+
+
+async def test_send_and_wait_then_getmany(bootstrap, make_topic):
+    topic = make_topic(2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=2)
+    await producer.start()
+    try:
+        md = await producer.send_and_wait(topic, b"first", key=b"k", headers=[("h", b"v")])
+        assert isinstance(md, RecordMetadata) and md.topic == topic and md.offset == 0
+        futures = [await producer.send(topic, b"%d" % i, key=b"k") for i in range(200)]
+        await producer.flush()
+        offsets = [f.result().offset for f in futures]
+        assert offsets == list(range(1, 201))  # same key, same partition, in order
+        assert {f.result().partition for f in futures} == {md.partition}
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="aio-g", auto_offset_reset="earliest",
+                                heartbeat_interval_ms=100)
+    await consumer.start()
+    try:
+        records = await _collect(consumer, 201)
+        first = [r for r in records if r.offset == 0 and r.partition == md.partition][0]
+        assert first.value == b"first" and first.key == b"k" and first.headers == (("h", b"v"),)
+        assert first.topic == topic and first.timestamp > 0
+        await consumer.commit()
+        tp = TopicPartition(topic, md.partition)
+        assert await consumer.committed(tp) == 201
+        assert await consumer.position(tp) == 201
+    finally:
+        await consumer.stop()
+
+
+async def test_async_iteration_serializers_and_seek(bootstrap, make_topic):
+    topic = make_topic(1)
+    async with AIOProducer(bootstrap_servers=bootstrap, value_serializer=lambda v: json.dumps(v).encode(),
+                           key_serializer=str.encode) as producer:
+        for i in range(20):
+            await producer.send(topic, {"n": i}, key="k")
+        await producer.flush()
+    consumer = AIOConsumer(bootstrap_servers=bootstrap, value_deserializer=json.loads, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        seen = []
+        async for record in consumer:
+            seen.append(record.value["n"])
+            if len(seen) == 20:
+                break
+        assert seen == list(range(20))
+        consumer.seek(tp, 15)
+        again = await _collect(consumer, 5)
+        assert [r.value["n"] for r in again] == list(range(15, 20))
+        await consumer.seek_to_beginning(tp)
+        assert (await consumer.getone()).offset == 0
+        assert await consumer.end_offsets([tp]) == {tp: 20}
+        assert await consumer.beginning_offsets([tp]) == {tp: 0}
+    finally:
+        await consumer.stop()
+
+
+async def test_getmany_waits_for_a_later_record(bootstrap, make_topic):
+    topic = make_topic(1)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=5000)
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        assert await consumer.getmany(timeout_ms=200) == {}
+
+        async def later():
+            await asyncio.sleep(0.1)
+            await producer.send_and_wait(topic, b"late")
+            return time.monotonic()
+        task = asyncio.ensure_future(later())
+        got = await consumer.getmany(timeout_ms=5000)
+        arrived = time.monotonic()
+        sent = await task
+        assert [r.value for rs in got.values() for r in rs] == [b"late"]
+        assert arrived - sent < 1.0
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def test_group_of_two_splits_and_rebalances_with_listener(bootstrap, make_topic):
+    topic = make_topic(4)
+    events = []
+
+    class Listener(ConsumerRebalanceListener):
+        def __init__(self, name):
+            self.name = name
+
+        async def on_partitions_assigned(self, assigned):
+            events.append((self.name, "assigned", len(assigned)))
+
+        def on_partitions_revoked(self, revoked):
+            events.append((self.name, "revoked", len(revoked)))
+
+    conf = dict(bootstrap_servers=bootstrap, group_id="aio-split", auto_offset_reset="earliest",
+                heartbeat_interval_ms=100, session_timeout_ms=3000)
+    a = AIOKafkaConsumer(**conf)
+    b = AIOKafkaConsumer(**conf)
+    await a.start()
+    await b.start()
+    try:
+        a.subscribe([topic], listener=Listener("a"))
+        deadline = time.monotonic() + 10
+        while len(a.assignment()) != 4:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        b.subscribe([topic], listener=Listener("b"))
+        while not (len(a.assignment()) == 2 and len(b.assignment()) == 2):
+            assert time.monotonic() < deadline + 5, (a.assignment(), b.assignment())
+            await asyncio.sleep(0.02)
+        assert a.assignment() | b.assignment() == {TopicPartition(topic, p) for p in range(4)}
+        assert ("a", "revoked", 4) in events and ("b", "assigned", 2) in events
+        async with AIOKafkaProducer(bootstrap_servers=bootstrap) as producer:
+            for p in range(4):
+                for i in range(10):
+                    await producer.send(topic, b"%d" % i, partition=p)
+        got_a, got_b = await asyncio.gather(_collect(a, 20), _collect(b, 20))
+        assert sorted((r.partition, r.offset) for r in got_a + got_b) == [(p, o) for p in range(4) for o in range(10)]
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_commit_from_a_consumer_outside_an_active_group_fails(bootstrap, make_topic):
+    topic = make_topic(1)
+    member = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="aio-busy", heartbeat_interval_ms=100)
+    await member.start()
+    outsider = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id="aio-busy")
+    await outsider.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not member.assignment():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        outsider.assign([TopicPartition(topic, 0)])
+        with pytest.raises(CommitFailedError):
+            await outsider.commit({TopicPartition(topic, 0): 1})
+    finally:
+        await outsider.stop()
+        await member.stop()
