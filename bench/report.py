@@ -178,7 +178,7 @@ def workload_section(name, data, charts_rel) -> list[str]:
         cols = ["system", "delivered msgs/s", "produce msgs/s", "p50", "p99", "p99.9", "max"]
         if case.get("replay"):
             cols.insert(3, "replay records/s")
-        cols += ["server RSS MB", "durability"]
+        cols += ["server RSS MB", "server CPU %", "durability"]
         out.append("| " + " | ".join(cols) + " |")
         out.append("|" + "---|" * len(cols))
         for s in systems:
@@ -199,7 +199,7 @@ def workload_section(name, data, charts_rel) -> list[str]:
                 notes.append(f"up to {sm['lost']['max']:.0f} not delivered in time")
             if sm.get("undrained_runs"):
                 notes.append(f"{sm['undrained_runs']} run(s) not drained before the deadline")
-            row += [_fmt(_median(r, "peak_rss_mb")),
+            row += [_fmt(_median(r, "peak_rss_mb")), _fmt(_median(r, "server_cpu_pct")),
                     r.get("settings", {}).get("durability", "–") + ("; " + "; ".join(notes) if notes else "")]
             out.append("| " + " | ".join(row) + " |")
         out.append("")

@@ -283,6 +283,7 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
             progress.update(phase, done, total)
 
     _admin("setup", system, endpoint, case, prefix)
+    cpu_start, wall_start = server.cpu(), time.monotonic()
     try:
         def spawn_consumers(groups, record_latency):
             cs = [Worker("consumer", system, endpoint, case, prefix, (g, i, record_latency), stop)
@@ -351,6 +352,11 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
             out["replay_rate"] = rep["throughput"]
             out["replay_received"] = rep["received"]
         out["peak_rss_mb"] = peak_rss[0] / 2**20 if peak_rss[0] else None
+        cpu_end = server.cpu()
+        if cpu_start is not None and cpu_end is not None:
+            # Share of one core the server used over the run: near 100 % (or more, for a
+            # multi-threaded server) means the server was the limit; low means the clients were.
+            out["server_cpu_pct"] = 100.0 * (cpu_end - cpu_start) / max(1e-9, time.monotonic() - wall_start)
         return out
     finally:
         stop.set()

@@ -23,7 +23,8 @@ from .systems.servers import (PEER_STARTERS, ServerHandle, ServerUnavailable,
 from .workloads import WORKLOADS, cases_for
 
 # Figures summarised over repeats (median, min, max).
-FIGURES = ("throughput", "produce_rate", "mb_per_s", "replay_rate", "peak_rss_mb", "lost")
+FIGURES = ("throughput", "produce_rate", "mb_per_s", "replay_rate", "peak_rss_mb",
+           "server_cpu_pct", "lost")
 LATENCY_FIGURES = ("p50", "p90", "p99", "p99.9", "max")
 
 

@@ -73,6 +73,20 @@ def rss_bytes(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants so far, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])      # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
 @dataclass
 class ServerHandle:
     system: str
@@ -89,6 +103,9 @@ class ServerHandle:
 
     def rss(self) -> int | None:
         return rss_bytes(self.proc.pid) if self.proc else None
+
+    def cpu(self) -> float | None:
+        return cpu_seconds(self.proc.pid) if self.proc else None
 
     def alive(self) -> bool:
         return self.proc is None or self.proc.poll() is None
