@@ -35,6 +35,7 @@ import time
 import weakref
 
 from clients.protocol.errors import BrokerError, ErrorCode
+from clients.protocol.frames import ErrorReply
 from clients.rpc import RpcConnection
 
 from . import exceptions
@@ -295,7 +296,7 @@ class BlockingConnection:
         while rid not in replies:
             self._pump(None)
         reply = replies.pop(rid)
-        if type(reply).__name__ == "ErrorReply":
+        if type(reply) is ErrorReply:
             if reply.code in _CONNECTION_FATAL:
                 raise exceptions.ConnectionClosedByBroker(exceptions.reply_code_for(reply.code),
                                                           f"{reply.code} - {reply.message}")

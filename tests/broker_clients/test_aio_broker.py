@@ -251,3 +251,45 @@ async def test_dead_letter_with_x_death(connection):
                 assert death["reason"] == "expired" and death["queue"] == "ttl"
             break
     assert (await queue.declare()).message_count == 0
+
+
+async def test_url_connect_channel_context_and_process_requeue(minibroker_server):
+    url = f"amqp://{minibroker_server.host}:{minibroker_server.port}/"
+    async with await aio_pika.connect(url) as connection:
+        async with connection.channel() as channel:
+            queue = await channel.declare_queue("retry")
+            await channel.default_exchange.publish(Message(b"job"), routing_key="retry")
+            message = await queue.get()
+            with pytest.raises(RuntimeError):
+                async with message.process(requeue=True):
+                    raise RuntimeError("handler failed")  # rejected with requeue
+            again = await queue.get()
+            assert again.body == b"job" and again.redelivered
+            with pytest.raises(RuntimeError):
+                async with again.process(requeue=True, reject_on_redelivered=True):
+                    raise RuntimeError("failed twice")  # redelivered: rejected for good
+            assert await queue.get(fail=False) is None
+        assert channel.is_closed
+    assert connection.is_closed
+
+
+async def test_iterator_timeout(connection):
+    channel = await connection.channel()
+    queue = await channel.declare_queue("quiet")
+    async with queue.iterator(timeout=0.1) as it:
+        with pytest.raises(asyncio.TimeoutError):
+            async for _ in it:
+                pass
+
+
+async def test_connection_lost_fails_pending_calls(start_minibroker):
+    server = start_minibroker()
+    connection = await aio_pika.connect(host=server.host, port=server.port)
+    channel = await connection.channel()
+    await channel.declare_queue("q")
+    await asyncio.get_running_loop().run_in_executor(None, server.stop)
+    await async_wait_until(lambda: connection.is_closed, 5)
+    with pytest.raises(aio_pika.exceptions.AMQPError):
+        await channel.declare_queue("q2")
+    with pytest.raises(aio_pika.exceptions.AMQPError):
+        await channel.default_exchange.publish(Message(b"x"), routing_key="q")
