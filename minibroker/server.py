@@ -183,7 +183,10 @@ class MinibrokerServer(BrokerServer):
             session.close()
 
     def extra_info(self) -> dict:
-        return self.broker.describe()
+        info = self.broker.describe()
+        if hasattr(self.store, "describe"):   # durable store (issue 4): fsyncs, journal size, recovery
+            info["store"] = self.store.describe()
+        return info
 
     @staticmethod
     def _session(conn):

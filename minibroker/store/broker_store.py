@@ -34,6 +34,8 @@ log = logging.getLogger("minibroker.store")
 # A queue keeps the bodies of its first KEEP_BODIES ready messages in memory; deeper in the
 # backlog, bodies live only in the journal until they are about to be delivered.
 KEEP_BODIES = 2048
+# Distinct property maps and routing keys remembered for sharing (the cache is reset when full).
+SHARED_PROPERTIES = 10_000
 
 
 class BrokerStore:
@@ -48,6 +50,8 @@ class BrokerStore:
         self._settles: dict[str, list] = {}
         self._deliveries: dict[str, list] = {}
         self._drop_bodies: list = []
+        self._shared_props: dict[bytes, dict] = {}
+        self._shared_keys: dict[str, str] = {}
         self._turn_scheduled = False
         self._callbacks_running = 0
         self._loop = None
@@ -61,8 +65,9 @@ class BrokerStore:
         self._recovering = True
         try:
             self._recover_definitions(broker)
-            rec = self.journal.open(durable_queues=set(self.definitions.queues))
-            messages = self._recover_messages(broker, rec)
+            restore, counter = self._recover_messages(broker)
+            rec = self.journal.open(durable_queues=set(self.definitions.queues), on_message=restore)
+            messages = counter[0]
         finally:
             self._recovering = False
         self.journal.start()
@@ -93,53 +98,52 @@ class BrokerStore:
             except Exception as exc:   # a binding whose end is gone: report it, start anyway
                 log.warning("durable binding %r could not be restored: %s", b, exc)
 
-    def _recover_messages(self, broker, rec) -> int:
+    def _recover_messages(self, broker):
+        """A callback for `MessageJournal.open`: each live message goes straight into its queue."""
         now = broker.clock()
         wall_ms = int(time.time() * 1000)
-        count = 0
-        for qname, msgs in rec.queues.items():
-            q = broker.queues.get(qname)
+        queues = broker.queues
+        counter = [0]
+        sizes: dict = {}
+
+        def restore(qname, rm):
+            q = queues.get(qname)
             if q is None:
-                continue
+                return
+            props = rm.properties or None
+            msg = Message(rm.exchange, rm.routing_key, b"", props)
+            msg.body = None                      # read from the journal when delivered
+            msg.size = sizes.setdefault(rm.body_size, rm.body_size)   # one int object per distinct size
+            msg.persistent = True
+            deadline = None
             ttl_ms = q.settings.message_ttl
-            ready = q.ready
-            for rm in msgs:
-                props = rm.properties or None
-                msg = Message(rm.exchange, rm.routing_key, b"", props)
-                msg.body = None
-                msg.size = rm.body_size
-                if props:
-                    try:
-                        msg.priority, _, _ = check_properties(props, now)
-                    except Exception:
-                        pass
-                msg.persistent = True
-                deadline = None
-                if ttl_ms is not None:
-                    deadline = rm.published_at + ttl_ms
-                expiration = props.get("expiration") if props else None
-                if expiration is not None:
-                    try:
+            if ttl_ms is not None:
+                deadline = rm.published_at + ttl_ms
+            if props:
+                try:
+                    msg.priority, _, _ = check_properties(props, now)
+                    expiration = props.get("expiration")
+                    if expiration is not None:
                         own = rm.published_at + parse_expiration(expiration)
-                    except Exception:
-                        own = None
-                    if own is not None:
                         deadline = own if deadline is None else min(deadline, own)
                         q.has_message_expiry = True
                         broker.watch_expiry(q)
-                if deadline is not None:
-                    msg.expires_at = max(now + (deadline - wall_ms) / 1000.0, 1e-9)
-                msg.store_id = rm.msg_id
-                msg.redelivered = rm.redelivered
-                msg.delivery_count = rm.delivery_count
-                msg.queue = q
-                msg.position = q._next_position
-                q._next_position += 1
-                ready.append(msg)
-                q.ready_bytes += msg.size
-                count += 1
-            msgs.clear()   # let the recovery records go as the queue fills
-        return count
+                except Exception:
+                    pass   # it was accepted once; keep it rather than lose it
+            if deadline is not None:
+                # Time spent down counts: expiry is measured from the original publish.
+                msg.expires_at = max(now + (deadline - wall_ms) / 1000.0, 1e-9)
+            msg.store_id = rm.msg_id
+            msg.redelivered = rm.redelivered
+            msg.delivery_count = rm.delivery_count
+            msg.queue = q
+            msg.position = q._next_position
+            q._next_position += 1
+            q.ready.append(msg)
+            q.ready_bytes += msg.size
+            counter[0] += 1
+
+        return restore, counter
 
     # ==== definitions =========================================================================
     def exchange_declared(self, exchange) -> None:
@@ -178,8 +182,26 @@ class BrokerStore:
     def enqueue(self, queue, msg) -> None:
         if queue.exclusive_owner is not None:
             return
-        msg.store_id = self.journal.append_publish((queue.name,), msg.exchange, msg.routing_key,
-                                                   msg.properties, msg.body)
+        props = msg.properties
+        props_bin = self.journal.pack_properties(props)
+        if props:
+            # Messages deep in a backlog share one properties dict per distinct value instead
+            # of each keeping the one decoded from its frame (they are read-only to the core).
+            shared = self._shared_props.get(props_bin)
+            if shared is None:
+                if len(self._shared_props) >= SHARED_PROPERTIES:
+                    self._shared_props.clear()
+                shared = self._shared_props[props_bin] = props
+            msg.properties = shared
+        rk = msg.routing_key
+        shared_rk = self._shared_keys.get(rk)
+        if shared_rk is None:
+            if len(self._shared_keys) >= SHARED_PROPERTIES:
+                self._shared_keys.clear()
+            shared_rk = self._shared_keys[rk] = rk
+        msg.routing_key = shared_rk
+        msg.store_id = self.journal.append_publish((queue.name,), msg.exchange, shared_rk, props, msg.body,
+                                                   properties_bin=props_bin)
         if len(queue.ready) >= self.keep_bodies:
             # Not now: the core may still copy this message's body to other queues this turn.
             self._drop_bodies.append(msg)
@@ -244,6 +266,15 @@ class BrokerStore:
             callback()
 
         fut.add_done_callback(done)
+
+    def describe(self) -> dict:
+        """Figures for server_info: policy, fsyncs, journal size, what recovery found."""
+        j = self.journal
+        return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"], "journal_records": j.stats["records"],
+                "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages,
+                "segments": len(j.segments), "disk_bytes": j.disk_bytes(),
+                "compactions": j.stats["compactions"], "segments_deleted": j.stats["segments_deleted"],
+                "recovered": self.recovered}
 
     # ==== shutdown ============================================================================
     def close(self) -> None:

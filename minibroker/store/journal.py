@@ -78,6 +78,7 @@ WRITE_OUT_BYTES = 1 << 20
 # Settlement reasons, recorded for the reader of a journal dump; replay treats all alike.
 ACK, DEAD_LETTER, EXPIRED, DROPPED, PURGED, REJECTED = range(6)
 
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 _SEG_SHIFT, _OFF_SHIFT, _LEN_SHIFT = 96, 64, 32
 _MASK32 = (1 << 32) - 1
 
@@ -169,8 +170,12 @@ class MessageJournal:
         self.stats = collections.Counter()
 
     # ==== recovery ===========================================================================
-    def open(self, durable_queues=None) -> Recovery:
+    def open(self, durable_queues=None, on_message=None) -> Recovery:
         """Replay the segments; return the live messages per queue. Sync, no loop needed.
+
+        With `on_message(queue, RecoveredMessage)`, live messages are handed over one by one in
+        publish order instead of being collected in `Recovery.queues` (which is then empty), so
+        a large backlog is never held twice in memory.
 
         When `durable_queues` is given, messages of queues not in it (deleted while the broker
         was down, or whose deletion record was lost) are settled now, so they never return.
@@ -230,6 +235,7 @@ class MessageJournal:
         queues: dict[str, list] = collections.defaultdict(list)
         orphans: dict[str, list] = collections.defaultdict(list)
         orphan_segments: set[int] = set()
+        recovered_queues: set[str] = set()
         decoded_props: dict[bytes, dict] = {}
         live_bytes = 0
         for msg_id in sorted(state):
@@ -246,8 +252,12 @@ class MessageJournal:
                     continue
                 kept.add(q)
                 count = deliveries.get(q, 0) if deliveries else 0
-                queues[q].append(RecoveredMessage(msg_id, exchange, rk, props, body_len, published_at,
-                                                  count, count > 0))
+                rm = RecoveredMessage(msg_id, exchange, rk, props, body_len, published_at, count, count > 0)
+                if on_message is None:
+                    queues[q].append(rm)
+                else:
+                    on_message(q, rm)
+                    recovered_queues.add(q)
             if not kept:
                 continue
             self._index[msg_id] = loc
@@ -273,7 +283,8 @@ class MessageJournal:
         recovery = Recovery(dict(queues), len(self._index), live_bytes, len(self.segments), truncated,
                             time.monotonic() - began)
         log.info("journal recovered %d messages (%d bytes live) in %d queues from %d segments in %.3f s%s",
-                 recovery.messages, live_bytes, len(recovery.queues), recovery.segments, recovery.seconds,
+                 recovery.messages, live_bytes, len(recovered_queues or recovery.queues), recovery.segments,
+                 recovery.seconds,
                  f"; cut {truncated} bytes of torn tail" if truncated else "")
         return recovery
 
@@ -347,11 +358,14 @@ class MessageJournal:
 
     # ==== appends ==============================================================================
     def append_publish(self, queues, exchange: str, routing_key: str, properties, body: bytes,
-                       published_at: int | None = None) -> int:
-        """Journal a persistent message for its durable `queues`; returns its message id."""
+                       published_at: int | None = None, properties_bin: bytes | None = None) -> int:
+        """Journal a persistent message for its durable `queues`; returns its message id.
+
+        `properties_bin` is `pack_properties(properties)` when the caller already has it.
+        """
         msg_id = self._next_id
         self._next_id += 1
-        props_bin = self._packer.pack(properties) if properties else b""
+        props_bin = properties_bin if properties_bin is not None else self.pack_properties(properties)
         if published_at is None:
             published_at = int(time.time() * 1000)
         queues = list(queues)
@@ -359,6 +373,9 @@ class MessageJournal:
         if len(queues) > 1:
             self._fanout[msg_id] = set(queues)
         return msg_id
+
+    def pack_properties(self, properties) -> bytes:
+        return self._packer.pack(properties) if properties else b""
 
     def _append_publish_record(self, msg_id, queues, exchange, rk, props_bin, published_at, deliveries, body):
         payload = self._packer.pack([msg_id, queues, exchange, rk, props_bin, published_at, deliveries or {}, body])
@@ -437,9 +454,13 @@ class MessageJournal:
         rec = encode_record(rtype, payload)
         seg = self._active
         if seg.size + len(rec) > self.segment_bytes and seg.size > SEGMENT_HEADER.size:
-            self._write_out()
-            self._open_active()
-            seg = self._active
+            try:
+                self._write_out()
+            except OSError as exc:
+                log.error("journal write to %s failed: %s; not rolling the segment yet", seg.path, exc)
+            else:
+                self._open_active()
+                seg = self._active
         off = seg.size
         seg.size += len(rec)
         self._buf.append(rec)
@@ -447,23 +468,52 @@ class MessageJournal:
         self._seq += 1
         self.stats["records"] += 1
         if self._buf_bytes >= WRITE_OUT_BYTES:
-            self._write_out()
+            try:
+                self._write_out()
+            except OSError as exc:
+                # Keep accepting into the buffer; commits fail (and confirms wait) until it clears.
+                log.error("journal write to %s failed: %s; retrying at the next commit", seg.path, exc)
         if self.policy == "always" and self._sync_task is None and self._loop is not None:
             self._kick()
         return seg, off, len(rec)
 
     def _write_out(self) -> None:
-        """Hand the append buffer to the kernel (page cache): survives kill -9 from here on."""
+        """Hand the append buffer to the kernel (page cache): survives kill -9 from here on.
+
+        On an I/O error (disk full) what was not written stays in the buffer, in order, and the
+        error is raised; the next write-out retries. Nothing is reported durable meanwhile.
+        """
         if self._buf:
-            data = b"".join(self._buf) if len(self._buf) > 1 else self._buf[0]
-            self._buf.clear()
+            buf = self._buf
+            self._buf = []
             self._buf_bytes = 0
             seg = self._active
-            view = memoryview(data)
-            while view:
-                view = view[os.write(seg.fd, view):]
-            seg.written += len(data)
-            self.stats["bytes_written"] += len(data)
+            written = 0
+            try:
+                # writev, not a joined copy: no second megabyte-sized buffer per write-out.
+                for i in range(0, len(buf), _IOV_MAX):
+                    chunk = buf[i:i + _IOV_MAX]
+                    done = os.writev(seg.fd, chunk)
+                    want = sum(map(len, chunk))
+                    if done < want:   # a short write: finish it plainly
+                        view = memoryview(b"".join(chunk))[done:]
+                        while view:
+                            n = os.write(seg.fd, view)
+                            done += n
+                            view = view[n:]
+                    written = i + len(chunk)
+                    seg.written += want
+                    self.stats["bytes_written"] += want
+            except OSError:
+                try:   # drop a partly written record, so the retry does not leave a torn one mid-file
+                    os.ftruncate(seg.fd, seg.written)
+                except OSError:
+                    pass
+                rest = buf[written:]
+                self._buf = rest + self._buf
+                self._buf_bytes = sum(map(len, self._buf))
+                self.stats["write_errors"] += 1
+                raise
         self._written_seq = self._seq
 
     # ==== group commit =========================================================================

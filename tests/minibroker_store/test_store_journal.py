@@ -271,3 +271,24 @@ async def test_recovered_segments_start_with_a_header(tmp_path):
     for name in seg_files(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"MBJRNL01"
         assert os.path.getsize(tmp_path / name) >= SEGMENT_HEADER.size
+
+
+async def test_a_failed_write_fails_the_commit_and_loses_nothing_once_the_disk_recovers(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    real = os.writev
+
+    def disk_full(fd, buffers):
+        raise OSError(28, "No space left on device")
+
+    first = j.append_publish(["q"], "", "q", None, b"before")
+    monkeypatch.setattr(os, "writev", disk_full)
+    with pytest.raises(OSError):
+        await j.commit()
+    second = j.append_publish(["q"], "", "q", None, b"during")
+    monkeypatch.setattr(os, "writev", real)
+    await j.commit()
+    await j.close()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [first, second]
+    assert rec.truncated_bytes == 0
+    await j.close()

@@ -1,0 +1,165 @@
+"""Durability over the real wire: what survives a clean restart, and what does not (as in RabbitMQ)."""
+
+import logging
+
+import pytest
+
+from minibroker.store.journal import MessageJournal
+from store_wire import DurableClient
+
+
+@pytest.fixture
+def broker(start_minibroker, tmp_path):
+    return start_minibroker(data_dir=tmp_path / "data")
+
+
+def client(server):
+    return DurableClient(server.host, server.port)
+
+
+def test_persistent_messages_on_durable_queues_survive_restart(broker):
+    c = client(broker)
+    c.queue("durable-q", durable=True)
+    c.queue("transient-q", durable=False)
+    c.confirm_select()
+    for i in range(200):
+        c.publish("durable-q", b"keep-%d" % i)
+        if i % 20 == 0:
+            c.publish("durable-q", b"transient-%d" % i, persistent=False)
+        c.publish("transient-q", b"gone-%d" % i)
+    c.wait_confirms()
+    assert not c.nacked
+    c.close()
+    broker.restart()
+
+    c = client(broker)
+    assert not c.queue_exists("transient-q")
+    got = c.drain("durable-q")
+    assert [b for b, _ in got] == [b"keep-%d" % i for i in range(200)]
+    assert not any(redelivered for _, redelivered in got)
+    c.close()
+
+
+def test_durable_exchanges_and_bindings_survive_restart_transient_ones_do_not(broker):
+    c = client(broker)
+    c.exchange("orders", "topic", durable=True)
+    c.exchange("scratch", "fanout", durable=False)
+    c.queue("eu-orders")
+    c.bind("eu-orders", "orders", "order.eu.*")
+    c.close()
+    broker.restart()
+
+    c = client(broker)
+    c.confirm_select()
+    c.publish("order.eu.fr", b"routed", exchange="orders")
+    c.publish("order.us.ny", b"not routed", exchange="orders")
+    c.wait_confirms()
+    assert [b for b, _ in c.drain("eu-orders")] == [b"routed"]
+    from clients.protocol.errors import BrokerError
+    with pytest.raises(BrokerError) as err:
+        c.conn.call("exchange_declare", {"exchange": "scratch", "type": "fanout", "passive": True})
+    assert err.value.code == "NOT_FOUND"
+    c.close()
+
+
+def test_deleted_durable_queue_stays_deleted_with_its_messages(broker):
+    c = client(broker)
+    c.queue("doomed")
+    c.confirm_select()
+    for i in range(10):
+        c.publish("doomed", b"%d" % i)
+    c.wait_confirms()
+    c.conn.call("queue_delete", {"queue": "doomed"})
+    c.close()
+    broker.restart()
+    c = client(broker)
+    assert not c.queue_exists("doomed")
+    c.queue("doomed")          # declared again: it starts empty
+    assert c.queue("doomed")["message_count"] == 0
+    c.close()
+
+
+def test_delivered_but_unacked_messages_come_back_redelivered(broker):
+    c = client(broker)
+    c.queue("work")
+    c.confirm_select()
+    for i in range(6):
+        c.publish("work", b"job-%d" % i)
+    c.wait_confirms()
+    first = [c.get("work") for _ in range(3)]
+    c.ack(first[0]["delivery_tag"])          # job-0 done; job-1 and job-2 in flight at the restart
+    c.conn.call("ping")                       # the ack has been processed
+    c.close()
+    broker.restart()
+
+    c = client(broker)
+    got = c.drain("work")
+    assert got == [(b"job-1", True), (b"job-2", True), (b"job-3", False), (b"job-4", False), (b"job-5", False)]
+    c.close()
+
+
+def test_delivery_counts_survive_restart_for_the_delivery_limit(broker):
+    """x-delivery-limit 1: one delivery before the restart and one nack after it use up the limit."""
+    c = client(broker)
+    c.queue("limited", arguments={"x-delivery-limit": 1})
+    c.confirm_select()
+    c.publish("limited", b"poison")
+    c.wait_confirms()
+    assert c.get("limited")["body"] == b"poison"
+    c.close()
+    broker.restart()
+
+    c = client(broker)
+    msg = c.get("limited")
+    assert msg["redelivered"] is True
+    c.nack(msg["delivery_tag"], requeue=True)
+    c.conn.call("ping")
+    assert c.queue("limited", arguments={"x-delivery-limit": 1})["message_count"] == 0
+    c.close()
+
+
+def test_confirm_is_sent_only_after_the_message_is_fsynced(broker):
+    c = client(broker)
+    c.queue("synced")
+    c.confirm_select()
+    for i in range(50):
+        c.publish("synced", b"x" * 100)
+        c.wait_confirms()
+        # At the moment the confirm arrived, the message's record was on disk.
+        def check():
+            store = broker.server.store
+            q = broker.server.broker.queues["synced"]
+            journal = store.journal
+            for m in list(q.ready):
+                seg_id, off, rec_len, _ = journal.location(m.store_id)
+                assert journal.segments[seg_id].synced >= off + rec_len
+            return journal.stats["fsyncs"]
+        assert broker.call(check) >= 1
+    c.close()
+
+
+def test_restart_logs_what_was_recovered(broker, caplog):
+    c = client(broker)
+    c.queue("logged")
+    c.confirm_select()
+    c.publish_batch("logged", [b"m"] * 30)
+    c.wait_confirms()
+    c.close()
+    caplog.set_level(logging.INFO, logger="minibroker.store")
+    broker.restart()
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "recovered 0 durable exchanges, 1 durable queues, 0 bindings, 30 persistent messages" in text
+
+
+def test_journal_is_readable_offline_after_restart(broker, tmp_path):
+    c = client(broker)
+    c.queue("offline")
+    c.confirm_select()
+    c.publish_batch("offline", [b"a", b"b"])
+    c.wait_confirms()
+    c.close()
+    broker.stop()
+    j = MessageJournal(str(tmp_path / "data" / "journal"))
+    rec = j.open()
+    assert [j.read_body(m.msg_id) for m in rec.queues["offline"]] == [b"a", b"b"]
+    j.close_sync()
