@@ -17,10 +17,10 @@ from .stats import ratio
 from .workloads import WORKLOADS
 
 QUEUE_SYSTEMS = ("minibroker", "rabbitmq")
-LOG_SYSTEMS = ("minilog", "kafka", "redis", "nats")
-ORDER = ("minibroker", "minilog", "rabbitmq", "kafka", "nats", "redis")
+LOG_SYSTEMS = ("minilog", "minilog-aio", "kafka", "redis", "nats")
+ORDER = ("minibroker", "minilog", "minilog-aio", "rabbitmq", "kafka", "nats", "redis")
 COLORS = {"minibroker": "#1f77b4", "minilog": "#ff7f0e", "rabbitmq": "#9467bd",
-          "kafka": "#2ca02c", "nats": "#8c564b", "redis": "#d62728"}
+          "kafka": "#2ca02c", "nats": "#8c564b", "redis": "#d62728", "minilog-aio": "#bcbd22"}
 
 
 def load_latest(json_dir: str) -> dict[str, dict]:
@@ -137,6 +137,8 @@ def summary_lines(results: dict) -> list[str]:
             q, l = _best(entry, QUEUE_SYSTEMS, key, higher), _best(entry, LOG_SYSTEMS, key, higher)
             ours = _compare(_best(entry, ("minilog",), key, higher),
                             _best(entry, ("minibroker",), key, higher), key, higher, what)
+            ours_aio = _compare(_best(entry, ("minilog-aio",), key, higher),
+                                _best(entry, ("minibroker",), key, higher), key, higher, what)
             peers = _compare(_best(entry, ("kafka",), key, higher),
                              _best(entry, ("rabbitmq",), key, higher), key, higher, what)
             if q and l:
@@ -154,6 +156,7 @@ def summary_lines(results: dict) -> list[str]:
                       and "summary" not in entry["results"][s]]
             detail = "; ".join(x for x in (
                 f"ours: {ours}" if ours else None,
+                f"ours, asyncio clients on both sides: {ours_aio}" if ours_aio else None,
                 f"peers: {peers}" if peers else None,
                 f"left out, not everything delivered in time: {', '.join(dropped)}" if dropped else None,
                 f"failed: {', '.join(failed)}" if failed else None) if x)
@@ -274,7 +277,9 @@ def write_report(json_dir: str, out_path: str, charts_dir: str) -> int:
     lines += ["", "\"Best-of-paradigm\" compares the fastest queue (minibroker, RabbitMQ) with the "
               "fastest log (minilog, Kafka/tansu, NATS JetStream, Redis Streams) on the workload's "
               "headline figure; \"ours\" compares our two brokers, which share a language, a wire "
-              "protocol and a client style, so that line is closest to a pure paradigm comparison.", ""]
+              "protocol and a client style, so that line is closest to a pure paradigm comparison (minilog is
+measured through its blocking confluent-style client and, as minilog-aio, through its asyncio
+aiokafka-style client; minibroker through its asyncio aio-pika-style client).", ""]
     lines += machine_section(results)
     lines += settings_section(results)
     for name in WORKLOADS:

@@ -16,7 +16,7 @@ from . import stats
 from .machine import machine_info
 from .progress import Progress
 from .runner import RunFailed, run_case
-from .systems import DESCRIPTIONS, OWN, PEERS, adapter_class, client_missing
+from .systems import DESCRIPTIONS, OWN, OWN_MODULES, PEERS, adapter_class, client_missing
 from .systems.base import Unsupported
 from .systems.servers import (PEER_STARTERS, ServerHandle, ServerUnavailable,
                               endpoint_from_url, start_own)
@@ -44,7 +44,7 @@ class Servers:
                     self.handles[name] = ServerHandle(
                         name, endpoint_from_url(name, peer_urls[name]), version=f"{name} at {peer_urls[name]}")
                 elif name in OWN:
-                    self.handles[name] = start_own(name)
+                    self.handles[name] = start_own(OWN_MODULES[name], system=name)
                 elif start_peers:
                     self.handles[name] = PEER_STARTERS[name]()
                 else:

@@ -10,23 +10,27 @@ import importlib.util
 ADAPTERS = {
     "minibroker": ("bench.systems.amqp_style", "MinibrokerAdapter"),
     "minilog": ("bench.systems.kafka_style", "MinilogAdapter"),
+    "minilog-aio": ("bench.systems.aiokafka_style", "MinilogAioAdapter"),
     "rabbitmq": ("bench.systems.amqp_style", "RabbitMQAdapter"),
     "kafka": ("bench.systems.kafka_style", "KafkaAdapter"),
     "nats": ("bench.systems.nats_js", "NatsAdapter"),
     "redis": ("bench.systems.redis_streams", "RedisAdapter"),
 }
 
-OWN = ("minibroker", "minilog")
+OWN = ("minibroker", "minilog", "minilog-aio")
+OWN_MODULES = {"minibroker": "minibroker", "minilog": "minilog", "minilog-aio": "minilog"}
 PEERS = ("rabbitmq", "kafka", "nats", "redis")
 
 # The Python module each adapter needs; a missing one skips the system with one line.
 CLIENT_MODULES = {"minibroker": "clients.aio_broker", "minilog": "clients.log",
+                  "minilog-aio": "clients.aio_log",
                   "rabbitmq": "aio_pika", "kafka": "confluent_kafka", "nats": "nats",
                   "redis": "redis"}
 
 DESCRIPTIONS = {
     "minibroker": "routing queue (this repo), via clients.aio_broker (aio-pika API)",
     "minilog": "log (this repo), via clients.log (confluent-kafka API)",
+    "minilog-aio": "log (this repo), via clients.aio_log (aiokafka API)",
     "rabbitmq": "RabbitMQ, via aio-pika",
     "kafka": "Kafka protocol (tansu, memory storage), via confluent-kafka",
     "nats": "NATS JetStream (file storage), via nats-py",

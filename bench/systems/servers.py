@@ -133,15 +133,19 @@ def _popen(cmd, workdir, env=None, stdout_to_file=True):
                             start_new_session=True), log.name
 
 
-def start_own(module: str, timeout: float = 30.0) -> ServerHandle:
-    """Start minibroker/minilog from this checkout and read its 'listening on' line."""
+def start_own(module: str, timeout: float = 30.0, system: str | None = None) -> ServerHandle:
+    """Start minibroker/minilog from this checkout and read its 'listening on' line.
+
+    `system` names the adapter that will drive it when that differs from the module (the
+    minilog server measured through its asyncio client is system "minilog-aio").
+    """
     workdir = tempfile.mkdtemp(prefix=f"bench-{module}-")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", "--data-dir",
                              os.path.join(workdir, "data")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, cwd=str(REPO_ROOT), start_new_session=True)
-    handle = ServerHandle(module, {}, proc, workdir, version=f"{module} (this repo)")
+    handle = ServerHandle(system or module, {}, proc, workdir, version=f"{module} (this repo)")
     deadline = time.monotonic() + timeout
     lines = []
     os.set_blocking(proc.stdout.fileno(), False)
