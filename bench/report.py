@@ -277,9 +277,10 @@ def write_report(json_dir: str, out_path: str, charts_dir: str) -> int:
     lines += ["", "\"Best-of-paradigm\" compares the fastest queue (minibroker, RabbitMQ) with the "
               "fastest log (minilog, Kafka/tansu, NATS JetStream, Redis Streams) on the workload's "
               "headline figure; \"ours\" compares our two brokers, which share a language, a wire "
-              "protocol and a client style, so that line is closest to a pure paradigm comparison (minilog is
-measured through its blocking confluent-style client and, as minilog-aio, through its asyncio
-aiokafka-style client; minibroker through its asyncio aio-pika-style client).", ""]
+              "protocol and a client style, so that line is closest to a pure paradigm comparison "
+              "(minilog is measured through its blocking confluent-style client and, as "
+              "minilog-aio, through its asyncio aiokafka-style client; minibroker through its "
+              "asyncio aio-pika-style client).", ""]
     lines += machine_section(results)
     lines += settings_section(results)
     for name in WORKLOADS:
