@@ -123,7 +123,8 @@ class KafkaAdapter(ConfluentStyleAdapter):
     @classmethod
     def client_version(cls):
         import confluent_kafka
-        return f"confluent-kafka {confluent_kafka.version()[0]} (librdkafka {confluent_kafka.libversion()[0]})"
+        from importlib.metadata import version
+        return f"confluent-kafka {version('confluent-kafka')} (librdkafka {confluent_kafka.libversion()[0]})"
 
     def settings(self, case):
         s = super().settings(case)

@@ -63,8 +63,8 @@ class NatsAdapter(SystemAdapter):
 
     @classmethod
     def client_version(cls):
-        import nats
-        return f"nats-py {getattr(nats, '__version__', '?')}"
+        from importlib.metadata import version
+        return f"nats-py {version('nats-py')}"
 
     async def _connect(self):
         import nats
