@@ -31,6 +31,7 @@ from .systems.base import Unsupported
 
 CTX = multiprocessing.get_context("fork")
 CLOSED_LOOP_BATCH = 100
+WARMUP_SHARE = 0.1
 READY_TIMEOUT = 60.0
 
 
@@ -141,6 +142,7 @@ async def _consumer(adapter, case, prefix, arg, pipe, counter, stop):
     consumer = await adapter.open_consumer(case, prefix, group, index)
     pipe.send(("ready", None))
     lat = array("q")
+    sent_at = array("q")        # intended send times, so the parent can drop the warm-up
     count = first = last = violations = 0
     last_seq: dict[int, int] = {}
     check_order, parse = case.check_order, case.json_body
@@ -157,6 +159,7 @@ async def _consumer(adapter, case, prefix, arg, pipe, counter, stop):
             t, seq, key = unpack(b)
             if record_latency:
                 lat.append((now - t) // 1000)
+                sent_at.append(t)
             if check_order:
                 if seq <= last_seq.get(key, -1):
                     violations += 1
@@ -167,7 +170,7 @@ async def _consumer(adapter, case, prefix, arg, pipe, counter, stop):
         counter.value = count
     await consumer.close()
     return {"count": count, "first": first, "last": last, "violations": violations,
-            "lat": lat.tobytes()}
+            "lat": lat.tobytes(), "sent_at": sent_at.tobytes()}
 
 
 # ---------------------------------------------------------------- parent side
@@ -391,9 +394,15 @@ def _figures(case, t0, prod, cons, expected, backlog=False) -> dict:
     else:
         out["throughput"] = 0.0
     out["mb_per_s"] = out["throughput"] * case.size / 1e6
+    # Latency leaves out messages meant to be sent in the warm-up (the first WARMUP_SHARE of
+    # the run): first fetches and connection set-up are not the steady state being measured.
+    warm_end = t0 + int(case.duration * WARMUP_SHARE * 1e9)
     lat = array("q")
     for c in cons:
-        lat.frombytes(c["lat"])
+        ls, ts = array("q"), array("q")
+        ls.frombytes(c["lat"])
+        ts.frombytes(c["sent_at"])
+        lat.extend(l for l, t in zip(ls, ts) if t >= warm_end)
     if len(lat):
         out["latency_us"] = stats.latency_summary(lat)
     return out

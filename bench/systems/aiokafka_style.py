@@ -58,7 +58,8 @@ class MinilogAioAdapter(MinilogAdapter):
     def settings(self, case):
         s = super().settings(case)
         s["commit"] = "await commit() after every getmany"
-        s["consume batch"] = f"getmany(max_records={CONSUME_BATCH})"
+        s.pop("consume", None)
+        s["consume"] = f"getmany(max_records={CONSUME_BATCH})"
         return s
 
     async def open_producer(self, case, prefix, index):

@@ -120,5 +120,6 @@ def test_smoke_run_against_our_broker(system, tmp_path):
     run = slot["runs"][0]
     assert run["sent"] > 0 and run["received"] == run["expected"] == run["sent"]
     assert run["order_violations"] == 0
-    assert run["latency_us"]["count"] == run["received"]
+    # latency leaves out the warm-up (first 10 % of the run), so it counts fewer messages
+    assert 0 < run["latency_us"]["count"] < run["received"]
     assert list(tmp_path.glob("telemetry-*.json"))
