@@ -10,6 +10,7 @@
 """
 
 import argparse
+import signal
 import sys
 
 from .systems import DESCRIPTIONS, OWN, PEERS
@@ -60,6 +61,9 @@ def _run(args) -> int:
     if args.partitions:
         options["partitions"] = args.partitions
     say = lambda s: print(s, file=sys.stderr, flush=True)
+    # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers and workers this
+    # session started are stopped by the `finally` blocks instead of outliving it.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     servers = Servers(systems, args.start_peers, peer_urls, say)
     try:
         for n in names:

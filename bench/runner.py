@@ -43,6 +43,7 @@ class RunFailed(Exception):
 
 def _child_main(role, system, endpoint, case, prefix, arg, pipe, counter, stop):
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent decides when we stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)     # and may end us at once (not inherited)
     try:
         try:
             import uvloop
