@@ -1,7 +1,8 @@
 """Throughput of the pika-style client: a plain pika program, one producer and one consumer process.
 
     python -m bench.minibroker_clients [--messages 200000] [--size 256] [--runs 5]
-                                       [--prefetch 1000] [--ack-every 100] [--client pika|aio]
+                                       [--prefetch 1000] [--ack-every 100] [--single-acks]
+                                       [--client pika|aio]
                                        [--profile producer|consumer] [--json PATH]
 
 Starts minibroker as a subprocess (as a user would), then per run: a consumer process
@@ -47,7 +48,8 @@ def producer(port: int, queue: str, messages: int, size: int) -> dict:
     return {"start": start, "end": time.time()}
 
 
-def consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int, ready_fd: int) -> dict:
+def consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int, ready_fd: int,
+             single_acks: bool = False) -> dict:
     from clients import broker as pika
     connection = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=port))
     channel = connection.channel()
@@ -58,7 +60,9 @@ def consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int
         state["count"] += 1
         if state["first"] is None:
             state["first"] = time.time()
-        if state["count"] % ack_every == 0 or state["count"] == messages:
+        if single_acks:
+            ch.basic_ack(delivery_tag=method.delivery_tag)
+        elif state["count"] % ack_every == 0 or state["count"] == messages:
             ch.basic_ack(delivery_tag=method.delivery_tag, multiple=True)
         if state["count"] == messages:
             state["last"] = time.time()
@@ -135,7 +139,7 @@ def run_role(args) -> None:
             return aio_consumer(args.port, args.queue, args.messages, args.prefetch, args.ack_every, 1)
         if args.role == "producer":
             return producer(args.port, args.queue, args.messages, args.size)
-        return consumer(args.port, args.queue, args.messages, args.prefetch, args.ack_every, 1)
+        return consumer(args.port, args.queue, args.messages, args.prefetch, args.ack_every, 1, args.single_acks)
 
     if args.profile_out:
         import cProfile
@@ -164,6 +168,8 @@ def child(role, port, queue, args, profile_out=None):
     cmd = [sys.executable, "-m", "bench.minibroker_clients", "--role", role, "--port", str(port),
            "--queue", queue, "--messages", str(args.messages), "--size", str(args.size),
            "--prefetch", str(args.prefetch), "--ack-every", str(args.ack_every), "--client", args.client]
+    if args.single_acks:
+        cmd.append("--single-acks")
     if profile_out:
         cmd += ["--profile-out", profile_out]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -199,6 +205,8 @@ def main(argv=None):
     parser.add_argument("--prefetch", type=int, default=1000)
     parser.add_argument("--ack-every", type=int, default=100)
     parser.add_argument("--profile", choices=("producer", "consumer"))
+    parser.add_argument("--single-acks", action="store_true",
+                        help="ack every message on its own (basic_ack(tag), as the tutorials do)")
     parser.add_argument("--client", choices=("pika", "aio"), default="pika",
                         help="pika: the blocking client (default); aio: the aio-pika-style client")
     parser.add_argument("--json")
@@ -227,8 +235,9 @@ def main(argv=None):
             server.terminate()
             server.wait()
     summary = {"messages": args.messages, "size": args.size, "runs": runs}
+    acks = "single acks" if args.single_acks else f"ack multiple every {args.ack_every}"
     print(f"{args.client}-style client, {args.messages} messages of {args.size} B, prefetch {args.prefetch}, "
-          f"ack multiple every {args.ack_every}, {args.runs} runs")
+          f"{acks}, {args.runs} runs")
     for key in ("producer_msgs_per_s", "consumer_msgs_per_s", "end_to_end_msgs_per_s"):
         values = sorted(r[key] for r in runs)
         summary[key] = {"median": statistics.median(values), "min": values[0], "max": values[-1]}

@@ -22,6 +22,7 @@ What it does on the wire:
 import asyncio
 import collections
 import itertools
+import logging
 
 from clients.protocol.errors import BrokerError
 
@@ -30,6 +31,7 @@ from .entities import Exchange, ExchangeType, Queue
 from .message import IncomingMessage
 
 _tag_ids = itertools.count(1)
+log = logging.getLogger("clients.aio_broker")
 PUBLISH_BATCH_MESSAGES = 1000
 
 
@@ -57,6 +59,12 @@ class Channel:
         self.return_callbacks: list = []
         self.close_callbacks: list = []
         self.cancel_callbacks: list = []
+        # What a robust connection replays on a new connection (only filled when robust).
+        self._qos_args = None
+        self._exchanges: dict = {}           # name -> declare kwargs
+        self._queues: list = []              # Queue objects declared here (server-named: name "")
+        self._bindings: list = []            # (queue, exchange name, routing key, arguments)
+        self._consumer_specs: dict = {}      # consumer_tag -> (queue, callback, no_ack, exclusive, arguments)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def __await__(self):
@@ -127,6 +135,41 @@ class Channel:
         for callback in self.close_callbacks:
             callback(self, exc)
 
+    # ---- robustness: surviving a lost connection (RobustConnection) ----------------------
+    def _interrupt(self, exc):
+        """The connection dropped and will be re-established: fail what was in flight, keep
+        what the channel declared and who consumes, to replay them on the new connection."""
+        self._opened = False
+        self._pub_buf = []
+        for entry in self._unconfirmed.values():
+            if not entry[0].done():
+                entry[0].set_exception(exc)
+        self._unconfirmed.clear()
+        self._consumers.clear()
+
+    async def _restore(self):
+        """Open the channel on the new connection and replay its declarations and consumers."""
+        self._rpc = self.connection._rpc
+        self._opened = False
+        await self.initialize()
+        if self._qos_args is not None:
+            count, size, global_ = self._qos_args
+            await self.set_qos(prefetch_count=count, prefetch_size=size, global_=global_)
+        for name, kwargs in self._exchanges.items():
+            await self._call("exchange_declare", {"exchange": name, "passive": False, **kwargs,
+                                                  "arguments": kwargs["arguments"] or {}})
+        for queue in self._queues:
+            result = await self._call("queue_declare", {
+                "queue": "" if queue.server_named else queue.name, "passive": False, "durable": queue.durable,
+                "exclusive": queue.exclusive, "auto_delete": queue.auto_delete, "arguments": queue.arguments or {}})
+            queue.name = result.get("queue", queue.name)  # a server-named queue gets a new name
+        for queue, exchange, routing_key, arguments in self._bindings:
+            await self._call("queue_bind", {"queue": queue.name, "exchange": exchange,
+                                            "routing_key": routing_key, "arguments": arguments or {}})
+        specs, self._consumer_specs = self._consumer_specs, {}
+        for tag, (queue, callback, no_ack, exclusive, arguments) in specs.items():
+            await self._consume(queue, callback, no_ack, exclusive, arguments, tag)
+
     def _on_broker_error(self, exc):
         """A request on this channel failed: the channel closes, here and on the server."""
         if self._closed:
@@ -139,8 +182,12 @@ class Channel:
     def _check(self):
         if self._closed:
             raise exceptions.ChannelInvalidStateError(f"channel {self.number} is closed: {self.close_reason!r}")
-        if self.connection.is_closed:
-            raise exceptions.ChannelInvalidStateError("connection is closed")
+        if self._rpc.closed or (not self._opened and self.connection.robust and not self.connection.connected.is_set()):
+            raise exceptions.ChannelInvalidStateError(
+                "connection is closed" if self.connection.is_closed else
+                "connection is down and being re-established; wait for connection.connected")
+        if not self._opened:
+            raise exceptions.ChannelInvalidStateError(f"channel {self.number} is not open: await it first")
 
     async def _call(self, op, args, timeout=30.0):
         if self._opened:
@@ -169,6 +216,8 @@ class Channel:
             global_ = all_channels
         await self._call("basic_qos", {"prefetch_count": prefetch_count, "prefetch_size": prefetch_size,
                                        "global": global_})
+        if self.connection.robust:
+            self._qos_args = (prefetch_count, prefetch_size, global_)
 
     async def declare_exchange(self, name: str, type=ExchangeType.DIRECT, *, durable: bool = False,
                                auto_delete: bool = False, internal: bool = False, passive: bool = False,
@@ -178,6 +227,9 @@ class Channel:
             await self._call("exchange_declare", {"exchange": name, "type": type_name, "durable": durable,
                                                   "auto_delete": auto_delete, "internal": internal,
                                                   "passive": passive, "arguments": arguments or {}})
+            if self.connection.robust and not passive:
+                self._exchanges[name] = dict(type=type_name, durable=durable, auto_delete=auto_delete,
+                                             internal=internal, arguments=arguments)
         return Exchange(self, name, type, durable=durable, auto_delete=auto_delete, internal=internal,
                         arguments=arguments)
 
@@ -192,8 +244,12 @@ class Channel:
         result = await self._call("queue_declare", {"queue": name or "", "passive": passive, "durable": durable,
                                                     "exclusive": exclusive, "auto_delete": auto_delete,
                                                     "arguments": arguments or {}})
-        return Queue(self, result.get("queue", name), durable=durable, exclusive=exclusive,
-                     auto_delete=auto_delete, arguments=arguments, declaration_result=result)
+        queue = Queue(self, result.get("queue", name), durable=durable, exclusive=exclusive,
+                      auto_delete=auto_delete, arguments=arguments, declaration_result=result)
+        if self.connection.robust and not passive:
+            queue.server_named = not name
+            self._queues.append(queue)
+        return queue
 
     async def get_queue(self, name: str, *, ensure: bool = True) -> Queue:
         if ensure:
@@ -201,15 +257,18 @@ class Channel:
         return Queue(self, name)
 
     async def queue_delete(self, queue_name: str, timeout=None, if_unused=False, if_empty=False, nowait=False):
+        self._queues = [q for q in self._queues if q.name != queue_name]
+        self._bindings = [b for b in self._bindings if b[0].name != queue_name]
         return await self._call("queue_delete", {"queue": queue_name, "if_unused": if_unused, "if_empty": if_empty})
 
     async def exchange_delete(self, exchange_name: str, timeout=None, if_unused=False, nowait=False):
+        self._exchanges.pop(exchange_name, None)
         return await self._call("exchange_delete", {"exchange": exchange_name, "if_unused": if_unused})
 
     # ---- publishing ----------------------------------------------------------------------
     def _publish(self, exchange: str, routing_key: str, message, mandatory: bool):
         """Queue one message for the next publish_batch; returns its confirm future (or None)."""
-        if self._closed or self._rpc.closed:
+        if self._closed or not self._opened or self._rpc.closed:
             self._check()
         buf = self._pub_buf
         buf.append([exchange, routing_key, message.body, message.properties_map(), mandatory])
@@ -273,7 +332,8 @@ class Channel:
             callback(self, returned)
 
     # ---- consuming -----------------------------------------------------------------------
-    async def _consume(self, queue_name, callback, no_ack, exclusive, arguments, consumer_tag):
+    async def _consume(self, queue, callback, no_ack, exclusive, arguments, consumer_tag):
+        queue_name = getattr(queue, "name", queue)
         tag = consumer_tag or f"ctag{self.number}.{next(_tag_ids)}"
         if tag in self._consumers:
             raise exceptions.DuplicateConsumerTag(530, f"consumer tag {tag!r} is in use on this channel")
@@ -290,9 +350,12 @@ class Channel:
         server_tag = (result or {}).get("consumer_tag") or tag
         if server_tag != tag:
             self._consumers[server_tag] = self._consumers.pop(tag)
+        if self.connection.robust:
+            self._consumer_specs[server_tag] = (queue, callback, no_ack, exclusive, arguments)
         return server_tag
 
     async def _cancel(self, consumer_tag):
+        self._consumer_specs.pop(consumer_tag, None)
         entry = self._consumers.pop(consumer_tag, None)
         if entry is not None:
             self._cancelled[consumer_tag] = entry[1]
@@ -311,11 +374,22 @@ class Channel:
                 continue
             callback, no_ack = entry
             message = IncomingMessage(self, d[5], d[1], d[2], d[3], d[4], d[6], d[0], None, no_ack)
-            result = callback(message)
+            try:
+                result = callback(message)
+            except Exception:
+                # We are inside the protocol's data_received: a consumer's bug must not break
+                # the connection. aio-pika logs it the same way.
+                log.exception("consumer %s on channel %s raised", d[0], self.number)
+                continue
             if result is not None and asyncio.iscoroutine(result):
                 task = self._loop.create_task(result)
                 tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task):
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("consumer callback on channel %s raised", self.number, exc_info=task.exception())
 
     def _on_broker_cancel(self, consumer_tag):
         entry = self._consumers.pop(consumer_tag, None)

@@ -10,6 +10,7 @@ channel of a failed publish.
 
 import asyncio
 import itertools
+import logging
 import urllib.parse
 
 from clients.aio_rpc import AsyncRpcConnection
@@ -20,33 +21,38 @@ from clients.broker.exceptions import channel_named_in
 from . import exceptions
 from .channel import Channel
 
+log = logging.getLogger("clients.aio_broker")
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5673
 
 
 class Connection:
-    def __init__(self, rpc: AsyncRpcConnection, host: str, port: int):
-        self._rpc = rpc
+    robust = False
+
+    def __init__(self, rpc: AsyncRpcConnection, host: str, port: int, connect_args: dict | None = None):
         self.host = host
         self.port = port
+        self._connect_args = connect_args or {}
         self._channels: dict = {}
         self._last_noreply_channel = None
+        self._closing = False                 # close() was called: a loss is not to be repaired
         self.close_callbacks: list = []
+        self.reconnect_callbacks: list = []
+        self.connected = asyncio.Event()      # set while the connection is up (aio-pika's name)
         self._closed_event = asyncio.Event()
+        self._attach(rpc)
+        self.connected.set()
+
+    def _attach(self, rpc: AsyncRpcConnection):
+        self._rpc = rpc
         rpc.on_push = self._on_push
         rpc.on_async_error = self._on_async_error
         rpc.on_close = self._on_close
 
     @property
     def is_closed(self) -> bool:
-        return self._rpc.closed
-
-    @property
-    def connected(self) -> asyncio.Event:
-        event = asyncio.Event()
-        if not self._rpc.closed:
-            event.set()
-        return event
+        return self._closing or (self._rpc.closed and not self.robust)
 
     def channel(self, channel_number=None, publisher_confirms: bool = True, on_return_raises: bool = False) -> Channel:
         """A new channel; `await` it (or use `async with`) to open it."""
@@ -60,10 +66,15 @@ class Connection:
         return channel
 
     async def close(self, exc=None):
+        self._closing = True
         for channel in list(self._channels.values()):
             channel._flush_publishes()
         if not self._rpc.closed:
             await self._rpc.close()
+        self._stop_reconnecting()
+
+    def _stop_reconnecting(self):
+        pass
 
     async def __aenter__(self):
         return self
@@ -94,6 +105,7 @@ class Connection:
             channel._on_broker_error(exceptions.channel_error(error.code, error.message))
 
     def _on_close(self, exc):
+        self.connected.clear()
         error = exceptions.ConnectionClosed(0, f"connection lost: {exc}" if exc else "connection closed")
         for channel in list(self._channels.values()):
             channel._mark_closed(error)
@@ -106,13 +118,83 @@ class Connection:
 
 
 class RobustConnection(Connection):
-    """Same as Connection: this client does not reconnect (see docs/clients-minibroker.md)."""
+    """A connection that comes back: after an unexpected loss it reconnects every
+    `reconnect_interval` seconds until it succeeds, then reopens its channels and replays what
+    they declared (exchanges, queues, bindings, prefetch) and their consumers
+    (`Channel._restore`). Publishes awaiting a confirm when the connection dropped fail with
+    `ConnectionClosed`; calls made while it is down raise `ChannelInvalidStateError` — wait on
+    `connection.connected` to resume.
+    """
+
+    robust = True
+
+    def __init__(self, *args, reconnect_interval: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reconnect_interval = reconnect_interval
+        self._reconnect_task = None
+
+    def _on_close(self, exc):
+        if self._closing:
+            return super()._on_close(exc)
+        self.connected.clear()
+        error = exceptions.ConnectionClosed(0, f"connection lost: {exc}" if exc else "connection closed")
+        for channel in list(self._channels.values()):
+            channel._interrupt(error)
+        if self._reconnect_task is None:
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self):
+        try:
+            while not self._closing:
+                await asyncio.sleep(self.reconnect_interval)
+                try:
+                    rpc = await _open_rpc(**self._connect_args)
+                except (exceptions.AMQPConnectionError, OSError, asyncio.TimeoutError) as exc:
+                    log.info("reconnecting to %s:%s failed (%s); retrying", self.host, self.port, exc)
+                    continue
+                if self._closing:
+                    await rpc.close()
+                    return
+                self._attach(rpc)
+                try:
+                    for channel in list(self._channels.values()):
+                        if not channel._closed:
+                            await channel._restore()
+                except exceptions.AMQPError as exc:
+                    if rpc.closed:
+                        continue  # lost again while restoring: start over
+                    log.warning("restoring channels after reconnecting failed: %r", exc, exc_info=True)
+                self.connected.set()  # only now: the channels are usable again
+                for callback in self.reconnect_callbacks:
+                    callback(self)
+                return
+        finally:
+            self._reconnect_task = None
+
+    def _stop_reconnecting(self):
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            self._reconnect_task = None
+        if not self.connected.is_set():
+            super()._on_close(None)  # closed while down: the channels close for good now
+
+
+async def _open_rpc(host, port, name, credentials, timeout) -> AsyncRpcConnection:
+    try:
+        return await AsyncRpcConnection.connect(host, port, client_name=name, credentials=credentials,
+                                                timeout=timeout)
+    except BrokerError as exc:
+        if exc.code == ErrorCode.NOT_AUTHORIZED:
+            raise exceptions.ProbableAuthenticationError(f"ACCESS_REFUSED - {exc.message}") from None
+        raise exceptions.AMQPConnectionError(f"{exc.code} - {exc.message}") from None
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise exceptions.AMQPConnectionError(f"could not connect to {host}:{port}: {exc}") from None
 
 
 async def connect(url: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                   login: str | None = None, password: str | None = None, virtualhost: str = "/",
                   ssl: bool = False, timeout: float = 10.0, client_properties=None,
-                  connection_class=Connection, **kwargs) -> Connection:
+                  connection_class=Connection, reconnect_interval: float = 1.0, **kwargs) -> Connection:
     if url:
         parts = urllib.parse.urlparse(str(url))
         host = parts.hostname or host
@@ -124,16 +206,11 @@ async def connect(url: str | None = None, *, host: str = DEFAULT_HOST, port: int
     if login is not None:
         credentials = {"username": login, "password": password or ""}
     name = str((client_properties or {}).get("connection_name", "minibroker-aio-pika-client"))
-    try:
-        rpc = await AsyncRpcConnection.connect(host, port, client_name=name, credentials=credentials,
-                                               timeout=timeout)
-    except BrokerError as exc:
-        if exc.code == ErrorCode.NOT_AUTHORIZED:
-            raise exceptions.ProbableAuthenticationError(f"ACCESS_REFUSED - {exc.message}") from None
-        raise exceptions.AMQPConnectionError(f"{exc.code} - {exc.message}") from None
-    except (OSError, asyncio.TimeoutError) as exc:
-        raise exceptions.AMQPConnectionError(f"could not connect to {host}:{port}: {exc}") from None
-    return connection_class(rpc, host, port)
+    connect_args = dict(host=host, port=port, name=name, credentials=credentials, timeout=timeout)
+    rpc = await _open_rpc(**connect_args)
+    if issubclass(connection_class, RobustConnection):
+        return connection_class(rpc, host, port, connect_args, reconnect_interval=reconnect_interval)
+    return connection_class(rpc, host, port, connect_args)
 
 
 async def connect_robust(url: str | None = None, **kwargs) -> RobustConnection:

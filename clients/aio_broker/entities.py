@@ -87,6 +87,7 @@ class Queue:
         self.auto_delete = auto_delete
         self.arguments = arguments
         self.declaration_result = DeclarationResult(declaration_result)
+        self.server_named = False
 
     async def declare(self, timeout=None):
         queue = await self.channel.declare_queue(self.name, durable=self.durable, exclusive=self.exclusive,
@@ -97,19 +98,24 @@ class Queue:
     async def bind(self, exchange, routing_key=None, *, arguments=None, timeout=None):
         if routing_key is None:
             routing_key = self.name
-        return await self.channel._call("queue_bind", {"queue": self.name, "exchange": _name(exchange),
-                                                       "routing_key": routing_key, "arguments": arguments or {}})
+        result = await self.channel._call("queue_bind", {"queue": self.name, "exchange": _name(exchange),
+                                                         "routing_key": routing_key, "arguments": arguments or {}})
+        if self.channel.connection.robust:
+            self.channel._bindings.append((self, _name(exchange), routing_key, arguments))
+        return result
 
     async def unbind(self, exchange, routing_key=None, arguments=None, timeout=None):
         if routing_key is None:
             routing_key = self.name
+        self.channel._bindings = [b for b in self.channel._bindings
+                                  if (b[0].name, b[1], b[2]) != (self.name, _name(exchange), routing_key)]
         return await self.channel._call("queue_unbind", {"queue": self.name, "exchange": _name(exchange),
                                                          "routing_key": routing_key, "arguments": arguments or {}})
 
     async def consume(self, callback, no_ack: bool = False, exclusive: bool = False, arguments=None,
                       consumer_tag=None, timeout=None) -> str:
         """Start a consumer; `callback(message)` (sync or async) runs for each delivery. Returns its tag."""
-        return await self.channel._consume(self.name, callback, no_ack, exclusive, arguments, consumer_tag)
+        return await self.channel._consume(self, callback, no_ack, exclusive, arguments, consumer_tag)
 
     async def cancel(self, consumer_tag: str, timeout=None, nowait: bool = False):
         await self.channel._cancel(consumer_tag)

@@ -6,11 +6,15 @@ request and wait for its reply, as pika does. The hot paths do not wait:
 - `basic_publish` without confirms appends the message to the channel's publish buffer;
   `_materialize` turns the buffer into one `publish_batch` frame (id 0, no reply) when it
   holds 1,000 messages or 256 KiB, or whenever the connection flushes (it waits, reads or
-  processes events). With `confirm_delivery()` on, it sends the message at once and blocks
+  processes events). A publish more than a millisecond after the previous one is sent at
+  once: only publish loops batch. With `confirm_delivery()` on, it sends the message at once and blocks
   until the server's `confirm` push for its sequence number, raising `UnroutableError` if a
   `return` push came first for a mandatory message and `NackError` for a negative confirm.
-- `basic_ack` / `basic_nack` / `basic_reject` are id-0 requests queued for the next flush;
-  consecutive `multiple=True` acks merge into the last one (`_ack_upto`).
+- `basic_ack` / `basic_nack` / `basic_reject` are id-0 requests queued for the next flush.
+  Acks merge: the channel tracks which delivery tags are settled (`_settled`), and an ack that
+  leaves every tag up to its own settled (any `multiple=True` ack, or a single ack of the
+  next tag in order, the usual case) only raises `_ack_upto`, sent as one `multiple=True`
+  ack at the flush; an ack out of order goes out as it is.
 - Deliveries come in batches (`deliver` push); `_dispatch_batch` calls each consumer's
   callback in order with pika's `(channel, Basic.Deliver, BasicProperties, body)`.
 
@@ -30,6 +34,8 @@ from .frame import Method
 
 PUBLISH_BATCH_MESSAGES = 1000
 PUBLISH_BATCH_BYTES = 256 * 1024
+SPARSE_PUBLISH_GAP = 0.001  # seconds since the previous publish that make a publish "lone"
+_monotonic = time.monotonic
 
 _Deliver = spec.Basic.Deliver
 _props_from_wire = spec.BasicProperties.from_wire
@@ -82,7 +88,14 @@ class BlockingChannel:
         self._generator = None
         self._pub_buf: list = []
         self._pub_bytes = 0
+        self._last_publish = 0.0
         self._ack_upto = 0             # a merged multiple=True ack not yet sent
+        # Settlement bookkeeping, so single acks can merge too: every delivery tag up to
+        # `_floor` is settled (acked, nacked, rejected or auto-acked) and so are the tags in
+        # `_settled_above`; `_delivered_max` is the highest tag received.
+        self._floor = 0
+        self._settled_above: set = set()
+        self._delivered_max = 0
         self._confirming = False
         self._next_seq = 1
         self._awaiting_seq = 0
@@ -255,8 +268,17 @@ class BlockingChannel:
         buf = self._pub_buf
         if not buf:
             self._conn._dirty.add(self)
-        buf.append([exchange, routing_key, body, props, mandatory])
-        self._pub_bytes += len(body) + len(routing_key) + 32
+        buf.append((exchange, routing_key, body, props, mandatory))
+        self._pub_bytes += len(body) + 64
+        now = _monotonic()
+        if now - self._last_publish > SPARSE_PUBLISH_GAP:
+            # A lone publish (none in the last millisecond) goes out at once, as pika's would:
+            # a program that publishes now and then and does something else in between must
+            # not find its message waiting. Only a loop publishing faster than that batches.
+            self._last_publish = now
+            self._conn._flush_output()
+            return
+        self._last_publish = now
         if len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES:
             self._materialize()
             # A producer that never reads would not notice its channel being closed; a look
@@ -319,26 +341,62 @@ class BlockingChannel:
             callback(self, *returned)
 
     # ---- acknowledgements ----------------------------------------------------------------
+    def _settled(self, tag):
+        """Record that `tag` is settled; returns True if it extended the settled prefix."""
+        if tag == self._floor + 1:
+            floor = tag
+            above = self._settled_above
+            if above:
+                while floor + 1 in above:
+                    floor += 1
+                    above.discard(floor)
+            self._floor = floor
+            return True
+        if tag > self._floor:
+            self._settled_above.add(tag)
+        return False
+
+    def _settled_upto(self, tag):
+        if tag > self._floor:
+            floor = tag
+            above = self._settled_above
+            if above:
+                above = {t for t in above if t > tag}
+                while floor + 1 in above:
+                    floor += 1
+                    above.discard(floor)
+                self._settled_above = above
+            self._floor = floor
+
     def basic_ack(self, delivery_tag=0, multiple=False):
         if self._closing_exc is not None or self._closed:
             self._check()
-        if multiple and delivery_tag:
-            # Acks with multiple=True supersede each other: only the highest has to be sent.
-            if not self._ack_upto and not self._pub_buf:
-                self._conn._dirty.add(self)
-            if delivery_tag > self._ack_upto:
-                self._ack_upto = delivery_tag
+        if multiple:
+            delivery_tag = delivery_tag or self._delivered_max
+            self._settled_upto(delivery_tag)
+        elif not (delivery_tag and self._settled(delivery_tag)):
+            self._send_settle("ack", {"ch": self.channel_number, "delivery_tag": delivery_tag, "multiple": False})
             return
-        self._send_settle("ack", {"ch": self.channel_number, "delivery_tag": delivery_tag, "multiple": multiple})
+        # Every tag up to this one is now settled, so a multiple=True ack of it settles the
+        # same deliveries: consecutive acks merge into one frame holding the highest tag.
+        if not self._ack_upto and not self._pub_buf:
+            self._conn._dirty.add(self)
+        if delivery_tag > self._ack_upto:
+            self._ack_upto = delivery_tag
 
     def basic_nack(self, delivery_tag=0, multiple=False, requeue=True):
         self._check()
         self._send_settle("nack", {"ch": self.channel_number, "delivery_tag": delivery_tag,
                                    "multiple": multiple, "requeue": requeue})
+        if multiple:
+            self._settled_upto(delivery_tag or self._delivered_max)
+        else:
+            self._settled(delivery_tag)
 
     def basic_reject(self, delivery_tag=0, requeue=True):
         self._check()
         self._send_settle("reject", {"ch": self.channel_number, "delivery_tag": delivery_tag, "requeue": requeue})
+        self._settled(delivery_tag)
 
     def _send_settle(self, op, args):
         if self._ack_upto:
@@ -349,6 +407,7 @@ class BlockingChannel:
         """Give back every unacked delivery of this channel; they are redelivered (requeued:
         the broker, like RabbitMQ, does not support redelivering to the same consumer only)."""
         self._call("nack", {"ch": self.channel_number, "delivery_tag": 0, "multiple": True, "requeue": True})
+        self._settled_upto(self._delivered_max)
 
     def basic_qos(self, prefetch_size=0, prefetch_count=0, global_qos=False):
         self._call("basic_qos", {"ch": self.channel_number, "prefetch_size": prefetch_size,
@@ -361,6 +420,11 @@ class BlockingChannel:
         result = self._call("get", {"ch": self.channel_number, "queue": queue, "no_ack": auto_ack})
         if not result:
             return None, None, None
+        tag = result["delivery_tag"]
+        if tag > self._delivered_max:
+            self._delivered_max = tag
+        if auto_ack:
+            self._settled(tag)
         method = spec.Basic.GetOk(result["delivery_tag"], result.get("redelivered", False),
                                   result.get("exchange", ""), result.get("routing_key", ""),
                                   result.get("message_count", 0))
@@ -402,26 +466,35 @@ class BlockingChannel:
     def _dispatch_batch(self, batch):
         """Call consumers for one `deliver` push: [[tag, delivery_tag, redelivered, exchange, key, body, props], ...]."""
         consumers = self._consumers
-        conn = self._conn
-        for i, d in enumerate(batch):
-            if self._closed:
-                return  # closed under us: the server requeues what is left
-            entry = consumers.get(d[0])
-            if entry is None:
-                self._orphans(batch[i:i + 1])
-                continue
-            entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5])
-            if i & 255 == 255 and conn._dirty:
-                # Send the acks so far while the rest of a large batch is dispatched: the
-                # server refills the prefetch window meanwhile instead of after the batch.
-                conn._flush_output()
+        i = -1
+        try:
+            for i, d in enumerate(batch):
+                if self._closed:
+                    return  # closed under us: the server requeues what is left
+                entry = consumers.get(d[0])
+                if entry is None:
+                    self._orphans(batch[i:i + 1])
+                    continue
+                if entry[1]:
+                    self._settled(d[1])  # auto-ack: settled as it was sent
+                entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5])
+        except BaseException:
+            # A callback raised (the exception goes to the caller of start_consuming, as in
+            # pika): the rest of the batch stays queued for the next dispatch.
+            rest = batch[i + 1:]
+            if rest:
+                self._conn._events.appendleft((self._dispatch_batch, rest))
+            raise
 
     def _orphans(self, deliveries):
         """Deliveries for a consumer that is gone: requeue those that wait for an ack."""
         for d in deliveries:
-            if not self._cancelled.get(d[0], False) and not self._closed:
-                self._conn._send(self, "nack", {"ch": self.channel_number, "delivery_tag": d[1],
-                                                "multiple": False, "requeue": True}, False)
+            if self._closed:
+                return
+            if not self._cancelled.get(d[0], False):
+                self._send_settle("nack", {"ch": self.channel_number, "delivery_tag": d[1],
+                                           "multiple": False, "requeue": True})
+            self._settled(d[1])
 
     def _take_pending(self, consumer_tag) -> list:
         """Remove the deliveries for `consumer_tag` still waiting for dispatch; return them."""
@@ -449,6 +522,8 @@ class BlockingChannel:
         self._conn._call(self, "cancel", {"ch": self.channel_number, "consumer_tag": consumer_tag})
         pending = self._take_pending(consumer_tag)
         if auto_ack:
+            for d in pending:
+                self._settled(d[1])
             return [(_Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5]) for d in pending]
         self._orphans(pending)
         return []
@@ -554,8 +629,9 @@ class BlockingChannel:
         if auto_ack:
             return 0
         for method, _, _ in pending:
-            self._conn._send(self, "nack", {"ch": self.channel_number, "delivery_tag": method.delivery_tag,
-                                            "multiple": False, "requeue": True}, False)
+            self._send_settle("nack", {"ch": self.channel_number, "delivery_tag": method.delivery_tag,
+                                       "multiple": False, "requeue": True})
+            self._settled(method.delivery_tag)
         return len(pending)
 
     def __repr__(self):

@@ -365,7 +365,10 @@ class BlockingConnection:
             if ch is None or ch._closed:
                 continue  # a closed channel: the server requeues what it had delivered there
             if event == "deliver":
-                self._events.append((ch._dispatch_batch, body[1]))
+                batch = body[1]
+                if batch:
+                    ch._delivered_max = batch[-1][1]
+                    self._events.append((ch._dispatch_batch, batch))
             elif event == "confirm":
                 ch._on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)
             elif event == "return":

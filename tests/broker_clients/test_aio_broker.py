@@ -293,3 +293,73 @@ async def test_connection_lost_fails_pending_calls(start_minibroker):
         await channel.declare_queue("q2")
     with pytest.raises(aio_pika.exceptions.AMQPError):
         await channel.default_exchange.publish(Message(b"x"), routing_key="q")
+
+
+async def test_consumer_callback_errors_do_not_break_the_connection(connection):
+    channel = await connection.channel()
+    queue = await channel.declare_queue("faulty")
+    got = []
+
+    def sync_callback(message):
+        got.append(message.body)
+        raise RuntimeError("sync consumer bug")
+
+    async def async_callback(message):
+        got.append(message.body)
+        raise RuntimeError("async consumer bug")
+
+    await queue.consume(sync_callback, no_ack=True)
+    await queue.consume(async_callback, no_ack=True)
+    for i in range(4):
+        await channel.default_exchange.publish(Message(f"{i}".encode()), routing_key="faulty")
+    await async_wait_until(lambda: len(got) == 4, 5)
+    assert not connection.is_closed
+    assert (await queue.declare()).message_count == 0
+
+
+async def test_connect_robust_reconnects_and_restores_topology(minibroker_server):
+    connection = await aio_pika.connect_robust(host=minibroker_server.host, port=minibroker_server.port,
+                                               reconnect_interval=0.05)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=10)
+        exchange = await channel.declare_exchange("news", ExchangeType.FANOUT)
+        queue = await channel.declare_queue("", exclusive=True)  # gone with the old connection
+        await queue.bind(exchange)
+        got = []
+        await queue.consume(lambda m: got.append(m.body), no_ack=True)
+        await exchange.publish(Message(b"before"), routing_key="")
+        await async_wait_until(lambda: got == [b"before"], 5)
+        old_name = queue.name
+
+        connection._rpc._transport.abort()  # the network drops
+        await async_wait_until(lambda: not connection.connected.is_set(), 5)
+        assert not connection.is_closed  # a robust connection is down, not closed
+        with pytest.raises(aio_pika.exceptions.ChannelInvalidStateError):
+            await exchange.publish(Message(b"lost"), routing_key="")
+        await asyncio.wait_for(connection.connected.wait(), 5)
+
+        assert queue.name != old_name  # re-declared, server-named again
+        await exchange.publish(Message(b"after"), routing_key="")  # same objects keep working
+        await async_wait_until(lambda: got == [b"before", b"after"], 5)
+    assert connection.is_closed
+
+
+async def test_connect_robust_survives_a_server_restart(spawn_server):
+    server = spawn_server("minibroker")
+    connection = await aio_pika.connect_robust(host=server.host, port=server.port, reconnect_interval=0.05)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("jobs")
+        received = []
+        await queue.consume(lambda m: received.append(m.body), no_ack=True)
+        loop = asyncio.get_running_loop()
+        port = server.port
+        await loop.run_in_executor(None, server.stop)
+        await async_wait_until(lambda: not connection.connected.is_set(), 5)
+        await loop.run_in_executor(None, lambda: server.start(port=port))
+        await asyncio.wait_for(connection.connected.wait(), 10)
+        await channel.default_exchange.publish(Message(b"after restart"), routing_key="jobs")
+        await async_wait_until(lambda: received == [b"after restart"], 5)
+    finally:
+        await connection.close()

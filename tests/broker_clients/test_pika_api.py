@@ -7,6 +7,7 @@ import pytest
 
 from clients import broker as pika
 from clients.broker import spec
+from harness import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -295,3 +296,14 @@ def test_async_error_closes_the_channel_it_names(connect):
             bad.queue_declare("q")
     assert good.is_open
     assert good.queue_declare("fine", passive=True).method.message_count == 1
+
+
+def test_a_lone_publish_is_sent_at_once(connect):
+    """A program that publishes once and then does something else (here: nothing with this
+    connection) must not have its message wait in a buffer."""
+    producer = connect().channel()
+    producer.queue_declare("lone")
+    consumer = connect().channel()
+    producer.basic_publish("", "lone", b"now")  # no further call on the producer's connection
+    wait_until(lambda: consumer.queue_declare("lone", passive=True).method.message_count == 1, 5,
+               message="the lone message in the queue")

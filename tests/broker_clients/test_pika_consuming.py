@@ -8,6 +8,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from clients import broker as pika
 from harness import ROOT, wait_until
@@ -356,3 +358,143 @@ def test_channel_reopened_after_broker_error_gets_no_stale_deliveries(connect):
             break
     assert fresh.is_open
     assert sorted(got) == sorted(f"m{i}".encode() for i in range(200))
+
+
+def count_sent(conn, op):
+    """Wrap the connection's request encoder to count `op` frames (the wire is still real)."""
+    rpc = conn._rpc
+    counts = {"n": 0}
+    send = rpc.send
+
+    def counting(name, args=None, want_reply=True):
+        if name == op:
+            counts["n"] += 1
+        return send(name, args, want_reply)
+
+    rpc.send = counting
+    return counts
+
+
+def test_single_acks_in_order_merge_into_few_frames(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("acks")
+    fill(ch, "acks", 1000)
+    acks = count_sent(conn, "ack")
+    seen = []
+
+    def on_message(channel, method, properties, body):
+        seen.append(body)
+        channel.basic_ack(delivery_tag=method.delivery_tag)  # the tutorial's one ack per message
+        if len(seen) == 1000:
+            channel.stop_consuming()
+
+    ch.basic_qos(prefetch_count=100)
+    ch.basic_consume("acks", on_message)
+    ch.start_consuming()
+    assert ch.queue_declare("acks", passive=True).method.message_count == 0
+    assert ch.is_open
+    assert acks["n"] < 100  # about one per flush, not one per message
+    ch.close()
+    assert connect().channel().queue_declare("acks", passive=True).method.message_count == 0
+
+
+def test_out_of_order_settlements_stay_exact(connect):
+    """Two consumers on one channel, acks out of order, nacks and rejects in between: every
+    message is settled exactly as asked (the merged acks never cover a delivery still held)."""
+    conn = connect()
+    ch = conn.channel()
+    for q in ("left", "right"):
+        ch.queue_declare(q)
+        fill(ch, q, 50, prefix=q)
+    held = []
+    ch.basic_consume("left", lambda c, m, p, b: held.append((m.delivery_tag, b)))
+    ch.basic_consume("right", lambda c, m, p, b: held.append((m.delivery_tag, b)))
+    wait_until(lambda: conn.process_data_events(0.05) or len(held) == 100, 5, message="all 100 delivered")
+    held.sort()
+    # oldest first, so acks merge until the first kept one, then newest first for the rest
+    order = held[:50] + held[50:][::-1]
+    kept = []
+    for i, (tag, body) in enumerate(order):
+        if i % 10 == 3:
+            kept.append(body)  # never settled: must survive as unacked
+        elif i % 10 == 5:
+            ch.basic_nack(tag, requeue=True)
+        elif i % 10 == 7:
+            ch.basic_reject(tag, requeue=False)
+        else:
+            ch.basic_ack(tag)
+    conn.process_data_events(time_limit=0.1)
+    assert ch.is_open
+    ch.stop_consuming()
+    ch.close()  # the kept (unacked) ones come back now, beside the nacked ones
+    check = connect().channel()
+    remaining = check.queue_declare("left", passive=True).method.message_count + \
+        check.queue_declare("right", passive=True).method.message_count
+    assert remaining == len(kept) + 10  # kept + nacked with requeue
+
+
+@given(plan=st.lists(st.sampled_from(["ack", "ack-multiple", "nack", "reject", "keep"]), min_size=1, max_size=25),
+       order=st.randoms(use_true_random=False))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_settlement_merging_matches_a_model(connect, plan, order):
+    """Whatever the order and mix of settlements, the broker ends up with exactly the messages
+    the AMQP rules say: kept (unacked) and nacked-with-requeue ones come back, nothing else."""
+    conn = connect()
+    ch = conn.channel()
+    queue = ch.queue_declare("", exclusive=True).method.queue
+    fill(ch, queue, len(plan))
+    tags = []
+    ch.basic_consume(queue, lambda c, m, p, b: tags.append(m.delivery_tag))
+    wait_until(lambda: conn.process_data_events(0.02) or len(tags) == len(plan), 5, message="deliveries")
+    unsettled = set(tags)
+    back = 0
+    steps = list(zip(tags, plan))
+    order.shuffle(steps)
+    for tag, action in steps:
+        if tag not in unsettled:
+            continue  # already covered by a multiple ack
+        if action == "ack":
+            ch.basic_ack(tag)
+            unsettled.discard(tag)
+        elif action == "ack-multiple":
+            ch.basic_ack(tag, multiple=True)
+            unsettled -= {t for t in unsettled if t <= tag}
+        elif action == "nack":
+            ch.basic_nack(tag, requeue=True)
+            unsettled.discard(tag)
+            back += 1
+        elif action == "reject":
+            ch.basic_reject(tag, requeue=False)
+            unsettled.discard(tag)
+    ch.stop_consuming()
+    conn.process_data_events(time_limit=0)
+    assert ch.is_open  # no settlement hit an unknown tag
+    # basic_get sees only requeued ones while the rest stay unacked on this channel
+    assert ch.queue_declare(queue, passive=True).method.message_count == back
+    ch.close()  # the unsettled ones return now
+    check = conn.channel()
+    assert check.queue_declare(queue, passive=True).method.message_count == back + len(unsettled)
+    conn.close()
+
+
+def test_callback_exception_propagates_and_the_rest_of_the_batch_stays(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("boom")
+    fill(ch, "boom", 10)
+    seen = []
+
+    def on_message(channel, method, properties, body):
+        seen.append(body)
+        channel.basic_ack(method.delivery_tag)
+        if body == b"m3":
+            raise ValueError("bad message")
+        if len(seen) == 10:
+            channel.stop_consuming()
+
+    ch.basic_consume("boom", on_message)
+    with pytest.raises(ValueError):
+        ch.start_consuming()
+    ch.start_consuming()  # picks up where it stopped: m4..m9 were not lost in the batch
+    assert seen == [f"m{i}".encode() for i in range(10)]
