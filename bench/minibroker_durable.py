@@ -133,7 +133,8 @@ def run_flow(count, size, window, prefetch, persistent, durable, fsync) -> dict:
         fsyncs = store.get("fsyncs", 0)
         return {"msgs_per_s": round(count / end_to_end_s), "produce_msgs_per_s": round(count / produce_s),
                 "seconds": round(end_to_end_s, 3), "server_fsyncs": fsyncs,
-                "fsyncs_per_s": round(fsyncs / end_to_end_s), "msgs_per_fsync": round(count / fsyncs, 1) if fsyncs else None}
+                "fsyncs_per_s": round(fsyncs / end_to_end_s), "msgs_per_fsync": round(count / fsyncs, 1) if fsyncs else None,
+                "server_fsync_ms_avg": store.get("fsync_ms_avg")}
     finally:
         proc.terminate()
         proc.wait(30)
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
         runs["transient"].append(run_flow(args.count, args.size, args.window, args.prefetch, False, False, args.fsync))
         d, t = runs["durable"][-1], runs["transient"][-1]
         print(f"run {i + 1}: durable {d['msgs_per_s']:,} msg/s ({d['server_fsyncs']} fsyncs, "
-              f"{d['msgs_per_fsync']} msgs/fsync), transient {t['msgs_per_s']:,} msg/s, "
+              f"{d['msgs_per_fsync']} msgs/fsync, {d['server_fsync_ms_avg']} ms each), transient {t['msgs_per_s']:,} msg/s, "
               f"disk {runs['disk_fsyncs_per_s'][-1]:,} fsyncs/s", flush=True)
 
     def med(rows, key):
@@ -193,6 +194,7 @@ def main(argv=None) -> int:
         "durable_produce_msgs_per_s": med(runs["durable"], "produce_msgs_per_s"),
         "durable_server_fsyncs_per_s": med(runs["durable"], "fsyncs_per_s"),
         "durable_msgs_per_fsync": med(runs["durable"], "msgs_per_fsync"),
+        "durable_server_fsync_ms_avg": med(runs["durable"], "server_fsync_ms_avg"),
         "transient_msgs_per_s": med(runs["transient"], "msgs_per_s"),
         "disk_fsyncs_per_s": statistics.median(runs["disk_fsyncs_per_s"]),
         "raw": runs,

@@ -35,7 +35,9 @@ class PublisherFlowControl:
             self.check()
 
     def queued_bytes(self) -> int:
-        return sum(q.ready_bytes for q in self.server.broker.queues.values())
+        total = sum(q.ready_bytes for q in self.server.broker.queues.values())
+        # durable store (issue 4): bodies it paged out to the journal take no memory
+        return total - getattr(self.server.store, "paged_bytes", 0)
 
     def check(self) -> None:
         self.pending = 0

@@ -129,7 +129,8 @@ class MinibrokerServer(BrokerServer):
     features = ("publisher_confirms", "exchange_to_exchange_bindings", "dead_lettering",
                 "priorities", "single_active_consumer", "delivery_limit")
 
-    def __init__(self, *args, store=None, fsync: str = "always", fsync_interval_ms: int = 200, **kwargs):
+    def __init__(self, *args, store=None, fsync: str = "always", fsync_interval_ms: int = 200,
+                 journal_segment_bytes: int = 64 << 20, **kwargs):
         super().__init__(*args, **kwargs)
         self.store = store if store is not None else TransientStore()
         self.broker = Broker(store=self.store)
@@ -137,6 +138,7 @@ class MinibrokerServer(BrokerServer):
         # definitions and persistent messages on disk (minibroker/store/, docs/minibroker-durability.md).
         self._durable = store is None and bool(self.data_dir)
         self.fsync_policy, self.fsync_interval_ms = fsync, fsync_interval_ms
+        self.journal_segment_bytes = journal_segment_bytes
 
     @classmethod
     def add_arguments(cls, parser) -> None:
@@ -146,11 +148,15 @@ class MinibrokerServer(BrokerServer):
                                  "default), interval (fsync every --fsync-interval-ms), never (page cache only)")
         parser.add_argument("--fsync-interval-ms", type=int, default=200,
                             help="fsync period under --fsync interval (default 200)")
+        parser.add_argument("--journal-segment-bytes", type=int, default=64 << 20,
+                            help="size of a message journal segment file (default 64 MiB); smaller segments "
+                                 "are garbage-collected and compacted sooner")
 
     @classmethod
     def from_args(cls, args):
         server = super().from_args(args)
         server.fsync_policy, server.fsync_interval_ms = args.fsync, args.fsync_interval_ms
+        server.journal_segment_bytes = args.journal_segment_bytes
         return server
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -160,7 +166,8 @@ class MinibrokerServer(BrokerServer):
         if self._durable:   # durable store (issue 4)
             from .store.broker_store import BrokerStore
             self.store = self.broker.store = BrokerStore(self.data_dir, fsync=self.fsync_policy,
-                                                         fsync_interval_ms=self.fsync_interval_ms)
+                                                         fsync_interval_ms=self.fsync_interval_ms,
+                                                         segment_bytes=self.journal_segment_bytes)
         self.store.recover(self.broker)
         self.every(TICK_SECONDS, self.broker.tick)
 

@@ -12,7 +12,7 @@ It translates the core's hooks into the two storage components and back:
 - `when_durable(callback)` -> `MessageJournal.commit()`: the confirm callback runs once the
   turn's records are as safe as the fsync policy promises (after the fdatasync under `always`);
 - `read_body(msg)`: bodies of messages deep in a backlog are dropped from memory after the
-  turn that journaled them (`KEEP_BODIES`) and read back from the journal when delivered;
+  turn that journaled them (`KEEP_BODY_BYTES`) and read back from the journal when delivered;
 - `recover(broker)`: rebuilds durable exchanges, queues, bindings and the persistent
   messages (with their redelivered flag, delivery count and remaining TTL), and logs it.
 
@@ -31,27 +31,30 @@ from .journal import ACK, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, Mess
 
 log = logging.getLogger("minibroker.store")
 
-# A queue keeps the bodies of its first KEEP_BODIES ready messages in memory; deeper in the
-# backlog, bodies live only in the journal until they are about to be delivered.
-KEEP_BODIES = 2048
+# A queue keeps the bodies of the first KEEP_BODY_BYTES of its ready messages in memory; deeper
+# in the backlog, bodies live only in the journal until they are about to be delivered.
+KEEP_BODY_BYTES = 4 * 1024 * 1024
 # Distinct property maps and routing keys remembered for sharing (the cache is reset when full).
 SHARED_PROPERTIES = 10_000
 
 
 class BrokerStore:
     def __init__(self, data_dir: str, fsync: str = "always", fsync_interval_ms: int = DEFAULT_FSYNC_INTERVAL_MS,
-                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, keep_bodies: int = KEEP_BODIES):
+                 segment_bytes: int = DEFAULT_SEGMENT_BYTES, keep_body_bytes: int = KEEP_BODY_BYTES):
         self.data_dir = data_dir
         self.definitions = DefinitionsStore(data_dir)
         self.journal = MessageJournal(os.path.join(data_dir, "journal"), fsync=fsync,
                                       fsync_interval_ms=fsync_interval_ms, segment_bytes=segment_bytes)
-        self.keep_bodies = keep_bodies
+        self.keep_body_bytes = keep_body_bytes
         self._recovering = False
         self._settles: dict[str, list] = {}
         self._deliveries: dict[str, list] = {}
         self._drop_bodies: list = []
         self._shared_props: dict[bytes, dict] = {}
         self._shared_keys: dict[str, str] = {}
+        # Bytes of message bodies dropped from memory (kept only in the journal) and not yet
+        # paged back in or settled: what the memory alarm must not count.
+        self.paged_bytes = 0
         self._turn_scheduled = False
         self._callbacks_running = 0
         self._loop = None
@@ -141,6 +144,7 @@ class BrokerStore:
             q._next_position += 1
             q.ready.append(msg)
             q.ready_bytes += msg.size
+            self.paged_bytes += msg.size
             counter[0] += 1
 
         return restore, counter
@@ -200,14 +204,15 @@ class BrokerStore:
                 self._shared_keys.clear()
             shared_rk = self._shared_keys[rk] = rk
         msg.routing_key = shared_rk
-        msg.store_id = self.journal.append_publish((queue.name,), msg.exchange, shared_rk, props, msg.body,
-                                                   properties_bin=props_bin)
-        if len(queue.ready) >= self.keep_bodies:
+        msg.store_id = self.journal.append_publish_one(queue.name, msg.exchange, shared_rk, props_bin, msg.body)
+        if queue.ready_bytes >= self.keep_body_bytes:
             # Not now: the core may still copy this message's body to other queues this turn.
             self._drop_bodies.append(msg)
             self._want_flush()
 
     def settle(self, queue, msg) -> None:
+        if msg.body is None:
+            self.paged_bytes -= msg.size
         ids = self._settles.get(queue.name)
         if ids is None:
             ids = self._settles[queue.name] = []
@@ -222,7 +227,12 @@ class BrokerStore:
         counts.append((msg.store_id, msg.delivery_count + 1))
 
     def read_body(self, msg) -> bytes:
-        return self.journal.read_body(msg.store_id)
+        """Page a body back in for delivery; it stays in memory while the message is unacked."""
+        body = self.journal.read_body(msg.store_id)
+        if msg.body is None:
+            msg.body = body
+            self.paged_bytes -= msg.size
+        return body
 
     def _want_flush(self) -> None:
         if not self._turn_scheduled and self._loop is not None:
@@ -243,9 +253,12 @@ class BrokerStore:
         if self._drop_bodies:
             drop, self._drop_bodies = self._drop_bodies, []
             journal = self.journal
+            paged = 0
             for m in drop:
-                if m.store_id in journal:
+                if m.store_id in journal and m.body is not None:
                     m.body = None
+                    paged += m.size
+            self.paged_bytes += paged
 
     # ==== confirms ============================================================================
     def when_durable(self, callback) -> None:
@@ -270,8 +283,9 @@ class BrokerStore:
     def describe(self) -> dict:
         """Figures for server_info: policy, fsyncs, journal size, what recovery found."""
         j = self.journal
-        return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"], "journal_records": j.stats["records"],
-                "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages,
+        return {"fsync": j.policy, "fsyncs": j.stats["fsyncs"],
+                "fsync_ms_avg": round(j.stats["fsync_us"] / j.stats["fsyncs"] / 1000, 3) if j.stats["fsyncs"] else None, "journal_records": j.records_appended,
+                "journal_bytes_written": j.stats["bytes_written"], "live_messages": j.live_messages, "paged_out_bytes": self.paged_bytes,
                 "segments": len(j.segments), "disk_bytes": j.disk_bytes(),
                 "compactions": j.stats["compactions"], "segments_deleted": j.stats["segments_deleted"],
                 "recovered": self.recovered}

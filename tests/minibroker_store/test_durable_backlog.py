@@ -79,10 +79,13 @@ def run_backlog(spawn_server, tmp_path, count):
     recover_s = time.monotonic() - began
     c = DurableClient(server.host, server.port)
     assert c.queue(QUEUE)["message_count"] == count
+    # Every recovered body is on disk only, and the memory alarm knows it.
+    assert c.conn.call("server_info")["store"]["paged_out_bytes"] == count * BODY
     recovered_hwm = rss_kib(server.proc.pid, "VmHWM")
     began = time.monotonic()
     assert consume_all(c, count) == count
     consume_s = time.monotonic() - began
+    assert c.conn.call("server_info")["store"]["paged_out_bytes"] == 0
     c.close()
     hwm = rss_kib(server.proc.pid, "VmHWM")
     backlog_kib = count * BODY // 1024

@@ -163,3 +163,31 @@ def test_journal_is_readable_offline_after_restart(broker, tmp_path):
     rec = j.open()
     assert [j.read_body(m.msg_id) for m in rec.queues["offline"]] == [b"a", b"b"]
     j.close_sync()
+
+
+def test_memory_alarm_ignores_bodies_paged_out_to_the_journal(broker):
+    """A persistent backlog bigger than the memory limit is fine: its bodies are on disk."""
+    def lower_limit():
+        fc = broker.server.flow_control
+        # Above the 4 MiB of bodies a queue keeps in memory (KEEP_BODY_BYTES), far below the backlog.
+        fc.limit, fc.resume_below = 6 << 20, 5 << 20
+    broker.call(lower_limit)
+    c = client(broker)
+    c.queue("big")
+    c.confirm_select()
+    for _ in range(40):
+        c.publish_batch("big", [b"b" * 1024] * 500)     # 20 MiB in all
+        c.wait_confirms(timeout=10)
+    assert c.queue("big")["message_count"] == 20_000
+    assert broker.call(lambda: broker.server.flow_control.alarm) is False
+    c.close()
+
+
+def test_bad_fsync_flag_is_refused_with_the_choices(tmp_path):
+    import subprocess
+    import sys
+    from harness import ROOT
+    proc = subprocess.run([sys.executable, "-m", "minibroker", "--port", "0", "--data-dir", str(tmp_path),
+                           "--fsync", "sometimes"], capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert proc.returncode != 0
+    assert "always" in proc.stderr and "interval" in proc.stderr and "never" in proc.stderr

@@ -292,3 +292,37 @@ async def test_a_failed_write_fails_the_commit_and_loses_nothing_once_the_disk_r
     assert [m.msg_id for m in rec.queues["q"]] == [first, second]
     assert rec.truncated_bytes == 0
     await j.close()
+
+
+async def test_a_record_with_a_valid_crc_but_a_bad_payload_is_cut_not_fatal(tmp_path, store_log):
+    from minibroker.store.records import PUBLISH, encode_record
+    j, _ = reopen(tmp_path)
+    good = j.append_publish(["q"], "", "q", None, b"good")
+    await j.close()
+    path = tmp_path / seg_files(tmp_path)[-1]
+    with open(path, "ab") as f:
+        f.write(encode_record(PUBLISH, b"\xa5hello"))    # msgpack "hello": not a PUBLISH array
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [good]
+    assert any("unreadable payload" in r.getMessage() for r in store_log.records)
+    assert any("cut" in r.getMessage() for r in store_log.records)
+    await j.close()
+
+
+async def test_hot_path_publish_writes_the_same_record_as_the_general_path(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=512)
+    ids = []
+    for i in range(40):   # enough to roll segments through both paths
+        if i % 2:
+            ids.append(j.append_publish_one("q", "ex", "rk", j.pack_properties(PROPS), b"one-%d" % i))
+        else:
+            ids.append(j.append_publish(["q"], "ex", "rk", PROPS, b"gen-%d" % i))
+    await j.commit()
+    assert len(j.segments) > 2
+    await j.close()
+    j, rec = reopen(tmp_path)
+    msgs = rec.queues["q"]
+    assert [m.msg_id for m in msgs] == ids
+    assert all(m.properties == PROPS and (m.exchange, m.routing_key) == ("ex", "rk") for m in msgs)
+    assert [j.read_body(i) for i in ids] == [(b"gen-%d" if n % 2 == 0 else b"one-%d") % n for n in range(40)]
+    await j.close()

@@ -89,7 +89,11 @@ class JournalMachine(RuleBasedStateMachine):
           size=st.integers(0, 600))
     def publish(self, queues, size):
         body = os.urandom(size)
-        msg_id = self.journal.append_publish(queues, "ex", "rk", {"delivery_mode": 2}, body)
+        if len(queues) == 1 and size % 2:   # the broker's hot path, checked by the same model
+            j = self.journal
+            msg_id = j.append_publish_one(queues[0], "ex", "rk", j.pack_properties({"delivery_mode": 2}), body)
+        else:
+            msg_id = self.journal.append_publish(queues, "ex", "rk", {"delivery_mode": 2}, body)
         self.ops.append(("publish", msg_id, tuple(queues), body))
 
     @precondition(lambda self: self.current())
