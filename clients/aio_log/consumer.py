@@ -16,6 +16,7 @@ The decoding and the offset bookkeeping follow `clients/log/consumer.py`.
 
 import asyncio
 import collections
+import gc
 import logging
 import re
 import time
@@ -469,6 +470,10 @@ class AIOKafkaConsumer:
         topic, partition = part.tp
         kd, vd = self._key_deserializer, self._value_deserializer
         out = []
+        # As in clients/log/consumer.py: no cyclic GC passes while the records are built.
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
         try:
             for h, mv in iter_batches(records):
                 base, first = h.base_offset, h.first_timestamp
@@ -484,6 +489,9 @@ class AIOKafkaConsumer:
             self._error = KafkaError(f"corrupt record batch in {topic}-{partition} at offset {offset}: {exc}")
             self._data.set()
             return
+        finally:
+            if paused:
+                gc.enable()
         if out:
             self._chunks.append([part, out, 0, epoch, len(records)])
             self._buffered_bytes += len(records)

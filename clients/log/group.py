@@ -49,11 +49,15 @@ class GroupMembership:
         self.state = UNJOINED
         self.topics: list[str] = []
         self.owned: dict[str, list[int]] = {}
+        # Kafka's incremental cooperative rebalancing (KIP-429) when every configured assignor
+        # supports it: a rebalance revokes only the partitions that move.
+        self.cooperative = all(s == "cooperative-sticky" for s in strategies)
         self._reply = None          # (kind, result, error) of the last join/sync reply
         self._hb_in_flight = False
         self._hb_verdict = None     # error code of the last failed heartbeat
         self._next_hb = 0.0
         self._retry_at = 0.0
+        self._next_topic_check = 0.0
 
     # ---- state machine ------------------------------------------------------------------
     def rejoin(self) -> None:
@@ -75,11 +79,14 @@ class GroupMembership:
             code, self._hb_verdict = self._hb_verdict, None
             if self.state == STABLE:
                 if code == ErrorCode.REBALANCE_IN_PROGRESS:
-                    c._revoke_assignment(lost=False)
+                    if not self.cooperative:
+                        c._revoke_assignment(lost=False)
+                    # cooperative: keep reading the owned partitions while the group rebalances
                 else:
                     if code == ErrorCode.UNKNOWN_MEMBER_ID:
                         self.member_id = ""
                     c._revoke_assignment(lost=True)
+                    self.owned = {}
                 self.state = UNJOINED
         if self._reply is not None:
             kind, result, error = self._reply
@@ -90,7 +97,14 @@ class GroupMembership:
                 self._synced(result, error)
         if self.state == UNJOINED and now >= self._retry_at:
             self._send_join()
-        elif self.state == STABLE and not self._hb_in_flight and now >= self._next_hb:
+        elif self.state == STABLE and c._watch_topics and now >= self._next_topic_check:
+            self._next_topic_check = now + 1.0
+            if c._subscription_changed():
+                if not self.cooperative:
+                    c._revoke_assignment(lost=False)
+                self.state = UNJOINED
+                self._send_join()
+        if self.state == STABLE and not self._hb_in_flight and now >= self._next_hb:
             self._hb_in_flight = True
             self._next_hb = now + self.heartbeat_interval
             c._conn.send_with("heartbeat", {"group_id": self.group_id, "generation_id": self.generation,
@@ -160,6 +174,12 @@ class GroupMembership:
         counts = self.consumer._partition_counts(topics)
         assignor = ASSIGNORS.get(self.protocol) or ASSIGNORS[self.strategies[0]]
         plan = assignor(subscriptions, counts, owned)
+        if self.protocol == "cooperative-sticky":
+            # A partition moving between members is given to nobody in this round: its owner
+            # revokes it and rejoins, and the next round hands it over (KIP-429's two phases).
+            owner = {(t, p): m for m, ts in owned.items() for t, ps in ts.items() for p in ps}
+            plan = {m: {t: [p for p in ps if owner.get((t, p), m) == m] for t, ps in tps.items()}
+                    for m, tps in plan.items()}
         return [[m, msgpack.packb(plan.get(m, {}), use_bin_type=True)] for m in subscriptions]
 
     def _synced(self, result, error) -> None:
@@ -178,10 +198,16 @@ class GroupMembership:
         except Exception:
             plan = {}
             self.consumer._report_error(KafkaError(KafkaError._BAD_MSG, "the group leader sent an unreadable assignment"))
-        self.owned = {t: list(ps) for t, ps in plan.items()}
+        self.owned = {t: list(ps) for t, ps in plan.items() if ps}
         self.state = STABLE
         self._next_hb = time.monotonic() + self.heartbeat_interval
-        self.consumer._assigned_by_group(sorted((t, p) for t, ps in plan.items() for p in ps))
+        tps = sorted((t, p) for t, ps in plan.items() for p in ps)
+        if self.protocol == "cooperative-sticky" and self.cooperative:
+            if self.consumer._assigned_incrementally(tps):
+                self.state = UNJOINED  # we gave partitions up: rejoin so the group can hand them over
+                self._retry_at = 0.0
+        else:
+            self.consumer._assigned_by_group(tps)
 
     def leave(self) -> None:
         """Leave the group (on close/unsubscribe) so the others rebalance at once, not after a session timeout."""

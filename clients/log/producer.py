@@ -24,6 +24,7 @@ import time
 import msgpack
 
 from ..protocol.errors import BrokerError
+from ..protocol.framing import DEFAULT_MAX_FRAME
 from ..record_batch import _pack_batch  # the header/CRC writer; rows are packed here already
 from ..rpc import ConnectionClosed
 from .config import Config
@@ -59,13 +60,14 @@ class _OpenBatch:
     """The records of one partition waiting to be sent, kept as wire-ready rows."""
 
     __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "callbacks", "deadline", "partition",
-                 "last_index", "max_size")
+                 "last_index", "max_size", "closed_at")
 
     def __init__(self, partition: int, deadline: float, max_count: int, max_size: int):
         self.rows = []
         self.size = 0
         self.last_index = max_count - 1  # the batch is full once a record lands at this index
         self.max_size = max_size
+        self.closed_at = 0.0
         self.first_ts = None  # set by the first record (its timestamp, or now)
         self.dflt = 0         # timestamp delta of records produced without a timestamp
         self.max_ts = None
@@ -118,14 +120,23 @@ class Producer:
         self._ready: list = []        # closed batches not sent yet: (topic, partition, bytes, batch)
         self._in_flight = 0           # produce requests awaiting a reply
         self._in_flight_sent = collections.deque()  # (sent monotonic time, rid) to time requests out
+        self._groups_in_flight: dict[int, list] = {}  # id(group) -> batches of a request awaiting its reply
+        self._retry_at = 0.0          # after a failed connect, when to try again
         self._reports = collections.deque()  # (callback, error, message) to serve in poll()
         self._count = 0               # records in closed batches not yet reported
         self._bytes = 0
         self._keys = KeyPartitioner()
         self._closed = False
-        self._connect()
+        try:
+            self._connect()
+            max_frame = self._conn.state.max_frame
+        except KafkaException as exc:
+            # As with librdkafka, a producer can be made while the server is away; records
+            # wait for it (up to message.timeout.ms).
+            log.warning("minilog producer: %s; will connect when records are sent", exc.args[0])
+            max_frame = DEFAULT_MAX_FRAME
         # One produce request is one frame: a batch (with the envelope) must fit in max_frame.
-        self._max_request = self._conn.state.max_frame - 64 * 1024
+        self._max_request = max_frame - 64 * 1024
         self._batch_bytes = min(self._batch_bytes, self._max_request)
         # linger.ms 0 sends each record at once: a deadline in the past closes every batch.
         self._linger_deadline = (lambda: float("-inf")) if self._linger == 0 else (
@@ -146,6 +157,9 @@ class Producer:
             raise TypeError("topic must be a non-empty str")
         try:
             meta = self._connect().call("metadata", {"topics": [topic]})
+        except ConnectionClosed as exc:
+            self._connection_lost(exc)
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, f"metadata for {topic!r}: {exc}")) from None
         except BrokerError as exc:
             if exc.code == "NOT_FOUND":
                 return None
@@ -274,6 +288,7 @@ class Producer:
             t.current = None
         self._count += len(acc.rows)
         self._bytes += acc.size
+        acc.closed_at = time.monotonic()
         for i, (_, a) in enumerate(self._open):
             if a is acc:
                 del self._open[i]
@@ -305,11 +320,16 @@ class Producer:
             return
         conn = self._conn
         if conn is None or conn.closed:
+            self._expire_ready()
+            if time.monotonic() < self._retry_at or not self._ready:
+                return
             try:
                 conn = self._connect()
             except KafkaException as exc:
-                self._fail_batches(self._ready, exc.args[0])
-                self._ready = []
+                # The server is away (a restart?): keep the batches and try again shortly;
+                # they fail with _MSG_TIMED_OUT once message.timeout.ms has passed.
+                self._retry_at = time.monotonic() + 0.1
+                log.info("minilog producer: %s; will retry", exc.args[0])
                 return
         while self._ready and self._in_flight < self._max_in_flight:
             # One request carries at most one batch per partition, so replies map back by (topic, partition).
@@ -334,9 +354,10 @@ class Producer:
                     rid = conn.send_with("produce", args, lambda result, error, g=group: self._on_reply(g, result, error))
                     self._in_flight += 1
                     self._in_flight_sent.append((time.monotonic(), rid))
+                    self._groups_in_flight[id(group)] = group
             except ConnectionClosed as exc:
+                self._ready = group + self._ready
                 self._connection_lost(exc)
-                self._fail_batches(group, KafkaError(KafkaError._TRANSPORT, str(exc)))
                 return
         try:
             conn.flush()
@@ -349,6 +370,7 @@ class Producer:
 
     def _on_reply(self, group, result, error) -> None:
         self._in_flight -= 1
+        self._groups_in_flight.pop(id(group), None)
         if error is not None:
             self._fail_batches(group, exception_from(error).args[0])
             return
@@ -384,12 +406,29 @@ class Producer:
         self._delivered(group, err)
 
     def _connection_lost(self, exc) -> None:
+        """The connection broke: send the unanswered batches again on the next connection.
+
+        Their replies are lost, not necessarily their appends, so a batch may be stored twice
+        (at-least-once, as Kafka without idempotence).
+        """
         conn = self._conn
         if conn is not None:
             conn.closed = True
-            conn.fail_all(exc if isinstance(exc, BrokerError) else ConnectionClosed(str(exc)))
+            conn.callbacks.clear()
+        retry = [item for group in self._groups_in_flight.values() for item in group]
+        self._groups_in_flight.clear()
+        self._ready = retry + self._ready
         self._in_flight = 0
         self._in_flight_sent.clear()
+
+    def _expire_ready(self) -> None:
+        """Fail batches waiting for a connection longer than message.timeout.ms."""
+        limit = time.monotonic() - self._message_timeout
+        expired = [item for item in self._ready if item[3].closed_at < limit]
+        if expired:
+            self._ready = [item for item in self._ready if item[3].closed_at >= limit]
+            self._fail_batches(expired, KafkaError(KafkaError._MSG_TIMED_OUT,
+                                                   "Local: Message timed out (no connection to the server)"))
 
     def _pump(self, timeout) -> None:
         try:
@@ -439,6 +478,8 @@ class Producer:
         while True:
             if self._open:
                 self._close_due()
+            if self._ready:
+                self._send_ready()  # batches waiting for a connection
             busy = self._conn_busy()
             if served or (deadline is not None and time.monotonic() >= deadline):
                 if busy:
@@ -477,14 +518,10 @@ class Producer:
             if self._ready:
                 self._send_ready()
             if self._in_flight:
-                self._pump(remaining(deadline) if deadline is not None else 1.0)
+                self._pump(min(remaining(deadline), 1.0) if deadline is not None else 1.0)
                 self._expire()
-            elif not self._ready and self._count > 0 and not self._reports:
-                # Records remain but nothing is in flight: the connection failed under them.
-                self._close_all()
-                self._send_ready()
-                if not self._in_flight and not self._ready:
-                    time.sleep(0.01)
+            else:
+                time.sleep(0.01)  # batches wait for a connection (or for their reports)
 
     def purge(self, in_queue=True, in_flight=True, blocking=True) -> None:
         """Drop records not yet sent; their delivery reports carry _PURGE_QUEUE."""

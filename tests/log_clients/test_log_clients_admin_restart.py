@@ -122,3 +122,29 @@ def test_producer_reconnects_after_server_restart(spawn_server, tmp_path):
     assert values[0] == b"before" and values[-1] == b"after"
     c.close()
     p.close()
+
+
+def test_group_consumer_survives_a_server_restart(spawn_server, tmp_path):
+    server = spawn_server("minilog", data_dir=tmp_path / "consumer-restart")
+    bs = f"127.0.0.1:{server.port}"
+    AdminClient({"bootstrap.servers": bs}).create_topics([NewTopic("steady", 2)])["steady"].result(5)
+    p = Producer({"bootstrap.servers": bs, "acks": "all"})
+    for i in range(20):
+        p.produce("steady", b"%d" % i, partition=i % 2)
+    assert p.flush(10) == 0
+    c = Consumer({"bootstrap.servers": bs, "group.id": "steady", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, "heartbeat.interval.ms": 100, "fetch.wait.max.ms": 100})
+    c.subscribe(["steady"])
+    first = drain(c, 20)
+    c.commit(asynchronous=False)
+    server.stop()
+    server.start(port=server.port)
+    for i in range(20, 30):
+        p.produce("steady", b"%d" % i, partition=i % 2)
+    assert p.flush(20) == 0  # the producer reconnects and resends what was in flight
+    rest = []
+    wait_until(lambda: rest.extend(m for m in c.consume(10, 0.2) if m.error() is None) or len(rest) >= 10,
+               20, message="records produced after the restart")
+    assert sorted(int(m.value()) for m in first + rest) == list(range(30))
+    c.close()
+    p.close()

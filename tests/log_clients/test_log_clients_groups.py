@@ -1,7 +1,6 @@
 """Consumer groups over the real wire: splitting partitions, takeover, generations, assignors."""
 
 import threading
-import time
 
 import pytest
 from log_client_helpers import drain
@@ -277,3 +276,76 @@ def test_assignors_are_balanced_and_deterministic():
     s = sticky_assign({"a": ["t"], "b": ["t"], "c": ["t"]}, {"t": 7}, owned)
     assert set(s["a"]["t"]) <= {0, 1, 2, 3} and set(s["b"]["t"]) <= {4, 5, 6}
     assert sorted(len(v["t"]) for v in s.values()) == [2, 2, 3]
+
+
+def test_subscribing_before_the_topic_exists(admin, producer, consumer):
+    c = consumer(**{"group.id": "early", **FAST_GROUP})
+    c.subscribe(["later-topic"])
+    seen = []
+    # (a Message with no value is falsy, as in confluent-kafka: len() is the value's length)
+    wait_until(lambda: seen.extend(m for m in [c.poll(0.05)] if m is not None) or seen, 10, message="an error")
+    assert seen[0].error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+    from clients.log import NewTopic
+    admin.create_topics([NewTopic("later-topic", 2)])["later-topic"].result(5)
+    p = producer()
+    for i in range(10):
+        p.produce("later-topic", b"%d" % i, partition=i % 2)
+    p.flush(10)
+    got = drain(c, 10)  # the group notices the topic and rejoins to take it
+    assert sorted(int(m.value()) for m in got) == list(range(10))
+
+
+def test_regex_subscription(make_topic, producer, consumer):
+    a = make_topic(1, name="metrics-a")
+    b = make_topic(1, name="metrics-b")
+    make_topic(1, name="other-x")
+    p = producer()
+    for t in (a, b, "other-x"):
+        p.produce(t, t.encode())
+    p.flush(10)
+    c = consumer(**{"group.id": "rx", **FAST_GROUP})
+    c.subscribe(["^metrics-.*"])
+    got = drain(c, 2)
+    assert sorted(m.value() for m in got) == [b"metrics-a", b"metrics-b"]
+
+
+def test_cooperative_sticky_moves_only_what_it_must(bootstrap, make_topic, producer):
+    topic = make_topic(4)
+    conf = {"bootstrap.servers": bootstrap, "group.id": "coop", "partition.assignment.strategy": "cooperative-sticky",
+            "auto.offset.reset": "earliest", **FAST_GROUP}
+    events = []
+    c1, c2 = Consumer(conf), Consumer(conf)
+    try:
+        c1.subscribe([topic], on_assign=lambda c, ps: events.append(("assign1", sorted(tp.partition for tp in ps))),
+                     on_revoke=lambda c, ps: events.append(("revoke1", sorted(tp.partition for tp in ps))))
+        wait_until(lambda: c1.poll(0.05) is None and len(c1.assignment()) == 4, 10, message="c1 owns all")
+        c2.subscribe([topic])
+        stop = threading.Event()
+        t = _poll_in_thread(c2, stop)
+        wait_until(lambda: c1.poll(0.05) is None and len(c1.assignment()) == 2 and len(c2.assignment()) == 2, 15,
+                   message="two members with two partitions each")
+        stop.set()
+        t.join(5)
+        # c1 gave up exactly two partitions and never the two it kept.
+        kept = sorted(tp.partition for tp in c1.assignment())
+        revoked = [e for e in events if e[0] == "revoke1"]
+        assert revoked and len(revoked[0][1]) == 2 and not set(revoked[0][1]) & set(kept), events
+        assert events[0] == ("assign1", [0, 1, 2, 3])
+        assert sorted(tp.partition for tp in c1.assignment() + c2.assignment()) == [0, 1, 2, 3]
+        p = producer()
+        for i in range(8):
+            p.produce(topic, b"%d" % i, partition=i % 4)
+        p.flush(10)
+        got = []
+        stop = threading.Event()
+        t = threading.Thread(target=lambda: [got.extend(m for m in [c2.poll(0.05)] if m is not None and m.error() is None)
+                                             for _ in iter(stop.is_set, True)], daemon=True)
+        t.start()
+        mine = drain(c1, 4)
+        wait_until(lambda: len(got) >= 4, 10, message="c2's records")
+        stop.set()
+        t.join(5)
+        assert sorted((m.partition(), m.offset()) for m in mine + got) == [(p, o) for p in range(4) for o in range(2)]
+    finally:
+        c2.close()
+        c1.close()
