@@ -4,6 +4,7 @@
     python -m bench run WORKLOAD|all [--systems minibroker,minilog,minilog-aio,rabbitmq,kafka,nats,redis]
                         [--duration S] [--repeat N] [--start-peers] [--peer-url NAME=URL ...]
                         [--json-dir bench/results] [--count N] [--workers N] [--partitions N]
+                        [--only rate=1000,size=65536]
     python -m bench report [--json-dir bench/results] [--out bench/RESULTS.md] [--charts bench/charts]
 
 (`python -m bench.codec` is a separate micro-benchmark of the protocol decoder.)
@@ -60,6 +61,8 @@ def _run(args) -> int:
         options["workers"] = args.workers
     if args.partitions:
         options["partitions"] = args.partitions
+    if args.only:
+        options["only"] = args.only.split(",")
     say = lambda s: print(s, file=sys.stderr, flush=True)
     # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers and workers this
     # session started are stopped by the `finally` blocks instead of outliving it.
@@ -104,6 +107,7 @@ def main(argv=None) -> int:
     r.add_argument("--count", type=int, help="messages for replay/backlog (default 100000)")
     r.add_argument("--workers", type=int, help="task-queue workers (default 2)")
     r.add_argument("--partitions", type=int, help="telemetry partitions/queues (default 4)")
+    r.add_argument("--only", help="run only the cases with these labels, e.g. rate=1000,size=65536")
     p = sub.add_parser("report", help="write RESULTS.md and charts from saved JSON")
     p.add_argument("--json-dir", default="bench/results")
     p.add_argument("--out", default="bench/RESULTS.md")

@@ -165,7 +165,11 @@ WORKLOADS = {w.name: w for w in [
 def cases_for(name: str, duration: float, options: dict | None = None) -> list[Case]:
     if name not in WORKLOADS:
         raise KeyError(f"unknown workload {name!r}; `python -m bench list` shows them")
-    return WORKLOADS[name].cases(duration, options or {})
+    options = options or {}
+    cases = WORKLOADS[name].cases(duration, options)
+    if options.get("only"):
+        cases = [c for c in cases if c.label in options["only"]]
+    return cases
 
 
 def with_duration(case: Case, duration: float) -> Case:
