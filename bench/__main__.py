@@ -1,7 +1,7 @@
 """python -m bench: list the workloads, run them against the brokers, turn results into a report.
 
     python -m bench list
-    python -m bench run WORKLOAD|all [--systems minibroker,minilog,minilog-aio,rabbitmq,kafka,nats,redis]
+    python -m bench run WORKLOAD|all [--systems minibroker,minibroker-pika,minilog,minilog-aio,rabbitmq,rabbitmq-pika,kafka,nats,redis]
                         [--duration S] [--repeat N] [--start-peers] [--peer-url NAME=URL ...]
                         [--json-dir bench/results] [--count N] [--workers N] [--partitions N]
                         [--only rate=1000,size=65536]
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     sub.add_parser("list", help="the workloads and systems")
     r = sub.add_parser("run", help="run a workload (or 'all') against the systems")
     r.add_argument("workload")
-    r.add_argument("--systems", default="minibroker,minilog,minilog-aio,rabbitmq,kafka,nats,redis")
+    r.add_argument("--systems", default="minibroker,minibroker-pika,minilog,minilog-aio,rabbitmq,rabbitmq-pika,kafka,nats,redis")
     r.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds of producing per run")
     r.add_argument("--repeat", type=int, default=3)
     r.add_argument("--start-peers", action="store_true", help="start installed peer servers on loopback")

@@ -46,7 +46,9 @@ class Servers:
                 elif name in OWN:
                     self.handles[name] = start_own(OWN_MODULES[name], system=name)
                 elif start_peers:
-                    self.handles[name] = PEER_STARTERS[name]()
+                    starter = PEER_STARTERS[name]
+                    self.handles[name] = (starter(system=name) if name == "rabbitmq-pika"
+                                          else starter())
                 else:
                     self._skip(name, f"not started (pass --start-peers, or --peer-url {name}=URL)", say)
                     continue

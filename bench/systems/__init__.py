@@ -12,18 +12,22 @@ ADAPTERS = {
     "minilog": ("bench.systems.kafka_style", "MinilogAdapter"),
     "minilog-aio": ("bench.systems.aiokafka_style", "MinilogAioAdapter"),
     "rabbitmq": ("bench.systems.amqp_style", "RabbitMQAdapter"),
+    "rabbitmq-pika": ("bench.systems.pika_style", "RabbitMQPikaAdapter"),
+    "minibroker-pika": ("bench.systems.pika_style", "MinibrokerPikaAdapter"),
     "kafka": ("bench.systems.kafka_style", "KafkaAdapter"),
     "nats": ("bench.systems.nats_js", "NatsAdapter"),
     "redis": ("bench.systems.redis_streams", "RedisAdapter"),
 }
 
-OWN = ("minibroker", "minilog", "minilog-aio")
-OWN_MODULES = {"minibroker": "minibroker", "minilog": "minilog", "minilog-aio": "minilog"}
-PEERS = ("rabbitmq", "kafka", "nats", "redis")
+OWN = ("minibroker", "minibroker-pika", "minilog", "minilog-aio")
+OWN_MODULES = {"minibroker": "minibroker", "minibroker-pika": "minibroker", "minilog": "minilog",
+               "minilog-aio": "minilog"}
+PEERS = ("rabbitmq", "rabbitmq-pika", "kafka", "nats", "redis")
 
 # The Python module each adapter needs; a missing one skips the system with one line.
 CLIENT_MODULES = {"minibroker": "clients.aio_broker", "minilog": "clients.log",
-                  "minilog-aio": "clients.aio_log",
+                  "minilog-aio": "clients.aio_log", "minibroker-pika": "clients.broker",
+                  "rabbitmq-pika": "pika",
                   "rabbitmq": "aio_pika", "kafka": "confluent_kafka", "nats": "nats",
                   "redis": "redis"}
 
@@ -32,6 +36,8 @@ DESCRIPTIONS = {
     "minilog": "log (this repo), via clients.log (confluent-kafka API)",
     "minilog-aio": "log (this repo), via clients.aio_log (aiokafka API)",
     "rabbitmq": "RabbitMQ, via aio-pika",
+    "rabbitmq-pika": "RabbitMQ, via pika (blocking, no confirms)",
+    "minibroker-pika": "routing queue (this repo), via clients.broker (pika API, blocking)",
     "kafka": "Kafka protocol (tansu, memory storage), via confluent-kafka",
     "nats": "NATS JetStream (file storage), via nats-py",
     "redis": "Redis Streams (no persistence), via redis-py asyncio",

@@ -191,7 +191,7 @@ def _which(name: str) -> str | None:
         None)
 
 
-def start_rabbitmq(timeout: float = 60.0) -> ServerHandle:
+def start_rabbitmq(timeout: float = 60.0, system: str = "rabbitmq") -> ServerHandle:
     exe = "/usr/lib/rabbitmq/bin/rabbitmq-server"
     if not os.path.exists(exe):
         exe = _which("rabbitmq-server")
@@ -209,7 +209,7 @@ def start_rabbitmq(timeout: float = 60.0) -> ServerHandle:
                RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(workdir, "advanced.config"),
                RABBITMQ_PID_FILE=os.path.join(workdir, "pid"))
     proc, log = _popen([exe], workdir, env)
-    handle = ServerHandle("rabbitmq", {"host": "127.0.0.1", "port": port,
+    handle = ServerHandle(system, {"host": "127.0.0.1", "port": port,
                                        "url": f"amqp://guest:guest@127.0.0.1:{port}/"},
                           proc, workdir, version=_rabbitmq_version(), log_path=log)
     try:
@@ -310,7 +310,8 @@ def start_nats(timeout: float = 20.0) -> ServerHandle:
     return handle
 
 
-PEER_STARTERS = {"rabbitmq": start_rabbitmq, "kafka": start_tansu, "redis": start_redis,
+PEER_STARTERS = {"rabbitmq": start_rabbitmq, "rabbitmq-pika": start_rabbitmq,
+                 "kafka": start_tansu, "redis": start_redis,
                  "nats": start_nats}
 
 
