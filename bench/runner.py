@@ -397,7 +397,8 @@ def _figures(case, t0, prod, cons, expected, backlog=False) -> dict:
     out["mb_per_s"] = out["throughput"] * case.size / 1e6
     # Latency leaves out messages meant to be sent in the warm-up (the first WARMUP_SHARE of
     # the run): first fetches and connection set-up are not the steady state being measured.
-    warm_end = t0 + int(case.duration * WARMUP_SHARE * 1e9)
+    # (Runs of a fixed count have no duration to take a share of; they keep every sample.)
+    warm_end = t0 + int(case.duration * WARMUP_SHARE * 1e9) if case.count is None else t0
     lat = array("q")
     for c in cons:
         ls, ts = array("q"), array("q")
