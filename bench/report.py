@@ -257,11 +257,12 @@ def machine_section(results) -> list[str]:
     any_data = next(iter(results.values()))
     m = any_data["machine"]
     loads = [d["machine"].get("loadavg_at_start") for d in results.values()]
+    loads += [d["machine"].get("loadavg_at_end") for d in results.values()]
     loads = [l[0] for l in loads if l]
     return ["## Machine", "",
             f"{m['cores']} cores ({m['cpu_model']}), {m.get('memory_gib')} GiB, {m['os']}, "
-            f"Python {m['python']}. Load average at the start of each workload: "
-            f"{', '.join(f'{l:.1f}' for l in loads)}. Producers, consumers and the server all share "
+            f"Python {m['python']}. One-minute load average at the start and end of each workload: "
+            f"{min(loads):.1f} to {max(loads):.1f} (2.0 = both cores busy). Producers, consumers and the server all share "
             "these cores, so the client library is usually the busier side.", ""]
 
 

@@ -134,6 +134,10 @@ def run_workload(name, systems, duration, repeat, start_peers=False, peer_urls=N
         if own_servers:
             servers.stop()
     result["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        result["machine"]["loadavg_at_end"] = os.getloadavg()
+    except OSError:
+        pass
     if json_dir:
         os.makedirs(json_dir, exist_ok=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
