@@ -332,13 +332,18 @@ def draw_charts(results: dict, charts_dir: str) -> int:
                 highs.append(sm["max"] - sm["median"])
         if not systems:
             continue
-        fig, ax = plt.subplots(figsize=(7, 3.6))
-        ax.bar(systems, meds, yerr=[lows, highs], capsize=4, color=[COLORS[s] for s in systems])
-        ax.set_ylabel(what)
-        ax.set_title(f"{name}: {entry['case']['label']} (median, bars = min–max)\n"
-                     "systems that did not deliver every message are left out", fontsize=9)
-        for i, v in enumerate(meds):
-            ax.annotate(f"{v:,.0f}", (i, v), ha="center", va="bottom", fontsize=8)
+        fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(systems) + 1.4))
+        ys = list(range(len(systems)))[::-1]
+        ax.barh(ys, meds, xerr=[lows, highs], capsize=3, color=[COLORS[s] for s in systems])
+        ax.set_yticks(ys, systems)
+        ax.set_xscale("log")      # the systems span three orders of magnitude
+        ax.set_xlabel(what + " (log scale)")
+        ax.set_title(f"{name}: {entry['case']['label']} - median, bars = min–max\n"
+                     "(systems that did not deliver every message are left out)", fontsize=9)
+        for y, v in zip(ys, meds):
+            ax.annotate(f" {v:,.0f}", (v, y), va="center", fontsize=8)
+        ax.set_xlim(right=max(meds) * 6)
+        ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
         fig.savefig(os.path.join(charts_dir, f"{name}.png"), dpi=110)
         plt.close(fig)
@@ -361,7 +366,7 @@ def draw_charts(results: dict, charts_dir: str) -> int:
             ax.set_title(entry["case"]["label"])
             ax.set_ylabel("ms (log)")
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=8)
+        axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
         fig.suptitle("End-to-end latency percentiles, open loop (median of repeats)")
         fig.tight_layout()
         fig.savefig(os.path.join(charts_dir, "latency-percentiles.png"), dpi=110)
@@ -397,9 +402,9 @@ def draw_charts(results: dict, charts_dir: str) -> int:
             axes[0][0].set_yscale("log")
             if prefix == "size":
                 axes[0][1].set_ylabel("MB/s delivered")
-            axes[0][0].legend(fontsize=8)
-            fig.suptitle(f"scaling by {prefix} (median of repeats; points where not every "
-                         "message was delivered are left out)", fontsize=10)
+            axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+            fig.suptitle(f"scaling by {prefix}, median of repeats\n(points where not every "
+                         "message was delivered are left out)", fontsize=9)
             fig.tight_layout()
             fig.savefig(os.path.join(charts_dir, fname), dpi=110)
             plt.close(fig)
