@@ -101,7 +101,7 @@ def test_cli_list_and_bad_arguments():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("system", ["minibroker", "minilog"])
+@pytest.mark.parametrize("system", ["minibroker", "minibroker-pika", "minilog", "minilog-aio"])
 def test_smoke_run_against_our_broker(system, tmp_path):
     from bench.suite import Servers, run_workload
     from bench.systems import client_missing
