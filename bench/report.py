@@ -207,6 +207,8 @@ def workload_section(name, data, charts_rel) -> list[str]:
             notes = []
             if sm.get("order_violations"):
                 notes.append(f"{sm['order_violations']} per-key order violations")
+            elif case.get("check_order"):
+                notes.append("per-key order kept in every run")
             if sm.get("lost", {}).get("max"):
                 notes.append(f"up to {sm['lost']['max']:.0f} not delivered in time")
             if sm.get("undrained_runs"):
