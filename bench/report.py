@@ -178,8 +178,10 @@ def _systems_in(data):
 
 def workload_section(name, data, charts_rel) -> list[str]:
     w = WORKLOADS[name]
+    opts = ", ".join(f"--{k} {v}" for k, v in (data.get("options") or {}).items())
     out = [f"## {name}", "", w.summary, "", f"Parameters: {w.parameters} Duration {data['duration']} s "
-           f"per run, {data['repeat']} repeats (median, min–max). Run {data['started']}.", ""]
+           f"per run, {data['repeat']} repeats (median, min–max)"
+           + (f", run with {opts}" if opts else "") + f". Run {data['started']}.", ""]
     systems = _systems_in(data)
     for entry in data["cases"]:
         case = entry["case"]
