@@ -93,7 +93,8 @@ def aio_producer(port: int, queue: str, messages: int, size: int) -> dict:
     return _run(main())
 
 
-def aio_consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int, ready_fd: int) -> dict:
+def aio_consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int, ready_fd: int,
+                 single_acks: bool = False) -> dict:
     import asyncio
     from clients import aio_broker as aio_pika
 
@@ -110,7 +111,9 @@ def aio_consumer(port: int, queue: str, messages: int, prefetch: int, ack_every:
                 count += 1
                 if first is None:
                     first = time.time()
-                if count % ack_every == 0 or count == messages:
+                if single_acks:
+                    await message.ack()
+                elif count % ack_every == 0 or count == messages:
                     await message.ack(multiple=True)
                 if count == messages:
                     break
@@ -136,7 +139,8 @@ def run_role(args) -> None:
         if args.client == "aio":
             if args.role == "producer":
                 return aio_producer(args.port, args.queue, args.messages, args.size)
-            return aio_consumer(args.port, args.queue, args.messages, args.prefetch, args.ack_every, 1)
+            return aio_consumer(args.port, args.queue, args.messages, args.prefetch, args.ack_every, 1,
+                                args.single_acks)
         if args.role == "producer":
             return producer(args.port, args.queue, args.messages, args.size)
         return consumer(args.port, args.queue, args.messages, args.prefetch, args.ack_every, 1, args.single_acks)

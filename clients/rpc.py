@@ -11,6 +11,7 @@ sans-IO `ClientConnectionState` with a socket and adds what a blocking program n
 """
 
 import collections
+import math
 import select
 import socket
 import time
@@ -23,6 +24,16 @@ from .protocol.framing import DEFAULT_MAX_FRAME
 # Flush queued requests once this many bytes wait, so memory stays bounded in a publish loop.
 WRITE_BUFFER_LIMIT = 256 * 1024
 READ_SIZE = 1 << 20
+
+
+def _wait_readable(sock, timeout: float) -> bool:
+    # poll() where there is one: select() refuses descriptors above 1024, which busy programs have.
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(max(0, math.ceil(timeout * 1000))))
+    ready, _, _ = select.select([sock], [], [], max(timeout, 0))
+    return bool(ready)
 
 
 class ConnectionClosed(BrokerError):
@@ -96,10 +107,8 @@ class RpcConnection:
     def read(self, timeout: float | None) -> bool:
         """Read what the server sent, waiting up to `timeout` (None: forever). True if anything came."""
         self.flush()
-        if timeout is not None:
-            ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
-            if not ready:
-                return False
+        if timeout is not None and not _wait_readable(self.sock, timeout):
+            return False
         try:
             data = self.sock.recv(READ_SIZE)
         except OSError as exc:

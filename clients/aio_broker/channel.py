@@ -13,7 +13,8 @@ What it does on the wire:
 - **Consuming.** A `deliver` push carries a batch; `_on_deliver` builds one `IncomingMessage`
   per entry, in order, and hands it to the consumer's callback (coroutines run as tasks).
 - **Settling.** ack/nack/reject are id-0 requests; AsyncRpcConnection writes all frames
-  queued in one loop turn with a single `writelines`.
+  queued in one loop turn with a single `writelines`. Acks that leave every lower delivery
+  tag settled (`clients/broker/settlement.py`) merge into one `multiple=True` ack per turn.
 - **Errors.** A refused request closes the channel (AMQP semantics), on the server too so it
   requeues the channel's unacked messages; pending confirms fail with the same exception.
   `await channel.reopen()` opens it again.
@@ -24,6 +25,7 @@ import collections
 import itertools
 import logging
 
+from clients.broker.settlement import SettledTags
 from clients.protocol.errors import BrokerError
 
 from . import exceptions
@@ -51,6 +53,8 @@ class Channel:
         self._cancelled: dict = {}          # consumer_tag -> no_ack, for deliveries still in flight
         self._pub_buf: list = []
         self._pub_scheduled = False
+        self._settlement = SettledTags()    # which delivery tags are settled, so acks can merge
+        self._ack_upto = 0                  # the merged multiple=True ack not yet sent
         self._next_seq = 1
         self._unconfirmed = collections.OrderedDict()  # seq -> [future, exchange, routing_key, mandatory, returned]
         self.default_exchange = Exchange(self, "", ExchangeType.DIRECT)
@@ -84,6 +88,8 @@ class Channel:
         if not self._closed:
             return self
         self._opened = False
+        self._settlement = SettledTags()
+        self._ack_upto = 0
         self.connection._channels[self.number] = self
         self._closed = False
         self.close_reason = None
@@ -141,6 +147,8 @@ class Channel:
         what the channel declared and who consumes, to replay them on the new connection."""
         self._opened = False
         self._pub_buf = []
+        self._ack_upto = 0
+        self._settlement = SettledTags()  # delivery tags start again at 1 on the new channel
         for entry in self._unconfirmed.values():
             if not entry[0].done():
                 entry[0].set_exception(exc)
@@ -288,14 +296,21 @@ class Channel:
         return fut
 
     def _flush_publishes(self):
+        """Send what the channel holds back: the publish batch, then the merged ack."""
         self._pub_scheduled = False
-        if self._pub_buf and not self._closed:
-            buf, self._pub_buf = self._pub_buf, []
-            self.connection._last_noreply_channel = self
-            try:
+        if self._closed:
+            return
+        try:
+            if self._pub_buf:
+                buf, self._pub_buf = self._pub_buf, []
+                self.connection._last_noreply_channel = self
                 self._rpc.send("publish_batch", {"ch": self.number, "messages": buf}, want_reply=False)
-            except BrokerError as exc:
-                self._mark_closed(exceptions.ConnectionClosed(0, exc.message))
+            if self._ack_upto:
+                tag, self._ack_upto = self._ack_upto, 0
+                self.connection._last_noreply_channel = self
+                self._rpc.send("ack", {"ch": self.number, "delivery_tag": tag, "multiple": True}, want_reply=False)
+        except BrokerError as exc:
+            self._mark_closed(exceptions.ConnectionClosed(0, exc.message))
 
     def _on_confirm(self, ack, seq, multiple):
         unconfirmed = self._unconfirmed
@@ -365,14 +380,20 @@ class Channel:
     def _on_deliver(self, batch):
         consumers = self._consumers
         tasks = self._tasks
+        if batch:
+            self._settlement.delivered_max = batch[-1][1]
         for d in batch:
             entry = consumers.get(d[0])
             if entry is None:
                 # Its consumer was cancelled while this was in flight: give it back.
                 if not self._cancelled.get(d[0], False):
                     self._settle("nack", {"delivery_tag": d[1], "multiple": False, "requeue": True})
+                else:
+                    self._settlement.settle(d[1])
                 continue
             callback, no_ack = entry
+            if no_ack:
+                self._settlement.settle(d[1])
             message = IncomingMessage(self, d[5], d[1], d[2], d[3], d[4], d[6], d[0], None, no_ack)
             try:
                 result = callback(message)
@@ -401,7 +422,24 @@ class Channel:
     def _settle(self, op, args):
         if self._closed:
             raise exceptions.ChannelInvalidStateError(f"channel {self.number} is closed")
-        self._flush_publishes()
+        tag = args["delivery_tag"]
+        settlement = self._settlement
+        if args.get("multiple"):
+            tag = tag or settlement.delivered_max
+            settlement.settle_upto(tag)
+            merged = op == "ack"
+        else:
+            merged = settlement.settle(tag) and op == "ack"
+        if merged:
+            # Every lower tag is settled: a multiple=True ack of this one settles the same
+            # deliveries, so the acks of one loop turn go out as one frame.
+            if tag > self._ack_upto:
+                self._ack_upto = tag
+            if not self._pub_scheduled:
+                self._pub_scheduled = True
+                self._loop.call_soon(self._flush_publishes)
+            return
+        self._flush_publishes()  # what is held back goes first, so requests keep their order
         args["ch"] = self.number
         self.connection._last_noreply_channel = self
         self._rpc.send(op, args, want_reply=False)
@@ -410,6 +448,11 @@ class Channel:
         result = await self._call("get", {"queue": queue_name, "no_ack": no_ack})
         if not result:
             return None
+        tag = result["delivery_tag"]
+        if tag > self._settlement.delivered_max:
+            self._settlement.delivered_max = tag
+        if no_ack:
+            self._settlement.settle(tag)
         return IncomingMessage(self, result.get("body", b""), result["delivery_tag"], result.get("redelivered", False),
                                result.get("exchange", ""), result.get("routing_key", ""), result.get("properties"),
                                None, result.get("message_count"), no_ack)

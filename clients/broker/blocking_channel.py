@@ -7,14 +7,15 @@ request and wait for its reply, as pika does. The hot paths do not wait:
   `_materialize` turns the buffer into one `publish_batch` frame (id 0, no reply) when it
   holds 1,000 messages or 256 KiB, or whenever the connection flushes (it waits, reads or
   processes events). A publish more than a millisecond after the previous one is sent at
-  once: only publish loops batch. With `confirm_delivery()` on, it sends the message at once and blocks
-  until the server's `confirm` push for its sequence number, raising `UnroutableError` if a
-  `return` push came first for a mandatory message and `NackError` for a negative confirm.
+  once: only publish loops batch. With `confirm_delivery()` on, it sends the message at once
+  and blocks until the server's `confirm` push for its sequence number, raising
+  `UnroutableError` if a `return` push came first for a mandatory message and `NackError`
+  for a negative confirm.
 - `basic_ack` / `basic_nack` / `basic_reject` are id-0 requests queued for the next flush.
-  Acks merge: the channel tracks which delivery tags are settled (`_settled`), and an ack that
-  leaves every tag up to its own settled (any `multiple=True` ack, or a single ack of the
-  next tag in order, the usual case) only raises `_ack_upto`, sent as one `multiple=True`
-  ack at the flush; an ack out of order goes out as it is.
+  Acks merge: the channel tracks which delivery tags are settled (`settlement.SettledTags`),
+  and an ack that leaves every tag up to its own settled (any `multiple=True` ack, or a
+  single ack of the next tag in order, the usual case) only raises `_ack_upto`, sent as one
+  `multiple=True` ack at the flush; an ack out of order goes out as it is.
 - Deliveries come in batches (`deliver` push); `_dispatch_batch` calls each consumer's
   callback in order with pika's `(channel, Basic.Deliver, BasicProperties, body)`.
 
@@ -31,6 +32,7 @@ import time
 from . import exceptions, spec
 from .exchange_type import ExchangeType
 from .frame import Method
+from .settlement import SettledTags
 
 PUBLISH_BATCH_MESSAGES = 1000
 PUBLISH_BATCH_BYTES = 256 * 1024
@@ -89,13 +91,12 @@ class BlockingChannel:
         self._pub_buf: list = []
         self._pub_bytes = 0
         self._last_publish = 0.0
+        self._last_settle = 0.0
         self._ack_upto = 0             # a merged multiple=True ack not yet sent
-        # Settlement bookkeeping, so single acks can merge too: every delivery tag up to
-        # `_floor` is settled (acked, nacked, rejected or auto-acked) and so are the tags in
-        # `_settled_above`; `_delivered_max` is the highest tag received.
-        self._floor = 0
-        self._settled_above: set = set()
-        self._delivered_max = 0
+        # Which delivery tags are settled, so that single acks can merge too.
+        self._settlement = SettledTags()
+        self._settled = self._settlement.settle
+        self._settled_upto = self._settlement.settle_upto
         self._confirming = False
         self._next_seq = 1
         self._awaiting_seq = 0
@@ -341,41 +342,15 @@ class BlockingChannel:
             callback(self, *returned)
 
     # ---- acknowledgements ----------------------------------------------------------------
-    def _settled(self, tag):
-        """Record that `tag` is settled; returns True if it extended the settled prefix."""
-        if tag == self._floor + 1:
-            floor = tag
-            above = self._settled_above
-            if above:
-                while floor + 1 in above:
-                    floor += 1
-                    above.discard(floor)
-            self._floor = floor
-            return True
-        if tag > self._floor:
-            self._settled_above.add(tag)
-        return False
-
-    def _settled_upto(self, tag):
-        if tag > self._floor:
-            floor = tag
-            above = self._settled_above
-            if above:
-                above = {t for t in above if t > tag}
-                while floor + 1 in above:
-                    floor += 1
-                    above.discard(floor)
-                self._settled_above = above
-            self._floor = floor
-
     def basic_ack(self, delivery_tag=0, multiple=False):
         if self._closing_exc is not None or self._closed:
             self._check()
         if multiple:
-            delivery_tag = delivery_tag or self._delivered_max
+            delivery_tag = delivery_tag or self._settlement.delivered_max
             self._settled_upto(delivery_tag)
         elif not (delivery_tag and self._settled(delivery_tag)):
             self._send_settle("ack", {"ch": self.channel_number, "delivery_tag": delivery_tag, "multiple": False})
+            self._send_if_lone()
             return
         # Every tag up to this one is now settled, so a multiple=True ack of it settles the
         # same deliveries: consecutive acks merge into one frame holding the highest tag.
@@ -383,20 +358,36 @@ class BlockingChannel:
             self._conn._dirty.add(self)
         if delivery_tag > self._ack_upto:
             self._ack_upto = delivery_tag
+        self._send_if_lone()
+
+    def _send_if_lone(self):
+        """Outside a consumer callback, a settlement with none in the previous millisecond
+        goes out at once (a program acking after basic_get, or from the consume generator
+        while it works slowly, must not leave the broker waiting for it); inside callbacks
+        the flush after the batch sends them, merged."""
+        if self._conn._dispatch_depth:
+            return
+        now = _monotonic()
+        lone = now - self._last_settle > SPARSE_PUBLISH_GAP
+        self._last_settle = now
+        if lone:
+            self._conn._flush_output()
 
     def basic_nack(self, delivery_tag=0, multiple=False, requeue=True):
         self._check()
         self._send_settle("nack", {"ch": self.channel_number, "delivery_tag": delivery_tag,
                                    "multiple": multiple, "requeue": requeue})
         if multiple:
-            self._settled_upto(delivery_tag or self._delivered_max)
+            self._settled_upto(delivery_tag or self._settlement.delivered_max)
         else:
             self._settled(delivery_tag)
+        self._send_if_lone()
 
     def basic_reject(self, delivery_tag=0, requeue=True):
         self._check()
         self._send_settle("reject", {"ch": self.channel_number, "delivery_tag": delivery_tag, "requeue": requeue})
         self._settled(delivery_tag)
+        self._send_if_lone()
 
     def _send_settle(self, op, args):
         if self._ack_upto:
@@ -407,7 +398,7 @@ class BlockingChannel:
         """Give back every unacked delivery of this channel; they are redelivered (requeued:
         the broker, like RabbitMQ, does not support redelivering to the same consumer only)."""
         self._call("nack", {"ch": self.channel_number, "delivery_tag": 0, "multiple": True, "requeue": True})
-        self._settled_upto(self._delivered_max)
+        self._settled_upto(self._settlement.delivered_max)
 
     def basic_qos(self, prefetch_size=0, prefetch_count=0, global_qos=False):
         self._call("basic_qos", {"ch": self.channel_number, "prefetch_size": prefetch_size,
@@ -421,8 +412,8 @@ class BlockingChannel:
         if not result:
             return None, None, None
         tag = result["delivery_tag"]
-        if tag > self._delivered_max:
-            self._delivered_max = tag
+        if tag > self._settlement.delivered_max:
+            self._settlement.delivered_max = tag
         if auto_ack:
             self._settled(tag)
         method = spec.Basic.GetOk(result["delivery_tag"], result.get("redelivered", False),
@@ -508,7 +499,7 @@ class BlockingChannel:
                     events[index] = (fn, kept)
         return taken
 
-    def basic_cancel(self, consumer_tag=""):
+    def basic_cancel(self, consumer_tag):
         """Cancel a consumer. Returns the auto_ack messages received but not yet dispatched
         (as (method, properties, body)); unacked ones not yet dispatched are requeued."""
         if self._closed and self._closing_exc is None:

@@ -29,7 +29,7 @@ import atexit
 import collections
 import heapq
 import itertools
-import select
+import selectors
 import socket
 import time
 import weakref
@@ -47,6 +47,7 @@ from .connection import ConnectionParameters, Parameters
 _CONNECTION_FATAL = frozenset({ErrorCode.FRAME_TOO_LARGE, ErrorCode.CORRUPT_FRAME})
 
 _OPEN_CONNECTIONS: "weakref.WeakSet[BlockingConnection]" = weakref.WeakSet()
+_SOCKET, _WAKE = "socket", "wake"  # selector keys' data
 
 
 @atexit.register
@@ -80,6 +81,10 @@ class BlockingConnection:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        # epoll/poll rather than select(): no limit on descriptor numbers in busy programs.
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._sock, selectors.EVENT_READ, _SOCKET)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
         self._timers: list = []                   # heap of [deadline, seq, callback]
         self._timer_seq = itertools.count(1)
         self._timer_index: dict = {}
@@ -226,9 +231,9 @@ class BlockingConnection:
             # deliveries in our buffer would reset the connection and could lose them.
             self._sock.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + 2.0
+            self._selector.unregister(self._wake_r)
             while time.monotonic() < deadline:
-                ready, _, _ = select.select([self._sock], [], [], max(deadline - time.monotonic(), 0))
-                if not ready or not self._sock.recv(1 << 20):
+                if not self._selector.select(max(deadline - time.monotonic(), 0)) or not self._sock.recv(1 << 20):
                     break
         except (OSError, exceptions.AMQPError):
             pass
@@ -253,6 +258,10 @@ class BlockingConnection:
         self._closed = True
         _OPEN_CONNECTIONS.discard(self)
         self._rpc.closed = True
+        try:
+            self._selector.close()
+        except (OSError, ValueError):
+            pass
         for s in (self._sock, self._wake_r, self._wake_w):
             try:
                 s.close()
@@ -328,25 +337,28 @@ class BlockingConnection:
         if self._threadsafe:
             timeout = 0
         try:
-            ready, _, _ = select.select([self._sock, self._wake_r], [], [], timeout)
+            ready = self._selector.select(timeout)
         except (OSError, ValueError) as exc:
             raise self._lost(str(exc)) from None
-        if not ready:
-            return
-        if self._wake_r in ready:
-            try:
-                while self._wake_r.recv(4096):
+        readable = False
+        for key, _ in ready:
+            if key.data == _WAKE:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except (BlockingIOError, OSError):
                     pass
-            except (BlockingIOError, OSError):
-                pass
-        if self._sock in ready:
+            else:
+                readable = True
+        if readable:
             self._read()
 
     def _poll_nowait(self):
         """Take in whatever the server already sent, without waiting (used by a publish loop)."""
-        ready, _, _ = select.select([self._sock], [], [], 0)
-        if ready:
-            self._read()
+        for key, _ in self._selector.select(0):
+            if key.data == _SOCKET:
+                self._read()
+                return
 
     def _read(self):
         try:
@@ -367,7 +379,7 @@ class BlockingConnection:
             if event == "deliver":
                 batch = body[1]
                 if batch:
-                    ch._delivered_max = batch[-1][1]
+                    ch._settlement.delivered_max = batch[-1][1]
                     self._events.append((ch._dispatch_batch, batch))
             elif event == "confirm":
                 ch._on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)

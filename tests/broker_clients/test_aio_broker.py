@@ -363,3 +363,40 @@ async def test_connect_robust_survives_a_server_restart(spawn_server):
         await async_wait_until(lambda: received == [b"after restart"], 5)
     finally:
         await connection.close()
+
+
+async def test_per_message_acks_merge_and_stay_exact(connection):
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=100)
+    queue = await channel.declare_queue("acked")
+    await asyncio.gather(*[channel.default_exchange.publish(Message(f"{i}".encode()), routing_key="acked")
+                           for i in range(600)])
+    rpc = connection._rpc
+    sent = {"ack": 0}
+    send = rpc.send
+
+    def counting(op, args=None, want_reply=True):
+        if op in sent:
+            sent[op] += 1
+        return send(op, args, want_reply)
+
+    rpc.send = counting
+    kept = []
+    async with queue.iterator() as it:
+        count = 0
+        async for message in it:
+            count += 1
+            if count > 300 and count % 50 == 7:
+                kept.append(message)  # held unacked: no merged ack may cover it
+            else:
+                await message.ack()
+            if count == 300:
+                acks_for_first_300 = sent["ack"]
+            if count == 600:
+                break
+    rpc.send = send
+    assert acks_for_first_300 < 60  # merged, not one per message
+    other = await connection.channel()
+    assert (await other.declare_queue("acked", passive=True)).declaration_result.message_count == 0
+    await channel.close()  # the kept ones come back now
+    assert (await other.declare_queue("acked", passive=True)).declaration_result.message_count == len(kept)

@@ -307,3 +307,49 @@ def test_a_lone_publish_is_sent_at_once(connect):
     producer.basic_publish("", "lone", b"now")  # no further call on the producer's connection
     wait_until(lambda: consumer.queue_declare("lone", passive=True).method.message_count == 1, 5,
                message="the lone message in the queue")
+
+
+def test_works_with_descriptor_numbers_above_1024(connect):
+    """select() cannot wait on descriptors >= 1024; a busy program has them."""
+    import os
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the descriptor limit ({soft}) is too low to push past 1024")
+    fillers = []
+    try:
+        while not fillers or fillers[-1] < 1030:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        conn = connect()
+        assert conn._sock.fileno() > 1024
+        ch = conn.channel()
+        ch.queue_declare("high-fd")
+        ch.basic_publish("", "high-fd", b"x")
+        conn.process_data_events(time_limit=0.01)
+        method, _, body = ch.basic_get("high-fd", auto_ack=True)
+        assert body == b"x"
+    finally:
+        for fd in fillers:
+            os.close(fd)
+
+
+def test_a_lone_ack_is_sent_at_once(connect):
+    """An ack made outside a callback, with nothing else going on, reaches the broker even if
+    the program then dies without touching the connection again."""
+    import socket
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("lone-ack")
+    ch.basic_publish("", "lone-ack", b"x")
+    method, _, _ = ch.basic_get("lone-ack")
+    ch.basic_ack(method.delivery_tag)  # and then no further call on this connection
+    observer = connect()
+
+    def connections():
+        return observer._rpc.call("server_info")["connections"]
+
+    before = connections()
+    conn._sock.shutdown(socket.SHUT_RDWR)  # the program dies without a goodbye
+    wait_until(lambda: connections() == before - 1, 5, message="the server to drop the dead connection")
+    # had the ack not left, closing the connection would have requeued the message
+    assert observer.channel().queue_declare("lone-ack", passive=True).method.message_count == 0

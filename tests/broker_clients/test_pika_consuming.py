@@ -436,11 +436,19 @@ def test_out_of_order_settlements_stay_exact(connect):
 
 @given(plan=st.lists(st.sampled_from(["ack", "ack-multiple", "nack", "reject", "keep"]), min_size=1, max_size=25),
        order=st.randoms(use_true_random=False))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_settlement_merging_matches_a_model(connect, plan, order):
     """Whatever the order and mix of settlements, the broker ends up with exactly the messages
     the AMQP rules say: kept (unacked) and nacked-with-requeue ones come back, nothing else."""
     conn = connect()
+    try:
+        run_settlement_plan(conn, plan, order)
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def run_settlement_plan(conn, plan, order):
     ch = conn.channel()
     queue = ch.queue_declare("", exclusive=True).method.queue
     fill(ch, queue, len(plan))
@@ -475,7 +483,6 @@ def test_settlement_merging_matches_a_model(connect, plan, order):
     ch.close()  # the unsettled ones return now
     check = conn.channel()
     assert check.queue_declare(queue, passive=True).method.message_count == back + len(unsettled)
-    conn.close()
 
 
 def test_callback_exception_propagates_and_the_rest_of_the_batch_stays(connect):
@@ -498,3 +505,25 @@ def test_callback_exception_propagates_and_the_rest_of_the_batch_stays(connect):
         ch.start_consuming()
     ch.start_consuming()  # picks up where it stopped: m4..m9 were not lost in the batch
     assert seen == [f"m{i}".encode() for i in range(10)]
+
+
+def test_queue_deleted_under_consumers_cancels_them(connect):
+    conn = connect()
+    ch = conn.channel()
+    ch.queue_declare("doomed")
+    cancelled = []
+    ch.add_on_cancel_callback(lambda frame: cancelled.append(frame.method.consumer_tag))
+    tag = ch.basic_consume("doomed", lambda *a: None)
+    connect().channel().queue_delete("doomed")
+    ch.start_consuming()  # returns: the broker cancelled the only consumer
+    assert cancelled == [tag] and ch.consumer_tags == []
+
+    ch.queue_declare("doomed-too")
+    gen = ch.consume("doomed-too", inactivity_timeout=0.05)
+    assert next(gen) == (None, None, None)  # consuming now
+    connect().channel().queue_delete("doomed-too")
+    rest = []
+    for item in gen:  # the generator ends with its consumer
+        rest.append(item)
+        assert len(rest) < 100, "the generator did not end"
+    assert all(item == (None, None, None) for item in rest)
