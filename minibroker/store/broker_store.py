@@ -21,11 +21,12 @@ and journal.py.
 """
 
 import asyncio
+import fcntl
 import logging
 import os
 import time
 
-from ..message import Message, check_properties, parse_expiration
+from ..message import parse_expiration
 from .definitions import DefinitionsStore
 from .journal import ACK, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_SEGMENT_BYTES, MessageJournal
 
@@ -64,6 +65,7 @@ class BrokerStore:
     def recover(self, broker) -> None:
         began = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        self._lock_data_dir()
         self.definitions.load()
         self._recovering = True
         try:
@@ -83,26 +85,37 @@ class BrokerStore:
                  messages, rec.bytes, time.monotonic() - began, self.journal.policy)
 
     def _recover_definitions(self, broker) -> None:
+        """Re-create durable exchanges, queues and bindings with the core's `Broker.restore_*`."""
         d = self.definitions
+        # A definition the broker now refuses (say, an argument a newer version validates more
+        # strictly) is reported and skipped: start-up never fails on one bad entry.
         for name, spec in d.exchanges.items():
-            if name in broker.exchanges:
-                continue
-            broker.declare_exchange(name, spec["type"], durable=True, auto_delete=spec.get("auto_delete", False),
-                                    internal=spec.get("internal", False), arguments=spec.get("arguments") or {})
+            try:
+                broker.restore_exchange(name, spec["type"], durable=True, auto_delete=spec.get("auto_delete", False),
+                                        internal=spec.get("internal", False), arguments=spec.get("arguments") or {})
+            except Exception as exc:
+                log.error("durable exchange %r could not be restored: %s: %s", name, type(exc).__name__, exc)
         for name, spec in d.queues.items():
-            broker.declare_queue(None, name, durable=True, auto_delete=spec.get("auto_delete", False),
-                                 arguments=spec.get("arguments") or {})
+            try:
+                broker.restore_queue(name, auto_delete=spec.get("auto_delete", False),
+                                     arguments=spec.get("arguments") or {})
+            except Exception as exc:
+                log.error("durable queue %r could not be restored (its messages stay in the journal "
+                          "until it is declared again): %s: %s", name, type(exc).__name__, exc)
         for b in d.bindings:
             try:
-                if b.get("destination_kind", "queue") == "queue":
-                    broker.bind_queue(None, b["destination"], b["source"], b["routing_key"], b.get("arguments") or {})
-                else:
-                    broker.bind_exchange(b["destination"], b["source"], b["routing_key"], b.get("arguments") or {})
+                broker.restore_binding(b["source"], b["destination"], b["routing_key"], b.get("arguments") or {},
+                                       destination_is_queue=b.get("destination_kind", "queue") == "queue")
             except Exception as exc:   # a binding whose end is gone: report it, start anyway
-                log.warning("durable binding %r could not be restored: %s", b, exc)
+                log.warning("durable binding %r could not be restored: %s: %s", b, type(exc).__name__, exc)
 
     def _recover_messages(self, broker):
-        """A callback for `MessageJournal.open`: each live message goes straight into its queue."""
+        """A callback for `MessageJournal.open`: each live message goes straight into its queue.
+
+        `Broker.restore_message` puts it at the tail of its queue; then the store's part: the body
+        stays on disk (`body` None, `size` from the journal), and TTL counts from the original
+        publish, so time spent down counts towards expiry.
+        """
         now = broker.clock()
         wall_ms = int(time.time() * 1000)
         queues = broker.queues
@@ -114,40 +127,49 @@ class BrokerStore:
             if q is None:
                 return
             props = rm.properties or None
-            msg = Message(rm.exchange, rm.routing_key, b"", props)
+            try:
+                msg = broker.restore_message(qname, rm.exchange, rm.routing_key, b"", props, rm.msg_id,
+                                             rm.delivery_count, rm.redelivered)
+            except Exception:
+                # Properties the broker now refuses: keep the message rather than lose it.
+                msg = broker.restore_message(qname, rm.exchange, rm.routing_key, b"", None, rm.msg_id,
+                                             rm.delivery_count, rm.redelivered)
+                msg.properties = props
             msg.body = None                      # read from the journal when delivered
-            msg.size = sizes.setdefault(rm.body_size, rm.body_size)   # one int object per distinct size
+            size = msg.size = sizes.setdefault(rm.body_size, rm.body_size)   # one int object per distinct size
+            q.ready_bytes += size
             msg.persistent = True
             deadline = None
             ttl_ms = q.settings.message_ttl
             if ttl_ms is not None:
                 deadline = rm.published_at + ttl_ms
-            if props:
+            expiration = props.get("expiration") if props else None
+            if expiration is not None:
                 try:
-                    msg.priority, _, _ = check_properties(props, now)
-                    expiration = props.get("expiration")
-                    if expiration is not None:
-                        own = rm.published_at + parse_expiration(expiration)
-                        deadline = own if deadline is None else min(deadline, own)
-                        q.has_message_expiry = True
-                        broker.watch_expiry(q)
+                    own = rm.published_at + parse_expiration(expiration)
+                    deadline = own if deadline is None else min(deadline, own)
                 except Exception:
-                    pass   # it was accepted once; keep it rather than lose it
+                    pass
             if deadline is not None:
-                # Time spent down counts: expiry is measured from the original publish.
                 msg.expires_at = max(now + (deadline - wall_ms) / 1000.0, 1e-9)
-            msg.store_id = rm.msg_id
-            msg.redelivered = rm.redelivered
-            msg.delivery_count = rm.delivery_count
-            msg.queue = q
-            msg.position = q._next_position
-            q._next_position += 1
-            q.ready.append(msg)
-            q.ready_bytes += msg.size
-            self.paged_bytes += msg.size
+            self.paged_bytes += size
             counter[0] += 1
 
         return restore, counter
+
+    def _lock_data_dir(self) -> None:
+        """One server per data dir: two journals appending to the same segments would corrupt them.
+
+        flock is released by the kernel when the process dies, so a kill -9 never leaves a stale lock.
+        """
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._lock_file = open(os.path.join(self.data_dir, "LOCK"), "a+")
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise OSError(f"data directory {self.data_dir} is in use by another minibroker; "
+                          "stop it or start this one with another --data-dir") from None
 
     # ==== definitions =========================================================================
     def exchange_declared(self, exchange) -> None:
@@ -294,3 +316,6 @@ class BrokerStore:
     def close(self) -> None:
         self._flush_turn()
         self.journal.close_sync()
+        lock = getattr(self, "_lock_file", None)
+        if lock is not None:
+            lock.close()   # releases the flock

@@ -57,6 +57,7 @@ import collections
 import concurrent.futures
 import logging
 import os
+import struct
 import time
 import zlib
 from typing import NamedTuple
@@ -271,7 +272,9 @@ class MessageJournal:
             if not kept:
                 continue
             self._index[msg_id] = loc
-            if len(kept) > 1:
+            if type(pending) is not str:
+                # The record names several queues: remember which are still pending, even if only
+                # one is left, or compaction would copy the record's full list forward.
                 self._fanout[msg_id] = kept
             if deliveries:
                 kept_deliveries = {q: c for q, c in deliveries.items() if q in kept and c > 0}
@@ -603,14 +606,15 @@ class MessageJournal:
                                         or (self.policy == "always" and self._durable_seq < self._seq)):
                 self._force = False
                 await self._sync_round()
-        except Exception:
-            log.exception("journal fsync failed; waiting publishers get the error")
-            err = OSError("the journal could not be written to disk")
+        except Exception as exc:
+            # Fail the waiters (their confirms are held back); the next append or commit retries.
+            log.error("journal write or fsync failed: %s: %s; held confirms wait for a retry",
+                      type(exc).__name__, exc)
+            err = OSError(f"the journal could not be written to disk: {exc}")
             while self._waiters:
                 _, fut = self._waiters.popleft()
                 if not fut.done():
                     fut.set_exception(err)
-            raise
         finally:
             self._sync_task = None
 
@@ -627,6 +631,11 @@ class MessageJournal:
             took = await self._loop.run_in_executor(self._executor, _fdatasync_all, fds,
                                                     self.directory if dir_dirty else None)
             self.stats["fsync_us"] += int(took * 1e6)
+        except BaseException:
+            # Nothing is known to be on disk: the next round syncs these files again.
+            self._unsynced = [seg for seg in segs if seg is not self._active] + self._unsynced
+            self._dir_dirty = self._dir_dirty or dir_dirty
+            raise
         finally:
             self._syncing.difference_update(seg.id for seg in segs)
         for seg, mark in marks:
@@ -702,13 +711,15 @@ class MessageJournal:
         copied = 0
         records = iter_records(seg.fd, SEGMENT_HEADER.size, seg.written)
         for n, (off, rtype, payload) in enumerate(records):
+            if n % 4096 == 4095:
+                await asyncio.sleep(0)   # a 64 MiB segment is ~250k records: let clients in meanwhile
             if rtype != PUBLISH:
                 continue
-            rec = msgpack.unpackb(payload, raw=False)
-            msg_id = rec[0]
+            msg_id = _peek_msg_id(payload)
             loc = self._index.get(msg_id)
             if loc is None or loc >> _SEG_SHIFT != seg.id or (loc >> _OFF_SHIFT) & _MASK32 != off:
-                continue   # settled, or already copied
+                continue   # settled, or already copied: no need to unpack it
+            rec = msgpack.unpackb(payload, raw=False)
             _, queues, exchange, rk, props_bin, published_at, _deliveries, body = rec
             pending = self._fanout.get(msg_id)
             if pending is not None:
@@ -827,6 +838,20 @@ class MessageJournal:
             except OSError:
                 pass
         self._executor.shutdown(wait=False)
+
+
+_INT_FORMATS = {0xcc: ">B", 0xcd: ">H", 0xce: ">I", 0xcf: ">Q"}
+
+
+def _peek_msg_id(payload: bytes) -> int:
+    """The message id of a PUBLISH payload (first element of its array) without unpacking it."""
+    first = payload[1]
+    if first < 0x80:                     # positive fixint
+        return first
+    fmt = _INT_FORMATS.get(first)
+    if fmt is None:
+        return msgpack.unpackb(payload, raw=False)[0]
+    return struct.unpack_from(fmt, payload, 2)[0]
 
 
 def _fdatasync_all(fds, directory) -> float:

@@ -20,6 +20,7 @@ compaction fills it when it copies a message that was already delivered.
 This module knows bytes only; what the records mean is `journal.py`'s business.
 """
 
+import os
 import struct
 import zlib
 
@@ -65,7 +66,6 @@ def iter_records(fd: int, start: int, end: int, chunk: int = 1 << 20):
     valid records end. Reads `chunk` bytes at a time with os.pread, so memory stays bounded
     whatever the segment size.
     """
-    import os
     pos = start
     buf = b""
     buf_start = start

@@ -107,7 +107,7 @@ class DurableClient:
 
     def drain(self, queue, timeout=60.0, ack=True) -> list:
         """Every message now in `queue`, in order, as (body, redelivered); acked as they come."""
-        count = self.queue(queue)["message_count"]
+        count = self.conn.call("queue_declare", {"queue": queue, "passive": True})["message_count"]
         self.consume(queue, no_ack=not ack)
         got = []
         deadline = time.monotonic() + timeout

@@ -326,3 +326,88 @@ async def test_hot_path_publish_writes_the_same_record_as_the_general_path(tmp_p
     assert all(m.properties == PROPS and (m.exchange, m.routing_key) == ("ex", "rk") for m in msgs)
     assert [j.read_body(i) for i in ids] == [(b"gen-%d" if n % 2 == 0 else b"one-%d") % n for n in range(40)]
     await j.close()
+
+
+async def test_compaction_after_restart_keeps_a_fanout_message_settled_where_it_was(tmp_path):
+    """Found by the model: a two-queue message settled in one queue, then restart, then compaction."""
+    j, _ = reopen(tmp_path, segment_bytes=2048)
+    first = j.append_publish(["a", "b"], "", "", None, b"")
+    second = j.append_publish(["a", "b"], "", "", None, b"")
+    j.append_settle("a", [first])
+    j.append_settle("b", [first])
+    j.append_settle("a", [second])
+    await j.close()
+    j, _ = reopen(tmp_path, segment_bytes=2048)
+    assert (await j.maintain())["compacted"] == 1
+    await j.close()
+    j, rec = reopen(tmp_path, segment_bytes=2048)
+    assert "a" not in rec.queues
+    assert [m.msg_id for m in rec.queues["b"]] == [second]
+    await j.close()
+
+
+async def test_interval_policy_fsyncs_on_its_own_every_interval(tmp_path):
+    j, _ = reopen(tmp_path, fsync="interval", fsync_interval_ms=20)
+    j.start()
+    j.append_publish(["q"], "", "q", None, b"x")
+    await asyncio.wait_for(j.commit(), 1)
+    deadline = asyncio.get_running_loop().time() + 5
+    while j.stats["fsyncs"] == 0:
+        assert asyncio.get_running_loop().time() < deadline, "no interval fsync within 5 s"
+        await asyncio.sleep(0.01)
+    seg = j.segments[max(j.segments)]
+    assert seg.synced == seg.written
+    await j.close()
+
+
+async def test_never_policy_does_not_fsync_appends(tmp_path):
+    j, _ = reopen(tmp_path, fsync="never", fsync_interval_ms=20)
+    j.start()
+    for _ in range(100):
+        j.append_publish(["q"], "", "q", None, b"x")
+        await j.commit()
+    await asyncio.sleep(0.1)   # several background periods pass: still no fsync
+    assert j.stats["fsyncs"] == 0
+    await j.close()
+
+
+async def test_a_failed_fsync_fails_the_commit_and_the_next_commit_syncs_again(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path)
+    real = os.fdatasync
+
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    msg = j.append_publish(["q"], "", "q", None, b"x")
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(OSError, match="could not be written"):
+        await j.commit()
+    monkeypatch.setattr(os, "fdatasync", real)
+    seg = j.segments[max(j.segments)]
+    assert seg.synced < seg.written
+    await j.sync()
+    assert seg.synced == seg.written and msg in j
+    await j.close()
+
+
+async def test_dump_prints_segments_and_records_and_reports_a_torn_tail(tmp_path):
+    import io
+    from minibroker.store.dump import dump
+    j, _ = reopen(tmp_path / "journal")
+    a = j.append_publish(["q"], "ex", "rk", PROPS, b"hello")
+    j.append_delivery("q", [(a, 1)])
+    j.append_settle("q", [a])
+    await j.close()
+    out = io.StringIO()
+    assert dump(str(tmp_path), records=True, out=out) == 0
+    text = out.getvalue()
+    assert "1 DELIVERY, 1 PUBLISH, 1 SETTLE" in text
+    assert f"PUBLISH id={a} queues=['q'] exchange='ex' routing_key='rk'" in text and "body=5 B" in text
+    seg = tmp_path / "journal" / seg_files(tmp_path / "journal")[0]
+    with open(seg, "ab") as f:
+        f.write(b"\x00\x00\x01")
+    before = seg.read_bytes()
+    out = io.StringIO()
+    assert dump(str(tmp_path), records=False, out=out) == 1
+    assert "TORN OR CORRUPT TAIL: 3 B" in out.getvalue()
+    assert seg.read_bytes() == before   # dump never writes: the tail is reported, not cut
