@@ -60,14 +60,19 @@ def role_consume(bootstrap, topic, records, size) -> dict:
     c.assign([TopicPartition(topic, 0, 0)])
     got = 0
     start = None
+    last = -1
     deadline = time.monotonic() + 120
     while got < records and time.monotonic() < deadline:
         batch = c.consume(100_000, 1.0)
         if start is None:
             start = time.perf_counter()
-        got += len(batch)
+        if batch:
+            got += len(batch)
+            last = batch[-1].offset()
     seconds = time.perf_counter() - start
     c.close()
+    # Every record once, in order: the count and the last offset agree.
+    assert got == records and last == records - 1, (got, last)
     return {"records": got, "seconds": seconds}
 
 
@@ -85,7 +90,7 @@ def role_latency_consume(bootstrap, topic, records, size) -> dict:
     c.close()
     lat.sort()
     pct = lambda q: lat[min(int(q * len(lat)), len(lat) - 1)] if lat else None  # noqa: E731
-    return {"records": len(lat), "p50_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
+    return {"records": len(lat), "cpu_s": time.process_time(), "p50_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),
             "p999_us": pct(0.999), "max_us": lat[-1] if lat else None}
 
 
@@ -104,7 +109,7 @@ def role_latency_produce(bootstrap, topic, records, size, rate) -> dict:
         p.poll(0)
     p.flush(30)
     p.close()
-    return {"records": records, "seconds": time.perf_counter() - start}
+    return {"records": records, "seconds": time.perf_counter() - start, "cpu_s": time.process_time()}
 
 
 # ---- orchestration ----------------------------------------------------------------------------
@@ -196,8 +201,9 @@ def main(argv=None):
         n = int(args.latency_rate * args.latency_seconds)
         cons = run_role(["latency-consume", bootstrap, lat_topic, str(n), str(args.size)], wait_ready=True)
         prod = run_role(["latency-produce", bootstrap, lat_topic, str(n), str(args.size), str(args.latency_rate)])
-        finish(prod)
+        prod_result = finish(prod)
         lat = finish(cons)
+        lat["producer_cpu_s"] = prod_result.get("cpu_s")
         result = {
             "records": args.records, "value_size": args.size, "runs": args.runs,
             "produce_records_per_s": statistics.median(produced) if produced else None, "produce_runs": produced,

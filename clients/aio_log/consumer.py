@@ -477,12 +477,18 @@ class AIOKafkaConsumer:
         try:
             for h, mv in iter_batches(records):
                 base, first = h.base_offset, h.first_timestamp
-                for od, td, k, v, hd in _unpackb(mv[HEADER_SIZE:], use_list=False):
-                    off = base + od
-                    if off < offset:
-                        continue
+                raw = _unpackb(mv[HEADER_SIZE:], use_list=False)
+                if base < offset:
+                    raw = raw[offset - base:]  # the batch starts before the offset asked for
+                if kd is None and vd is None and base >= offset:
+                    # The common case, one C-level tuple per record.
+                    out += [_new(ConsumerRecord, (topic, partition, base + od, first + td, 0, k, v, None,
+                                                  -1 if k is None else len(k), -1 if v is None else len(v), hd or ()))
+                            for od, td, k, v, hd in raw]
+                    continue
+                for od, td, k, v, hd in raw:
                     out.append(_new(ConsumerRecord, (
-                        topic, partition, off, first + td, 0,
+                        topic, partition, base + od, first + td, 0,
                         kd(k) if kd is not None else k, vd(v) if vd is not None else v, None,
                         len(k) if k is not None else -1, len(v) if v is not None else -1, hd or ())))
         except (BatchError, ValueError, TypeError) as exc:

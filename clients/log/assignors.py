@@ -13,6 +13,8 @@ member's owned partitions where the balance allows and moves only the surplus; t
 runs it with the eager protocol (revoke all, rejoin), see docs/clients-minilog.md.
 """
 
+from .errors import ConfigError
+
 
 def range_assign(subscriptions, partitions, owned=None):
     result = {m: {} for m in subscriptions}
@@ -101,7 +103,7 @@ def parse_strategies(value) -> list[str]:
     names = [s.strip() for s in (value.split(",") if isinstance(value, str) else value) if s.strip()]
     for n in names:
         if n not in ASSIGNORS:
-            raise ValueError(f"unknown partition.assignment.strategy {n!r}; use one of {sorted(ASSIGNORS)}")
+            raise ConfigError(f"unknown partition.assignment.strategy {n!r}; use one of {sorted(ASSIGNORS)}")
     if not names:
-        raise ValueError("partition.assignment.strategy names no assignor")
+        raise ConfigError("partition.assignment.strategy names no assignor")
     return names

@@ -7,6 +7,7 @@ existing configuration runs unchanged; a property name nobody knows is logged on
 """
 
 import logging
+from .errors import ConfigError
 
 log = logging.getLogger("clients.log")
 
@@ -54,14 +55,14 @@ class Config:
         try:
             return int(v)
         except (TypeError, ValueError):
-            raise ValueError(f"configuration property {name!r} must be an integer, got {v!r}") from None
+            raise ConfigError(f"configuration property {name!r} must be an integer, got {v!r}") from None
 
     def float(self, name, default: float) -> float:
         v = self.conf.get(name, default)
         try:
             return float(v)
         except (TypeError, ValueError):
-            raise ValueError(f"configuration property {name!r} must be a number, got {v!r}") from None
+            raise ConfigError(f"configuration property {name!r} must be a number, got {v!r}") from None
 
     def bool(self, name, default: bool) -> bool:
         v = self.conf.get(name, default)
@@ -70,7 +71,7 @@ class Config:
                 return True
             if v.lower() in ("false", "0", "no"):
                 return False
-            raise ValueError(f"configuration property {name!r} must be true or false, got {v!r}")
+            raise ConfigError(f"configuration property {name!r} must be true or false, got {v!r}")
         return bool(v)
 
     def str(self, name, default: str | None) -> str | None:

@@ -10,22 +10,24 @@ calls (`call`) still work on the same socket, and callbacks keep running while o
 
 import select
 import time
+from socket import MSG_DONTWAIT
 
 from ..protocol.errors import BrokerError
 from ..protocol.frames import ErrorReply, Push
-from ..rpc import ConnectionClosed, RpcConnection
+from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection
+from .errors import ConfigError
 
 
 def parse_bootstrap(servers: str) -> tuple[str, int]:
     """The first 'host:port' of a comma-separated bootstrap.servers string."""
     if not servers or not isinstance(servers, str):
-        raise ValueError("bootstrap.servers must be a 'host:port' string")
+        raise ConfigError("bootstrap.servers must be a 'host:port' string")
     first = servers.split(",")[0].strip()
     if first.startswith("PLAINTEXT://"):
         first = first[len("PLAINTEXT://"):]
     host, _, port = first.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"bootstrap.servers entry {first!r} is not 'host:port'")
+        raise ConfigError(f"bootstrap.servers entry {first!r} is not 'host:port'")
     return host, int(port)
 
 
@@ -63,19 +65,40 @@ class LogConnection(RpcConnection):
         return bool(ready)
 
     def pump(self, timeout: float | None = 0.0) -> bool:
-        """Send what is queued, then handle what arrives within `timeout` s (0: only what is there)."""
+        """Send what is queued, then handle what arrives within `timeout` s (0: only what is there).
+
+        Syscalls are the cost here (each one that wakes the server costs microseconds on a busy
+        machine), so a zero timeout is one non-blocking recv, with no select, and reading stops
+        as soon as a recv returns less than a full buffer.
+        """
         if self.closed:
             raise ConnectionClosed()
         self.flush()
-        if timeout is not None and not self.readable(timeout):
+        sock = self.sock
+        if timeout is None or timeout > 0:
+            if not self.readable(timeout if timeout is not None else 3600.0):
+                return False
+        try:
+            data = sock.recv(READ_SIZE, MSG_DONTWAIT)
+        except BlockingIOError:
             return False
-        self.read(0)
-        # Drain what else is already in the kernel buffer, a few reads at most so a busy
-        # stream cannot keep the caller here.
-        for _ in range(8):
-            if not self.read(0):
-                break
-        return True
+        except OSError as exc:
+            self.closed = True
+            raise ConnectionClosed(f"connection lost: {exc}") from None
+        while True:
+            if not data:
+                self.closed = True
+                raise ConnectionClosed()
+            self._handle(self.state.receive_data(data))
+            if len(data) < READ_SIZE:
+                return True
+            try:
+                data = sock.recv(READ_SIZE, MSG_DONTWAIT)
+            except BlockingIOError:
+                return True
+            except OSError as exc:
+                self.closed = True
+                raise ConnectionClosed(f"connection lost: {exc}") from None
 
     def fail_all(self, error: BrokerError) -> None:
         """Run every pending callback with `error` (the connection is gone)."""

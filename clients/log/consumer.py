@@ -30,7 +30,7 @@ from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
-from .errors import KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
+from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .group import GroupMembership
 from .message import Message, batch_record_class, error_message
 from .topic_partition import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
@@ -91,7 +91,7 @@ class Consumer:
         self._group_id = cfg.str("group.id", None)
         self._reset = cfg.str("auto.offset.reset", "latest").lower()
         if self._reset not in _EARLIEST | _LATEST | {"error"}:
-            raise ValueError(f"auto.offset.reset must be earliest, latest or error, got {self._reset!r}")
+            raise ConfigError(f"auto.offset.reset must be earliest, latest or error, got {self._reset!r}")
         self._auto_commit = cfg.bool("enable.auto.commit", True) and self._group_id is not None
         self._auto_store = cfg.bool("enable.auto.offset.store", True)
         self._commit_interval = cfg.int("auto.commit.interval.ms", 5000) / 1000.0
@@ -184,6 +184,9 @@ class Consumer:
             self._group = GroupMembership(self, self._group_id, self._strategies, self._session_timeout_ms,
                                           self._rebalance_timeout_ms, self._heartbeat_ms, self._client_id)
         else:
+            # A new subscription: join again with it (eager: give everything back first).
+            if not self._group.cooperative and self._parts:
+                self._revoke_assignment(lost=False)
             self._group.rejoin()
 
     def unsubscribe(self):
@@ -471,17 +474,16 @@ class Consumer:
         elif offsets is not None:
             items = [(tp.topic, tp.partition, tp.offset, tp.metadata) for tp in offsets]
         else:
-            items = self._commit_items(all_positions=True)
+            items = self._commit_items()
             if not items:
                 raise KafkaException(KafkaError(KafkaError._NO_OFFSET, "Local: No offset stored"))
         return self._send_commit(items, asynchronous)
 
-    def _commit_items(self, all_positions=False):
+    def _commit_items(self):
+        """The stored offsets not committed yet (the position, with enable.auto.offset.store)."""
         items = []
         for part in self._parts.values():
-            off = part.stored if (not all_positions and not self._auto_store) else part.position
-            if all_positions and part.stored is not None and not self._auto_store:
-                off = part.stored
+            off = part.position if self._auto_store else part.stored
             if off is not None and off >= 0 and off != part.committed:
                 items.append((part.topic, part.partition, off, None))
         return items

@@ -160,3 +160,11 @@ def error_from_field(field) -> KafkaError | None:
 
 def exception_from(exc: BrokerError) -> KafkaException:
     return KafkaException(error_from_wire(exc.code, exc.message))
+
+
+class ConfigError(KafkaException, ValueError):
+    """A bad configuration value: a KafkaException (_INVALID_ARG) as confluent-kafka raises,
+    and a ValueError, so either `except` catches it."""
+
+    def __init__(self, message: str):
+        super().__init__(KafkaError(KafkaError._INVALID_ARG, message))

@@ -22,7 +22,7 @@ import msgpack
 
 from ..protocol.errors import ErrorCode
 from .assignors import ASSIGNORS
-from .errors import KafkaError, KafkaException, error_from_wire, exception_from
+from .errors import KafkaError, exception_from
 
 log = logging.getLogger("clients.log")
 
@@ -63,6 +63,7 @@ class GroupMembership:
     def rejoin(self) -> None:
         if self.state == STABLE:
             self.state = UNJOINED
+            self._retry_at = 0.0
 
     def next_timer(self) -> float:
         """When maintain() next has something to do on its own (monotonic time)."""
@@ -221,7 +222,3 @@ class GroupMembership:
         self.generation = -1
         self.state = UNJOINED
         self.owned = {}
-
-
-def raise_for(error) -> None:
-    raise KafkaException(error_from_wire(error.code, error.message))

@@ -29,7 +29,7 @@ from ..record_batch import _pack_batch  # the header/CRC writer; rows are packed
 from ..rpc import ConnectionClosed
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
-from .errors import KafkaError, KafkaException, error_from_field, exception_from
+from .errors import ConfigError, KafkaError, KafkaException, error_from_field, exception_from
 from .message import make_message
 from .partitioner import KeyPartitioner, pick_sticky
 
@@ -43,6 +43,10 @@ _PRODUCER_KEYS = {
     "dr_cb", "dr_msg_cb",
 }
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+# Records with values under this many bytes take the fast path; a batch closes that much
+# before its byte limit, so the record that fills it can never take it over the limit.
+_SMALL = 16 * 1024
+_BATCH_OVERHEAD = 128  # the 39-byte header, the records array header and estimate slack
 _now_ms = time.time_ns
 
 
@@ -60,13 +64,14 @@ class _OpenBatch:
     """The records of one partition waiting to be sent, kept as wire-ready rows."""
 
     __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "callbacks", "deadline", "partition",
-                 "last_index", "max_size", "closed_at")
+                 "last_index", "max_size", "hard_size", "closed_at")
 
-    def __init__(self, partition: int, deadline: float, max_count: int, max_size: int):
+    def __init__(self, partition: int, deadline: float, max_count: int, max_size: int, hard_size: int):
         self.rows = []
         self.size = 0
         self.last_index = max_count - 1  # the batch is full once a record lands at this index
-        self.max_size = max_size
+        self.max_size = max_size    # close once this full (batch.size, leaving room for one small record)
+        self.hard_size = hard_size  # never exceed: what the server accepts
         self.closed_at = 0.0
         self.first_ts = None  # set by the first record (its timestamp, or now)
         self.dflt = 0         # timestamp delta of records produced without a timestamp
@@ -77,10 +82,11 @@ class _OpenBatch:
 
 
 class _TopicState:
-    __slots__ = ("name", "batches", "sticky", "num_partitions", "current")
+    __slots__ = ("name", "batches", "sticky", "num_partitions", "current", "max_batch")
 
-    def __init__(self, name: str, num_partitions: int):
+    def __init__(self, name: str, num_partitions: int, max_batch: int = 1_000_000):
         self.name = name
+        self.max_batch = max_batch  # bytes a batch may reach: the topic's max.message.bytes and ours
         self.num_partitions = num_partitions
         self.batches = [None] * num_partitions
         self.sticky = pick_sticky(num_partitions, None)
@@ -100,10 +106,12 @@ class Producer:
         self._linger = max(linger, 0.0) / 1000.0
         self._batch_bytes = max(cfg.int("batch.size", 1_000_000), 1)
         self._batch_count = max(cfg.int("batch.num.messages", 10_000), 1)
+        # librdkafka's message.max.bytes: the largest request (here: batch) the producer makes.
+        self._message_max_bytes = max(cfg.int("message.max.bytes", 1_000_000), 1024)
         acks = cfg.get("acks", cfg.get("request.required.acks", -1))
         acks = -1 if str(acks).lower() == "all" else int(acks)
         if acks not in (-1, 0, 1):
-            raise ValueError(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
+            raise ConfigError(f"acks must be 0, 1, -1 or 'all', got {acks!r}")
         self._acks = acks
         self._max_queued = cfg.int("queue.buffering.max.messages", 100_000)
         self._max_queued_bytes = cfg.int("queue.buffering.max.kbytes", 1_048_576) * 1024
@@ -167,7 +175,12 @@ class Producer:
         info = (meta.get("topics") or {}).get(topic)
         if not info or not info.get("partitions"):
             return None
-        state = _TopicState(topic, len(info["partitions"]))
+        limit = self._message_max_bytes
+        try:
+            limit = min(limit, int((info.get("config") or {}).get("max.message.bytes", limit)))
+        except (TypeError, ValueError):
+            pass
+        state = _TopicState(topic, len(info["partitions"]), limit)
         self._topics[topic] = state
         return state
 
@@ -186,11 +199,12 @@ class Producer:
             t = self._topics.get(topic)
             if t is not None:
                 acc = t.current
-                if acc is not None:
+                size = len(value)
+                if acc is not None and size < _SMALL:
                     rows = acc.rows
                     n = len(rows)
                     rows.append((n, acc.dflt, None, value, None))
-                    acc.size += len(value) + 16
+                    acc.size += size + 16
                     if n >= acc.last_index or acc.size >= acc.max_size or acc.deadline <= _mono():
                         self._after_append(t, acc)
                     return
@@ -218,7 +232,18 @@ class Producer:
             raise KafkaException(KafkaError(
                 KafkaError._UNKNOWN_PARTITION,
                 f"topic {topic!r} has {t.num_partitions} partitions, no partition {partition!r}"))
+        size = 16 + (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        if headers:
+            size += sum(len(k) + len(v or b"") + 8 for k, v in (headers.items() if isinstance(headers, dict) else headers))
+        if size + _BATCH_OVERHEAD > t.max_batch:
+            raise KafkaException(KafkaError(
+                KafkaError.MSG_SIZE_TOO_LARGE,
+                f"a record of about {size} bytes cannot fit a batch of at most {t.max_batch} bytes "
+                f"(message.max.bytes and the topic's max.message.bytes)"))
         acc = t.batches[partition]
+        if acc is not None and acc.rows and acc.size + size > acc.hard_size:
+            self._close(t, acc)  # a large record would overflow this batch: start a new one
+            acc = None
         if acc is None:
             # queue.buffering.max.messages counts closed batches; an open batch closes when it
             # would take the queue past the limit, so the next record finds the queue full.
@@ -227,13 +252,14 @@ class Producer:
                 self._make_room()
                 room = max(self._max_queued - self._count, 1)
             acc = t.batches[partition] = _OpenBatch(partition, self._linger_deadline(), min(self._batch_count, room),
-                                                    self._batch_bytes)
+                                                    min(self._batch_bytes, t.max_batch - _SMALL - _BATCH_OVERHEAD),
+                                                    t.max_batch - _BATCH_OVERHEAD)
             self._open.append((t, acc))
             if partition == t.sticky:
                 t.current = acc
         rows = acc.rows
         self._append_slow(acc, rows, key, value, timestamp, headers, cb)
-        acc.size += 16 + (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
+        acc.size += size
         if len(rows) > acc.last_index or acc.size >= acc.max_size or acc.deadline <= time.monotonic():
             self._after_append(t, acc)
 
@@ -364,8 +390,9 @@ class Producer:
         except ConnectionClosed as exc:
             self._connection_lost(exc)
             return
-        # Take replies already waiting so the server never stalls on our receive buffer.
-        if self._in_flight:
+        # With several requests unanswered, take the replies already here, so a produce loop
+        # that never polls still reads them (one non-blocking recv).
+        if self._in_flight > 4:
             self._pump(0)
 
     def _on_reply(self, group, result, error) -> None:

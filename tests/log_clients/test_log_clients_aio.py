@@ -165,3 +165,23 @@ async def test_commit_from_a_consumer_outside_an_active_group_fails(bootstrap, m
     finally:
         await outsider.stop()
         await member.stop()
+
+
+async def test_seek_into_the_middle_of_a_batch(bootstrap, make_topic):
+    topic = make_topic(1)
+    async with AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50) as producer:
+        futures = [await producer.send(topic, b"%d" % i) for i in range(50)]
+        await producer.flush()
+    assert [f.result().offset for f in futures] == list(range(50))
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek(tp, 37)  # inside the single batch of 50: its head is skipped
+        records = await _collect(consumer, 13)
+        assert [r.offset for r in records] == list(range(37, 50))
+        assert [r.value for r in records] == [b"%d" % i for i in range(37, 50)]
+        assert records[0].serialized_value_size == 2
+    finally:
+        await consumer.stop()

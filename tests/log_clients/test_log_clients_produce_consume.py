@@ -278,3 +278,21 @@ def test_buffer_error_when_queue_full_then_poll_frees_it(producer, make_topic):
             assert time.monotonic() < deadline
             p.poll(0.1)
     assert p.flush(10) == 0
+
+
+def test_batches_stay_under_the_servers_limit_and_oversized_records_are_refused(producer, consumer, make_topic):
+    topic = make_topic(1)
+    # batch.size above what the server takes: batches are still cut to fit max.message.bytes.
+    p = producer(**{"batch.size": 8_000_000, "batch.num.messages": 1_000_000, "linger.ms": 10_000})
+    errors = []
+    sizes = [100, 300_000, 100, 900_000, 50, 500_000] * 3 + [100] * 20_000
+    for n in sizes:
+        p.produce(topic, b"z" * n, on_delivery=lambda err, msg: err is not None and errors.append(err))
+    assert p.flush(20) == 0 and errors == []
+    with pytest.raises(KafkaException) as exc:
+        p.produce(topic, b"z" * 2_000_000)
+    assert exc.value.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+    c = consumer(**{"max.partition.fetch.bytes": 2_000_000})
+    c.assign([TopicPartition(topic, 0, 0)])
+    got = drain(c, len(sizes), timeout=20)
+    assert [len(m.value()) for m in got] == sizes

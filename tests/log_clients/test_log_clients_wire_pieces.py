@@ -58,3 +58,16 @@ def test_kafka_error_and_topic_partition_behave_like_confluent():
     assert exc.args[0].code() == 22 and "stale" in str(exc)
     assert TopicPartition("t", 1, 5) == TopicPartition("t", 1) and len({TopicPartition("t", 1), TopicPartition("t", 1)}) == 1
     assert TopicPartition("t").partition == -1 and TopicPartition("t").offset == -1001
+
+
+def test_bad_configuration_raises_kafka_exception_invalid_arg():
+    import pytest
+
+    from clients.log import Consumer, Producer
+    for make, conf in [(Consumer, {"auto.offset.reset": "sometimes"}), (Producer, {"acks": 2}),
+                       (Consumer, {"partition.assignment.strategy": "alphabetical"}),
+                       (Producer, {"linger.ms": "soon"}), (Consumer, {"bootstrap.servers": "no-port"})]:
+        conf.setdefault("bootstrap.servers", "127.0.0.1:1")
+        with pytest.raises(KafkaException) as exc:
+            make(conf)
+        assert exc.value.args[0].code() == KafkaError._INVALID_ARG, conf
