@@ -141,6 +141,7 @@ def _share(total, parts, index):
 async def _consumer(adapter, case, prefix, arg, pipe, counter, stop):
     group, index, record_latency = arg
     consumer = await adapter.open_consumer(case, prefix, group, index)
+    t_ready = now_ns()
     pipe.send(("ready", None))
     lat = array("q")
     sent_at = array("q")        # intended send times, so the parent can drop the warm-up
@@ -171,6 +172,7 @@ async def _consumer(adapter, case, prefix, arg, pipe, counter, stop):
         counter.value = count
     await consumer.close()
     return {"count": count, "first": first, "last": last, "violations": violations,
+            "t_ready": t_ready,
             "lat": lat.tobytes(), "sent_at": sent_at.tobytes()}
 
 
@@ -390,7 +392,9 @@ def _figures(case, t0, prod, cons, expected, backlog=False) -> dict:
     if case.rate is not None:
         out["offered_rate"] = case.rate
     if lasts:
-        start = min(firsts) if backlog else t0
+        # A drain is timed from the moment the consumers were subscribed, not from the first
+        # delivery seen: a blocking client can hand over a whole backlog in one poll call.
+        start = min(c["t_ready"] for c in cons) if backlog else t0
         out["throughput"] = received / max(1e-9, (max(lasts) - start) / 1e9)
     else:
         out["throughput"] = 0.0
