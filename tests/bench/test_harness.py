@@ -1,0 +1,125 @@
+"""The benchmark harness itself: its arithmetic, its report, its CLI, and one short real run of
+each of our brokers through it (no figures asserted - speed is measured in bench/, not here -
+only that every message sent was delivered and counted)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import stats
+from bench.report import write_report
+from bench.suite import summarise
+from bench.workloads import WORKLOADS, Case, cases_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_percentile_is_nearest_rank():
+    values = list(range(1, 101))            # 1..100
+    assert stats.percentile(values, 50) == 50
+    assert stats.percentile(values, 99) == 99
+    assert stats.percentile(values, 99.9) == 100
+    assert stats.percentile(values, 100) == 100
+    assert stats.percentile([7], 50) == 7
+    with pytest.raises(ValueError):
+        stats.percentile([], 50)
+    with pytest.raises(ValueError):
+        stats.percentile(values, 101)
+
+
+def test_latency_summary_and_spread():
+    s = stats.latency_summary([5, 1, 3, 2, 4] * 200)
+    assert s["count"] == 1000 and s["p50"] == 3 and s["max"] == 5 and s["p99.9"] == 5
+    assert stats.latency_summary([]) == {"count": 0}
+    assert stats.spread([3.0, None, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    assert stats.spread([None])["median"] is None
+    assert stats.ratio(4, 2) == 2 and stats.ratio(1, 0) is None
+
+
+def test_every_workload_expands_into_cases():
+    assert len(WORKLOADS) == 7
+    for name in WORKLOADS:
+        cases = cases_for(name, 1.0)
+        assert cases and all(c.workload == name and c.duration == 1.0 for c in cases)
+    assert [c.label for c in cases_for("latency", 1.0)] == [
+        "rate=1000", "rate=10000", "rate=50000", "rate=max"]
+    assert not cases_for("replay", 1.0)[0].queue_ok
+
+
+def _sample_result(workload="telemetry"):
+    case = cases_for(workload, 1.0)[0]
+    runs = [{"throughput": t, "produce_rate": t * 1.1, "mb_per_s": t / 1e4, "lost": 0,
+             "order_violations": 0, "drained": True, "peak_rss_mb": 30.0,
+             "latency_us": {"count": 10, "p50": 100, "p90": 150, "p99": 300, "p99.9": 400, "max": 500}}
+            for t in (1000.0, 1200.0, 1100.0)]
+    slow = [dict(r, throughput=r["throughput"] / 4) for r in runs]
+    return {"workload": workload, "started": "2026-11-28T12:00:00+00:00", "duration": 1.0, "repeat": 3,
+            "machine": {"cores": 2, "cpu_model": "test cpu", "memory_gib": 1, "os": "linux",
+                        "python": "3.11", "loadavg_at_start": [0.5, 0.5, 0.5]},
+            "systems": {"minilog": {"server": "minilog", "client": "clients.log", "paradigm": "log"},
+                        "minibroker": {"server": "minibroker", "client": "clients.aio_broker",
+                                       "paradigm": "queue"},
+                        "rabbitmq": {"skipped": "not started (pass --start-peers)"}},
+            "cases": [{"case": case.to_dict(), "results": {
+                "minilog": {"runs": runs, "summary": summarise(runs), "settings": {"durability": "page cache"}},
+                "minibroker": {"runs": slow, "summary": summarise(slow), "settings": {"durability": "fsync"}},
+                "rabbitmq": {"skipped": "not started (pass --start-peers)"}}}]}
+
+
+def test_report_from_sample_json(tmp_path):
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "telemetry-1.json").write_text(json.dumps(_sample_result()))
+    out = tmp_path / "RESULTS.md"
+    assert write_report(str(tmp_path / "res"), str(out), str(tmp_path / "charts")) == 0
+    text = out.read_text()
+    assert "| minilog | 1,100 (1,000–1,200) |" in text
+    assert "the **log** wins (4.0× best-of-paradigm)" in text
+    assert "minilog ahead 4.0×" in text
+    assert "skipped: not started (pass --start-peers)" in text
+    assert "page cache" in text and "fsync" in text
+
+
+def test_report_without_results_says_so(tmp_path, capsys):
+    assert write_report(str(tmp_path), str(tmp_path / "R.md"), str(tmp_path / "c")) == 1
+    assert "no result JSON" in capsys.readouterr().err
+
+
+def test_cli_list_and_bad_arguments():
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    for name in WORKLOADS:
+        assert name in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "bench", "run", "nope"], capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=30)
+    assert bad.returncode == 2 and "unknown workload" in bad.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("system", ["minibroker", "minibroker-pika", "minilog", "minilog-aio"])
+def test_smoke_run_against_our_broker(system, tmp_path):
+    from bench.suite import Servers, run_workload
+    from bench.systems import client_missing
+    if client_missing(system):
+        pytest.skip(client_missing(system))
+    servers = Servers([system], False, {}, lambda s: None)
+    if system not in servers.handles:
+        pytest.fail(f"{system} did not start: {servers.skipped.get(system)}")
+    try:
+        result = run_workload("telemetry", [system], 1.0, 1, json_dir=str(tmp_path),
+                              options={"partitions": 2}, servers=servers, say=lambda s: None)
+    finally:
+        servers.stop()
+    slot = result["cases"][0]["results"][system]
+    assert slot["errors"] == [] and len(slot["runs"]) == 1
+    run = slot["runs"][0]
+    assert run["sent"] > 0 and run["received"] == run["expected"] == run["sent"]
+    assert run["order_violations"] == 0
+    # latency leaves out the warm-up (first 10 % of the run), so it counts fewer messages
+    assert 0 < run["latency_us"]["count"] < run["received"]
+    assert list(tmp_path.glob("telemetry-*.json"))
