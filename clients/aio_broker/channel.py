@@ -34,7 +34,9 @@ from .message import IncomingMessage
 
 _tag_ids = itertools.count(1)
 log = logging.getLogger("clients.aio_broker")
-PUBLISH_BATCH_MESSAGES = 1000
+# One publish_batch frame holds at most this many messages or (about) bytes: large bodies must
+# not add up to a frame over the server's max_frame. The same limits as the blocking client.
+from ..broker.blocking_channel import PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES  # noqa: E402
 
 
 class Channel:
@@ -52,6 +54,7 @@ class Channel:
         self._consumers: dict = {}          # consumer_tag -> (callback, no_ack)
         self._cancelled: dict = {}          # consumer_tag -> no_ack, for deliveries still in flight
         self._pub_buf: list = []
+        self._pub_bytes = 0
         self._pub_scheduled = False
         self._settlement = SettledTags()    # which delivery tags are settled, so acks can merge
         self._ack_upto = 0                  # the merged multiple=True ack not yet sent
@@ -131,6 +134,7 @@ class Channel:
         self._opened = False
         self.close_reason = exc
         self._pub_buf = []
+        self._pub_bytes = 0
         for entry in self._unconfirmed.values():
             if not entry[0].done():
                 entry[0].set_exception(exc)
@@ -147,6 +151,7 @@ class Channel:
         what the channel declared and who consumes, to replay them on the new connection."""
         self._opened = False
         self._pub_buf = []
+        self._pub_bytes = 0
         self._ack_upto = 0
         self._settlement = SettledTags()  # delivery tags start again at 1 on the new channel
         for entry in self._unconfirmed.values():
@@ -279,8 +284,10 @@ class Channel:
         if self._closed or not self._opened or self._rpc.closed:
             self._check()
         buf = self._pub_buf
-        buf.append([exchange, routing_key, message.body, message.properties_map(), mandatory])
-        if len(buf) >= PUBLISH_BATCH_MESSAGES:
+        body = message.body
+        buf.append([exchange, routing_key, body, message.properties_map(), mandatory])
+        self._pub_bytes += len(body) + 64
+        if len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES:
             # A publish loop that never yields to the event loop would otherwise hold
             # everything: send the batch now, so the transport's flow control can push back.
             self._flush_publishes()
@@ -303,6 +310,7 @@ class Channel:
         try:
             if self._pub_buf:
                 buf, self._pub_buf = self._pub_buf, []
+                self._pub_bytes = 0
                 self.connection._last_noreply_channel = self
                 self._rpc.send("publish_batch", {"ch": self.number, "messages": buf}, want_reply=False)
             if self._ack_upto:

@@ -67,6 +67,17 @@ async def test_publish_without_confirms_does_not_wait(connection):
     assert (await queue.declare()).message_count == 500  # the declare follows the publishes in order
 
 
+async def test_large_messages_are_split_into_batches_under_the_frame_limit(connection):
+    # 400 x 64 KiB published in one loop turn is 26 MB: more than one 16 MiB frame can carry.
+    channel = await connection.channel()
+    queue = await channel.declare_queue("large")
+    body = b"x" * 65536
+    confirms = await asyncio.gather(*[channel.default_exchange.publish(Message(body), routing_key="large")
+                                      for _ in range(400)])
+    assert len(confirms) == 400 and all(confirms)
+    assert (await queue.declare()).message_count == 400
+
+
 async def test_queue_iterator_and_settling(connection):
     channel = await connection.channel()
     queue = await channel.declare_queue("it")
