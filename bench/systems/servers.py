@@ -31,6 +31,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _when_listening(handle, port: int, timeout: float, proc: subprocess.Popen):
+    """Return `handle` once its server accepts connections; stop it if it never does."""
+    try:
+        wait_for_port(port, timeout, proc)
+    except ServerUnavailable:
+        handle.stop()
+        raise
+    return handle
+
+
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -212,12 +222,7 @@ def start_rabbitmq(timeout: float = 60.0, system: str = "rabbitmq") -> ServerHan
     handle = ServerHandle(system, {"host": "127.0.0.1", "port": port,
                                        "url": f"amqp://guest:guest@127.0.0.1:{port}/"},
                           proc, workdir, version=_rabbitmq_version(), log_path=log)
-    try:
-        wait_for_port(port, timeout, proc)
-    except ServerUnavailable:
-        handle.stop()
-        raise
-    return handle
+    return _when_listening(handle, port, timeout, proc)
 
 
 def _rabbitmq_version() -> str:
@@ -259,12 +264,7 @@ def start_tansu(timeout: float = 30.0) -> ServerHandle:
     handle = ServerHandle("kafka", {"host": "127.0.0.1", "port": port,
                                     "bootstrap": f"127.0.0.1:{port}"},
                           proc, workdir, version=version or "tansu", log_path=log)
-    try:
-        wait_for_port(port, timeout, proc)
-    except ServerUnavailable:
-        handle.stop()
-        raise
-    return handle
+    return _when_listening(handle, port, timeout, proc)
 
 
 def start_redis(timeout: float = 20.0) -> ServerHandle:
@@ -281,12 +281,7 @@ def start_redis(timeout: float = 20.0) -> ServerHandle:
     handle = ServerHandle("redis", {"host": "127.0.0.1", "port": port,
                                     "url": f"redis://127.0.0.1:{port}"},
                           proc, workdir, version=f"Redis {v}", log_path=log)
-    try:
-        wait_for_port(port, timeout, proc)
-    except ServerUnavailable:
-        handle.stop()
-        raise
-    return handle
+    return _when_listening(handle, port, timeout, proc)
 
 
 def start_nats(timeout: float = 20.0) -> ServerHandle:
@@ -302,12 +297,7 @@ def start_nats(timeout: float = 20.0) -> ServerHandle:
     handle = ServerHandle("nats", {"host": "127.0.0.1", "port": port,
                                    "url": f"nats://127.0.0.1:{port}"},
                           proc, workdir, version=version or "nats-server", log_path=log)
-    try:
-        wait_for_port(port, timeout, proc)
-    except ServerUnavailable:
-        handle.stop()
-        raise
-    return handle
+    return _when_listening(handle, port, timeout, proc)
 
 
 PEER_STARTERS = {"rabbitmq": start_rabbitmq, "rabbitmq-pika": start_rabbitmq,

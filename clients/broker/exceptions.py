@@ -57,7 +57,9 @@ class ConnectionWrongStateError(AMQPConnectionError):
     pass
 
 
-class ConnectionClosed(AMQPConnectionError):
+class _ClosedWithReply:
+    """What pika's ConnectionClosed and ChannelClosed share: a reply code and text as args."""
+
     def __init__(self, reply_code, reply_text):
         super().__init__(int(reply_code), str(reply_text))
 
@@ -71,6 +73,10 @@ class ConnectionClosed(AMQPConnectionError):
     @property
     def reply_text(self):
         return self.args[1]
+
+
+class ConnectionClosed(_ClosedWithReply, AMQPConnectionError):
+    pass
 
 
 class ConnectionClosedByBroker(ConnectionClosed):
@@ -98,20 +104,8 @@ class ChannelWrongStateError(AMQPChannelError):
     pass
 
 
-class ChannelClosed(AMQPChannelError):
-    def __init__(self, reply_code, reply_text):
-        super().__init__(int(reply_code), str(reply_text))
-
-    def __repr__(self):
-        return f"{self.__class__.__name__}: ({self.reply_code}) {self.reply_text!r}"
-
-    @property
-    def reply_code(self):
-        return self.args[0]
-
-    @property
-    def reply_text(self):
-        return self.args[1]
+class ChannelClosed(_ClosedWithReply, AMQPChannelError):
+    pass
 
 
 class ChannelClosedByBroker(ChannelClosed):
