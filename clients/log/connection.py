@@ -78,27 +78,22 @@ class LogConnection(RpcConnection):
         if timeout is None or timeout > 0:
             if not self.readable(timeout if timeout is not None else 3600.0):
                 return False
-        try:
-            data = sock.recv(READ_SIZE, MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError as exc:
-            self.closed = True
-            raise ConnectionClosed(f"connection lost: {exc}") from None
+        handled = False
         while True:
+            try:
+                data = sock.recv(READ_SIZE, MSG_DONTWAIT)
+            except BlockingIOError:
+                return handled
+            except OSError as exc:
+                self.closed = True
+                raise ConnectionClosed(f"connection lost: {exc}") from None
             if not data:
                 self.closed = True
                 raise ConnectionClosed()
             self._handle(self.state.receive_data(data))
+            handled = True
             if len(data) < READ_SIZE:
                 return True
-            try:
-                data = sock.recv(READ_SIZE, MSG_DONTWAIT)
-            except BlockingIOError:
-                return True
-            except OSError as exc:
-                self.closed = True
-                raise ConnectionClosed(f"connection lost: {exc}") from None
 
     def fail_all(self, error: BrokerError) -> None:
         """Run every pending callback with `error` (the connection is gone)."""
