@@ -148,8 +148,11 @@ class ServerProcess:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "ab")
+        extra = list(self.extra_args)
+        if self.module == "minibroker" and not any(a.startswith("--amqp-port") for a in extra):
+            extra += ["--amqp-port", "0"]     # never the default 5672: tests run side by side
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--port", str(port), "--data-dir", self.data_dir, *self.extra_args],
+            [sys.executable, "-m", self.module, "--port", str(port), "--data-dir", self.data_dir, *extra],
             stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env,
         )
         self.port = read_listening_port(self.proc, timeout)
