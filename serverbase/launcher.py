@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from .cli import port_number
+
 SERVERS = ("minibroker", "minilog")
 PID_FILE = "launcher.pid"
 STOP_TIMEOUT_S = 30.0
@@ -31,6 +33,7 @@ def _server_parsers() -> dict:
     from minilog.server import DEFAULT_DATA_DIR as ML_DIR, DEFAULT_PORT as ML_PORT, MinilogServer
 
     from .cli import build_parser
+
     return {"minibroker": build_parser(MinibrokerServer, MB_PORT, MB_DIR),
             "minilog": build_parser(MinilogServer, ML_PORT, ML_DIR)}
 
@@ -49,6 +52,8 @@ def route_flags(extra: list[str], parsers: dict) -> dict[str, list[str]]:
         if not token.startswith("--"):
             raise SystemExit(f"make run: unexpected argument {token!r} (flags start with --)")
         flag, eq, value = token.partition("=")
+        if flag == "--port":
+            raise SystemExit("make run: two servers cannot share --port; give --minibroker-port and --minilog-port")
         targets = None
         for name in parsers:
             if flag.startswith(f"--{name}-"):
@@ -69,6 +74,11 @@ def route_flags(extra: list[str], parsers: dict) -> dict[str, list[str]]:
         for name in targets:
             routed[name].extend(args)
     return routed
+
+
+def route_server_flags(parser, tokens: list[str]) -> dict[str, list[str]]:
+    """`route_flags` against the two servers' real parsers (`parser`, the launcher's, is unused)."""
+    return route_flags(tokens, _server_parsers())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -123,13 +133,13 @@ def main(argv=None) -> int:
                "gives it to one server only. 'python -m serverbase.launcher stop' stops running servers.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--data-dir", default="./data", help="parent folder of both data dirs (default ./data)")
-    parser.add_argument("--minibroker-port", default=None, help="minibroker's port (default 5673)")
-    parser.add_argument("--minilog-port", default=None, help="minilog's port (default 9093)")
+    parser.add_argument("--minibroker-port", type=port_number, default=None, help="minibroker's port (default 5673)")
+    parser.add_argument("--minilog-port", type=port_number, default=None, help="minilog's port (default 9093)")
     if argv[:1] == ["stop"]:
         args, _server_flags = parser.parse_known_args(argv[1:])   # the same RUN_ARGS as `make run` will do
         return stop(args.data_dir)
     args, extra = parser.parse_known_args(argv)
-    routed = route_flags(extra, _server_parsers())
+    routed = route_server_flags(parser, extra)
 
     pid_path = os.path.join(args.data_dir, PID_FILE)
     os.makedirs(args.data_dir, exist_ok=True)

@@ -110,11 +110,11 @@ def test_console_script_subcommand_and_unusable_paths(tmp_path):
     part = tmp_path / "c-0"
     write_log(part, batches=3)
     env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-m", "minilog.dump", str(part)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "minilog", "dump", str(part)], capture_output=True,
                           text=True, cwd=ROOT, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "baseOffset: 0 " in done.stdout
-    done = subprocess.run([sys.executable, "-m", "minilog.dump", str(tmp_path / "nope")],
+    done = subprocess.run([sys.executable, "-m", "minilog", "dump", str(tmp_path / "nope")],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().endswith("no such file or directory")
     assert len(done.stderr.strip().splitlines()) == 1
