@@ -58,10 +58,10 @@ class _Content:
 class CommandReader:
     """Sans-IO reader of a client's byte stream (the server side of a connection)."""
 
-    def __init__(self, frame_max: int, max_body: int):
+    def __init__(self, frame_max: int, max_body: int, greeted: bool = False):
         self.frame_max = frame_max      # largest whole frame accepted, header and end included
         self.max_body = max_body
-        self._greeted = False
+        self._greeted = greeted         # True to read a server's stream (no protocol header)
         self._tail = b""
         self._content: dict[int, _Content] = {}
 

@@ -244,6 +244,8 @@ class AMQPConnection(asyncio.Protocol):
                 if isinstance(args, AMQPError):      # a message over the size limit
                     raise args
                 handler = handlers[type(args)]
+                if handler is self._server_only:
+                    raise AMQPError(COMMAND_INVALID, f"{args.spec.name} is sent by servers only", *_ids(args))
                 if ch == 0:
                     if args.spec.class_id != 10:
                         raise AMQPError(COMMAND_INVALID, f"{args.spec.name} on channel 0", *_ids(args))
@@ -632,13 +634,22 @@ class AMQPConnection(asyncio.Protocol):
     def on_basic_get(self, ch, args):
         channel = self.session.channel(ch)
         queue = self.broker.get_queue(self._queue_name(ch, args.queue), self.session)
-        got = channel.get(queue, args.no_ack, self.broker.clock())
-        if got is None:
-            self.send(ch, m.BasicGetEmpty(""))
+        while True:
+            got = channel.get(queue, args.no_ack, self.broker.clock())
+            if got is None:
+                self.send(ch, m.BasicGetEmpty(""))
+                return
+            try:
+                frames = frame_content(ch, m.BasicGetOk(got["delivery_tag"], got["redelivered"], got["exchange"],
+                                                        got["routing_key"], got["message_count"]),
+                                       got["properties"], got["body"], self.frame_max)
+            except ValueError:    # a msgpack publisher's routing key over 255 bytes: AMQP cannot carry it
+                if not args.no_ack:
+                    channel.nack(got["delivery_tag"], False, False, "reject")
+                continue
+            self._out.extend(frames)
+            self._schedule_flush()
             return
-        self.send_content(ch, m.BasicGetOk(got["delivery_tag"], got["redelivered"], got["exchange"],
-                                           got["routing_key"], got["message_count"]),
-                          got["properties"], got["body"])
 
     def on_basic_ack(self, ch, args):
         self.session.channel(ch).ack(args.delivery_tag, args.multiple)
@@ -663,7 +674,7 @@ class AMQPConnection(asyncio.Protocol):
         if channel.unacked:
             channel.nack(0, True, True, "recover")   # tag 0 + multiple: every unacked message
 
-    def on_client_only(self, ch, args):
+    def on_server_only(self, ch, args):
         raise AMQPError(COMMAND_INVALID, f"{args.spec.name} is sent by servers only", *_ids(args))
 
     def on_confirm_select(self, ch, args):
@@ -698,8 +709,9 @@ class AMQPConnection(asyncio.Protocol):
             m.ConfirmSelect: self.on_confirm_select,
             m.TxSelect: self.on_tx, m.TxCommit: self.on_tx, m.TxRollback: self.on_tx,
         }
+        self._server_only = self.on_server_only
         for s in spec.METHODS.values():      # every other method is one only a server sends
-            table.setdefault(s.args, self.on_client_only)
+            table.setdefault(s.args, self._server_only)
         return table
 
 

@@ -7,11 +7,12 @@ pika, kombu and aio-pika do too):
     l int64       f float32   d float64   D decimal   S long string          A array
     T timestamp   F table     V void      x byte array
 
-Decoding gives Python values: ints, floats, `decimal.Decimal`, str for a long string that is
-valid UTF-8 (bytes otherwise, as pika does), bytes for `x`, `Timestamp` (an int subclass, so the
-msgpack side sees seconds) for `T`, dict, list, None. Encoding picks the type from the value
-as pika does: bool `t`, int `I` when it fits in 32 bits else `l`, float `d`, Decimal `D`, str
-`S`, bytes `x`, dict `F`, list/tuple `A`, None `V`, `Timestamp`/datetime `T`.
+Decoding gives the plain values the broker core stores and the msgpack protocol carries
+(serverbase/schema.py `check_table`): ints, floats, str for a long string that is valid UTF-8
+(bytes otherwise, as pika does), bytes for `x`, dict, list, None; a `T` timestamp becomes its
+seconds (an int) and a `D` decimal its text ("1.25"), since neither has a msgpack type. Encoding
+picks the type from the value as pika does: bool `t`, int `I` when it fits in 32 bits else `l`,
+float `d`, Decimal `D`, str `S`, bytes `x`, dict `F`, list/tuple `A`, None `V`, datetime `T`.
 
 Errors are `ValueError` with a sentence; the method decoder turns them into 502 SYNTAX_ERROR.
 Nesting is bounded (`MAX_DEPTH`) so a hostile table cannot exhaust the stack.
@@ -40,10 +41,6 @@ _FIXED_TYPES = {
     ord("b"): _I8, ord("B"): _U8, ord("s"): _I16, ord("u"): _U16, ord("I"): _I32, ord("i"): _U32,
     ord("l"): _I64, ord("L"): _U64, ord("f"): _F32, ord("d"): _F64,
 }
-
-
-class Timestamp(int):
-    """Seconds since the epoch that travel as AMQP type `T` (a plain int elsewhere)."""
 
 
 def decode_table(buf, off: int, end: int, depth: int = 0):
@@ -122,12 +119,12 @@ def decode_value(buf, off: int, end: int, depth: int = 0):
     if kind == 0x54:                          # T timestamp
         if off + 8 > end:
             raise ValueError("timestamp field runs past the end of its table")
-        return Timestamp(_U64.unpack_from(buf, off)[0]), off + 8
+        return _U64.unpack_from(buf, off)[0], off + 8
     if kind == 0x44:                          # D decimal: scale octet, unsigned 32-bit value
         if off + 5 > end:
             raise ValueError("decimal field runs past the end of its table")
         scale, value = _DECIMAL.unpack_from(buf, off)
-        return decimal.Decimal(value).scaleb(-scale), off + 5
+        return str(decimal.Decimal(value).scaleb(-scale)), off + 5
     if kind == 0x56:                          # V void
         return None, off
     raise ValueError(f"unknown field type {chr(kind)!r} (0x{kind:02x})")
@@ -163,8 +160,6 @@ def _encode_value_into(value, pieces, depth):
         pieces.append(raw)
     elif t is bool:
         pieces.append(b"t\x01" if value else b"t\x00")
-    elif t is Timestamp:
-        pieces.append(b"T" + _U64.pack(value))
     elif isinstance(value, int):
         if -(1 << 31) <= value < (1 << 31):
             pieces.append(b"I" + _I32.pack(value))

@@ -12,7 +12,7 @@ properties is `None` in the core; its header is the cheapest to read and write (
 
 from struct import Struct, error as StructError
 
-from .fields import Timestamp, decode_table, encode_table
+from .fields import decode_table, encode_table
 
 # (name, type, flag bit) in wire order.
 BASIC_PROPERTIES = (
@@ -60,7 +60,7 @@ def decode_properties(buf, off: int, end: int, flags: int):
                 props[name] = buf[off]
                 off += 1
             elif kind == "timestamp":
-                props[name] = Timestamp(_U64.unpack_from(buf, off)[0])
+                props[name] = _U64.unpack_from(buf, off)[0]
                 off += 8
             else:
                 props[name], off = decode_table(buf, off, end)

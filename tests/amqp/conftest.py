@@ -71,5 +71,7 @@ def pika_connect(amqp_broker):
 @pytest.fixture
 def unique(request):
     """A name unique to this test (RabbitMQ keeps what earlier runs declared)."""
+    import re
     import uuid
-    return lambda prefix="t": f"{prefix}-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:40]
+    return lambda prefix="t": f"{prefix}-{name}-{uuid.uuid4().hex[:8]}"
