@@ -121,7 +121,12 @@ def parse_request(frame) -> KafkaRequest:
     flexible = api.is_flexible(version)
     if flexible:
         r.skip_tagged_fields("request header tagged fields")
-    req.body = decode(frame, compiled(api, version, False), flexible, r.pos)
+    try:
+        # Bytes after the body are ignored, as Kafka ignores them: librdkafka's "all topics"
+        # Metadata v9 request carries three.
+        req.body = decode(frame, compiled(api, version, False), flexible, r.pos, exact=False)
+    except KafkaDecodeError as exc:
+        raise KafkaDecodeError(f"{api.name} v{version} request: {exc}") from None
     return req
 
 
