@@ -73,8 +73,6 @@ class KafkaApis:
         self.advertised = advertised   # () -> (host, port): known once the listener is open
         self._handlers = {
             API_VERSIONS.key: self.api_versions,
-            PRODUCE.key: self.produce,
-            FETCH.key: self.fetch,
             METADATA.key: self.metadata,
             FIND_COORDINATOR.key: self.find_coordinator,
             LIST_OFFSETS.key: self.list_offsets,
@@ -90,6 +88,10 @@ class KafkaApis:
             DELETE_TOPICS.key: self.delete_topics,
             DESCRIBE_CONFIGS.key: self.describe_configs,
         }
+        if getattr(server, "kafka_record_batches", False):
+            # Produce and Fetch need the core to store and serve Kafka's record batch format.
+            self._handlers[PRODUCE.key] = self.produce
+            self._handlers[FETCH.key] = self.fetch
         if server.credentials is not None:
             self._handlers[SASL_HANDSHAKE.key] = self.sasl_handshake
             self._handlers[SASL_AUTHENTICATE.key] = self.sasl_authenticate

@@ -299,7 +299,7 @@ LIST_GROUPS = Api(16, "ListGroups", (0, 4), 3, [
         F("group_state", "string", "4+")))),
 ])
 
-SASL_HANDSHAKE = Api(17, "SaslHandshake", (0, 1), NEVER, [
+SASL_HANDSHAKE = Api(17, "SaslHandshake", (1, 1), NEVER, [
     F("mechanism", "string"),
 ], [
     F("error_code", "int16"),
