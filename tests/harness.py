@@ -131,6 +131,11 @@ class ServerThread:
         self.stop()
 
 
+# A server's other front doors default to their well-known ports on the command line (9092...);
+# tests run side by side, so each process test puts them on free ports (extra_args may override).
+OTHER_DOORS_ON_FREE_PORTS = {"minilog": ("--kafka-port", "0"), "minibroker": ("--amqp-port", "0")}
+
+
 class ServerProcess:
     """A server started as a user starts it: `python -m NAME --port 0 --data-dir DIR`."""
 
@@ -148,11 +153,9 @@ class ServerProcess:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "ab")
-        extra = list(self.extra_args)
-        if self.module == "minibroker" and not any(a.startswith("--amqp-port") for a in extra):
-            extra += ["--amqp-port", "0"]     # never the default 5672: tests run side by side
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--port", str(port), "--data-dir", self.data_dir, *extra],
+            [sys.executable, "-m", self.module, "--port", str(port), "--data-dir", self.data_dir,
+             *OTHER_DOORS_ON_FREE_PORTS.get(self.module, ()), *self.extra_args],
             stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env,
         )
         self.port = read_listening_port(self.proc, timeout)
