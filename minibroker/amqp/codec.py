@@ -31,7 +31,8 @@ from .spec import (
 
 FRAME = Struct(">BHI")
 _CLASS_METHOD = Struct(">HH")
-_PUBLISH = (60 << 16) | 40
+PUBLISH = METHODS[(60, 40)]
+PUBLISH_CACHE_SIZE = 256
 HEARTBEAT_FRAME = FRAME.pack(FRAME_HEARTBEAT, 0, 0) + b"\xce"
 _END = b"\xce"
 _pack_frame = FRAME.pack
@@ -64,6 +65,7 @@ class CommandReader:
         self._greeted = greeted         # True to read a server's stream (no protocol header)
         self._tail = b""
         self._content: dict[int, _Content] = {}
+        self._publish_cache: dict = {}
 
     @property
     def buffered(self) -> int:
@@ -89,6 +91,7 @@ class CommandReader:
         n = len(data)
         max_payload = self.frame_max - 8
         content = self._content
+        publish_cache = self._publish_cache
         unpack_frame = FRAME.unpack_from
         while n - pos >= 7:
             ftype, ch, size = unpack_frame(data, pos)
@@ -110,6 +113,45 @@ class CommandReader:
                 if size < 4:
                     raise AMQPFrameError(SYNTAX_ERROR, "method frame shorter than its class and method ids")
                 cid, mid = _CLASS_METHOD.unpack_from(data, start)
+                if cid == 60 and mid == 40:
+                    # basic.publish: a stream repeats the same few exchange/routing-key pairs, so
+                    # the decoded arguments are kept by their bytes.
+                    raw = data[start:end]
+                    args = publish_cache.get(raw)
+                    if args is None:
+                        args = PUBLISH.decode(data, start + 4, end)
+                        if len(publish_cache) >= PUBLISH_CACHE_SIZE:
+                            publish_cache.clear()
+                        publish_cache[raw] = args
+                    # Fast path: its header and single body frame are already in this read.
+                    if n - pos >= 22 and data[pos] == FRAME_HEADER:
+                        _, hch, hsize = unpack_frame(data, pos)
+                        hend = pos + 7 + hsize
+                        if hch == ch and 14 <= hsize <= max_payload and hend < n and data[hend] == FRAME_END:
+                            hcid, _, body_size, flags = HEADER.unpack_from(data, pos + 7)
+                            if hcid == 60 and body_size <= self.max_body:
+                                if flags:
+                                    try:
+                                        props = decode_properties(data, pos + 21, hend, flags)
+                                    except PropertiesError as exc:
+                                        raise AMQPFrameError(SYNTAX_ERROR, f"content header on channel {ch}: "
+                                                                           f"{exc}") from None
+                                else:
+                                    props = None
+                                if body_size == 0:
+                                    append((ch, args, props, b""))
+                                    pos = hend + 1
+                                    continue
+                                bpos = hend + 1
+                                if n - bpos >= 7 and data[bpos] == FRAME_BODY:
+                                    _, bch, bsize = unpack_frame(data, bpos)
+                                    bend = bpos + 7 + bsize
+                                    if bch == ch and bsize == body_size and bend < n and data[bend] == FRAME_END:
+                                        append((ch, args, props, data[bpos + 7:bend]))
+                                        pos = bend + 1
+                                        continue
+                    content[ch] = _Content(args)
+                    continue
                 spec = METHODS.get((cid, mid))
                 if spec is None:
                     raise AMQPFrameError(COMMAND_INVALID, f"unknown method class {cid} method {mid}", cid, mid)

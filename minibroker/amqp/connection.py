@@ -40,6 +40,7 @@ from .spec import (
 )
 
 log = logging.getLogger("minibroker.amqp")
+BasicPublish = m.BasicPublish
 
 CHANNEL_MAX = 2047               # RabbitMQ's default
 FRAME_MAX = 131072               # RabbitMQ's default
@@ -226,9 +227,33 @@ class AMQPConnection(asyncio.Protocol):
             self._send_start()
         handlers = self._handlers
         channels = self.channels
+        exchanges = self.broker.exchanges
+        batch = None          # a run of plain publishes on one channel, published together
+        batch_ch = 0
         for ch, args, props, body in commands:
             if self.closed:
                 return
+            if type(args) is BasicPublish and props is None and self.phase == OPEN:
+                # The hot path: no properties, an existing exchange. Such publishes cannot fail in
+                # the core (short-string names fit its limits), so a run of them goes to
+                # `Broker.publish_batch` at once; anything else ends the run first.
+                state = channels.get(ch)
+                if state is not None and not state.closing and not args.immediate:
+                    exchange = exchanges.get(args.exchange)
+                    if exchange is not None and not exchange.internal:
+                        if ch != batch_ch and batch:
+                            self._publish_batch(batch_ch, batch)
+                            batch = None
+                        if batch is None:
+                            batch = []
+                            batch_ch = ch
+                        batch.append([args.exchange, args.routing_key, body, None, args.mandatory])
+                        continue
+            if batch:
+                self._publish_batch(batch_ch, batch)
+                batch = None
+                if self.closed:
+                    return
             if self.phase == CLOSING:
                 if type(args) is m.ConnectionCloseOk or type(args) is m.ConnectionClose:
                     self._closing_command(args)
@@ -273,7 +298,21 @@ class AMQPConnection(asyncio.Protocol):
             except Exception as exc:      # a bug must not take the server down
                 log.exception("AMQP connection %s: %s failed", self.id, getattr(args, "spec", args))
                 self.connection_exception(AMQPError(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", *_ids(args)))
+        if batch:
+            self._publish_batch(batch_ch, batch)
         self.flush()
+
+    def _publish_batch(self, ch: int, batch: list) -> None:
+        session = self.session
+        session.published = True
+        try:
+            self.broker.publish_batch(session.channel(ch), batch)
+        except BrokerError as exc:
+            self.channel_exception(ch, _amqp_error(exc, BasicPublish()))
+        except Exception as exc:      # a bug must not take the server down
+            log.exception("AMQP connection %s: publish failed", self.id)
+            self.connection_exception(AMQPError(INTERNAL_ERROR, f"{type(exc).__name__}: {exc}", 60, 40))
+        self.server.flow_control.note_published(len(batch))
 
     def connection_lost(self, exc):
         self.closed = True

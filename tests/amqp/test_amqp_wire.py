@@ -71,10 +71,8 @@ def test_a_method_on_a_channel_being_closed_is_ignored_until_close_ok(amqp_serve
 
 
 def test_a_message_over_the_size_limit_closes_only_its_channel(start_minibroker):
-    from conftest import AMQPTarget
     thread = start_minibroker(amqp_port=0, max_frame=8192)
-    target = AMQPTarget("minibroker", thread.host, thread.server.listener("amqp").port)
-    c = WireClient(target.host, target.port).handshake()
+    c = WireClient(thread.host, thread.server.listener("amqp").port).handshake()
     c.open_channel(1)
     c.open_channel(2)
     c.send(b"".join(codec.frame_content(1, m.BasicPublish(routing_key="q"), None, b"x" * 20000, 4096)))
