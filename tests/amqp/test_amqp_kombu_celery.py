@@ -37,6 +37,7 @@ def test_kombu_producer_and_consumer_with_a_direct_exchange(amqp_broker, unique)
 def test_a_celery_task_runs_through_minibroker(amqp_broker, unique):
     from celery import Celery
     from celery.contrib.testing.worker import start_worker
+    from celery.signals import setup_logging
 
     app = Celery(unique("app"), broker=amqp_broker.url, backend="rpc://")
     app.conf.update(task_default_queue=unique("celery"), worker_hijack_root_logger=False,
@@ -49,7 +50,14 @@ def test_a_celery_task_runs_through_minibroker(amqp_broker, unique):
     def add(x, y):
         return x + y
 
-    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-        result = add.delay(2, 3)
-        assert result.get(timeout=30) == 5
-        assert add.apply_async((10, 20)).get(timeout=30) == 30
+    # A receiver of setup_logging tells Celery not to configure logging itself: its own set-up
+    # would disable the loggers of this process, and later tests read their records.
+    keep_logging = lambda **kwargs: None   # noqa: E731
+    setup_logging.connect(keep_logging)
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            result = add.delay(2, 3)
+            assert result.get(timeout=30) == 5
+            assert add.apply_async((10, 20)).get(timeout=30) == 30
+    finally:
+        setup_logging.disconnect(keep_logging)
