@@ -20,7 +20,9 @@ which protocol a client speaks.
   (`Session.close`).
 - Backpressure as in serverbase/connection.py: a full socket buffer pauses reading and the
   core stops delivering; the memory alarm (flow_control.py) sends connection.blocked/unblocked.
-- Transactions (tx.*) are refused with 540 NOT_IMPLEMENTED (docs/amqp.md).
+- Transactions (tx.select / commit / rollback) are kept here, in the front door: a
+  transactional channel holds its publishes and acks in `ChannelState.tx` and applies them, in
+  order, on commit; rollback drops them. The core sees only the committed calls.
 """
 
 import asyncio
@@ -163,14 +165,20 @@ class AMQPSink:
             conn.flush()
 
 
+TX_MAX_OPERATIONS = 100_000         # bounds on what one transaction may hold before commit
+TX_MAX_BYTES = 64 << 20
+
+
 class ChannelState:
     """What the AMQP front door keeps per channel beside the core's `Channel`."""
 
-    __slots__ = ("closing", "last_queue")
+    __slots__ = ("closing", "last_queue", "tx", "tx_bytes")
 
     def __init__(self):
         self.closing = False         # we sent channel.close; drop all but close/close-ok
         self.last_queue = ""         # "" in queue methods means the last declared queue
+        self.tx = None               # after tx.select: [(function, args)] waiting for tx.commit
+        self.tx_bytes = 0
 
 
 class AMQPConnection(asyncio.Protocol):
@@ -238,7 +246,7 @@ class AMQPConnection(asyncio.Protocol):
                 # the core (short-string names fit its limits), so a run of them goes to
                 # `Broker.publish_batch` at once; anything else ends the run first.
                 state = channels.get(ch)
-                if state is not None and not state.closing and not args.immediate:
+                if state is not None and not state.closing and state.tx is None and not args.immediate:
                     exchange = exchanges.get(args.exchange)
                     if exchange is not None and not exchange.internal:
                         if ch != batch_ch and batch:
@@ -654,6 +662,11 @@ class AMQPConnection(asyncio.Protocol):
     def on_basic_publish(self, ch, args, props, body):
         if args.immediate:
             raise AMQPError(NOT_IMPLEMENTED, "immediate=true", *_ids(args))
+        if self._held_in_transaction(ch, self._publish, (ch, args, props, body), len(body)):
+            return
+        self._publish(ch, args, props, body)
+
+    def _publish(self, ch, args, props, body):
         broker = self.broker
         channel = self.session.channel(ch)
         self.session.published = True
@@ -691,13 +704,19 @@ class AMQPConnection(asyncio.Protocol):
             return
 
     def on_basic_ack(self, ch, args):
-        self.session.channel(ch).ack(args.delivery_tag, args.multiple)
+        channel = self.session.channel(ch)
+        if not self._held_in_transaction(ch, channel.ack, (args.delivery_tag, args.multiple)):
+            channel.ack(args.delivery_tag, args.multiple)
 
     def on_basic_nack(self, ch, args):
-        self.session.channel(ch).nack(args.delivery_tag, args.multiple, args.requeue)
+        channel = self.session.channel(ch)
+        if not self._held_in_transaction(ch, channel.nack, (args.delivery_tag, args.multiple, args.requeue)):
+            channel.nack(args.delivery_tag, args.multiple, args.requeue)
 
     def on_basic_reject(self, ch, args):
-        self.session.channel(ch).nack(args.delivery_tag, False, args.requeue, "reject")
+        channel = self.session.channel(ch)
+        if not self._held_in_transaction(ch, channel.nack, (args.delivery_tag, False, args.requeue, "reject")):
+            channel.nack(args.delivery_tag, False, args.requeue, "reject")
 
     def on_basic_recover(self, ch, args):
         self._recover(ch, args)
@@ -717,13 +736,50 @@ class AMQPConnection(asyncio.Protocol):
         raise AMQPError(COMMAND_INVALID, f"{args.spec.name} is sent by servers only", *_ids(args))
 
     def on_confirm_select(self, ch, args):
+        if self.channels[ch].tx is not None:
+            raise AMQPError(PRECONDITION_FAILED, "cannot switch from tx to confirm mode", *_ids(args))
         self.session.channel(ch).confirm_mode = True
         if not args.nowait:
             self.send(ch, m.ConfirmSelectOk())
 
-    def on_tx(self, ch, args):
-        raise AMQPError(NOT_IMPLEMENTED, "transactions (tx.select, commit, rollback) are not supported by "
-                                         "minibroker; use publisher confirms", *_ids(args))
+    # ---- transactions -----------------------------------------------------------------------
+    def _held_in_transaction(self, ch, function, call_args, nbytes=0) -> bool:
+        """In a transactional channel, keep the call for tx.commit and say so."""
+        state = self.channels[ch]
+        if state.tx is None:
+            return False
+        if len(state.tx) >= TX_MAX_OPERATIONS or state.tx_bytes + nbytes > TX_MAX_BYTES:
+            raise AMQPError(PRECONDITION_FAILED, f"a transaction holds at most {TX_MAX_OPERATIONS} publishes and "
+                                                 f"acks and {TX_MAX_BYTES} bytes; commit more often", 90, 20)
+        state.tx.append((function, call_args))
+        state.tx_bytes += nbytes
+        return True
+
+    def on_tx_select(self, ch, args):
+        if self.session.channel(ch).confirm_mode:
+            raise AMQPError(PRECONDITION_FAILED, "cannot switch from confirm to tx mode", *_ids(args))
+        state = self.channels[ch]
+        if state.tx is None:
+            state.tx = []
+        self.send(ch, m.TxSelectOk())
+
+    def on_tx_commit(self, ch, args):
+        state = self._transactional(ch, args)
+        held, state.tx, state.tx_bytes = state.tx, [], 0
+        for function, call_args in held:      # an error closes the channel, as in RabbitMQ
+            function(*call_args)
+        self.send(ch, m.TxCommitOk())
+
+    def on_tx_rollback(self, ch, args):
+        state = self._transactional(ch, args)
+        state.tx, state.tx_bytes = [], 0
+        self.send(ch, m.TxRollbackOk())
+
+    def _transactional(self, ch, args) -> ChannelState:
+        state = self.channels[ch]
+        if state.tx is None:
+            raise AMQPError(PRECONDITION_FAILED, "channel is not transactional", *_ids(args))
+        return state
 
     def _handler_table(self) -> dict:
         table = {
@@ -746,7 +802,7 @@ class AMQPConnection(asyncio.Protocol):
             m.BasicReject: self.on_basic_reject, m.BasicRecover: self.on_basic_recover,
             m.BasicRecoverAsync: self.on_basic_recover_async,
             m.ConfirmSelect: self.on_confirm_select,
-            m.TxSelect: self.on_tx, m.TxCommit: self.on_tx, m.TxRollback: self.on_tx,
+            m.TxSelect: self.on_tx_select, m.TxCommit: self.on_tx_commit, m.TxRollback: self.on_tx_rollback,
         }
         self._server_only = self.on_server_only
         for s in spec.METHODS.values():      # every other method is one only a server sends

@@ -258,13 +258,41 @@ def test_reusing_a_consumer_tag_is_a_connection_error(pika_connect, unique):
         ch.basic_consume(q, lambda *a: None, consumer_tag="dup")
 
 
-def test_transactions_are_refused_with_540(pika_connect, amqp_broker):
-    if amqp_broker.name == "rabbitmq":
-        pytest.skip("RabbitMQ implements transactions; minibroker refuses them (docs/amqp.md)")
+def test_a_transaction_publishes_and_acks_only_on_commit(pika_connect, unique):
+    ch = pika_connect().channel()
+    q = ch.queue_declare(unique(), auto_delete=True).method.queue
+    ch.basic_publish("", q, b"first")
+    ch.tx_select()
+    ch.basic_publish("", q, b"in tx")
+    assert ch.queue_declare(q, passive=True).method.message_count == 1     # not yet
+    ch.tx_commit()
+    assert ch.queue_declare(q, passive=True).method.message_count == 2
+    method, _, body = ch.basic_get(q)
+    ch.basic_ack(method.delivery_tag)
+    ch.basic_publish("", q, b"rolled back")
+    ch.tx_rollback()                                                        # the ack and the publish are gone
+    assert ch.queue_declare(q, passive=True).method.message_count == 1
+    ch.basic_ack(method.delivery_tag)
+    ch.tx_commit()
+    assert [ch.basic_get(q, auto_ack=True)[2] for _ in range(2)] == [b"in tx", None]
+    assert body == b"first"
+
+
+def test_a_channel_is_either_transactional_or_in_confirm_mode(pika_connect):
     conn = pika_connect()
-    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as err:
-        conn.channel().tx_select()
-    assert err.value.reply_code == 540
+    ch = conn.channel()
+    ch.tx_select()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.confirm_delivery()
+    assert err.value.reply_code == 406
+    ch = conn.channel()
+    ch.confirm_delivery()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        ch.tx_select()
+    assert err.value.reply_code == 406
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        conn.channel().tx_commit()
+    assert err.value.reply_code == 406
 
 
 def test_wrong_credentials_raise_pikas_authentication_error(start_minibroker):
