@@ -225,6 +225,9 @@ def test_consume_from_a_missing_queue_is_404(pika_connect, unique):
     (lambda ch, u: ch.queue_declare("amq.reserved"), 403),
     (lambda ch, u: ch.exchange_declare("amq.reserved", "direct"), 403),
     (lambda ch, u: ch.basic_ack(99), 406),
+    (lambda ch, u: (ch.exchange_declare(u("internal"), "fanout", auto_delete=True, internal=True),
+                    ch.basic_publish(u("internal"), "", b"x")), 403),
+    (lambda ch, u: ch.basic_publish("", "q", b"x", pika.BasicProperties(expiration="soon")), 406),
     (lambda ch, u: (ch.queue_declare(u("q") + "x", durable=False, auto_delete=True),
                     ch.queue_declare(u("q") + "x", durable=True, auto_delete=True)), 406),
 ])
@@ -409,3 +412,24 @@ def test_dead_lettered_messages_carry_x_death(pika_connect, unique):
     got = wait_until(lambda: ch.basic_get(dead, auto_ack=True)[1], message="the dead-lettered message")
     (death,) = got.headers["x-death"]
     assert death["reason"] == "rejected" and death["queue"] == q and death["count"] == 1
+
+
+def test_queue_arguments_length_limit_and_message_ttl(pika_connect, unique):
+    ch = pika_connect().channel()
+    capped = ch.queue_declare(unique("capped"), auto_delete=True, arguments={"x-max-length": 2}).method.queue
+    for i in range(3):
+        ch.basic_publish("", capped, str(i).encode())
+    assert [ch.basic_get(capped, auto_ack=True)[2] for _ in range(3)] == [b"1", b"2", None]   # drop-head
+    short = ch.queue_declare(unique("ttl"), auto_delete=True, arguments={"x-message-ttl": 50}).method.queue
+    ch.basic_publish("", short, b"gone soon")
+    wait_until(lambda: ch.queue_declare(short, passive=True).method.message_count == 0, timeout=10,
+               message="the message to expire")
+    assert ch.basic_get(short, auto_ack=True)[2] is None
+
+
+def test_a_priority_queue_delivers_the_highest_priority_first(pika_connect, unique):
+    ch = pika_connect().channel()
+    q = ch.queue_declare(unique(), auto_delete=True, arguments={"x-max-priority": 5}).method.queue
+    for body, prio in ((b"low", 1), (b"high", 5), (b"mid", 3)):
+        ch.basic_publish("", q, body, pika.BasicProperties(priority=prio))
+    assert [ch.basic_get(q, auto_ack=True)[2] for _ in range(3)] == [b"high", b"mid", b"low"]
