@@ -19,8 +19,8 @@ import time
 from collections import namedtuple
 from typing import Iterator
 
-from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, BatchError, BatchHeader, InvalidBatchError,
-                                  decode_batch, read_header, validate)
+from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, MAX_HEADER_SIZE, BatchError, BatchHeader,
+                                  InvalidBatchError, TruncatedBatchError, decode_batch, read_header, validate)
 
 from .index_file import CorruptIndexError
 from .offset_index import OffsetIndex
@@ -143,7 +143,7 @@ class LogSegment:
         self.next_offset = next_offset
         self.max_timestamp, self.offset_of_max_timestamp = max_ts, offset_of_max
         if self.size:
-            self.created_ms = read_header(os.pread(self._fd, HEADER_SIZE, 0)).max_timestamp
+            self.created_ms = read_header(os.pread(self._fd, MAX_HEADER_SIZE, 0)).max_timestamp
 
     def recover(self, max_message_bytes: int | None = None, allow_gaps: bool = False) -> int:
         """Validate every batch, rebuild both indexes, cut the log at the first bad batch.
@@ -164,7 +164,7 @@ class LogSegment:
         size = self.size
         chunk, chunk_at = b"", 0
         while pos < size:
-            need = min(size - pos, HEADER_SIZE)
+            need = min(size - pos, MAX_HEADER_SIZE)  # a Kafka batch's header is longer than ours
             if pos + need > chunk_at + len(chunk):
                 chunk, chunk_at = os.pread(self._fd, min(_RECOVER_CHUNK, size - pos), pos), pos
             try:
@@ -185,7 +185,7 @@ class LogSegment:
             os.ftruncate(self._fd, pos)
             self.size = pos
         if self.size and self.created_ms is None:
-            self.created_ms = read_header(os.pread(self._fd, HEADER_SIZE, 0)).max_timestamp
+            self.created_ms = read_header(os.pread(self._fd, MAX_HEADER_SIZE, 0)).max_timestamp
         return truncated
 
     # -- appending --------------------------------------------------------
@@ -245,7 +245,10 @@ class LogSegment:
             chunk = os.pread(fd, min(_SCAN_CHUNK, end - position), position)
             at = 0
             while at + HEADER_SIZE <= len(chunk):
-                h = read_header(chunk, at)
+                try:
+                    h = read_header(chunk, at)
+                except TruncatedBatchError:  # a Kafka batch's longer header crosses the chunk's end
+                    break
                 if h.length < HEADER_SIZE - LOG_OVERHEAD or position + at + h.size > end:
                     raise InvalidBatchError(f"{self.log_path}: bad batch header at position {position + at}")
                 yield position + at, h
