@@ -146,3 +146,39 @@ def test_the_stored_format_marker_tells_the_formats_apart():
     assert not is_kafka_batch(ours) and is_kafka_batch(theirs)
     h = read_any_header(theirs)
     assert h.magic == kb.MAGIC and h.record_count == 1 and h.size == len(theirs)
+
+
+@given(records_st, st.sampled_from(ORACLE_CODECS))
+def test_the_record_walk_accepts_every_well_formed_batch(records, codec):
+    assert kb.validate_records(kafka_python_batch(records, codec)).record_count == len(records)
+
+
+def _recrc(buf):
+    buf[17:21] = kb.crc32c(bytes(buf[21:])).to_bytes(4, "big")
+    return buf
+
+
+@pytest.mark.parametrize("lie", ["more records", "fewer records", "newer record", "offset gap", "trailing bytes"])
+def test_the_record_walk_refuses_a_header_the_body_does_not_keep(lie):
+    records = [(b"k", b"v%d" % i, 1_000 + i, [("h", b"x")]) for i in range(3)]
+    if lie == "more records":
+        buf = bytearray(kb.build_batch(records))
+        buf[23:27] = (3).to_bytes(4, "big")
+        buf[57:61] = (4).to_bytes(4, "big")
+    elif lie == "fewer records":
+        buf = bytearray(kb.build_batch(records))
+        buf[23:27] = (1).to_bytes(4, "big")
+        buf[57:61] = (2).to_bytes(4, "big")
+    elif lie == "newer record":
+        buf = bytearray(kb.build_batch(records))
+        buf[35:43] = (1_001).to_bytes(8, "big")
+    elif lie == "offset gap":
+        buf = bytearray(kb.build_batch(records, offset_deltas=[0, 1, 3]))
+        buf[23:27] = (2).to_bytes(4, "big")
+    else:
+        buf = bytearray(kb.build_batch(records)) + b"\0\0"
+        buf[8:12] = (len(buf) - 12).to_bytes(4, "big")
+    _recrc(buf)
+    kb.validate(buf)   # the CRC and header fields are fine: only the walk sees the lie
+    with pytest.raises(InvalidBatchError):
+        kb.validate_records(buf)
