@@ -730,6 +730,11 @@ class Consumer:
                             # msgpack builds the Message objects itself (see message._BatchRecord).
                             cls = batch_record_class(topic, partition, base, first)
                             raw = _unpackb(body, use_list=True, list_hook=cls)
+                            # The outer array became a cls too; its real length must be the header's
+                            # count (a batch stored by a broker that did not check bodies may lie).
+                            if tuple.__len__(raw) != h.record_count:
+                                raise BatchError(f"batch at offset {base} claims {h.record_count} records, "
+                                                 f"holds {tuple.__len__(raw)}")
                             got = raw if base >= offset else raw[offset - base:]
                         else:
                             raw = _unpackb(body, use_list=False)
@@ -739,7 +744,7 @@ class Consumer:
                             else:  # the batch starts before the offset asked for: skip its head
                                 got = [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
                                        for od, td, k, v, hd in raw if base + od >= offset]
-                    except (BatchError, ValueError, TypeError) as exc:
+                    except (BatchError, ValueError, TypeError, IndexError) as exc:
                         err = KafkaError(KafkaError._BAD_MSG, f"corrupt record batch at offset {base} "
                                                               f"({h.record_count} records): {exc}")
                         if self._check_crcs:
