@@ -868,6 +868,18 @@ class Consumer:
         self._check_open()
         if num_messages < 1 or num_messages > 1_000_000:
             raise ValueError("num_messages must be between 1 and 1000000")
+        group = self._group
+        if group is not None:
+            group.polling = True
+            group.last_poll = time.monotonic()
+        try:
+            return self._consume(num_messages, timeout)
+        finally:
+            if group is not None:
+                group.last_poll = time.monotonic()
+                group.polling = False
+
+    def _consume(self, num_messages, timeout):
         deadline = deadline_of(timeout)
         out = []
         # Messages are made with the cyclic GC paused (see _decode), and handed out with it
@@ -905,6 +917,18 @@ class Consumer:
     def poll(self, timeout=None):
         """The next Message (possibly an error/EOF Message), or None after `timeout` s."""
         self._check_open()
+        group = self._group
+        if group is not None:
+            group.polling = True  # max.poll.interval.ms counts the time between calls
+            group.last_poll = time.monotonic()
+        try:
+            return self._poll(timeout)
+        finally:
+            if group is not None:
+                group.last_poll = time.monotonic()
+                group.polling = False
+
+    def _poll(self, timeout):
         deadline = deadline_of(timeout if timeout is not None else -1)
         out = []
         while True:
@@ -937,6 +961,8 @@ class Consumer:
                     log.info("final commit failed: %s", exc)
         finally:
             self._closed = True
+            if self._group is not None:
+                self._group.stop_heartbeats()
             self._conn.close()
 
     def __len__(self):
