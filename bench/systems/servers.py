@@ -154,8 +154,10 @@ def start_own(module: str, timeout: float = 30.0, system: str | None = None) -> 
     """
     workdir = tempfile.mkdtemp(prefix=f"bench-{module}-")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # minilog's Kafka door defaults to 9092; put it on a free port so runs never collide on it.
+    doors = ["--kafka-port", "0"] if module == "minilog" else []
     proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", "--data-dir",
-                             os.path.join(workdir, "data")],
+                             os.path.join(workdir, "data"), *doors],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, cwd=str(REPO_ROOT), start_new_session=True)
     handle = ServerHandle(system or module, {}, proc, workdir, version=f"{module} (this repo)")
