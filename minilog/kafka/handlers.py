@@ -165,7 +165,7 @@ class KafkaApis:
                     if p["records"] is None or not len(p["records"]):
                         rows.append([t["name"], p["index"], -1, (E.CORRUPT_MESSAGE, "no record batch")])
                         continue
-                    entries.append([t["name"], p["index"], bytes(p["records"])])
+                    entries.append([t["name"], p["index"], p["records"]])   # a view of the frame: no copy
                     rows.append(None)   # filled from the core's answer, in order
                 else:
                     rows.append([t["name"], p["index"], -1, bad])
