@@ -4,6 +4,7 @@ the exception it raises against Kafka."""
 import time
 
 import pytest
+from kafka_wire import needs_kafka_batches
 
 from minilog.kafka import errors as E
 from minilog.kafka.messages import FETCH, HEARTBEAT, JOIN_GROUP, LIST_OFFSETS, METADATA, PRODUCE, SYNC_GROUP
@@ -12,6 +13,8 @@ from kafka_wire import KafkaWire
 
 kafka_batch = pytest.importorskip("clients.kafka_batch")
 
+
+pytestmark = needs_kafka_batches
 
 @pytest.fixture
 def wire(kafka_minilog):
