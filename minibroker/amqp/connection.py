@@ -29,6 +29,7 @@ import asyncio
 import logging
 
 from clients.protocol.errors import BrokerError, ErrorCode
+from serverbase.connection import enable_keepalive
 
 from . import spec
 from .codec import HEARTBEAT_FRAME, BadProtocolHeader, CommandReader, frame_content, frame_method
@@ -126,6 +127,7 @@ class AMQPConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
+        enable_keepalive(transport)       # finds a vanished peer when heartbeats are off
         self._last_recv = self._loop.time()
         self.server.connections[self.id] = self
         if self.server.handshake_timeout:
@@ -347,7 +349,13 @@ class AMQPConnection(asyncio.Protocol):
         self._timer = None
         if self.closed:
             return
-        silent = self._loop.time() - self._last_recv
+        now = self._loop.time()
+        transport = self.transport
+        if transport is not None and not transport.is_reading():
+            # We stopped reading (backpressure, the memory alarm's connection.blocked): the
+            # peer's heartbeats wait in the socket, so its silence is ours, not its.
+            self._last_recv = now
+        silent = now - self._last_recv
         if silent > 2 * self.heartbeat:
             log.warning("AMQP connection %s from %s: no heartbeat for %.1f s; closing", self.id, self.peer, silent)
             self._abort()
