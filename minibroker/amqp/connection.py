@@ -30,6 +30,7 @@ import logging
 
 from clients.protocol.errors import BrokerError, ErrorCode
 from serverbase.connection import enable_keepalive
+from serverbase.schema import check_table
 
 from . import spec
 from .codec import HEARTBEAT_FRAME, BadProtocolHeader, CommandReader, frame_content, frame_method
@@ -486,7 +487,7 @@ class AMQPConnection(asyncio.Protocol):
             if args.type not in EXCHANGE_TYPES:
                 raise AMQPError(COMMAND_INVALID, f"unknown exchange type '{args.type}'", *_ids(args))
         self.broker.declare_exchange(name, args.type, durable=args.durable, auto_delete=args.auto_delete,
-                                     internal=args.internal, arguments=args.arguments or {}, passive=args.passive)
+                                     internal=args.internal, arguments=_arguments(args), passive=args.passive)
         if not args.nowait:
             self.send(ch, m.ExchangeDeclareOk())
 
@@ -502,12 +503,12 @@ class AMQPConnection(asyncio.Protocol):
             self.send(ch, m.ExchangeDeleteOk())
 
     def on_exchange_bind(self, ch, args):
-        self.broker.bind_exchange(args.destination, args.source, args.routing_key, args.arguments or {})
+        self.broker.bind_exchange(args.destination, args.source, args.routing_key, _arguments(args))
         if not args.nowait:
             self.send(ch, m.ExchangeBindOk())
 
     def on_exchange_unbind(self, ch, args):
-        self.broker.unbind_exchange(args.destination, args.source, args.routing_key, args.arguments or {})
+        self.broker.unbind_exchange(args.destination, args.source, args.routing_key, _arguments(args))
         if not args.nowait:
             self.send(ch, m.ExchangeUnbindOk())
 
@@ -527,20 +528,20 @@ class AMQPConnection(asyncio.Protocol):
             name = self._queue_name(ch, name)
         q = self.broker.declare_queue(self.session, name, passive=args.passive, durable=args.durable,
                                       exclusive=args.exclusive, auto_delete=args.auto_delete,
-                                      arguments=args.arguments or {})
+                                      arguments=_arguments(args))
         self.channels[ch].last_queue = q.name
         if not args.nowait:
             self.send(ch, m.QueueDeclareOk(q.name, len(q.ready), len(q.consumers)))
 
     def on_queue_bind(self, ch, args):
         self.broker.bind_queue(self.session, self._queue_name(ch, args.queue), args.exchange, args.routing_key,
-                               args.arguments or {})
+                               _arguments(args))
         if not args.nowait:
             self.send(ch, m.QueueBindOk())
 
     def on_queue_unbind(self, ch, args):
         self.broker.unbind_queue(self.session, self._queue_name(ch, args.queue), args.exchange, args.routing_key,
-                                 args.arguments or {})
+                                 _arguments(args))
         self.send(ch, m.QueueUnbindOk())
 
     def on_queue_purge(self, ch, args):
@@ -573,7 +574,7 @@ class AMQPConnection(asyncio.Protocol):
             raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", *_ids(args))
         queue = self.broker.get_queue(self._queue_name(ch, args.queue), self.session)
         try:
-            tag = channel.consume(queue, tag, args.no_ack, args.exclusive, args.arguments or {}, self.broker.clock())
+            tag = channel.consume(queue, tag, args.no_ack, args.exclusive, _arguments(args), self.broker.clock())
         except BrokerError as exc:
             if exc.code == ErrorCode.RESOURCE_LOCKED:   # exclusive consumers: RabbitMQ says 403
                 raise AMQPError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '/' in exclusive use",
@@ -736,6 +737,12 @@ class AMQPConnection(asyncio.Protocol):
         for s in spec.METHODS.values():      # every other method is one only a server sends
             table.setdefault(s.args, self._server_only)
         return table
+
+
+def _arguments(args) -> dict:
+    """A method's arguments table within the bounds the msgpack door's schemas enforce (depth,
+    entries, bytes: serverbase/schema.py), checked before anything is declared or stored."""
+    return check_table(args.arguments or {}, "arguments")
 
 
 def _ids(args):
