@@ -300,7 +300,7 @@ class AMQPConnection(asyncio.Protocol):
         self.reader.drop_channel(ch)
         if self.session is not None:
             self.session.close_channel(ch)
-        self.send(ch, m.ChannelClose(exc.code, exc.text[:255], exc.class_id, exc.method_id))
+        self.send(ch, m.ChannelClose(exc.code, _short_text(exc.text), exc.class_id, exc.method_id))
 
     def connection_exception(self, exc: AMQPError) -> None:
         """Close the connection with `exc`: connection.close, then wait for close-ok."""
@@ -310,7 +310,7 @@ class AMQPConnection(asyncio.Protocol):
         self.phase = CLOSING
         if self.session is not None:
             self.session.close()
-        self.send(0, m.ConnectionClose(exc.code, exc.text[:255], exc.class_id, exc.method_id))
+        self.send(0, m.ConnectionClose(exc.code, _short_text(exc.text), exc.class_id, exc.method_id))
         self._set_timer(CLOSE_OK_TIMEOUT, self._abort)
 
     def _closing_command(self, args) -> None:
@@ -737,6 +737,12 @@ class AMQPConnection(asyncio.Protocol):
         for s in spec.METHODS.values():      # every other method is one only a server sends
             table.setdefault(s.args, self._server_only)
         return table
+
+
+def _short_text(text: str) -> str:
+    """A reply text cut to fit AMQP's short string (255 bytes of UTF-8, not 255 characters)."""
+    raw = text.encode("utf-8")
+    return text if len(raw) <= 255 else raw[:255].decode("utf-8", "ignore")
 
 
 def _arguments(args) -> dict:

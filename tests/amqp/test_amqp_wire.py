@@ -179,3 +179,12 @@ def test_arguments_tables_are_bounded_as_on_the_msgpack_door(amqp_server):
     c.method(2, m.QueueDeclare(queue="wide-args", passive=True))
     _, close, _, _ = c.expect(m.ChannelClose)
     assert close.reply_code == spec.NOT_FOUND
+
+
+def test_a_reply_text_naming_a_long_unicode_queue_still_fits_a_short_string(amqp_server):
+    name = "é" * 127                       # 254 bytes: a valid name, and a reply text far over 255 bytes
+    c = _client(amqp_server).handshake()
+    c.open_channel(1)
+    c.method(1, m.QueueDeclare(queue=name, passive=True))
+    _, close, _, _ = c.expect(m.ChannelClose)
+    assert close.reply_code == spec.NOT_FOUND and len(close.reply_text.encode()) <= 255
