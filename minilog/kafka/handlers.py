@@ -27,7 +27,7 @@ except ImportError:   # a core without Kafka record batches: no Produce, Fetch o
 
 from . import errors as E
 from .codec import api_versions_body
-from .messages import (API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_GROUPS, FETCH,
+from .messages import (API_VERSIONS, CREATE_PARTITIONS, CREATE_TOPICS, DELETE_GROUPS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_GROUPS, FETCH,
                        FIND_COORDINATOR, HEARTBEAT, INIT_PRODUCER_ID, JOIN_GROUP, LEAVE_GROUP, LIST_GROUPS, LIST_OFFSETS, METADATA,
                        OFFSET_COMMIT, OFFSET_FETCH, PRODUCE, SASL_AUTHENTICATE, SASL_HANDSHAKE, SYNC_GROUP)
 
@@ -92,6 +92,8 @@ class KafkaApis:
             CREATE_TOPICS.key: self.create_topics,
             DELETE_TOPICS.key: self.delete_topics,
             DESCRIBE_CONFIGS.key: self.describe_configs,
+            CREATE_PARTITIONS.key: self.create_partitions,
+            DELETE_GROUPS.key: self.delete_groups,
         }
         if KAFKA is not None:
             self._handlers[PRODUCE.key] = self.produce
@@ -317,6 +319,48 @@ class KafkaApis:
                 message = exc.message
             results.append({"name": name, "error_code": code, "error_message": message})
         return {"responses": results}
+
+    def create_partitions(self, conn, req) -> dict:
+        b = req.body
+        results = []
+        for t in b["topics"]:
+            code, message = E.NONE, None
+            if t["assignments"] and any(a["broker_ids"] not in ([NODE_ID], []) for a in t["assignments"]):
+                code, message = E.INVALID_REPLICA_ASSIGNMENT, f"the only broker is node {NODE_ID}"
+            else:
+                try:
+                    self.broker.create_partitions(t["name"], t["count"], b["validate_only"])
+                except BrokerError as exc:
+                    code = _code(exc, {ErrorCode.BAD_REQUEST: E.INVALID_PARTITIONS,
+                                       ErrorCode.NOT_AUTHORIZED: E.INVALID_REQUEST})
+                    message = exc.message
+            results.append({"name": t["name"], "error_code": code, "error_message": message})
+        return {"results": results}
+
+    def delete_groups(self, conn, req):
+        codes = {ErrorCode.NOT_FOUND: E.GROUP_ID_NOT_FOUND, ErrorCode.PRECONDITION_FAILED: E.NON_EMPTY_GROUP}
+        results, waits = [], []
+        for group_id in req.body["groups_names"]:
+            code = E.NONE
+            try:
+                durable = self.broker.delete_group(group_id)
+            except BrokerError as exc:
+                code = _code(exc, codes)
+            else:
+                if durable is not None:
+                    waits.append((len(results), durable))
+            results.append({"group_id": group_id, "error_code": code})
+        if not waits:
+            return {"results": results}
+
+        async def durable_all():
+            for row, wait in waits:
+                try:
+                    await wait
+                except BrokerError as exc:
+                    results[row]["error_code"] = _code(exc)
+            return {"results": results}
+        return durable_all()
 
     def describe_configs(self, conn, req) -> dict:
         results = []
