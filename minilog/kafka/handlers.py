@@ -40,6 +40,7 @@ MAX_PARTITIONS_PER_TOPIC = 10_000
 # Kafka's group.min/max.session.timeout.ms defaults.
 MIN_SESSION_TIMEOUT_MS = 10
 MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
+MAX_REBALANCE_TIMEOUT_MS = 30 * 60 * 1000
 # Bytes of a fetch reply besides records, per partition (a 249-byte name and the numbers).
 FETCH_OVERHEAD = 512
 MAX_FETCH_WAIT_MS = 5 * 60 * 1000
@@ -198,7 +199,7 @@ class KafkaApis:
 
     def fetch(self, conn, req):
         b = req.body
-        if b["session_id"] != 0:
+        if b.get("session_id", 0) != 0:   # v7+
             # We never hand out fetch sessions (session id 0 in every answer), so this id is unknown.
             return {"error_code": E.FETCH_SESSION_ID_NOT_FOUND, "session_id": 0, "responses": []}
         parts = [(t["topic"], p["partition"], p["fetch_offset"], p["partition_max_bytes"])
@@ -414,6 +415,8 @@ class KafkaApis:
         rebalance = b.get("rebalance_timeout_ms", -1)
         if rebalance < 0:
             rebalance = b["session_timeout_ms"]
+        # A join waits for the other members up to the largest rebalance timeout: bound it.
+        rebalance = min(rebalance, MAX_REBALANCE_TIMEOUT_MS)
         protocols = [(p["name"], bytes(p["metadata"])) for p in b["protocols"]]
         try:
             fut = self.broker.join_group(b["group_id"], b["member_id"], req.client_id or "",
