@@ -37,7 +37,7 @@ from .append_waiters import AppendWaiters
 from .batch_formats import KAFKA, MINILOG, PartitionFormats, convert
 from .consumer_protocol import decode_assignment
 from .group_commit import FlushFailed, GroupCommit
-from .group_coordinator import GroupCoordinator
+from .group_coordinator import DEFAULT_GROUP_MAX_SIZE, GroupCoordinator
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES, OffsetsStore
 from .producer_state import PartitionProducers, ProducerIds
 from .storage import (LogClosedError, LogConfig, LogManager, OffsetLostError, OffsetOutOfRangeError,
@@ -81,7 +81,8 @@ class LogBroker:
 
     def __init__(self, data_dir: str, *, num_partitions: int = 1, auto_create_topics: bool = True,
                  log_config: dict | None = None, group_initial_rebalance_delay_ms: int = 0,
-                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES):
+                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES,
+                 group_max_size: int = DEFAULT_GROUP_MAX_SIZE):
         self.data_dir = data_dir
         self.default_partitions = num_partitions
         self.auto_create_topics = auto_create_topics
@@ -91,7 +92,7 @@ class LogBroker:
         self.logs: LogManager | None = None
         self.topics: Topics | None = None
         self.offsets: OffsetsStore | None = None
-        self.groups = GroupCoordinator(group_initial_rebalance_delay_ms)
+        self.groups = GroupCoordinator(group_initial_rebalance_delay_ms, group_max_size)
         self.waiters = AppendWaiters()
         self.group_commit: GroupCommit | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -171,6 +172,10 @@ class LogBroker:
             self.offsets.delete_topic(name)  # durable with the next flush; a lost tombstone is harmless
         except OSError as exc:
             log.error("could not forget the commits of deleted topic %s: %s", name, exc)
+
+    def create_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
+        """Grow a topic to `count` partitions (or only check that it could). Raises BrokerError."""
+        self.topics.add_partitions(name, count, validate_only)
 
     def describe_topics(self, names: list[str] | None, allow_auto_create: bool = False) -> dict:
         """{name: {partitions, config, error}} for `names` (None: every topic but internal ones)."""
@@ -514,6 +519,12 @@ class LogBroker:
                                                          f"{topic}-{partition}: offset must be >= 0 and metadata "
                                                          f"a string")])
                 continue
+            if not 0 <= partition < self.topics.partition_count(topic):
+                # As Kafka's UNKNOWN_TOPIC_OR_PARTITION: a commit for nothing would be kept forever.
+                results.append([topic, partition, _error(ErrorCode.NOT_FOUND,
+                                                         f"{topic}-{partition}: no such topic or partition; "
+                                                         f"offsets are committed only for partitions that exist")])
+                continue
             good.append((topic, partition, offset, metadata))
             results.append([topic, partition, None])
         if not good:
@@ -530,6 +541,23 @@ class LogBroker:
         except FlushFailed as exc:
             raise BrokerError(ErrorCode.STORAGE_ERROR, f"the commit was not flushed to disk: {exc}") from None
         return results
+
+    def delete_group(self, group_id: str):
+        """Delete a group with no members and its committed offsets (Kafka's DeleteGroups).
+
+        Raises BrokerError PRECONDITION_FAILED while it has members, NOT_FOUND when neither the
+        coordinator nor the offsets know it. Returns None, or an awaitable done once the
+        tombstones are on disk."""
+        known = self.groups.describe(group_id) is not None or bool(self.offsets.group_offsets(group_id))
+        if not known:
+            raise BrokerError(ErrorCode.NOT_FOUND, f"consumer group {group_id!r} does not exist")
+        if not self.groups.delete_empty(group_id):
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"consumer group {group_id!r} still has members")
+        try:
+            flush_to = self.offsets.delete_group(group_id)
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not delete the commits of {group_id!r}: {exc}") from None
+        return None if flush_to is None else self._commit_when_durable(flush_to, None)
 
     def fetch_offsets(self, group_id: str, partitions=None) -> list:
         """Rows `[topic, partition, offset, metadata]` (offset -1: nothing committed); None: all of the group's."""
