@@ -56,3 +56,33 @@ def test_three_members_share_the_partitions_and_rebalance_as_they_join_and_leave
     finally:
         for c in consumers:
             c.close()
+
+
+def test_a_group_mixes_kafka_and_msgpack_members(kafka_minilog):
+    from clients.log import Consumer as MinilogConsumer
+    bootstrap = kafka_minilog.bootstrap
+    admin = _create(bootstrap, "mixed", 4)
+    native = MinilogConsumer({"bootstrap.servers": f"127.0.0.1:{kafka_minilog.port}", "group.id": "mixed-group",
+                              "session.timeout.ms": 6000, "heartbeat.interval.ms": 100,
+                              "auto.offset.reset": "earliest"})
+    kafka = ck.Consumer(dict(QUICK_GROUP, **{"bootstrap.servers": bootstrap, "group.id": "mixed-group"}))
+    try:
+        native.subscribe(["mixed"])
+        kafka.subscribe(["mixed"])
+
+        def owned():
+            native.poll(0.05)
+            kafka.poll(0.05)
+            return ({tp.partition for tp in native.assignment()}, {tp.partition for tp in kafka.assignment()})
+
+        def shared():
+            a, b = owned()
+            return a and b and not (a & b) and a | b == {0, 1, 2, 3}
+        wait_until(shared, timeout=30, interval=0.01, message="both doors' members share the 4 partitions")
+        group = admin.describe_consumer_groups(["mixed-group"])["mixed-group"].result(15)
+        assert len(group.members) == 2
+        assigned = sorted(tp.partition for m in group.members for tp in m.assignment.topic_partitions)
+        assert assigned == [0, 1, 2, 3]   # the msgpack member's assignment described in Kafka's layout
+    finally:
+        kafka.close()
+        native.close()
