@@ -15,6 +15,7 @@ Exchange types are in exchanges/, queue behaviour in queue.py, acks in channel.p
 in dead_letter.py, the store seam in store_interface.py.
 """
 
+import logging
 import time
 
 from clients.protocol.errors import BrokerError, ErrorCode
@@ -29,6 +30,8 @@ from .store_interface import TransientStore
 
 PREDECLARED = {"amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
                "amq.headers": "headers", "amq.match": "headers"}
+log = logging.getLogger("minibroker.broker")
+
 NO_ROUTE = 312
 NO_ROUTE_TEXT = "NO_ROUTE"
 
@@ -185,6 +188,7 @@ class Broker:
                     self._maybe_auto_delete_exchange(other)
         if exchange.durable:
             self.store.exchange_deleted(exchange)
+        log.log(logging.DEBUG if exchange.auto_delete else logging.INFO, "deleted exchange %r", exchange.name)
 
     def _maybe_auto_delete_exchange(self, exchange) -> None:
         if exchange.auto_delete and not exchange.bindings and exchange.name not in PREDECLARED:
@@ -313,6 +317,10 @@ class Broker:
             queue.exclusive_owner.exclusive_queues.discard(queue)
         if queue.durable:
             self.store.queue_deleted(queue)
+        # Exclusive and auto-delete queues come and go with their clients: only at DEBUG.
+        transient = queue.exclusive_owner is not None or queue.auto_delete
+        log.log(logging.DEBUG if transient else logging.INFO, "deleted queue %r (%d ready message(s) dropped)",
+                queue.name, count)
         return count
 
     def consumer_removed(self, consumer, now: float) -> None:

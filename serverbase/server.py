@@ -186,10 +186,13 @@ class BrokerServer:
 
     def _connection_opened(self, conn):
         self.track(conn)
+        log.debug("connection %s opened from %s", conn.id, conn.peer)
         self.on_connection_opened(conn)
 
     def _connection_closed(self, conn):
         self.untrack(conn)
+        log.debug("connection %s from %s closed (client %r, user %r)", conn.id, conn.peer, conn.client_name,
+                  conn.user)
         try:
             self.on_connection_closed(conn)
         except Exception:

@@ -156,6 +156,7 @@ class LogManager:
             os.unlink(config_path)
         self._topic_overrides.pop(topic, None)
         fsync_dir(self.data_dir)
+        logger.info("deleted topic %r: %d partition log(s) removed", topic, removed)
         return removed
 
     # -- periodic work ------------------------------------------------------
