@@ -55,16 +55,22 @@ class AsyncRpcConnection:
     @classmethod
     async def connect(cls, host: str, port: int, client_name: str = "python-asyncio-client",
                       credentials: dict | None = None, max_frame: int = DEFAULT_MAX_FRAME,
-                      timeout: float = 10.0):
+                      timeout: float = 10.0, expect_server: str | None = None):
+        """Open the socket (the one place the asyncio clients do) and say hello; `expect_server`
+        refuses the other broker at the handshake (`WrongServer`)."""
         conn = cls(max_frame)
         loop = asyncio.get_running_loop()
         await asyncio.wait_for(loop.create_connection(lambda: _ClientProtocol(conn), host, port), timeout)
-        rid, frame = conn.state.hello(client_name, credentials)
-        fut = loop.create_future()
-        conn._pending[rid] = fut
-        conn._write(frame)
-        conn.server_info = await asyncio.wait_for(fut, timeout)
-        conn.state.accept_hello(conn.server_info)
+        try:
+            rid, frame = conn.state.hello(client_name, credentials)
+            fut = loop.create_future()
+            conn._pending[rid] = fut
+            conn._write(frame)
+            conn.server_info = await asyncio.wait_for(fut, timeout)
+            conn.state.accept_hello(conn.server_info, expect_server)
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     # ---- sending -----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import collections
 import math
 import select
 import socket
+import threading
 import time
 
 from .protocol.client_state import ClientConnectionState
@@ -44,11 +45,16 @@ class ConnectionClosed(BrokerError):
 class RpcConnection:
     def __init__(self, host: str, port: int, client_name: str = "python-client",
                  credentials: dict | None = None, connect_timeout: float = 10.0,
-                 max_frame: int = DEFAULT_MAX_FRAME):
+                 max_frame: int = DEFAULT_MAX_FRAME, expect_server: str | None = None):
+        # The one place a blocking client opens its socket.
         self.sock = socket.create_connection((host, port), timeout=connect_timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(None)
         self.state = ClientConnectionState(max_frame)
+        # Held while a request is encoded and queued and while the queue is written, so a
+        # background flusher (the pika-style connection's) and the program's thread can both
+        # send: the encoder, the id counter and the queue are one thread's at a time.
+        self.write_lock = threading.RLock()
         self._out: list[bytes] = []
         self._out_bytes = 0
         self.replies: dict[int, object] = {}
@@ -57,8 +63,12 @@ class RpcConnection:
         self.closed = False
         rid, frame = self.state.hello(client_name, credentials)
         self._queue(frame)
-        self.server_info = self.wait(rid, timeout=connect_timeout)
-        self.state.accept_hello(self.server_info)
+        try:
+            self.server_info = self.wait(rid, timeout=connect_timeout)
+            self.state.accept_hello(self.server_info, expect_server)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- sending -----------------------------------------------------------------------
     def _queue(self, frame: bytes) -> None:
@@ -71,20 +81,24 @@ class RpcConnection:
         """Queue a request; returns its id (0 when no reply was asked for)."""
         if self.closed:
             raise ConnectionClosed()
-        rid, frame = self.state.encode_request(op, {} if args is None else args, want_reply)
-        self._queue(frame)
+        with self.write_lock:
+            rid, frame = self.state.encode_request(op, {} if args is None else args, want_reply)
+            self._queue(frame)
         return rid
 
     def flush(self) -> None:
         if self._out:
-            data = b"".join(self._out)
-            self._out.clear()
-            self._out_bytes = 0
-            try:
-                self.sock.sendall(data)
-            except OSError as exc:
-                self._mark_closed()
-                raise ConnectionClosed(f"connection lost while sending: {exc}") from None
+            with self.write_lock:
+                if not self._out:
+                    return
+                data = b"".join(self._out)
+                self._out.clear()
+                self._out_bytes = 0
+                try:
+                    self.sock.sendall(data)
+                except OSError as exc:
+                    self._mark_closed()
+                    raise ConnectionClosed(f"connection lost while sending: {exc}") from None
 
     def call(self, op: str, args=None, timeout: float | None = 30.0):
         return self.wait(self.send(op, args), timeout)

@@ -21,16 +21,27 @@ from clients.protocol.handshake import PROTOCOL_VERSION, check_hello
 from .args import ensure_map
 from .connection import ClientConnection
 from .listener import Listener
+from .schema import Int, Map, Schema, Str, Value
 
 log = logging.getLogger("serverbase.server")
 
 DEFERRED = object()
 
 
-def op(name: str):
-    """Mark a method of a BrokerServer subclass as the handler of wire op `name`."""
+def op(name: str, schema: dict | None = None, on_invalid: str | None = None):
+    """Mark a method of a BrokerServer subclass as the handler of wire op `name`.
+
+    `schema` ({arg: Spec}, see schema.py) is checked before the handler runs, which then gets the
+    validated args. `on_invalid` names a method called with (conn, raw args) when they fail the
+    check, before the BAD_REQUEST goes out (publish uses it to nack the message's sequence
+    number). An op without a schema gets its args as sent (a map) and checks them itself.
+    """
+    compiled = Schema(schema) if schema is not None else None
+
     def mark(fn):
         fn._wire_op = name
+        fn._wire_schema = compiled
+        fn._wire_on_invalid = on_invalid
         return fn
     return mark
 
@@ -73,7 +84,9 @@ class BrokerServer:
             for attr in vars(klass).values():
                 name = getattr(attr, "_wire_op", None)
                 if name is not None:
-                    table[name] = getattr(self, attr.__name__)
+                    on_invalid = getattr(attr, "_wire_on_invalid", None)
+                    table[name] = (getattr(self, attr.__name__), getattr(attr, "_wire_schema", None),
+                                   getattr(self, on_invalid) if on_invalid else None)
         return table
 
     @property
@@ -84,15 +97,27 @@ class BrokerServer:
         if req.op == "hello":
             self._hello(conn, req)
             return
-        handler = self._ops.get(req.op)
-        if handler is None:
+        entry = self._ops.get(req.op)
+        if entry is None:
             conn.send_error(req.id, ErrorCode.UNKNOWN_OP,
-                            f"{self.name} has no op '{req.op}'; it knows: {', '.join(['hello'] + self.ops)}")
+                            f"{self.name} has no op '{req.op[:100]}'; it knows: {', '.join(['hello'] + self.ops)}")
             return
+        handler, schema, on_invalid = entry
         try:
-            result = handler(conn, ensure_map(req.args))
+            if schema is None:
+                args = ensure_map(req.args)
+            else:
+                try:
+                    args = schema.validate(req.args)
+                except BrokerError:
+                    if on_invalid is not None:
+                        on_invalid(conn, req.args)
+                    raise
+            result = handler(conn, args)
         except BrokerError as exc:
-            conn.send_error(req.id, exc.code, exc.message)
+            # An id-0 request's error answers no id: name its channel so the client can route it.
+            ch = req.args.get("ch") if req.id == 0 and type(req.args) is dict else None
+            conn.send_error(req.id, exc.code, exc.message, ch if type(ch) is int else None)
             return
         except Exception as exc:
             log.exception("op %r failed on connection %s", req.op, conn.id)
@@ -106,12 +131,20 @@ class BrokerServer:
             conn.send_response(req.id, result)
 
     # ---- ops every server has ----------------------------------------------------------
+    HELLO_SCHEMA = Schema({
+        "protocol": Value(),   # any value: check_hello answers UNSUPPORTED_VERSION for one it does not speak
+        "client": Str(max_bytes=1024, default=""),
+        "credentials": Map({"username": Str(max_bytes=1024, default=None),
+                            "password": Str(max_bytes=4096, default=None)}, default=None),
+        "max_frame": Int(min=1024, max=(1 << 32) - 1, default=None),
+    })
+
     def _hello(self, conn, req) -> None:
         """The handshake. A refused hello closes the connection after the error is sent."""
         try:
             if conn.handshake_done:
                 raise BrokerError(ErrorCode.BAD_REQUEST, "hello was already sent on this connection")
-            _, client, credentials, client_max = check_hello(ensure_map(req.args))
+            _, client, credentials, client_max = check_hello(self.HELLO_SCHEMA.validate(req.args))
             conn.user = self.authenticate(credentials)
         except BrokerError as exc:
             conn.send_error(req.id, exc.code, exc.message)
@@ -143,11 +176,11 @@ class BrokerServer:
             raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"bad username or password for user {user!r}")
         return user
 
-    @op("ping")
+    @op("ping", schema={"echo": Value(default=None)})
     def op_ping(self, conn, args):
         return {"pong": True, "echo": args.get("echo")}
 
-    @op("server_info")
+    @op("server_info", schema={})
     def op_server_info(self, conn, args):
         info = {
             "server": self.name,

@@ -25,6 +25,7 @@ import msgpack
 
 from ..aio_rpc import AsyncRpcConnection
 from ..log.assignors import ASSIGNORS
+from ..log.config import plain_credentials
 from ..protocol.errors import BrokerError, ErrorCode
 from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header
 from .errors import (CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaConnectionError, KafkaError,
@@ -79,8 +80,11 @@ class AIOKafkaConsumer:
                  fetch_max_bytes=52428800, fetch_min_bytes=1, max_partition_fetch_bytes=1048576,
                  auto_offset_reset="latest", enable_auto_commit=True, auto_commit_interval_ms=5000,
                  session_timeout_ms=10000, heartbeat_interval_ms=3000, max_poll_interval_ms=300000,
-                 partition_assignment_strategy=("roundrobin",), loop=None, **ignored):
+                 partition_assignment_strategy=("roundrobin",), loop=None, security_protocol="PLAINTEXT", sasl_mechanism="PLAIN",
+                 sasl_plain_username=None, sasl_plain_password=None, **ignored):
         self._host, self._port = _bootstrap(bootstrap_servers)
+        self._credentials = plain_credentials(security_protocol, sasl_mechanism, sasl_plain_username,
+                                              sasl_plain_password)
         self._client_id = client_id or "aiokafka-minilog"
         self._group_id = group_id
         self._key_deserializer = key_deserializer
@@ -118,7 +122,8 @@ class AIOKafkaConsumer:
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self):
         try:
-            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id)
+            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id,
+                                                          credentials=self._credentials, expect_server="minilog")
         except (OSError, BrokerError, asyncio.TimeoutError) as exc:
             raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
         self._fetch_max_bytes = max(min(self._fetch_max_bytes, self._conn.state.max_frame - 65536), 1024)

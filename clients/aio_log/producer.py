@@ -23,6 +23,7 @@ import time
 import msgpack
 
 from ..aio_rpc import AsyncRpcConnection
+from ..log.config import plain_credentials
 from ..log.connection import parse_bootstrap
 from ..log.partitioner import KeyPartitioner, pick_sticky
 from ..protocol.errors import BrokerError
@@ -182,8 +183,11 @@ class BatchBuilder:
 class AIOKafkaProducer:
     def __init__(self, *, bootstrap_servers="localhost:9093", client_id=None, acks=1, key_serializer=None,
                  value_serializer=None, linger_ms=0, max_batch_size=16384, max_request_size=1048576,
-                 request_timeout_ms=40000, loop=None, **ignored):
+                 request_timeout_ms=40000, loop=None, security_protocol="PLAINTEXT", sasl_mechanism="PLAIN",
+                 sasl_plain_username=None, sasl_plain_password=None, **ignored):
         self._host, self._port = _bootstrap(bootstrap_servers)
+        self._credentials = plain_credentials(security_protocol, sasl_mechanism, sasl_plain_username,
+                                              sasl_plain_password)
         self._client_id = client_id or "aiokafka-minilog"
         if acks == "all":
             acks = -1
@@ -207,7 +211,8 @@ class AIOKafkaProducer:
 
     async def start(self):
         try:
-            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id)
+            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id,
+                                                          credentials=self._credentials, expect_server="minilog")
         except (OSError, BrokerError, asyncio.TimeoutError) as exc:
             raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
 

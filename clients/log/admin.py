@@ -172,12 +172,13 @@ class AdminClient:
         cfg = Config(conf, set(), "AdminClient")
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
+        self._credentials = cfg.credentials()
         self._conn = None
 
     def _connection(self) -> LogConnection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = LogConnection(self._host, self._port, self._client_id)
+                self._conn = LogConnection(self._host, self._port, self._client_id, credentials=self._credentials)
             except (OSError, BrokerError) as exc:
                 raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                                 f"cannot connect to {self._host}:{self._port}: {exc}")) from None

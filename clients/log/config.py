@@ -13,17 +13,21 @@ log = logging.getLogger("clients.log")
 
 # Accepted because real configurations carry them; they change nothing here.
 IGNORED = {
-    "security.protocol", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
-    "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password", "debug", "log_level",
+    "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "debug", "log_level",
     "compression.type", "compression.codec", "enable.idempotence", "retries", "retry.backoff.ms",
     "socket.keepalive.enable", "api.version.request", "broker.version.fallback", "statistics.interval.ms",
-    "stats_cb", "logger", "max.poll.interval.ms", "isolation.level", "check.crcs",
+    "stats_cb", "logger", "isolation.level",
     "topic.metadata.refresh.interval.ms", "metadata.max.age.ms", "queued.min.messages",
     "queued.max.messages.kbytes", "fetch.error.backoff.ms", "socket.timeout.ms", "client.rack",
-    "partitioner", "enable.auto.offset.store", "allow.auto.create.topics", "group.instance.id",
+    "enable.auto.offset.store", "allow.auto.create.topics", "group.instance.id",
     "reconnect.backoff.ms", "reconnect.backoff.max.ms", "message.max.bytes", "receive.message.max.bytes",
     "message.send.max.retries", "default.topic.config", "error_cb", "throttle_cb", "oauth_cb",
 }
+
+
+# Read by every client (`Config.credentials`), not per kind.
+_CONNECTION_KEYS = {"bootstrap.servers", "metadata.broker.list", "client.id", "security.protocol",
+                    "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password"}
 
 
 class Config:
@@ -43,7 +47,7 @@ class Config:
         if "bootstrap.servers" not in self.conf and "metadata.broker.list" in self.conf:
             self.conf["bootstrap.servers"] = self.conf["metadata.broker.list"]
         unknown = [k for k in self.conf if k not in known and k not in IGNORED
-                   and k not in ("bootstrap.servers", "metadata.broker.list", "client.id")]
+                   and k not in _CONNECTION_KEYS]
         if unknown:
             log.warning("%s: ignoring configuration properties minilog does not use: %s", kind, ", ".join(sorted(unknown)))
 
@@ -77,3 +81,34 @@ class Config:
     def str(self, name, default: str | None) -> str | None:
         v = self.conf.get(name, default)
         return None if v is None else str(v)
+
+    def credentials(self) -> dict | None:
+        """The hello credentials from librdkafka's SASL/PLAIN properties (see `plain_credentials`)."""
+        return plain_credentials(self.str("security.protocol", None), self.get("sasl.mechanism", self.get("sasl.mechanisms")),
+                                 self.get("sasl.username"), self.get("sasl.password"), ConfigError,
+                                 ("security.protocol", "sasl.mechanism", "sasl.username", "sasl.password"))
+
+
+def plain_credentials(protocol, mechanism, username, password, error=ValueError,
+                      names=("security_protocol", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")):
+    """The handshake's credentials from a client's SASL/PLAIN settings, or None.
+
+    The username and password become the hello's `credentials` (the servers' `--user`). What
+    the clients cannot honour is refused, at construction, with `error`, as the real libraries
+    refuse a configuration they cannot apply: a mechanism other than PLAIN, a security protocol
+    other than PLAINTEXT / SASL_PLAINTEXT, SASL without a username. `names` are the setting
+    names to quote (librdkafka's or aiokafka's).
+    """
+    n_protocol, n_mechanism, n_user, n_password = names
+    protocol = (protocol or "plaintext").lower()
+    if protocol not in ("plaintext", "sasl_plaintext"):
+        raise error(f"{n_protocol} {protocol.upper()!r} is not supported by this client "
+                    f"(use PLAINTEXT or SASL_PLAINTEXT)")
+    if mechanism is not None and str(mechanism).upper() != "PLAIN":
+        raise error(f"{n_mechanism} {mechanism!r} is not supported: the handshake takes a "
+                    f"username and password, i.e. PLAIN")
+    if username is None:
+        if password is not None or protocol == "sasl_plaintext":
+            raise error(f"{n_user} is required with {n_password} or {n_protocol}=SASL_PLAINTEXT")
+        return None
+    return {"username": str(username), "password": "" if password is None else str(password)}

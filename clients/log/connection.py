@@ -34,6 +34,7 @@ def parse_bootstrap(servers: str) -> tuple[str, int]:
 class LogConnection(RpcConnection):
     def __init__(self, host, port, client_name="minilog-python", **kwargs):
         self.callbacks = {}
+        kwargs.setdefault("expect_server", "minilog")
         super().__init__(host, port, client_name, **kwargs)
 
     def send_with(self, op: str, args, callback) -> int:

@@ -42,7 +42,7 @@ _CONSUMER_KEYS = {
     "session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy",
     "enable.partition.eof", "fetch.max.bytes", "fetch.wait.max.ms", "fetch.min.bytes",
     "max.partition.fetch.bytes", "fetch.message.max.bytes", "on_commit", "max.poll.interval.ms",
-    "enable.auto.offset.store", "queued.max.messages.kbytes", "group.protocol.type",
+    "enable.auto.offset.store", "queued.max.messages.kbytes", "group.protocol.type", "check.crcs",
 }
 _new = tuple.__new__
 _unpackb = msgpack.unpackb
@@ -94,6 +94,7 @@ class Consumer:
         cfg = Config(conf, _CONSUMER_KEYS, "Consumer")
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
+        self._credentials = cfg.credentials()
         self._group_id = cfg.str("group.id", None)
         self._reset = cfg.str("auto.offset.reset", "latest").lower()
         if self._reset not in _EARLIEST | _LATEST | {"error"}:
@@ -134,7 +135,7 @@ class Consumer:
     # ---- connection ---------------------------------------------------------------------
     def _connect(self) -> LogConnection:
         try:
-            return LogConnection(self._host, self._port, self._client_id)
+            return LogConnection(self._host, self._port, self._client_id, credentials=self._credentials)
         except (OSError, BrokerError) as exc:
             raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                             f"cannot connect to {self._host}:{self._port}: {exc}")) from None

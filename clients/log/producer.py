@@ -40,7 +40,7 @@ _PRODUCER_KEYS = {
     "request.required.acks", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
     "message.timeout.ms", "delivery.timeout.ms", "request.timeout.ms", "on_delivery",
     "delivery.report.only.error", "max.in.flight.requests.per.connection", "max.in.flight",
-    "dr_cb", "dr_msg_cb",
+    "dr_cb", "dr_msg_cb", "partitioner",
 }
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 # Records with values under this many bytes take the fast path; a batch closes that much
@@ -108,6 +108,7 @@ class Producer:
         cfg = Config(conf, _PRODUCER_KEYS, "Producer")
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
+        self._credentials = cfg.credentials()
         linger = cfg.float("linger.ms", cfg.float("queue.buffering.max.ms", 5.0))
         self._linger = max(linger, 0.0) / 1000.0
         self._batch_bytes = max(cfg.int("batch.size", 1_000_000), 1)
@@ -162,7 +163,7 @@ class Producer:
     def _connect(self) -> LogConnection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = LogConnection(self._host, self._port, self._client_id)
+                self._conn = LogConnection(self._host, self._port, self._client_id, credentials=self._credentials)
             except (OSError, BrokerError) as exc:
                 raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                                 f"cannot connect to {self._host}:{self._port}: {exc}"))
