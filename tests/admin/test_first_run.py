@@ -21,8 +21,8 @@ def _make(*args, timeout=120):
 
 
 def test_make_run_passes_server_flags_through_and_make_stop_stops_it(tmp_path):
-    run_args = f"RUN_ARGS=--minibroker-port 0 --minilog-port 0 --data-dir {tmp_path} --fsync never " \
-               f"--log-segment-bytes 4096 --log-level debug"
+    run_args = f"RUN_ARGS=--minibroker-port 0 --minilog-port 0 --amqp-port 0 --kafka-port 0 --data-dir {tmp_path} " \
+               f"--fsync never --log-segment-bytes 4096 --log-level debug"
     proc = subprocess.Popen(["make", "-s", "run", f"VENV={_venv()}", run_args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     ports, seen = {}, []
