@@ -8,13 +8,12 @@ request; `pump(timeout)` reads whatever the server sent and runs the callbacks. 
 calls (`call`) still work on the same socket, and callbacks keep running while one waits.
 """
 
-import select
 import time
 from socket import MSG_DONTWAIT
 
 from ..protocol.errors import BrokerError
 from ..protocol.frames import ErrorReply, Push
-from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection
+from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection, _wait_readable
 from .errors import ConfigError
 
 
@@ -62,8 +61,7 @@ class LogConnection(RpcConnection):
                 self.replies[event.id] = event
 
     def readable(self, timeout: float) -> bool:
-        ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
-        return bool(ready)
+        return _wait_readable(self.sock, timeout)
 
     def pump(self, timeout: float | None = 0.0) -> bool:
         """Send what is queued, then handle what arrives within `timeout` s (0: only what is there).
