@@ -37,7 +37,7 @@ class PublisherFlowControl:
 
     def queued_bytes(self) -> int:
         total = sum(q.ready_bytes for q in self.server.broker.queues.values())
-        # durable store (issue 4): bodies it paged out to the journal take no memory
+        # durable store: bodies it paged out to the journal take no memory
         return total - getattr(self.server.store, "paged_bytes", 0)
 
     def check(self) -> None:

@@ -98,6 +98,10 @@ class LogBroker:
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.formats = PartitionFormats()
         self._minilog_noted: set = set()     # logs whose minilog-batches marker is known to be written
+        # Figures for the `stats` op and /metrics (MinilogServer.extra_metrics); plain ints.
+        self.produced_batches = self.produced_records = self.produced_bytes = 0
+        self.fetch_waits = 0
+        self.tracers: list = []   # `minilog trace` callbacks; every hook is behind `if tracing`
         self.producer_ids: ProducerIds | None = None
         self._producers: dict = {}           # log -> PartitionProducers (idempotent produce)
         self.duplicates = 0                  # retried idempotent batches answered without appending
@@ -129,6 +133,8 @@ class LogBroker:
     def tick_groups(self) -> None:
         """Session timeouts and rebalance deadlines (run every 50 ms or so)."""
         self.groups.tick()
+        if self.tracers:
+            self.trace_groups()
 
     def tick_storage(self) -> None:
         """Retention, flush.ms, segment.ms, compaction and checkpoints (the storage engine decides what is due)."""
@@ -211,6 +217,7 @@ class LogBroker:
         durable = []
         get_log = self.topics.get_log
         notify = self.waiters.notify
+        tracing = bool(self.tracers)
         for item in entries:
             try:
                 topic, partition, batch = item
@@ -230,13 +237,20 @@ class LogBroker:
                 if (topic, partition) not in noted:
                     self.formats.note_append(plog, MINILOG)
                     noted.add((topic, partition))
+                if tracing:
+                    before = _segment_state(plog)
                 # A failed write raises SegmentWriteError (an OSError) after the storage
                 # engine cut the torn bytes off: nothing of this entry was stored.
                 info = plog.append(batch)
+                if tracing:
+                    self._trace_append(topic, partition, plog, info, len(batch), before)
             except Exception as exc:
                 results.append([topic, partition, -1, append_error(exc, topic, partition)])
                 continue
             notify((topic, partition))
+            self.produced_batches += 1
+            self.produced_records += info.last_offset - info.base_offset + 1
+            self.produced_bytes += len(batch)
             results.append([topic, partition, info.base_offset, None])
             if acks == -1:
                 durable.append((len(results) - 1, plog, info.last_offset + 1))
@@ -272,6 +286,9 @@ class LogBroker:
             if info is None:
                 continue  # a duplicate: nothing new to wake anyone for
             self.waiters.notify((topic, partition))
+            self.produced_batches += 1
+            self.produced_records += info.last_offset - info.base_offset + 1
+            self.produced_bytes += len(batch)
             if acks == -1:
                 durable.append((len(results) - 1, plog, info.last_offset + 1))
         if durable:
@@ -430,6 +447,7 @@ class LogBroker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait_ms / 1000
         keys = {(t, p) for t, p, _, _ in parts}
+        self.fetch_waits += 1
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -476,6 +494,48 @@ class LogBroker:
                 offset = -1 if found is None else found
             results.append([topic, partition, offset, None])
         return results
+
+    # ---- tracing (`minilog trace`) ----------------------------------------------------------
+    def set_tracing(self, tracer, on: bool) -> None:
+        if on:
+            self.tracers.append(tracer)
+            self._group_states = self._snapshot_groups()
+        elif tracer in self.tracers:
+            self.tracers.remove(tracer)
+
+    def _trace(self, event: dict) -> None:
+        for tracer in list(self.tracers):
+            tracer(event)
+
+    def _trace_append(self, topic, partition, plog, info, size, before) -> None:
+        self._trace({"event": "append", "topic": topic, "partition": partition, "base_offset": info.base_offset,
+                     "last_offset": info.last_offset, "bytes": size})
+        seg = plog.active_segment
+        if seg.base_offset != before[0]:
+            self._trace({"event": "segment_roll", "topic": topic, "partition": partition,
+                         "sealed_base_offset": before[0], "new_base_offset": seg.base_offset,
+                         "segments": len(plog.segments)})
+            before = (seg.base_offset, 0)
+        index = seg.index
+        if index is not None and index.entries > before[1]:
+            rel, position = index.entry(index.entries - 1)
+            self._trace({"event": "index_entry", "topic": topic, "partition": partition,
+                         "segment": seg.base_offset, "offset": seg.base_offset + rel, "position": position,
+                         "entries": index.entries})
+
+    def _snapshot_groups(self) -> dict:
+        return {g.group_id: (g.state, g.generation_id, len(g.members)) for g in self.groups.groups.values()}
+
+    def trace_groups(self) -> None:
+        """Report every group whose state, generation or member count changed since the last look."""
+        now = self._snapshot_groups()
+        before = getattr(self, "_group_states", {})
+        for group_id, (state, generation, members) in now.items():
+            old = before.get(group_id)
+            if old != (state, generation, members):
+                self._trace({"event": "group", "group": group_id, "state": state, "previous_state": old[0] if old else None,
+                             "generation_id": generation, "members": members})
+        self._group_states = now
 
     # ---- consumer groups ---------------------------------------------------------------
     def join_group(self, group_id: str, member_id: str, client: str, session_timeout_ms: int,
@@ -586,3 +646,9 @@ def decode_assignment(raw: bytes) -> dict:
         return {}
     return {t: [p for p in ps if isinstance(p, int)] for t, ps in value.items()
             if isinstance(t, str) and isinstance(ps, list)}
+
+
+def _segment_state(plog) -> tuple[int, int]:
+    """(base offset of the active segment, its index entries): what an append may change."""
+    seg = plog.active_segment
+    return seg.base_offset, seg.index.entries if seg.index is not None else 0

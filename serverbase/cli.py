@@ -81,6 +81,8 @@ def build_parser(server_cls, default_port: int, default_data_dir: str) -> argpar
     parser.add_argument("--config", metavar="FILE",
                         help=f"a TOML file of settings: keys are these flags without the dashes; precedence "
                              f"is flag > environment ({server_cls.name.upper()}_PORT, ...) > file > default")
+    parser.add_argument("--metrics-port", type=port_or_off, default=None, metavar="PORT|off",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (default off)")
     parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME,
                         help=f"largest frame accepted, in bytes (default {DEFAULT_MAX_FRAME})")
     parser.add_argument("--user", action="append", metavar="USER:PASSWORD",
@@ -133,6 +135,7 @@ def run_server(server_cls, argv=None, *, default_port: int, default_data_dir: st
     configure_logging(args.log_level, args.log_format, sys.stderr)
     loop_name = install_fast_loop()
     server = server_cls.from_args(args)
+    server.metrics_port = args.metrics_port
     logging.getLogger(server.name).info("starting on %s loop, data in %s", loop_name, args.data_dir)
     try:
         asyncio.run(_serve(server))
