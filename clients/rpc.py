@@ -57,7 +57,8 @@ class RpcConnection:
         self.write_lock = threading.RLock()
         self._out: list[bytes] = []
         self._out_bytes = 0
-        self.replies: dict[int, object] = {}
+        self.replies = self.state.replies  # what wait() looks in (matching is the state's)
+        self.callbacks = self.state.handlers
         self.pushes: collections.deque = collections.deque()
         self.async_errors: collections.deque = collections.deque()
         self.closed = False
@@ -131,18 +132,8 @@ class RpcConnection:
         if not data:
             self._mark_closed()
             raise ConnectionClosed()
-        self._handle(self.state.receive_data(data))
+        self.state.receive(data, self.pushes.append, self.async_errors.append)
         return True
-
-    def _handle(self, events) -> None:
-        for event in events:
-            t = type(event)
-            if t is Push:
-                self.pushes.append(event)
-            elif event.id == 0:
-                self.async_errors.append(event)
-            else:
-                self.replies[event.id] = event
 
     def _mark_closed(self):
         self.closed = True
