@@ -3,7 +3,7 @@
 - `minilog topics list|describe|create|delete` (kafka-topics): partitions with log start and
   end offsets, segments, bytes and the topic's config (the `metadata`, `create_topics` and
   `delete_topics` ops).
-- `minilog groups list|describe|reset-offsets` (kafka-consumer-groups): state, members, the
+- `minilog groups list|describe|delete|reset-offsets` (kafka-consumer-groups): state, members, the
   assignment, committed offset, log end offset and lag per partition (`describe_groups`,
   `offset_fetch`); reset-offsets plans new committed offsets `--to-earliest|--to-latest|
   --to-offset N|--to-datetime T|--shift-by N` and, with `--execute`, commits them for a group
@@ -143,7 +143,7 @@ def _offsets(conn, items) -> dict:
 def groups_main(argv=None) -> int:
     parser = _parser("groups", "List and describe consumer groups, with lag; reset their committed offsets "
                                "(as kafka-consumer-groups).")
-    parser.add_argument("action", choices=["list", "describe", "reset-offsets"])
+    parser.add_argument("action", choices=["list", "describe", "delete", "reset-offsets"])
     parser.add_argument("--group", help="the group (describe: all when left out)")
     parser.add_argument("--topic", help="reset-offsets: the topic (all partitions)")
     to = parser.add_mutually_exclusive_group()
@@ -156,6 +156,8 @@ def groups_main(argv=None) -> int:
     run_mode.add_argument("--dry-run", action="store_true", help="only print the plan (the default)")
     run_mode.add_argument("--execute", action="store_true", help="commit the new offsets")
     args = parser.parse_args(argv)
+    if args.action == "delete" and not args.group:
+        parser.error("delete needs --group")
     if args.action == "reset-offsets":
         if not (args.group and args.topic):
             parser.error("reset-offsets needs --group and --topic")
@@ -171,6 +173,11 @@ def groups_main(argv=None) -> int:
                 emit(args, rows, ["group", "state"])
             elif args.action == "describe":
                 _describe_groups(conn, args)
+            elif args.action == "delete":
+                error = call(conn, "delete_groups", {"groups": [args.group]})["results"].get(args.group)
+                if error:
+                    raise CommandError(error[1])
+                emit(args, {"deleted": args.group})
             else:
                 _reset_offsets(conn, args)
     return run("minilog groups", handler, args)

@@ -597,6 +597,27 @@ class LogBroker:
             out.append([topic, partition, -1, ""] if c is None else [topic, partition, c.offset, c.metadata])
         return out
 
+    def delete_group(self, group_id: str):
+        """Delete an inactive group and its committed offsets (kafka-consumer-groups --delete).
+
+        Raises NOT_FOUND for a group the broker does not know and PRECONDITION_FAILED while it has
+        members. When commits were forgotten the answer is an awaitable, done once the tombstones
+        are on disk."""
+        group = self.groups.groups.get(group_id)
+        if group is not None and group.members:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"group {group_id!r} has {len(group.members)} active member(s); stop them first")
+        if group is None and not self.offsets.group_offsets(group_id):
+            raise BrokerError(ErrorCode.NOT_FOUND, f"consumer group {group_id!r} does not exist")
+        self.groups.groups.pop(group_id, None)
+        try:
+            flush_to = self.offsets.delete_group(group_id)
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not delete group {group_id!r}: {exc}") from None
+        if flush_to is None:
+            return None
+        return self._commit_when_durable(flush_to, None)
+
     def list_groups(self) -> list[tuple[str, str]]:
         """(group_id, state) of every group with members or committed offsets, sorted."""
         states = dict(self.groups.list_groups())

@@ -387,3 +387,28 @@ class MinilogServer(BrokerServer):
         if tracer is not None and self.broker is not None:
             self.broker.set_tracing(tracer, False)
         super().on_connection_closed(conn)
+
+    @op("delete_groups")
+    def op_delete_groups(self, conn, args):
+        """Delete inactive groups and their commits: `{results: {group: nil or [code, message]}}`."""
+        groups = required(args, "groups", list)
+        if not all(isinstance(g, str) for g in groups):
+            raise BrokerError(ErrorCode.BAD_REQUEST, "'groups' must be an array of group ids")
+        results, waits = {}, []
+        for group_id in groups:
+            try:
+                wait = self.broker.delete_group(group_id)
+            except BrokerError as exc:
+                results[group_id] = [exc.code, exc.message]
+                continue
+            results[group_id] = None
+            if wait is not None:
+                waits.append(wait)
+        if not waits:
+            return {"results": results}
+
+        async def when_durable():
+            for wait in waits:
+                await wait
+            return {"results": results}
+        return when_durable()

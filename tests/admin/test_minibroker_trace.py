@@ -103,3 +103,23 @@ def test_minilog_trace_shows_appends_rolls_index_entries_and_groups(start_minilo
     entry = next(e for e in events if e["event"] == "index_entry")
     assert entry["position"] > 0 and entry["offset"] > entry["segment"] - 1
     tracer.close()
+
+
+def test_minilog_trace_command_lines(start_minilog, capsys):
+    from clients.log import Producer
+    from minilog.admin_cli import trace_main
+    s = start_minilog(log_config={"segment.bytes": 300, "index.interval.bytes": 50})
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "code", trace_main(["--server", f"127.0.0.1:{s.port}", "--count", "6", "--for", "20"])))
+    t.start()
+    p = Producer({"bootstrap.servers": f"127.0.0.1:{s.port}", "linger.ms": 0})
+    while t.is_alive():
+        p.produce("t", value=b"y" * 120)
+        p.flush(10)
+        t.join(0.1)
+    lines = capsys.readouterr().out.splitlines()
+    assert result["code"] == 0 and len(lines) == 6
+    assert any(line.startswith("append        t-0 offsets ") for line in lines)
+    assert any(line.startswith("segment roll  t-0 sealed ") or line.startswith("index entry   t-0 ")
+               for line in lines)

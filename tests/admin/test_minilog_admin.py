@@ -73,6 +73,8 @@ def test_groups_describe_lag_and_reset_offsets(minilog_server, capsys):
         code, out, err = run(capsys, groups_main, s, "reset-offsets", "--group", "billing", "--topic", "t",
                              "--to-earliest", "--execute")
         assert code == 1 and "active members" in err      # as Kafka: only an inactive group is reset
+        code, out, err = run(capsys, groups_main, s, "delete", "--group", "billing")
+        assert code == 1 and "active member" in err
     finally:
         c.close()
     code, out, _ = run(capsys, groups_main, s, "reset-offsets", "--group", "billing", "--topic", "t",
@@ -88,6 +90,11 @@ def test_groups_describe_lag_and_reset_offsets(minilog_server, capsys):
     assert json.loads(out)[0]["lag"] == 0
     code, out, err = run(capsys, groups_main, s, "describe", "--group", "nobody")
     assert code == 1 and "does not exist" in err
+    assert run(capsys, groups_main, s, "delete", "--group", "billing")[0] == 0
+    code, out, err = run(capsys, groups_main, s, "describe", "--group", "billing")
+    assert code == 1 and "does not exist" in err
+    code, out, err = run(capsys, groups_main, s, "delete", "--group", "billing")
+    assert code == 1 and "does not exist" in err and err.count("\n") == 1
 
 
 def test_produce_and_consume_lines_like_kcat(minilog_server, capsys, monkeypatch):
