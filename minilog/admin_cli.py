@@ -1,6 +1,6 @@
 """`minilog topics|groups|produce|consume`: the Kafka command-line tools and kcat, for minilog.
 
-- `minilog topics list|describe|create|delete` (kafka-topics): partitions with log start and
+- `minilog topics list|describe|create|alter|delete` (kafka-topics, kafka-configs --alter): partitions with log start and
   end offsets, segments, bytes and the topic's config (the `metadata`, `create_topics` and
   `delete_topics` ops).
 - `minilog groups list|describe|delete|reset-offsets` (kafka-consumer-groups): state, members, the
@@ -62,6 +62,17 @@ def _config_pair(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _config_map(pairs) -> dict:
+    """KEY=VALUE pairs as a config map, numbers as integers (topic configs are Kafka's, mostly numbers)."""
+    config = {}
+    for key, value in pairs:
+        try:
+            config[key] = int(value)
+        except ValueError:
+            config[key] = value
+    return config
+
+
 def _topic(conn, name: str) -> dict:
     info = call(conn, "metadata", {"topics": [name]})["topics"].get(name)
     if info is None or info.get("error"):
@@ -73,13 +84,15 @@ def _topic(conn, name: str) -> dict:
 
 def topics_main(argv=None) -> int:
     parser = _parser("topics", "List, describe, create and delete topics (as kafka-topics).")
-    parser.add_argument("action", choices=["list", "describe", "create", "delete"])
+    parser.add_argument("action", choices=["list", "describe", "create", "alter", "delete"])
     parser.add_argument("topic", nargs="?", help="the topic (describe: all when left out)")
     parser.add_argument("--partitions", type=int, help="create: number of partitions (default: the server's)")
     parser.add_argument("--config", action="append", type=_config_pair, default=[], metavar="KEY=VALUE",
-                        help="create: a topic config under Kafka's name, e.g. retention.ms=60000 (repeat)")
+                        help="create, alter: a topic config under Kafka's name, e.g. retention.ms=60000 (repeat)")
+    parser.add_argument("--delete-config", action="append", default=[], metavar="KEY",
+                        help="alter: drop an override so the server default applies again (repeat)")
     args = parser.parse_args(argv)
-    if args.action in ("create", "delete") and not args.topic:
+    if args.action in ("create", "alter", "delete") and not args.topic:
         parser.error(f"{args.action} needs a TOPIC")
 
     def handler(args):
@@ -108,13 +121,12 @@ def topics_main(argv=None) -> int:
                     for name, t in sorted(topics.items()):
                         overrides = ", ".join(f"{k}={v}" for k, v in sorted((t.get("config") or {}).items()))
                         print(f"config {name}: {overrides}")
+            elif args.action == "alter":
+                result = call(conn, "alter_topic_config", {"topic": args.topic, "set": _config_map(args.config),
+                                                           "delete": args.delete_config})
+                emit(args, {"topic": args.topic, **{k: v for k, v in sorted(result["config"].items())}})
             elif args.action == "create":
-                config = {}
-                for key, value in args.config:
-                    try:
-                        config[key] = int(value)
-                    except ValueError:
-                        config[key] = value
+                config = _config_map(args.config)
                 spec = {"name": args.topic, "num_partitions": args.partitions, "config": config}
                 error = call(conn, "create_topics", {"topics": [spec]})["results"].get(args.topic)
                 if error:

@@ -165,6 +165,26 @@ class LogBroker:
         else:
             self.topics.create(name, num_partitions, config)
 
+    def alter_topic_config(self, name: str, set_: dict, delete: list) -> dict:
+        """Change a topic's config overrides (kafka-configs --alter): set some, delete others so
+        they fall back to the server default. Applied to its open logs at once; returns the
+        effective config. Raises BrokerError."""
+        if not self.topics.exists(name):
+            raise BrokerError(ErrorCode.NOT_FOUND, f"topic {name!r} does not exist")
+        if name in INTERNAL_TOPICS:
+            raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{name!r} is an internal topic; its config is the server's")
+        overrides = self.logs.overrides_for(name)
+        for key in delete:
+            overrides.pop(key, None)
+        overrides.update(set_)
+        try:
+            config = self.logs.set_topic_config(name, overrides)
+        except ValueError as exc:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"topic {name!r}: {exc}") from None
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not store the config of {name!r}: {exc}") from None
+        return config.to_dict()
+
     def delete_topic(self, name: str) -> None:
         """Delete a topic, wake its parked fetches and forget its commits. Raises BrokerError."""
         self.topics.delete(name)

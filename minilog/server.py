@@ -162,6 +162,15 @@ class MinilogServer(BrokerServer):
         super().dispatch(conn, req)
 
     # ---- topics ------------------------------------------------------------------------
+    @op("alter_topic_config")
+    def op_alter_topic_config(self, conn, args):
+        topic = required(args, "topic", str)
+        set_ = optional(args, "set", dict, {})
+        delete = optional(args, "delete", list, [])
+        if not all(isinstance(k, str) for k in list(set_) + delete):
+            raise BrokerError(ErrorCode.BAD_REQUEST, "config names in 'set' and 'delete' must be strings")
+        return {"config": self.broker.alter_topic_config(topic, set_, delete)}
+
     @op("create_topics")
     def op_create_topics(self, conn, args):
         specs = required(args, "topics", list)

@@ -46,6 +46,14 @@ def test_topics_create_list_describe_delete(minilog_server, capsys):
     code, out, _ = run(capsys, topics_main, s, "describe", "rides", "--json")
     doc = json.loads(out)[0]
     assert doc["config"]["retention.ms"] == 600000 and len(doc["partitions"]) == 3
+    code, out, err = run(capsys, topics_main, s, "alter", "rides", "--config", "retention.ms=1000",
+                         "--config", "segment.bytes=2048", "--json")
+    assert code == 0, err
+    assert json.loads(out)["retention.ms"] == 1000 and json.loads(out)["segment.bytes"] == 2048
+    code, out, _ = run(capsys, topics_main, s, "alter", "rides", "--delete-config", "segment.bytes", "--json")
+    assert json.loads(out)["segment.bytes"] == 1024 ** 3                 # back to the default
+    code, out, err = run(capsys, topics_main, s, "alter", "rides", "--config", "retention.ms=soon")
+    assert code == 1 and "retention.ms" in err and err.count("\n") == 1
     code, out, err = run(capsys, topics_main, s, "create", "rides")
     assert code == 1 and err.count("\n") == 1
     assert run(capsys, topics_main, s, "delete", "rides")[0] == 0
