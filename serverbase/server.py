@@ -127,6 +127,7 @@ class BrokerServer:
                     if on_invalid is not None:
                         on_invalid(conn, req.args)
                     raise
+            conn.request_id = req.id   # for a handler that answers later (DEFERRED)
             result = handler(conn, args)
         except BrokerError as exc:
             # An id-0 request's error answers no id: name its channel so the client can route it.
