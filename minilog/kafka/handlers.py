@@ -420,7 +420,8 @@ class KafkaApis:
         protocols = [(p["name"], bytes(p["metadata"])) for p in b["protocols"]]
         try:
             fut = self.broker.join_group(b["group_id"], b["member_id"], req.client_id or "",
-                                         b["session_timeout_ms"], rebalance, b["protocol_type"], protocols)
+                                         b["session_timeout_ms"], rebalance, b["protocol_type"], protocols,
+                                         KAFKA)   # metadata/assignments in Kafka's layout (mixed groups)
         except BrokerError as exc:
             return dict(failed, error_code=_code(exc, _GROUP_CODES))
         return self._joined(fut, b["protocol_type"], failed)
