@@ -135,6 +135,7 @@ class AMQPConnection(asyncio.Protocol):
             self._timer = self._loop.call_later(self.server.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data):
+        self.server.bytes_in += len(data)
         self._last_recv = self._loop.time()
         try:
             commands = self.reader.feed(data)
@@ -283,6 +284,7 @@ class AMQPConnection(asyncio.Protocol):
         self._flush_scheduled = False
         if self._out and not self.closed:
             out, self._out = self._out, []
+            self.server.bytes_out += sum(map(len, out))
             self.transport.writelines(out)
             self._sent = True
 

@@ -68,6 +68,7 @@ class KafkaConnection(asyncio.Protocol):
         self.server.track(self)
 
     def data_received(self, data):
+        self.server.bytes_in += len(data)
         try:
             frames = self._splitter.feed(data)
         except KafkaDecodeError as exc:
@@ -152,14 +153,17 @@ class KafkaConnection(asyncio.Protocol):
             return
         slots = self._slots
         out = []
-        slice_bytes = 0
+        slice_bytes = other_bytes = 0
         while slots and slots[0].pieces is not None:
             for piece in slots.popleft().pieces:
                 if type(piece) is FileSlice:
                     slice_bytes += piece.length
+                else:
+                    other_bytes += len(piece)
                 out.append(piece)
         if not out:
             return
+        self.server.bytes_out += slice_bytes + other_bytes
         if slice_bytes:
             # Fetched batches already in Kafka's format go from the page cache to the socket.
             self.server.sendfile_bytes += write_pieces(self.transport, out,

@@ -6,6 +6,8 @@ import socket
 import urllib.error
 import urllib.request
 
+import pytest
+
 from clients import broker as pika
 from clients.log import Consumer, Producer
 from harness import read_listening_port, wait_until
@@ -108,3 +110,18 @@ def test_minibroker_stats_table(minibroker_server, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["name", "type", "value", "help"]
     assert any(line.startswith("published_total ") for line in out.splitlines())
+
+
+def test_bytes_in_and_out_count_the_amqp_and_kafka_doors_too(minibroker, minilog):
+    import pika
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    conn = pika.BlockingConnection(pika.URLParameters(minibroker.amqp_url))
+    conn.channel().queue_declare("counted")
+    conn.close()
+    server = minibroker.server
+    wait_until(lambda: server.bytes_in > 100 and server.bytes_out > 100, message="AMQP bytes counted")
+    before_in, before_out = minilog.server.bytes_in, minilog.server.bytes_out
+    producer = confluent_kafka.Producer({"bootstrap.servers": minilog.kafka_bootstrap})
+    producer.produce("counted", b"x" * 1000)
+    assert producer.flush(15) == 0
+    assert minilog.server.bytes_in >= before_in + 1000 and minilog.server.bytes_out > before_out
