@@ -81,7 +81,7 @@ def queue_model(pika, parameters):
                     continue
                 kind = self.exchanges[ex]
                 if kind == "fanout" or (kind == "direct" and bkey == key) or \
-                        (kind == "topic" and _topic_match(bkey, key)):
+                        (kind == "topic" and topic_matches(bkey, key)):
                     if q not in out:
                         out.append(q)
             return out
@@ -192,12 +192,17 @@ def queue_model(pika, parameters):
     return QueueBrokerModel
 
 
-def _topic_match(pattern: str, key: str) -> bool:
-    """AMQP topic matching, written plainly: `*` one word, `#` zero or more."""
+def topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching written plainly, as the spec reads: words split on '.', '' has no
+    words, `*` is exactly one word, `#` zero or more. The reference the broker's trie is
+    tested against too (tests/minibroker/test_topic_trie.py)."""
+    def words(s):
+        return s.split(".") if s else []
+
     def match(p, k):
         if not p:
             return not k
         if p[0] == "#":
             return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
         return bool(k) and (p[0] == "*" or p[0] == k[0]) and match(p[1:], k[1:])
-    return match(pattern.split("."), key.split("."))
+    return match(words(pattern), words(key))

@@ -25,9 +25,8 @@ import datetime
 import json
 import os
 import sys
-import time
 
-from serverbase.admin_cli import CommandError, add_server_arguments, call, connect, emit, run
+from serverbase.admin_cli import CommandError, add_server_arguments, call, connect, emit, follow_trace, run
 
 from .server import DEFAULT_PORT
 
@@ -442,23 +441,4 @@ def trace_main(argv=None) -> int:
     parser.add_argument("-c", "--count", type=int, help="exit after this many events")
     parser.add_argument("--for", dest="seconds", type=float, help="exit after this many seconds")
     args = parser.parse_args(argv)
-
-    def handler(args):
-        with connect(args, "minilog trace") as conn:
-            call(conn, "trace", {"on": True})
-            print("tracing; Ctrl-C stops", file=sys.stderr, flush=True)
-            seen = 0
-            deadline = None if args.seconds is None else time.monotonic() + args.seconds
-            while args.count is None or seen < args.count:
-                while conn.pushes and (args.count is None or seen < args.count):
-                    push = conn.pushes.popleft()
-                    if push.event == "trace":
-                        print(json.dumps(push.body) if args.json else _trace_line(push.body), flush=True)
-                        seen += 1
-                if args.count is not None and seen >= args.count:
-                    break
-                wait = 0.5 if deadline is None else deadline - time.monotonic()
-                if wait <= 0:
-                    break
-                conn.read(min(wait, 0.5))
-    return run("minilog trace", handler, args)
+    return follow_trace(args, "minilog trace", _trace_line)

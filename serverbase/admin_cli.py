@@ -141,3 +141,31 @@ def stats_command(server: str, default_port: int, argv=None) -> int:
                 row["name"] += "{" + ",".join(f"{k}={v}" for k, v in row["labels"].items()) + "}"
         emit(args, rows, ["name", "type", "value", "help"])
     return run(f"{server} stats", handler, args)
+
+
+def follow_trace(args, prog: str, line_of) -> int:
+    """The `trace` command of either server: switch tracing on for this connection, then print
+    each trace push (`line_of(event)`, or JSON with --json) until --count events or --for
+    seconds have passed, or Ctrl-C."""
+    import time
+
+    def handler(args):
+        with connect(args, prog) as conn:
+            call(conn, "trace", {"on": True})
+            print("tracing; Ctrl-C stops", file=sys.stderr, flush=True)
+            seen = 0
+            deadline = None if args.seconds is None else time.monotonic() + args.seconds
+            while args.count is None or seen < args.count:
+                while conn.pushes and (args.count is None or seen < args.count):
+                    push = conn.pushes.popleft()
+                    if push.event != "trace":
+                        continue
+                    print(json.dumps(push.body, default=str) if args.json else line_of(push.body), flush=True)
+                    seen += 1
+                if args.count is not None and seen >= args.count:
+                    break
+                wait = 0.5 if deadline is None else deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                conn.read(min(wait, 0.5))
+    return run(prog, handler, args)

@@ -28,26 +28,12 @@ FRAME_HEADER_SIZE = 7            # type, channel, size
 FRAME_OVERHEAD = 8               # header + frame-end octet
 FRAME_MIN_SIZE = 4096            # the smallest frame_max a peer may ask for
 
-# ---- reply codes (spec section 1.9, "constants") ------------------------------------------------
-REPLY_SUCCESS = 200
-CONTENT_TOO_LARGE = 311
-NO_ROUTE = 312
-NO_CONSUMERS = 313
-CONNECTION_FORCED = 320
-INVALID_PATH = 402
-ACCESS_REFUSED = 403
-NOT_FOUND = 404
-RESOURCE_LOCKED = 405
-PRECONDITION_FAILED = 406
-FRAME_ERROR = 501
-SYNTAX_ERROR = 502
-COMMAND_INVALID = 503
-CHANNEL_ERROR = 504
-UNEXPECTED_FRAME = 505
-RESOURCE_ERROR = 506
-NOT_ALLOWED = 530
-NOT_IMPLEMENTED = 540
-INTERNAL_ERROR = 541
+# ---- reply codes (spec section 1.9, "constants"): one table, shared with the clients ------------
+from clients.broker.spec import (ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID,  # noqa: E402,F401
+                                 CONNECTION_FORCED, CONTENT_TOO_LARGE, FRAME_ERROR, INTERNAL_ERROR,
+                                 INVALID_PATH, NO_CONSUMERS, NO_ROUTE, NOT_ALLOWED, NOT_FOUND,
+                                 NOT_IMPLEMENTED, PRECONDITION_FAILED, REPLY_SUCCESS, RESOURCE_ERROR,
+                                 RESOURCE_LOCKED, SYNTAX_ERROR, UNEXPECTED_FRAME)
 
 REPLY_NAMES = {
     200: "OK", 311: "CONTENT_TOO_LARGE", 312: "NO_ROUTE", 313: "NO_CONSUMERS", 320: "CONNECTION_FORCED",

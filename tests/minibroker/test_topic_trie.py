@@ -2,20 +2,8 @@
 
 from hypothesis import given, strategies as st
 
-from minibroker.exchanges.topic import TopicTrie, split_words
-
-
-def reference_match(pattern: str, key: str) -> bool:
-    """`*` is exactly one word, `#` zero or more; words split on '.'; '' has no words."""
-    def match(p, k):
-        if not p:
-            return not k
-        if p[0] == "#":
-            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
-        if not k:
-            return False
-        return (p[0] == "*" or p[0] == k[0]) and match(p[1:], k[1:])
-    return match(split_words(pattern), split_words(key))
+from brokertest.queue_model import topic_matches as reference_match
+from minibroker.exchanges.topic import TopicTrie
 
 
 words = st.sampled_from(["a", "b", "c", ""])
