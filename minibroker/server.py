@@ -16,6 +16,10 @@ from clients.protocol.errors import BrokerError, ErrorCode
 from clients.protocol.framing import LENGTH
 from serverbase import BrokerServer, op
 from serverbase.args import optional, required
+from serverbase.auth import NotAuthorized
+from serverbase.server import DEFERRED
+
+from . import access
 
 from .broker import Broker
 from .flow_control import DEFAULT_LIMIT, PublisherFlowControl
@@ -198,6 +202,69 @@ class MinibrokerServer(BrokerServer):
         if hasattr(self.store, "describe"):   # durable store (issue 4): fsyncs, journal size, recovery
             info["store"] = self.store.describe()
         return info
+
+    # ---- access control: RabbitMQ's configure/write/read (minibroker/access.py) ----------------------
+    def compile_permissions(self, user: str, raw):
+        return access.Permissions.from_stored(user, raw)
+
+    def authorize(self, conn, op: str, args: dict):
+        if op == "publish_batch":
+            return self._authorize_publish_batch(conn, args)
+        try:
+            access.authorize(conn.access, op, args)
+        except NotAuthorized:
+            if op == "publish":
+                self._nack_refused(conn, args)
+            raise
+        return None
+
+    def _nack_refused(self, conn, args) -> None:
+        """A refused publish under confirms takes its sequence number and is nacked."""
+        channel = self._channel(conn, args)
+        if channel.confirm_mode:
+            channel.publish_seq += 1
+            channel.nacks.append(channel.publish_seq)
+            if not channel.dirty:
+                channel.dirty = True
+                self.broker.channel_dirty(channel)
+
+    def _authorize_publish_batch(self, conn, args):
+        """Publish the messages of a batch the user may publish, nack (under confirms) those it
+        may not, in order; then say what was refused. None when all are allowed."""
+        messages = args.get("messages")
+        if type(messages) is not list:
+            return None   # the handler words the bad argument
+        allowed = access.publish_allowed
+        perms = conn.access
+        if all(allowed(perms, m[0]) if type(m) is list and m else True for m in messages):
+            return None
+        channel = self._channel(conn, args)
+        conn.state["session"].published = True
+        run, refused, first_error = [], [], None
+        for m in messages:
+            if type(m) is list and m and not allowed(perms, m[0]):
+                if run:
+                    first_error = self._publish_run(channel, run) or first_error
+                    run = []
+                refused.append(m[0])
+                self._nack_refused(conn, args)
+                continue
+            run.append(m)
+        if run:
+            first_error = self._publish_run(channel, run) or first_error
+        self.flow_control.note_published(len(messages))
+        names = sorted({str(n)[:100] for n in refused})
+        raise NotAuthorized(f"ACCESS_REFUSED: channel {channel.number}: user {conn.user!r} has no write permission "
+                            f"on exchange(s) {names}: {len(refused)} of {len(messages)} messages in this batch "
+                            f"were refused" + (f"; also: {first_error.message}" if first_error else ""),
+                            "exchange", names[0])
+
+    def _publish_run(self, channel, run):
+        try:
+            self.broker.publish_batch(channel, run)
+        except BrokerError as exc:
+            return exc
+        return None
 
     @staticmethod
     def _session(conn):

@@ -32,6 +32,8 @@ class ClientConnection(asyncio.Protocol):
         self.peer = None
         self.client_name = ""
         self.user = None
+        self.access = None          # the user's compiled permissions; None: may do everything
+        self._held: list | None = None   # requests that arrived while the hello was being checked
         self.handshake_done = False
         self.closed = False
         self.writing_paused = False
@@ -58,6 +60,9 @@ class ClientConnection(asyncio.Protocol):
         except ProtocolViolation as exc:
             self._fatal(exc)
             return
+        self._run(objs)
+
+    def _run(self, objs) -> None:
         dispatch = self.server.dispatch
         for obj in objs:
             try:
@@ -65,14 +70,40 @@ class ClientConnection(asyncio.Protocol):
             except BrokerError as exc:
                 self.send_error(getattr(exc, "request_id", 0), exc.code, exc.message)
                 continue
-            if not self.handshake_done and req.op != HELLO:
-                self.send_error(req.id, ErrorCode.HANDSHAKE_REQUIRED,
-                                "the first request on a connection must be 'hello'")
-                continue
+            if not self.handshake_done:
+                if self._held is not None:
+                    self._held.append(obj)
+                    continue
+                if req.op != HELLO:
+                    self.send_error(req.id, ErrorCode.HANDSHAKE_REQUIRED,
+                                    "the first request on a connection must be 'hello'")
+                    continue
             dispatch(self, req)
             if self.closed:
                 return
         self.flush()
+
+    # ---- a hello that is checked asynchronously (authentication) ------------------------
+    def hold(self) -> None:
+        """Keep the requests that arrive from now on until `release`, and stop reading, so
+        a client that pipelines behind its hello is served in order once it is let in."""
+        self._held = []
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        if self.closed:
+            return
+        self._run(held)
+        if not self.closed and not self.writing_paused and self.transport is not None:
+            self.transport.resume_reading()
+
+    def spawn(self, coro) -> None:
+        """Run `coro` in a task this connection owns (cancelled if the client goes away)."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -87,7 +118,7 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self):
         self.writing_paused = False
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and self._held is None:
             self.transport.resume_reading()
         for callback in list(self.on_writable):
             callback()

@@ -19,7 +19,9 @@ from clients.protocol.framing import DEFAULT_MAX_FRAME
 from clients.protocol.handshake import PROTOCOL_VERSION, check_hello
 
 from .args import ensure_map
+from .auth import Authenticator, NotAuthorized, Principal
 from .connection import ClientConnection
+from .users import UserStore
 
 log = logging.getLogger("serverbase.server")
 
@@ -40,12 +42,19 @@ class BrokerServer:
     features: tuple = ()
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
-                 max_frame: int = DEFAULT_MAX_FRAME, credentials: dict | None = None):
+                 max_frame: int = DEFAULT_MAX_FRAME, credentials: dict | None = None, auth: bool = False,
+                 tls=None):
         self.host = host
         self.port = port
         self.data_dir = data_dir
         self.max_frame = max_frame
-        self.credentials = credentials  # {username: password}; None means no authentication
+        self.credentials = credentials  # {username: password} from --user: may do everything
+        # Access control (docs/security.md): --auth checks the user store, --user the users given.
+        self.authenticator = Authenticator(
+            enabled=bool(auth or credentials), static=credentials,
+            store=UserStore(data_dir) if auth and data_dir else None,
+            compile_permissions=self.compile_permissions)
+        self.tls = tls   # serverbase.tls.TlsSettings: the TLS twins of the listeners
         self.connections: dict[int, ClientConnection] = {}
         self.started_at = time.monotonic()
         self._conn_ids = itertools.count(1)
@@ -89,6 +98,8 @@ class BrokerServer:
                             f"{self.name} has no op '{req.op}'; it knows: {', '.join(['hello'] + self.ops)}")
             return
         try:
+            if conn.access is not None and self.authorize(conn, req.op, ensure_map(req.args)) is DEFERRED:
+                return
             result = handler(conn, ensure_map(req.args))
         except BrokerError as exc:
             conn.send_error(req.id, exc.code, exc.message)
@@ -106,23 +117,49 @@ class BrokerServer:
 
     # ---- ops every server has ----------------------------------------------------------
     def _hello(self, conn, req) -> None:
-        """The handshake. A refused hello closes the connection after the error is sent."""
+        """The handshake. A refused hello closes the connection after the error is sent.
+
+        With authentication on, the password check (a slow hash, and the per-address backoff)
+        runs in a task; the connection holds the requests that arrive meanwhile and runs them,
+        in order, once the hello is answered.
+        """
         try:
             if conn.handshake_done:
                 raise BrokerError(ErrorCode.BAD_REQUEST, "hello was already sent on this connection")
             _, client, credentials, client_max = check_hello(ensure_map(req.args))
-            conn.user = self.authenticate(credentials)
         except BrokerError as exc:
             conn.send_error(req.id, exc.code, exc.message)
             if not conn.handshake_done:
                 conn.close()
             return
+        credentials = credentials or {}
+        if not self.authenticator.enabled:
+            principal = self.authenticator.anonymous(credentials.get("username"))
+            self._hello_accept(conn, req.id, client, client_max, principal)
+            return
+        conn.hold()
+        conn.spawn(self._hello_login(conn, req.id, client, client_max, credentials))
+
+    async def _hello_login(self, conn, rid, client, client_max, credentials) -> None:
+        try:
+            principal = await self.authenticator.login(credentials.get("username"), credentials.get("password"),
+                                                       conn.peer)
+        except BrokerError as exc:
+            conn.send_error(rid, exc.code, exc.message)
+            conn.close()
+            return
+        self._hello_accept(conn, rid, client, client_max, principal)
+        conn.release()
+
+    def _hello_accept(self, conn, rid, client, client_max, principal: Principal) -> None:
+        conn.user = principal.name
+        conn.access = principal.access
         conn.client_name = client
         conn.handshake_done = True
         if client_max is not None:
             # Batches of pushes must fit in what this client accepts.
             conn.send_limit = min(conn.send_limit, client_max)
-        conn.send_response(req.id, {
+        conn.send_response(rid, {
             "server": self.name,
             "version": self.version,
             "protocol": PROTOCOL_VERSION,
@@ -132,15 +169,16 @@ class BrokerServer:
             "connection_id": conn.id,
         })
 
-    def authenticate(self, credentials):
-        if self.credentials is None:
-            return (credentials or {}).get("username")
-        if not credentials:
-            raise BrokerError(ErrorCode.NOT_AUTHORIZED, "this server requires credentials {username, password}")
-        user, password = credentials.get("username"), credentials.get("password")
-        if user not in self.credentials or self.credentials[user] != password:
-            raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"bad username or password for user {user!r}")
-        return user
+    # ---- access control (docs/security.md) ----------------------------------------------
+    def compile_permissions(self, user: str, raw):
+        """Turn a user's stored permissions into what `authorize` checks; brokers override."""
+        return None
+
+    def authorize(self, conn, op: str, args: dict):
+        """Raise NotAuthorized if the connection's user may not run `op` with `args`. Called
+        only for users with restricted access (`conn.access` is not None). May return
+        DEFERRED when it answered the request itself (a batch partly refused)."""
+        raise NotAuthorized(f"{self.name} has no permission model; user {conn.user!r} may not run {op!r}")
 
     @op("ping")
     def op_ping(self, conn, args):
@@ -189,6 +227,9 @@ class BrokerServer:
         """Open storage (subclass hook `open`), then listen. Sets `self.port` if it was 0."""
         if self.data_dir:
             os.makedirs(self.data_dir, exist_ok=True)
+        if self.authenticator.store is not None:
+            self.authenticator.store.load()   # a damaged user file stops the start, with its path
+        self.authenticator.check_ready()
         await self.open()
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
@@ -229,6 +270,7 @@ class BrokerServer:
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         await self.close()
+        self.authenticator.close()
         self._stopped.set()
 
     async def wait_stopped(self):
