@@ -1,15 +1,23 @@
-"""`minibroker` / `python -m minibroker`: run the routing broker."""
+"""`minibroker` / `python -m minibroker`: run the routing broker, or one of its commands.
+
+`minibroker [flags]` runs the server; `minibroker COMMAND ...` runs a command from `COMMANDS`
+(each a "module:function" called with the rest of the command line).
+"""
 
 import sys
 
-from serverbase.cli import run_server
+from serverbase.cli import run_console
 
 from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinibrokerServer, tune_gc
 
+COMMANDS = {
+    "dump": "minibroker.store.dump:main",
+}
+
 
 def main(argv=None) -> int:
-    tune_gc()
-    return run_server(MinibrokerServer, argv, default_port=DEFAULT_PORT, default_data_dir=DEFAULT_DATA_DIR)
+    return run_console(MinibrokerServer, argv, commands=COMMANDS, before_serve=tune_gc,
+                       default_port=DEFAULT_PORT, default_data_dir=DEFAULT_DATA_DIR)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,21 @@
-"""`minilog` / `python -m minilog`: run the log broker."""
+"""`minilog` / `python -m minilog`: run the log broker, or one of its commands.
+
+`minilog [flags]` runs the server; `minilog COMMAND ...` runs a command from `COMMANDS`
+(each a "module:function" called with the rest of the command line).
+"""
 
 import sys
 
-from serverbase.cli import run_server
+from serverbase.cli import run_console
 
 from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinilogServer
 
+COMMANDS: dict[str, str] = {}
+
 
 def main(argv=None) -> int:
-    return run_server(MinilogServer, argv, default_port=DEFAULT_PORT, default_data_dir=DEFAULT_DATA_DIR)
+    return run_console(MinilogServer, argv, commands=COMMANDS,
+                       default_port=DEFAULT_PORT, default_data_dir=DEFAULT_DATA_DIR)
 
 
 if __name__ == "__main__":

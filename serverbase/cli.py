@@ -1,16 +1,21 @@
 """Command line of both servers: flags, logging, uvloop, signals, the "listening" line.
 
 `run_server(ServerClass, argv)` parses the shared flags (plus the subclass's own through
-`ServerClass.add_arguments`), starts the server and prints one line
+`ServerClass.add_arguments`), starts the server and prints one line per listener
 
-    <name> listening on <host>:<port>
+    <name> listening on <host>:<port>          the msgpack protocol
+    <name> <door> listening on <host>:<port>   another front door (amqp, kafka)
 
-to stdout, which scripts and tests wait for. SIGINT and SIGTERM stop it cleanly: stop
-accepting, close connections, flush and close files, exit 0.
+to stdout, the msgpack line first, which scripts and tests wait for. SIGINT and SIGTERM stop
+it cleanly: stop accepting, close connections, flush and close files, exit 0.
+
+`run_console` is the console script: `minibroker <command> ...` runs one of the broker's
+commands (a table of names to "module:function"), anything else runs the server.
 """
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -26,6 +31,24 @@ def install_fast_loop() -> str:
         return "asyncio"
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return "uvloop"
+
+
+def port_number(text: str) -> int:
+    """argparse type of a TCP port: 0 (pick a free one) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535; 0 picks a free one)")
+    return port
+
+
+def port_or_off(text: str) -> int | None:
+    """argparse type of an optional front door's port: a port number, or `off` (None)."""
+    if text.strip().lower() == "off":
+        return None
+    return port_number(text)
 
 
 def parse_credentials(values):
@@ -44,7 +67,7 @@ def build_parser(server_cls, default_port: int, default_data_dir: str) -> argpar
     parser = argparse.ArgumentParser(prog=server_cls.name, description=server_cls.__doc__)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=default_port,
+    parser.add_argument("--port", type=port_number, default=default_port,
                         help=f"port to listen on; 0 picks a free one (default {default_port})")
     parser.add_argument("--data-dir", default=default_data_dir,
                         help=f"where data is kept (default {default_data_dir})")
@@ -64,14 +87,34 @@ async def _serve(server) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    print(f"{server.name} listening on {server.host}:{server.port}", flush=True)
+    for listener in server.listeners:
+        door = f" {listener.name}" if listener.name else ""
+        print(f"{server.name}{door} listening on {listener.host}:{listener.port}", flush=True)
     await stop.wait()
     logging.getLogger(server.name).info("shutting down")
     await server.stop()
 
 
-def run_server(server_cls, argv=None, *, default_port: int, default_data_dir: str) -> int:
-    args = build_parser(server_cls, default_port, default_data_dir).parse_args(argv)
+def run_console(server_cls, argv=None, *, commands: dict, default_port: int, default_data_dir: str,
+                before_serve=None) -> int:
+    """`<name> COMMAND ...` runs `commands[COMMAND]` ("module:function", called with the rest of
+    argv); anything else starts the server (after `before_serve()`, if given)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in commands:
+        module, _, function = commands[argv[0]].partition(":")
+        return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    if before_serve is not None:
+        before_serve()
+    return run_server(server_cls, argv, default_port=default_port, default_data_dir=default_data_dir,
+                      commands=commands)
+
+
+def run_server(server_cls, argv=None, *, default_port: int, default_data_dir: str, commands=None) -> int:
+    parser = build_parser(server_cls, default_port, default_data_dir)
+    if commands:
+        parser.epilog = (f"commands: {', '.join(sorted(commands))} "
+                         f"(`{server_cls.name} COMMAND --help` for each); without one, the server runs")
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loop_name = install_fast_loop()

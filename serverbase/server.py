@@ -21,6 +21,7 @@ from clients.protocol.handshake import PROTOCOL_VERSION, check_hello
 from .args import ensure_map
 from .auth import Authenticator, NotAuthorized, Principal
 from .connection import ClientConnection
+from .listener import Listener
 from .users import UserStore
 
 log = logging.getLogger("serverbase.server")
@@ -58,7 +59,7 @@ class BrokerServer:
         self.connections: dict[int, ClientConnection] = {}
         self.started_at = time.monotonic()
         self._conn_ids = itertools.count(1)
-        self._listener: asyncio.AbstractServer | None = None
+        self.listeners: list[Listener] = []
         self._periodic: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
         self._ops = self._collect_ops()
@@ -205,12 +206,28 @@ class BrokerServer:
         return {}
 
     # ---- connection lifecycle hooks ----------------------------------------------------
-    def _connection_opened(self, conn):
+    def next_connection_id(self) -> int:
+        """Connection ids are unique across every front door of this server."""
+        return next(self._conn_ids)
+
+    def track(self, conn) -> None:
+        """Count `conn` among the server's connections and close it on shutdown.
+
+        Every front door's protocol objects call this when their connection is made and
+        `untrack` when it is lost; `conn` needs an `id` (from `next_connection_id`) and a
+        `close()` method.
+        """
         self.connections[conn.id] = conn
+
+    def untrack(self, conn) -> None:
+        self.connections.pop(conn.id, None)
+
+    def _connection_opened(self, conn):
+        self.track(conn)
         self.on_connection_opened(conn)
 
     def _connection_closed(self, conn):
-        self.connections.pop(conn.id, None)
+        self.untrack(conn)
         try:
             self.on_connection_closed(conn)
         except Exception:
@@ -223,20 +240,42 @@ class BrokerServer:
         pass
 
     # ---- lifecycle ---------------------------------------------------------------------
+    def extra_listeners(self) -> list[Listener]:
+        """Subclasses return their other front doors (AMQP, Kafka); called once by `start`."""
+        return []
+
+    def listener(self, name: str) -> Listener | None:
+        """The open listener called `name` ("" is the msgpack one), or None."""
+        return next((l for l in self.listeners if l.name == name), None)
+
     async def start(self):
-        """Open storage (subclass hook `open`), then listen. Sets `self.port` if it was 0."""
+        """Open storage (subclass hook `open`), then every listener. Sets `self.port` if it was 0.
+
+        If one listener cannot open (its port is taken), those already open are closed and
+        the `ListenerError` naming its flag propagates.
+        """
         if self.data_dir:
             os.makedirs(self.data_dir, exist_ok=True)
         if self.authenticator.store is not None:
             self.authenticator.store.load()   # a damaged user file stops the start, with its path
         self.authenticator.check_ready()
         await self.open()
-        loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(
-            lambda: ClientConnection(self, next(self._conn_ids)),
-            self.host, self.port, reuse_address=True, backlog=1024,
-        )
-        self.port = self._listener.sockets[0].getsockname()[1]
+        native = Listener("", "--port", self.port,
+                          lambda: ClientConnection(self, self.next_connection_id()), host=self.host)
+        wanted = [native] + self.extra_listeners()
+        try:
+            for listener in wanted:
+                await listener.open()
+                self.listeners.append(listener)
+        except OSError:
+            for listener in self.listeners:
+                listener.close()
+            self.listeners = []
+            for task in self._periodic:
+                task.cancel()
+            await self.close()
+            raise
+        self.port = native.port
         self.started_at = time.monotonic()
         return self
 
@@ -255,15 +294,15 @@ class BrokerServer:
 
     async def stop(self):
         """Stop accepting, close every connection, then let the subclass flush and close files."""
-        if self._listener is not None:
-            self._listener.close()
+        for listener in self.listeners:
+            listener.close()
         for task in self._periodic:
             task.cancel()
         for conn in list(self.connections.values()):
             conn.close()
-        if self._listener is not None:
-            await self._listener.wait_closed()
-            self._listener = None
+        for listener in self.listeners:
+            await listener.wait_closed()
+        self.listeners = []
         # connection_lost runs on a later loop turn; the broker's cleanup for each connection
         # (requeue, exclusive queues) must happen before its storage closes.
         deadline = time.monotonic() + 5.0

@@ -98,7 +98,7 @@ def dump(data_dir: str, records: bool, out=sys.stdout) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minibroker.store.dump", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="minibroker dump", description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir", help="the server's --data-dir")
     parser.add_argument("--records", action="store_true", help="print every record")
     args = parser.parse_args(argv)
