@@ -134,6 +134,7 @@ class MinibrokerServer(BrokerServer):
 
     name = "minibroker"
     max_queued_bytes = DEFAULT_LIMIT   # memory alarm: see flow_control.py
+    tls_default_ports = {"": 5674, "amqp": 5671}   # TLS twins of the doors (serverbase/tls.py)
     features = ("publisher_confirms", "exchange_to_exchange_bindings", "dead_lettering",
                 "priorities", "single_active_consumer", "delivery_limit")
 

@@ -83,7 +83,9 @@ class FetchResponse:
             return 0
         pieces = self.pieces(request_id)
         fd = -1
-        if use_sendfile and transport.get_write_buffer_size() == 0 and self._records_bytes >= SENDFILE_MIN_BYTES:
+        # Never around TLS: os.sendfile and writev on the raw socket would bypass the encryption.
+        if (use_sendfile and not conn.tls and transport.get_write_buffer_size() == 0
+                and self._records_bytes >= SENDFILE_MIN_BYTES):
             sock = transport.get_extra_info("socket")
             fd = sock.fileno() if sock is not None else -1
         if fd < 0:

@@ -75,6 +75,7 @@ class MinilogServer(BrokerServer):
 
     name = "minilog"
     features = ("fetch-sendfile", "group-commit")
+    tls_default_ports = {"": 9094, "kafka": 9095}   # TLS twins of the doors (serverbase/tls.py)
 
     def __init__(self, *args, num_partitions: int = 1, auto_create_topics: bool = True,
                  log_config: dict | None = None, fetch_sendfile: bool = True,

@@ -20,6 +20,7 @@ from clients.protocol import frames
 from clients.protocol.errors import BrokerError, ErrorCode, ProtocolViolation
 from clients.protocol.framing import LENGTH, FrameDecoder, new_packer
 from clients.protocol.handshake import HELLO
+from clients.tls import looks_like_tls
 
 log = logging.getLogger("serverbase.connection")
 
@@ -33,6 +34,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_name = ""
         self.user = None
         self.access = None          # the user's compiled permissions; None: may do everything
+        self.tls = False
         self._held: list | None = None   # requests that arrived while the hello was being checked
         self.handshake_done = False
         self.closed = False
@@ -52,12 +54,22 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
+        # A TLS connection must only be written through its transport (no sendfile on the socket).
+        self.tls = transport.get_extra_info("sslcontext") is not None
         self.server._connection_opened(self)
 
     def data_received(self, data):
         try:
             objs = self.decoder.feed(data)
         except ProtocolViolation as exc:
+            if not self.handshake_done and looks_like_tls(bytes(data[:3])):
+                log.warning("closing connection %s from %s: it began a TLS handshake on a plaintext port (%s); "
+                            "TLS clients belong on the TLS port", self.id, self.peer, self.server.name)
+                # In plaintext: the client's TLS layer reports it as "wrong version number".
+                self.send_error(0, ErrorCode.BAD_REQUEST, "this is a plaintext port: connect TLS clients to the "
+                                                          "TLS port (docs/security.md)")
+                self.close()
+                return
             self._fatal(exc)
             return
         self._run(objs)

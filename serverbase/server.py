@@ -50,12 +50,7 @@ class BrokerServer:
         self.data_dir = data_dir
         self.max_frame = max_frame
         self.credentials = credentials  # {username: password} from --user: may do everything
-        # Access control (docs/security.md): --auth checks the user store, --user the users given.
-        self.authenticator = Authenticator(
-            enabled=bool(auth or credentials), static=credentials,
-            store=UserStore(data_dir) if auth and data_dir else None,
-            compile_permissions=self.compile_permissions)
-        self.tls = tls   # serverbase.tls.TlsSettings: the TLS twins of the listeners
+        self.configure_security(auth, tls)
         self.connections: dict[int, ClientConnection] = {}
         self.started_at = time.monotonic()
         self._conn_ids = itertools.count(1)
@@ -65,9 +60,22 @@ class BrokerServer:
         self._ops = self._collect_ops()
 
     # ---- construction from the command line ---------------------------------------------
+    # door name -> default port of its TLS twin (serverbase/tls.py); subclasses add their doors.
+    tls_default_ports = {"": 0}
+
     @classmethod
     def add_arguments(cls, parser) -> None:
         """Subclasses add their own flags (fsync policy, defaults for topics...)."""
+
+    def configure_security(self, auth: bool = False, tls=None) -> None:
+        """Access control and TLS (docs/security.md): `--auth` checks the user store in the data
+        directory, `--user` the users given; `tls` (a `serverbase.tls.TlsSettings`) opens a
+        TLS twin of every front door."""
+        self.authenticator = Authenticator(
+            enabled=bool(auth or self.credentials), static=self.credentials,
+            store=UserStore(self.data_dir) if auth and self.data_dir else None,
+            compile_permissions=self.compile_permissions)
+        self.tls = tls
 
     @classmethod
     def from_args(cls, args):
@@ -262,7 +270,7 @@ class BrokerServer:
         await self.open()
         native = Listener("", "--port", self.port,
                           lambda: ClientConnection(self, self.next_connection_id()), host=self.host)
-        wanted = [native] + self.extra_listeners()
+        wanted = self._with_tls_twins([native] + self.extra_listeners())
         try:
             for listener in wanted:
                 await listener.open()
@@ -275,9 +283,23 @@ class BrokerServer:
                 task.cancel()
             await self.close()
             raise
-        self.port = native.port
+        self.port = native.port if any(l is native for l in self.listeners) else self.listeners[0].port
         self.started_at = time.monotonic()
         return self
+
+    def _with_tls_twins(self, doors: list) -> list:
+        """Each door, then its TLS twin where `self.tls` gives it a port (serverbase/tls.py)."""
+        if self.tls is None:
+            return doors
+        from .tls import TLS_DOORS
+        twins = []
+        for door in doors:
+            port = self.tls.ports.get(door.name)
+            if port is None:
+                continue
+            name, flag = TLS_DOORS.get(door.name, (f"{door.name}-tls", f"--{door.name}-tls-port"))
+            twins.append(Listener(name, flag, port, door.protocol_factory, host=door.host, ssl=self.tls.context))
+        return (doors if self.tls.plaintext else []) + twins
 
     def every(self, seconds: float, fn) -> None:
         """Run `fn()` every `seconds` until the server stops (TTL sweeps, retention...)."""
