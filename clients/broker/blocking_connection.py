@@ -104,13 +104,15 @@ class BlockingConnection:
         last = None
         for params in candidates:
             credentials = params.credentials.to_wire() if params.credentials is not None else None
+            tls = params.ssl_options
+            tls_args = {} if tls is None else {"ssl_context": tls.context, "server_hostname": tls.server_hostname}
             for attempt in range(max(1, int(params.connection_attempts or 1))):
                 if attempt:
                     time.sleep(params.retry_delay)
                 try:
                     rpc = RpcConnection(params.host, params.port, client_name=params.client_name,
                                         credentials=credentials,
-                                        connect_timeout=params.socket_timeout or 10.0)
+                                        connect_timeout=params.socket_timeout or 10.0, **tls_args)
                     return rpc, params
                 except BrokerError as exc:
                     if exc.code == ErrorCode.NOT_AUTHORIZED:

@@ -1,8 +1,9 @@
 """Reading a confluent-kafka style configuration dict: librdkafka's property names and defaults.
 
 Values may be given as Python values or as strings (librdkafka takes strings), so
-`'linger.ms': '5'` and `'linger.ms': 5` mean the same. Properties that only matter to
-librdkafka's own machinery (SSL, SASL, debug...) are accepted and ignored, so a program's
+`'linger.ms': '5'` and `'linger.ms': 5` mean the same. TLS and SASL properties are honoured
+(clients/tls.py). Properties that only matter to librdkafka's own machinery (debug, statistics...)
+are accepted and ignored, so a program's
 existing configuration runs unchanged; a property name nobody knows is logged once.
 """
 
@@ -13,8 +14,7 @@ log = logging.getLogger("clients.log")
 
 # Accepted because real configurations carry them; they change nothing here.
 IGNORED = {
-    "security.protocol", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location",
-    "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password", "debug", "log_level",
+    "debug", "log_level",
     "compression.type", "compression.codec", "enable.idempotence", "retries", "retry.backoff.ms",
     "socket.keepalive.enable", "api.version.request", "broker.version.fallback", "statistics.interval.ms",
     "stats_cb", "logger", "max.poll.interval.ms", "isolation.level", "check.crcs",
@@ -23,6 +23,14 @@ IGNORED = {
     "partitioner", "enable.auto.offset.store", "allow.auto.create.topics", "group.instance.id",
     "reconnect.backoff.ms", "reconnect.backoff.max.ms", "message.max.bytes", "receive.message.max.bytes",
     "message.send.max.retries", "default.topic.config", "error_cb", "throttle_cb", "oauth_cb",
+}
+
+
+# TLS and SASL: used by clients.tls.log_client_security, where a value it cannot honour raises.
+SECURITY = {
+    "security.protocol", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
+    "enable.ssl.certificate.verification", "ssl.endpoint.identification.algorithm",
+    "sasl.mechanisms", "sasl.mechanism", "sasl.username", "sasl.password",
 }
 
 
@@ -42,7 +50,7 @@ class Config:
                 self.conf.setdefault(k, v)
         if "bootstrap.servers" not in self.conf and "metadata.broker.list" in self.conf:
             self.conf["bootstrap.servers"] = self.conf["metadata.broker.list"]
-        unknown = [k for k in self.conf if k not in known and k not in IGNORED
+        unknown = [k for k in self.conf if k not in known and k not in IGNORED and k not in SECURITY
                    and k not in ("bootstrap.servers", "metadata.broker.list", "client.id")]
         if unknown:
             log.warning("%s: ignoring configuration properties minilog does not use: %s", kind, ", ".join(sorted(unknown)))

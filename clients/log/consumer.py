@@ -29,7 +29,7 @@ from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header
 from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
-from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
+from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, security_kwargs
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .group import GroupMembership
 from .message import Message, batch_record_class, error_message
@@ -94,6 +94,7 @@ class Consumer:
         cfg = Config(conf, _CONSUMER_KEYS, "Consumer")
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
+        self._security = security_kwargs(cfg)   # TLS and SASL (clients/tls.py)
         self._group_id = cfg.str("group.id", None)
         self._reset = cfg.str("auto.offset.reset", "latest").lower()
         if self._reset not in _EARLIEST | _LATEST | {"error"}:
@@ -134,7 +135,7 @@ class Consumer:
     # ---- connection ---------------------------------------------------------------------
     def _connect(self) -> LogConnection:
         try:
-            return LogConnection(self._host, self._port, self._client_id)
+            return LogConnection(self._host, self._port, self._client_id, **self._security)
         except (OSError, BrokerError) as exc:
             raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                             f"cannot connect to {self._host}:{self._port}: {exc}")) from None
