@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh machine (Python 3.11 and pip):
 #   make run    start minibroker (port 5673) and minilog (port 9093), data in ./data
 #   make test   run the whole test suite
+#   make stop   stop the servers `make run` started (from another terminal; same RUN_ARGS)
 # Each creates .venv and installs the package with its extras when needed.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-deep bench clean
+.PHONY: run stop test test-deep bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# RUN_ARGS takes any flag of either server (see serverbase/launcher.py and the README).
 run: $(VENV)/.installed
 	$(PY) -m serverbase.launcher $(RUN_ARGS)
+
+stop: $(VENV)/.installed
+	$(PY) -m serverbase.launcher stop $(RUN_ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q $(PYTEST_ARGS)

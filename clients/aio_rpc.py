@@ -57,7 +57,10 @@ class AsyncRpcConnection:
     @classmethod
     async def connect(cls, host: str, port: int, client_name: str = "python-asyncio-client",
                       credentials: dict | None = None, max_frame: int = DEFAULT_MAX_FRAME,
-                      timeout: float = 10.0, ssl_context=None, server_hostname: str | None = None):
+                      timeout: float = 10.0, expect_server: str | None = None, ssl_context=None,
+                      server_hostname: str | None = None):
+        """Open the socket (the one place the asyncio clients do; with TLS when given a context)
+        and say hello; `expect_server` refuses the other broker at the handshake (`WrongServer`)."""
         conn = cls(max_frame)
         loop = asyncio.get_running_loop()
         tls = {} if ssl_context is None else {"ssl": ssl_context, "server_hostname": server_hostname or host}
@@ -65,12 +68,16 @@ class AsyncRpcConnection:
             await asyncio.wait_for(loop.create_connection(lambda: _ClientProtocol(conn), host, port, **tls), timeout)
         except ssl.SSLError as exc:
             raise TlsHandshakeError(describe_tls_failure(host, port, exc)) from None
-        rid, frame = conn.state.hello(client_name, credentials)
-        fut = loop.create_future()
-        conn._pending[rid] = fut
-        conn._write(frame)
-        conn.server_info = await asyncio.wait_for(fut, timeout)
-        conn.state.accept_hello(conn.server_info)
+        try:
+            rid, frame = conn.state.hello(client_name, credentials)
+            fut = loop.create_future()
+            conn._pending[rid] = fut
+            conn._write(frame)
+            conn.server_info = await asyncio.wait_for(fut, timeout)
+            conn.state.accept_hello(conn.server_info, expect_server)
+        except BaseException:
+            await conn.close()
+            raise
         return conn
 
     # ---- sending -----------------------------------------------------------------------

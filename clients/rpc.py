@@ -14,6 +14,7 @@ import collections
 import math
 import select
 import socket
+import threading
 import time
 
 from .protocol.client_state import ClientConnectionState
@@ -47,10 +48,16 @@ class ConnectionClosed(BrokerError):
 class RpcConnection:
     def __init__(self, host: str, port: int, client_name: str = "python-client",
                  credentials: dict | None = None, connect_timeout: float = 10.0,
-                 max_frame: int = DEFAULT_MAX_FRAME, ssl_context=None, server_hostname: str | None = None):
+                 max_frame: int = DEFAULT_MAX_FRAME, expect_server: str | None = None, ssl_context=None,
+                 server_hostname: str | None = None):
+        # The one place a blocking client opens its socket (with TLS when given a context).
         self.sock = open_socket(host, port, connect_timeout, ssl_context, server_hostname)
         self.sock.settimeout(None)
         self.state = ClientConnectionState(max_frame)
+        # Held while a request is encoded and queued and while the queue is written, so a
+        # background flusher (the pika-style connection's) and the program's thread can both
+        # send: the encoder, the id counter and the queue are one thread's at a time.
+        self.write_lock = threading.RLock()
         self._out: list[bytes] = []
         self._out_bytes = 0
         self.replies: dict[int, object] = {}
@@ -62,13 +69,16 @@ class RpcConnection:
         self._queue(frame)
         try:
             self.server_info = self.wait(rid, timeout=connect_timeout)
+            self.state.accept_hello(self.server_info, expect_server)
         except BrokerError as exc:
             self.close()
             if ssl_context is None and (self.first_bytes is None or looks_like_tls(self.first_bytes)):
                 raise ConnectionClosed(f"{exc.message} during the handshake with {host}:{port}; if that is a TLS "
                                        f"port, connect with TLS") from None
             raise
-        self.state.accept_hello(self.server_info)
+        except BaseException:
+            self.close()
+            raise
 
     # ---- sending -----------------------------------------------------------------------
     def _queue(self, frame: bytes) -> None:
@@ -81,20 +91,24 @@ class RpcConnection:
         """Queue a request; returns its id (0 when no reply was asked for)."""
         if self.closed:
             raise ConnectionClosed()
-        rid, frame = self.state.encode_request(op, {} if args is None else args, want_reply)
-        self._queue(frame)
+        with self.write_lock:
+            rid, frame = self.state.encode_request(op, {} if args is None else args, want_reply)
+            self._queue(frame)
         return rid
 
     def flush(self) -> None:
         if self._out:
-            data = b"".join(self._out)
-            self._out.clear()
-            self._out_bytes = 0
-            try:
-                self.sock.sendall(data)
-            except OSError as exc:
-                self._mark_closed()
-                raise ConnectionClosed(f"connection lost while sending: {exc}") from None
+            with self.write_lock:
+                if not self._out:
+                    return
+                data = b"".join(self._out)
+                self._out.clear()
+                self._out_bytes = 0
+                try:
+                    self.sock.sendall(data)
+                except OSError as exc:
+                    self._mark_closed()
+                    raise ConnectionClosed(f"connection lost while sending: {exc}") from None
 
     def call(self, op: str, args=None, timeout: float | None = 30.0):
         return self.wait(self.send(op, args), timeout)

@@ -55,69 +55,47 @@ def default_client_context(cafile=None, certfile=None, keyfile=None, password=No
 
 
 # ---- the confluent-kafka (librdkafka) and aiokafka settings ----------------------------------------
+# SASL PLAIN (user name and password) is read by `clients.log.config.plain_credentials`; here
+# only what decides TLS.
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
-def log_client_security(conf) -> dict:
-    """From a confluent-style configuration (`clients.log.config.Config` or a dict): the
-    keyword arguments for `LogConnection` — `ssl_context`, `credentials`."""
+def log_client_tls(conf) -> ssl.SSLContext | None:
+    """The TLS context a confluent-style configuration asks for (`Config` or a dict), or None."""
     get = conf.get
     protocol = str(get("security.protocol", "PLAINTEXT") or "PLAINTEXT").upper()
     if protocol not in SECURITY_PROTOCOLS:
         raise TlsSettingError(f"security.protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, got {protocol!r}")
-    out = {}
-    if protocol in ("SSL", "SASL_SSL"):
-        verify = _conf_bool(get("enable.ssl.certificate.verification", True), "enable.ssl.certificate.verification")
-        algorithm = str(get("ssl.endpoint.identification.algorithm", "https") or "none").lower()
-        if algorithm not in ("https", "none"):
-            raise TlsSettingError(f"ssl.endpoint.identification.algorithm must be https or none, got {algorithm!r}")
-        out["ssl_context"] = default_client_context(
-            cafile=get("ssl.ca.location"), certfile=get("ssl.certificate.location"),
-            keyfile=get("ssl.key.location"), password=get("ssl.key.password"), verify=verify,
-            check_hostname=algorithm == "https")
-    else:
+    if protocol not in ("SSL", "SASL_SSL"):
         for name in ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location"):
             if get(name) is not None:
                 raise TlsSettingError(f"{name} is set but security.protocol is {protocol}: the connection would "
                                       f"not use TLS; set security.protocol=SSL or SASL_SSL")
-    username, password = get("sasl.username"), get("sasl.password")
-    if protocol.startswith("SASL_"):
-        mechanism = str(get("sasl.mechanism", get("sasl.mechanisms", "GSSAPI")) or "").upper()
-        if mechanism != "PLAIN":
-            raise TlsSettingError(f"sasl.mechanism {mechanism!r} is not supported: minilog takes PLAIN "
-                                  f"(user name and password)")
-        if username is None or password is None:
-            raise TlsSettingError("sasl.mechanism PLAIN needs sasl.username and sasl.password")
-        out["credentials"] = {"username": str(username), "password": str(password)}
-    elif username is not None or password is not None:
-        raise TlsSettingError(f"sasl.username/sasl.password are set but security.protocol is {protocol}: they "
-                              f"would not be sent; set security.protocol=SASL_PLAINTEXT or SASL_SSL")
-    return out
+        return None
+    verify = _conf_bool(get("enable.ssl.certificate.verification", True), "enable.ssl.certificate.verification")
+    algorithm = str(get("ssl.endpoint.identification.algorithm", "https") or "none").lower()
+    if algorithm not in ("https", "none"):
+        raise TlsSettingError(f"ssl.endpoint.identification.algorithm must be https or none, got {algorithm!r}")
+    return default_client_context(cafile=get("ssl.ca.location"), certfile=get("ssl.certificate.location"),
+                                  keyfile=get("ssl.key.location"), password=get("ssl.key.password"),
+                                  verify=verify, check_hostname=algorithm == "https")
 
 
-def aiokafka_security(security_protocol="PLAINTEXT", ssl_context=None, sasl_mechanism="PLAIN",
-                      sasl_plain_username=None, sasl_plain_password=None) -> dict:
-    """aiokafka's keywords, checked as aiokafka checks them; the same result as above."""
+def aiokafka_tls(security_protocol="PLAINTEXT", ssl_context=None) -> ssl.SSLContext | None:
+    """aiokafka's `security_protocol` and `ssl_context`, checked as aiokafka checks them."""
     protocol = str(security_protocol or "PLAINTEXT").upper()
     if protocol not in SECURITY_PROTOCOLS:
         raise ValueError(f"security_protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, got {security_protocol!r}")
-    out = {}
     if protocol in ("SSL", "SASL_SSL"):
         if ssl_context is None:
             raise ValueError("ssl_context must be provided when security_protocol is SSL or SASL_SSL "
                              "(clients.aio_log.helpers.create_ssl_context makes one)")
         if not isinstance(ssl_context, ssl.SSLContext):
             raise ValueError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
-        out["ssl_context"] = ssl_context
-    elif ssl_context is not None:
+        return ssl_context
+    if ssl_context is not None:
         raise ValueError(f"ssl_context is given but security_protocol is {protocol}: set it to SSL or SASL_SSL")
-    if protocol.startswith("SASL_"):
-        if str(sasl_mechanism).upper() != "PLAIN":
-            raise ValueError(f"sasl_mechanism {sasl_mechanism!r} is not supported: minilog takes PLAIN")
-        if sasl_plain_username is None or sasl_plain_password is None:
-            raise ValueError("sasl_mechanism PLAIN needs sasl_plain_username and sasl_plain_password")
-        out["credentials"] = {"username": sasl_plain_username, "password": sasl_plain_password}
-    return out
+    return None
 
 
 def _conf_bool(value, name) -> bool:

@@ -112,7 +112,7 @@ class Broker:
             if failure is not None:
                 for _ack, seq, multiple in pushes:
                     sink.confirm(ch.number, False, seq, multiple)
-                sink.error(ErrorCode.STORAGE_ERROR, f"channel {ch.number}: {failure}")
+                sink.error(ErrorCode.STORAGE_ERROR, f"channel {ch.number}: {failure}", ch.number)
                 continue
             for ack, seq, multiple in pushes:
                 sink.confirm(ch.number, ack, seq, multiple)

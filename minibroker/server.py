@@ -91,7 +91,8 @@ class ConnectionSink:
                 tag = batch[0][1]
                 conn.send_error(0, ErrorCode.MESSAGE_TOO_LARGE,
                                 f"channel {ch}: delivery {tag} does not fit in the max_frame of "
-                                f"{conn.send_limit} bytes this client announced; the message was rejected")
+                                f"{conn.send_limit} bytes this client announced; the message was rejected",
+                                ch)
                 return (too_large or []) + [tag]
             half = len(batch) // 2
             too_large = self._send(ch, batch[:half], too_large)
@@ -103,9 +104,10 @@ class ConnectionSink:
     def confirm(self, ch, ack, seq, multiple):
         self.conn.push("confirm", [ch, ack, seq, multiple])
 
-    def error(self, code, message):
-        """An error not tied to a request (id 0), such as STORAGE_ERROR with the nacks it explains."""
-        self.conn.send_error(0, code, message)
+    def error(self, code, message, ch=None):
+        """An error not tied to a request (id 0), such as STORAGE_ERROR with the nacks it
+        explains; `ch` names the channel it concerns in the frame's detail map."""
+        self.conn.send_error(0, code, message, ch)
 
     def return_message(self, ch, code, text, exchange, routing_key, body, properties):
         self.conn.push("return", [ch, code, text, exchange, routing_key, body, properties])

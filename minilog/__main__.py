@@ -10,7 +10,9 @@ from serverbase.cli import run_console
 
 from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinilogServer
 
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "dump": "minilog.dump:main",
+}
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ keeps, per (topic, partition), the futures of the fetches parked on it; the prod
 `notify(key)` after each append, which resolves them all, and the fetch reads again. A fetch
 on several partitions registers one future under each of them and is woken by whichever
 gets data first. The timer that ends the wait and the re-read are the fetch path's
-(`minilog/server.py`, `MinilogServer._fetch_waiting`).
+(`minilog/broker.py`, `LogBroker.wait_for_records`).
 """
 
 from __future__ import annotations

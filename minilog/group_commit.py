@@ -16,7 +16,7 @@ runs; back on the loop, `plog.complete_flush(end)` advances the log's flushed of
 the recovery-point checkpoint is written from.
 
 The flushes the storage engine's own policy makes due (flush.messages, flush.ms) come here
-too: the server sets each log's `flush_requester` to `request_flush`, which joins the log to
+too: the core (`minilog/broker.py`) sets each log's `flush_requester` to `request_flush`, which joins the log to
 the next round without a waiter, so a produce or a storage tick never blocks the loop on an
 fsync.
 """

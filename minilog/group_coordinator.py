@@ -1,7 +1,7 @@
 """The group coordinator: consumer-group membership, rebalances and the generation fence.
 
-This is Kafka's classic group protocol, with no network in it (the server's `join_group`,
-`sync_group`, ... ops call it; another front end could too). A `Group` holds `GroupMember`s
+This is Kafka's classic group protocol, with no network in it (the core's `LogBroker.join_group`,
+`sync_group`, ... call it, for every front door). A `Group` holds `GroupMember`s
 and moves through Kafka's states:
 
     Empty ──join──▶ PreparingRebalance ──all known members joined, or rebalance timeout──▶
@@ -25,7 +25,7 @@ and moves through Kafka's states:
   `group.initial.rebalance.delay.ms`, server flag `--group-initial-rebalance-delay-ms`, default
   0 here, 3000 in Kafka) the first rebalance of an empty group waits that long before it
   completes, so consumers started together land in one generation instead of a chain.
-- **Session timeout.** `tick(now)` (run every 50 ms by the server) removes members not heard
+- **Session timeout.** `tick(now)` (run every 50 ms by the server, through `LogBroker.tick_groups`) removes members not heard
   from within their `session_timeout_ms` and starts a rebalance; it also ends rebalances whose
   timeout passed.
 

@@ -16,7 +16,7 @@ record's offset + 1, never by counting).
 
 This module knows the record layout and the replay; whether a commit is allowed (generation,
 member) is the group coordinator's (`minilog/group_coordinator.py`), and durability (waiting
-for the fsync) is the server's (`minilog/group_commit.py`).
+for the fsync) is the core's (`minilog/broker.py` with `minilog/group_commit.py`).
 """
 
 from __future__ import annotations

@@ -71,8 +71,8 @@ def build_parser(server_cls, default_port: int, default_data_dir: str) -> argpar
                         help=f"port to listen on; 0 picks a free one (default {default_port})")
     parser.add_argument("--data-dir", default=default_data_dir,
                         help=f"where data is kept (default {default_data_dir})")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="in any case (default INFO)")
     parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME,
                         help=f"largest frame accepted, in bytes (default {DEFAULT_MAX_FRAME})")
     parser.add_argument("--user", action="append", metavar="USER:PASSWORD",

@@ -151,8 +151,9 @@ class ClientConnection(asyncio.Protocol):
         if rid:
             self.send_frame([frames.RESPONSE, rid, result])
 
-    def send_error(self, rid: int, code: str, message: str) -> None:
-        self.send_frame([frames.ERROR, rid, code, message])
+    def send_error(self, rid: int, code: str, message: str, channel: int | None = None) -> None:
+        """An ERROR frame; an id-0 error about one channel names it in a detail map (PROTOCOL.md 2)."""
+        self.send_frame(frames.error(rid, code, message, channel))
 
     def push(self, event: str, body) -> None:
         self.send_frame([frames.PUSH, event, body])

@@ -111,7 +111,9 @@ class BrokerServer:
                 return
             result = handler(conn, ensure_map(req.args))
         except BrokerError as exc:
-            conn.send_error(req.id, exc.code, exc.message)
+            # An id-0 request's error answers no id: name its channel so the client can route it.
+            ch = req.args.get("ch") if req.id == 0 and type(req.args) is dict else None
+            conn.send_error(req.id, exc.code, exc.message, ch if type(ch) is int else None)
             return
         except Exception as exc:
             log.exception("op %r failed on connection %s", req.op, conn.id)

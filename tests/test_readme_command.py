@@ -39,7 +39,8 @@ def test_make_run_starts_both_servers(tmp_path):
             with RpcConnection("127.0.0.1", port) as conn:
                 assert conn.call("ping")["pong"]
                 assert conn.call("server_info")["server"] == name
-        assert sorted(os.listdir(tmp_path)) == ["minibroker", "minilog"]
+        # launcher.pid is there while it runs, for `make stop`.
+        assert sorted(os.listdir(tmp_path)) == ["launcher.pid", "minibroker", "minilog"]
         # Stop it as Ctrl-C would stop the launcher: both servers shut down and all exit 0.
         launcher = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         for pid in launcher:

@@ -3,9 +3,9 @@
 The connection routes the server's pushes to channels (`_on_push`): `deliver` batches to
 `Channel._on_deliver`, `confirm` / `return` to the publisher side, `cancel` to the consumer
 side. An error answering a request sent without a reply (id 0: publishes, acks) names no
-request; it closes the channel its message names ("channel N: ...", see PROTOCOL.md "Publish
-errors"), else the channel that last sent one (`_on_async_error`), as RabbitMQ closes the
-channel of a failed publish.
+request; it closes the channel the error frame names in its detail map (`{"ch": N}`, see
+PROTOCOL.md "Publish errors"), else the channel that last sent one (`_on_async_error`), as
+RabbitMQ closes the channel of a failed publish.
 """
 
 import asyncio
@@ -18,7 +18,6 @@ from clients.aio_rpc import AsyncRpcConnection
 from clients.protocol.errors import BrokerError, ErrorCode
 from clients.tls import TlsSettingError, default_client_context
 
-from clients.broker.exceptions import channel_named_in
 
 from . import exceptions
 from .channel import Channel
@@ -101,7 +100,7 @@ class Connection:
     def _on_async_error(self, error: BrokerError):
         if error.code in (ErrorCode.FRAME_TOO_LARGE, ErrorCode.CORRUPT_FRAME):
             return  # the server closes the connection; _on_close reports it
-        channel = self._channels.get(channel_named_in(error.message)) or self._last_noreply_channel
+        channel = self._channels.get(error.channel) or self._last_noreply_channel
         if channel is None or channel._closed:
             channel = next((c for c in self._channels.values() if not c._closed), None)
         if channel is not None:
@@ -185,10 +184,13 @@ class RobustConnection(Connection):
 async def _open_rpc(host, port, name, credentials, timeout, ssl_context=None) -> AsyncRpcConnection:
     try:
         return await AsyncRpcConnection.connect(host, port, client_name=name, credentials=credentials,
-                                                timeout=timeout, ssl_context=ssl_context)
+                                                timeout=timeout, expect_server="minibroker",
+                                                ssl_context=ssl_context)
     except BrokerError as exc:
         if exc.code == ErrorCode.NOT_AUTHORIZED:
             raise exceptions.ProbableAuthenticationError(f"ACCESS_REFUSED - {exc.message}") from None
+        if exc.code == "WRONG_SERVER":
+            raise exceptions.IncompatibleProtocolError(exc.message) from None
         raise exceptions.AMQPConnectionError(f"{exc.code} - {exc.message}") from None
     except (OSError, asyncio.TimeoutError) as exc:
         raise exceptions.AMQPConnectionError(f"could not connect to {host}:{port}: {exc}") from None

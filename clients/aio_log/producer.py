@@ -23,11 +23,12 @@ import time
 import msgpack
 
 from ..aio_rpc import AsyncRpcConnection
+from ..log.config import plain_credentials
 from ..log.connection import parse_bootstrap
 from ..log.partitioner import KeyPartitioner, pick_sticky
 from ..protocol.errors import BrokerError
 from ..record_batch import pack_batch
-from ..tls import aiokafka_security
+from ..tls import aiokafka_tls
 from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, from_field, \
     from_wire
 from .structs import RecordMetadata, TopicPartition
@@ -186,10 +187,11 @@ class AIOKafkaProducer:
                  request_timeout_ms=40000, loop=None, security_protocol="PLAINTEXT", ssl_context=None,
                  sasl_mechanism="PLAIN", sasl_plain_username=None, sasl_plain_password=None, **ignored):
         self._host, self._port = _bootstrap(bootstrap_servers)
+        self._credentials = plain_credentials(security_protocol, sasl_mechanism, sasl_plain_username,
+                                              sasl_plain_password)
         self._client_id = client_id or "aiokafka-minilog"
-        # TLS and SASL PLAIN, checked now as aiokafka does (clients/tls.py); never a silent plaintext.
-        self._security = aiokafka_security(security_protocol, ssl_context, sasl_mechanism,
-                                           sasl_plain_username, sasl_plain_password)
+        # TLS, checked now as aiokafka does (clients/tls.py); never a silent plaintext.
+        self._ssl_context = aiokafka_tls(security_protocol, ssl_context)
         if acks == "all":
             acks = -1
         if acks not in (0, 1, -1):
@@ -212,7 +214,9 @@ class AIOKafkaProducer:
 
     async def start(self):
         try:
-            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id, **self._security)
+            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id,
+                                                          credentials=self._credentials, expect_server="minilog",
+                                                          ssl_context=self._ssl_context)
         except (OSError, BrokerError, asyncio.TimeoutError) as exc:
             raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
 

@@ -106,6 +106,7 @@ class BlockingChannel:
         self._cancel_callbacks: list = []
         self._close_callbacks: list = []
         self._ch_args = {"ch": channel_number}
+        self._lock = connection._lock
 
     # ---- state ---------------------------------------------------------------------------
     @property
@@ -131,9 +132,10 @@ class BlockingChannel:
         if self._closed:
             return
         self._closed = True
-        self._pub_buf = []
-        self._pub_bytes = 0
-        self._ack_upto = 0
+        with self._lock:
+            self._pub_buf = []
+            self._pub_bytes = 0
+            self._ack_upto = 0
         self._consumers.clear()
         self._generator = None
         self._conn._forget_channel(self)
@@ -266,11 +268,14 @@ class BlockingChannel:
         props = None if properties is None else _wire_properties(properties)
         if self._confirming:
             return self._publish_confirmed(exchange, routing_key, body, props, mandatory, properties)
-        buf = self._pub_buf
-        if not buf:
-            self._conn._dirty.add(self)
-        buf.append((exchange, routing_key, body, props, mandatory))
-        self._pub_bytes += len(body) + 64
+        with self._lock:  # the connection's flusher thread may be taking the buffer
+            buf = self._pub_buf
+            first = not buf
+            if first:
+                self._conn._dirty.add(self)
+            buf.append((exchange, routing_key, body, props, mandatory))
+            self._pub_bytes += len(body) + 64
+            full = len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES
         now = _monotonic()
         if now - self._last_publish > SPARSE_PUBLISH_GAP:
             # A lone publish (none in the last millisecond) goes out at once, as pika's would:
@@ -280,22 +285,27 @@ class BlockingChannel:
             self._conn._flush_output()
             return
         self._last_publish = now
-        if len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES:
+        if full:
             self._materialize()
             # A producer that never reads would not notice its channel being closed; a look
             # at what the server sent, without waiting, once per batch costs nothing.
             self._conn._poll_nowait()
+        elif first:
+            # The rest of a burst: the flusher writes it within flush_delay if the program
+            # does not come back first (time.sleep, a wait on something else...).
+            self._conn._output_buffered()
 
     def _materialize(self):
         """Turn the held-back publishes and merged ack into frames in the connection's buffer."""
-        if self._pub_buf:
-            buf = self._pub_buf
-            self._pub_buf = []
-            self._pub_bytes = 0
-            self._conn._send(self, "publish_batch", {"ch": self.channel_number, "messages": buf}, False)
-        if self._ack_upto:
-            tag, self._ack_upto = self._ack_upto, 0
-            self._conn._send(self, "ack", {"ch": self.channel_number, "delivery_tag": tag, "multiple": True}, False)
+        with self._lock:
+            if self._pub_buf:
+                buf = self._pub_buf
+                self._pub_buf = []
+                self._pub_bytes = 0
+                self._conn._send(self, "publish_batch", {"ch": self.channel_number, "messages": buf}, False)
+            if self._ack_upto:
+                tag, self._ack_upto = self._ack_upto, 0
+                self._conn._send(self, "ack", {"ch": self.channel_number, "delivery_tag": tag, "multiple": True}, False)
 
     def _publish_confirmed(self, exchange, routing_key, body, props, mandatory, properties):
         self._materialize()
@@ -354,11 +364,15 @@ class BlockingChannel:
             return
         # Every tag up to this one is now settled, so a multiple=True ack of it settles the
         # same deliveries: consecutive acks merge into one frame holding the highest tag.
-        if not self._ack_upto and not self._pub_buf:
-            self._conn._dirty.add(self)
-        if delivery_tag > self._ack_upto:
-            self._ack_upto = delivery_tag
+        with self._lock:
+            first = not self._ack_upto
+            if first and not self._pub_buf:
+                self._conn._dirty.add(self)
+            if delivery_tag > self._ack_upto:
+                self._ack_upto = delivery_tag
         self._send_if_lone()
+        if first and self._ack_upto:
+            self._conn._output_buffered()
 
     def _send_if_lone(self):
         """Outside a consumer callback, a settlement with none in the previous millisecond

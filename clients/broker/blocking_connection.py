@@ -15,9 +15,9 @@ and coalesces writes) and everything that happens on it:
   (a `deliver` batch is queued whole for dispatch, confirms and returns are recorded at once
   since a blocked `basic_publish` waits on them); errors for requests sent without a reply
   (id 0) close the channel that sent them, as RabbitMQ closes a channel on a failed publish.
-  Such an error answers no request id; the server starts its message with "channel N:"
-  (PROTOCOL.md, "Publish errors"), and failing that the channel that last sent an id-0
-  request is blamed.
+  Such an error answers no request id; the server names the channel in the frame's detail
+  map (`[2, 0, code, message, {"ch": N}]`, PROTOCOL.md "Publish errors"), and failing that the
+  channel that last sent an id-0 request is blamed.
 - **Dispatch.** User callbacks (consumers, returns, timers, thread-safe callbacks) run only
   from `process_data_events`, `sleep`, `start_consuming` and the `consume` generator, never
   from inside another blocking call, which is pika's rule too.
@@ -31,6 +31,7 @@ import heapq
 import itertools
 import selectors
 import socket
+import threading
 import time
 import weakref
 
@@ -40,7 +41,6 @@ from clients.rpc import RpcConnection
 
 from . import exceptions
 from .blocking_channel import BlockingChannel
-from .exceptions import channel_named_in
 from .connection import ConnectionParameters, Parameters
 
 # Wire errors after which the server closes the whole connection, not one channel.
@@ -97,6 +97,13 @@ class BlockingConnection:
         self._dispatch_depth = 0
         self._state_changed = False               # a channel closed or a consumer was cancelled by the broker
         self.blocked_callbacks = []
+        # Output the program left buffered is written by a background thread within
+        # `flush_delay` seconds (a ConnectionParameters setting), whatever the program does
+        # next (see _flusher_loop).
+        self._flush_delay = self._params.flush_delay
+        self._lock = self._rpc.write_lock         # guards output state: channel buffers and the rpc queue
+        self._output_waiting = threading.Event()  # set when output was buffered and not written
+        self._flusher = None
         _OPEN_CONNECTIONS.add(self)
 
     @staticmethod
@@ -112,12 +119,16 @@ class BlockingConnection:
                 try:
                     rpc = RpcConnection(params.host, params.port, client_name=params.client_name,
                                         credentials=credentials,
-                                        connect_timeout=params.socket_timeout or 10.0, **tls_args)
+                                        connect_timeout=params.socket_timeout or 10.0,
+                                        expect_server="minibroker", **tls_args)
                     return rpc, params
                 except BrokerError as exc:
                     if exc.code == ErrorCode.NOT_AUTHORIZED:
                         raise exceptions.ProbableAuthenticationError(
                             f"ACCESS_REFUSED - {exc.message}") from None
+                    if exc.code == "WRONG_SERVER":
+                        # pika's error for a peer that does not speak AMQP: no point retrying.
+                        raise exceptions.IncompatibleProtocolError(exc.message) from None
                     last = exceptions.AMQPConnectionError(f"{exc.code} - {exc.message}")
                 except (OSError, TimeoutError) as exc:
                     last = exceptions.AMQPConnectionError(
@@ -258,6 +269,7 @@ class BlockingConnection:
 
     def _teardown(self):
         self._closed = True
+        self._output_waiting.set()  # the flusher wakes, sees the connection closed and ends
         _OPEN_CONNECTIONS.discard(self)
         self._rpc.closed = True
         try:
@@ -292,7 +304,10 @@ class BlockingConnection:
         if not want_reply:
             self._last_noreply_channel = channel
         try:
-            return self._rpc.send(op, args, want_reply)
+            rid = self._rpc.send(op, args, want_reply)
+            if not want_reply:
+                self._output_buffered()  # an id-0 request (ack, nack...) waits for a flush
+            return rid
         except BrokerError as exc:
             if exc.code == "CONNECTION_CLOSED":
                 raise self._lost(exc.message) from None
@@ -318,16 +333,60 @@ class BlockingConnection:
         return reply.result
 
     def _flush_output(self):
-        if self._dirty:
-            dirty = list(self._dirty)
-            self._dirty.clear()
-            for ch in dirty:
-                ch._materialize()
-        if self._rpc._out:
-            try:
-                self._rpc.flush()
-            except BrokerError as exc:
-                raise self._lost(exc.message) from None
+        with self._lock:
+            if self._dirty:
+                dirty = list(self._dirty)
+                self._dirty.clear()
+                for ch in dirty:
+                    ch._materialize()
+            if self._rpc._out:
+                try:
+                    self._rpc.flush()
+                except BrokerError as exc:
+                    raise self._lost(exc.message) from None
+            self._output_waiting.clear()  # nothing is left for the flusher
+
+    def _output_buffered(self):
+        """Output was left in a buffer: make sure the flusher writes it within flush_delay.
+
+        Called after buffering. The flusher clears the event while holding the lock, after
+        writing everything, so a buffering that saw the event still set was written by it."""
+        if not self._output_waiting.is_set():
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flusher_loop, name="minibroker-pika-flusher",
+                                                 daemon=True)
+                self._flusher.start()
+            self._output_waiting.set()
+
+    def _flusher_loop(self):
+        """pika writes each publish and ack before the call returns; we batch them (one frame per
+        thousand publishes) and bound the wait instead: what the program buffered is written at
+        most `flush_delay` after it was buffered, even while the program sleeps, waits on
+        something else or computes. The thread holds the output lock only to write; it never
+        reads the socket or runs callbacks (the program's thread does, as in pika)."""
+        waiting = self._output_waiting
+        delay = self._flush_delay
+        while not self._closed:
+            waiting.wait()
+            if self._closed:
+                return
+            if delay:
+                time.sleep(delay)  # let a burst gather into one frame
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    if self._dirty:
+                        dirty = list(self._dirty)
+                        self._dirty.clear()
+                        for ch in dirty:
+                            ch._materialize()
+                    self._rpc.flush()
+                    waiting.clear()  # under the lock: anything buffered from now on sets it again
+                except Exception:
+                    # The socket is gone (or a request could not be encoded): the program's
+                    # thread finds out on its next call, as without this thread.
+                    return
 
     def _pump(self, timeout):
         """Flush, wait up to `timeout` (None: forever) for input or a wake-up, read and route it."""
@@ -396,7 +455,7 @@ class BlockingConnection:
                 self._fatal_error = exceptions.ConnectionClosedByBroker(
                     exceptions.reply_code_for(error.code), f"{error.code} - {error.message}")
                 continue
-            ch = channels.get(channel_named_in(error.message)) or self._last_noreply_channel
+            ch = channels.get(error.channel) or self._last_noreply_channel
             if ch is None or ch._closed:
                 ch = next((c for c in channels.values() if not c._closed), None)
             if ch is not None:
@@ -437,7 +496,8 @@ class BlockingConnection:
     def _forget_channel(self, channel):
         if self._channels.get(channel.channel_number) is channel:
             del self._channels[channel.channel_number]
-        self._dirty.discard(channel)
+        with self._lock:
+            self._dirty.discard(channel)
 
     def __repr__(self):
         state = "CLOSED" if self._closed else "OPEN"

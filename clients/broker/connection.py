@@ -3,6 +3,9 @@
 Only what our wire uses is acted on (host, port, credentials, TLS through `ssl_options`, socket
 timeout, connection attempts and retry delay, client name); the rest of pika's keywords
 (virtual_host, heartbeat...) are accepted so pika programs construct their parameters unchanged.
+One setting is ours: `flush_delay` (seconds, default 0.001), the longest a publish or ack
+waits in the client before a background thread writes it (pika writes each at once; we batch
+them, and bound the wait).
 """
 
 import ssl
@@ -25,6 +28,7 @@ class SSLOptions:
 
     def __repr__(self):
         return f"SSLOptions(context={self.context!r}, server_hostname={self.server_hostname!r})"
+DEFAULT_FLUSH_DELAY = 0.001
 
 
 class PlainCredentials:
@@ -74,6 +78,17 @@ class Parameters:
         self.blocked_connection_timeout = None
         self.client_properties = None
         self.tcp_options = None
+        self.flush_delay = DEFAULT_FLUSH_DELAY
+
+    @property
+    def flush_delay(self) -> float:
+        return self._flush_delay
+
+    @flush_delay.setter
+    def flush_delay(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"flush_delay must be a number of seconds from 0 to 1, got {value!r}")
+        self._flush_delay = float(value)
 
     @property
     def client_name(self) -> str:
@@ -92,14 +107,14 @@ class ConnectionParameters(Parameters):
                  channel_max=_UNSET, frame_max=_UNSET, heartbeat=_UNSET, ssl_options=_UNSET,
                  connection_attempts=_UNSET, retry_delay=_UNSET, socket_timeout=_UNSET,
                  stack_timeout=_UNSET, locale=_UNSET, blocked_connection_timeout=_UNSET,
-                 client_properties=_UNSET, tcp_options=_UNSET, **kwargs):
+                 client_properties=_UNSET, tcp_options=_UNSET, flush_delay=_UNSET, **kwargs):
         super().__init__()
         given = dict(host=host, port=port, virtual_host=virtual_host, credentials=credentials,
                      channel_max=channel_max, frame_max=frame_max, heartbeat=heartbeat,
                      ssl_options=ssl_options, connection_attempts=connection_attempts,
                      retry_delay=retry_delay, socket_timeout=socket_timeout, stack_timeout=stack_timeout,
                      locale=locale, blocked_connection_timeout=blocked_connection_timeout,
-                     client_properties=client_properties, tcp_options=tcp_options)
+                     client_properties=client_properties, tcp_options=tcp_options, flush_delay=flush_delay)
         if kwargs:
             raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
         for name, value in given.items():
@@ -139,7 +154,8 @@ class URLParameters(Parameters):
             value = values[-1]
             if key in ("connection_attempts", "channel_max", "frame_max", "heartbeat"):
                 setattr(self, key, int(value))
-            elif key in ("retry_delay", "socket_timeout", "stack_timeout", "blocked_connection_timeout"):
+            elif key in ("retry_delay", "socket_timeout", "stack_timeout", "blocked_connection_timeout",
+                         "flush_delay"):
                 setattr(self, key, float(value))
             elif key == "locale":
                 self.locale = value

@@ -6,7 +6,6 @@ builds the `ChannelClosedByBroker` a failed channel operation raises, with a rep
 RabbitMQ's form: "NOT_FOUND - no queue 'x'".
 """
 
-import re
 
 from clients.protocol.errors import ErrorCode
 
@@ -216,11 +215,3 @@ def reply_code_for(code: str) -> int:
 def channel_error(code: str, message: str) -> ChannelClosedByBroker:
     return ChannelClosedByBroker(reply_code_for(code), f"{code} - {message}")
 
-
-_CHANNEL_PREFIX = re.compile(r"channel (\d+):")
-
-
-def channel_named_in(message: str):
-    """The channel number an error for an id-0 request names ("channel 3: ..."), or None."""
-    match = _CHANNEL_PREFIX.match(message or "")
-    return int(match.group(1)) if match else None

@@ -14,7 +14,7 @@ import time
 from ..protocol.errors import BrokerError
 from ..protocol.frames import ErrorReply, Push
 from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection
-from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_security, pending, recv_nowait
+from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, pending, recv_nowait
 from .errors import ConfigError
 
 
@@ -32,11 +32,11 @@ def parse_bootstrap(servers: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def security_kwargs(cfg) -> dict:
-    """`ssl_context` and `credentials` for LogConnection from the TLS and SASL properties;
+def tls_context(cfg):
+    """The `ssl_context` for LogConnection from librdkafka's TLS properties (None: plaintext);
     a setting that cannot be honoured is a ConfigError now, never a plaintext connection later."""
     try:
-        return log_client_security(cfg)
+        return log_client_tls(cfg)
     except TlsSettingError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -44,6 +44,7 @@ def security_kwargs(cfg) -> dict:
 class LogConnection(RpcConnection):
     def __init__(self, host, port, client_name="minilog-python", **kwargs):
         self.callbacks = {}
+        kwargs.setdefault("expect_server", "minilog")
         super().__init__(host, port, client_name, **kwargs)
 
     def send_with(self, op: str, args, callback) -> int:

@@ -29,7 +29,7 @@ from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header
 from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
-from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, security_kwargs
+from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .group import GroupMembership
 from .message import Message, batch_record_class, error_message
@@ -42,7 +42,7 @@ _CONSUMER_KEYS = {
     "session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy",
     "enable.partition.eof", "fetch.max.bytes", "fetch.wait.max.ms", "fetch.min.bytes",
     "max.partition.fetch.bytes", "fetch.message.max.bytes", "on_commit", "max.poll.interval.ms",
-    "enable.auto.offset.store", "queued.max.messages.kbytes", "group.protocol.type",
+    "enable.auto.offset.store", "queued.max.messages.kbytes", "group.protocol.type", "check.crcs",
 }
 _new = tuple.__new__
 _unpackb = msgpack.unpackb
@@ -94,7 +94,8 @@ class Consumer:
         cfg = Config(conf, _CONSUMER_KEYS, "Consumer")
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
-        self._security = security_kwargs(cfg)   # TLS and SASL (clients/tls.py)
+        self._credentials = cfg.credentials()
+        self._ssl_context = tls_context(cfg)   # security.protocol SSL / SASL_SSL (clients/tls.py)
         self._group_id = cfg.str("group.id", None)
         self._reset = cfg.str("auto.offset.reset", "latest").lower()
         if self._reset not in _EARLIEST | _LATEST | {"error"}:
@@ -135,7 +136,8 @@ class Consumer:
     # ---- connection ---------------------------------------------------------------------
     def _connect(self) -> LogConnection:
         try:
-            return LogConnection(self._host, self._port, self._client_id, **self._security)
+            return LogConnection(self._host, self._port, self._client_id, credentials=self._credentials,
+                                 ssl_context=self._ssl_context)
         except (OSError, BrokerError) as exc:
             raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                             f"cannot connect to {self._host}:{self._port}: {exc}")) from None

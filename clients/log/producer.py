@@ -28,7 +28,7 @@ from ..protocol.framing import DEFAULT_MAX_FRAME
 from ..record_batch import pack_batch  # rows are packed here; this writes header and CRC
 from ..rpc import ConnectionClosed
 from .config import Config
-from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, security_kwargs
+from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, exception_from
 from .message import make_message
 from .partitioner import KeyPartitioner, pick_sticky
@@ -40,7 +40,7 @@ _PRODUCER_KEYS = {
     "request.required.acks", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
     "message.timeout.ms", "delivery.timeout.ms", "request.timeout.ms", "on_delivery",
     "delivery.report.only.error", "max.in.flight.requests.per.connection", "max.in.flight",
-    "dr_cb", "dr_msg_cb",
+    "dr_cb", "dr_msg_cb", "partitioner",
 }
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 # Records with values under this many bytes take the fast path; a batch closes that much
@@ -108,7 +108,8 @@ class Producer:
         cfg = Config(conf, _PRODUCER_KEYS, "Producer")
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
-        self._security = security_kwargs(cfg)   # TLS and SASL (clients/tls.py)
+        self._credentials = cfg.credentials()
+        self._ssl_context = tls_context(cfg)   # security.protocol SSL / SASL_SSL (clients/tls.py)
         linger = cfg.float("linger.ms", cfg.float("queue.buffering.max.ms", 5.0))
         self._linger = max(linger, 0.0) / 1000.0
         self._batch_bytes = max(cfg.int("batch.size", 1_000_000), 1)
@@ -163,7 +164,8 @@ class Producer:
     def _connect(self) -> LogConnection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = LogConnection(self._host, self._port, self._client_id, **self._security)
+                self._conn = LogConnection(self._host, self._port, self._client_id, credentials=self._credentials,
+                                           ssl_context=self._ssl_context)
             except (OSError, BrokerError) as exc:
                 raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                                 f"cannot connect to {self._host}:{self._port}: {exc}"))

@@ -36,7 +36,12 @@ class ClientConnectionState:
     def hello(self, client_name: str, credentials=None) -> tuple[int, bytes]:
         return self.encode_request(HELLO, hello_args(client_name, credentials, self.max_frame))
 
-    def accept_hello(self, result: dict) -> None:
+    def accept_hello(self, result: dict, expect_server: str | None = None) -> None:
+        """Take the server's hello reply; `expect_server` ("minibroker" or "minilog") refuses
+        the other broker here, at the handshake, instead of at the first op it lacks."""
+        if expect_server is not None and (not isinstance(result, dict) or result.get("server") != expect_server):
+            from .errors import WrongServer
+            raise WrongServer(expect_server, result.get("server") if isinstance(result, dict) else None)
         self.server_info = result
         # The server may accept less than we offered; never send more than it takes.
         self.max_frame = min(self.max_frame, int(result.get("max_frame", self.max_frame)))

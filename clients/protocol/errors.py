@@ -38,10 +38,25 @@ class ErrorCode:
 class BrokerError(Exception):
     """An error with a stable wire code. Raised by servers, received by clients."""
 
+    channel = None  # for an id-0 error received by a client: the channel the frame names
+
     def __init__(self, code: str, message: str):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+
+
+class WrongServer(BrokerError):
+    """The handshake answered, but from the other broker (a minibroker client at a minilog port,
+    or the reverse). Client-side only: the server never sends this code."""
+
+    def __init__(self, expected: str, found):
+        super().__init__(
+            "WRONG_SERVER",
+            f"this port is served by {found!r}, not {expected!r}; check the host and port",
+        )
+        self.expected = expected
+        self.found = found
 
 
 class ProtocolViolation(BrokerError):

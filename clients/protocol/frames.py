@@ -5,6 +5,7 @@ Each frame body is a msgpack array whose first element says what kind of frame i
     [0, id, op, args]        REQUEST   client -> server
     [1, id, result]          RESPONSE  server -> client, answers request `id`
     [2, id, code, message]   ERROR     server -> client, answers request `id` (0: unsolicited)
+    [2, 0, code, message, {"ch": n}]   an id-0 ERROR may name the channel it concerns
     [3, event, body]         PUSH      server -> client, sent on the server's own initiative
 
 A request with id 0 asks for no response: on success nothing comes back, on failure an ERROR
@@ -38,9 +39,12 @@ class ErrorReply(NamedTuple):
     id: int
     code: str
     message: str
+    channel: int | None = None   # the "ch" of an id-0 error's detail map, when it names one
 
     def exception(self) -> BrokerError:
-        return BrokerError(self.code, self.message)
+        exc = BrokerError(self.code, self.message)
+        exc.channel = self.channel
+        return exc
 
 
 class Push(NamedTuple):
@@ -56,8 +60,10 @@ def response(id: int, result=None) -> list:
     return [RESPONSE, id, result]
 
 
-def error(id: int, code: str, message: str) -> list:
-    return [ERROR, id, code, message]
+def error(id: int, code: str, message: str, channel: int | None = None) -> list:
+    if channel is None:
+        return [ERROR, id, code, message]
+    return [ERROR, id, code, message, {"ch": channel}]
 
 
 def push(event: str, body) -> list:
@@ -90,8 +96,13 @@ def parse_server_frame(obj):
             return Response(obj[1], obj[2])
         if kind == PUSH and len(obj) == 3:
             return Push(obj[1], obj[2])
-        if kind == ERROR and len(obj) == 4:
-            return ErrorReply(obj[1], obj[2], obj[3])
+        if kind == ERROR:
+            if len(obj) == 4:
+                return ErrorReply(obj[1], obj[2], obj[3])
+            if len(obj) == 5:
+                detail = obj[4]
+                ch = detail.get("ch") if type(detail) is dict else None
+                return ErrorReply(obj[1], obj[2], obj[3], ch if type(ch) is int else None)
     raise BrokerError(ErrorCode.BAD_REQUEST, f"server sent a frame that is not a reply or push: {obj!r:.200}")
 
 

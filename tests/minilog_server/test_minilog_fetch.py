@@ -73,7 +73,7 @@ def test_long_poll_returns_as_soon_as_a_produce_arrives(server):
                                       "partitions": [["live", 0, 0, 1 << 20]]})
         consumer.flush()
         # The fetch is parked on the server, waiting for data.
-        wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 1, message="the fetch to park")
+        wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 1, message="the fetch to park")
         started = time.monotonic()
         produce(producer, "live", 0, batch([b"hello"]))
         result = consumer.wait(rid, timeout=30)
@@ -81,7 +81,7 @@ def test_long_poll_returns_as_soon_as_a_produce_arrives(server):
         (_, _, error, hw, _, records), = result["results"]
         assert error is None and hw == 1 and record_values(decode_batches(records)) == [b"hello"]
         assert elapsed < 10   # woken by the append, long before max_wait_ms (20 s)
-        assert server.call(lambda: len(server.server.waiters)) == 0
+        assert server.call(lambda: len(server.server.broker.waiters)) == 0
 
 
 def test_long_poll_on_several_partitions_wakes_on_any(server):
@@ -89,7 +89,7 @@ def test_long_poll_on_several_partitions_wakes_on_any(server):
         create(producer, "many", partitions=3)
         rid = consumer.send("fetch", {"max_wait_ms": 20_000, "partitions": [["many", p, 0, 1000] for p in range(3)]})
         consumer.flush()
-        wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 3)
+        wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 3)
         produce(producer, "many", 2, batch([b"x"]))
         rows = consumer.wait(rid, timeout=30)["results"]
         assert [len(decode_batches(r[5])) for r in rows] == [0, 0, 1]
@@ -102,7 +102,7 @@ def test_long_poll_waits_for_min_bytes(server):
         rid = consumer.send("fetch", {"max_wait_ms": 20_000, "min_bytes": one * 3,
                                       "partitions": [["mb", 0, 0, 1 << 20]]})
         consumer.flush()
-        wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 1)
+        wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 1)
         produce(producer, "mb", 0, batch([b"q" * 100]))
         produce(producer, "mb", 0, batch([b"q" * 100]))
         assert not consumer.read(0.2) or rid not in consumer.replies   # two batches are not enough
@@ -138,9 +138,9 @@ def test_closing_the_connection_releases_its_parked_fetch(server):
     c.send("fetch", {"max_wait_ms": 20_000, "partitions": [["idle", 0, 0, 1000]]})
     c.flush()
     from harness import wait_until
-    wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 1)
+    wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 1)
     c.close()
-    wait_until(lambda: server.call(lambda: len(server.server.waiters)) == 0, message="the fetch to be dropped")
+    wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 0, message="the fetch to be dropped")
 
 
 @pytest.mark.parametrize("sendfile", [True, False])

@@ -111,7 +111,7 @@ def test_acks_all_replies_only_after_the_flush_and_shares_fsyncs(server):
         ids = [c.send("produce", {"acks": -1, "data": [["durable", 0, batch([b"%d" % i])]]}) for i in range(200)]
         rows = [c.wait(i)["results"][0] for i in ids]
         assert [r[2] for r in rows] == list(range(200))
-        plog = server.call(lambda: server.server.logs.get_log("durable", 0))
+        plog = server.call(lambda: server.server.broker.logs.get_log("durable", 0))
         assert server.call(lambda: plog.flushed_offset) >= 200
         rounds = c.call("server_info")["fsync_rounds"] - before
         assert 1 <= rounds < 200   # group commit: many requests per fsync
@@ -121,7 +121,7 @@ def test_storage_error_on_append_is_reported_not_fatal(server):
     with connect(server) as c:
         create(c, "disk")
         produce(c, "disk", 0, batch([b"first"]))
-        plog = server.call(lambda: server.server.logs.get_log("disk", 0))
+        plog = server.call(lambda: server.server.broker.logs.get_log("disk", 0))
         real = plog.active_segment
 
         def break_disk():
@@ -203,7 +203,7 @@ def test_flush_messages_fsyncs_run_on_the_fsync_thread_not_the_event_loop(server
         monkeypatch.setattr(segment_module, "os", RecordingOs())
         for i in range(10):
             assert produce(c, "synced", 0, batch([b"x" * 50]))[0][3] is None
-        plog = server.server.logs.get_log("synced", 0)
+        plog = server.server.broker.logs.get_log("synced", 0)
         wait_until(lambda: server.call(lambda: plog.flushed_offset) == 10, message="flush.messages flushes")
         monkeypatch.undo()
     assert threads and all(name.startswith("minilog-fsync") for name in threads), threads

@@ -105,7 +105,7 @@ def test_committed_offsets_survive_compaction_of_the_offsets_topic_and_a_restart
         expected = {g: [["t", p, *want[(g, "t", p)]] for p in range(3) if (g, "t", p) in want]
                     for g in ("g0", "g1")}
         assert committed() == expected
-        plog = server.server.logs.get_log(OFFSETS_TOPIC, 0)
+        plog = server.server.broker.logs.get_log(OFFSETS_TOPIC, 0)
 
         def stored_records():
             # A read returns one segment's batches: read each segment from its base.
@@ -117,7 +117,7 @@ def test_committed_offsets_survive_compaction_of_the_offsets_topic_and_a_restart
         # 5 segments": the 1-s storage tick may have compacted them already when the commits are
         # slow, on a loaded machine.)
         assert server.call(lambda: plog.log_end_offset) == 146
-        server.call(server.server.logs.tick)   # the periodic tick may have compacted already: same result
+        server.call(server.server.broker.logs.tick)   # the periodic tick may have compacted already: same result
         # 8 keys + 2 tombstones in the sealed segments, and the few commits of the active one.
         assert len(server.call(stored_records)) < 40 < 120
         assert committed() == expected

@@ -168,7 +168,7 @@ def test_confluent_style_settings_it_cannot_honour_raise_at_construction(pki):
         {"security.protocol": "PLAINTEXT", "ssl.ca.location": pki.ca},
         {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "a", "sasl.password": "b"},
         {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN"},
-        {"sasl.username": "alice", "sasl.password": "pw"},
+        {"security.protocol": "SASL_SSL", "ssl.ca.location": pki.ca},   # SASL without a user name
     ]
     for bad in bad_configs:
         with pytest.raises(KafkaException):

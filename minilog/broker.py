@@ -1,0 +1,437 @@
+"""The log broker's core: topics, produce, fetch, list offsets and consumer groups, with no sockets.
+
+`LogBroker` is minilog without a network, as `minibroker.broker.Broker` is minibroker's. A front
+door (the msgpack server, `minilog/server.py`; a Kafka-protocol one) checks the fields of its
+wire requests, calls a method here with plain Python values, and turns what comes back into its
+own reply. Nothing here knows a connection, a request id or a frame.
+
+What the methods return:
+
+- errors that concern one row (one partition of a produce, a fetch, a commit) come back in the
+  row as `[code, message]` (a code of `clients.protocol.errors.ErrorCode`), so one bad
+  partition does not fail the others; errors of the whole call raise `BrokerError`;
+- calls that have to wait return an awaitable: `produce` with `acks=-1` and `commit_offsets`
+  (until the group-commit fsync covers them, `minilog/group_commit.py`), the long poll
+  `wait_for_records`, and the group joins and syncs (futures of the coordinator);
+- a fetch returns `FileSlice`s (`minilog.storage.FileSlice`: fd, position, length), never record
+  bytes, so a front door can write them with `os.sendfile` (`minilog/fetch_response.py`).
+
+The parts that hold the state are their own modules: topics (`minilog/topics.py`) over the
+storage engine (`minilog/storage/`), long-poll wake-ups (`minilog/append_waiters.py`), the group
+coordinator (`minilog/group_coordinator.py`) and committed offsets (`minilog/offsets_store.py`).
+The front door runs the periodic `tick_groups` and `tick_storage`. docs/minilog.md walks through
+each path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+
+import msgpack
+
+from clients.protocol.errors import BrokerError, ErrorCode
+from clients.record_batch import CorruptBatchError, InvalidBatchError
+
+from .append_waiters import AppendWaiters
+from .group_commit import FlushFailed, GroupCommit
+from .group_coordinator import GroupCoordinator
+from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES, OffsetsStore
+from .storage import LogClosedError, LogConfig, LogManager, OffsetOutOfRangeError, RecordTooLargeError
+from .topics import INTERNAL_TOPICS, Topics
+
+log = logging.getLogger("minilog.broker")
+
+# ListOffsets' special timestamps, as Kafka's.
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+
+
+def _error(code: str, message: str) -> list:
+    return [code, message]
+
+
+def append_error(exc: Exception, topic: str, partition: int) -> list:
+    """The `[code, message]` of a failed append of one produce entry."""
+    where = f"{topic}-{partition}"
+    if isinstance(exc, BrokerError):
+        return [exc.code, exc.message]
+    if isinstance(exc, RecordTooLargeError):
+        return _error(ErrorCode.MESSAGE_TOO_LARGE, f"{where}: {exc}; raise the topic's max.message.bytes "
+                                                   f"or send smaller batches")
+    if isinstance(exc, CorruptBatchError):
+        return _error(ErrorCode.CORRUPT_MESSAGE, f"{where}: {exc}; nothing of this partition's data was stored")
+    if isinstance(exc, InvalidBatchError):
+        return _error(ErrorCode.CORRUPT_MESSAGE, f"{where}: not a valid record batch: {exc}")
+    if isinstance(exc, LogClosedError):
+        return _error(ErrorCode.NOT_FOUND, f"{where}: the topic was deleted")
+    if isinstance(exc, OSError):
+        return _error(ErrorCode.STORAGE_ERROR, f"{where}: could not write: {exc}; nothing was stored")
+    raise exc
+
+
+class LogBroker:
+    """One minilog broker: its logs, topics, committed offsets and groups."""
+
+    def __init__(self, data_dir: str, *, num_partitions: int = 1, auto_create_topics: bool = True,
+                 log_config: dict | None = None, group_initial_rebalance_delay_ms: int = 0,
+                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES):
+        self.data_dir = data_dir
+        self.default_partitions = num_partitions
+        self.auto_create_topics = auto_create_topics
+        # Server-wide topic defaults under Kafka's topic-config names; validated now, not at open.
+        self.default_log_config = LogConfig.from_dict(log_config or {})
+        self.offsets_topic_segment_bytes = offsets_topic_segment_bytes
+        self.logs: LogManager | None = None
+        self.topics: Topics | None = None
+        self.offsets: OffsetsStore | None = None
+        self.groups = GroupCoordinator(group_initial_rebalance_delay_ms)
+        self.waiters = AppendWaiters()
+        self.group_commit: GroupCommit | None = None
+        self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def open(self) -> None:
+        """Open (recovering) the data directory and replay the committed offsets. Call on the loop."""
+        self.logs = LogManager(self.data_dir, self.default_log_config)
+        self.offsets = OffsetsStore(self.logs, self.offsets_topic_segment_bytes)
+        self.offsets.load()
+        self.topics = Topics(self.logs, self.default_partitions, self.auto_create_topics)  # sees the offsets topic
+        # One thread: fsync rounds run one after another anyway, and never queue behind other work.
+        self._fsync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minilog-fsync")
+        self.group_commit = GroupCommit(asyncio.get_running_loop(), self._fsync_executor)
+        # flush.messages / flush.ms flushes go through the same fsync thread: never on the loop.
+        self.logs.set_flush_requester(self.group_commit.request_flush)
+
+    def close(self) -> None:
+        """Wait for the fsync thread, then flush and close every log (clean-shutdown markers)."""
+        if self._fsync_executor is not None:
+            self._fsync_executor.shutdown(wait=True)
+            self._fsync_executor = None
+        if self.logs is not None:
+            self.logs.close()
+            self.logs = None
+
+    def tick_groups(self) -> None:
+        """Session timeouts and rebalance deadlines (run every 50 ms or so)."""
+        self.groups.tick()
+
+    def tick_storage(self) -> None:
+        """Retention, flush.ms, segment.ms, compaction and checkpoints (the storage engine decides what is due)."""
+        self.logs.tick()
+
+    def info(self) -> dict:
+        """Figures for server_info."""
+        if self.topics is None:
+            return {}
+        return {"topics": len(self.topics.names()), "groups": len(self.groups.list_groups()),
+                "fsync_rounds": self.group_commit.rounds, "durable_acks": self.group_commit.requests}
+
+    def _log_or_none(self, topic, partition):
+        try:
+            return self.logs.get_log(topic, partition)
+        except KeyError:
+            return None
+
+    # ---- topics ------------------------------------------------------------------------
+    def topic_names(self) -> list[str]:
+        return self.topics.names()
+
+    def create_topic(self, name: str, num_partitions: int | None = None, config: dict | None = None,
+                     validate_only: bool = False) -> None:
+        """Create a topic (or only check that it could be). Raises BrokerError."""
+        if validate_only:
+            self.topics.check_create(name, num_partitions, config)
+        else:
+            self.topics.create(name, num_partitions, config)
+
+    def delete_topic(self, name: str) -> None:
+        """Delete a topic, wake its parked fetches and forget its commits. Raises BrokerError."""
+        self.topics.delete(name)
+        self.waiters.notify_topic(name)
+        try:
+            self.offsets.delete_topic(name)  # durable with the next flush; a lost tombstone is harmless
+        except OSError as exc:
+            log.error("could not forget the commits of deleted topic %s: %s", name, exc)
+
+    def describe_topics(self, names: list[str] | None, allow_auto_create: bool = False) -> dict:
+        """{name: {partitions, config, error}} for `names` (None: every topic but internal ones)."""
+        if names is None:
+            names = self.topics.names()
+        out = {}
+        for name in names:
+            if not self.topics.exists(name) and allow_auto_create and self.auto_create_topics:
+                try:
+                    self.topics.create(name, None, {})
+                except BrokerError as exc:
+                    out[name] = {"partitions": [], "config": {}, "error": [exc.code, exc.message]}
+                    continue
+            if self.topics.exists(name):
+                out[name] = self.topics.describe(name)
+            else:
+                out[name] = {"partitions": [], "config": {},
+                             "error": _error(ErrorCode.NOT_FOUND, f"topic {name!r} does not exist")}
+        return out
+
+    # ---- produce -----------------------------------------------------------------------
+    def produce(self, entries: list, acks: int = 1):
+        """Append `entries`, each `[topic, partition, batch bytes]`; rows `[topic, partition, base_offset, error]`.
+
+        Each entry is all or nothing and fails alone (its row has base_offset -1 and the error).
+        With `acks=-1` the answer is an awaitable of the rows, done when the group-commit fsync
+        covers every appended entry; otherwise the rows themselves.
+        """
+        results = []
+        durable = []
+        get_log = self.topics.get_log
+        notify = self.waiters.notify
+        for item in entries:
+            try:
+                topic, partition, batch = item
+            except (TypeError, ValueError):
+                results.append([None, None, -1, _error(ErrorCode.BAD_REQUEST,
+                                                       f"each entry must be [topic, partition, batch], got {item!r:.80}")])
+                continue
+            try:
+                if type(batch) is not bytes:
+                    raise BrokerError(ErrorCode.BAD_REQUEST, f"{topic}-{partition}: batch must be bin")
+                if type(topic) is not str or type(partition) is not int:
+                    raise BrokerError(ErrorCode.BAD_REQUEST, f"topic must be a string and partition an integer, "
+                                                             f"got {topic!r}, {partition!r}")
+                if topic in INTERNAL_TOPICS:
+                    raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
+                plog = get_log(topic, partition, True)
+                # A failed write raises SegmentWriteError (an OSError) after the storage
+                # engine cut the torn bytes off: nothing of this entry was stored.
+                info = plog.append(batch)
+            except Exception as exc:
+                results.append([topic, partition, -1, append_error(exc, topic, partition)])
+                continue
+            notify((topic, partition))
+            results.append([topic, partition, info.base_offset, None])
+            if acks == -1:
+                durable.append((len(results) - 1, plog, info.last_offset + 1))
+        if durable:
+            return self._when_durable(durable, results)
+        return results
+
+    async def _when_durable(self, durable, results):
+        wait = self.group_commit.wait_flushed
+        outcome = await asyncio.gather(*[wait(plog, offset) for _, plog, offset in durable], return_exceptions=True)
+        for (row, _, _), failure in zip(durable, outcome):
+            if isinstance(failure, FlushFailed):
+                topic, partition = results[row][0], results[row][1]
+                results[row][2:] = [-1, _error(ErrorCode.STORAGE_ERROR,
+                                               f"{topic}-{partition}: appended but not flushed to disk: {failure}")]
+            elif isinstance(failure, BaseException):
+                raise failure
+        return results
+
+    # ---- fetch -------------------------------------------------------------------------
+    def read(self, parts, max_bytes: int, min_bytes: int) -> tuple[list, bool]:
+        """Read every `(topic, partition, offset, partition_max_bytes)` of `parts`.
+
+        Returns (rows, ready): rows `(topic, partition, error, high_watermark, log_start_offset,
+        records)` with `records` a FileSlice of whole batches or None, and whether the answer may
+        go now (at least `min_bytes` of records, or an error). Only the first batch of the answer
+        may go over `max_bytes` or a partition's limit, so a large batch is never stuck.
+        """
+        rows = []
+        budget = max_bytes
+        taken = 0
+        error = False
+        get_log = self.topics.get_log
+        for topic, partition, offset, pmax in parts:
+            try:
+                plog = get_log(topic, partition)
+            except BrokerError as exc:
+                rows.append((topic, partition, [exc.code, exc.message], -1, -1, None))
+                error = True
+                continue
+            hw, start = plog.high_watermark, plog.log_start_offset
+            if offset < start or offset > hw:
+                rows.append((topic, partition,
+                             _error(ErrorCode.OFFSET_OUT_OF_RANGE,
+                                    f"{topic}-{partition}: offset {offset} is outside [{start}, {hw}] "
+                                    f"(log start offset, log end offset)"), hw, start, None))
+                error = True
+                continue
+            records = None
+            if offset < hw and budget > 0:
+                try:
+                    found = plog.read(offset, min(pmax, budget))
+                except (OffsetOutOfRangeError, LogClosedError, OSError) as exc:
+                    rows.append((topic, partition, _error(ErrorCode.STORAGE_ERROR, f"{topic}-{partition}: {exc}"),
+                                 hw, start, None))
+                    error = True
+                    continue
+                if found is not None and (taken == 0 or found.length <= budget):
+                    records = found
+                    budget -= found.length
+                    taken += found.length
+            rows.append((topic, partition, None, hw, start, records))
+        return rows, error or taken >= min_bytes
+
+    async def wait_for_records(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int) -> list:
+        """The long poll: park on every partition of `parts` until appends bring `min_bytes`, or
+        `max_wait_ms` passes; returns the rows of `read`. Cancelling it unparks it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait_ms / 1000
+        keys = {(t, p) for t, p, _, _ in parts}
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            woken = loop.create_future()
+            self.waiters.register(keys, woken)
+            timer = loop.call_later(remaining, lambda f=woken: f.done() or f.set_result(None))
+            try:
+                key = await woken
+            finally:
+                timer.cancel()
+                self.waiters.unregister(keys, woken)
+            if key is None:
+                break
+            rows, ready = self.read(parts, max_bytes, min_bytes)
+            if ready:
+                return rows
+        rows, _ = self.read(parts, max_bytes, min_bytes)
+        return rows
+
+    # ---- offsets -----------------------------------------------------------------------
+    def list_offsets(self, items) -> list:
+        """Rows `[topic, partition, offset, error]` for each `(topic, partition, timestamp)`.
+
+        Timestamp -2 is the log start offset, -1 the log end offset, else the first offset whose
+        batch's max timestamp is at or after it (-1 when none is)."""
+        results = []
+        for topic, partition, ts in items:
+            try:
+                plog = self.topics.get_log(topic, partition)
+            except BrokerError as exc:
+                results.append([topic, partition, -1, [exc.code, exc.message]])
+                continue
+            if ts == EARLIEST_TIMESTAMP:
+                offset = plog.log_start_offset
+            elif ts == LATEST_TIMESTAMP:
+                offset = plog.log_end_offset
+            elif ts < 0:
+                results.append([topic, partition, -1, _error(ErrorCode.BAD_REQUEST,
+                                                             f"timestamp {ts}: use -2, -1 or ms since the epoch")])
+                continue
+            else:
+                found = plog.offset_for_timestamp(ts)
+                offset = -1 if found is None else found
+            results.append([topic, partition, offset, None])
+        return results
+
+    # ---- consumer groups ---------------------------------------------------------------
+    def join_group(self, group_id: str, member_id: str, client: str, session_timeout_ms: int,
+                   rebalance_timeout_ms: int, protocol_type: str, protocols: list) -> asyncio.Future:
+        """Join; a future of {generation_id, protocol, leader_id, member_id, members} (see group_coordinator)."""
+        return self.groups.join(group_id, member_id, client, session_timeout_ms, rebalance_timeout_ms,
+                                protocol_type, protocols)
+
+    def sync_group(self, group_id: str, generation_id: int, member_id: str, assignments: list) -> asyncio.Future:
+        """Sync; a future of {assignment}. The leader's `assignments` are [(member_id, bytes)]."""
+        return self.groups.sync(group_id, generation_id, member_id, assignments)
+
+    def heartbeat(self, group_id: str, generation_id: int, member_id: str) -> None:
+        self.groups.heartbeat(group_id, generation_id, member_id)
+
+    def leave_group(self, group_id: str, member_id: str) -> None:
+        self.groups.leave(group_id, member_id)
+
+    def commit_offsets(self, group_id: str, generation_id: int, member_id: str, offsets):
+        """Commit `(topic, partition, offset, metadata)`s; rows `[topic, partition, error]`.
+
+        Raises BrokerError when the member or generation may not commit. When anything was
+        stored the answer is an awaitable of the rows, done once the commit is on disk."""
+        self.groups.check_commit(group_id, generation_id, member_id)
+        results, good = [], []
+        for topic, partition, offset, metadata in offsets:
+            if metadata is None:
+                metadata = ""
+            if offset < 0 or not isinstance(metadata, str):
+                results.append([topic, partition, _error(ErrorCode.BAD_REQUEST,
+                                                         f"{topic}-{partition}: offset must be >= 0 and metadata "
+                                                         f"a string")])
+                continue
+            good.append((topic, partition, offset, metadata))
+            results.append([topic, partition, None])
+        if not good:
+            return results
+        try:
+            flush_to = self.offsets.commit(group_id, good)
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not store the commit: {exc}") from None
+        return self._commit_when_durable(flush_to, results)
+
+    async def _commit_when_durable(self, flush_to, results):
+        try:
+            await self.group_commit.wait_flushed(self.offsets.log, flush_to)
+        except FlushFailed as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"the commit was not flushed to disk: {exc}") from None
+        return results
+
+    def fetch_offsets(self, group_id: str, partitions=None) -> list:
+        """Rows `[topic, partition, offset, metadata]` (offset -1: nothing committed); None: all of the group's."""
+        if partitions is None:
+            committed = self.offsets.group_offsets(group_id)
+            return [[t, p, c.offset, c.metadata] for (t, p), c in sorted(committed.items())]
+        out = []
+        for topic, partition in partitions:
+            c = self.offsets.fetch(group_id, topic, partition)
+            out.append([topic, partition, -1, ""] if c is None else [topic, partition, c.offset, c.metadata])
+        return out
+
+    def list_groups(self) -> list[tuple[str, str]]:
+        """(group_id, state) of every group with members or committed offsets, sorted."""
+        states = dict(self.groups.list_groups())
+        for group_id in self.offsets.groups():
+            states.setdefault(group_id, "Empty")
+        return sorted(states.items())
+
+    def describe_group(self, group_id: str) -> dict:
+        """The group's state, members, their assignments and lag."""
+        group = self.groups.describe(group_id)
+        committed = self.offsets.group_offsets(group_id)
+        if group is None:
+            state = "Empty" if committed else "Dead"
+            return {"group_id": group_id, "state": state, "protocol_type": "", "protocol": "",
+                    "generation_id": -1, "leader_id": "", "members": []}
+        members = []
+        for m in group.members.values():
+            assignment = decode_assignment(m.assignment)
+            partitions, total = [], 0
+            for topic, parts in sorted(assignment.items()):
+                for p in parts:
+                    end = -1
+                    plog = self._log_or_none(topic, p)
+                    c = committed.get((topic, p))
+                    lag = None
+                    if plog is not None:
+                        end = plog.log_end_offset
+                        lag = end - (c.offset if c is not None else plog.log_start_offset)
+                        total += max(lag, 0)
+                    partitions.append([topic, p, -1 if c is None else c.offset, end, lag])
+            members.append({"member_id": m.member_id, "client": m.client, "assignment": assignment,
+                            "lag": total, "partitions": partitions})
+        return {"group_id": group_id, "state": group.state, "protocol_type": group.protocol_type,
+                "protocol": group.protocol, "generation_id": group.generation_id, "leader_id": group.leader_id,
+                "members": members}
+
+
+def decode_assignment(raw: bytes) -> dict:
+    """The documented assignment layout, msgpack {topic: [partitions]}; anything else shows as {}."""
+    if not raw:
+        return {}
+    try:
+        value = msgpack.unpackb(raw)
+    except Exception:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {t: [p for p in ps if isinstance(p, int)] for t, ps in value.items()
+            if isinstance(t, str) and isinstance(ps, list)}

@@ -1,0 +1,298 @@
+"""Read minilog's files offline and say what they hold and whether they are sound: `minilog dump`.
+
+The counterpart of kafka-dump-log, for operators and for people learning the on-disk format
+(docs/minilog-storage.md). Given a segment (`.log`), an offset index (`.index`), a time index
+(`.timeindex`), a partition directory or a whole data directory, it prints
+
+- per batch: base and last offset, record count, position, size, first and max timestamp, the
+  stored CRC and whether the bytes match it (`--records` adds every record);
+- per index entry: what it maps, checked against the segment beside it (the batch at that
+  position must start at that offset; a time entry must name a batch with that max timestamp).
+
+It only reads (files are opened read-only and never mapped writable), and it never trusts a
+length it has not bounded by the file size: a truncated or corrupt file is reported, line by
+line, and the exit status is 1 when anything was wrong, 2 when the path is unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+import zlib
+
+from clients.record_batch import HEADER_SIZE, LOG_OVERHEAD, MAGIC, BatchHeader, decode_batch, read_header
+
+from .storage.offset_index import OffsetIndex
+from .storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX
+from .storage.time_index import TimeIndex
+
+_CRC_START = 17                 # the CRC covers the batch from the attributes field on
+_MIN_LENGTH = HEADER_SIZE - LOG_OVERHEAD + 1
+_SHOWN_BYTES = 60               # a key or value longer than this is shown cut, with its length
+
+
+class Report:
+    """Collects the lines to print (or the objects for --json) and counts problems."""
+
+    def __init__(self, as_json: bool, out):
+        self.as_json = as_json
+        self.out = out
+        self.problems = 0
+        self.files: list[dict] = []
+
+    def file(self, path: str, kind: str) -> dict:
+        entry = {"file": path, "kind": kind, "items": [], "problems": []}
+        self.files.append(entry)
+        if not self.as_json:
+            print(f"Dumping {path} ({kind})", file=self.out)
+        return entry
+
+    def item(self, entry: dict, obj: dict, line: str) -> None:
+        entry["items"].append(obj)
+        if not self.as_json:
+            print(line, file=self.out)
+
+    def problem(self, entry: dict, text: str) -> None:
+        self.problems += 1
+        entry["problems"].append(text)
+        if not self.as_json:
+            print(f"  PROBLEM: {text}", file=self.out)
+
+    def finish(self) -> int:
+        if self.as_json:
+            json.dump({"files": self.files, "problems": self.problems}, self.out, indent=1)
+            print(file=self.out)
+        elif self.problems:
+            print(f"{self.problems} problem(s) found", file=self.out)
+        return 1 if self.problems else 0
+
+
+def _base_offset_of(path: str) -> int | None:
+    stem = os.path.basename(path).split(".", 1)[0]
+    return int(stem) if stem.isdigit() else None
+
+
+def _show(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            text = bytes(value).decode()
+        except UnicodeDecodeError:
+            text = bytes(value).hex()
+        return text if len(text) <= _SHOWN_BYTES else f"{text[:_SHOWN_BYTES]}... ({len(value)} B)"
+    return str(value)
+
+
+# ---- segments ---------------------------------------------------------------------------------
+
+def scan_batches(data: bytes):
+    """Walk the batches of a segment's bytes, never trusting a length beyond the data.
+
+    Yields (position, header or None, problem or None). A batch whose CRC does not match is
+    yielded with the problem and the walk goes on (its length is still sound); a batch whose
+    header is impossible or that runs past the end stops the walk, as recovery would cut there.
+    """
+    pos, n = 0, len(data)
+    while pos < n:
+        if n - pos < HEADER_SIZE:
+            if not any(data[pos:]):
+                yield pos, None, f"{n - pos} zero bytes after the last batch (preallocated or torn tail)"
+            else:
+                yield pos, None, f"truncated batch header at position {pos}: {n - pos} of {HEADER_SIZE} bytes"
+            return
+        h = read_header(data, pos)
+        if h.length == 0 and not any(data[pos:pos + HEADER_SIZE]):
+            yield pos, None, f"{n - pos} bytes of zeros from position {pos} (preallocated or torn tail)"
+            return
+        if h.length < _MIN_LENGTH or h.magic != MAGIC or h.record_count < 1:
+            yield pos, None, (f"no valid batch at position {pos} (length {h.length}, magic {h.magic}, "
+                              f"record count {h.record_count}); {n - pos} bytes from here are unreadable")
+            return
+        end = pos + LOG_OVERHEAD + h.length
+        if end > n:
+            yield pos, h, f"truncated batch at position {pos}: needs {h.size} bytes, the file holds {n - pos}"
+            return
+        crc = zlib.crc32(memoryview(data)[pos + _CRC_START:end])
+        yield pos, h, None if crc == h.crc else f"crc mismatch at position {pos}: stored {h.crc:#010x}, computed {crc:#010x}"
+        pos = end
+
+
+def dump_segment(report: Report, path: str, records: bool) -> dict[int, BatchHeader]:
+    """Report every batch of a `.log` file; returns {position: header} of its valid batches."""
+    entry = report.file(path, "segment")
+    with open(path, "rb") as f:
+        data = f.read()
+    base = _base_offset_of(path)
+    valid: dict[int, BatchHeader] = {}
+    expected = base
+    for pos, h, problem in scan_batches(data):
+        if h is None or pos + h.size > len(data):
+            report.problem(entry, problem)
+            continue
+        crc_ok = problem is None
+        obj = {"base_offset": h.base_offset, "last_offset": h.last_offset, "count": h.record_count,
+               "position": pos, "size": h.size, "first_timestamp": h.first_timestamp,
+               "max_timestamp": h.max_timestamp, "crc": h.crc, "crc_valid": crc_ok}
+        report.item(entry, obj, (
+            f"baseOffset: {h.base_offset} lastOffset: {h.last_offset} count: {h.record_count} position: {pos} "
+            f"size: {h.size} firstTimestamp: {h.first_timestamp} maxTimestamp: {h.max_timestamp} "
+            f"crc: {h.crc:#010x} crcValid: {str(crc_ok).lower()}"))
+        if problem is not None:
+            report.problem(entry, problem)
+            continue
+        if expected is not None and h.base_offset < expected:
+            report.problem(entry, f"batch at position {pos} starts at offset {h.base_offset}, "
+                                  f"before the end of the previous one ({expected})")
+        expected = h.next_offset
+        valid[pos] = h
+        if records:
+            try:
+                _, recs = decode_batch(data, pos, verify=False)
+            except ValueError as exc:
+                report.problem(entry, f"records of the batch at position {pos} do not decode: {exc}")
+                continue
+            rows = []
+            for offset, ts, key, value, headers in recs:
+                row = {"offset": offset, "timestamp": ts, "key": _show(key), "value": _show(value),
+                       "headers": [[k, _show(v)] for k, v in headers] if headers else []}
+                rows.append(row)
+                if not report.as_json:
+                    hdrs = " headers: " + ",".join(f"{k}={v}" for k, v in row["headers"]) if headers else ""
+                    print(f"| offset: {offset} timestamp: {ts} key: {row['key']} value: {row['value']}{hdrs}",
+                          file=report.out)
+            obj["records"] = rows
+    return valid
+
+
+# ---- indexes ----------------------------------------------------------------------------------
+
+def _read_entries(report: Report, entry: dict, path: str, layout: struct.Struct) -> list[tuple]:
+    with open(path, "rb") as f:
+        data = f.read()
+    usable = len(data) - len(data) % layout.size
+    if usable != len(data):
+        report.problem(entry, f"size {len(data)} is not a multiple of the {layout.size}-byte entry; "
+                              f"the last {len(data) - usable} bytes are ignored")
+    entries = []
+    for i in range(usable // layout.size):
+        raw = data[i * layout.size:(i + 1) * layout.size]
+        if i > 0 and not any(raw):
+            break   # the preallocated tail of an active segment's index
+        entries.append(layout.unpack(raw))
+    return entries
+
+
+def _segment_batches(log_path: str) -> dict[int, BatchHeader] | None:
+    if not os.path.exists(log_path):
+        return None
+    with open(log_path, "rb") as f:
+        data = f.read()
+    return {pos: h for pos, h, problem in scan_batches(data) if h is not None and problem is None}
+
+
+def dump_offset_index(report: Report, path: str, batches: dict[int, BatchHeader] | None) -> None:
+    entry = report.file(path, "offset index")
+    base = _base_offset_of(path) or 0
+    last = (-1, -1)
+    for rel, position in _read_entries(report, entry, path, OffsetIndex.ENTRY):
+        offset = base + rel
+        report.item(entry, {"offset": offset, "position": position}, f"offset: {offset} position: {position}")
+        if (rel, position) <= last or rel <= last[0] or position <= last[1]:
+            report.problem(entry, f"entry (offset {offset}, position {position}) does not follow the previous one")
+        last = (rel, position)
+        if batches is None:
+            continue
+        h = batches.get(position)
+        if h is None:
+            report.problem(entry, f"index offset {offset} points at position {position}, where no valid batch starts")
+        elif h.base_offset != offset:
+            report.problem(entry, f"index offset {offset}, log offset {h.base_offset} at position {position}")
+    if batches is None:
+        report.problem(entry, "no .log file beside it: entries not checked against the log")
+
+
+def dump_time_index(report: Report, path: str, batches: dict[int, BatchHeader] | None) -> None:
+    entry = report.file(path, "time index")
+    base = _base_offset_of(path) or 0
+    by_offset = {h.base_offset: h for h in (batches or {}).values()}
+    last_ts = None
+    for ts, rel in _read_entries(report, entry, path, TimeIndex.ENTRY):
+        offset = base + rel
+        report.item(entry, {"timestamp": ts, "offset": offset}, f"timestamp: {ts} offset: {offset}")
+        if last_ts is not None and ts <= last_ts:
+            report.problem(entry, f"timestamp {ts} at offset {offset} does not grow")
+        last_ts = ts
+        if batches is None:
+            continue
+        h = by_offset.get(offset)
+        if h is None:
+            report.problem(entry, f"time index offset {offset} is not the first offset of any valid batch")
+        elif h.max_timestamp != ts:
+            report.problem(entry, f"time index timestamp {ts} for offset {offset}, batch max timestamp {h.max_timestamp}")
+    if batches is None:
+        report.problem(entry, "no .log file beside it: entries not checked against the log")
+
+
+# ---- directories ------------------------------------------------------------------------------
+
+def _sibling(path: str, suffix: str) -> str:
+    return path[: -len(os.path.splitext(path)[1])] + suffix
+
+
+def dump_path(report: Report, path: str, records: bool, indexes: bool = True) -> None:
+    if os.path.isdir(path):
+        names = sorted(os.listdir(path))
+        logs = [n for n in names if n.endswith(LOG_SUFFIX)]
+        for name in logs:
+            log_path = os.path.join(path, name)
+            batches = dump_segment(report, log_path, records)
+            if indexes:
+                for suffix, fn in ((INDEX_SUFFIX, dump_offset_index), (TIME_INDEX_SUFFIX, dump_time_index)):
+                    sibling = _sibling(log_path, suffix)
+                    if os.path.exists(sibling):
+                        fn(report, sibling, batches)
+        for name in names:
+            sub = os.path.join(path, name)
+            if os.path.isdir(sub):
+                dump_path(report, sub, records, indexes)
+        return
+    if path.endswith(LOG_SUFFIX):
+        dump_segment(report, path, records)
+    elif path.endswith(TIME_INDEX_SUFFIX):
+        dump_time_index(report, path, _segment_batches(_sibling(path, LOG_SUFFIX)))
+    elif path.endswith(INDEX_SUFFIX):
+        dump_offset_index(report, path, _segment_batches(_sibling(path, LOG_SUFFIX)))
+    else:
+        raise ValueError(f"{path}: not a .log, .index or .timeindex file, nor a directory")
+
+
+def main(argv=None, out=None) -> int:
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(
+        prog="minilog dump", description="Print the batches and index entries of minilog files, checking each "
+                                         "(offline: no server needed; nothing is written).")
+    parser.add_argument("paths", nargs="+", metavar="SEGMENT|INDEX|DIR",
+                        help="a .log, .index or .timeindex file, a partition directory or a data directory")
+    parser.add_argument("--records", action="store_true", help="print every record of every batch")
+    parser.add_argument("--no-indexes", action="store_true", help="in directories, dump only the .log files")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    args = parser.parse_args(argv)
+    report = Report(args.json, out)
+    for path in args.paths:
+        if not os.path.exists(path):
+            print(f"minilog dump: {path}: no such file or directory", file=sys.stderr)
+            return 2
+        try:
+            dump_path(report, path, args.records, not args.no_indexes)
+        except (ValueError, OSError) as exc:
+            print(f"minilog dump: {exc}", file=sys.stderr)
+            return 2
+    return report.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
