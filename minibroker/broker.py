@@ -15,6 +15,7 @@ Exchange types are in exchanges/, queue behaviour in queue.py, acks in channel.p
 in dead_letter.py, the store seam in store_interface.py.
 """
 
+import logging
 import time
 
 from clients.protocol.errors import BrokerError, ErrorCode
@@ -22,6 +23,8 @@ from clients.protocol.errors import BrokerError, ErrorCode
 from . import dead_letter as dead_letter_module
 from .exchanges import EXCHANGE_TYPES, DefaultExchange
 from .exchanges.base import freeze
+from serverbase.schema import NAME_MAX_BYTES, utf8_len
+
 from .message import Message, check_properties
 from .queue import MessageQueue, server_named_queue
 from .session import Session
@@ -29,6 +32,7 @@ from .store_interface import TransientStore
 
 PREDECLARED = {"amq.direct": "direct", "amq.fanout": "fanout", "amq.topic": "topic",
                "amq.headers": "headers", "amq.match": "headers"}
+log = logging.getLogger("minibroker.broker")
 NO_ROUTE = 312
 NO_ROUTE_TEXT = "NO_ROUTE"
 
@@ -361,29 +365,41 @@ class Broker:
         """Route and enqueue one message; under confirms, record its ack or nack.
 
         Raises NOT_FOUND (missing exchange) or BAD_REQUEST (bad properties) after recording a
-        nack, so a client waiting on confirms learns of it too.
+        nack, so a client waiting on confirms learns of it too. Whatever else goes wrong on the
+        way (a bug included) is a nack as well: a confirm is never an ack for a message that was
+        not queued where it was routed.
         """
         if channel.confirm_mode:
             channel.publish_seq += 1
             if not channel.dirty:
                 channel.dirty = True
                 self.channel_dirty(channel)
-        exchange = self.exchanges.get(exchange_name)
         try:
-            if exchange is None:
-                raise _not_found(f"channel {channel.number}: publish to exchange '{exchange_name}': no such exchange; "
-                                 f"the message was dropped")
-            if exchange.internal:
-                raise BrokerError(ErrorCode.PRECONDITION_FAILED,
-                                  f"channel {channel.number}: exchange '{exchange_name}' is internal; "
-                                  f"publish to it is not allowed")
-            msg = Message(exchange_name, routing_key, body, properties)
-            if properties:
-                msg.priority, msg.persistent, msg.expires_at = check_properties(properties, now)
-        except BrokerError:
+            accepted = self._route_and_enqueue(channel, exchange_name, routing_key, body, properties,
+                                               mandatory, now)
+        except BaseException:
             if channel.confirm_mode:
                 channel.nacks.append(channel.publish_seq)
             raise
+        if not accepted and channel.confirm_mode:
+            channel.nacks.append(channel.publish_seq)
+
+    def _route_and_enqueue(self, channel, exchange_name, routing_key, body, properties, mandatory, now) -> bool:
+        """False when a queue refused the message (reject-publish overflow); an unroutable message is True."""
+        exchange = self.exchanges.get(exchange_name)
+        if exchange is None:
+            raise _not_found(f"channel {channel.number}: publish to exchange '{exchange_name}': no such exchange; "
+                             f"the message was dropped")
+        if exchange.internal:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"channel {channel.number}: exchange '{exchange_name}' is internal; "
+                              f"publish to it is not allowed")
+        if len(routing_key) > 63 and utf8_len(routing_key) > NAME_MAX_BYTES:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"channel {channel.number}: routing key of "
+                                                     f"{utf8_len(routing_key)} bytes; the limit is {NAME_MAX_BYTES}")
+        msg = Message(exchange_name, routing_key, body, properties)
+        if properties:
+            msg.priority, msg.persistent, msg.expires_at = check_properties(properties, now)
         queues = exchange.route(routing_key, properties)
         if queues:
             for q in queues:
@@ -394,7 +410,7 @@ class Broker:
             if mandatory:
                 channel.session.sink.return_message(channel.number, NO_ROUTE, NO_ROUTE_TEXT, exchange_name,
                                                     routing_key, body, properties)
-            return
+            return True
         accepted = True
         try:
             if len(queues) == 1:
@@ -406,11 +422,8 @@ class Broker:
                     if not q.publish(m, now):
                         accepted = False
         except BrokerError as exc:   # STORAGE_ERROR: the store cannot keep it (disk full)
-            if channel.confirm_mode:
-                channel.nacks.append(channel.publish_seq)
             raise BrokerError(exc.code, f"channel {channel.number}: {exc.message}") from None
-        if not accepted and channel.confirm_mode:
-            channel.nacks.append(channel.publish_seq)
+        return accepted
 
     def publish_batch(self, channel, messages: list) -> None:
         """Publish many; each takes a sequence number in order. Bad entries are nacked and the
@@ -420,7 +433,6 @@ class Broker:
         with no TTL or limit — is inlined here; everything else goes through `publish`.
         """
         now = self.clock()
-        publish = self.publish
         exchanges = self.exchanges
         queues_by_name = self.queues
         confirm = channel.confirm_mode
@@ -428,33 +440,46 @@ class Broker:
         last_name = None
         exchange = None
         for entry in messages:
-            if type(entry) is list and len(entry) == 5 and not entry[3]:
-                name, rk, body, _, mandatory = entry
-                if name != last_name or exchange is None:
-                    last_name = name
-                    exchange = exchanges.get(name) if type(name) is str else None
-                if exchange is not None and not exchange.internal and type(body) is bytes and type(rk) is str:
-                    if name == "":
-                        q = queues_by_name.get(rk)      # the default exchange, without a tuple per message
-                    else:
-                        queues = exchange.route(rk, None)
-                        q = queues[0] if len(queues) == 1 else None
-                    if q is not None:
-                        if q.fast:
-                            if confirm:
-                                channel.publish_seq += 1
-                            msg = Message(name, rk, body, None)
-                            msg.queue = q
-                            msg.position = q._next_position
-                            q._next_position += 1
-                            q.ready.append(msg)
-                            q.ready_bytes += msg.size
-                            if q.consumers and not q.scheduled:
-                                self.schedule_drain(q)
-                            continue
+            seq_before = channel.publish_seq
             try:
+                if type(entry) is list and len(entry) == 5 and not entry[3]:
+                    name, rk, body, _, mandatory = entry
+                    if name != last_name or exchange is None:
+                        last_name = name
+                        exchange = exchanges.get(name) if type(name) is str else None
+                    if exchange is not None and not exchange.internal and type(body) is bytes and type(rk) is str \
+                            and (len(rk) <= 63 or utf8_len(rk) <= NAME_MAX_BYTES):
+                        if name == "":
+                            q = queues_by_name.get(rk)      # the default exchange, without a tuple per message
+                        else:
+                            queues = exchange.route(rk, None)
+                            q = queues[0] if len(queues) == 1 else None
+                        if q is not None:
+                            if q.fast:
+                                if confirm:
+                                    channel.publish_seq += 1
+                                msg = Message(name, rk, body, None)
+                                msg.queue = q
+                                msg.position = q._next_position
+                                q._next_position += 1
+                                q.ready.append(msg)
+                                q.ready_bytes += msg.size
+                                if q.consumers and not q.scheduled:
+                                    self.schedule_drain(q)
+                                continue
                 self._publish_entry(channel, entry, now)
-            except BrokerError as exc:
+            except Exception as exc:
+                if not isinstance(exc, BrokerError):
+                    # A bug: log it (once per batch), and still give this entry and the later ones their numbers.
+                    if errors is None or errors[0].code != ErrorCode.INTERNAL_ERROR:
+                        log.exception("publish_batch entry failed on channel %s", channel.number)
+                    exc = BrokerError(ErrorCode.INTERNAL_ERROR, f"channel {channel.number}: "
+                                                                f"{type(exc).__name__}: {exc}")
+                if confirm:
+                    if channel.publish_seq == seq_before:
+                        channel.publish_seq += 1
+                    if not channel.nacks or channel.nacks[-1] != channel.publish_seq:
+                        channel.nacks.append(channel.publish_seq)
                 if errors is None:
                     errors = [exc, 0]
                 errors[1] += 1

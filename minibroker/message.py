@@ -9,6 +9,11 @@ here. Queues, channels and dead-lettering set the remaining fields; this module 
 """
 
 from clients.protocol.errors import BrokerError, ErrorCode
+from serverbase.schema import check_table
+
+# RabbitMQ's bound for a TTL in milliseconds (2^32 - 1, about 49 days); an expiration must parse
+# to a number the clock can add, and "1" followed by 400 zeros cannot.
+MAX_EXPIRATION_MS = (1 << 32) - 1
 
 # The property names of AMQP 0-9-1 basic properties, as pika spells them.
 PROPERTY_NAMES = frozenset({
@@ -73,6 +78,9 @@ def check_properties(properties, now: float) -> tuple[int, bool, float]:
     """
     if type(properties) is not dict:
         raise BrokerError(ErrorCode.BAD_REQUEST, f"message properties must be a map or nil, got {type(properties).__name__}")
+    # Headers are stored in the journal, compared by the headers exchange and copied by
+    # dead-lettering: the same bounds as an arguments table (string keys, depth, size).
+    check_table(properties, "properties")
     priority = properties.get("priority") or 0
     if type(priority) is not int or not 0 <= priority <= 255:
         raise BrokerError(ErrorCode.BAD_REQUEST, f"property 'priority' must be an integer 0-255, got {priority!r}")
@@ -89,9 +97,14 @@ def check_properties(properties, now: float) -> tuple[int, bool, float]:
 
 def parse_expiration(value) -> int:
     """The `expiration` property: milliseconds as a decimal string, as AMQP has it."""
-    if type(value) is str and value.isdigit():
-        return int(value)
-    if type(value) is int and value >= 0:   # lenient: some clients send a number
-        return value
-    raise BrokerError(ErrorCode.BAD_REQUEST,
-                      f"property 'expiration' must be a string of milliseconds such as \"60000\", got {value!r}")
+    if type(value) is str and len(value) <= 10 and value.isascii() and value.isdigit():
+        ms = int(value)
+    elif type(value) is int and value >= 0:   # lenient: some clients send a number
+        ms = value
+    else:
+        raise BrokerError(ErrorCode.BAD_REQUEST, f"property 'expiration' must be a string of milliseconds such as "
+                                                 f"\"60000\", got {str(value)[:40]!r}")
+    if ms > MAX_EXPIRATION_MS:
+        raise BrokerError(ErrorCode.BAD_REQUEST,
+                          f"property 'expiration' must be at most {MAX_EXPIRATION_MS} ms, got {str(value)[:40]}")
+    return ms

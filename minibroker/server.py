@@ -15,8 +15,8 @@ import logging
 from clients.protocol.errors import BrokerError, ErrorCode
 from clients.protocol.framing import LENGTH
 from serverbase import BrokerServer, op
-from serverbase.args import optional, required
 from serverbase.auth import NotAuthorized
+from serverbase.schema import Array, Bin, Bool, Int, Name, Str, Table, Value
 from serverbase.server import DEFERRED
 
 from . import access
@@ -120,15 +120,12 @@ class ConnectionSink:
         return self.conn.send_limit
 
 
-def _ch(args) -> int:
-    ch = args.get("ch", 1)
-    if type(ch) is not int:
-        raise BrokerError(ErrorCode.BAD_REQUEST, f"argument 'ch' must be an integer channel number, got {type(ch).__name__}")
-    return ch
-
-
-def _arguments(args, name="arguments") -> dict:
-    return optional(args, name, dict, {})
+# ---- argument schemas (docs/PROTOCOL.md section 8; the limits are in docs/robustness.md) ----------------
+CH = Int(1, 65535, default=1)
+QUEUE_OP = {"ch": CH, "queue": Name()}
+BINDING = {"ch": CH, "routing_key": Name(default=""), "arguments": Table()}
+PUBLISH = {"ch": CH, "exchange": Name(default=""), "routing_key": Name(default=""), "body": Bin(),
+           "properties": Value(default=None), "mandatory": Bool(default=False)}
 
 
 class MinibrokerServer(BrokerServer):
@@ -217,19 +214,9 @@ class MinibrokerServer(BrokerServer):
             access.authorize(conn.access, op, args)
         except NotAuthorized:
             if op == "publish":
-                self._nack_refused(conn, args)
+                self._publish_refused(conn, args)
             raise
         return None
-
-    def _nack_refused(self, conn, args) -> None:
-        """A refused publish under confirms takes its sequence number and is nacked."""
-        channel = self._channel(conn, args)
-        if channel.confirm_mode:
-            channel.publish_seq += 1
-            channel.nacks.append(channel.publish_seq)
-            if not channel.dirty:
-                channel.dirty = True
-                self.broker.channel_dirty(channel)
 
     def _authorize_publish_batch(self, conn, args):
         """Publish the messages of a batch the user may publish, nack (under confirms) those it
@@ -250,7 +237,7 @@ class MinibrokerServer(BrokerServer):
                     first_error = self._publish_run(channel, run) or first_error
                     run = []
                 refused.append(m[0])
-                self._nack_refused(conn, args)
+                self._publish_refused(conn, args)
                 continue
             run.append(m)
         if run:
@@ -274,126 +261,121 @@ class MinibrokerServer(BrokerServer):
         return conn.state["session"]
 
     def _channel(self, conn, args):
-        return conn.state["session"].channel(_ch(args))
+        return conn.state["session"].channel(args["ch"])
 
     # ---- channels ---------------------------------------------------------------------------------
-    @op("channel_open")
+    @op("channel_open", schema={"ch": CH})
     def op_channel_open(self, conn, args):
         self._channel(conn, args)
         return {}
 
-    @op("channel_close")
+    @op("channel_close", schema={"ch": CH})
     def op_channel_close(self, conn, args):
-        self._session(conn).close_channel(_ch(args))
+        self._session(conn).close_channel(args["ch"])
         return {}
 
     # ---- exchanges --------------------------------------------------------------------------------
-    @op("exchange_declare")
+    @op("exchange_declare", schema={
+        "ch": CH, "exchange": Name(), "type": Str(max_bytes=255, default="direct"),
+        "durable": Bool(False), "auto_delete": Bool(False), "internal": Bool(False), "passive": Bool(False),
+        "arguments": Table()})
     def op_exchange_declare(self, conn, args):
         self.broker.declare_exchange(
-            required(args, "exchange", str), optional(args, "type", str, "direct"),
-            durable=optional(args, "durable", bool, False), auto_delete=optional(args, "auto_delete", bool, False),
-            internal=optional(args, "internal", bool, False), arguments=_arguments(args),
-            passive=optional(args, "passive", bool, False))
+            args["exchange"], args["type"], durable=args["durable"], auto_delete=args["auto_delete"],
+            internal=args["internal"], arguments=args["arguments"], passive=args["passive"])
         return {}
 
-    @op("exchange_delete")
+    @op("exchange_delete", schema={"ch": CH, "exchange": Name(), "if_unused": Bool(False)})
     def op_exchange_delete(self, conn, args):
-        self.broker.delete_exchange(required(args, "exchange", str), optional(args, "if_unused", bool, False))
+        self.broker.delete_exchange(args["exchange"], args["if_unused"])
         return {}
 
-    @op("exchange_bind")
+    @op("exchange_bind", schema={"destination": Name(), "source": Name(), **BINDING})
     def op_exchange_bind(self, conn, args):
-        self.broker.bind_exchange(required(args, "destination", str), required(args, "source", str),
-                                  optional(args, "routing_key", str, ""), _arguments(args))
+        self.broker.bind_exchange(args["destination"], args["source"], args["routing_key"], args["arguments"])
         return {}
 
-    @op("exchange_unbind")
+    @op("exchange_unbind", schema={"destination": Name(), "source": Name(), **BINDING})
     def op_exchange_unbind(self, conn, args):
-        self.broker.unbind_exchange(required(args, "destination", str), required(args, "source", str),
-                                    optional(args, "routing_key", str, ""), _arguments(args))
+        self.broker.unbind_exchange(args["destination"], args["source"], args["routing_key"], args["arguments"])
         return {}
 
     # ---- queues -----------------------------------------------------------------------------------
-    @op("queue_declare")
+    @op("queue_declare", schema={
+        "ch": CH, "queue": Name(default=""), "passive": Bool(False), "durable": Bool(False),
+        "exclusive": Bool(False), "auto_delete": Bool(False), "arguments": Table()})
     def op_queue_declare(self, conn, args):
         q = self.broker.declare_queue(
-            self._session(conn), optional(args, "queue", str, ""),
-            passive=optional(args, "passive", bool, False), durable=optional(args, "durable", bool, False),
-            exclusive=optional(args, "exclusive", bool, False), auto_delete=optional(args, "auto_delete", bool, False),
-            arguments=_arguments(args))
+            self._session(conn), args["queue"], passive=args["passive"], durable=args["durable"],
+            exclusive=args["exclusive"], auto_delete=args["auto_delete"], arguments=args["arguments"])
         return {"queue": q.name, "message_count": len(q.ready), "consumer_count": len(q.consumers)}
 
-    @op("queue_bind")
+    @op("queue_bind", schema={**QUEUE_OP, "exchange": Name(), **BINDING})
     def op_queue_bind(self, conn, args):
-        self.broker.bind_queue(self._session(conn), required(args, "queue", str), required(args, "exchange", str),
-                               optional(args, "routing_key", str, ""), _arguments(args))
+        self.broker.bind_queue(self._session(conn), args["queue"], args["exchange"], args["routing_key"],
+                               args["arguments"])
         return {}
 
-    @op("queue_unbind")
+    @op("queue_unbind", schema={**QUEUE_OP, "exchange": Name(), **BINDING})
     def op_queue_unbind(self, conn, args):
-        self.broker.unbind_queue(self._session(conn), required(args, "queue", str), required(args, "exchange", str),
-                                 optional(args, "routing_key", str, ""), _arguments(args))
+        self.broker.unbind_queue(self._session(conn), args["queue"], args["exchange"], args["routing_key"],
+                                 args["arguments"])
         return {}
 
-    @op("queue_purge")
+    @op("queue_purge", schema=QUEUE_OP)
     def op_queue_purge(self, conn, args):
-        return {"message_count": self.broker.purge_queue(self._session(conn), required(args, "queue", str))}
+        return {"message_count": self.broker.purge_queue(self._session(conn), args["queue"])}
 
-    @op("queue_delete")
+    @op("queue_delete", schema={**QUEUE_OP, "if_unused": Bool(False), "if_empty": Bool(False)})
     def op_queue_delete(self, conn, args):
-        count = self.broker.delete_queue(self._session(conn), required(args, "queue", str),
-                                         if_unused=optional(args, "if_unused", bool, False),
-                                         if_empty=optional(args, "if_empty", bool, False))
+        count = self.broker.delete_queue(self._session(conn), args["queue"],
+                                         if_unused=args["if_unused"], if_empty=args["if_empty"])
         return {"message_count": count}
 
     # ---- channel settings -------------------------------------------------------------------------
-    @op("basic_qos")
+    @op("basic_qos", schema={"ch": CH, "prefetch_count": Int(0, 65535, default=0),
+                             "prefetch_size": Int(0, 0, default=0), "global": Bool(False)})
     def op_basic_qos(self, conn, args):
-        channel = self._channel(conn, args)
-        count = optional(args, "prefetch_count", int, 0)
-        if not 0 <= count <= 65535:
-            raise BrokerError(ErrorCode.BAD_REQUEST, f"prefetch_count must be 0-65535 (0: no limit), got {count}")
-        if optional(args, "prefetch_size", int, 0) != 0:
-            raise BrokerError(ErrorCode.BAD_REQUEST,
-                              "prefetch_size is not supported (nor by RabbitMQ); send 0 and limit by prefetch_count")
-        channel.qos(count, optional(args, "global", bool, False))
+        # prefetch_size is not supported (nor by RabbitMQ): the schema accepts only 0.
+        self._channel(conn, args).qos(args["prefetch_count"], args["global"])
         return {}
 
-    @op("confirm_select")
+    @op("confirm_select", schema={"ch": CH})
     def op_confirm_select(self, conn, args):
         self._channel(conn, args).confirm_mode = True
         return {}
 
     # ---- publishing -------------------------------------------------------------------------------
-    @op("publish")
+    def _publish_refused(self, conn, raw_args):
+        """A publish whose args fail the schema still takes a sequence number, and it is a nack."""
+        ch = raw_args.get("ch", 1) if type(raw_args) is dict else 1
+        session = conn.state.get("session")
+        if session is None or type(ch) is not int or not 1 <= ch <= 65535 or ch not in session.channels:
+            return
+        channel = session.channels[ch]
+        if channel.confirm_mode:
+            channel.publish_seq += 1
+            channel.nacks.append(channel.publish_seq)
+            if not channel.dirty:
+                channel.dirty = True
+                self.broker.channel_dirty(channel)
+
+    @op("publish", schema=PUBLISH, on_invalid="_publish_refused")
     def op_publish(self, conn, args):
         channel = self._channel(conn, args)
-        exchange = args.get("exchange", "")
-        routing_key = args.get("routing_key", "")
-        body = args.get("body")
-        if type(exchange) is not str or type(routing_key) is not str or type(body) is not bytes:
-            if channel.confirm_mode:
-                channel.publish_seq += 1
-                channel.nacks.append(channel.publish_seq)
-                if not channel.dirty:
-                    channel.dirty = True
-                    self.broker.channel_dirty(channel)
-            raise BrokerError(ErrorCode.BAD_REQUEST,
-                              f"channel {channel.number}: publish needs exchange (str), routing_key (str) and body (bin)")
         broker = self.broker
         conn.state["session"].published = True
-        broker.publish(channel, exchange, routing_key, body, args.get("properties"),
-                       bool(args.get("mandatory", False)), broker.clock())
+        broker.publish(channel, args["exchange"], args["routing_key"], args["body"], args["properties"],
+                       args["mandatory"], broker.clock())
         broker.stats["published"] += 1
         self.flow_control.note_published(1)
         return {}
 
-    @op("publish_batch")
+    @op("publish_batch", schema={"ch": CH, "messages": Array(max_items=1_000_000)})
     def op_publish_batch(self, conn, args):
         channel = self._channel(conn, args)
         conn.state["session"].published = True
-        messages = required(args, "messages", list)
+        messages = args["messages"]
         try:
             self.broker.publish_batch(channel, messages)
         finally:
@@ -401,39 +383,39 @@ class MinibrokerServer(BrokerServer):
         return {}
 
     # ---- consuming --------------------------------------------------------------------------------
-    @op("consume")
+    @op("consume", schema={**QUEUE_OP, "consumer_tag": Name(default=""), "no_ack": Bool(False),
+                           "exclusive": Bool(False), "arguments": Table()})
     def op_consume(self, conn, args):
         channel = self._channel(conn, args)
         session = self._session(conn)
-        queue = self.broker.get_queue(required(args, "queue", str), session)
-        tag = channel.consume(queue, optional(args, "consumer_tag", str, ""), optional(args, "no_ack", bool, False),
-                              optional(args, "exclusive", bool, False), _arguments(args), self.broker.clock())
+        queue = self.broker.get_queue(args["queue"], session)
+        tag = channel.consume(queue, args["consumer_tag"], args["no_ack"], args["exclusive"], args["arguments"],
+                              self.broker.clock())
         return {"consumer_tag": tag}
 
-    @op("cancel")
+    @op("cancel", schema={"ch": CH, "consumer_tag": Name()})
     def op_cancel(self, conn, args):
-        self._channel(conn, args).cancel(required(args, "consumer_tag", str), self.broker.clock())
+        self._channel(conn, args).cancel(args["consumer_tag"], self.broker.clock())
         return {}
 
-    @op("get")
+    @op("get", schema={**QUEUE_OP, "no_ack": Bool(False)})
     def op_get(self, conn, args):
         channel = self._channel(conn, args)
-        queue = self.broker.get_queue(required(args, "queue", str), self._session(conn))
-        return channel.get(queue, optional(args, "no_ack", bool, False), self.broker.clock())
+        queue = self.broker.get_queue(args["queue"], self._session(conn))
+        return channel.get(queue, args["no_ack"], self.broker.clock())
 
-    @op("ack")
+    @op("ack", schema={"ch": CH, "delivery_tag": Int(0, default=0), "multiple": Bool(False)})
     def op_ack(self, conn, args):
-        self._channel(conn, args).ack(optional(args, "delivery_tag", int, 0), optional(args, "multiple", bool, False))
+        self._channel(conn, args).ack(args["delivery_tag"], args["multiple"])
         return {}
 
-    @op("nack")
+    @op("nack", schema={"ch": CH, "delivery_tag": Int(0, default=0), "multiple": Bool(False),
+                        "requeue": Bool(True)})
     def op_nack(self, conn, args):
-        self._channel(conn, args).nack(optional(args, "delivery_tag", int, 0), optional(args, "multiple", bool, False),
-                                       optional(args, "requeue", bool, True))
+        self._channel(conn, args).nack(args["delivery_tag"], args["multiple"], args["requeue"])
         return {}
 
-    @op("reject")
+    @op("reject", schema={"ch": CH, "delivery_tag": Int(0), "requeue": Bool(True)})
     def op_reject(self, conn, args):
-        self._channel(conn, args).nack(required(args, "delivery_tag", int), False,
-                                       optional(args, "requeue", bool, True), "reject")
+        self._channel(conn, args).nack(args["delivery_tag"], False, args["requeue"], "reject")
         return {}

@@ -22,6 +22,7 @@ from .args import ensure_map
 from .auth import Authenticator, NotAuthorized, Principal
 from .connection import ClientConnection
 from .listener import Listener
+from .schema import Int, Map, Schema, Str, Value
 from .users import UserStore
 
 log = logging.getLogger("serverbase.server")
@@ -29,10 +30,20 @@ log = logging.getLogger("serverbase.server")
 DEFERRED = object()
 
 
-def op(name: str):
-    """Mark a method of a BrokerServer subclass as the handler of wire op `name`."""
+def op(name: str, schema: dict | None = None, on_invalid: str | None = None):
+    """Mark a method of a BrokerServer subclass as the handler of wire op `name`.
+
+    `schema` ({arg: Spec}, see schema.py) is checked before the handler runs, which then gets the
+    validated args. `on_invalid` names a method called with (conn, raw args) when they fail the
+    check, before the BAD_REQUEST goes out (publish uses it to nack the message's sequence
+    number). An op without a schema gets its args as sent (a map) and checks them itself.
+    """
+    compiled = Schema(schema) if schema is not None else None
+
     def mark(fn):
         fn._wire_op = name
+        fn._wire_schema = compiled
+        fn._wire_on_invalid = on_invalid
         return fn
     return mark
 
@@ -90,7 +101,9 @@ class BrokerServer:
             for attr in vars(klass).values():
                 name = getattr(attr, "_wire_op", None)
                 if name is not None:
-                    table[name] = getattr(self, attr.__name__)
+                    on_invalid = getattr(attr, "_wire_on_invalid", None)
+                    table[name] = (getattr(self, attr.__name__), getattr(attr, "_wire_schema", None),
+                                   getattr(self, on_invalid) if on_invalid else None)
         return table
 
     @property
@@ -101,15 +114,25 @@ class BrokerServer:
         if req.op == "hello":
             self._hello(conn, req)
             return
-        handler = self._ops.get(req.op)
-        if handler is None:
+        entry = self._ops.get(req.op)
+        if entry is None:
             conn.send_error(req.id, ErrorCode.UNKNOWN_OP,
-                            f"{self.name} has no op '{req.op}'; it knows: {', '.join(['hello'] + self.ops)}")
+                            f"{self.name} has no op '{req.op[:100]}'; it knows: {', '.join(['hello'] + self.ops)}")
             return
+        handler, schema, on_invalid = entry
         try:
-            if conn.access is not None and self.authorize(conn, req.op, ensure_map(req.args)) is DEFERRED:
+            if schema is None:
+                args = ensure_map(req.args)
+            else:
+                try:
+                    args = schema.validate(req.args)
+                except BrokerError:
+                    if on_invalid is not None:
+                        on_invalid(conn, req.args)
+                    raise
+            if conn.access is not None and self.authorize(conn, req.op, args) is DEFERRED:
                 return
-            result = handler(conn, ensure_map(req.args))
+            result = handler(conn, args)
         except BrokerError as exc:
             # An id-0 request's error answers no id: name its channel so the client can route it.
             ch = req.args.get("ch") if req.id == 0 and type(req.args) is dict else None
@@ -127,6 +150,14 @@ class BrokerServer:
             conn.send_response(req.id, result)
 
     # ---- ops every server has ----------------------------------------------------------
+    HELLO_SCHEMA = Schema({
+        "protocol": Value(),   # any value: check_hello answers UNSUPPORTED_VERSION for one it does not speak
+        "client": Str(max_bytes=1024, default=""),
+        "credentials": Map({"username": Str(max_bytes=1024, default=None),
+                            "password": Str(max_bytes=4096, default=None)}, default=None),
+        "max_frame": Int(min=1024, max=(1 << 32) - 1, default=None),
+    })
+
     def _hello(self, conn, req) -> None:
         """The handshake. A refused hello closes the connection after the error is sent.
 
@@ -137,7 +168,7 @@ class BrokerServer:
         try:
             if conn.handshake_done:
                 raise BrokerError(ErrorCode.BAD_REQUEST, "hello was already sent on this connection")
-            _, client, credentials, client_max = check_hello(ensure_map(req.args))
+            _, client, credentials, client_max = check_hello(self.HELLO_SCHEMA.validate(req.args))
         except BrokerError as exc:
             conn.send_error(req.id, exc.code, exc.message)
             if not conn.handshake_done:
@@ -191,11 +222,11 @@ class BrokerServer:
         DEFERRED when it answered the request itself (a batch partly refused)."""
         raise NotAuthorized(f"{self.name} has no permission model; user {conn.user!r} may not run {op!r}")
 
-    @op("ping")
+    @op("ping", schema={"echo": Value(default=None)})
     def op_ping(self, conn, args):
         return {"pong": True, "echo": args.get("echo")}
 
-    @op("server_info")
+    @op("server_info", schema={})
     def op_server_info(self, conn, args):
         info = {
             "server": self.name,

@@ -26,7 +26,7 @@ def test_a_flooding_producer_is_paused_until_consumers_catch_up(tmp_path):
             for _ in range(TOTAL // 10):                                # 40 MB in all
                 producer.send("publish_batch", ch=1, messages=batch)
                 producer.flush()
-            producer.call("ping", timeout=60)
+            producer.conn.call("ping", {}, timeout=60)
             done.set()
 
         thread = threading.Thread(target=flood, daemon=True)

@@ -146,8 +146,8 @@ def test_requests_pipelined_behind_hello_are_answered_in_order(start_minibroker,
 def test_overlong_credentials_are_refused_not_hashed(start_minibroker, tmp_path):
     add_users(tmp_path / "mb", alice=("pw", ALL))
     server = start_minibroker(tmp_path / "mb", auth=True)
-    error = refused(server, "alice", "x" * 100_000)
-    assert error.code == ErrorCode.NOT_AUTHORIZED
+    assert refused(server, "alice", "x" * 2000).code == ErrorCode.NOT_AUTHORIZED       # over 1024 bytes: no hash
+    assert refused(server, "alice", "x" * 100_000).code == ErrorCode.BAD_REQUEST      # over the hello's schema
 
 
 def test_command_line_user_may_do_everything(start_minibroker):
