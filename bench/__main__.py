@@ -3,9 +3,12 @@
     python -m bench list
     python -m bench run WORKLOAD|all [--systems minibroker,minibroker-pika,minilog,minilog-aio,rabbitmq,rabbitmq-pika,kafka,nats,redis]
                         [--duration S] [--repeat N] [--start-peers] [--peer-url NAME=URL ...]
-                        [--json-dir bench/results] [--count N] [--workers N] [--partitions N]
+                        [--save | --json-dir DIR] [--count N] [--workers N] [--partitions N]
                         [--only rate=1000,size=65536]
-    python -m bench report [--json-dir bench/results] [--out bench/RESULTS.md] [--charts bench/charts]
+    python -m bench report [--json-dir bench/results] [--out FILE] [--charts DIR]
+
+A run's JSON goes to bench/runs/ (not in git) unless `--save` puts it in bench/results/, the
+published results that RESULTS.md is made from: a quick try never replaces them.
 
 (`python -m bench.codec` is a separate micro-benchmark of the protocol decoder.)
 """
@@ -67,12 +70,17 @@ def _run(args) -> int:
     # A SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the servers and workers this
     # session started are stopped by the `finally` blocks instead of outliving it.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    from .suite import PUBLISHED_DIR, UNSAVED_DIR, new_session_id
+    json_dir = args.json_dir or (PUBLISHED_DIR if args.save else UNSAVED_DIR)
+    session = new_session_id()
+    say(f"run {session}: results go to {json_dir}/" + ("" if args.save or args.json_dir else
+                                                       " (pass --save to publish them in bench/results/)"))
     servers = Servers(systems, args.start_peers, peer_urls, say)
     try:
         for n in names:
             say(f"\n== {n}: {WORKLOADS[n].summary}")
-            result = run_workload(n, systems, args.duration, args.repeat, json_dir=args.json_dir,
-                                  options=options, servers=servers, say=say)
+            result = run_workload(n, systems, args.duration, args.repeat, json_dir=json_dir,
+                                  options=options, servers=servers, say=say, session=session)
             print(f"\n{n} (median of {args.repeat}; min-max in brackets)")
             print(summary_table(result))
             if result.get("path"):
@@ -86,8 +94,14 @@ def _run(args) -> int:
 
 
 def _report(args) -> int:
+    import os
     from .report import write_report
-    return write_report(args.json_dir, args.out, args.charts)
+    from .suite import PUBLISHED_DIR
+    published = os.path.normpath(args.json_dir) == os.path.normpath(PUBLISHED_DIR)
+    # The published report lives at bench/RESULTS.md; a report of unsaved runs stays beside them.
+    out = args.out or ("bench/RESULTS.md" if published else os.path.join(args.json_dir, "RESULTS.md"))
+    charts = args.charts or ("bench/charts" if published else os.path.join(args.json_dir, "charts"))
+    return write_report(args.json_dir, out, charts)
 
 
 def main(argv=None) -> int:
@@ -103,15 +117,19 @@ def main(argv=None) -> int:
     r.add_argument("--peer-url", action="append", default=[], metavar="NAME=URL",
                    help="use a running server, e.g. rabbitmq=amqp://guest:guest@127.0.0.1:5672/, "
                         "kafka=127.0.0.1:9092, redis=redis://127.0.0.1:6379, nats=nats://127.0.0.1:4222")
-    r.add_argument("--json-dir", default="bench/results")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--save", action="store_true",
+                       help="publish: write the JSON to bench/results/, which RESULTS.md is made from")
+    where.add_argument("--json-dir", help="write the JSON here (default bench/runs/, not in git)")
     r.add_argument("--count", type=int, help="messages for replay/backlog (default 100000)")
     r.add_argument("--workers", type=int, help="task-queue workers (default 2)")
     r.add_argument("--partitions", type=int, help="telemetry partitions/queues (default 4)")
     r.add_argument("--only", help="run only the cases with these labels, e.g. rate=1000,size=65536")
     p = sub.add_parser("report", help="write RESULTS.md and charts from saved JSON")
-    p.add_argument("--json-dir", default="bench/results")
-    p.add_argument("--out", default="bench/RESULTS.md")
-    p.add_argument("--charts", default="bench/charts")
+    p.add_argument("--json-dir", default="bench/results",
+                   help="results to report on (default the published bench/results; a run's own: bench/runs)")
+    p.add_argument("--out", help="default bench/RESULTS.md for bench/results, else JSON_DIR/RESULTS.md")
+    p.add_argument("--charts", help="default bench/charts for bench/results, else JSON_DIR/charts")
     args = ap.parse_args(argv)
     return {"list": _list, "run": _run, "report": _report}[args.cmd](args)
 

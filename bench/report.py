@@ -272,6 +272,28 @@ def machine_section(results) -> list[str]:
             "these cores, so the client library is usually the busier side.", ""]
 
 
+def runs_section(results) -> list[str]:
+    """Which run (session) each workload's figures come from, so nobody compares across runs
+    without knowing it: figures are side by side only within one run."""
+    sessions = {d.get("session") or d.get("started", "?") for d in results.values()}
+    lines = ["## Which run each figure comes from", ""]
+    if len(sessions) > 1:
+        lines += [f"**These workloads come from {len(sessions)} different runs.** Within a workload "
+                  "every system ran in the same run, repeats interleaved; between workloads the "
+                  "machine's load may differ, so compare systems within a table, not across them.", ""]
+    lines += ["| workload | run | started (UTC) | repeats | load at start / end | file |", "|---|---|---|---|---|---|"]
+    for name in WORKLOADS:
+        d = results.get(name)
+        if not d:
+            continue
+        m = d.get("machine", {})
+        load = lambda k: f"{m[k][0]:.1f}" if m.get(k) else "?"
+        lines.append(f"| {name} | {d.get('session', '(before sessions were recorded)')} | {d.get('started', '?')} | "
+                     f"{d.get('repeat', '?')} | {load('loadavg_at_start')} / {load('loadavg_at_end')} | "
+                     f"`{os.path.basename(d.get('path', '?'))}` |")
+    return lines + [""]
+
+
 def write_report(json_dir: str, out_path: str, charts_dir: str) -> int:
     results = load_latest(json_dir)
     if not results:
@@ -297,6 +319,7 @@ def write_report(json_dir: str, out_path: str, charts_dir: str) -> int:
               "and a wire protocol, so they come closest to comparing the paradigms themselves. "
               "\"peers\" compares Kafka (tansu) with the faster of RabbitMQ's two clients.", ""]
     lines += machine_section(results)
+    lines += runs_section(results)
     lines += settings_section(results)
     for name in WORKLOADS:
         if name in results:

@@ -78,6 +78,7 @@ async def _producer(adapter, case, prefix, index, pipe, counter, stop):
     if not pipe.poll(READY_TIMEOUT * 2):
         raise RuntimeError("no start signal from the runner")
     t0 = pipe.recv()
+    cpu0 = _cpu_now()
     share = _share(case.count, case.producers, index) if case.count else None
     maker = BodyMaker(case.size, case.json_body)
     keys_here = max(1, case.keys // case.producers)
@@ -130,8 +131,16 @@ async def _producer(adapter, case, prefix, index, pipe, counter, stop):
                 await asyncio.sleep(min(0.002, (t0 + sent * step - t) / 1e9))
     await producer.flush()
     t_done = now_ns()
+    cpu = _cpu_now() - cpu0
     await producer.close()
-    return {"sent": sent, "unsent": unsent, "t0": t0, "t_done": t_done}
+    return {"sent": sent, "unsent": unsent, "t0": t0, "t_done": t_done,
+            "cpu_s": cpu, "wall_s": (t_done - t0) / 1e9}
+
+
+def _cpu_now() -> float:
+    """CPU seconds of this whole process, every thread included (librdkafka's among them)."""
+    t = os.times()
+    return t.user + t.system
 
 
 def _share(total, parts, index):
@@ -142,6 +151,7 @@ async def _consumer(adapter, case, prefix, arg, pipe, counter, stop):
     group, index, record_latency = arg
     consumer = await adapter.open_consumer(case, prefix, group, index)
     t_ready = now_ns()
+    cpu0 = _cpu_now()
     pipe.send(("ready", None))
     lat = array("q")
     sent_at = array("q")        # intended send times, so the parent can drop the warm-up
@@ -170,9 +180,11 @@ async def _consumer(adapter, case, prefix, arg, pipe, counter, stop):
                 json.loads(b[HEADER_SIZE:])
         count += len(bodies)
         counter.value = count
+    cpu = _cpu_now() - cpu0
+    t_end = now_ns()
     await consumer.close()
     return {"count": count, "first": first, "last": last, "violations": violations,
-            "t_ready": t_ready,
+            "t_ready": t_ready, "cpu_s": cpu, "wall_s": (t_end - t_ready) / 1e9,
             "lat": lat.tobytes(), "sent_at": sent_at.tobytes()}
 
 
@@ -363,6 +375,8 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
             # Share of one core the server used over the run: near 100 % (or more, for a
             # multi-threaded server) means the server was the limit; low means the clients were.
             out["server_cpu_pct"] = 100.0 * (cpu_end - cpu_start) / max(1e-9, time.monotonic() - wall_start)
+            out["server_cpu_s"] = cpu_end - cpu_start
+        out.update(cpu_figures(out, prod, cons))
         return out
     finally:
         stop.set()
@@ -376,6 +390,29 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
             _admin("teardown", system, endpoint, case, prefix, timeout=30)
         except RunFailed:
             pass        # names are unique per run; a leftover queue or topic harms nothing
+
+
+BUSY_SHARE = 0.85     # a process using this share of a core or more was the limit of its run
+
+
+def cpu_figures(out: dict, prod: list[dict], cons: list[dict]) -> dict:
+    """CPU per 100k messages for the server and for the client processes, and which side was
+    the limit, so a reader sees who worked harder for a rate, not only the rate."""
+    moved = max(out.get("received", 0), out.get("sent", 0), 1)
+    clients = prod + cons
+    client_cpu = sum(r.get("cpu_s", 0.0) for r in clients)
+    fig = {"client_cpu_s": client_cpu, "client_cpu_s_per_100k": client_cpu / moved * 1e5}
+    if out.get("server_cpu_s") is not None:
+        fig["server_cpu_s_per_100k"] = out["server_cpu_s"] / moved * 1e5
+    shares = [r["cpu_s"] / r["wall_s"] for r in clients if r.get("wall_s")]
+    busiest_client = max(shares, default=0.0)
+    server_share = (out.get("server_cpu_pct") or 0.0) / 100
+    fig["busiest_client_cpu_pct"] = 100 * busiest_client
+    if busiest_client >= BUSY_SHARE and busiest_client > server_share:
+        fig["bound"] = "client"
+    elif server_share >= BUSY_SHARE:
+        fig["bound"] = "server"
+    return fig
 
 
 def _figures(case, t0, prod, cons, expected, backlog=False) -> dict:

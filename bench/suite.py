@@ -24,7 +24,8 @@ from .workloads import WORKLOADS, cases_for
 
 # Figures summarised over repeats (median, min, max).
 FIGURES = ("throughput", "produce_rate", "mb_per_s", "replay_rate", "peak_rss_mb",
-           "server_cpu_pct", "lost")
+           "server_cpu_pct", "server_cpu_s_per_100k", "client_cpu_s_per_100k",
+           "busiest_client_cpu_pct", "lost")
 LATENCY_FIGURES = ("p50", "p90", "p99", "p99.9", "max")
 
 
@@ -70,8 +71,17 @@ def _where(h):
     return f"{ep.get('host')}:{ep.get('port')}"
 
 
+UNSAVED_DIR = "bench/runs"           # where a run's JSON goes unless --save (not in git)
+PUBLISHED_DIR = "bench/results"      # what RESULTS.md is made from
+
+
+def new_session_id() -> str:
+    """One id for every workload of one `python -m bench run`, so a report can tell runs apart."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
+
+
 def run_workload(name, systems, duration, repeat, start_peers=False, peer_urls=None,
-                 json_dir="bench/results", options=None, servers=None, say=None):
+                 json_dir=UNSAVED_DIR, options=None, servers=None, say=None, session=None):
     """Run workload `name`; returns the result dict (also saved under json_dir)."""
     say = say or (lambda s: print(s, file=sys.stderr, flush=True))
     options = options or {}
@@ -79,7 +89,7 @@ def run_workload(name, systems, duration, repeat, start_peers=False, peer_urls=N
     own_servers = servers is None
     servers = servers or Servers(systems, start_peers, peer_urls or {}, say)
     progress = Progress()
-    result = {"workload": name, "summary": WORKLOADS[name].summary,
+    result = {"workload": name, "session": session or new_session_id(), "summary": WORKLOADS[name].summary,
               "parameters": WORKLOADS[name].parameters,
               "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "duration": duration, "repeat": repeat, "options": options,
@@ -161,6 +171,9 @@ def summarise(runs: list[dict]) -> dict:
     out["order_violations"] = sum(r.get("order_violations", 0) for r in runs)
     out["lost"] = stats.spread([r.get("lost", 0) for r in runs])
     out["undrained_runs"] = sum(1 for r in runs if not r.get("drained", True))
+    bounds = [r.get("bound") for r in runs if r.get("bound")]
+    if bounds:
+        out["bound"] = max(set(bounds), key=bounds.count)   # what most repeats were limited by
     return out
 
 
@@ -181,13 +194,13 @@ def _one_line(run):
 def summary_table(result) -> str:
     """The plain-text table printed at the end of `python -m bench run`."""
     rows = [("case", "system", "delivered msg/s (min-max)", "produce msg/s", "p50 us", "p99 us",
-             "p99.9 us", "extra")]
+             "p99.9 us", "CPU s/100k srv", "cli", "extra")]
     for entry in result["cases"]:
         label = entry["case"]["label"]
         for s, r in entry["results"].items():
             if "summary" not in r:
                 why = r.get("skipped") or r.get("unsupported") or "; ".join(r.get("errors", [])[:1]) or "no runs"
-                rows.append((label, s, why[:70], "", "", "", "", ""))
+                rows.append((label, s, why[:70], "", "", "", "", "", "", ""))
                 continue
             sm = r["summary"]
             tp = sm["throughput"]
@@ -200,9 +213,13 @@ def summary_table(result) -> str:
                 extra.append(f"order violations {sm['order_violations']}")
             if sm["lost"]["max"]:
                 extra.append(f"lost up to {sm['lost']['max']:.0f}")
+            if sm.get("bound"):
+                extra.append(f"{sm['bound']}-bound")
             lat = lambda k: (f"{sm[k]['median']:,.0f}" if k in sm else "")
+            cpu = lambda k: (f"{sm[k]['median']:.2f}" if sm.get(k, {}).get("median") is not None else "")
             rows.append((label, s, f"{tp['median']:,.0f} ({tp['min']:,.0f}-{tp['max']:,.0f})",
                          f"{sm['produce_rate']['median']:,.0f}", lat("latency_p50_us"),
-                         lat("latency_p99_us"), lat("latency_p99.9_us"), ", ".join(extra)))
+                         lat("latency_p99_us"), lat("latency_p99.9_us"),
+                         cpu("server_cpu_s_per_100k"), cpu("client_cpu_s_per_100k"), ", ".join(extra)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

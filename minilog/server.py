@@ -21,6 +21,7 @@ from serverbase.args import optional, required
 from serverbase.server import DEFERRED, op
 
 from .broker import LogBroker
+from .kafka import listener as kafka_listener
 from .fetch_response import PARTITION_OVERHEAD, FetchResponse
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES
 from .storage import LogConfig
@@ -45,8 +46,12 @@ class MinilogServer(BrokerServer):
     def __init__(self, *args, num_partitions: int = 1, auto_create_topics: bool = True,
                  log_config: dict | None = None, fetch_sendfile: bool = True,
                  group_initial_rebalance_delay_ms: int = 0,
-                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES, **kwargs):
+                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES,
+                 kafka_port: int | None = None, kafka_advertised: tuple[str, int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # The Kafka front door (minilog/kafka/): None = off, the default in-process.
+        self.kafka_port = kafka_port
+        self.kafka_advertised = kafka_advertised
         # The core's settings, kept until open() knows the data directory; a bad topic default
         # fails here, at start-up, not at the first open.
         LogConfig.from_dict(log_config or {})
@@ -84,6 +89,7 @@ class MinilogServer(BrokerServer):
                             "only sealed segments are compacted; default 64 MiB)")
         g.add_argument("--no-fetch-sendfile", dest="fetch_sendfile", action="store_false", default=True,
                        help="write fetched records with pread + write instead of os.sendfile")
+        kafka_listener.add_arguments(parser)
 
     @classmethod
     def from_args(cls, args):
@@ -98,7 +104,13 @@ class MinilogServer(BrokerServer):
                    auto_create_topics=args.auto_create_topics, log_config=log_config,
                    fetch_sendfile=args.fetch_sendfile,
                    group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
-                   offsets_topic_segment_bytes=args.offsets_topic_segment_bytes)
+                   offsets_topic_segment_bytes=args.offsets_topic_segment_bytes,
+                   kafka_port=args.kafka_port, kafka_advertised=args.kafka_advertised)
+
+    def extra_listeners(self):
+        if self.kafka_port is None:
+            return []
+        return [kafka_listener.kafka_listener(self, self.kafka_port, self.kafka_advertised)]
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def open(self):

@@ -83,6 +83,13 @@ def build_parser(server_cls, default_port: int, default_data_dir: str) -> argpar
                              f"on every front door, with its permissions (default: no authentication)")
     from . import tls
     tls.add_arguments(parser, server_cls.tls_default_ports)
+    from .server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT
+    parser.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT, metavar="SECONDS",
+                        help="close a connection that has not sent its hello within this time; 0: never "
+                             f"(default {DEFAULT_HANDSHAKE_TIMEOUT:g})")
+    parser.add_argument("--heartbeat", type=int, default=DEFAULT_HEARTBEAT, metavar="SECONDS",
+                        help="the longest heartbeat period agreed with a client that asks for heartbeats in "
+                             f"its hello; 0 refuses them (default {DEFAULT_HEARTBEAT})")
     server_cls.add_arguments(parser)
     return parser
 

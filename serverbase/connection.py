@@ -15,6 +15,8 @@ buffer without bound) and tell the broker, which stops pushing deliveries here.
 import asyncio
 import inspect
 import logging
+import socket
+import time
 
 from clients.protocol import frames
 from clients.protocol.errors import BrokerError, ErrorCode, ProtocolViolation
@@ -23,6 +25,26 @@ from clients.protocol.handshake import HELLO
 from clients.tls import looks_like_tls
 
 log = logging.getLogger("serverbase.connection")
+_monotonic = time.monotonic
+
+# TCP keepalive on every client socket: a peer that vanished (machine off, cable out) without a
+# FIN is found by the kernel after about KEEPIDLE + KEEPCNT * KEEPINTVL seconds, even when the
+# client did not ask for protocol heartbeats.
+KEEPIDLE, KEEPINTVL, KEEPCNT = 60, 10, 3
+
+
+def enable_keepalive(transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPIDLE)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPINTVL)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPCNT)
+    except (OSError, AttributeError):
+        pass   # not a TCP socket (a test transport, a Unix socket): nothing to tune
 
 
 class ClientConnection(asyncio.Protocol):
@@ -49,6 +71,9 @@ class ClientConnection(asyncio.Protocol):
         # Brokers hang their per-connection state here (channels, consumers, exclusive queues).
         self.state: dict = {}
         self.on_writable = []   # callbacks run when a paused transport drains
+        # Liveness, read by BrokerServer.sweep_connections (handshake timeout and heartbeats).
+        self.opened_at = self.last_received = self.last_sent = _monotonic()
+        self.heartbeat = 0      # seconds agreed in hello; 0: no protocol heartbeats
 
     # ---- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport):
@@ -56,9 +81,11 @@ class ClientConnection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         # A TLS connection must only be written through its transport (no sendfile on the socket).
         self.tls = transport.get_extra_info("sslcontext") is not None
+        enable_keepalive(transport)
         self.server._connection_opened(self)
 
     def data_received(self, data):
+        self.last_received = _monotonic()
         try:
             objs = self.decoder.feed(data)
         except ProtocolViolation as exc:
@@ -168,6 +195,8 @@ class ClientConnection(asyncio.Protocol):
         if self._out and not self.closed:
             out, self._out = self._out, []
             self.transport.writelines(out)
+            if self.heartbeat:
+                self.last_sent = _monotonic()
 
     # ---- async ops ---------------------------------------------------------------------
     def run_async(self, rid: int, awaitable) -> None:

@@ -28,6 +28,8 @@ from .users import UserStore
 log = logging.getLogger("serverbase.server")
 
 DEFERRED = object()
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0   # seconds a new connection has to complete its hello
+DEFAULT_HEARTBEAT = 60             # the most seconds between heartbeats the server agrees to
 
 
 def op(name: str, schema: dict | None = None, on_invalid: str | None = None):
@@ -54,9 +56,12 @@ class BrokerServer:
     features: tuple = ()
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
-                 max_frame: int = DEFAULT_MAX_FRAME, credentials: dict | None = None, auth: bool = False,
-                 tls=None):
+                 max_frame: int = DEFAULT_MAX_FRAME, credentials: dict | None = None,
+                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, heartbeat: int = DEFAULT_HEARTBEAT,
+                 auth: bool = False, tls=None):
         self.host = host
+        self.handshake_timeout = handshake_timeout   # 0: never close a connection for a missing hello
+        self.heartbeat = heartbeat                   # 0: refuse protocol heartbeats
         self.port = port
         self.data_dir = data_dir
         self.max_frame = max_frame
@@ -92,7 +97,8 @@ class BrokerServer:
     def from_args(cls, args):
         from .cli import parse_credentials
         return cls(host=args.host, port=args.port, data_dir=args.data_dir,
-                   max_frame=args.max_frame, credentials=parse_credentials(args.user))
+                   max_frame=args.max_frame, credentials=parse_credentials(args.user),
+                   handshake_timeout=args.handshake_timeout, heartbeat=args.heartbeat)
 
     # ---- ops table ---------------------------------------------------------------------
     def _collect_ops(self) -> dict:
@@ -156,6 +162,7 @@ class BrokerServer:
         "credentials": Map({"username": Str(max_bytes=1024, default=None),
                             "password": Str(max_bytes=4096, default=None)}, default=None),
         "max_frame": Int(min=1024, max=(1 << 32) - 1, default=None),
+        "heartbeat": Int(min=0, max=3600, default=0),
     })
 
     def _hello(self, conn, req) -> None:
@@ -168,21 +175,23 @@ class BrokerServer:
         try:
             if conn.handshake_done:
                 raise BrokerError(ErrorCode.BAD_REQUEST, "hello was already sent on this connection")
-            _, client, credentials, client_max = check_hello(self.HELLO_SCHEMA.validate(req.args))
+            args = self.HELLO_SCHEMA.validate(req.args)
+            _, client, credentials, client_max = check_hello(args)
         except BrokerError as exc:
             conn.send_error(req.id, exc.code, exc.message)
             if not conn.handshake_done:
                 conn.close()
             return
+        hello = (client, client_max, args.get("heartbeat", 0))
         credentials = credentials or {}
         if not self.authenticator.enabled:
             principal = self.authenticator.anonymous(credentials.get("username"))
-            self._hello_accept(conn, req.id, client, client_max, principal)
+            self._hello_accept(conn, req.id, hello, principal)
             return
         conn.hold()
-        conn.spawn(self._hello_login(conn, req.id, client, client_max, credentials))
+        conn.spawn(self._hello_login(conn, req.id, hello, credentials))
 
-    async def _hello_login(self, conn, rid, client, client_max, credentials) -> None:
+    async def _hello_login(self, conn, rid, hello, credentials) -> None:
         try:
             principal = await self.authenticator.login(credentials.get("username"), credentials.get("password"),
                                                        conn.peer)
@@ -190,14 +199,16 @@ class BrokerServer:
             conn.send_error(rid, exc.code, exc.message)
             conn.close()
             return
-        self._hello_accept(conn, rid, client, client_max, principal)
+        self._hello_accept(conn, rid, hello, principal)
         conn.release()
 
-    def _hello_accept(self, conn, rid, client, client_max, principal: Principal) -> None:
+    def _hello_accept(self, conn, rid, hello, principal: Principal) -> None:
+        client, client_max, asked = hello
         conn.user = principal.name
         conn.access = principal.access
         conn.client_name = client
         conn.handshake_done = True
+        conn.heartbeat = min(asked, self.heartbeat) if asked and self.heartbeat else 0
         if client_max is not None:
             # Batches of pushes must fit in what this client accepts.
             conn.send_limit = min(conn.send_limit, client_max)
@@ -209,6 +220,7 @@ class BrokerServer:
             "max_frame": self.max_frame,
             "features": list(self.features),
             "connection_id": conn.id,
+            "heartbeat": conn.heartbeat,
         })
 
     # ---- access control (docs/security.md) ----------------------------------------------
@@ -318,6 +330,9 @@ class BrokerServer:
             raise
         self.port = native.port if any(l is native for l in self.listeners) else self.listeners[0].port
         self.started_at = time.monotonic()
+        if self.handshake_timeout or self.heartbeat:
+            periods = [p for p in (self.handshake_timeout, self.heartbeat) if p]
+            self.every(min(1.0, min(periods) / 4), self.sweep_connections)
         return self
 
     def _with_tls_twins(self, doors: list) -> list:
@@ -333,6 +348,40 @@ class BrokerServer:
             name, flag = TLS_DOORS.get(door.name, (f"{door.name}-tls", f"--{door.name}-tls-port"))
             twins.append(Listener(name, flag, port, door.protocol_factory, host=door.host, ssl=self.tls.context))
         return (doors if self.tls.plaintext else []) + twins
+
+    def sweep_connections(self) -> None:
+        """Close connections that never said hello in time, or whose peer missed two heartbeats;
+        send a heartbeat to the clients that agreed to them and heard nothing for one period.
+
+        One pass over the connections, a few times per second: cheap next to a timer per
+        connection, and 2,000 silent connections cost one loop.
+        """
+        now = time.monotonic()
+        limit = self.handshake_timeout
+        for conn in list(self.connections.values()):
+            if conn.closed:
+                continue
+            if not conn.handshake_done:
+                if limit and now - conn.opened_at > limit:
+                    log.info("closing connection %s from %s: no hello within %s s", conn.id, conn.peer, limit)
+                    conn.send_error(0, ErrorCode.TIMEOUT, f"no hello within {limit} s of connecting; closing")
+                    conn.close()
+                continue
+            beat = conn.heartbeat
+            if not beat:
+                continue
+            transport = conn.transport
+            if transport is not None and hasattr(transport, "is_reading") and not transport.is_reading():
+                conn.last_received = now   # we stopped reading (backpressure, memory alarm): not the peer's silence
+            if now - conn.last_received > 2 * beat:
+                log.info("closing connection %s from %s: nothing received for %.0f s (heartbeat %s s)",
+                         conn.id, conn.peer, now - conn.last_received, beat)
+                conn.send_error(0, ErrorCode.TIMEOUT, f"missed heartbeats: nothing received for 2 x {beat} s; closing")
+                conn.close()
+            elif now - conn.last_sent > beat:
+                conn.push("heartbeat", None)
+                conn.flush()
+                conn.last_sent = now
 
     def every(self, seconds: float, fn) -> None:
         """Run `fn()` every `seconds` until the server stops (TTL sweeps, retention...)."""

@@ -131,6 +131,11 @@ class ServerThread:
         self.stop()
 
 
+# A server's other front doors default to their well-known ports on the command line (9092...);
+# tests run side by side, so each process test puts them on free ports (extra_args may override).
+OTHER_DOORS_ON_FREE_PORTS = {"minilog": ("--kafka-port", "0")}
+
+
 class ServerProcess:
     """A server started as a user starts it: `python -m NAME --port 0 --data-dir DIR`."""
 
@@ -149,7 +154,8 @@ class ServerProcess:
         env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module, "--port", str(port), "--data-dir", self.data_dir, *self.extra_args],
+            [sys.executable, "-m", self.module, "--port", str(port), "--data-dir", self.data_dir,
+             *OTHER_DOORS_ON_FREE_PORTS.get(self.module, ()), *self.extra_args],
             stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env,
         )
         self.port = read_listening_port(self.proc, timeout)

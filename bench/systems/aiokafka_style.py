@@ -19,8 +19,8 @@ class AioKafkaProducer(Producer):
 
     async def send_batch(self, items):
         send, topic = self.p.send, self.topic
-        for lane, key, body in items:
-            await send(topic, body, key=b"%d" % key, partition=lane)
+        for lane, _key, body in items:
+            await send(topic, body, partition=lane)
 
     async def flush(self):
         await self.p.flush()

@@ -106,6 +106,7 @@ class ServerHandle:
     version: str = "?"
     log_path: str | None = None
     notes: list = field(default_factory=list)
+    cleanups: list = field(default_factory=list)   # run after the process is stopped
 
     @property
     def pid(self) -> int | None:
@@ -131,6 +132,8 @@ class ServerHandle:
                     self.proc.wait(5)
                 except (ProcessLookupError, subprocess.TimeoutExpired):
                     pass
+        while self.cleanups:
+            self.cleanups.pop()()
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -208,7 +211,7 @@ def start_rabbitmq(timeout: float = 60.0, system: str = "rabbitmq") -> ServerHan
     if not exe:
         raise ServerUnavailable("rabbitmq-server is not installed (apt-get install rabbitmq-server)")
     workdir = tempfile.mkdtemp(prefix="bench-rabbitmq-")
-    port, dist = free_port(), free_port()
+    port, dist, epmd_port = free_port(), free_port(), free_port()
     with open(os.path.join(workdir, "enabled_plugins"), "w") as f:
         f.write("[].\n")
     env = dict(os.environ, HOME=workdir, RABBITMQ_MNESIA_BASE=os.path.join(workdir, "mnesia"),
@@ -217,12 +220,25 @@ def start_rabbitmq(timeout: float = 60.0, system: str = "rabbitmq") -> ServerHan
                RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(workdir, "enabled_plugins"),
                RABBITMQ_CONFIG_FILE=os.path.join(workdir, "rabbitmq"),
                RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(workdir, "advanced.config"),
-               RABBITMQ_PID_FILE=os.path.join(workdir, "pid"))
+               RABBITMQ_PID_FILE=os.path.join(workdir, "pid"),
+               # Erlang starts an epmd (its node name server) that outlives the broker and by
+               # default listens on every interface at 4369: give this one loopback and a port of
+               # its own, so it is ours to stop and reachable from nowhere else.
+               ERL_EPMD_ADDRESS="127.0.0.1", ERL_EPMD_PORT=str(epmd_port))
     proc, log = _popen([exe], workdir, env)
     handle = ServerHandle(system, {"host": "127.0.0.1", "port": port,
                                        "url": f"amqp://guest:guest@127.0.0.1:{port}/"},
                           proc, workdir, version=_rabbitmq_version(), log_path=log)
+    handle.cleanups.append(lambda: stop_epmd(epmd_port))
     return _when_listening(handle, port, timeout, proc)
+
+
+def stop_epmd(port: int) -> None:
+    """Stop the epmd a RabbitMQ of ours started on `port` (never the system's own on 4369)."""
+    exe = _which("epmd") or next(iter(sorted(Path("/usr/lib/erlang").glob("erts-*/bin/epmd"))), None)
+    if exe:
+        subprocess.run([str(exe), "-port", str(port), "-kill"], capture_output=True, timeout=10,
+                       env=dict(os.environ, ERL_EPMD_PORT=str(port)))
 
 
 def _rabbitmq_version() -> str:

@@ -703,6 +703,11 @@ class Consumer:
                         # msgpack builds the Message objects itself (see message._BatchRecord).
                         cls = batch_record_class(topic, partition, base, first)
                         raw = _unpackb(body, use_list=True, list_hook=cls)
+                        # The outer array became a cls too; its real length must be the header's count
+                        # (a batch stored by a broker that did not check bodies may lie).
+                        if tuple.__len__(raw) != h.record_count:
+                            raise BatchError(f"batch at offset {base} claims {h.record_count} records, "
+                                             f"holds {tuple.__len__(raw)}")
                         messages += raw if base >= offset else raw[offset - base:]
                         continue
                     raw = _unpackb(body, use_list=False)
@@ -712,10 +717,13 @@ class Consumer:
                     else:  # the batch starts before the offset asked for: skip its head
                         messages += [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
                                      for od, td, k, v, hd in raw if base + od >= offset]
-            except (BatchError, ValueError, TypeError) as exc:
+            except (BatchError, ValueError, TypeError, IndexError) as exc:
                 part.failed = True
                 self._errors.append(error_message(KafkaError(KafkaError._BAD_MSG, f"corrupt record batch: {exc}"),
                                                   topic, partition, offset))
+                if messages:  # the records of the good batches before the bad one are delivered first
+                    self._chunks.append([part, messages, 0, epoch, False])
+                    return True
                 continue
             finally:
                 if gc_was_on:

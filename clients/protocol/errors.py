@@ -29,6 +29,7 @@ class ErrorCode:
     ALREADY_EXISTS = "ALREADY_EXISTS"            # create of something that exists
     STORAGE_ERROR = "STORAGE_ERROR"              # disk full, I/O error: nothing was written
     INTERNAL_ERROR = "INTERNAL_ERROR"            # a bug on the server; the connection stays up
+    TIMEOUT = "TIMEOUT"                          # no hello in time, or missed heartbeats: closed
 
     ALL = frozenset(
         v for k, v in vars().items() if k.isupper() and isinstance(v, str)

@@ -25,12 +25,12 @@ and journal.py.
 """
 
 import asyncio
-import fcntl
 import logging
 import os
 import time
 
 from clients.protocol.errors import BrokerError, ErrorCode
+from serverbase.data_dir_lock import DataDirLock
 
 from ..message import parse_expiration
 from .definitions import DefinitionsStore
@@ -169,18 +169,8 @@ class BrokerStore:
         return restore, counter
 
     def _lock_data_dir(self) -> None:
-        """One server per data dir: two journals appending to the same segments would corrupt them.
-
-        flock is released by the kernel when the process dies, so a kill -9 never leaves a stale lock.
-        """
-        os.makedirs(self.data_dir, exist_ok=True)
-        self._lock_file = open(os.path.join(self.data_dir, "LOCK"), "a+")
-        try:
-            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            raise OSError(f"data directory {self.data_dir} is in use by another minibroker; "
-                          "stop it or start this one with another --data-dir") from None
+        """One server per data dir: two journals appending to the same segments would corrupt them."""
+        self._lock_file = DataDirLock(self.data_dir, "minibroker")
 
     # ==== definitions =========================================================================
     def _saved(self, what: str, change, *args, refuse: bool = True) -> None:
@@ -413,4 +403,4 @@ class BrokerStore:
         self.journal.close_sync()
         lock = getattr(self, "_lock_file", None)
         if lock is not None:
-            lock.close()   # releases the flock
+            lock.release()

@@ -124,9 +124,30 @@ def _keeps(record: tuple, latest: dict, horizon_ms: int) -> bool:
     return key is None or (latest[key] == offset and (value is not None or timestamp >= horizon_ms))
 
 
+def _rebuildable(record: tuple) -> bool:
+    """True if the record can be compacted and written again: bytes-or-nil key and value.
+
+    The broker refuses other types at produce (``validate_records``), but a log written by an
+    older broker may hold, say, a map as a key: unhashable, and not a valid record to rebuild.
+    """
+    _offset, _ts, key, value, _headers = record
+    return (key is None or key.__class__ is bytes) and (value is None or value.__class__ is bytes)
+
+
 def _drops_anything(segment: LogSegment, latest: dict, horizon_ms: int) -> bool:
-    """True if cleaning would remove a record of ``segment`` (a decode-only pass: no rewrite of clean segments)."""
-    return any(not _keeps(r, latest, horizon_ms) for _h, records in _segment_records(segment) for r in records)
+    """True if cleaning would remove a record of ``segment`` (a decode-only pass: no rewrite of clean segments).
+
+    A segment holding a record that cannot be rebuilt is left as it is (and logged).
+    """
+    drops = False
+    for _h, records in _segment_records(segment):
+        for r in records:
+            if not _rebuildable(r):
+                logger.warning("%s: offset %d has a key or value that is not bytes; segment %d is left "
+                               "uncompacted", segment.directory, r[0], segment.base_offset)
+                return False
+            drops = drops or not _keeps(r, latest, horizon_ms)
+    return drops
 
 
 def _kept_batches(segment: LogSegment, latest: dict, horizon_ms: int, stats: CleanStats):
@@ -203,7 +224,7 @@ def clean(log, now_ms: int) -> CleanStats:
     for segment in sealed:
         for _h, records in _segment_records(segment):
             for offset, _ts, key, _value, _headers in records:
-                if key is not None:
+                if key.__class__ is bytes:  # None: kept; anything else: its segment is not rewritten
                     latest[key] = offset
     horizon = now_ms - log.config.delete_retention_ms
 

@@ -21,7 +21,7 @@ import time
 from collections import namedtuple
 
 from clients.record_batch import (HEADER_SIZE, BatchHeader, InvalidBatchError, TruncatedBatchError, set_base_offset,
-                                  validate)
+                                  validate, validate_records)
 
 from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, fsync_dir, write_offset_checkpoint)
 from .config import LogConfig
@@ -173,6 +173,8 @@ class PartitionLog:
             h = validate(data, pos)
             if h.size > max_bytes:
                 raise RecordTooLargeError(f"batch of {h.size} bytes exceeds max.message.bytes={max_bytes}")
+            # The header drives offsets, indexes and every consumer's decoding: it must match the body.
+            validate_records(data, pos, h)
             headers.append(h)
             pos += h.size
         if not headers:

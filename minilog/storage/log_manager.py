@@ -19,6 +19,7 @@ import time
 import uuid
 
 from clients.record_batch import BatchError
+from serverbase.data_dir_lock import DataDirLock
 
 from .checkpoint import fsync_dir, read_json, write_json
 from .cleaner import clean_if_dirty
@@ -51,8 +52,16 @@ class LogManager:
         self._topic_overrides: dict[str, dict] = {}
         self._flush_requester = None
         self._uncleanable: set[PartitionLog] = set()
-        os.makedirs(os.path.join(data_dir, TOPIC_CONFIG_DIR), exist_ok=True)
-        self._load()
+        self._tick_failures: dict[PartitionLog, str] = {}
+        # Before anything is read or repaired: a second minilog here would recover logs the
+        # first one is appending to and write clean-shutdown markers under its feet.
+        self._lock = DataDirLock(data_dir, "minilog")
+        try:
+            os.makedirs(os.path.join(data_dir, TOPIC_CONFIG_DIR), exist_ok=True)
+            self._load()
+        except BaseException:
+            self.close()
+            raise
 
     # -- startup ------------------------------------------------------------
 
@@ -145,6 +154,7 @@ class LogManager:
         for key in [k for k in self._logs if k[0] == topic]:
             log = self._logs.pop(key)
             self._uncleanable.discard(log)
+            self._tick_failures.pop(log, None)
             log.close()
             # Rename first: a stop mid-delete leaves a "-delete" directory the next start removes.
             doomed = f"{log.directory}.{uuid.uuid4().hex}{_DELETE_SUFFIX}"
@@ -167,21 +177,37 @@ class LogManager:
         """
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         deleted = 0
-        for log in self._logs.values():
-            deleted += apply_retention(log, now)
-            log.tick(now)
+        for log in list(self._logs.values()):
+            # One partition's failure (a disk error, data an older broker stored) must not stop
+            # retention, flushes and checkpoints of every other partition.
+            try:
+                deleted += apply_retention(log, now)
+                log.tick(now)
+                if self._tick_failures:
+                    self._tick_failures.pop(log, None)
+            except Exception as exc:
+                self._report_tick_failure(log, exc)
             if log.config.compacts and log not in self._uncleanable:
                 self._clean(log, now)
         return deleted
 
+    def _report_tick_failure(self, log: PartitionLog, exc: Exception) -> None:
+        """One ERROR line per failure episode of a log's periodic work (a tick runs every second)."""
+        if self._tick_failures.get(log) != str(exc):
+            self._tick_failures[log] = str(exc)
+            logger.error("%s: periodic work (retention, flush, checkpoint) failed: %s", log.directory, exc,
+                         exc_info=not isinstance(exc, OSError))
+
     def _clean(self, log: PartitionLog, now: int) -> None:
         try:
             clean_if_dirty(log, now)
-        except (OSError, BatchError) as exc:
+        except Exception as exc:
             # As Kafka's "uncleanable partition": stop compacting this log (until a restart)
             # rather than fail every tick; its records stay readable, only growth continues.
+            # Anything else raised here (a bug, data an older broker stored) is treated the same:
+            # it must not stop the tick's work for every other log.
             logger.error("%s: compaction failed, not compacting this log again until restart: %s",
-                         log.directory, exc)
+                         log.directory, exc, exc_info=not isinstance(exc, (OSError, BatchError)))
             self._uncleanable.add(log)
 
     def flush_all(self) -> None:
@@ -193,6 +219,7 @@ class LogManager:
         for log in self._logs.values():
             log.close()
         self._logs.clear()
+        self._lock.release()
 
     def __enter__(self) -> "LogManager":
         return self

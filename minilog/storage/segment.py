@@ -14,6 +14,7 @@ recover to ``recovery.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections import namedtuple
@@ -25,6 +26,8 @@ from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, BatchError, BatchHe
 from .index_file import CorruptIndexError
 from .offset_index import OffsetIndex
 from .time_index import TimeIndex
+
+logger = logging.getLogger("minilog.storage")
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -82,6 +85,7 @@ class LogSegment:
         self.time_index: TimeIndex | None = None
         self._max_index_bytes = max_index_bytes
         self.active = active
+        self._warned: set[int] = set()
 
     # -- opening ----------------------------------------------------------
 
@@ -295,11 +299,23 @@ class LogSegment:
         _, position = self.index.lookup(start_offset)
         for pos, h in self._headers(position, self.size):
             if h.max_timestamp >= timestamp:
-                _, records = decode_batch(os.pread(self._fd, h.size, pos), verify=False)
+                try:
+                    _, records = decode_batch(os.pread(self._fd, h.size, pos), verify=False)
+                except BatchError as exc:
+                    # Stored by a broker that did not check bodies: answer at batch level, as the
+                    # header promises a record >= timestamp somewhere in it.
+                    self._warn_once(pos, f"offset by time answered with the batch's base offset: {exc}")
+                    return h.base_offset
                 for record in records:
                     if record[1] >= timestamp:
                         return record[0]
         return None
+
+    def _warn_once(self, position: int, message: str) -> None:
+        """Log a problem with the batch at ``position`` once per segment, not once per request."""
+        if position not in self._warned:
+            self._warned.add(position)
+            logger.warning("%s: batch at position %d: %s", self.log_path, position, message)
 
     # -- lifecycle --------------------------------------------------------
 

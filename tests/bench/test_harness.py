@@ -123,3 +123,51 @@ def test_smoke_run_against_our_broker(system, tmp_path):
     # latency leaves out the warm-up (first 10 % of the run), so it counts fewer messages
     assert 0 < run["latency_us"]["count"] < run["received"]
     assert list(tmp_path.glob("telemetry-*.json"))
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("system", ["minibroker", "minilog"])
+def test_every_workload_runs_once_against_our_broker(system, tmp_path):
+    """The smoke run that keeps the bench from rotting: every workload, one small case, one
+    repeat, against one of our servers; everything sent arrives and the CPU figures are there."""
+    from bench.suite import Servers, new_session_id, run_workload
+    servers = Servers([system], False, {}, lambda s: None)
+    assert system in servers.handles, servers.skipped.get(system)
+    session = new_session_id()
+    only = {"latency": ["rate=1000"], "scaling": ["size=1024"]}
+    try:
+        for name in WORKLOADS:
+            options = {"count": 2000}
+            options["only"] = only.get(name, [cases_for(name, 1.0, options)[0].label])
+            result = run_workload(name, [system], 0.3, 1, json_dir=str(tmp_path), options=options,
+                                  servers=servers, say=lambda s: None, session=session)
+            assert result["session"] == session
+            slot = result["cases"][0]["results"][system]
+            if "unsupported" in slot:          # a queue cannot replay: said, not failed
+                assert name == "replay" and system == "minibroker"
+                continue
+            assert slot["errors"] == [] and len(slot["runs"]) == 1, (name, slot)
+            run = slot["runs"][0]
+            assert run["received"] == run["expected"] > 0, (name, run)
+            # /proc counts CPU in 10 ms ticks, so a tiny run may show 0; the figures must be there
+            assert run["server_cpu_s_per_100k"] >= 0 and run["client_cpu_s_per_100k"] >= 0, (name, run)
+    finally:
+        servers.stop()
+    assert len(list(tmp_path.glob("*.json"))) == len(WORKLOADS)
+
+
+def test_a_run_is_published_only_when_asked(tmp_path):
+    from bench.__main__ import main
+    from bench.report import write_report
+    first = _sample_result()
+    second = dict(_sample_result("fanout"), session="20261206T100000Z-2")
+    first["session"] = "20261206T090000Z-1"
+    (tmp_path / "telemetry-1.json").write_text(json.dumps(first))
+    (tmp_path / "fanout-1.json").write_text(json.dumps(second))
+    out = tmp_path / "R.md"
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    text = out.read_text()
+    assert "These workloads come from 2 different runs" in text
+    assert "20261206T090000Z-1" in text and "20261206T100000Z-2" in text
+    with pytest.raises(SystemExit):      # --save and --json-dir name two places
+        main(["run", "telemetry", "--save", "--json-dir", str(tmp_path)])

@@ -1,0 +1,179 @@
+"""Kafka requests and responses as bytes: frames, request headers, bodies, response headers.
+
+Sans-IO, like h11: `KafkaFrameSplitter.feed(data)` returns the whole frames in `data` (a 4-byte
+big-endian size, then that many bytes); `parse_request(frame)` reads the request header and
+the body into a `KafkaRequest`; `encode_response(request, body)` gives the reply's pieces,
+size prefix included. Nothing here knows sockets or what a request means: that is
+`minilog/kafka/listener.py` (the connection) and `minilog/kafka/handlers.py` (the APIs).
+
+Request header v1 (api key, version, correlation id, nullable client id) serves classic
+versions, v2 (the same plus tagged fields) flexible ones. Response header v0 is the correlation
+id, v1 adds tagged fields for flexible versions; ApiVersions always answers with v0 so a
+client that does not yet know our versions can read it.
+
+Errors: `KafkaDecodeError` (truncated or garbage) and its subclass `UnsupportedVersionError`.
+After either the stream's next frame boundary is still known, but Kafka closes the connection
+and clients expect that, so the caller does too — except for ApiVersions at a version we do not
+know, which Kafka answers (v0 body, UNSUPPORTED_VERSION, our ranges) so the client can retry.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .errors import UNSUPPORTED_VERSION
+from .messages import API_VERSIONS, APIS, Api
+from .primitives import KafkaDecodeError, Reader, Writer
+from .schema import compile_fields, decode, encode
+
+__all__ = ["KafkaRequest", "KafkaFrameSplitter", "parse_request", "encode_request",
+           "encode_response", "decode_response", "api_versions_body", "KafkaDecodeError",
+           "UnsupportedVersionError", "FrameTooLargeError"]
+
+_SIZE = struct.Struct(">i")
+_HEADER = struct.Struct(">hhi")
+
+
+class UnsupportedVersionError(KafkaDecodeError):
+    """A request for an API or version we do not serve."""
+
+
+class FrameTooLargeError(KafkaDecodeError):
+    """A size prefix above the server's limit (or negative)."""
+
+
+class KafkaFrameSplitter:
+    """Turns a byte stream into whole frames (each a bytearray, writable for in-place edits)."""
+
+    __slots__ = ("max_frame", "_buf")
+
+    def __init__(self, max_frame: int):
+        self.max_frame = max_frame
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data) -> list[bytearray]:
+        buf = self._buf
+        buf += data
+        frames = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (size,) = _SIZE.unpack_from(buf, pos)
+            if size < 0 or size > self.max_frame:
+                raise FrameTooLargeError(f"frame size {size} is outside 0..{self.max_frame} (--max-frame)")
+            stop = pos + 4 + size
+            if stop > end:
+                break
+            frames.append(buf[pos + 4:stop])
+            pos = stop
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+@dataclass(slots=True)
+class KafkaRequest:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str | None
+    api: Api | None = None
+    body: dict = field(default_factory=dict)
+
+    @property
+    def flexible(self) -> bool:
+        return self.api is not None and self.api.is_flexible(self.api_version)
+
+
+_compiled: dict = {}
+
+
+def compiled(api: Api, version: int, response: bool) -> tuple:
+    key = (api.key, version, response)
+    c = _compiled.get(key)
+    if c is None:
+        c = _compiled[key] = compile_fields(api.response if response else api.request, version,
+                                            api.is_flexible(version))
+    return c
+
+
+def parse_request(frame) -> KafkaRequest:
+    """Header and body of one request frame (without its size prefix)."""
+    r = Reader(frame)
+    api_key = r.int16("request api key")
+    version = r.int16("request api version")
+    correlation_id = r.int32("request correlation id")
+    client_id = r.string(False, True, "request client id")
+    api = APIS.get(api_key)
+    req = KafkaRequest(api_key, version, correlation_id, client_id, api)
+    if api is None:
+        raise UnsupportedVersionError(f"unknown API key {api_key} (correlation id {correlation_id})")
+    if not api.min_version <= version <= api.max_version:
+        if api is API_VERSIONS:
+            return req   # answered with our ranges; the body is not read (it may be a newer layout)
+        raise UnsupportedVersionError(f"{api.name} v{version} is not served; versions "
+                                      f"{api.min_version}-{api.max_version} are")
+    flexible = api.is_flexible(version)
+    if flexible:
+        r.skip_tagged_fields("request header tagged fields")
+    try:
+        # Bytes after the body are ignored, as Kafka ignores them: librdkafka's "all topics"
+        # Metadata v9 request carries three.
+        req.body = decode(frame, compiled(api, version, False), flexible, r.pos, exact=False)
+    except KafkaDecodeError as exc:
+        raise KafkaDecodeError(f"{api.name} v{version} request: {exc}") from None
+    return req
+
+
+def encode_request(api: Api, version: int, correlation_id: int, client_id: str | None, body: dict) -> bytes:
+    """A whole request frame, size prefix included (for tests and the bench's probes)."""
+    flexible = api.is_flexible(version)
+    w = Writer()
+    w.int16(api.key)
+    w.int16(version)
+    w.int32(correlation_id)
+    w.string(client_id, False)
+    if flexible:
+        w.empty_tagged_fields()
+    encode(compiled(api, version, False), body, flexible, w)
+    return _SIZE.pack(len(w)) + b"".join(w.pieces())
+
+
+def encode_response(req: KafkaRequest, body: dict, version: int | None = None) -> list:
+    """The reply's pieces, size prefix first: bytes, and any spliced record slices."""
+    api = req.api
+    version = req.api_version if version is None else version
+    flexible = api.is_flexible(version)
+    w = Writer()
+    w.int32(req.correlation_id)
+    if flexible and api is not API_VERSIONS:
+        w.empty_tagged_fields()
+    encode(compiled(api, version, True), body, flexible, w)
+    return [_SIZE.pack(len(w))] + w.pieces()
+
+
+def decode_response(api: Api, version: int, frame) -> tuple[int, dict]:
+    """(correlation id, body) of a response frame without its size prefix (tests, probes)."""
+    r = Reader(frame)
+    correlation_id = r.int32("response correlation id")
+    flexible = api.is_flexible(version)
+    if flexible and api is not API_VERSIONS:
+        r.skip_tagged_fields("response header tagged fields")
+    return correlation_id, decode(frame, compiled(api, version, True), flexible, r.pos)
+
+
+def api_versions_body(error_code: int = 0) -> dict:
+    """Our ranges, as ApiVersions reports them."""
+    return {"error_code": error_code,
+            "api_keys": [{"api_key": a.key, "min_version": a.min_version, "max_version": a.max_version}
+                         for a in sorted(APIS.values(), key=lambda a: a.key)]}
+
+
+def unsupported_api_versions_reply(req: KafkaRequest) -> list:
+    """Kafka's answer to ApiVersions at an unknown version: a v0 body with our ranges."""
+    return encode_response(req, api_versions_body(UNSUPPORTED_VERSION), version=0)

@@ -1,0 +1,169 @@
+"""One Kafka-protocol client connection, as an `asyncio.Protocol`.
+
+Bytes go through the sans-IO `KafkaFrameSplitter` and `parse_request` (`codec.py`); each
+request is handed to `KafkaApis` (`handlers.py`), which answers with a body, with an
+awaitable of one (a long-polling fetch, a join waiting for the other members, an fsync), or
+with `NO_RESPONSE` (a produce with acks=0).
+
+Kafka clients match responses to requests by order as well as by correlation id, so the
+replies of one connection leave in the order the requests came, even when a later request
+finishes first: each request takes a slot in `_slots` when it arrives, and `_drain` writes the
+finished prefix. Everything finished during one read goes out in one `writelines`.
+
+A frame that does not parse, or an API or version we do not serve, closes this connection
+with one log line (as Kafka does); other connections are untouched. The one exception is
+ApiVersions at a version we do not know, which gets our ranges so the client can retry.
+With `--user`, nothing but ApiVersions, SaslHandshake and SaslAuthenticate is accepted until
+SASL PLAIN has succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+
+from minilog.storage import FileSlice
+
+from .codec import (KafkaDecodeError, KafkaFrameSplitter, encode_response, parse_request,
+                    unsupported_api_versions_reply)
+from .handlers import NO_RESPONSE
+from .messages import API_VERSIONS, SASL_AUTHENTICATE, SASL_HANDSHAKE
+
+log = logging.getLogger("minilog.kafka")
+
+_BEFORE_AUTH = frozenset({API_VERSIONS.key, SASL_HANDSHAKE.key, SASL_AUTHENTICATE.key})
+
+
+class _Slot:
+    __slots__ = ("pieces",)
+
+    def __init__(self):
+        self.pieces = None   # None until the reply is ready
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(self, server, apis, max_frame: int):
+        self.server = server
+        self.apis = apis
+        self.id = server.next_connection_id()
+        self.transport: asyncio.Transport | None = None
+        self.peer = None
+        self.closed = False
+        self.authenticated = server.credentials is None
+        self.sasl_mechanism: str | None = None
+        self.user = None
+        self._splitter = KafkaFrameSplitter(max_frame)
+        self._slots: collections.deque[_Slot] = collections.deque()
+        self._tasks: set[asyncio.Task] = set()
+        self._loop = asyncio.get_event_loop()
+
+    # ---- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.server.track(self)
+
+    def data_received(self, data):
+        try:
+            frames = self._splitter.feed(data)
+        except KafkaDecodeError as exc:
+            self._fatal(str(exc))
+            return
+        for frame in frames:
+            self._handle(frame)
+            if self.closed:
+                return
+        self._drain()
+
+    def connection_lost(self, exc):
+        self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self._slots.clear()
+        self.server.untrack(self)
+
+    def pause_writing(self):
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self):
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # ---- requests ---------------------------------------------------------------------
+    def _handle(self, frame) -> None:
+        try:
+            req = parse_request(frame)
+        except KafkaDecodeError as exc:
+            self._fatal(str(exc))
+            return
+        api = req.api
+        if api is API_VERSIONS and not api.min_version <= req.api_version <= api.max_version:
+            slot = _Slot()
+            slot.pieces = unsupported_api_versions_reply(req)
+            self._slots.append(slot)
+            return
+        if not self.authenticated and req.api_key not in _BEFORE_AUTH:
+            self._fatal(f"{api.name} before SASL authentication (this server requires --user credentials)")
+            return
+        handler = self.apis.handler(req.api_key)
+        if handler is None:
+            self._fatal(f"{api.name} is not served here")
+            return
+        try:
+            result = handler(self, req)
+        except Exception as exc:   # a bug: this client goes, the server and the others stay
+            log.exception("kafka connection %s: %s v%d failed", self.id, api.name, req.api_version)
+            self._fatal(f"{api.name} failed: {type(exc).__name__}: {exc}")
+            return
+        if result is NO_RESPONSE:
+            return
+        slot = _Slot()
+        self._slots.append(slot)
+        if isinstance(result, dict):
+            slot.pieces = encode_response(req, result)
+        else:
+            task = self._loop.create_task(self._finish(req, slot, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, req, slot: _Slot, awaitable) -> None:
+        try:
+            body = await awaitable
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("kafka connection %s: %s v%d failed", self.id, req.api.name, req.api_version)
+            self._fatal(f"{req.api.name} failed: {type(exc).__name__}: {exc}")
+            return
+        if self.closed:
+            return
+        slot.pieces = encode_response(req, body)
+        self._drain()
+
+    # ---- replies ----------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Write every reply whose turn has come, in request order, in one call."""
+        if self.closed:
+            return
+        slots = self._slots
+        out = []
+        while slots and slots[0].pieces is not None:
+            for piece in slots.popleft().pieces:
+                out.append(piece.read() if type(piece) is FileSlice else piece)
+        if out:
+            self.transport.writelines(out)
+
+    # ---- closing ----------------------------------------------------------------------
+    def _fatal(self, why: str) -> None:
+        log.warning("closing kafka connection %s from %s: %s", self.id, self.peer, why)
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._drain()   # replies to the requests before this point still go
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()

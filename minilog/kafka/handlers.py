@@ -1,0 +1,493 @@
+"""The Kafka APIs, translated to minilog's core (`minilog.broker.LogBroker`).
+
+`KafkaApis.handler(api_key)` gives the method that answers one API; it takes the connection and
+the parsed `KafkaRequest` and returns the response body (a dict in the field names of
+`messages.py`), an awaitable of one, or `NO_RESPONSE`. Every check of a field a client controls
+happens here, at the edge, and every failure becomes the Kafka error code a Kafka client
+expects (the core's own codes are translated by `_code`, with the context the API gives).
+
+One broker: every partition's leader is node 0 at the advertised address, which is also
+every group's coordinator. Which APIs are served (and so advertised by ApiVersions) depends on
+the server: SASL only when `--user` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from clients.protocol.errors import BrokerError, ErrorCode
+from minilog.storage.log_manager import check_topic_name
+
+from . import errors as E
+from .codec import api_versions_body
+from .messages import (API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_GROUPS, FETCH,
+                       FIND_COORDINATOR, HEARTBEAT, JOIN_GROUP, LEAVE_GROUP, LIST_GROUPS, LIST_OFFSETS, METADATA,
+                       OFFSET_COMMIT, OFFSET_FETCH, PRODUCE, SASL_AUTHENTICATE, SASL_HANDSHAKE, SYNC_GROUP)
+
+log = logging.getLogger("minilog.kafka")
+
+NO_RESPONSE = object()
+NODE_ID = 0
+CLUSTER_ID = "minilog"
+MAX_PARTITIONS_PER_TOPIC = 10_000
+# Kafka's group.min/max.session.timeout.ms defaults.
+MIN_SESSION_TIMEOUT_MS = 10
+MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
+# Bytes of a fetch reply besides records, per partition (a 249-byte name and the numbers).
+FETCH_OVERHEAD = 512
+MAX_FETCH_WAIT_MS = 5 * 60 * 1000
+_CONFIG_SOURCE_DEFAULT = 5       # DescribeConfigs: DEFAULT_CONFIG
+_CONFIG_SOURCE_TOPIC = 1         # DYNAMIC_TOPIC_CONFIG
+_RESOURCE_TOPIC, _RESOURCE_BROKER = 2, 4
+
+# The core's error codes in a group API's context.
+# ... in Produce's context
+_PRODUCE_CODES = {ErrorCode.NOT_AUTHORIZED: E.TOPIC_AUTHORIZATION_FAILED, ErrorCode.BAD_REQUEST: E.CORRUPT_MESSAGE}
+_GROUP_CODES = {ErrorCode.NOT_FOUND: E.UNKNOWN_MEMBER_ID, ErrorCode.PRECONDITION_FAILED: E.INCONSISTENT_GROUP_PROTOCOL,
+                ErrorCode.BAD_REQUEST: E.INVALID_REQUEST}
+
+
+def _code(error, context: dict | None = None) -> int:
+    """The Kafka code for a core error (`[code, message]`, a BrokerError, or None)."""
+    if error is None:
+        return E.NONE
+    code = error.code if isinstance(error, BrokerError) else error[0]
+    if context and code in context:
+        return context[code]
+    return E.from_minilog(code)
+
+
+def _by_topic(rows, make) -> dict:
+    """{topic: [make(row), ...]} for per-partition rows `(topic, partition, ...)`, topics in first-seen order."""
+    topics: dict[str, list] = {}
+    for row in rows:
+        topics.setdefault(row[0], []).append(make(row))
+    return topics
+
+
+class KafkaApis:
+    def __init__(self, server, advertised):
+        self.server = server
+        self.advertised = advertised   # () -> (host, port): known once the listener is open
+        self._handlers = {
+            API_VERSIONS.key: self.api_versions,
+            METADATA.key: self.metadata,
+            FIND_COORDINATOR.key: self.find_coordinator,
+            LIST_OFFSETS.key: self.list_offsets,
+            JOIN_GROUP.key: self.join_group,
+            SYNC_GROUP.key: self.sync_group,
+            HEARTBEAT.key: self.heartbeat,
+            LEAVE_GROUP.key: self.leave_group,
+            OFFSET_COMMIT.key: self.offset_commit,
+            OFFSET_FETCH.key: self.offset_fetch,
+            LIST_GROUPS.key: self.list_groups,
+            DESCRIBE_GROUPS.key: self.describe_groups,
+            CREATE_TOPICS.key: self.create_topics,
+            DELETE_TOPICS.key: self.delete_topics,
+            DESCRIBE_CONFIGS.key: self.describe_configs,
+        }
+        if getattr(server, "kafka_record_batches", False):
+            # Produce and Fetch need the core to store and serve Kafka's record batch format.
+            self._handlers[PRODUCE.key] = self.produce
+            self._handlers[FETCH.key] = self.fetch
+        if server.credentials is not None:
+            self._handlers[SASL_HANDSHAKE.key] = self.sasl_handshake
+            self._handlers[SASL_AUTHENTICATE.key] = self.sasl_authenticate
+        self._versions_body = api_versions_body()
+        self._versions_body["api_keys"] = [k for k in self._versions_body["api_keys"]
+                                           if k["api_key"] in self._handlers]
+
+    @property
+    def broker(self):
+        return self.server.broker
+
+    def handler(self, api_key: int):
+        return self._handlers.get(api_key)
+
+    # ---- connection set-up ------------------------------------------------------------
+    def api_versions(self, conn, req) -> dict:
+        return self._versions_body
+
+    def sasl_handshake(self, conn, req) -> dict:
+        mechanism = req.body["mechanism"]
+        if mechanism != "PLAIN":
+            return {"error_code": E.UNSUPPORTED_SASL_MECHANISM, "mechanisms": ["PLAIN"]}
+        conn.sasl_mechanism = mechanism
+        return {"error_code": E.NONE, "mechanisms": ["PLAIN"]}
+
+    def sasl_authenticate(self, conn, req) -> dict:
+        if conn.sasl_mechanism is None or conn.authenticated:
+            conn.close()   # Kafka: a SASL exchange out of order ends the connection
+            return {"error_code": E.ILLEGAL_SASL_STATE, "error_message": "SaslHandshake PLAIN first"}
+        # PLAIN (RFC 4616): [authzid] NUL authcid NUL passwd
+        parts = bytes(req.body["auth_bytes"]).split(b"\x00")
+        try:
+            if len(parts) != 3:
+                raise ValueError("not a PLAIN message")
+            user, password = parts[1].decode(), parts[2].decode()
+            known = self.server.credentials.get(user)
+            if known is None or not hmac.compare_digest(known.encode(), password.encode()):
+                raise ValueError(f"bad username or password for user {user!r}")
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.warning("kafka connection %s: SASL PLAIN refused: %s", conn.id, exc)
+            asyncio.get_running_loop().call_soon(conn.close)   # after the reply goes
+            return {"error_code": E.SASL_AUTHENTICATION_FAILED, "error_message": f"authentication failed: {exc}",
+                    "auth_bytes": b""}
+        conn.authenticated = True
+        conn.user = user
+        return {"error_code": E.NONE, "error_message": None, "auth_bytes": b""}
+
+    # ---- produce and fetch ------------------------------------------------------------
+    def produce(self, conn, req):
+        b = req.body
+        acks = b["acks"]
+        bad = None
+        if b["transactional_id"] is not None:
+            bad = E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported"
+        elif acks not in (0, 1, -1):
+            bad = E.INVALID_REQUIRED_ACKS, f"acks must be 0, 1 or -1 (all), got {acks}"
+        entries, rows = [], []
+        for t in b["topic_data"]:
+            for p in t["partition_data"]:
+                if bad is None:
+                    try:
+                        check_topic_name(t["name"])
+                    except ValueError as exc:
+                        rows.append([t["name"], p["index"], -1, (E.INVALID_TOPIC_EXCEPTION, str(exc))])
+                        continue
+                    if p["records"] is None or not len(p["records"]):
+                        rows.append([t["name"], p["index"], -1, (E.CORRUPT_MESSAGE, "no record batch")])
+                        continue
+                    entries.append([t["name"], p["index"], bytes(p["records"])])
+                    rows.append(None)   # filled from the core's answer, in order
+                else:
+                    rows.append([t["name"], p["index"], -1, bad])
+        result = self.broker.produce(entries, acks) if entries else []
+        if acks == 0:
+            return NO_RESPONSE   # Kafka sends nothing back; a failed batch is the client's loss
+        if isinstance(result, list):
+            return self._produced(rows, result, req.api_version)
+
+        async def durable():
+            return self._produced(rows, await result, req.api_version)
+        return durable()
+
+    @staticmethod
+    def _produced(rows, results, version) -> dict:
+        it = iter(results)
+        topics: dict[str, list] = {}
+        for row in rows:
+            if row is None:
+                topic, partition, base, error = next(it)
+                code, message = _code(error, _PRODUCE_CODES), (error[1] if error else None)
+            else:
+                topic, partition, base, (code, message) = row
+            topics.setdefault(topic, []).append({"index": partition, "error_code": code, "base_offset": base,
+                                                 "log_append_time_ms": -1, "log_start_offset": -1,
+                                                 "record_errors": [], "error_message": message})
+        return {"responses": [{"name": t, "partition_responses": ps} for t, ps in topics.items()]}
+
+    def fetch(self, conn, req):
+        b = req.body
+        if b["session_id"] != 0:
+            # We never hand out fetch sessions (session id 0 in every answer), so this id is unknown.
+            return {"error_code": E.FETCH_SESSION_ID_NOT_FOUND, "session_id": 0, "responses": []}
+        parts = [(t["topic"], p["partition"], p["fetch_offset"], p["partition_max_bytes"])
+                 for t in b["topics"] for p in t["partitions"]]
+        for _, _, _, pmax in parts:
+            if pmax < 0:
+                return {"error_code": E.INVALID_REQUEST, "session_id": 0, "responses": []}
+        # The whole reply must fit in one frame of the client's (and our) size limit.
+        max_bytes = max(1, min(b["max_bytes"], self.server.max_frame - FETCH_OVERHEAD * (len(parts) + 1)))
+        min_bytes = max(b["min_bytes"], 0)
+        rows, ready = self.broker.read(parts, max_bytes, min_bytes)
+        if ready or b["max_wait_ms"] <= 0:
+            return self._fetched(rows)
+        return self._fetch_waiting(parts, max_bytes, min_bytes, b["max_wait_ms"])
+
+    async def _fetch_waiting(self, parts, max_bytes, min_bytes, max_wait_ms) -> dict:
+        rows = await self.broker.wait_for_records(parts, max_bytes, min_bytes, min(max_wait_ms, MAX_FETCH_WAIT_MS))
+        return self._fetched(rows)
+
+    @staticmethod
+    def _fetched(rows) -> dict:
+        topics: dict[str, list] = {}
+        for topic, partition, error, hw, start, records in rows:
+            topics.setdefault(topic, []).append({
+                "partition_index": partition, "error_code": _code(error), "high_watermark": hw,
+                "last_stable_offset": hw, "log_start_offset": start, "aborted_transactions": [],
+                "records": None if records is None else [records]})
+        return {"error_code": E.NONE, "session_id": 0,
+                "responses": [{"topic": t, "partitions": ps} for t, ps in topics.items()]}
+
+    # ---- topics -----------------------------------------------------------------------
+    def _partition_rows(self, partitions) -> list:
+        return [{"error_code": E.NONE, "partition_index": p["partition"], "leader_id": NODE_ID, "leader_epoch": 0,
+                 "replica_nodes": [NODE_ID], "isr_nodes": [NODE_ID], "offline_replicas": []} for p in partitions]
+
+    def metadata(self, conn, req) -> dict:
+        body = req.body
+        wanted = body["topics"]
+        if wanted is not None and not wanted and req.api_version == 0:
+            wanted = None   # v0: an empty list means every topic
+        names = None if wanted is None else [t["name"] for t in wanted]
+        # Before v4 a Metadata request always let the broker auto-create, as in Kafka.
+        allow = body.get("allow_auto_topic_creation", True) if wanted is not None else False
+        topics = []
+        valid = []
+        for name in names or ():
+            try:
+                check_topic_name(name)
+                valid.append(name)
+            except ValueError as exc:
+                topics.append({"error_code": E.INVALID_TOPIC_EXCEPTION, "name": name, "partitions": []})
+                log.debug("metadata: %s", exc)
+        described = self.broker.describe_topics(None if names is None else valid, allow)
+        for name, info in described.items():
+            topics.append({"error_code": _code(info["error"]), "name": name, "is_internal": False,
+                           "partitions": self._partition_rows(info["partitions"])})
+        host, port = self.advertised()
+        return {"brokers": [{"node_id": NODE_ID, "host": host, "port": port}],
+                "cluster_id": CLUSTER_ID, "controller_id": NODE_ID, "topics": topics}
+
+    def create_topics(self, conn, req) -> dict:
+        body = req.body
+        results = []
+        for t in body["topics"]:
+            name = t["name"]
+            code, message = E.NONE, None
+            partitions = t["num_partitions"]
+            if t["assignments"]:
+                partitions = len(t["assignments"])
+            try:
+                check_topic_name(name)
+            except ValueError as exc:
+                code, message = E.INVALID_TOPIC_EXCEPTION, str(exc)
+            else:
+                if partitions == -1:
+                    partitions = None
+                if partitions is not None and not 1 <= partitions <= MAX_PARTITIONS_PER_TOPIC:
+                    code, message = E.INVALID_PARTITIONS, f"num_partitions must be in [1, {MAX_PARTITIONS_PER_TOPIC}]"
+                elif t["replication_factor"] not in (-1, 1):
+                    code, message = (E.INVALID_REPLICATION_FACTOR,
+                                     f"replication factor {t['replication_factor']}: this server is one broker, so 1")
+                elif any(a["broker_ids"] not in ([NODE_ID], []) for a in t["assignments"]):
+                    code, message = E.INVALID_REPLICA_ASSIGNMENT, f"the only broker is node {NODE_ID}"
+            if code == E.NONE:
+                config = {c["name"]: c["value"] for c in t["configs"] if c["value"] is not None}
+                try:
+                    self.broker.create_topic(name, partitions, config, body.get("validate_only", False))
+                except BrokerError as exc:
+                    # name and partitions were checked above: a BAD_REQUEST left is the config
+                    code = _code(exc, {ErrorCode.BAD_REQUEST: E.INVALID_CONFIG})
+                    message = exc.message
+            row = {"name": name, "error_code": code, "error_message": message}
+            if code == E.NONE:
+                row["num_partitions"] = partitions if partitions is not None else self.broker.default_partitions
+                row["replication_factor"] = 1
+            results.append(row)
+        return {"topics": results}
+
+    def delete_topics(self, conn, req) -> dict:
+        results = []
+        for name in req.body["topic_names"]:
+            code, message = E.NONE, None
+            try:
+                self.broker.delete_topic(name)
+            except BrokerError as exc:
+                code = _code(exc, {ErrorCode.NOT_AUTHORIZED: E.INVALID_REQUEST})
+                message = exc.message
+            results.append({"name": name, "error_code": code, "error_message": message})
+        return {"responses": results}
+
+    def describe_configs(self, conn, req) -> dict:
+        results = []
+        for res in req.body["resources"]:
+            row = {"error_code": E.NONE, "error_message": None, "resource_type": res["resource_type"],
+                   "resource_name": res["resource_name"], "configs": []}
+            results.append(row)
+            if res["resource_type"] == _RESOURCE_BROKER:
+                continue   # no broker settings are described; an empty list is a valid answer
+            if res["resource_type"] != _RESOURCE_TOPIC:
+                row["error_code"], row["error_message"] = E.INVALID_REQUEST, "only topic and broker resources"
+                continue
+            info = self.broker.describe_topics([res["resource_name"]]).get(res["resource_name"])
+            if info is None or info["error"] is not None:
+                row["error_code"] = E.UNKNOWN_TOPIC_OR_PARTITION
+                row["error_message"] = f"topic {res['resource_name']!r} does not exist"
+                continue
+            keys = res["configuration_keys"]
+            defaults = self.broker.logs.default_config.to_dict()
+            for key, value in sorted(info["config"].items()):
+                if keys is not None and key not in keys:
+                    continue
+                source = _CONFIG_SOURCE_DEFAULT if defaults.get(key) == value else _CONFIG_SOURCE_TOPIC
+                row["configs"].append({"name": key, "value": _config_text(value), "read_only": False,
+                                       "is_default": source == _CONFIG_SOURCE_DEFAULT, "config_source": source,
+                                       "is_sensitive": False, "synonyms": []})
+        return {"results": results}
+
+    # ---- offsets by time --------------------------------------------------------------
+    def list_offsets(self, conn, req) -> dict:
+        items = [(t["name"], p["partition_index"], p["timestamp"])
+                 for t in req.body["topics"] for p in t["partitions"]]
+        rows = self.broker.list_offsets(items)
+        topics = _by_topic(rows, lambda r: {"partition_index": r[1], "error_code": _code(r[3]),
+                                            "timestamp": -1, "offset": r[2], "leader_epoch": 0})
+        return {"topics": [{"name": t, "partitions": ps} for t, ps in topics.items()]}
+
+    # ---- groups -----------------------------------------------------------------------
+    def find_coordinator(self, conn, req) -> dict:
+        host, port = self.advertised()
+        return {"error_code": E.NONE, "error_message": None, "node_id": NODE_ID, "host": host, "port": port}
+
+    def join_group(self, conn, req):
+        b = req.body
+        failed = {"error_code": E.NONE, "generation_id": -1, "protocol_name": "", "leader": "",
+                  "member_id": b["member_id"], "members": []}
+        if not b["group_id"]:
+            return dict(failed, error_code=E.INVALID_GROUP_ID)
+        if not MIN_SESSION_TIMEOUT_MS <= b["session_timeout_ms"] <= MAX_SESSION_TIMEOUT_MS:
+            return dict(failed, error_code=E.INVALID_SESSION_TIMEOUT)
+        rebalance = b.get("rebalance_timeout_ms", -1)
+        if rebalance < 0:
+            rebalance = b["session_timeout_ms"]
+        protocols = [(p["name"], bytes(p["metadata"])) for p in b["protocols"]]
+        try:
+            fut = self.broker.join_group(b["group_id"], b["member_id"], req.client_id or "",
+                                         b["session_timeout_ms"], rebalance, b["protocol_type"], protocols)
+        except BrokerError as exc:
+            return dict(failed, error_code=_code(exc, _GROUP_CODES))
+        return self._joined(fut, b["protocol_type"], failed)
+
+    @staticmethod
+    async def _joined(fut, protocol_type, failed) -> dict:
+        try:
+            # shield: a client that hangs up must not cancel the future the others wait on
+            result = await asyncio.shield(fut)
+        except BrokerError as exc:
+            return dict(failed, error_code=_code(exc, _GROUP_CODES))
+        return {"error_code": E.NONE, "generation_id": result["generation_id"], "protocol_type": protocol_type,
+                "protocol_name": result["protocol"], "leader": result["leader_id"],
+                "member_id": result["member_id"],
+                "members": [{"member_id": m, "metadata": meta} for m, meta in result["members"]]}
+
+    def sync_group(self, conn, req):
+        b = req.body
+        assignments = [(a["member_id"], bytes(a["assignment"])) for a in b["assignments"]]
+        try:
+            fut = self.broker.sync_group(b["group_id"], b["generation_id"], b["member_id"], assignments)
+        except BrokerError as exc:
+            return {"error_code": _code(exc, _GROUP_CODES), "assignment": b""}
+        return self._synced(fut, b.get("protocol_type"), b.get("protocol_name"))
+
+    @staticmethod
+    async def _synced(fut, protocol_type, protocol_name) -> dict:
+        try:
+            result = await asyncio.shield(fut)
+        except BrokerError as exc:
+            return {"error_code": _code(exc, _GROUP_CODES), "assignment": b""}
+        return {"error_code": E.NONE, "assignment": result["assignment"], "protocol_type": protocol_type,
+                "protocol_name": protocol_name}
+
+    def heartbeat(self, conn, req) -> dict:
+        b = req.body
+        try:
+            self.broker.heartbeat(b["group_id"], b["generation_id"], b["member_id"])
+        except BrokerError as exc:
+            return {"error_code": _code(exc, _GROUP_CODES)}
+        return {"error_code": E.NONE}
+
+    def leave_group(self, conn, req) -> dict:
+        b = req.body
+        if req.api_version < 3:
+            try:
+                self.broker.leave_group(b["group_id"], b["member_id"])
+            except BrokerError as exc:
+                return {"error_code": _code(exc, _GROUP_CODES)}
+            return {"error_code": E.NONE}
+        members = []
+        for m in b["members"]:
+            code = E.NONE
+            try:
+                self.broker.leave_group(b["group_id"], m["member_id"])
+            except BrokerError as exc:
+                code = _code(exc, _GROUP_CODES)
+            members.append({"member_id": m["member_id"], "group_instance_id": m["group_instance_id"],
+                            "error_code": code})
+        return {"error_code": E.NONE, "members": members}
+
+    def offset_commit(self, conn, req):
+        b = req.body
+        offsets = [(t["name"], p["partition_index"], p["committed_offset"], p["committed_metadata"] or "")
+                   for t in b["topics"] for p in t["partitions"]]
+
+        def answer(rows, code=None):
+            topics = _by_topic(rows, lambda r: {"partition_index": r[1],
+                                                "error_code": code if code is not None else _code(r[2])})
+            return {"topics": [{"name": t, "partitions": ps} for t, ps in topics.items()]}
+
+        try:
+            result = self.broker.commit_offsets(b["group_id"], b.get("generation_id", -1), b.get("member_id", ""),
+                                                offsets)
+        except BrokerError as exc:
+            return answer([(t, p, None) for t, p, _, _ in offsets], _code(exc, _GROUP_CODES))
+        if isinstance(result, list):
+            return answer(result)
+
+        async def durable():
+            try:
+                rows = await result
+            except BrokerError as exc:
+                return answer([(t, p, None) for t, p, _, _ in offsets], _code(exc))
+            return answer(rows)
+        return durable()
+
+    def offset_fetch(self, conn, req) -> dict:
+        b = req.body
+        wanted = None if b["topics"] is None else [(t["name"], p) for t in b["topics"] for p in t["partition_indexes"]]
+        rows = self.broker.fetch_offsets(b["group_id"], wanted)
+        topics = _by_topic(rows, lambda r: {"partition_index": r[1], "committed_offset": r[2],
+                                            "committed_leader_epoch": -1, "metadata": r[3] or "",
+                                            "error_code": E.NONE})
+        return {"topics": [{"name": t, "partitions": ps} for t, ps in topics.items()], "error_code": E.NONE}
+
+    def list_groups(self, conn, req) -> dict:
+        states = req.body.get("states_filter") or None
+        groups = []
+        for group_id, state in self.broker.list_groups():
+            if states is not None and state not in states:
+                continue
+            group = self.broker.groups.describe(group_id)
+            groups.append({"group_id": group_id, "protocol_type": (group.protocol_type if group else "") or "consumer",
+                           "group_state": state})
+        return {"error_code": E.NONE, "groups": groups}
+
+    def describe_groups(self, conn, req) -> dict:
+        out = []
+        for group_id in req.body["groups"]:
+            group = self.broker.groups.describe(group_id)
+            if group is None:
+                state = "Empty" if self.broker.fetch_offsets(group_id) else "Dead"
+                out.append({"error_code": E.NONE, "group_id": group_id, "group_state": state,
+                            "protocol_type": "", "protocol_data": "", "members": []})
+                continue
+            host = f"/{conn.peer[0]}" if conn.peer else ""
+            members = [{"member_id": m.member_id, "client_id": m.client, "client_host": host,
+                        "member_metadata": m.metadata_for(group.protocol), "member_assignment": m.assignment}
+                       for m in group.members.values()]
+            out.append({"error_code": E.NONE, "group_id": group_id, "group_state": group.state,
+                        "protocol_type": group.protocol_type, "protocol_data": group.protocol, "members": members})
+        return {"groups": out}
+
+
+def _config_text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)

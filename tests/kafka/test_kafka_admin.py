@@ -1,0 +1,108 @@
+"""Topics through the Kafka door with the real admin clients (confluent-kafka, kafka-python),
+and the connection rules: version negotiation, a malformed frame closes only its connection."""
+
+import socket
+import struct
+
+import pytest
+
+from harness import wait_until
+from minilog.kafka import errors
+from minilog.kafka.codec import decode_response, encode_request
+from minilog.kafka.messages import API_VERSIONS, METADATA
+
+confluent_admin = pytest.importorskip("confluent_kafka.admin")
+from confluent_kafka import KafkaError, KafkaException  # noqa: E402
+
+
+def _result(future):
+    return future.result(timeout=15)
+
+
+def test_confluent_admin_creates_describes_and_deletes_topics(bootstrap):
+    admin = confluent_admin.AdminClient({"bootstrap.servers": bootstrap})
+    created = admin.create_topics([confluent_admin.NewTopic("orders", 3, 1, config={"retention.ms": "60000"}),
+                                   confluent_admin.NewTopic("audit", 1, 1)])
+    for f in created.values():
+        assert _result(f) is None
+    md = admin.list_topics(timeout=15)
+    assert {"orders", "audit"} <= set(md.topics)
+    assert sorted(md.topics["orders"].partitions) == [0, 1, 2]
+    assert md.topics["orders"].partitions[1].leader == 0 and list(md.brokers) == [0]
+
+    resource = confluent_admin.ConfigResource(confluent_admin.ResourceType.TOPIC, "orders")
+    configs = _result(admin.describe_configs([resource])[resource])
+    assert configs["retention.ms"].value == "60000"
+
+    again = admin.create_topics([confluent_admin.NewTopic("orders", 1, 1)])
+    with pytest.raises(KafkaException) as exc:
+        _result(again["orders"])
+    assert exc.value.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS
+
+    bad = admin.create_topics([confluent_admin.NewTopic("no/slashes", 1, 1)])
+    with pytest.raises(KafkaException) as exc:
+        _result(bad["no/slashes"])
+    assert exc.value.args[0].code() == KafkaError.TOPIC_EXCEPTION
+
+    for f in admin.delete_topics(["audit"]).values():
+        assert _result(f) is None
+    wait_until(lambda: "audit" not in admin.list_topics(timeout=15).topics, message="audit deleted")
+    with pytest.raises(KafkaException) as exc:
+        _result(admin.delete_topics(["audit"])["audit"])
+    assert exc.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+def test_kafka_python_admin_lists_creates_and_deletes(bootstrap):
+    kafka_admin = pytest.importorskip("kafka.admin")
+    admin = kafka_admin.KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+    try:
+        admin.create_topics([kafka_admin.NewTopic("kp-topic", num_partitions=2, replication_factor=1)])
+        assert "kp-topic" in admin.list_topics()
+        admin.delete_topics(["kp-topic"])
+        wait_until(lambda: "kp-topic" not in admin.list_topics(), message="kp-topic deleted")
+    finally:
+        admin.close()
+
+
+def _exchange(sock, frame: bytes) -> bytes:
+    sock.sendall(frame)
+    size = struct.unpack(">i", _recv(sock, 4))[0]
+    return _recv(sock, size)
+
+
+def _recv(sock, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+def test_api_versions_at_an_unknown_version_answers_with_our_ranges(kafka_minilog):
+    port = kafka_minilog.server.listener("kafka").port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reply = _exchange(sock, struct.pack(">ihhih", 10, API_VERSIONS.key, 77, 9, -1))
+        correlation_id, body = decode_response(API_VERSIONS, 0, reply)
+        assert correlation_id == 9 and body["error_code"] == errors.UNSUPPORTED_VERSION
+        assert {k["api_key"] for k in body["api_keys"]} >= {API_VERSIONS.key, METADATA.key}
+        # the connection stays usable: a supported version now answers
+        reply = _exchange(sock, encode_request(API_VERSIONS, 3, 10, "t", {"client_software_name": "t",
+                                                                           "client_software_version": "1"}))
+        assert decode_response(API_VERSIONS, 3, reply)[1]["error_code"] == 0
+
+
+def test_a_malformed_request_closes_only_its_connection(kafka_minilog, caplog):
+    port = kafka_minilog.server.listener("kafka").port
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as good, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as bad:
+        bad.sendall(struct.pack(">i", 6) + b"\x00\x03\x00\x01\xff\xff")   # header cut short
+        assert bad.recv(10) == b""
+        bad2 = socket.create_connection(("127.0.0.1", port), timeout=10)
+        bad2.sendall(struct.pack(">i", 0x7FFFFFF0))   # a frame far over --max-frame
+        assert bad2.recv(10) == b""
+        bad2.close()
+        reply = _exchange(good, encode_request(METADATA, 1, 5, "t", {"topics": None}))
+        assert decode_response(METADATA, 1, reply)[0] == 5
+    assert any("closing kafka connection" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,44 @@
+"""Data an older broker stored without checking record bodies: one bad log never stops the others."""
+
+import msgpack
+
+from clients.record_batch import pack_batch
+from log_storage_helpers import append_unchecked, batch_of
+from minilog.storage import LogManager
+
+from test_log_cleaner import fill, read_all
+
+
+def map_key_batch(ts=1_000) -> bytes:
+    return pack_batch(msgpack.packb([[0, 0, {"k": 1}, b"odd", None]], use_bin_type=True), 1, ts, ts)
+
+
+def test_a_map_key_in_a_compacted_topic_leaves_retention_and_other_compaction_running(tmp_path, caplog):
+    caplog.set_level("WARNING", logger="minilog.storage")
+    with LogManager(str(tmp_path)) as logs:
+        table = logs.create_log("table", 0, {"cleanup.policy": "compact", "segment.bytes": 300,
+                                             "retention.ms": -1})
+        fill(table, [[(b"k%d" % (i % 2), b"v%d" % i * 20)] for i in range(10)])
+        odd_offset = append_unchecked(table, map_key_batch())
+        fill(table, [[(b"k%d" % (i % 2), b"w%d" % i * 20)] for i in range(30)])
+        other = logs.create_log("other", 0, {"cleanup.policy": "compact", "segment.bytes": 300,
+                                             "retention.ms": -1})
+        fill(other, [[(b"k%d" % (i % 2), b"v%d" % i * 20)] for i in range(40)])
+        old = logs.create_log("old", 0, {"segment.bytes": 200, "retention.ms": 1_000})
+        for i in range(10):
+            old.append(batch_of([b"x" * 50], timestamp=1_000 + i))
+        assert len(old.segments) > 2
+        other_size, table_size = other.size_bytes, table.size_bytes
+
+        logs.tick(now_ms=10**9)
+        logs.tick(now_ms=10**9 + 1_000)
+
+        assert len(old.segments) == 1  # retention ran for the topic after the bad one
+        assert other.size_bytes < other_size / 2  # and compaction for the other compacted topic
+        assert table.size_bytes < table_size / 2  # the bad topic's other segments were compacted too
+        kept = read_all(table)
+        assert (odd_offset, {"k": 1}, b"odd") in [(o, k, v) for o, k, v in kept]
+        # Segments without the odd record were compacted: only the last value of each key survives there.
+        values = {k: v for _, k, v in kept if isinstance(k, bytes)}
+        assert values == {b"k0": b"w28" * 20, b"k1": b"w29" * 20}
+        assert caplog.text.count("not bytes") == 1
