@@ -12,6 +12,7 @@ from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinilogServer
 
 COMMANDS: dict[str, str] = {
     "dump": "minilog.dump:main",
+    "users": "minilog.users_command:main",
 }
 
 

@@ -20,6 +20,7 @@ from serverbase import BrokerServer
 from serverbase.args import optional, required
 from serverbase.server import DEFERRED, op
 
+from .acl import Acl, GuardedLog
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
 from .fetch_response import PARTITION_OVERHEAD, FetchResponse
@@ -130,6 +131,22 @@ class MinilogServer(BrokerServer):
             return {}
         return dict(self.broker.info(), sendfile_bytes=self.sendfile_bytes)
 
+    # ---- access control: Kafka's ACLs (minilog/acl.py) -------------------------------------
+    def compile_permissions(self, user: str, raw):
+        return Acl.from_stored(user, raw)
+
+    def authorize(self, conn, op: str, args: dict):
+        return None   # each call is checked by the core's guarded view, `core(conn)`
+
+    def core(self, conn):
+        """The core as this connection's user may use it: the core itself, or its guarded view."""
+        if conn.access is None:
+            return self.broker
+        guarded = conn.state.get("guarded_log")
+        if guarded is None:
+            guarded = conn.state["guarded_log"] = GuardedLog(self.broker, conn.access)
+        return guarded
+
     def dispatch(self, conn, req) -> None:
         # Ops that write their own reply frame (fetch) or none (produce with acks=0) need the request id.
         self._current_rid = req.id
@@ -146,7 +163,7 @@ class MinilogServer(BrokerServer):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'topics' must be a map {name, num_partitions, config}")
             name = spec["name"]
             try:
-                self.broker.create_topic(name, spec.get("num_partitions"), spec.get("config"), validate_only)
+                self.core(conn).create_topic(name, spec.get("num_partitions"), spec.get("config"), validate_only)
                 results[name] = None
             except BrokerError as exc:
                 results[name] = [exc.code, exc.message]
@@ -158,7 +175,7 @@ class MinilogServer(BrokerServer):
         results = {}
         for name in names:
             try:
-                self.broker.delete_topic(name)
+                self.core(conn).delete_topic(name)
                 results[name] = None
             except BrokerError as exc:
                 results[str(name)] = [exc.code, exc.message]
@@ -171,7 +188,7 @@ class MinilogServer(BrokerServer):
         for name in names or ():
             if not isinstance(name, str):
                 raise BrokerError(ErrorCode.BAD_REQUEST, f"topic names must be strings, got {name!r}")
-        return {"topics": self.broker.describe_topics(names, auto_create)}
+        return {"topics": self.core(conn).describe_topics(names, auto_create)}
 
     # ---- produce -----------------------------------------------------------------------
     @op("produce")
@@ -183,7 +200,7 @@ class MinilogServer(BrokerServer):
         if type(data) is not list:
             raise BrokerError(ErrorCode.BAD_REQUEST, "missing required argument 'data' (array of [topic, partition, batch])")
         rid = self._current_rid
-        results = self.broker.produce(data, acks)
+        results = self.core(conn).produce(data, acks)
         if acks == 0 and rid == 0:
             # Fire and forget: only the failures are told, as error frames.
             for topic, partition, _, error in results:
@@ -222,7 +239,7 @@ class MinilogServer(BrokerServer):
             raise BrokerError(ErrorCode.BAD_REQUEST, f"max_bytes must be >= 1, got {max_bytes}")
         # The whole reply must fit in one frame the client accepts.
         max_bytes = min(max_bytes, conn.send_limit - 64 - PARTITION_OVERHEAD * len(parts))
-        rows, ready = self.broker.read(parts, max_bytes, min_bytes)
+        rows, ready = self.core(conn).read(parts, max_bytes, min_bytes)
         if ready or max_wait_ms <= 0:
             self._send_fetch(conn, rid, rows)
         else:
@@ -230,7 +247,7 @@ class MinilogServer(BrokerServer):
         return DEFERRED
 
     async def _fetch_waiting(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms):
-        rows = await self.broker.wait_for_records(parts, max_bytes, min_bytes, max_wait_ms)
+        rows = await self.core(conn).wait_for_records(parts, max_bytes, min_bytes, max_wait_ms)
         self._send_fetch(conn, rid, rows)
 
     def _send_fetch(self, conn, rid, rows) -> None:
@@ -262,7 +279,7 @@ class MinilogServer(BrokerServer):
             if (not isinstance(item, (list, tuple)) or len(item) != 3 or type(item[0]) is not str
                     or type(item[1]) is not int or type(item[2]) is not int):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'partitions' must be [topic, partition, timestamp]")
-        return {"results": self.broker.list_offsets(items)}
+        return {"results": self.core(conn).list_offsets(items)}
 
     # ---- consumer groups ---------------------------------------------------------------
     @op("join_group")
@@ -272,7 +289,7 @@ class MinilogServer(BrokerServer):
             if not isinstance(p, (list, tuple)) or len(p) != 2 or type(p[0]) is not str or type(p[1]) is not bytes:
                 raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'protocols' must be [assignor name, metadata bin]")
         session = optional(args, "session_timeout_ms", int, 45_000)
-        fut = self.broker.join_group(
+        fut = self.core(conn).join_group(
             required(args, "group_id", str), optional(args, "member_id", str, ""),
             optional(args, "client", str, conn.client_name or ""), session,
             optional(args, "rebalance_timeout_ms", int, session), optional(args, "protocol_type", str, "consumer"),
@@ -281,7 +298,7 @@ class MinilogServer(BrokerServer):
 
     @op("sync_group")
     def op_sync_group(self, conn, args):
-        fut = self.broker.sync_group(required(args, "group_id", str), required(args, "generation_id", int),
+        fut = self.core(conn).sync_group(required(args, "group_id", str), required(args, "generation_id", int),
                                      required(args, "member_id", str), optional(args, "assignments", list, []))
         return self._await(fut)
 
@@ -292,13 +309,13 @@ class MinilogServer(BrokerServer):
 
     @op("heartbeat")
     def op_heartbeat(self, conn, args):
-        self.broker.heartbeat(required(args, "group_id", str), required(args, "generation_id", int),
+        self.core(conn).heartbeat(required(args, "group_id", str), required(args, "generation_id", int),
                               required(args, "member_id", str))
         return {}
 
     @op("leave_group")
     def op_leave_group(self, conn, args):
-        self.broker.leave_group(required(args, "group_id", str), required(args, "member_id", str))
+        self.core(conn).leave_group(required(args, "group_id", str), required(args, "member_id", str))
         return {}
 
     @op("offset_commit")
@@ -313,7 +330,7 @@ class MinilogServer(BrokerServer):
                 raise BrokerError(ErrorCode.BAD_REQUEST,
                                   "each of 'offsets' must be [topic, partition, offset, metadata]")
             offsets.append((item[0], item[1], item[2], item[3] if len(item) == 4 else None))
-        results = self.broker.commit_offsets(group_id, generation_id, member_id, offsets)
+        results = self.core(conn).commit_offsets(group_id, generation_id, member_id, offsets)
         if type(results) is list:
             return {"results": results}
         return self._reply_when_durable(results)
@@ -327,11 +344,11 @@ class MinilogServer(BrokerServer):
                 if (not isinstance(item, (list, tuple)) or len(item) != 2 or type(item[0]) is not str
                         or type(item[1]) is not int):
                     raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'partitions' must be [topic, partition]")
-        return {"offsets": self.broker.fetch_offsets(group_id, wanted)}
+        return {"offsets": self.core(conn).fetch_offsets(group_id, wanted)}
 
     @op("list_groups")
     def op_list_groups(self, conn, args):
-        return {"groups": [[g, s] for g, s in self.broker.list_groups()]}
+        return {"groups": [[g, s] for g, s in self.core(conn).list_groups()]}
 
     @op("describe_groups")
     def op_describe_groups(self, conn, args):
@@ -339,5 +356,5 @@ class MinilogServer(BrokerServer):
         for group_id in required(args, "groups", list):
             if not isinstance(group_id, str):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "'groups' must be an array of group ids")
-            out.append(self.broker.describe_group(group_id))
+            out.append(self.core(conn).describe_group(group_id))
         return {"groups": out}

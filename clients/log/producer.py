@@ -23,13 +23,13 @@ import time
 
 import msgpack
 
-from ..protocol.errors import BrokerError
+from ..protocol.errors import BrokerError, ErrorCode
 from ..protocol.framing import DEFAULT_MAX_FRAME
 from ..record_batch import pack_batch  # rows are packed here; this writes header and CRC
 from ..rpc import ConnectionClosed
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
-from .errors import ConfigError, KafkaError, KafkaException, error_from_field, exception_from
+from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .message import make_message
 from .partitioner import KeyPartitioner, pick_sticky
 
@@ -171,7 +171,7 @@ class Producer:
                                                 f"cannot connect to {self._host}:{self._port}: {exc}"))
         return self._conn
 
-    def _topic(self, topic: str) -> _TopicState | None:
+    def _topic(self, topic: str) -> _TopicState | KafkaError | None:
         if not isinstance(topic, str) or not topic:
             raise TypeError("topic must be a non-empty str")
         try:
@@ -187,6 +187,9 @@ class Producer:
             raise exception_from(exc) from None
         info = (meta.get("topics") or {}).get(topic)
         if not info or not info.get("partitions"):
+            error = (info or {}).get("error")
+            if error and error[0] == ErrorCode.NOT_AUTHORIZED:
+                return error_from_wire(error[0], error[1])   # reported as librdkafka does: TOPIC_AUTHORIZATION_FAILED
             return None
         limit = self._message_max_bytes
         try:
@@ -229,6 +232,9 @@ class Producer:
         t = self._topics.get(topic)
         if t is None:
             t = self._topic(topic)
+            if isinstance(t, KafkaError):
+                self._report_now(cb, t, topic, partition, key, value)
+                return
             if t is None:
                 self._report_now(cb, KafkaError(
                     KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist and the server does not create topics on first use; create it with AdminClient.create_topics"),
