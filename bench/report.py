@@ -176,6 +176,35 @@ def _systems_in(data):
     return [s for s in ORDER if s in data["systems"]]
 
 
+# What a chart calls a system: "kafka" is the Kafka protocol as tansu serves it from memory,
+# not Apache Kafka, and a reader of a chart alone should not have to know that.
+CHART_NAMES = {"kafka": "tansu (Kafka protocol)"}
+
+
+def durability_tag(text: str | None) -> str:
+    """A few words for a chart label from an adapter's durability setting."""
+    t = (text or "").lower()
+    if not t:
+        return "?"
+    if "memory" in t or "no persistence" in t:
+        return "memory only"
+    if "fsync" in t and ("after fsync" in t or "fsynced before" in t):
+        return "fsync"
+    if "no confirms" in t:
+        return "disk, unconfirmed"
+    if "page cache" in t or "acks=1" in t:
+        return "page cache"
+    if "transient" in t or "not persistent" in t:
+        return "transient"
+    return t.split(",")[0][:24]
+
+
+def chart_label(data, entry, system) -> str:
+    """A system's name on a chart, with its durability in brackets."""
+    settings = entry["results"].get(system, {}).get("settings") or {}
+    return f"{CHART_NAMES.get(system, system)} [{durability_tag(settings.get('durability'))}]"
+
+
 def workload_section(name, data, charts_rel) -> list[str]:
     w = WORKLOADS[name]
     opts = ", ".join(f"--{k} {v}" for k, v in (data.get("options") or {}).items())
@@ -361,17 +390,19 @@ def draw_charts(results: dict, charts_dir: str) -> int:
                 highs.append(sm["max"] - sm["median"])
         if not systems:
             continue
-        fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(systems) + 1.4))
+        fig, ax = plt.subplots(figsize=(8.5, 0.42 * len(systems) + 1.4))
         ys = list(range(len(systems)))[::-1]
         ax.barh(ys, meds, xerr=[lows, highs], capsize=3, color=[COLORS[s] for s in systems])
-        ax.set_yticks(ys, systems)
+        ax.set_yticks(ys, [chart_label(data, entry, s) for s in systems])
         ax.set_xscale("log")      # the systems span three orders of magnitude
         ax.set_xlabel(what + " (log scale)")
         ax.set_title(f"{name}: {entry['case']['label']} - median, bars = min–max\n"
                      "(systems that did not deliver every message are left out)", fontsize=9)
-        for y, v in zip(ys, meds):
-            ax.annotate(f" {v:,.0f}", (v, y), va="center", fontsize=8)
-        ax.set_xlim(right=max(meds) * 6)
+        for y, v, hi in zip(ys, meds, highs):
+            # Written past the end of the whisker, not on it, so the two never overlap.
+            ax.annotate(f"{v:,.0f}", (v + hi, y), xytext=(6, 0), textcoords="offset points",
+                        va="center", fontsize=8)
+        ax.set_xlim(right=max(m + h for m, h in zip(meds, highs)) * 8)
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
         fig.savefig(os.path.join(charts_dir, f"{name}.png"), dpi=110)
@@ -380,7 +411,9 @@ def draw_charts(results: dict, charts_dir: str) -> int:
     data = results.get("latency")
     if data:
         entries = data["cases"]
-        fig, axes = plt.subplots(1, len(entries), figsize=(4 * len(entries), 3.6), squeeze=False)
+        # One y axis for every panel, so a reader compares heights across rates at a glance.
+        fig, axes = plt.subplots(1, len(entries), figsize=(4 * len(entries), 3.8), squeeze=False,
+                                 sharey=True)
         keys = ("p50", "p90", "p99", "p99.9", "max")
         for ax, entry in zip(axes[0], entries):
             for s in _systems_in(data):
@@ -389,14 +422,18 @@ def draw_charts(results: dict, charts_dir: str) -> int:
                 if _incomplete(r):
                     continue
                 if all(y is not None for y in ys):
-                    ax.plot(range(len(keys)), [y / 1000 for y in ys], marker="o", label=s, color=COLORS[s])
+                    ax.plot(range(len(keys)), [y / 1000 for y in ys], marker="o",
+                            label=chart_label(data, entry, s), color=COLORS[s])
             ax.set_xticks(range(len(keys)), keys)
             ax.set_yscale("log")
-            ax.set_title(entry["case"]["label"])
-            ax.set_ylabel("ms (log)")
+            rate = entry["case"].get("rate")
+            ax.set_title(f"open loop: {rate:,} msgs/s offered" if rate else
+                         "closed loop: as fast as taken", fontsize=9)
             ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("ms (log)")
         axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-        fig.suptitle("End-to-end latency percentiles, open loop (median of repeats)")
+        fig.suptitle("End-to-end latency percentiles (median of repeats); open-loop panels offer a fixed "
+                     "rate, the closed-loop one sends as fast as the system takes", fontsize=9)
         fig.tight_layout()
         fig.savefig(os.path.join(charts_dir, "latency-percentiles.png"), dpi=110)
         plt.close(fig)
@@ -419,9 +456,10 @@ def draw_charts(results: dict, charts_dir: str) -> int:
                         ys.append(v)
                         mbs.append(_median(e["results"].get(s, {}), "mb_per_s"))
                 if xs:
-                    axes[0][0].plot(xs, ys, marker="o", label=s, color=COLORS[s])
+                    label = chart_label(data, entries[0], s)
+                    axes[0][0].plot(xs, ys, marker="o", label=label, color=COLORS[s])
                     if prefix == "size":
-                        axes[0][1].plot(xs, mbs, marker="o", label=s, color=COLORS[s])
+                        axes[0][1].plot(xs, mbs, marker="o", label=label, color=COLORS[s])
             for ax in axes[0]:
                 ax.set_xlabel(xlabel)
                 if logx:

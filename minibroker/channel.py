@@ -39,6 +39,7 @@ class Channel:
         self.outbox_bytes = 0            # body bytes in the outbox (sizes the push frames)
         self.dirty = False               # in the broker's list of channels to flush this turn
         self.closed = False
+        self.flow_stopped = False        # the client asked for no deliveries (AMQP channel.flow)
 
     # ---- delivering -------------------------------------------------------------------------------
     def deliver(self, consumer, msg) -> None:
@@ -195,6 +196,14 @@ class Channel:
                     self.broker.schedule_drain(c.queue)
         else:
             self.prefetch_count = prefetch_count
+
+    def flow(self, active: bool, now: float) -> None:
+        """Stop (or restart) deliveries to this channel's consumers; acks and gets still work."""
+        self.flow_stopped = not active
+        if active:
+            for c in self.consumers.values():
+                if c.queue.ready and not c.queue.scheduled and not c.queue.deleted:
+                    self.broker.schedule_drain(c.queue)
 
     # ---- publisher confirms -----------------------------------------------------------------------
     def take_confirms(self) -> list:

@@ -3,7 +3,7 @@
 `credit()` is the number of further unacked deliveries prefetch allows right now: the
 consumer's own limit (basic_qos with global=false, fixed when the consumer was created, as in
 RabbitMQ) and the channel's shared limit (basic_qos with global=true), and zero while the
-client's connection is not reading (backpressure). No-ack consumers have no prefetch limit; the
+client's connection is not reading (backpressure) or its channel is stopped (`Channel.flow`). No-ack consumers have no prefetch limit; the
 queue caps what one turn delivers instead (`MessageQueue.drain`).
 """
 
@@ -25,7 +25,7 @@ class Consumer:
 
     def credit(self) -> int:
         channel = self.channel
-        if channel.session.paused:
+        if channel.session.paused or channel.flow_stopped:
             return 0
         if self.no_ack:
             return UNLIMITED

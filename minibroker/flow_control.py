@@ -4,7 +4,8 @@ A producer that publishes faster than anyone consumes would otherwise grow the s
 without bound. Like RabbitMQ's memory alarm, `PublisherFlowControl.check` (run every tick) sums
 the body bytes of all ready messages; above `limit` it pauses reading from every connection
 that has published since the last check and holds no consumers, so TCP backpressure blocks the
-producers' sends — no protocol change, nothing lost. When the total falls to `resume_fraction`
+producers' sends — nothing lost. A sink that can say so (`publishing_blocked`: AMQP's
+connection.blocked/unblocked) is told as well. When the total falls to `resume_fraction`
 of the limit, reading resumes.
 
 The check runs every tick (50 ms) and, since loopback clients can send tens of megabytes in that
@@ -52,13 +53,22 @@ class PublisherFlowControl:
                     continue
                 conn.transport.pause_reading()
                 self.blocked[conn.id] = conn
+                _tell(session, True)
         elif self.alarm and total <= self.resume_below:
             self.alarm = False
             for conn in self.blocked.values():
                 if not conn.closed and not conn.writing_paused:
                     conn.transport.resume_reading()
+                    _tell(conn.state.get("session"), False)
             self.blocked.clear()
         for conn in self.server.connections.values():
             session = conn.state.get("session")
             if session is not None:
                 session.published = False
+
+
+def _tell(session, blocked: bool) -> None:
+    """Tell a client whose protocol can say so (AMQP's connection.blocked) that it is paused."""
+    notify = getattr(session.sink, "publishing_blocked", None) if session is not None else None
+    if notify is not None:
+        notify(blocked)

@@ -16,6 +16,8 @@ from clients.protocol.errors import BrokerError, ErrorCode
 from clients.protocol.framing import LENGTH
 from serverbase import BrokerServer, op
 from serverbase.auth import NotAuthorized
+from serverbase.cli import port_or_off
+from serverbase.listener import Listener
 from serverbase.schema import Array, Bin, Bool, Int, Name, Str, Table, Value
 from serverbase.server import DEFERRED
 
@@ -26,6 +28,7 @@ from .flow_control import DEFAULT_LIMIT, PublisherFlowControl
 from .store_interface import TransientStore
 
 DEFAULT_PORT = 5673
+DEFAULT_AMQP_PORT = 5672     # the AMQP 0-9-1 front door (minibroker/amqp/), --amqp-port
 DEFAULT_DATA_DIR = "./data/minibroker"
 TICK_SECONDS = 0.05          # TTL sweeps and x-expires checks
 ENTRY_OVERHEAD = 48          # msgpack bytes around one delivery besides its strings and body
@@ -138,8 +141,13 @@ class MinibrokerServer(BrokerServer):
                 "priorities", "single_active_consumer", "delivery_limit")
 
     def __init__(self, *args, store=None, fsync: str = "always", fsync_interval_ms: int = 200,
-                 journal_segment_bytes: int = 64 << 20, **kwargs):
+                 journal_segment_bytes: int = 64 << 20, amqp_port: int | None = None,
+                 amqp_heartbeat: int = 60, **kwargs):
         super().__init__(*args, **kwargs)
+        # AMQP 0-9-1 front door (issue 10): None = off. Off by default when built in code (tests
+        # pass amqp_port=0); the command line's --amqp-port defaults to 5672.
+        self.amqp_port = amqp_port
+        self.amqp_heartbeat = amqp_heartbeat
         self.store = store if store is not None else TransientStore()
         self.broker = Broker(store=self.store)
         # ---- durable store (issue 4): with a data dir and no explicit store, keep durable
@@ -156,6 +164,11 @@ class MinibrokerServer(BrokerServer):
                                  "default), interval (fsync every --fsync-interval-ms), never (page cache only)")
         parser.add_argument("--fsync-interval-ms", type=int, default=200,
                             help="fsync period under --fsync interval (default 200)")
+        parser.add_argument("--amqp-port", type=port_or_off, default=DEFAULT_AMQP_PORT,
+                            help=f"port of the AMQP 0-9-1 listener (real pika, aio-pika, kombu, Celery); "
+                                 f"0 picks a free one, off disables it (default {DEFAULT_AMQP_PORT})")
+        parser.add_argument("--amqp-heartbeat", type=int, default=60,
+                            help="AMQP heartbeat interval the server proposes, in seconds; 0 disables (default 60)")
         parser.add_argument("--journal-segment-bytes", type=int, default=64 << 20,
                             help="size of a message journal segment file (default 64 MiB); smaller segments "
                                  "are garbage-collected and compacted sooner")
@@ -165,7 +178,16 @@ class MinibrokerServer(BrokerServer):
         server = super().from_args(args)
         server.fsync_policy, server.fsync_interval_ms = args.fsync, args.fsync_interval_ms
         server.journal_segment_bytes = args.journal_segment_bytes
+        server.amqp_port, server.amqp_heartbeat = args.amqp_port, args.amqp_heartbeat
         return server
+
+    def extra_listeners(self):
+        if self.amqp_port is None:
+            return []
+        from .amqp.connection import AMQPConnection
+        return [Listener("amqp", "--amqp-port", self.amqp_port,
+                         lambda: AMQPConnection(self, self.next_connection_id(), self.amqp_heartbeat),
+                         host=self.host)]
 
     # ---- lifecycle --------------------------------------------------------------------------------
     async def open(self):

@@ -133,7 +133,7 @@ class ServerThread:
 
 # A server's other front doors default to their well-known ports on the command line (9092...);
 # tests run side by side, so each process test puts them on free ports (extra_args may override).
-OTHER_DOORS_ON_FREE_PORTS = {"minilog": ("--kafka-port", "0")}
+OTHER_DOORS_ON_FREE_PORTS = {"minilog": ("--kafka-port", "0"), "minibroker": ("--amqp-port", "0")}
 
 
 class ServerProcess:

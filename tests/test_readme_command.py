@@ -18,7 +18,7 @@ def test_make_run_starts_both_servers(tmp_path):
     venv = sys.prefix if os.path.exists(os.path.join(sys.prefix, ".installed")) else os.path.join(ROOT, ".venv")
     proc = subprocess.Popen(
         ["make", "-s", "run", f"VENV={venv}",
-         f"RUN_ARGS=--minibroker-port 0 --minilog-port 0 --kafka-port 0 --data-dir {tmp_path}"],
+         f"RUN_ARGS=--minibroker-port 0 --minilog-port 0 --kafka-port 0 --amqp-port 0 --data-dir {tmp_path}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     ports = {}

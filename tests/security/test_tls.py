@@ -16,6 +16,7 @@ from clients.aio_log.helpers import create_ssl_context
 from clients.log import Consumer, KafkaException, Producer
 from clients.rpc import RpcConnection
 from harness import ROOT, ServerProcess
+from minilog.acl import parse_acl
 from serverbase.tls import TlsSettings, server_context
 from serverbase.users import UserStore
 
@@ -134,7 +135,7 @@ async def test_aio_pika_style_client_over_tls(start_minibroker, pki):
 def secure_minilog(start_minilog, pki, tmp_path):
     data = tmp_path / "ml"
     with UserStore(str(data)).editing() as store:
-        store.add("alice", "alice-pw", None)
+        store.add("alice", "alice-pw", [parse_acl("topic:*:all"), parse_acl("group:*:all")])
     return start_minilog(data, auth=True, tls=tls_settings(pki))
 
 
