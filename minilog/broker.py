@@ -38,7 +38,8 @@ from .append_waiters import AppendWaiters
 from .group_commit import FlushFailed, GroupCommit
 from .group_coordinator import GroupCoordinator
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES, OffsetsStore
-from .storage import LogClosedError, LogConfig, LogManager, OffsetOutOfRangeError, RecordTooLargeError
+from .storage import (LogClosedError, LogConfig, LogManager, OffsetLostError, OffsetOutOfRangeError,
+                      RecordTooLargeError)
 from .topics import INTERNAL_TOPICS, Topics
 
 log = logging.getLogger("minilog.broker")
@@ -261,6 +262,13 @@ class LogBroker:
             if offset < hw and budget > 0:
                 try:
                     found = plog.read(offset, min(pmax, budget))
+                except OffsetLostError as exc:
+                    # Recovery took damaged data out of the log: say so at that offset (docs/PROTOCOL.md).
+                    rows.append((topic, partition, _error(ErrorCode.CORRUPT_MESSAGE, f"{topic}-{partition}: {exc}; "
+                                                          f"fetch from offset {exc.end_offset} to go on"),
+                                 hw, start, None))
+                    error = True
+                    continue
                 except (OffsetOutOfRangeError, LogClosedError, OSError) as exc:
                     rows.append((topic, partition, _error(ErrorCode.STORAGE_ERROR, f"{topic}-{partition}: {exc}"),
                                  hw, start, None))

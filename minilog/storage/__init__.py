@@ -15,7 +15,7 @@ The record batch format itself lives in ``clients/record_batch.py``.
 """
 
 from .config import InvalidConfigError, LogConfig
-from .log import AppendInfo, LogClosedError, OffsetOutOfRangeError, PartitionLog, RecordTooLargeError
+from .log import AppendInfo, LogClosedError, OffsetLostError, OffsetOutOfRangeError, PartitionLog, RecordTooLargeError
 from .log_manager import LogManager, UnknownTopicOrPartitionError
 from .retention import apply_retention
 from .segment import FileSlice, LogSegment, SegmentWriteError
@@ -28,6 +28,7 @@ __all__ = [
     "LogConfig",
     "LogManager",
     "LogSegment",
+    "OffsetLostError",
     "OffsetOutOfRangeError",
     "PartitionLog",
     "RecordTooLargeError",

@@ -25,13 +25,12 @@ from clients.record_batch import (HEADER_SIZE, BatchHeader, InvalidBatchError, T
 
 from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, fsync_dir, write_offset_checkpoint)
 from .config import LogConfig
-from .segment import FileSlice, LogSegment
+from .index_file import CorruptIndexError
+from .segment import MAX_RELATIVE_OFFSET, FileSlice, LogSegment
 
 logger = logging.getLogger("minilog.storage")
 
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
-# Offsets inside a segment are stored as u32 relative to its base.
-_MAX_RELATIVE_OFFSET = 0xFFFFFFFF
 
 
 class OffsetOutOfRangeError(Exception):
@@ -42,6 +41,17 @@ class OffsetOutOfRangeError(Exception):
         self.offset = offset
         self.log_start_offset = log_start_offset
         self.log_end_offset = log_end_offset
+
+
+class OffsetLostError(Exception):
+    """The offset lies in a range recovery found damaged on disk and took out of the log."""
+
+    def __init__(self, offset: int, first_offset: int, end_offset: int):
+        super().__init__(f"offsets {first_offset}..{end_offset - 1} were lost to data damaged on disk; "
+                         f"the log continues at {end_offset}")
+        self.offset = offset
+        self.first_offset = first_offset
+        self.end_offset = end_offset
 
 
 class RecordTooLargeError(InvalidBatchError):
@@ -80,7 +90,7 @@ class PartitionLog:
     """Open with :meth:`open`; append with :meth:`append`; read with :meth:`read`."""
 
     def __init__(self, directory: str, config: LogConfig, segments: list[LogSegment], log_start_offset: int,
-                 recovery_point: int):
+                 recovery_point: int, lost_ranges: list | None = None):
         self.directory = directory
         self.config = config
         self._segments = segments
@@ -94,6 +104,9 @@ class PartitionLog:
         self._last_checkpoint_ms = now
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self._closed = False
+        # [(first, end)] offset ranges recovery took out as damaged (recovery.py): a read of them
+        # raises OffsetLostError, and a read before one stops at it, so consumers are told.
+        self._lost: list[tuple[int, int]] = list(lost_ranges or ())
         # Who runs the flushes that flush.messages and flush.ms make due. None: flush()
         # inline. A server sets a callable(log) that runs prepare_flush / FlushPlan.sync /
         # complete_flush off its event loop (minilog/group_commit.py), so an append or a
@@ -106,7 +119,8 @@ class PartitionLog:
         from .recovery import LogLoader  # recovery builds segments that this class then owns
         config = config or LogConfig()
         loaded = LogLoader(directory, config).load()
-        return cls(directory, config, loaded.segments, loaded.log_start_offset, loaded.recovery_point)
+        return cls(directory, config, loaded.segments, loaded.log_start_offset, loaded.recovery_point,
+                   loaded.lost_ranges)
 
     # -- state ------------------------------------------------------------
 
@@ -137,6 +151,11 @@ class PartitionLog:
     def flushed_offset(self) -> int:
         """Every offset below this one has been fsynced."""
         return self._flushed_offset
+
+    @property
+    def lost_ranges(self) -> list[tuple[int, int]]:
+        """``[(first, end)]``: offset ranges lost to damaged data on disk (see recovery.py)."""
+        return list(self._lost)
 
     def is_flushed(self, offset: int) -> bool:
         """True once the record at ``offset`` is on disk (fsynced)."""
@@ -208,7 +227,7 @@ class PartitionLog:
         return (segment.size + size > cfg.segment_bytes
                 or (segment.created_ms is not None and now - segment.created_ms >= cfg.segment_ms)
                 or segment.index_room() < batches + 1
-                or next_offset - 1 - segment.base_offset > _MAX_RELATIVE_OFFSET)
+                or next_offset - 1 - segment.base_offset > MAX_RELATIVE_OFFSET)
 
     def roll(self, now_ms: int | None = None) -> LogSegment:
         """Seal the active segment and start a new one at the log end offset."""
@@ -320,14 +339,32 @@ class PartitionLog:
         self._check_offset(offset)
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        stop = None
+        if self._lost:
+            for first, end in self._lost:
+                if offset < first:
+                    stop = first  # the reply ends before the gap; the next fetch is told about it
+                    break
+                if offset < end:
+                    raise OffsetLostError(offset, first, end)
         i = max(self._segment_for(offset), 0)
         segments = self._segments
         while i < len(segments):
-            found = segments[i].read(offset, max_bytes)
+            found = self._repairing_index(segments[i], segments[i].read, offset, max_bytes, stop)
             if found is not None:
                 return found
             i += 1  # offset lies in a gap or past this segment's end: the next one starts it
         return None
+
+    def _repairing_index(self, segment: LogSegment, method, *args):
+        """Call ``method(*args)`` of ``segment``; if an index entry turns out wrong, rebuild the indexes once."""
+        try:
+            return method(*args)
+        except CorruptIndexError as exc:
+            logger.error("%s: %s; rebuilding the indexes of segment %d from its log", self.directory, exc,
+                         segment.base_offset)
+            segment.rebuild_indexes()
+            return method(*args)
 
     def read_bytes(self, offset: int, max_bytes: int = 1024 * 1024) -> bytes:
         """Like :meth:`read` but returns the bytes (b"" at the log end)."""
@@ -338,7 +375,7 @@ class PartitionLog:
         """First offset whose record timestamp is >= ``timestamp``; None if every record is older."""
         for segment in self._segments:
             if segment.max_timestamp >= timestamp:
-                found = segment.offset_for_timestamp(timestamp)
+                found = self._repairing_index(segment, segment.offset_for_timestamp, timestamp)
                 if found is not None:
                     return max(found, self._log_start_offset)
         return None
@@ -363,6 +400,7 @@ class PartitionLog:
         self._log_start_offset = new_start
         del self._segments[:count]
         del self._bases[:count]
+        self._lost = [r for r in self._lost if r[1] > new_start]
         for segment in doomed:
             segment.mark_deleted()
             self._pending_deletes.append((now + self.config.file_delete_delay_ms, segment))

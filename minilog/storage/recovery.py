@@ -34,15 +34,18 @@ from dataclasses import dataclass
 
 from clients.record_batch import BatchError
 
-from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, TEMP_SUFFIX, fsync_dir, read_offset_checkpoint,
-                         write_offset_checkpoint)
+from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, TEMP_SUFFIX, fsync_dir, read_json,
+                         read_offset_checkpoint, write_json, write_offset_checkpoint)
 from .cleaner import CLEANER_DIR
 from .config import LogConfig
 from .index_file import CorruptIndexError
 from .log import CLEAN_SHUTDOWN_FILE
-from .segment import DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, LogSegment
+from .segment import (DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, QUARANTINE_DIR, REPAIR_SUFFIX, TIME_INDEX_SUFFIX,
+                      LogSegment)
 
 logger = logging.getLogger("minilog.storage")
+
+LOST_OFFSETS_FILE = "lost-offsets.json"
 
 _SEGMENT_FILE = re.compile(r"^(\d{20})(\.log|\.index|\.timeindex)$")
 
@@ -54,6 +57,37 @@ class LoadedLog:
     recovery_point: int
     truncated_bytes: int
     recovered_segments: int
+    lost_ranges: list  # [(first_offset, end_offset)]: offsets recovery found damaged, sorted
+
+
+def read_lost_offsets(directory: str) -> list[tuple[int, int]]:
+    """The offset ranges recorded as lost to damaged data (``lost-offsets.json``), sorted."""
+    path = os.path.join(directory, LOST_OFFSETS_FILE)
+    if not os.path.exists(path):
+        return []
+    try:
+        doc = read_json(path)
+        return merge_lost_ranges([(int(a), int(b)) for a, b in doc["lost"]], 0)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        logger.error("%s: unreadable %s (%s): the offset ranges lost before are no longer known",
+                     directory, LOST_OFFSETS_FILE, exc)
+        return []
+
+
+def write_lost_offsets(directory: str, ranges) -> None:
+    write_json(os.path.join(directory, LOST_OFFSETS_FILE),
+               {"version": 0, "lost": [list(r) for r in merge_lost_ranges(ranges, 0)]})
+
+
+def merge_lost_ranges(ranges, log_start: int) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping ``[first, end)`` ranges, without those wholly below ``log_start``."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted((a, b) for a, b in ranges if b > a and b > log_start):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 class LogLoader:
@@ -85,6 +119,9 @@ class LogLoader:
             if name.endswith(TEMP_SUFFIX):
                 self._remove(name, "unfinished checkpoint write")
                 continue
+            if name.endswith(REPAIR_SUFFIX):
+                self._remove(name, "unfinished segment repair (the segment itself is untouched)")
+                continue
             m = _SEGMENT_FILE.match(name)
             if m is None:
                 continue
@@ -107,6 +144,8 @@ class LogLoader:
         if clean:
             os.unlink(self._path(CLEAN_SHUTDOWN_FILE))
             fsync_dir(self.directory)
+        lost = read_lost_offsets(self.directory)
+        recorded = list(lost)
 
         fresh = not bases
         if fresh:
@@ -123,16 +162,14 @@ class LogLoader:
                 if base <= recovery_point:
                     recover_from = base
 
+        def record_before_rewrite(ranges) -> None:
+            # The gap must be on record before the bytes leave the segment (see LogSegment.recover).
+            write_lost_offsets(self.directory, lost + [(r.first_offset, r.end_offset) for r in ranges])
+
         truncated = 0
         recovered = 0
         kept: list[LogSegment] = []
-        cut = False
-        for segment in segments:
-            if cut:
-                # Everything after a cut belongs to a log that no longer exists.
-                truncated += segment.size
-                self._drop(segment, "follows a truncated segment")
-                continue
+        for i, segment in enumerate(segments):
             unflushed = recover_from is not None and segment.base_offset >= recover_from
             needs_recovery = unflushed
             try:
@@ -144,35 +181,55 @@ class LogLoader:
             if not needs_recovery:
                 try:
                     segment.load_from_indexes()
-                except (CorruptIndexError, BatchError) as exc:
+                except Exception as exc:  # CorruptIndexError, BatchError, or anything a damaged file provokes
                     logger.warning("%s: rebuilding indexes of segment %d: %s", self.directory,
                                    segment.base_offset, exc)
                     needs_recovery = True
             if needs_recovery:
                 recovered += 1
-                cut_bytes = segment.recover(allow_gaps=cfg.compacts)
-                if cut_bytes:
-                    logger.warning("%s: truncated %d bytes of segment %d at offset %d (invalid or partial batch)",
-                                   self.directory, cut_bytes, segment.base_offset, segment.next_offset)
-                    truncated += cut_bytes
-                    cut = True
+                repair = segment.recover(allow_gaps=cfg.compacts, known_gaps=dict(lost),
+                                         before_rewrite=record_before_rewrite)
+                for r in repair.lost:
+                    logger.error("%s: offsets %d..%d are lost: %d damaged bytes at position %d of segment %d "
+                                 "(not a torn tail: valid batches follow them) were taken out and kept in %s/; "
+                                 "every valid batch was kept, and a fetch of those offsets gets CORRUPT_MESSAGE",
+                                 self.directory, r.first_offset, r.end_offset - 1, r.length, r.position,
+                                 segment.base_offset, QUARANTINE_DIR)
+                    lost.append((r.first_offset, r.end_offset))
+                if repair.tail is not None:
+                    truncated += repair.cut_bytes
+                    later = [s for s in segments[i + 1:] if s.size]
+                    if later:
+                        logger.error("%s: the last %d bytes of segment %d (from offset %d) are damaged and were "
+                                     "cut off; the %d later segment(s) are kept", self.directory,
+                                     repair.cut_bytes, segment.base_offset, segment.next_offset, len(later))
+                    else:
+                        logger.warning("%s: truncated %d bytes of segment %d at offset %d (invalid or partial "
+                                       "batch: a torn tail)", self.directory, repair.cut_bytes,
+                                       segment.base_offset, segment.next_offset)
             if kept and kept[-1].next_offset != segment.base_offset:
-                if segment.size == 0:
+                gap_from = kept[-1].next_offset
+                if segment.size == 0 and i < len(segments) - 1:
                     self._drop(segment, "empty segment that does not continue the log")
                     continue
-                if unflushed and kept[-1].base_offset >= recover_from:
-                    # Both were written after the last flush: the one before lost its tail (or all
-                    # of it) to the crash. Keeping this one would put a hole in the log and keep
-                    # records newer than ones that are gone; a log is a prefix, so cut here.
-                    # (Gaps below the recovery point are legitimate: the cleaner leaves them.)
+                if segment.base_offset < gap_from:
+                    # Two segments claim the same offsets: only the earlier one can be right.
                     truncated += segment.size
-                    self._drop(segment, f"unflushed segment after offsets lost from {kept[-1].next_offset}")
-                    cut = True
+                    logger.error("%s: segment %d overlaps offsets up to %d of the segment before it",
+                                 self.directory, segment.base_offset, gap_from - 1)
+                    self._drop(segment, "overlaps the segment before it")
                     continue
-                # Compaction leaves such gaps on purpose; elsewhere they are worth a look.
-                logger.log(logging.INFO if cfg.compacts else logging.WARNING,
-                           "%s: offsets %d..%d are missing between segments", self.directory,
-                           kept[-1].next_offset, segment.base_offset - 1)
+                if cfg.compacts:
+                    logger.info("%s: offsets %d..%d are missing between segments (compaction)", self.directory,
+                                gap_from, segment.base_offset - 1)
+                elif dict(lost).get(gap_from) != segment.base_offset:
+                    # A segment lost its tail (or all of it) while a later one survived. The later
+                    # records are kept and the hole is never handed out again: its offsets may have
+                    # been acknowledged and read.
+                    logger.error("%s: offsets %d..%d are lost (missing between segments); the later segments "
+                                 "are kept, and a fetch of those offsets gets CORRUPT_MESSAGE", self.directory,
+                                 gap_from, segment.base_offset - 1)
+                    lost.append((gap_from, segment.base_offset))
             kept.append(segment)
 
         # A zero-size segment in the middle holds nothing; keeping only the last one empty keeps roll simple.
@@ -181,6 +238,18 @@ class LogLoader:
             if segment not in final:
                 self._drop(segment, "empty segment in the middle of the log")
         kept = final
+        if not fresh and recovery_point > kept[-1].next_offset:
+            # Offsets below the recovery point were fsynced, so they may have been acknowledged:
+            # the disk lost them (damage, not a torn tail). Never give them to new records.
+            end = kept[-1].next_offset
+            logger.error("%s: offsets %d..%d were flushed before the last shutdown and are gone; the log "
+                         "continues at %d", self.directory, end, recovery_point - 1, recovery_point)
+            lost.append((end, recovery_point))
+            if kept[-1].size == 0:
+                self._drop(kept.pop(), "empty, below the recovery point")
+            kept.append(LogSegment(self.directory, recovery_point, cfg.segment_index_bytes,
+                                   cfg.index_interval_bytes, active=True))
+            kept[-1].open_indexes(expect_existing=False)
         # A crash between writing the log-start checkpoint and renaming the segments leaves them behind.
         while len(kept) > 1 and kept[0].next_offset <= log_start:
             self._drop(kept.pop(0), "below the checkpointed log start offset")
@@ -196,6 +265,9 @@ class LogLoader:
 
         log_end = last.next_offset
         log_start = min(max(log_start, kept[0].base_offset), log_end)
+        lost = merge_lost_ranges(lost, log_start)
+        if lost != recorded:
+            write_lost_offsets(self.directory, lost)
         if recovered or recovery_point > log_end:
             for segment in kept:
                 if recover_from is not None and segment.base_offset >= recover_from:
@@ -206,10 +278,11 @@ class LogLoader:
             recovery_point = log_end  # a clean close flushed everything
 
         logger.info("%s: loaded %d segment(s) in %.1f ms after %s shutdown: log start offset %d, log end offset %d, "
-                    "recovered %d segment(s), truncated %d bytes",
+                    "recovered %d segment(s), truncated %d bytes%s",
                     self.directory, len(kept), (time.monotonic() - started) * 1000,
-                    "no previous" if fresh else "a clean" if clean else "an unclean", log_start, log_end, recovered, truncated)
-        return LoadedLog(kept, log_start, recovery_point, truncated, recovered)
+                    "no previous" if fresh else "a clean" if clean else "an unclean", log_start, log_end, recovered,
+                    truncated, f", lost offset ranges {lost}" if lost else "")
+        return LoadedLog(kept, log_start, recovery_point, truncated, recovered, lost)
 
     def _drop(self, segment: LogSegment, why: str) -> None:
         logger.warning("%s: deleting segment %d (%d bytes): %s", self.directory, segment.base_offset,

@@ -15,12 +15,13 @@ recover to ``recovery.py``.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import time
 from collections import namedtuple
 from typing import Iterator
 
-from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, BatchError, BatchHeader, InvalidBatchError,
+from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, MAGIC, BatchError, BatchHeader, InvalidBatchError,
                                   decode_batch, read_header, validate)
 
 from .index_file import CorruptIndexError
@@ -33,6 +34,12 @@ LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
 DELETED_SUFFIX = ".deleted"
+REPAIR_SUFFIX = ".repair"       # a segment being rewritten without damaged bytes (recovery)
+QUARANTINE_DIR = "quarantine"   # damaged bytes taken out of segments, kept for inspection
+# Offsets inside a segment are stored as u32 relative to its base.
+MAX_RELATIVE_OFFSET = 0xFFFFFFFF
+_MAGIC_AT = 12                  # position of the magic byte in a batch
+_MIN_LENGTH = HEADER_SIZE - LOG_OVERHEAD + 1
 
 # Bytes read at a time when scanning headers or validating a whole segment.
 _SCAN_CHUNK = 64 * 1024
@@ -46,6 +53,21 @@ class SegmentWriteError(OSError):
     storage error keep working; the message names the file and says nothing of
     the failed batches was kept.
     """
+
+
+class LostRange(namedtuple("LostRange", "first_offset end_offset position length")):
+    """Damaged bytes recovery took out of a segment: offsets ``[first_offset, end_offset)`` are lost.
+
+    ``end_offset`` is None for a torn tail (what follows is not known to the segment); position
+    and length are in the file as it was before the repair.
+    """
+
+    __slots__ = ()
+
+
+SegmentRepair = namedtuple("SegmentRepair", "cut_bytes lost tail")
+SegmentRepair.__doc__ = """What LogSegment.recover did: bytes cut off the end, LostRanges taken out of the middle
+(the file was rewritten without them), and the torn tail's LostRange (or None)."""
 
 
 class FileSlice(namedtuple("FileSlice", "fd position length")):
@@ -149,14 +171,24 @@ class LogSegment:
         if self.size:
             self.created_ms = read_header(os.pread(self._fd, HEADER_SIZE, 0)).max_timestamp
 
-    def recover(self, max_message_bytes: int | None = None, allow_gaps: bool = False) -> int:
-        """Validate every batch, rebuild both indexes, cut the log at the first bad batch.
+    def recover(self, allow_gaps: bool = False, known_gaps: dict | None = None,
+                before_rewrite=None) -> "SegmentRepair":
+        """Validate every batch, rebuild both indexes, and take damaged bytes out of the file.
 
-        Returns the number of bytes truncated. A batch is bad if its header is
-        impossible, its CRC does not match, it is cut short, or its base offset
-        does not continue the previous batch. With ``allow_gaps`` (compacted
-        topics, whose cleaner removes records and keeps the others' offsets) a
-        base offset may jump forward but never back.
+        A batch is good if its header is possible, its CRC matches, it lies wholly in the file and
+        its base offset continues the previous batch (or, with ``allow_gaps`` — compacted logs —
+        does not go back; ``known_gaps`` maps the first offset of each range already recorded as
+        lost to the offset after it, which may follow too). At a bad batch the scan looks for the
+        next good one (``_resync``):
+
+        - found: the bytes in between are damaged data in the middle of the log, not a torn tail
+          (something valid was written after them). Their offsets are reported as lost
+          (``SegmentRepair.lost``) and the file is rewritten without them, every good batch kept;
+        - not found: the rest of the file is a torn tail and is cut off (``cut_bytes``).
+
+        ``before_rewrite(lost)`` runs before the file changes, so that the caller records the lost
+        offsets first: a crash in between must not make the next start take a recorded gap for
+        damage. Removed bytes that are not all zeros are kept in ``quarantine/`` for inspection.
         """
         self.index.reset()
         self.time_index.reset()
@@ -164,33 +196,142 @@ class LogSegment:
         self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
         self._bytes_since_index = 0
         self.created_ms = None
-        pos = 0
         size = self.size
-        chunk, chunk_at = b"", 0
-        while pos < size:
-            need = min(size - pos, HEADER_SIZE)
-            if pos + need > chunk_at + len(chunk):
-                chunk, chunk_at = os.pread(self._fd, min(_RECOVER_CHUNK, size - pos), pos), pos
-            try:
-                h = read_header(chunk, pos - chunk_at)
-                if pos + LOG_OVERHEAD + h.length > size:
+        if size == 0:
+            return SegmentRepair(0, [], None)
+        known_gaps = known_gaps or {}
+        lost: list[LostRange] = []
+        keep: list[tuple[int, int]] = []  # byte runs of good batches, in file order
+        tail = None
+        removed = 0
+        mm = mmap.mmap(self._fd, size, access=mmap.ACCESS_READ)
+        try:
+            pos = run_start = 0
+            while pos < size:
+                h = self._batch_at(mm, pos, size, self.next_offset, allow_gaps, known_gaps)
+                if h is not None:
+                    self._index_batch(h, pos - removed)
+                    pos += h.size
+                    continue
+                keep.append((run_start, pos))
+                found = self._resync(mm, pos, size, self.next_offset, allow_gaps, known_gaps)
+                if found is None:
+                    tail = LostRange(self.next_offset, None, pos, size - pos)
                     break
-                if pos + LOG_OVERHEAD + h.length > chunk_at + len(chunk):
-                    chunk, chunk_at = os.pread(self._fd, max(_RECOVER_CHUNK, h.size), pos), pos
-                validate(chunk, pos - chunk_at)
-            except BatchError:
-                break
-            if h.base_offset != self.next_offset and not (allow_gaps and h.base_offset > self.next_offset):
-                break
-            self._index_batch(h, pos)
-            pos += h.size
-        truncated = size - pos
-        if truncated:
-            os.ftruncate(self._fd, pos)
-            self.size = pos
+                q, hq = found
+                lost.append(LostRange(self.next_offset, hq.base_offset, pos, q - pos))
+                removed += q - pos
+                self._index_batch(hq, q - removed)
+                run_start = q
+                pos = q + hq.size
+            else:
+                keep.append((run_start, size))
+            damaged = lost + ([tail] if tail is not None else [])
+            if damaged:
+                self._quarantine(mm, damaged)
+            if lost:
+                if before_rewrite is not None:
+                    before_rewrite(lost)
+                self._rewrite(mm, keep)
+        finally:
+            mm.close()
+        cut = 0
+        if tail is not None:
+            cut = tail.length
+            if not lost:
+                os.ftruncate(self._fd, tail.position)
+            self.size = tail.position - removed
         if self.size and self.created_ms is None:
             self.created_ms = read_header(os.pread(self._fd, HEADER_SIZE, 0)).max_timestamp
-        return truncated
+        return SegmentRepair(cut, lost, tail)
+
+    def _batch_at(self, mm, pos: int, size: int, expected: int, allow_gaps: bool, known_gaps: dict,
+                  check_crc: bool = True) -> BatchHeader | None:
+        """The header of the batch at ``pos`` if it is good and continues ``expected``; else None."""
+        if size - pos < HEADER_SIZE:
+            return None
+        h = read_header(mm, pos)
+        if (h.magic != MAGIC or h.length < _MIN_LENGTH or pos + LOG_OVERHEAD + h.length > size
+                or h.record_count < 1 or h.max_timestamp < h.first_timestamp):
+            return None
+        if h.base_offset != expected and not ((allow_gaps and h.base_offset > expected)
+                                              or known_gaps.get(expected) == h.base_offset):
+            return None
+        if h.next_offset - 1 - self.base_offset > MAX_RELATIVE_OFFSET:
+            return None  # offsets a segment's indexes cannot hold: never a batch we wrote
+        if check_crc:
+            try:
+                validate(mm, pos)
+            except BatchError:
+                return None
+        return h
+
+    def _resync(self, mm, start: int, size: int, expected: int, allow_gaps: bool,
+                known_gaps: dict) -> tuple[int, BatchHeader] | None:
+        """(position, header) of the first good batch after the bad one at ``start``, or None.
+
+        Candidates are the positions whose magic byte is right (``mmap.find``, C speed); each must
+        pass every check of ``_batch_at`` with a base offset at or after ``expected``, CRC
+        included, and be followed by the end of the file or by a plausible header that continues
+        it. A value that happens to contain a whole valid batch would have to pass all of that.
+        """
+        magic = bytes([MAGIC])
+        at = _MAGIC_AT
+        i = start + 1 + at
+        while True:
+            i = mm.find(magic, i)
+            if i < 0:
+                return None
+            p = i - at
+            h = self._batch_at(mm, p, size, expected, True, known_gaps)
+            if h is not None:
+                end = p + h.size
+                if end == size or self._batch_at(mm, end, size, h.next_offset, True, {}, check_crc=False):
+                    return p, h
+            i += 1
+
+    def _quarantine(self, mm, damaged: list) -> None:
+        """Copy the damaged bytes to ``quarantine/<base>-<position>.bad`` (all-zero runs are not kept)."""
+        qdir = os.path.join(self.directory, QUARANTINE_DIR)
+        for r in damaged:
+            data = mm[r.position:r.position + r.length]
+            if not data.strip(b"\0"):
+                continue
+            os.makedirs(qdir, exist_ok=True)
+            path = os.path.join(qdir, f"{self.base_offset:020d}-{r.position}.bad")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _rewrite(self, mm, keep: list[tuple[int, int]]) -> None:
+        """Replace the ``.log`` with only the byte runs ``keep`` (temp file, fsync, atomic rename)."""
+        tmp = self.log_path + REPAIR_SUFFIX
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for a, b in keep:
+                for chunk_at in range(a, b, _RECOVER_CHUNK):
+                    view = memoryview(mm)[chunk_at:min(b, chunk_at + _RECOVER_CHUNK)]
+                    try:
+                        written = 0
+                        while written < len(view):
+                            written += os.write(fd, view[written:])
+                    finally:
+                        view.release()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.log_path)
+        dfd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        old, self._fd = self._fd, os.open(self.log_path, os.O_RDWR | os.O_APPEND)
+        os.close(old)
+        self.size = os.fstat(self._fd).st_size
 
     # -- appending --------------------------------------------------------
 
@@ -258,23 +399,65 @@ class LogSegment:
                 raise InvalidBatchError(f"{self.log_path}: partial batch header at position {position}")
             position += at
 
+    def _headers_from_entry(self, entry: tuple[int, int], end: int) -> Iterator[tuple[int, BatchHeader]]:
+        """Headers from an index entry ``(offset, position)`` to ``end``, checking the entry first.
+
+        An entry whose position does not hold the batch of its offset (a damaged index file) raises
+        CorruptIndexError, which the log answers by rebuilding the indexes (``rebuild_indexes``).
+        """
+        entry_offset, position = entry
+        first = True
+        for pos, h in self._headers(position, end):
+            # Without an entry (position 0) the first batch may start after the segment's base:
+            # compaction, or a range recovery took out.
+            if first and h.base_offset != entry_offset and not (position == 0 and h.base_offset > entry_offset):
+                raise CorruptIndexError(f"{self._path(INDEX_SUFFIX)}: entry for offset {entry_offset} points at "
+                                        f"position {position}, which holds offset {h.base_offset}")
+            first = False
+            yield pos, h
+
     def find_batch(self, offset: int) -> tuple[int, BatchHeader] | None:
         """(position, header) of the batch holding ``offset`` (or the first after it), else None."""
         if offset >= self.next_offset:
             return None
-        _, position = self.index.lookup(offset)
-        for pos, h in self._headers(position, self.size):
-            if h.next_offset > offset:
-                return pos, h
+        try:
+            for pos, h in self._headers_from_entry(self.index.lookup(offset), self.size):
+                if h.next_offset > offset:
+                    return pos, h
+        except InvalidBatchError as exc:  # the entry points into the middle of a batch
+            raise CorruptIndexError(f"{self._path(INDEX_SUFFIX)}: lookup of offset {offset}: {exc}") from None
         return None
 
-    def read(self, offset: int, max_bytes: int) -> FileSlice | None:
-        """Whole batches from the one holding ``offset``, at most ``max_bytes`` unless the first is larger."""
+    def rebuild_indexes(self) -> None:
+        """Rebuild both indexes from the log (an entry pointed at the wrong place); the log is not changed."""
+        was_active = self.active
+        created = self.created_ms
+        self.index.reset()
+        self.time_index.reset()
+        self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
+        self._bytes_since_index = 0
+        for pos, h in self._headers(0, self.size):
+            self._index_batch(h, pos)
+        self.created_ms = created
+        if not was_active:
+            self.active = True
+            self.seal()  # trims the rebuilt files to their entries, as a roll does
+        self.flush(indexes=True)
+
+    def read(self, offset: int, max_bytes: int, stop_offset: int | None = None) -> FileSlice | None:
+        """Whole batches from the one holding ``offset``, at most ``max_bytes`` unless the first is larger.
+
+        With ``stop_offset``, no batch at or after it is included (a lost range starts there).
+        """
         size = self.size  # a snapshot: bytes appended after this call are not returned
         found = self.find_batch(offset)
         if found is None:
             return None
         start, first = found
+        if stop_offset is not None and stop_offset < self.next_offset:
+            after = self.find_batch(stop_offset)
+            if after is not None:
+                size = min(size, max(after[0], start + first.size))
         limit = start + max_bytes
         if limit >= size:
             return FileSlice(self._fd, start, size - start)
@@ -282,9 +465,13 @@ class LogSegment:
         if end < limit:
             # Jump close to the limit through the index, then walk the last few headers.
             # Batches before that entry end at or before it, so the slice can extend to it.
-            _, position = self.index.lookup_position(limit)
-            end = max(position, end)
-            for pos, h in self._headers(end, size):
+            entry = self.index.lookup_position(limit)
+            if entry[1] > end:
+                headers = self._headers_from_entry(entry, size)
+                end = min(entry[1], size)
+            else:
+                headers = self._headers(end, size)
+            for pos, h in headers:
                 if pos + h.size > limit:
                     break
                 end = pos + h.size
@@ -296,8 +483,7 @@ class LogSegment:
             return None
         entry = self.time_index.lookup_before(timestamp)
         start_offset = entry[1] if entry else self.base_offset
-        _, position = self.index.lookup(start_offset)
-        for pos, h in self._headers(position, self.size):
+        for pos, h in self._headers_from_entry(self.index.lookup(start_offset), self.size):
             if h.max_timestamp >= timestamp:
                 try:
                     _, records = decode_batch(os.pread(self._fd, h.size, pos), verify=False)

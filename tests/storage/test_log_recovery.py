@@ -5,16 +5,21 @@ import pytest
 
 from clients.record_batch import decode_batches
 from log_storage_helpers import batch_of
-from minilog.storage import LogConfig, PartitionLog
+from minilog.storage import LogConfig, OffsetLostError, PartitionLog
 
 CFG = LogConfig(segment_bytes=1024, index_interval_bytes=64, segment_index_bytes=4096)
 
 
 def records(log):
+    """Every value from the log start to the end, stepping over ranges recovery recorded as lost."""
     out = []
     offset = log.log_start_offset
     while offset < log.log_end_offset:
-        batch = decode_batches(log.read_bytes(offset, 1 << 20))
+        try:
+            batch = decode_batches(log.read_bytes(offset, 1 << 20))
+        except OffsetLostError as lost:
+            offset = lost.end_offset
+            continue
         out.extend(r[3] for r in batch if r[0] >= offset)
         offset = batch[-1][0] + 1
     return out
@@ -73,26 +78,36 @@ def test_crash_without_damage_keeps_unflushed_but_complete_batches(tmp_path):
         assert recovered.flushed_offset == recovered.log_end_offset
 
 
-def test_corrupt_batch_in_an_earlier_segment_cuts_everything_after(tmp_path, caplog):
+def test_corrupt_batch_in_an_earlier_segment_is_taken_out_and_everything_after_kept(tmp_path, caplog):
     log, values = build(tmp_path, flush=False)  # nothing flushed: recovery scans every segment
     d = crash_copy(log, tmp_path / "crash-0")
+    end = log.log_end_offset
+    victim_base = log.segments[1].base_offset
     log.close()
     logs = segment_files(d, ".log")
     assert len(logs) >= 3
     victim = logs[1]
-    with open(victim, "r+b") as f:
+    with open(victim, "r+b") as f:  # the second batch of the second segment, in its records
         f.seek(60)
         byte = f.read(1)
         f.seek(60)
         f.write(bytes([byte[0] ^ 0xFF]))
     caplog.set_level("WARNING", logger="minilog.storage")
     with PartitionLog.open(d, CFG) as recovered:
+        (first, lost_end), = recovered.lost_ranges
+        assert first > victim_base
         kept = records(recovered)
-        assert kept == values[:len(kept)] and len(kept) < len(values)
-        assert recovered.log_end_offset == len(kept)
-        assert len(recovered.segments) == 2
-        assert not os.path.exists(logs[2])
-        assert "deleting segment" in caplog.text
+        assert kept == values[:first] + values[lost_end:]
+        assert recovered.log_end_offset == end  # no offset is handed out twice
+        assert len(recovered.segments) == len(logs)
+        with pytest.raises(OffsetLostError):
+            recovered.read(first)
+        assert recovered.append(batch_of([b"new"])).base_offset == end
+        assert "are lost" in caplog.text and "ERROR" in caplog.text
+        assert os.listdir(os.path.join(d, "quarantine"))  # the damaged bytes are kept for inspection
+    with PartitionLog.open(d, CFG) as again:  # unclean again: the recorded gap is not taken for damage
+        assert again.lost_ranges == [(first, lost_end)]
+        assert records(again) == kept + [b"new"]
 
 
 @pytest.mark.parametrize("damage", ["missing", "garbage", "odd_size", "zeros"])
@@ -150,10 +165,13 @@ def test_empty_dir_and_leftover_zero_size_segment(tmp_path):
     open(os.path.join(d, "00000000000000000002.log"), "wb").close()
     open(os.path.join(d, "00000000000000000777.log"), "wb").close()
     with PartitionLog.open(d, CFG) as log:
-        assert log.log_end_offset == 2 and records(log) == [b"a", b"b"]
+        # A segment is created at the log end when it rolls: offsets 2..776 were handed out once
+        # and are gone. The empty one in the middle holds nothing and goes.
+        assert log.log_end_offset == 777 and records(log) == [b"a", b"b"]
+        assert log.lost_ranges == [(2, 777)]
         log.append(batch_of([b"c"]))
         assert records(log) == [b"a", b"b", b"c"]
-    assert not os.path.exists(os.path.join(d, "00000000000000000777.log"))
+    assert not os.path.exists(os.path.join(d, "00000000000000000002.log"))
 
 
 def test_leftovers_are_removed(tmp_path):

@@ -72,14 +72,22 @@ def test_crash_right_after_a_roll_keeps_everything(tmp_path):
 
 @pytest.mark.parametrize("flushed_batches", [0, 3], ids=["never-flushed", "flushed-early"])
 @pytest.mark.parametrize("which", [2, -2])
-def test_a_lost_middle_segment_cuts_the_log_there(tmp_path, which, flushed_batches):
+def test_a_lost_middle_segment_becomes_a_recorded_gap_and_later_segments_are_kept(tmp_path, which,
+                                                                                  flushed_batches):
     log, values = build_rolled(tmp_path, flushed_batches)
     d = crash_copy(log, tmp_path / "crash-0")
-    lost_base = log.segments[which].base_offset
+    lost_base, lost_end = log.segments[which].base_offset, log.segments[which + 1].base_offset
+    end = log.log_end_offset
     log.close()
     os.truncate(segment_files(d, ".log")[which], 0)  # its pages never reached the disk
-    kept = reopen_and_check(d, values)
-    assert len(kept) == lost_base
+    with PartitionLog.open(d, CFG) as recovered:
+        assert recovered.lost_ranges == [(lost_base, lost_end)]
+        assert records(recovered) == values[:lost_base] + values[lost_end:]
+        assert recovered.log_end_offset == end  # the later records keep their offsets
+        assert recovered.append(batch_of([b"next"])).base_offset == end
+    with PartitionLog.open(d, CFG) as again:
+        assert again.lost_ranges == [(lost_base, lost_end)]
+        assert records(again) == values[:lost_base] + values[lost_end:] + [b"next"]
 
 
 def test_lost_index_pages_of_sealed_unflushed_segments_are_rebuilt(tmp_path):

@@ -10,8 +10,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from clients.record_batch import build_batch, decode_batches, iter_batches
 from log_storage_helpers import examples
-from minilog.storage import LogConfig, OffsetOutOfRangeError, PartitionLog, apply_retention
+from minilog.storage import LogConfig, OffsetLostError, OffsetOutOfRangeError, PartitionLog, apply_retention
 
+LOST = None  # the model's value at an offset recovery took out as damaged
 record = st.tuples(st.binary(min_size=0, max_size=120), st.integers(0, 10_000))
 
 
@@ -24,8 +25,12 @@ class LogModel(RuleBasedStateMachine):
         self.config = LogConfig(segment_bytes=segment_bytes, index_interval_bytes=interval,
                                 segment_index_bytes=24 * index_entries, retention_ms=None)
         self.log = PartitionLog.open(self._dir(), self.config)
-        self.values: list[tuple[bytes, int]] = []  # model: (value, timestamp) by offset
+        self.values: list[tuple[bytes, int]] = []  # model: (value, timestamp) by offset, LOST if damaged
+        self.lost: list[tuple[int, int]] = []  # offset ranges recovery took out as damaged
         self.start = 0
+
+    def _lost_at(self, offset):
+        return next((r for r in self.lost if r[0] <= offset < r[1]), None)
 
     def _dir(self):
         return os.path.join(self.root, f"gen{self.generation}-0")
@@ -49,6 +54,12 @@ class LogModel(RuleBasedStateMachine):
     @rule(data=st.data(), max_bytes=st.integers(1, 3000))
     def read(self, data, max_bytes):
         offset = data.draw(st.integers(self.start, len(self.values)))
+        lost = self._lost_at(offset)
+        if lost is not None:
+            with pytest.raises(OffsetLostError) as raised:
+                self.log.read(offset, max_bytes)
+            assert (raised.value.first_offset, raised.value.end_offset) == lost
+            return
         got = decode_batches(self.log.read_bytes(offset, max_bytes))
         if offset == len(self.values):
             assert got == []
@@ -65,7 +76,8 @@ class LogModel(RuleBasedStateMachine):
 
     @rule(timestamp=st.integers(-1, 10_001))
     def lookup_time(self, timestamp):
-        want = next((o for o in range(self.start, len(self.values)) if self.values[o][1] >= timestamp), None)
+        want = next((o for o in range(self.start, len(self.values))
+                     if self.values[o] is not LOST and self.values[o][1] >= timestamp), None)
         assert self.log.offset_for_timestamp(timestamp) == want
 
     @rule()
@@ -90,14 +102,18 @@ class LogModel(RuleBasedStateMachine):
             pos += h.size
         safe = next((p for p, h in batches if h.base_offset >= flushed), len(raw))
         expected_end = int(logs[-1][:20])
+        lost = None
         if corrupt and safe < len(raw):
             at = data.draw(st.integers(safe, len(raw) - 1))
             with open(path, "r+b") as f:
                 f.seek(at)
                 f.write(bytes([raw[at] ^ 0x5A]))
-            for p, h in batches:
-                if p + h.size <= at:
-                    expected_end = h.next_offset
+            hit = next(i for i, (p, h) in enumerate(batches) if p <= at < p + h.size)
+            if hit == len(batches) - 1:  # the last batch: nothing valid after it, a torn tail is cut
+                expected_end = batches[hit][1].base_offset
+            else:  # valid batches follow: only the damaged one is lost, its offsets never reused
+                lost = (batches[hit][1].base_offset, batches[hit][1].next_offset)
+                expected_end = batches[-1][1].next_offset
         else:
             cut = data.draw(st.integers(safe, len(raw)))
             os.truncate(path, cut)
@@ -108,6 +124,12 @@ class LogModel(RuleBasedStateMachine):
         assert flushed <= expected_end, "flushed data may not be lost"
         assert self.log.log_end_offset == expected_end
         del self.values[expected_end:]
+        self.lost = [r for r in self.lost if r[0] < expected_end]
+        if lost is not None:
+            self.lost.append(lost)
+            self.values[lost[0]:lost[1]] = [LOST] * (lost[1] - lost[0])
+        assert [r for r in self.log.lost_ranges if r[1] > self.start] == \
+            [r for r in sorted(self.lost) if r[1] > self.start]
 
     @rule(fraction=st.floats(0, 1))
     def retention_by_size(self, fraction):
@@ -135,10 +157,14 @@ class LogModel(RuleBasedStateMachine):
     def read_everything(self):
         offset, seen = self.start, []
         while offset < len(self.values):
-            got = decode_batches(self.log.read_bytes(offset, 2000))
+            try:
+                got = decode_batches(self.log.read_bytes(offset, 2000))
+            except OffsetLostError as lost:
+                offset = lost.end_offset
+                continue
             seen.extend((r[3], r[1]) for r in got if r[0] >= offset)
             offset = got[-1][0] + 1
-        assert seen == self.values[self.start:]
+        assert seen == [v for v in self.values[self.start:] if v is not LOST]
 
 
 TestLogModel = LogModel.TestCase
