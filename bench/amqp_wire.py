@@ -3,13 +3,15 @@ minibroker's AMQP listener and against RabbitMQ, side by side in one run.
 
     python -m bench.amqp_wire raw  [--messages 200000 --size 256 --runs 3]
     python -m bench.amqp_wire pika [--messages 50000 --size 256 --runs 3 --rabbitmq]
+    python -m bench.amqp_wire aio  [--messages 50000 --size 256 --runs 3 --rabbitmq]
 
 `raw` writes basic.publish frames (no confirms, no properties) to one queue in large pipelined
 chunks from a bare socket (frames built with minibroker/amqp/codec.py), then one
 queue.declare(passive) whose answer arrives only after every publish before it was applied:
 the rate is what the server takes in. `pika` runs 1 producer and 1 consumer process (the real
 pika BlockingConnection, 256 B, transient queue, prefetch 1000, an ack with multiple every 100)
-and reports msgs/s from the first publish to the last delivery. Both report the server's CPU
+and reports msgs/s from the first publish to the last delivery; `aio` does the same with the
+real aio-pika (publishes awaited one by one, no confirms; consumer with a queue iterator). Both report the server's CPU
 seconds (user + system, from /proc/<pid>/stat) per 100k messages. With `--rabbitmq`, Debian's
 rabbitmq-server is started (bench/systems/servers.py `start_rabbitmq`, on 127.0.0.1 only, its own
 temp dirs and ports) and stopped, with its epmd, afterwards. A standalone module: not part of the bench suite's workloads.
@@ -148,14 +150,54 @@ def pika_consumer(port, queue, messages, ready, results):
     conn.close()
 
 
-def pika_run(port, pid, queue, messages, size) -> dict:
+def aio_producer(port, queue, messages, size, go):
+    import asyncio
+
+    import aio_pika
+
+    async def run():
+        conn = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{port}/")
+        ch = await conn.channel(publisher_confirms=False)
+        body = b"x" * size
+        go.wait()
+        for _ in range(messages):
+            await ch.default_exchange.publish(aio_pika.Message(body), routing_key=queue)
+        await conn.close()
+    asyncio.run(run())
+
+
+def aio_consumer(port, queue, messages, ready, results):
+    import asyncio
+
+    import aio_pika
+
+    async def run():
+        conn = await aio_pika.connect(f"amqp://guest:guest@127.0.0.1:{port}/")
+        ch = await conn.channel()
+        await ch.set_qos(prefetch_count=1000)
+        q = await ch.get_queue(queue)
+        n = 0
+        ready.set()
+        async with q.iterator() as it:
+            async for message in it:
+                n += 1
+                if n % 100 == 0 or n == messages:
+                    await message.ack(multiple=True)
+                if n == messages:
+                    break
+        results.put(time.perf_counter())
+        await conn.close()
+    asyncio.run(run())
+
+
+def pika_run(port, pid, queue, messages, size, producer_fn=None, consumer_fn=None) -> dict:
     import pika
     setup = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
     setup.channel().queue_declare(queue)
     ctx = mp.get_context("fork")
     ready, go, results = ctx.Event(), ctx.Event(), ctx.Queue()
-    consumer = ctx.Process(target=pika_consumer, args=(port, queue, messages, ready, results))
-    producer = ctx.Process(target=pika_producer, args=(port, queue, messages, size, go))
+    consumer = ctx.Process(target=consumer_fn or pika_consumer, args=(port, queue, messages, ready, results))
+    producer = ctx.Process(target=producer_fn or pika_producer, args=(port, queue, messages, size, go))
     consumer.start()
     producer.start()
     ready.wait(60)
@@ -171,6 +213,13 @@ def pika_run(port, pid, queue, messages, size) -> dict:
     return {"msgs_per_s": messages / (end - start), "server_cpu_s_per_100k": cpu / messages * 100_000}
 
 
+def aio_run(port, pid, queue, messages, size) -> dict:
+    return pika_run(port, pid, queue, messages, size, aio_producer, aio_consumer)
+
+
+RUNS = {"raw": raw_run, "pika": pika_run, "aio": aio_run}
+
+
 # ---- main -------------------------------------------------------------------------------------------
 def _median(runs):
     return {k: round(statistics.median(r[k] for r in runs), 3 if "cpu" in k else 0) for k in runs[0]}
@@ -178,7 +227,7 @@ def _median(runs):
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.amqp_wire", description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["raw", "pika"])
+    parser.add_argument("what", choices=["raw", "pika", "aio"])
     parser.add_argument("--messages", type=int, default=None)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=3)
@@ -190,7 +239,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as data_dir:
         proc, port = start_minibroker(data_dir)
         try:
-            fn = raw_run if args.what == "raw" else pika_run
+            fn = RUNS[args.what]
             runs = [fn(port, proc.pid, f"bench-amqp-{i}", messages, args.size) for i in range(args.runs)]
             report["minibroker"] = _median(runs)
             report["minibroker_runs"] = runs
@@ -201,7 +250,7 @@ def main(argv=None) -> dict:
         rabbit = start_rabbitmq()
         try:
             port = rabbit.endpoint["port"]
-            fn = raw_run if args.what == "raw" else pika_run
+            fn = RUNS[args.what]
             runs = [fn(port, rabbit.pid, f"bench-amqp-{i}", messages, args.size) for i in range(args.runs)]
             report["rabbitmq"] = _median(runs)
             report["rabbitmq_runs"] = runs

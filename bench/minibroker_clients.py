@@ -159,7 +159,7 @@ def run_role(args) -> None:
 # ---- orchestration ----------------------------------------------------------------------------
 def start_server(data_dir: str):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "minibroker", "--port", "0", "--data-dir", data_dir],
+    proc = subprocess.Popen([sys.executable, "-m", "minibroker", "--port", "0", "--amqp-port", "off", "--data-dir", data_dir],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     for raw in proc.stdout:
         match = re.search(r"listening on ([\d.]+):(\d+)", raw.decode(errors="replace"))

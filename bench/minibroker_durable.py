@@ -34,7 +34,7 @@ QUEUE = "bench-durable"
 
 def start_server(data_dir: str, fsync: str):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "minibroker", "--port", "0", "--data-dir", data_dir,
+    proc = subprocess.Popen([sys.executable, "-m", "minibroker", "--port", "0", "--amqp-port", "off", "--data-dir", data_dir,
                              "--fsync", fsync, "--log-level", "WARNING"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     for raw in proc.stdout:

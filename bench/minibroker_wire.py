@@ -80,7 +80,7 @@ def start_server(data_dir, profile_path=None):
         cmd += ["-m", "minibroker"]
     else:
         cmd += ["-m", "minibroker"]
-    cmd += ["--port", "0", "--data-dir", data_dir, "--log-level", "WARNING"]
+    cmd += ["--port", "0", "--amqp-port", "off", "--data-dir", data_dir, "--log-level", "WARNING"]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, env=env)
     return proc, read_listening_port(proc, 20)

@@ -141,13 +141,11 @@ class MinibrokerServer(BrokerServer):
                 "priorities", "single_active_consumer", "delivery_limit")
 
     def __init__(self, *args, store=None, fsync: str = "always", fsync_interval_ms: int = 200,
-                 journal_segment_bytes: int = 64 << 20, amqp_port: int | None = None,
-                 amqp_heartbeat: int = 60, **kwargs):
+                 journal_segment_bytes: int = 64 << 20, amqp_port: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # AMQP 0-9-1 front door (issue 10): None = off. Off by default when built in code (tests
         # pass amqp_port=0); the command line's --amqp-port defaults to 5672.
         self.amqp_port = amqp_port
-        self.amqp_heartbeat = amqp_heartbeat
         self.store = store if store is not None else TransientStore()
         self.broker = Broker(store=self.store)
         # ---- durable store (issue 4): with a data dir and no explicit store, keep durable
@@ -167,8 +165,6 @@ class MinibrokerServer(BrokerServer):
         parser.add_argument("--amqp-port", type=port_or_off, default=DEFAULT_AMQP_PORT,
                             help=f"port of the AMQP 0-9-1 listener (real pika, aio-pika, kombu, Celery); "
                                  f"0 picks a free one, off disables it (default {DEFAULT_AMQP_PORT})")
-        parser.add_argument("--amqp-heartbeat", type=int, default=60,
-                            help="AMQP heartbeat interval the server proposes, in seconds; 0 disables (default 60)")
         parser.add_argument("--journal-segment-bytes", type=int, default=64 << 20,
                             help="size of a message journal segment file (default 64 MiB); smaller segments "
                                  "are garbage-collected and compacted sooner")
@@ -178,7 +174,7 @@ class MinibrokerServer(BrokerServer):
         server = super().from_args(args)
         server.fsync_policy, server.fsync_interval_ms = args.fsync, args.fsync_interval_ms
         server.journal_segment_bytes = args.journal_segment_bytes
-        server.amqp_port, server.amqp_heartbeat = args.amqp_port, args.amqp_heartbeat
+        server.amqp_port = args.amqp_port
         return server
 
     def extra_listeners(self):
@@ -186,7 +182,7 @@ class MinibrokerServer(BrokerServer):
             return []
         from .amqp.connection import AMQPConnection
         return [Listener("amqp", "--amqp-port", self.amqp_port,
-                         lambda: AMQPConnection(self, self.next_connection_id(), self.amqp_heartbeat),
+                         lambda: AMQPConnection(self, self.next_connection_id()),
                          host=self.host)]
 
     # ---- lifecycle --------------------------------------------------------------------------------

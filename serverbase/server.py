@@ -359,8 +359,8 @@ class BrokerServer:
         now = time.monotonic()
         limit = self.handshake_timeout
         for conn in list(self.connections.values()):
-            if conn.closed:
-                continue
+            if conn.closed or type(conn) is not ClientConnection:
+                continue     # other front doors (AMQP, Kafka) keep their protocol's own timers
             if not conn.handshake_done:
                 if limit and now - conn.opened_at > limit:
                     log.info("closing connection %s from %s: no hello within %s s", conn.id, conn.peer, limit)

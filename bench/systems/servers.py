@@ -154,8 +154,11 @@ def start_own(module: str, timeout: float = 30.0, system: str | None = None) -> 
     """
     workdir = tempfile.mkdtemp(prefix=f"bench-{module}-")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The other front doors default to their well-known ports (5672, 9092): put them on free
+    # ones, so a run never fights a RabbitMQ, a Kafka or another run for them.
+    other_doors = {"minibroker": ["--amqp-port", "0"], "minilog": ["--kafka-port", "0"]}.get(module, [])
     proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", "--data-dir",
-                             os.path.join(workdir, "data")],
+                             os.path.join(workdir, "data"), *other_doors],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, cwd=str(REPO_ROOT), start_new_session=True)
     handle = ServerHandle(system or module, {}, proc, workdir, version=f"{module} (this repo)")

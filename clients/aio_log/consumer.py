@@ -7,9 +7,13 @@ Two background tasks do the work while the application awaits `getone()`/`getman
   records, so the server reads the log while this client decodes (prefetch). Records go
   into a buffer of per-partition chunks that `getone`/`getmany` hand out.
 - `_group_loop` (only with a group_id and a subscription) runs the group protocol: join,
-  the leader runs the assignor (`clients/log/assignors.py`), sync, then heartbeats every
-  `heartbeat_interval_ms` and auto-commits; on REBALANCE_IN_PROGRESS it commits, calls the
-  listener's `on_partitions_revoked` and joins again (eager protocol).
+  the leader runs the assignor, sync, then heartbeats every `heartbeat_interval_ms` (as
+  aiokafka's coordinator task, whatever the application does between `getmany` calls) and
+  auto-commits; on REBALANCE_IN_PROGRESS it commits, calls the listener's
+  `on_partitions_revoked` and joins again (eager protocol) -- or, when `cooperative-sticky`
+  is the only strategy, keeps its partitions, rejoins, and gives up only those that move.
+  What a member sends and what the leader decides is the blocking consumer's
+  (`clients/log/group_protocol.py`), so the two kinds of consumer can share a group.
 
 The decoding and the offset bookkeeping follow `clients/log/consumer.py`.
 """
@@ -25,6 +29,8 @@ import msgpack
 
 from ..aio_rpc import AsyncRpcConnection
 from ..log.assignors import ASSIGNORS
+from ..log.group_protocol import (COOPERATIVE, is_cooperative, member_metadata, plan_assignments, read_assignment,
+                                  read_members, subscribed_topics)
 from ..log.config import plain_credentials
 from ..protocol.errors import BrokerError, ErrorCode
 from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header
@@ -343,9 +349,9 @@ class AIOKafkaConsumer:
             if part is not None:
                 part.committed = o
 
-    async def _commit_positions(self):
+    async def _commit_positions(self, only=None):
         items = [(tp, p.position, "") for tp, p in self._parts.items()
-                 if p.position is not None and p.position != p.committed]
+                 if p.position is not None and p.position != p.committed and (only is None or tp in only)]
         if items:
             await self._send_commit(items)
 
@@ -597,11 +603,15 @@ class AIOKafkaConsumer:
             await result
 
     async def _group_loop(self):
+        cooperative = is_cooperative(self._strategies)
         try:
             while not self._closed and self._subscription is not None:
                 try:
-                    await self._join_and_sync()
-                    await self._heartbeat_until_rebalance()
+                    if await self._join_and_sync(cooperative):
+                        continue  # we gave partitions up: rejoin at once so the group hands them over
+                    code = await self._heartbeat_until_rebalance()
+                    if cooperative and code == ErrorCode.REBALANCE_IN_PROGRESS:
+                        continue  # incremental: keep reading the owned partitions while the group rebalances
                 except (KafkaError, asyncio.TimeoutError) as exc:
                     log.info("group %s: %s; joining again", self._group_id, exc)
                     await asyncio.sleep(0.1)
@@ -616,12 +626,17 @@ class AIOKafkaConsumer:
         except asyncio.CancelledError:
             pass
 
-    async def _join_and_sync(self):
+    async def _join_and_sync(self, cooperative: bool) -> bool:
+        """Join and sync (the same protocol as the blocking consumer, `clients/log/group_protocol.py`).
+        Returns True when a cooperative sync took partitions away (the member must rejoin)."""
         existing = ()
         if self._pattern is not None:
             existing = await self.topics()
         topics = self._resolve_topics(existing)
-        metadata = msgpack.packb({"topics": topics}, use_bin_type=True)
+        owned = {}
+        for tp in self._parts:
+            owned.setdefault(tp.topic, []).append(tp.partition)
+        metadata = member_metadata(topics, owned)
         while True:
             try:
                 joined = await self._conn.call("join_group", {
@@ -652,27 +667,38 @@ class AIOKafkaConsumer:
                                 ErrorCode.ILLEGAL_GENERATION):
                     continue
                 raise from_wire(exc.code, exc.message) from None
-            raw = synced.get("assignment") or b""
-            plan = msgpack.unpackb(raw, raw=False) if raw else {}
+            try:
+                plan = read_assignment(synced.get("assignment"))
+            except ValueError as exc:
+                log.warning("group %s: %s", self._group_id, exc)
+                plan = {}
             tps = sorted(TopicPartition(t, p) for t, ps in plan.items() for p in ps)
-            self._set_assignment(tps)
-            await self._listener_call("on_partitions_assigned", set(tps))
-            return
+            if not (cooperative and joined.get("protocol") == COOPERATIVE):
+                self._set_assignment(tps)
+                await self._listener_call("on_partitions_assigned", set(tps))
+                return False
+            # Incremental: give up only what moved (committing it first), take only what is new.
+            current, new = set(self._parts), set(tps)
+            revoked, added = current - new, new - current
+            if revoked:
+                if self._auto_commit:
+                    try:
+                        await self._commit_positions(revoked)
+                    except KafkaError as exc:
+                        log.info("commit before revoke failed: %s", exc)
+                await self._listener_call("on_partitions_revoked", revoked)
+            self._set_assignment(sorted(current & new) + sorted(added))
+            await self._listener_call("on_partitions_assigned", added)
+            return bool(revoked)
 
     async def _assign(self, protocol, members):
-        subscriptions = {}
-        for member_id, metadata in members:
-            try:
-                subscriptions[member_id] = list((msgpack.unpackb(metadata, raw=False) or {}).get("topics") or ())
-            except Exception:
-                subscriptions[member_id] = []
-        topics = sorted({t for ts in subscriptions.values() for t in ts})
+        subscriptions, owned = read_members(members)
+        topics = subscribed_topics(subscriptions)
         counts = {}
         if topics:
             meta = await self._call("metadata", {"topics": topics})
             counts = {t: len(info.get("partitions") or ()) for t, info in (meta.get("topics") or {}).items()}
-        plan = (ASSIGNORS.get(protocol) or ASSIGNORS[self._strategies[0]])(subscriptions, counts, {})
-        return [[m, msgpack.packb(plan.get(m, {}), use_bin_type=True)] for m in subscriptions]
+        return plan_assignments(protocol, self._strategies, subscriptions, owned, counts)
 
     async def _heartbeat_until_rebalance(self):
         next_commit = time.monotonic() + self._commit_interval
@@ -686,7 +712,7 @@ class AIOKafkaConsumer:
                     self._member_id = ""
                 if exc.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.ILLEGAL_GENERATION,
                                 ErrorCode.UNKNOWN_MEMBER_ID):
-                    return
+                    return exc.code
                 raise from_wire(exc.code, exc.message) from None
             if self._auto_commit and time.monotonic() >= next_commit:
                 next_commit = time.monotonic() + self._commit_interval

@@ -9,8 +9,9 @@ result to `sync_group`. Each assignor here is a pure function
 
 so it can be tested without a network. `range` and `roundrobin` follow Kafka's
 RangeAssignor and RoundRobinAssignor (members sorted by id). `cooperative-sticky` keeps each
-member's owned partitions where the balance allows and moves only the surplus; the consumer
-runs it with the eager protocol (revoke all, rejoin), see docs/clients-minilog.md.
+member's owned partitions where the balance allows and moves only the surplus; when it is a
+consumer's only strategy the consumer rebalances incrementally (group_protocol.py,
+docs/clients-minilog.md).
 """
 
 from .errors import ConfigError

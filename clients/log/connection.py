@@ -8,13 +8,12 @@ request; `pump(timeout)` reads whatever the server sent and runs the callbacks. 
 calls (`call`) still work on the same socket, and callbacks keep running while one waits.
 """
 
-import select
 import time
 
 from ..protocol.errors import BrokerError
 from ..protocol.frames import ErrorReply, Push
-from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection
-from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, pending, recv_nowait
+from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection, _wait_readable
+from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, recv_nowait
 from .errors import ConfigError
 
 
@@ -72,10 +71,7 @@ class LogConnection(RpcConnection):
                 self.replies[event.id] = event
 
     def readable(self, timeout: float) -> bool:
-        if pending(self.sock):
-            return True
-        ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
-        return bool(ready)
+        return _wait_readable(self.sock, timeout)
 
     def pump(self, timeout: float | None = 0.0) -> bool:
         """Send what is queued, then handle what arrives within `timeout` s (0: only what is there).

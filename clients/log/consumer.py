@@ -25,7 +25,7 @@ import time
 import msgpack
 
 from ..protocol.errors import BrokerError
-from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header
+from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
 from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
@@ -113,6 +113,8 @@ class Consumer:
         self._fetch_min_bytes = cfg.int("fetch.min.bytes", 1)
         self._partition_max_bytes = cfg.int("max.partition.fetch.bytes", cfg.int("fetch.message.max.bytes", 1048576))
         self._on_commit = cfg.get("on_commit")
+        # Only decides what a corrupt batch does (stop there, or skip it): CRCs are always checked.
+        self._check_crcs = cfg.bool("check.crcs", False)
         self._conn = self._connect()
         # The server refuses frames over max_frame; a fetch reply must fit in one.
         self._fetch_max_bytes = max(min(self._fetch_max_bytes, self._conn.state.max_frame - 65536), 1024)
@@ -263,17 +265,11 @@ class Consumer:
         self._assigned_in_callback = True
         new = {}
         for tp in partitions:
-            key = (tp.topic, tp.partition)
-            part = self._parts.get(key)
-            if part is None or tp.offset != OFFSET_INVALID:
-                part = _Part(tp.topic, tp.partition, tp.offset)
-                old = self._parts.get(key)
-                if old is not None:
-                    part.epoch = old.epoch + 1
-            new[key] = part
-        for key, part in self._parts.items():
-            if key not in new:
-                part.epoch += 1
+            # Every partition starts afresh, an assigned one too (as librdkafka's assign()
+            # does): from the offset given, else the committed one.
+            new[(tp.topic, tp.partition)] = _Part(tp.topic, tp.partition, tp.offset)
+        for part in self._parts.values():
+            part.epoch += 1  # what was fetched for the old assignment is dropped wherever it is
         self._parts = new
         self._fetch_dirty = True
 
@@ -294,10 +290,9 @@ class Consumer:
         for tp in partitions:
             key = (tp.topic, tp.partition)
             old = self._parts.get(key)
-            part = _Part(tp.topic, tp.partition, tp.offset)
             if old is not None:
-                part.epoch = old.epoch + 1
-            self._parts[key] = part
+                old.epoch += 1  # its prefetched records are dropped
+            self._parts[key] = _Part(tp.topic, tp.partition, tp.offset)
         self._fetch_dirty = True
 
     def incremental_unassign(self, partitions):
@@ -648,7 +643,13 @@ class Consumer:
                         end = h.base_offset + h.record_count
                         pos += h.size
                 except BatchError as exc:
-                    self._fetch_error(part, KafkaError(KafkaError._BAD_MSG, str(exc)))
+                    # Keep the whole batches before the unreadable header; report it after them.
+                    if pos:
+                        self._raw.append((part, records[:pos], offset, epoch))
+                        self._raw_bytes += pos
+                    self._raw.append((part, KafkaError(KafkaError._BAD_MSG, f"corrupt record batch at offset {end}: {exc}"),
+                                      end, epoch))
+                    part.fetch_offset = end
                     continue
                 if end > offset:
                     part.fetch_offset = end
@@ -673,7 +674,15 @@ class Consumer:
         self._errors.append(error_message(err, part.topic, part.partition, part.fetch_offset or -1001))
 
     def _decode(self) -> bool:
-        """Turn the oldest raw fetch result into a chunk of Messages; False if there is none."""
+        """Turn the oldest raw fetch result into chunks of Messages; False if there is none.
+
+        Each batch's CRC is checked. A batch that cannot be read (bad CRC, bad structure,
+        records that do not decode) is reported as an error Message at the batch's base
+        offset, in order after the records before it. Then, with `check.crcs` on, the
+        partition stops there (`_stop_at`: its position stays at that batch, so no commit
+        moves past it, until the application seeks); with it off (librdkafka's default),
+        exactly that batch is skipped. Never silently, and never more than that batch.
+        """
         while self._raw:
             part, records, offset, epoch = self._raw.popleft()
             if records is None:
@@ -684,11 +693,19 @@ class Consumer:
                         part.topic, part.partition, part.hw)], 0, epoch, True])
                     return True
                 continue
+            if records.__class__ is KafkaError:  # the fetch's batch headers were unreadable at `offset`
+                if part.epoch == epoch:
+                    self._stop_at(part, offset, records, [])
+                    return True
+                continue
             self._raw_bytes -= len(records)
             if part.epoch != epoch:
                 continue
             topic, partition = part.topic, part.partition
+            chunks = self._chunks
+            before = len(chunks)
             messages = []
+            expected = offset  # where the next batch should start
             # msgpack's advice for unpacking many containers: pause the cyclic GC, which would
             # otherwise scan the young Messages every 700 allocations (this halves replay time).
             # Messages hold no cycles; the collector runs as usual once the batch is decoded.
@@ -696,42 +713,72 @@ class Consumer:
             if gc_was_on:
                 _gc_disable()
             try:
-                for h, mv in iter_batches(records):
-                    base, first = h.base_offset, h.first_timestamp
-                    body = mv[HEADER_SIZE:]
-                    if h.record_count >= _CLASS_PER_BATCH:
-                        # msgpack builds the Message objects itself (see message._BatchRecord).
-                        cls = batch_record_class(topic, partition, base, first)
-                        raw = _unpackb(body, use_list=True, list_hook=cls)
-                        # The outer array became a cls too; its real length must be the header's count
-                        # (a batch stored by a broker that did not check bodies may lie).
-                        if tuple.__len__(raw) != h.record_count:
-                            raise BatchError(f"batch at offset {base} claims {h.record_count} records, "
-                                             f"holds {tuple.__len__(raw)}")
-                        messages += raw if base >= offset else raw[offset - base:]
+                batches = iter_batches(records, validate_crc=False)
+                while True:
+                    try:
+                        h, mv = next(batches)
+                    except StopIteration:
+                        break
+                    except BatchError as exc:  # no length to step over it by: stop here
+                        self._stop_at(part, expected, KafkaError(KafkaError._BAD_MSG, f"corrupt record batch at offset "
+                                                                 f"{expected}: {exc}"), messages)
+                        return True
+                    base = h.base_offset
+                    try:
+                        validate(mv)
+                        first = h.first_timestamp
+                        body = mv[HEADER_SIZE:]
+                        if h.record_count >= _CLASS_PER_BATCH:
+                            # msgpack builds the Message objects itself (see message._BatchRecord).
+                            cls = batch_record_class(topic, partition, base, first)
+                            raw = _unpackb(body, use_list=True, list_hook=cls)
+                            # The outer array became a cls too; its real length must be the header's
+                            # count (a batch stored by a broker that did not check bodies may lie).
+                            if tuple.__len__(raw) != h.record_count:
+                                raise BatchError(f"batch at offset {base} claims {h.record_count} records, "
+                                                 f"holds {tuple.__len__(raw)}")
+                            got = raw if base >= offset else raw[offset - base:]
+                        else:
+                            raw = _unpackb(body, use_list=False)
+                            if base >= offset:
+                                got = [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
+                                       for od, td, k, v, hd in raw]
+                            else:  # the batch starts before the offset asked for: skip its head
+                                got = [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
+                                       for od, td, k, v, hd in raw if base + od >= offset]
+                    except (BatchError, ValueError, TypeError, IndexError) as exc:
+                        err = KafkaError(KafkaError._BAD_MSG, f"corrupt record batch at offset {base} "
+                                                              f"({h.record_count} records): {exc}")
+                        if self._check_crcs:
+                            self._stop_at(part, base, err, messages)
+                            return True
+                        # Skip exactly this batch, reported in its place in the stream.
+                        if messages:
+                            chunks.append([part, messages, 0, epoch, False])
+                            messages = []
+                        chunks.append([part, [error_message(err, topic, partition, base)], 0, epoch, True])
+                        expected = h.next_offset
                         continue
-                    raw = _unpackb(body, use_list=False)
-                    if base >= offset:
-                        messages += [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
-                                     for od, td, k, v, hd in raw]
-                    else:  # the batch starts before the offset asked for: skip its head
-                        messages += [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
-                                     for od, td, k, v, hd in raw if base + od >= offset]
-            except (BatchError, ValueError, TypeError, IndexError) as exc:
-                part.failed = True
-                self._errors.append(error_message(KafkaError(KafkaError._BAD_MSG, f"corrupt record batch: {exc}"),
-                                                  topic, partition, offset))
-                if messages:  # the records of the good batches before the bad one are delivered first
-                    self._chunks.append([part, messages, 0, epoch, False])
-                    return True
-                continue
+                    messages += got
+                    expected = h.next_offset
             finally:
                 if gc_was_on:
                     _gc_enable()
             if messages:
-                self._chunks.append([part, messages, 0, epoch, False])
+                chunks.append([part, messages, 0, epoch, False])
+            if len(chunks) > before:
                 return True
         return False
+
+    def _stop_at(self, part: _Part, offset: int, err: KafkaError, messages: list) -> None:
+        """A batch at `offset` cannot be read: hand out `messages` (the records before it), then
+        the error; the partition fetches no more (its position stays at `offset`) until a seek."""
+        part.epoch += 1  # whatever was fetched after the bad batch is dropped
+        part.failed = True
+        part.fetch_offset = offset
+        if messages:
+            self._chunks.append([part, messages, 0, part.epoch, False])
+        self._chunks.append([part, [error_message(err, part.topic, part.partition, offset)], 0, part.epoch, True])
 
     def _take(self, want: int, out: list) -> None:
         chunks = self._chunks
@@ -823,6 +870,18 @@ class Consumer:
         self._check_open()
         if num_messages < 1 or num_messages > 1_000_000:
             raise ValueError("num_messages must be between 1 and 1000000")
+        group = self._group
+        if group is not None:
+            group.polling = True
+            group.last_poll = time.monotonic()
+        try:
+            return self._consume(num_messages, timeout)
+        finally:
+            if group is not None:
+                group.last_poll = time.monotonic()
+                group.polling = False
+
+    def _consume(self, num_messages, timeout):
         deadline = deadline_of(timeout)
         out = []
         # Messages are made with the cyclic GC paused (see _decode), and handed out with it
@@ -860,6 +919,18 @@ class Consumer:
     def poll(self, timeout=None):
         """The next Message (possibly an error/EOF Message), or None after `timeout` s."""
         self._check_open()
+        group = self._group
+        if group is not None:
+            group.polling = True  # max.poll.interval.ms counts the time between calls
+            group.last_poll = time.monotonic()
+        try:
+            return self._poll(timeout)
+        finally:
+            if group is not None:
+                group.last_poll = time.monotonic()
+                group.polling = False
+
+    def _poll(self, timeout):
         deadline = deadline_of(timeout if timeout is not None else -1)
         out = []
         while True:
@@ -892,6 +963,8 @@ class Consumer:
                     log.info("final commit failed: %s", exc)
         finally:
             self._closed = True
+            if self._group is not None:
+                self._group.stop_heartbeats()
             self._conn.close()
 
     def __len__(self):

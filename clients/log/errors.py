@@ -30,6 +30,7 @@ class KafkaError:
     _NO_OFFSET = -168
     _PURGE_QUEUE = -152
     _PURGE_INFLIGHT = -151
+    _MAX_POLL_EXCEEDED = -147
     _ASSIGNMENT_LOST = -142
     _AUTO_OFFSET_RESET = -140
     UNKNOWN = -1

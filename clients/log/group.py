@@ -1,27 +1,36 @@
 """The client side of the consumer-group protocol: join, sync, heartbeat, leave.
 
-`GroupMembership` is a small state machine driven from the consumer's `poll()`/`consume()`
-(there is no background thread: see docs/clients-minilog.md, "Heartbeats"):
+`GroupMembership` is a small state machine driven from the consumer's `poll()`/`consume()`,
+plus one background thread that heartbeats (see docs/clients-minilog.md, "Heartbeats"):
 
     UNJOINED --maintain--> JOINING --join reply--> SYNCING --sync reply--> STABLE
         ^                                                                   |
         +---- heartbeat says REBALANCE_IN_PROGRESS / ILLEGAL_GENERATION -----+
 
-Replies arrive inside `LogConnection.pump()`; the handlers here only record them, and
+As in librdkafka, membership does not depend on how often the application polls: while the
+member is STABLE, `_heartbeat_loop` heartbeats every `heartbeat.interval.ms` from its own
+thread on its own connection, so processing one message may take longer than
+`session.timeout.ms`. Only `max.poll.interval.ms` bounds the time between polls: past it the
+thread leaves the group, and the next poll reports `_MAX_POLL_EXCEEDED` and rejoins. The
+thread only records what it learns (`_hb_verdict`); the application's thread acts on it in
+`maintain()`, before any record is handed out, so a member that lost its partitions returns
+none of them.
+
+Join and sync replies arrive inside `LogConnection.pump()`; the handlers here only record them, and
 `maintain()` acts on them outside the pump, because acting may call the application
 (`on_revoke`, `on_assign`), make blocking calls (the leader fetches topic metadata to run
-the assignor) or commit offsets. The leader runs the assignor from `assignors.py` over the
-members' subscriptions, which travel as msgpack `{topics: [...], owned: {topic: [p]}}` in
-the join metadata; each assignment travels as msgpack `{topic: [partition, ...]}`.
+the assignor) or commit offsets. What a member says in its join metadata (its topics and
+the partitions it owns) and what the leader decides (the assignor's plan, with
+cooperative-sticky's withholding) is `group_protocol.py`, shared with the asyncio consumer.
 """
 
 import logging
+import threading
 import time
 
-import msgpack
-
-from ..protocol.errors import ErrorCode
-from .assignors import ASSIGNORS
+from ..protocol.errors import BrokerError, ErrorCode
+from .group_protocol import (is_cooperative, member_metadata, plan_assignments, read_assignment, read_members,
+                             subscribed_topics)
 from .errors import KafkaError, exception_from
 
 log = logging.getLogger("clients.log")
@@ -51,10 +60,15 @@ class GroupMembership:
         self.owned: dict[str, list[int]] = {}
         # Kafka's incremental cooperative rebalancing (KIP-429) when every configured assignor
         # supports it: a rebalance revokes only the partitions that move.
-        self.cooperative = all(s == "cooperative-sticky" for s in strategies)
+        self.cooperative = is_cooperative(strategies)
         self._reply = None          # (kind, result, error) of the last join/sync reply
         self._hb_in_flight = False
-        self._hb_verdict = None     # error code of the last failed heartbeat
+        self._hb_verdict = None     # (error code, generation) from the heartbeat thread
+        self.max_poll_interval = rebalance_timeout_ms / 1000.0
+        self.last_poll = time.monotonic()  # the consumer's, for max.poll.interval.ms
+        self.polling = False               # the application is inside poll()/consume()
+        self._hb_thread = None
+        self._hb_stop = threading.Event()
         self._next_hb = 0.0
         self._retry_at = 0.0
         self._next_topic_check = 0.0
@@ -68,7 +82,8 @@ class GroupMembership:
     def next_timer(self) -> float:
         """When maintain() next has something to do on its own (monotonic time)."""
         if self.state == STABLE:
-            return self._next_hb
+            # Look for what the heartbeat thread learned about as often as it heartbeats.
+            return time.monotonic() + self.heartbeat_interval
         if self.state == UNJOINED:
             return self._retry_at
         return float("inf")
@@ -77,9 +92,19 @@ class GroupMembership:
         now = time.monotonic()
         c = self.consumer
         if self._hb_verdict is not None:
-            code, self._hb_verdict = self._hb_verdict, None
-            if self.state == STABLE:
-                if code == ErrorCode.REBALANCE_IN_PROGRESS:
+            (code, generation), self._hb_verdict = self._hb_verdict, None
+            if self.state == STABLE and generation == self.generation:
+                if code == "MAX_POLL_EXCEEDED":
+                    # The heartbeat thread left the group for us: librdkafka reports it once
+                    # from poll(), and the consumer joins again as a new member.
+                    c._report_error(KafkaError(KafkaError._MAX_POLL_EXCEEDED,
+                                               "Application maximum poll interval "
+                                               f"({int(self.max_poll_interval * 1000)}ms) exceeded by the "
+                                               "application: leaving the group"))
+                    self.member_id = ""
+                    c._revoke_assignment(lost=True)
+                    self.owned = {}
+                elif code == ErrorCode.REBALANCE_IN_PROGRESS:
                     if not self.cooperative:
                         c._revoke_assignment(lost=False)
                     # cooperative: keep reading the owned partitions while the group rebalances
@@ -105,17 +130,61 @@ class GroupMembership:
                     c._revoke_assignment(lost=False)
                 self.state = UNJOINED
                 self._send_join()
-        if self.state == STABLE and not self._hb_in_flight and now >= self._next_hb:
-            self._hb_in_flight = True
-            self._next_hb = now + self.heartbeat_interval
-            c._conn.send_with("heartbeat", {"group_id": self.group_id, "generation_id": self.generation,
-                                            "member_id": self.member_id}, self._on_heartbeat)
-            c._conn.flush()
+        if self.state == STABLE and self._hb_thread is None:
+            self._hb_thread = threading.Thread(target=self._heartbeat_loop, name="minilog-consumer-heartbeat",
+                                               daemon=True)
+            self._hb_thread.start()
+
+    # ---- the heartbeat thread --------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        """Heartbeat every heartbeat.interval.ms while STABLE, on a connection of its own (the
+        consumer's belongs to the application's thread); leave the group when the application
+        has not polled for max.poll.interval.ms. Records what it learns for maintain()."""
+        conn = None
+        stop = self._hb_stop
+        try:
+            while not stop.wait(self.heartbeat_interval):
+                if self.state != STABLE or self._hb_verdict is not None or not self.member_id:
+                    continue
+                generation, member_id = self.generation, self.member_id
+                try:
+                    if conn is None or conn.closed:
+                        conn = self.consumer._connect()
+                    if not self.polling and time.monotonic() - self.last_poll > self.max_poll_interval:
+                        try:
+                            conn.call("leave_group", {"group_id": self.group_id, "member_id": member_id}, timeout=5)
+                        except BrokerError:
+                            pass  # already gone: the outcome is the same
+                        self._hb_verdict = ("MAX_POLL_EXCEEDED", generation)
+                        continue
+                    conn.call("heartbeat", {"group_id": self.group_id, "generation_id": generation,
+                                            "member_id": member_id},
+                              timeout=max(self.session_timeout_ms / 1000.0, 1.0))
+                except BrokerError as exc:
+                    if exc.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.ILLEGAL_GENERATION,
+                                    ErrorCode.UNKNOWN_MEMBER_ID):
+                        self._hb_verdict = (exc.code, generation)
+                    elif conn is not None and conn.closed:
+                        conn = None  # the server went away: a new connection next time
+                except Exception as exc:  # KafkaException (cannot connect), TimeoutError: try again
+                    log.debug("heartbeat failed: %s", exc)
+                    if conn is not None:
+                        conn.close()
+                        conn = None
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def stop_heartbeats(self) -> None:
+        thread, self._hb_thread = self._hb_thread, None
+        self._hb_stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
 
     def _send_join(self) -> None:
         c = self.consumer
         self.topics = c._resolve_subscription()
-        metadata = msgpack.packb({"topics": self.topics, "owned": self.owned}, use_bin_type=True)
+        metadata = member_metadata(self.topics, self.owned)
         self.state = JOINING
         c._conn.send_with("join_group", {
             "group_id": self.group_id, "member_id": self.member_id,
@@ -127,11 +196,6 @@ class GroupMembership:
 
     def _record(self, kind, result, error) -> None:
         self._reply = (kind, result, error)
-
-    def _on_heartbeat(self, result, error) -> None:
-        self._hb_in_flight = False
-        if error is not None:
-            self._hb_verdict = error.code
 
     def _retry_later(self, error, delay=0.2) -> None:
         self.state = UNJOINED
@@ -163,25 +227,9 @@ class GroupMembership:
         self.consumer._conn.flush()
 
     def _assign(self, members) -> list:
-        subscriptions, owned = {}, {}
-        for member_id, metadata in members:
-            try:
-                meta = msgpack.unpackb(metadata, raw=False) if metadata else {}
-            except Exception:  # a member with unreadable metadata gets nothing, the rest proceed
-                meta = {}
-            subscriptions[member_id] = list(meta.get("topics") or ())
-            owned[member_id] = meta.get("owned") or {}
-        topics = sorted({t for ts in subscriptions.values() for t in ts})
-        counts = self.consumer._partition_counts(topics)
-        assignor = ASSIGNORS.get(self.protocol) or ASSIGNORS[self.strategies[0]]
-        plan = assignor(subscriptions, counts, owned)
-        if self.protocol == "cooperative-sticky":
-            # A partition moving between members is given to nobody in this round: its owner
-            # revokes it and rejoins, and the next round hands it over (KIP-429's two phases).
-            owner = {(t, p): m for m, ts in owned.items() for t, ps in ts.items() for p in ps}
-            plan = {m: {t: [p for p in ps if owner.get((t, p), m) == m] for t, ps in tps.items()}
-                    for m, tps in plan.items()}
-        return [[m, msgpack.packb(plan.get(m, {}), use_bin_type=True)] for m in subscriptions]
+        subscriptions, owned = read_members(members)
+        counts = self.consumer._partition_counts(subscribed_topics(subscriptions))
+        return plan_assignments(self.protocol, self.strategies, subscriptions, owned, counts)
 
     def _synced(self, result, error) -> None:
         if error is not None:
@@ -193,12 +241,11 @@ class GroupMembership:
             else:
                 self._retry_later(error, 1.0)
             return
-        raw = result.get("assignment") or b""
         try:
-            plan = msgpack.unpackb(raw, raw=False) if raw else {}
-        except Exception:
+            plan = read_assignment(result.get("assignment"))
+        except ValueError as exc:
             plan = {}
-            self.consumer._report_error(KafkaError(KafkaError._BAD_MSG, "the group leader sent an unreadable assignment"))
+            self.consumer._report_error(KafkaError(KafkaError._BAD_MSG, str(exc)))
         self.owned = {t: list(ps) for t, ps in plan.items() if ps}
         self.state = STABLE
         self._next_hb = time.monotonic() + self.heartbeat_interval
@@ -212,6 +259,7 @@ class GroupMembership:
 
     def leave(self) -> None:
         """Leave the group (on close/unsubscribe) so the others rebalance at once, not after a session timeout."""
+        self.stop_heartbeats()
         c = self.consumer
         if self.member_id and c._conn is not None and not c._conn.closed:
             try:

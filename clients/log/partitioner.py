@@ -1,22 +1,36 @@
-"""Choosing a partition for a record: Kafka's murmur2 for keys, sticky batches without one.
+"""Choosing a partition for a record: librdkafka's partitioners by name, sticky batches for the rest.
 
-`murmur2` is the hash Kafka's Java client (`Utils.murmur2`) and librdkafka's `murmur2` /
-`murmur2_random` partitioners use: seed 0x9747b28c, the result masked to 31 bits
-(`toPositive`) and taken modulo the partition count. A key therefore lands on the same
-partition here as with the Java client's default partitioner and with librdkafka configured
-`partitioner=murmur2_random` (librdkafka's *default* is `consistent_random`, CRC32 based;
-we do not copy it). Same key, same partition, so records with one key keep their order.
+A keyed record goes where its key's hash says, so records with one key keep their order. The
+hash is chosen by name, as librdkafka's `partitioner` setting does (`KeyPartitioner`):
 
-Records without a key follow the "sticky" strategy of Kafka 2.4+ (KIP-480): all go to one
-partition until its batch closes, then the next batch picks another, which keeps batches
-full instead of spraying single records over every partition.
+| name | key → partition | no key (None) | empty key (b"") |
+|---|---|---|---|
+| `consistent_random` (librdkafka's default) | CRC32 % n | random | random |
+| `consistent` | CRC32 % n | partition of CRC32(b"") = 0 | 0 |
+| `murmur2_random` (Java's default; aiokafka's) | murmur2 & 0x7fffffff % n | random | hashed |
+| `murmur2` | murmur2 & 0x7fffffff % n | hashed as b"" | hashed |
+| `fnv1a_random` | abs(int32 FNV-1a) % n | random | hashed |
+| `fnv1a` | abs(int32 FNV-1a) % n | hashed as b"" | hashed |
+| `random` | random | random | random |
+
+CRC32 is zlib's (librdkafka's `rd_crc32`), taken unsigned. `murmur2` is Kafka's Java client's
+`Utils.murmur2` (seed 0x9747b28c), masked to 31 bits as `toPositive` does. FNV-1a is the 32-bit
+one, read as a signed int and made positive with abs(), as librdkafka does. Checked against
+the real confluent-kafka in tests/log_clients/test_log_clients_partitioner.py.
+
+"Random" here is the sticky strategy of Kafka 2.4+ (KIP-480) and librdkafka's
+`sticky.partitioning.linger.ms`: all such records go to one partition until its batch closes,
+then the next batch picks another, which keeps batches full instead of spraying single
+records over every partition.
 """
 
 import random
+import zlib
 
 _M = 0x5BD1E995
 _SEED = 0x9747B28C
 _MASK32 = 0xFFFFFFFF
+RANDOM = -1  # KeyPartitioner.partition's answer for "the sticky partition"
 
 
 def murmur2(data: bytes) -> int:
@@ -46,27 +60,70 @@ def murmur2(data: bytes) -> int:
     return h
 
 
+def fnv1a(data: bytes) -> int:
+    """The 32-bit FNV-1a hash of `data`, unsigned."""
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & _MASK32
+    return h
+
+
+def _murmur2_positive(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
+def _fnv1a_abs(key: bytes) -> int:
+    h = fnv1a(key)
+    return (0x100000000 - h) if h & 0x80000000 else h  # abs() of the signed 32-bit value
+
+
+# name -> (hash of a key, random for None keys, random for empty keys)
+PARTITIONERS = {
+    "consistent_random": (zlib.crc32, True, True),
+    "consistent": (zlib.crc32, False, False),
+    "murmur2_random": (_murmur2_positive, True, False),
+    "murmur2": (_murmur2_positive, False, False),
+    "fnv1a_random": (_fnv1a_abs, True, False),
+    "fnv1a": (_fnv1a_abs, False, False),
+    "random": (None, True, True),
+}
+
+
 class KeyPartitioner:
-    """Maps keys to partitions with murmur2, caching the hash of keys seen recently.
+    """Maps keys to partitions with one of librdkafka's partitioners, caching the hash of keys
+    seen recently.
 
     Hashing in Python costs microseconds per key; real workloads reuse keys (user ids, device
     ids), so a bounded dict of key -> hash makes the common case a dict lookup.
     """
 
-    __slots__ = ("_cache",)
+    __slots__ = ("name", "_cache", "_hash", "_null_random", "_empty_random")
     _CACHE_LIMIT = 100_000
 
-    def __init__(self):
+    def __init__(self, name: str = "murmur2_random"):
+        if name not in PARTITIONERS:
+            raise ValueError(f"partitioner {name!r} is not one of {', '.join(sorted(PARTITIONERS))}")
+        self.name = name
+        self._hash, self._null_random, self._empty_random = PARTITIONERS[name]
         self._cache: dict[bytes, int] = {}
 
     def partition(self, key: bytes, num_partitions: int) -> int:
+        """The partition for a non-None `key`, or RANDOM (-1): use the sticky partition."""
         h = self._cache.get(key)
         if h is None:
-            h = murmur2(key) & 0x7FFFFFFF
+            if self._hash is None or (self._empty_random and not key):
+                return RANDOM
+            h = self._hash(key)
             if len(self._cache) >= self._CACHE_LIMIT:
                 self._cache.clear()
             self._cache[key] = h
         return h % num_partitions
+
+    def null_key_partition(self, num_partitions: int) -> int:
+        """Where records without a key go: RANDOM (-1, sticky), or one fixed partition."""
+        if self._null_random:
+            return RANDOM
+        return self._hash(b"") % num_partitions
 
 
 def pick_sticky(num_partitions: int, previous: int | None) -> int:

@@ -31,7 +31,7 @@ from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .message import make_message
-from .partitioner import KeyPartitioner, pick_sticky
+from .partitioner import RANDOM, KeyPartitioner, pick_sticky
 
 log = logging.getLogger("clients.log")
 
@@ -88,14 +88,17 @@ class _OpenBatch:
 
 
 class _TopicState:
-    __slots__ = ("name", "batches", "sticky", "num_partitions", "current", "max_batch")
+    __slots__ = ("name", "batches", "sticky", "num_partitions", "current", "max_batch", "fixed")
 
-    def __init__(self, name: str, num_partitions: int, max_batch: int = 1_000_000):
+    def __init__(self, name: str, num_partitions: int, max_batch: int = 1_000_000, null_partition: int = RANDOM):
         self.name = name
         self.max_batch = max_batch  # bytes a batch may reach: the topic's max.message.bytes and ours
         self.num_partitions = num_partitions
         self.batches = [None] * num_partitions
-        self.sticky = pick_sticky(num_partitions, None)
+        # Keyless records go to the sticky partition, which moves when its batch closes --
+        # unless the partitioner maps them all to one partition (`consistent`, `murmur2`...).
+        self.fixed = null_partition != RANDOM
+        self.sticky = null_partition if self.fixed else pick_sticky(num_partitions, None)
         self.current = None  # the open batch of the sticky partition: keyless records go here
 
 
@@ -141,7 +144,11 @@ class Producer:
         self._reports = collections.deque()  # (callback, error, message) to serve in poll()
         self._count = 0               # records in closed batches not yet reported
         self._bytes = 0
-        self._keys = KeyPartitioner()
+        try:
+            # librdkafka's partitioner names and default (consistent_random: CRC32 of the key).
+            self._keys = KeyPartitioner(cfg.str("partitioner", "consistent_random"))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self._closed = False
         try:
             self._connect()
@@ -196,7 +203,8 @@ class Producer:
             limit = min(limit, int((info.get("config") or {}).get("max.message.bytes", limit)))
         except (TypeError, ValueError):
             pass
-        state = _TopicState(topic, len(info["partitions"]), limit)
+        count = len(info["partitions"])
+        state = _TopicState(topic, count, limit, self._keys.null_key_partition(count))
         self._topics[topic] = state
         return state
 
@@ -210,17 +218,30 @@ class Producer:
         """Queue one record; its delivery report is served by a later poll() or flush()."""
         # The fast path, taken by a plain produce(topic, bytes) loop: one tuple appended to
         # the sticky partition's open batch, a size sum, three comparisons.
-        if (key is None and partition < 0 and value.__class__ is bytes and not timestamp and headers is None
-                and on_delivery is None and callback is None):
+        if (value.__class__ is bytes and not timestamp and headers is None and on_delivery is None
+                and callback is None):
             t = self._topics.get(topic)
             if t is not None:
-                acc = t.current
-                size = len(value)
+                if key is None and partition < 0:
+                    acc = t.current
+                    size = len(value) + 16
+                else:
+                    # key= and/or partition= (bytes key, valid partition): the same append to
+                    # that partition's open batch, after the key's hash (a dict hit when seen).
+                    acc = None
+                    if key is None or key.__class__ is bytes:
+                        if partition < 0:
+                            partition = self._keys.partition(key, t.num_partitions)
+                            if partition < 0:
+                                partition = t.sticky
+                        if partition.__class__ is int and partition < t.num_partitions:
+                            acc = t.batches[partition]
+                    size = len(value) + 16 + (len(key) if key is not None else 0)
                 if acc is not None and size < _SMALL:
                     rows = acc.rows
                     n = len(rows)
-                    rows.append((n, acc.dflt, None, value, None))
-                    acc.size += size + 16
+                    rows.append((n, acc.dflt, key, value, None))
+                    acc.size += size
                     if n >= acc.last_index or acc.size >= acc.max_size or acc.deadline <= _mono():
                         self._after_append(t, acc)
                     return
@@ -245,7 +266,7 @@ class Producer:
                 key = _as_bytes(key, "key")
             if partition < 0:
                 partition = self._keys.partition(key, t.num_partitions)
-        elif partition < 0:
+        if partition < 0:
             partition = t.sticky
         if not isinstance(partition, int) or not 0 <= partition < t.num_partitions:
             raise KafkaException(KafkaError(
@@ -365,7 +386,7 @@ class Producer:
             if a is acc:
                 del self._open[i]
                 break
-        if t.sticky == acc.partition and t.num_partitions > 1:
+        if t.sticky == acc.partition and t.num_partitions > 1 and not t.fixed:
             t.sticky = pick_sticky(t.num_partitions, acc.partition)
             nxt = t.batches[t.sticky]
             if nxt is not None:

@@ -18,6 +18,9 @@ Errors (the documented codes, docs/amqp.md):
   UNEXPECTED_FRAME (content frames out of order). The connection closes with that code.
 - a message over `max_body` is not a broken stream: the command is `(channel, AMQPError(406),
   None, None)`; its remaining body frames are skipped and the caller closes the channel.
+- bodies announced and not yet complete, summed over the connection's channels, are bounded
+  (`max_in_flight`, 2 × max_body): beyond it, 506 RESOURCE_ERROR closes the connection, so one
+  client cannot make the server hold a half-sent body on each of its 2047 channels.
 """
 
 from struct import Struct
@@ -25,7 +28,7 @@ from struct import Struct
 from .properties import HEADER, PropertiesError, decode_properties, encode_header, encode_properties
 from .spec import (
     COMMAND_INVALID, FRAME_BODY, FRAME_END, FRAME_ERROR, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD,
-    METHODS, PRECONDITION_FAILED, PROTOCOL_HEADER, SYNTAX_ERROR, UNEXPECTED_FRAME, AMQPError,
+    METHODS, PRECONDITION_FAILED, PROTOCOL_HEADER, RESOURCE_ERROR, SYNTAX_ERROR, UNEXPECTED_FRAME, AMQPError,
     AMQPFrameError,
 )
 
@@ -33,6 +36,8 @@ FRAME = Struct(">BHI")
 _CLASS_METHOD = Struct(">HH")
 PUBLISH = METHODS[(60, 40)]
 PUBLISH_CACHE_SIZE = 256
+PROPERTIES_CACHE_SIZE = 256
+PROPERTIES_CACHE_MAX_BYTES = 512      # unique ids, timestamps: most such headers are not worth keeping
 HEARTBEAT_FRAME = FRAME.pack(FRAME_HEARTBEAT, 0, 0) + b"\xce"
 _END = b"\xce"
 _pack_frame = FRAME.pack
@@ -66,6 +71,9 @@ class CommandReader:
         self._tail = b""
         self._content: dict[int, _Content] = {}
         self._publish_cache: dict = {}
+        self._properties_cache: dict = {}
+        self.max_in_flight = 2 * max_body
+        self._in_flight = 0             # announced body bytes of the contents being assembled
 
     @property
     def buffered(self) -> int:
@@ -130,14 +138,7 @@ class CommandReader:
                         if hch == ch and 14 <= hsize <= max_payload and hend < n and data[hend] == FRAME_END:
                             hcid, _, body_size, flags = HEADER.unpack_from(data, pos + 7)
                             if hcid == 60 and body_size <= self.max_body:
-                                if flags:
-                                    try:
-                                        props = decode_properties(data, pos + 21, hend, flags)
-                                    except PropertiesError as exc:
-                                        raise AMQPFrameError(SYNTAX_ERROR, f"content header on channel {ch}: "
-                                                                           f"{exc}") from None
-                                else:
-                                    props = None
+                                props = self._properties(data, pos + 19, hend, flags, ch) if flags else None
                                 if body_size == 0:
                                     append((ch, args, props, b""))
                                     pos = hend + 1
@@ -174,6 +175,8 @@ class CommandReader:
                 if c.received == c.size:
                     del content[ch]
                     if not c.refused:
+                        self._in_flight -= c.size
+                    if not c.refused:
                         chunks = c.chunks
                         append((ch, c.method, c.properties, chunks[0] if len(chunks) == 1 else b"".join(chunks)))
             elif ftype == FRAME_HEADER:
@@ -187,10 +190,7 @@ class CommandReader:
                 if cid != c.method.spec.class_id:
                     raise AMQPFrameError(UNEXPECTED_FRAME, f"content header of class {cid} after "
                                                            f"{c.method.spec.name}")
-                try:
-                    c.properties = decode_properties(data, start + 14, end, flags)
-                except PropertiesError as exc:
-                    raise AMQPFrameError(SYNTAX_ERROR, f"content header on channel {ch}: {exc}") from None
+                c.properties = self._properties(data, start + 12, end, flags, ch) if flags else None
                 c.size = body_size
                 if body_size > self.max_body:
                     c.refused = True
@@ -201,6 +201,12 @@ class CommandReader:
                     del content[ch]
                     if not c.refused:
                         append((ch, c.method, c.properties, b""))
+                elif not c.refused:
+                    self._in_flight += body_size
+                    if self._in_flight > self.max_in_flight:
+                        raise AMQPFrameError(RESOURCE_ERROR, f"unfinished message bodies on this connection add up to "
+                                                             f"{self._in_flight} bytes, over the limit of "
+                                                             f"{self.max_in_flight}")
             elif ftype == FRAME_HEARTBEAT:
                 if ch != 0:
                     raise AMQPFrameError(FRAME_ERROR, f"heartbeat frame on channel {ch} (must be 0)")
@@ -210,9 +216,31 @@ class CommandReader:
             self._tail = data[pos:]
         return out
 
+    def _properties(self, data, start: int, end: int, flags: int, ch: int):
+        """The properties of a content header whose flags word starts at `start`.
+
+        Publishers repeat the same few property sets (aio-pika sends the same four with every
+        message), so decoded ones are kept by their bytes and shared: the core never changes a
+        message's properties in place (it copies them, e.g. for x-death)."""
+        raw = data[start:end]
+        props = self._properties_cache.get(raw)
+        if props is None:
+            try:
+                props = decode_properties(data, start + 2, end, flags)
+            except PropertiesError as exc:
+                raise AMQPFrameError(SYNTAX_ERROR, f"content header on channel {ch}: {exc}") from None
+            if len(raw) <= PROPERTIES_CACHE_MAX_BYTES:
+                cache = self._properties_cache
+                if len(cache) >= PROPERTIES_CACHE_SIZE:
+                    cache.clear()
+                cache[raw] = props
+        return props
+
     def drop_channel(self, ch: int) -> None:
         """Forget a half-received content on a channel that is being closed."""
-        self._content.pop(ch, None)
+        c = self._content.pop(ch, None)
+        if c is not None and c.size > 0 and not c.refused:
+            self._in_flight -= c.size
 
 
 # ---- writing ------------------------------------------------------------------------------------

@@ -51,9 +51,10 @@ BasicPublish = m.BasicPublish
 
 CHANNEL_MAX = 2047               # RabbitMQ's default
 FRAME_MAX = 131072               # RabbitMQ's default
-HEARTBEAT = 60                   # seconds, RabbitMQ's default proposal
 CLOSE_OK_TIMEOUT = 5.0           # how long a connection.close waits for close-ok
-HANDSHAKE_TIMEOUT = 10.0         # header to connection.open, as RabbitMQ's handshake_timeout
+# The heartbeat proposed in connection.tune is the server's --heartbeat (60 s by default, as
+# RabbitMQ's) and the time allowed from the protocol header to connection.open its
+# --handshake-timeout (10 s, as RabbitMQ's handshake_timeout): the same settings as msgpack's.
 
 SERVER_CAPABILITIES = {
     "publisher_confirms": True, "exchange_exchange_bindings": True, "basic.nack": True,
@@ -66,6 +67,7 @@ _DELIVER_PREFIX = b"\x00\x3c\x00\x3c"
 _QB = Struct(">QB")
 _END = b"\xce"
 _EMPTY_PROPS = b"\x00\x00"
+ENCODED_PROPERTIES_CACHE = 256
 
 # Core error codes → AMQP reply codes (channel exceptions unless HARD_ERRORS says otherwise).
 _CODES = {
@@ -123,6 +125,7 @@ class AMQPSink:
         body_limit = frame_max - 8
         pack_frame = _FRAME.pack
         pack_prefix = HEADER_PREFIX.pack
+        encoded = conn.encoded_properties
         refused = None
         for ctag, tag, redelivered, exchange, rk, body, props in entries:
             try:
@@ -131,7 +134,20 @@ class AMQPSink:
             except ValueError:
                 refused = (refused or []) + [tag]
                 continue
-            header = pack_prefix(60, 0, len(body)) + (encode_properties(props) if props else _EMPTY_PROPS)
+            if props:
+                # Messages share property dicts (one per AMQP publisher's property set, one per
+                # fanout): encode each once. The entry holds the dict, so its id stays its own.
+                cached = encoded.get(id(props))
+                if cached is not None and cached[0] is props:
+                    prop_bytes = cached[1]
+                else:
+                    prop_bytes = encode_properties(props)
+                    if len(encoded) >= ENCODED_PROPERTIES_CACHE:
+                        encoded.clear()
+                    encoded[id(props)] = (props, prop_bytes)
+            else:
+                prop_bytes = _EMPTY_PROPS
+            header = pack_prefix(60, 0, len(body)) + prop_bytes
             out.append(pack_frame(1, ch, len(payload)) + payload + _END
                        + pack_frame(2, ch, len(header)) + header + _END)
             if body:
@@ -187,7 +203,7 @@ class ChannelState:
 
 
 class AMQPConnection(asyncio.Protocol):
-    def __init__(self, server, conn_id: int, heartbeat: int = HEARTBEAT):
+    def __init__(self, server, conn_id: int):
         self.server = server
         self.broker = server.broker
         self.id = conn_id
@@ -198,7 +214,7 @@ class AMQPConnection(asyncio.Protocol):
         self.writing_paused = False
         self.frame_max = FRAME_MAX
         self.channel_max = CHANNEL_MAX
-        self.heartbeat = heartbeat            # proposed in tune; the client's answer wins
+        self.heartbeat = server.heartbeat     # proposed in tune; the client's answer wins
         self.user = None
         self.access = None                    # the user's permissions (minibroker/access.py); None: all
         self.client_properties: dict = {}
@@ -207,6 +223,7 @@ class AMQPConnection(asyncio.Protocol):
         self.channels: dict[int, ChannelState] = {}
         self.session = None
         self.state: dict = {}                 # as serverbase's ClientConnection: "session" for flow control
+        self.encoded_properties: dict = {}    # id(properties) -> (properties, bytes), see AMQPSink.deliver
         self._out: list = []
         self._flush_scheduled = False
         self._loop = asyncio.get_event_loop()
@@ -222,7 +239,8 @@ class AMQPConnection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         self._last_recv = self._loop.time()
         self.server.connections[self.id] = self
-        self._timer = self._loop.call_later(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        if self.server.handshake_timeout:
+            self._timer = self._loop.call_later(self.server.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data):
         self._last_recv = self._loop.time()
@@ -431,7 +449,8 @@ class AMQPConnection(asyncio.Protocol):
     def _handshake_timeout(self):
         self._timer = None
         if self.phase != OPEN and not self.closed:
-            log.info("AMQP connection %s from %s: handshake not done in %s s", self.id, self.peer, HANDSHAKE_TIMEOUT)
+            log.info("AMQP connection %s from %s: handshake not done in %s s", self.id, self.peer,
+                     self.server.handshake_timeout)
             self._abort()
 
     # ---- heartbeats -------------------------------------------------------------------------

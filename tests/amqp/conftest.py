@@ -2,7 +2,7 @@
 and the same tests against a real RabbitMQ when `AMQP_TEST_URL` names one.
 
 `amqp_broker` is parametrized: "minibroker" always, "rabbitmq" only with AMQP_TEST_URL set
-(skipped with one line otherwise). Tests that take `amqp_broker` use only AMQP, so they hold
+(otherwise the run's header says so in one line). Tests that take `amqp_broker` use only AMQP, so they hold
 for both; tests that also look inside minibroker (cross-protocol, wire errors) take
 `amqp_server`, which is always minibroker.
 """
@@ -39,14 +39,20 @@ def amqp_server(start_minibroker):
     return AMQPTarget("minibroker", thread.host, thread.server.listener("amqp").port, server=thread)
 
 
-@pytest.fixture(params=["minibroker", "rabbitmq"])
+RABBITMQ_URL = os.environ.get("AMQP_TEST_URL")
+
+
+def pytest_report_header(config):
+    if not RABBITMQ_URL:
+        return "tests/amqp: against minibroker only (AMQP_TEST_URL=amqp://user:pass@host:port/ adds a real RabbitMQ)"
+    return f"tests/amqp: against minibroker and the RabbitMQ at {RABBITMQ_URL}"
+
+
+@pytest.fixture(params=["minibroker", "rabbitmq"] if RABBITMQ_URL else ["minibroker"])
 def amqp_broker(request):
     if request.param == "minibroker":
         return request.getfixturevalue("amqp_server")
-    url = os.environ.get("AMQP_TEST_URL")
-    if not url:
-        pytest.skip("set AMQP_TEST_URL=amqp://user:pass@host:port/ to run these against a real RabbitMQ")
-    parts = urllib.parse.urlsplit(url)
+    parts = urllib.parse.urlsplit(RABBITMQ_URL)
     return AMQPTarget("rabbitmq", parts.hostname, parts.port or 5672, urllib.parse.unquote(parts.username or "guest"),
                       urllib.parse.unquote(parts.password or "guest"))
 

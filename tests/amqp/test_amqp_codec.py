@@ -214,7 +214,7 @@ def test_random_bytes_raise_only_documented_errors(garbage, cut):
         reader.feed(stream[:cut])
         reader.feed(stream[cut:])
     except AMQPFrameError as exc:
-        assert 501 <= exc.code <= 505
+        assert 501 <= exc.code <= 506
 
 
 @given(st.lists(commands(), min_size=1, max_size=3), st.integers(0, 10**6), st.binary(min_size=1, max_size=4))
@@ -225,4 +225,17 @@ def test_corrupting_a_valid_stream_raises_only_documented_errors(cmds, where, ju
     try:
         codec.CommandReader(FRAME_MAX, MAX_BODY).feed(bytes(stream))
     except AMQPFrameError as exc:
-        assert 501 <= exc.code <= 505
+        assert 501 <= exc.code <= 506
+
+
+def test_unfinished_bodies_across_channels_are_bounded():
+    reader = codec.CommandReader(FRAME_MAX, 1000)
+    stream = PROTOCOL_HEADER
+    for ch in (1, 2):
+        stream += codec.frame_method(ch, m.BasicPublish(routing_key="q")) + codec.frame_header(ch, 1000, None)
+    assert reader.feed(stream) == []              # 2 x 1000 bytes announced: at the limit
+    reader.drop_channel(2)                          # a closed channel gives its share back
+    reader.feed(codec.frame_method(2, m.BasicPublish()) + codec.frame_header(2, 1000, None))
+    with pytest.raises(AMQPFrameError) as err:
+        reader.feed(codec.frame_method(3, m.BasicPublish()) + codec.frame_header(3, 1, None))
+    assert err.value.code == spec.RESOURCE_ERROR

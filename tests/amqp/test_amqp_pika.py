@@ -225,6 +225,9 @@ def test_consume_from_a_missing_queue_is_404(pika_connect, unique):
     (lambda ch, u: ch.queue_declare("amq.reserved"), 403),
     (lambda ch, u: ch.exchange_declare("amq.reserved", "direct"), 403),
     (lambda ch, u: ch.basic_ack(99), 406),
+    (lambda ch, u: (ch.exchange_declare(u("internal"), "fanout", auto_delete=True, internal=True),
+                    ch.basic_publish(u("internal"), "", b"x")), 403),
+    (lambda ch, u: ch.basic_publish("", "q", b"x", pika.BasicProperties(expiration="soon")), 406),
     (lambda ch, u: (ch.queue_declare(u("q") + "x", durable=False, auto_delete=True),
                     ch.queue_declare(u("q") + "x", durable=True, auto_delete=True)), 406),
 ])
@@ -347,3 +350,86 @@ def test_select_connection_publishes_and_consumes(amqp_broker, unique):
     conn.ioloop.start()
     conn.ioloop.remove_timeout(timer)
     assert received == [f"s{i}".encode() for i in range(10)]
+
+
+def test_prefetch_per_consumer_and_per_channel(pika_connect, unique):
+    """basic.qos global=false limits each consumer created after it; global=true the channel."""
+    conn = pika_connect()
+    ch = conn.channel()
+    q1 = ch.queue_declare(unique("a"), auto_delete=True).method.queue
+    q2 = ch.queue_declare(unique("b"), auto_delete=True).method.queue
+    for q in (q1, q2):
+        for i in range(10):
+            ch.basic_publish("", q, b"x")
+    got = {q1: 0, q2: 0}
+
+    def counter(q):
+        def on_message(c, method, props, body):
+            got[q] += 1
+        return on_message
+
+    ch.basic_qos(prefetch_count=3, global_qos=False)
+    ch.basic_consume(q1, counter(q1))
+    ch.basic_consume(q2, counter(q2))
+    wait_until(lambda: conn.process_data_events(0.01) or got == {q1: 3, q2: 3}, message="3 per consumer")
+    ch2 = conn.channel()
+    got2 = {"n": 0}
+    q3 = ch2.queue_declare(unique("c"), auto_delete=True).method.queue
+    q4 = ch2.queue_declare(unique("d"), auto_delete=True).method.queue
+    for q in (q3, q4):
+        for i in range(10):
+            ch2.basic_publish("", q, b"x")
+    ch2.basic_qos(prefetch_count=4, global_qos=True)
+    for q in (q3, q4):
+        ch2.basic_consume(q, lambda c, m, p, b: got2.__setitem__("n", got2["n"] + 1))
+    wait_until(lambda: conn.process_data_events(0.01) or got2["n"] == 4, message="4 for the channel")
+    ch2.queue_declare(q3, passive=True)            # a round trip: nothing more was sent
+    conn.process_data_events(0)
+    assert got2["n"] == 4 and got == {q1: 3, q2: 3}
+
+
+def test_an_exclusive_consumer_keeps_others_out(pika_connect, unique):
+    ch = pika_connect().channel()
+    q = ch.queue_declare(unique(), auto_delete=True).method.queue
+    ch.basic_consume(q, lambda *a: None, exclusive=True)
+    other = pika_connect().channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as err:
+        other.basic_consume(q, lambda *a: None)
+        other.queue_declare("", exclusive=True)
+    assert err.value.reply_code == 403
+
+
+def test_dead_lettered_messages_carry_x_death(pika_connect, unique):
+    ch = pika_connect().channel()
+    dlx, dead = unique("dlx"), unique("dead")
+    ch.exchange_declare(dlx, "fanout", auto_delete=True)
+    ch.queue_declare(dead, auto_delete=True)
+    ch.queue_bind(dead, dlx)
+    q = ch.queue_declare(unique("work"), auto_delete=True, arguments={"x-dead-letter-exchange": dlx}).method.queue
+    ch.basic_publish("", q, b"doomed")
+    method, _, _ = ch.basic_get(q)
+    ch.basic_reject(method.delivery_tag, requeue=False)
+    got = wait_until(lambda: ch.basic_get(dead, auto_ack=True)[1], message="the dead-lettered message")
+    (death,) = got.headers["x-death"]
+    assert death["reason"] == "rejected" and death["queue"] == q and death["count"] == 1
+
+
+def test_queue_arguments_length_limit_and_message_ttl(pika_connect, unique):
+    ch = pika_connect().channel()
+    capped = ch.queue_declare(unique("capped"), auto_delete=True, arguments={"x-max-length": 2}).method.queue
+    for i in range(3):
+        ch.basic_publish("", capped, str(i).encode())
+    assert [ch.basic_get(capped, auto_ack=True)[2] for _ in range(3)] == [b"1", b"2", None]   # drop-head
+    short = ch.queue_declare(unique("ttl"), auto_delete=True, arguments={"x-message-ttl": 50}).method.queue
+    ch.basic_publish("", short, b"gone soon")
+    wait_until(lambda: ch.queue_declare(short, passive=True).method.message_count == 0, timeout=10,
+               message="the message to expire")
+    assert ch.basic_get(short, auto_ack=True)[2] is None
+
+
+def test_a_priority_queue_delivers_the_highest_priority_first(pika_connect, unique):
+    ch = pika_connect().channel()
+    q = ch.queue_declare(unique(), auto_delete=True, arguments={"x-max-priority": 5}).method.queue
+    for body, prio in ((b"low", 1), (b"high", 5), (b"mid", 3)):
+        ch.basic_publish("", q, body, pika.BasicProperties(priority=prio))
+    assert [ch.basic_get(q, auto_ack=True)[2] for _ in range(3)] == [b"high", b"mid", b"low"]

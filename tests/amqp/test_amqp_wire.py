@@ -144,3 +144,23 @@ def test_a_vhost_other_than_slash_is_not_allowed(amqp_server):
     c.method(0, m.ConnectionOpen("/other"))
     _, close, _, _ = c.expect(m.ConnectionClose)
     assert close.reply_code == spec.NOT_ALLOWED
+
+
+def test_a_client_that_never_finishes_the_handshake_is_closed(start_minibroker):
+    thread = start_minibroker(amqp_port=0, handshake_timeout=0.5)
+    silent = WireClient(thread.host, thread.server.listener("amqp").port)
+    silent.send(PROTOCOL_HEADER)
+    silent.expect(m.ConnectionStart)
+    assert silent.closed_by_server(timeout=10)
+
+
+def test_open_amqp_connections_do_not_stop_the_msgpack_handshake_sweep(start_minibroker):
+    """The server's sweep closes msgpack connections that never said hello; an AMQP connection
+    (with its own timers) tracked before them must not stop it."""
+    thread = start_minibroker(amqp_port=0, handshake_timeout=0.5)
+    amqp = WireClient(thread.host, thread.server.listener("amqp").port).handshake()
+    mute = socket.create_connection((thread.host, thread.port), timeout=10)
+    while mute.recv(4096):
+        pass                      # the TIMEOUT error frame, then the close
+    mute.close()
+    amqp.open_channel(1)          # and the AMQP connection is still served

@@ -75,12 +75,14 @@ def _check_no_loss_no_skip(log, partitions, per_partition):
     assert duplicated <= log["failed"], duplicated - log["failed"]
 
 
-@pytest.mark.parametrize("how", ["close", "stop_heartbeating"])
+@pytest.mark.parametrize("how", ["close", "stop_polling"])
 def test_three_consumers_split_six_partitions_and_survivors_take_over(how, bootstrap, make_topic, producer):
     topic = make_topic(6)
     group = f"split-{how}"
     log = {"delivered": [], "committed": set(), "failed": set()}
-    conf = {"session.timeout.ms": 2000} if how == "stop_heartbeating" else {}
+    # A member that stops polling (a stuck process) keeps heartbeating from its background
+    # thread, as with librdkafka, until max.poll.interval.ms: then it leaves the group.
+    conf = {"max.poll.interval.ms": 1500} if how == "stop_polling" else {}
     workers = [GroupWorker(i, bootstrap, topic, group, log, **conf) for i in range(3)]
     for w in workers:
         w.thread.start()
@@ -92,8 +94,8 @@ def test_three_consumers_split_six_partitions_and_survivors_take_over(how, boots
         _produce_per_partition(p, topic, 6, 20)
         wait_until(lambda: len({k for _, k in log["delivered"]}) == 120, 15, message="first 120 records")
         leaver = workers[0]
-        if how == "stop_heartbeating":
-            leaver.close_on_stop = False  # it just goes silent, like a stuck process
+        if how == "stop_polling":
+            leaver.close_on_stop = False  # it just stops polling, like a stuck process
         leaver.stop.set()
         leaver.thread.join(10)
         survivors = workers[1:]
@@ -350,20 +352,22 @@ def test_cooperative_sticky_moves_only_what_it_must(bootstrap, make_topic, produ
         c1.close()
 
 
-def test_a_member_that_stalls_past_its_session_gets_on_lost_then_rejoins(admin, make_topic, consumer):
+def test_a_member_that_stalls_past_max_poll_interval_gets_on_lost_then_rejoins(admin, make_topic, consumer):
     topic = make_topic(2)
     events = []
-    # A session long enough that a busy machine's scheduling hiccups do not evict the member
-    # while it polls, short enough that the stall below ends it quickly.
+    # Heartbeats come from the consumer's thread, so a stall longer than the session does not
+    # end the membership; max.poll.interval.ms does (see test_log_clients_group_thread.py).
     c = consumer(**{"group.id": "staller", "heartbeat.interval.ms": 100, "session.timeout.ms": 1000,
-                    "enable.auto.commit": False})
+                    "max.poll.interval.ms": 700, "enable.auto.commit": False})
     c.subscribe([topic], on_assign=lambda cons, ps: events.append(("assign", len(ps))),
                 on_revoke=lambda cons, ps: events.append(("revoke", len(ps))),
                 on_lost=lambda cons, ps: events.append(("lost", len(ps))))
     wait_until(lambda: c.poll(0.05) is None and len(c.assignment()) == 2, 10, message="assignment")
-    # The application stalls (no poll): the coordinator evicts it after session.timeout.ms.
+    # The application stalls (no poll): the consumer's thread leaves the group.
     wait_until(lambda: not admin.describe_consumer_groups(["staller"])["staller"].result().members, 10,
-               message="eviction")
+               message="leaving")
+    stalled = c.poll(5)
+    assert stalled is not None and stalled.error().code() == KafkaError._MAX_POLL_EXCEEDED
     wait_until(lambda: c.poll(0.05) is None and ("lost", 2) in events and len(c.assignment()) == 2, 10,
                message="on_lost, then a new assignment")
     assert events[0] == ("assign", 2) and ("revoke", 2) not in events

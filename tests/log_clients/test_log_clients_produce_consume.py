@@ -2,12 +2,12 @@
 
 import threading
 import time
+import zlib
 
 import pytest
 from log_client_helpers import drain
 
 from clients.log import (OFFSET_BEGINNING, Producer, KafkaError, KafkaException, TopicPartition, TIMESTAMP_CREATE_TIME)
-from clients.log.partitioner import murmur2
 
 
 def test_delivery_reports_carry_offsets_in_order(producer, make_topic):
@@ -52,8 +52,8 @@ def test_order_per_partition_and_key(producer, consumer, make_topic):
     for m in msgs:
         by_key.setdefault(m.key(), []).append(int(m.value()))
         by_partition.setdefault(m.partition(), []).append(m.offset())
-        # Kafka's Java client / librdkafka murmur2 partitioner places the key here.
-        assert m.partition() == (murmur2(m.key()) & 0x7FFFFFFF) % 4
+        # librdkafka's default partitioner (consistent_random: CRC32 of the key) places it here.
+        assert m.partition() == zlib.crc32(m.key()) % 4
     for k, values in by_key.items():
         assert values == sorted(values), f"key {k} out of order"
         assert len(values) == 60

@@ -1,0 +1,66 @@
+"""Group membership does not depend on how often the application polls (as in librdkafka).
+
+Scaled down from the issue's case (10 s of work on one message, 6 s session timeout): 1.5 s
+of work with a 0.6 s session timeout. The consumer's heartbeat thread keeps it in the group,
+so its commit afterwards succeeds and its partitions stay its own. Only
+`max.poll.interval.ms` bounds the time between polls: past it the consumer leaves the group,
+its next poll reports `_MAX_POLL_EXCEEDED` and hands out nothing it held, and it rejoins.
+"""
+
+import time
+
+from log_client_helpers import drain
+
+from clients.log import KafkaError, TopicPartition
+
+FAST_GROUP = {"session.timeout.ms": 600, "heartbeat.interval.ms": 100, "enable.auto.commit": False}
+
+
+def _first_record(consumer, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = consumer.poll(0.2)
+        if msg is not None and msg.error() is None:
+            return msg
+    raise AssertionError("no record within the deadline")
+
+
+def test_long_work_on_one_message_keeps_membership_and_the_commit_succeeds(producer, consumer, make_topic):
+    topic = make_topic(2)
+    p = producer()
+    for i in range(20):
+        p.produce(topic, b"%d" % i, partition=i % 2)
+    assert p.flush(10) == 0
+    revoked = []
+    c = consumer(**{"group.id": "slow-worker", **FAST_GROUP})
+    c.subscribe([topic], on_revoke=lambda consumer, parts: revoked.append(parts))
+    msg = _first_record(c)
+    member = c.memberid()
+    assert member and len(c.assignment()) == 2
+    time.sleep(1.5)  # the work: 2.5 session timeouts without a poll
+    c.commit(message=msg, asynchronous=False)  # raises if the member was dropped
+    assert c.committed([TopicPartition(topic, msg.partition())])[0].offset == msg.offset() + 1
+    assert c.memberid() == member and len(c.assignment()) == 2 and not revoked
+    assert len(drain(c, 19)) == 19
+
+
+def test_past_max_poll_interval_the_member_leaves_and_hands_out_nothing_it_held(producer, consumer, make_topic):
+    topic = make_topic(1)
+    p = producer()
+    for i in range(200):
+        p.produce(topic, b"%d" % i)
+    assert p.flush(10) == 0
+    lost = []
+    c = consumer(**{"group.id": "stalled", **FAST_GROUP, "max.poll.interval.ms": 500})
+    c.subscribe([topic], on_lost=lambda consumer, parts: lost.append(parts))
+    first = _first_record(c)
+    member = c.memberid()
+    time.sleep(1.2)  # past max.poll.interval.ms: the heartbeat thread leaves the group
+    msg = c.poll(5)
+    assert msg is not None and msg.error() is not None, msg
+    assert msg.error().code() == KafkaError._MAX_POLL_EXCEEDED
+    assert lost == [[TopicPartition(topic, 0)]]
+    # It joins again as a new member and reads on from its position (nothing was committed).
+    again = _first_record(c)
+    assert c.memberid() not in (None, member)
+    assert again.offset() in (0, first.offset() + 1)
