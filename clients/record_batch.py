@@ -23,6 +23,13 @@ its log. Only clients pack and unpack the records. See ``docs/minilog-storage.md
 
 The CRC covers everything after itself, so the broker can rewrite the base
 offset (and the length/magic are checked structurally) without recomputing it.
+
+A minilog log also holds Kafka clients' batches (magic 2, ``clients/kafka_batch.py``) as they
+came. Both formats start with the base offset and the length, so a log is walked the same
+way; byte 12 tells them apart (our magic, 1, or the high byte of the Kafka batch's partition
+leader epoch, which the broker sets to 0). ``read_header``, ``validate``, ``iter_batches``
+and ``decode_batch`` here read both: a Kafka batch's header comes back as a ``BatchHeader``
+with magic 2 (``record_count`` = the offsets it spans) and its records as the same tuples.
 """
 
 from __future__ import annotations
@@ -110,10 +117,29 @@ def read_header(buf, pos: int = 0) -> BatchHeader:
     if len(buf) - pos < HEADER_SIZE:
         raise TruncatedBatchError(
             f"need {HEADER_SIZE} bytes for a batch header at position {pos}, have {len(buf) - pos}")
+    if buf[pos + 12] != MAGIC and buf[pos + _kafka.MAGIC_POSITION] == _kafka.MAGIC:
+        return _kafka_header(_kafka.read_header(buf, pos))
     return BatchHeader._make(_HEADER.unpack_from(buf, pos))
 
 
+def is_kafka_batch(buf, pos: int = 0) -> bool:
+    """Whether the stored batch at ``buf[pos:]`` is a Kafka (magic 2) batch, not one of ours.
+
+    The format marker is byte 12: our magic (1) there, or the high byte of a Kafka batch's
+    partition leader epoch, which the broker sets to 0 when it stores the batch."""
+    return buf[pos + 12] != MAGIC and buf[pos + _kafka.MAGIC_POSITION] == _kafka.MAGIC
+
+
+def _kafka_header(k) -> BatchHeader:
+    """A Kafka batch's header in the fields the storage engine reads: `record_count` is the
+    offsets the batch spans (last offset delta + 1), `first_timestamp` its base timestamp."""
+    return BatchHeader(k.base_offset, k.length, k.magic, k.crc, k.attributes, k.last_offset_delta + 1,
+                       k.base_timestamp, k.max_timestamp)
+
+
 def _check_structure(h: BatchHeader, pos: int) -> None:
+    if h.magic == _kafka.MAGIC:
+        return  # checked by clients.kafka_batch when its header was read
     if h.length < _MIN_LENGTH or h.length > _MAX_LENGTH:
         raise InvalidBatchError(f"batch at position {pos}: impossible length {h.length}")
     if h.magic != MAGIC:
@@ -133,6 +159,9 @@ def validate(buf, pos: int = 0) -> BatchHeader:
     the CRC does not match. The records themselves are not decoded.
     """
     h = read_header(buf, pos)
+    if h.magic == _kafka.MAGIC:
+        _kafka.validate(buf, pos)
+        return h
     _check_structure(h, pos)
     end = pos + LOG_OVERHEAD + h.length
     if end > len(buf):
@@ -168,6 +197,9 @@ def validate_records(buf, pos: int = 0, header: BatchHeader | None = None) -> Ba
     C-level builtins (about 0.15 us per record), not by a Python loop per record.
     """
     h = header if header is not None else read_header(buf, pos)
+    if h.magic == _kafka.MAGIC:
+        _kafka.validate_records(buf, pos)
+        return h
     n = h.record_count
     where = f"batch at position {pos}"
     with memoryview(buf) as mv:
@@ -356,6 +388,8 @@ def decode_batch(buf, pos: int = 0, verify: bool = True) -> tuple[BatchHeader, l
     ``(str, bytes)`` tuples. ``verify`` checks the CRC first.
     """
     h = validate(buf, pos) if verify else read_header(buf, pos)
+    if h.magic == _kafka.MAGIC:
+        return h, _kafka.decode_batch(buf, pos, False)[1]  # validated above when asked
     if not verify:
         _check_structure(h, pos)
     with memoryview(buf) as mv:
@@ -384,3 +418,11 @@ def decode_batches(buf) -> Iterable[tuple]:
     for _, mv in iter_batches(buf):
         out.extend(decode_batch(mv)[1])
     return out
+
+
+# The storage engine keeps Kafka clients' batches as they came; the functions above read both
+# (a stored batch says which it is at byte 12, see is_kafka_batch). Imported last: it uses our errors.
+from clients import kafka_batch as _kafka  # noqa: E402
+# Bytes that always hold a whole header of either format (ours is HEADER_SIZE; Kafka's,
+# clients.kafka_batch.HEADER_SIZE, is longer; a literal, since either module may load first).
+MAX_HEADER_SIZE = 61

@@ -163,7 +163,7 @@ class GuardedLog:
         return {name: out[name] for name in names if name in out}
 
     # ---- produce and fetch ---------------------------------------------------------------
-    def produce(self, entries: list, acks: int = 1):
+    def produce(self, entries: list, acks: int = 1, *fmt):
         acl, core = self.acl, self.core
         allowed, denied = [], {}
         for i, entry in enumerate(entries):
@@ -178,8 +178,8 @@ class GuardedLog:
                     continue
             allowed.append(entry)
         if not denied:
-            return core.produce(entries, acks)
-        result = core.produce(allowed, acks) if allowed else []
+            return core.produce(entries, acks, *fmt)
+        result = core.produce(allowed, acks, *fmt) if allowed else []
 
         def merge(rows):
             it = iter(rows)
@@ -207,18 +207,18 @@ class GuardedLog:
         it = iter(rows)
         return [denied[i] if i in denied else next(it) for i in range(len(parts))]
 
-    def read(self, parts, max_bytes: int, min_bytes: int):
+    def read(self, parts, max_bytes: int, min_bytes: int, *fmt):
         allowed, denied = self._split_read(parts)
         if not denied:
-            return self.core.read(parts, max_bytes, min_bytes)
-        rows, _ = self.core.read(allowed, max_bytes, min_bytes) if allowed else ([], True)
+            return self.core.read(parts, max_bytes, min_bytes, *fmt)
+        rows, _ = self.core.read(allowed, max_bytes, min_bytes, *fmt) if allowed else ([], True)
         return self._merge_read(parts, denied, rows), True   # an error: the answer goes now
 
-    async def wait_for_records(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int):
+    async def wait_for_records(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int, *fmt):
         allowed, denied = self._split_read(parts)
         if not denied:
-            return await self.core.wait_for_records(parts, max_bytes, min_bytes, max_wait_ms)
-        rows, _ = self.core.read(allowed, max_bytes, min_bytes) if allowed else ([], True)
+            return await self.core.wait_for_records(parts, max_bytes, min_bytes, max_wait_ms, *fmt)
+        rows, _ = self.core.read(allowed, max_bytes, min_bytes, *fmt) if allowed else ([], True)
         return self._merge_read(parts, denied, rows)
 
     def list_offsets(self, items) -> list:

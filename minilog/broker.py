@@ -31,13 +31,16 @@ import logging
 
 import msgpack
 
+from clients import kafka_batch
 from clients.protocol.errors import BrokerError, ErrorCode
-from clients.record_batch import CorruptBatchError, InvalidBatchError
+from clients.record_batch import BatchError, CorruptBatchError, InvalidBatchError
 
 from .append_waiters import AppendWaiters
+from .batch_formats import KAFKA, MINILOG, PartitionFormats, convert
 from .group_commit import FlushFailed, GroupCommit
 from .group_coordinator import GroupCoordinator
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES, OffsetsStore
+from .producer_state import PartitionProducers, ProducerIds
 from .storage import (LogClosedError, LogConfig, LogManager, OffsetLostError, OffsetOutOfRangeError,
                       RecordTooLargeError)
 from .topics import INTERNAL_TOPICS, Topics
@@ -58,6 +61,8 @@ def append_error(exc: Exception, topic: str, partition: int) -> list:
     where = f"{topic}-{partition}"
     if isinstance(exc, BrokerError):
         return [exc.code, exc.message]
+    if isinstance(exc, kafka_batch.UnsupportedCompressionError):
+        return _error(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, f"{where}: {exc}")
     if isinstance(exc, RecordTooLargeError):
         return _error(ErrorCode.MESSAGE_TOO_LARGE, f"{where}: {exc}; raise the topic's max.message.bytes "
                                                    f"or send smaller batches")
@@ -91,11 +96,18 @@ class LogBroker:
         self.waiters = AppendWaiters()
         self.group_commit: GroupCommit | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.formats = PartitionFormats()
+        self._minilog_noted: set = set()     # logs whose minilog-batches marker is known to be written
+        self.producer_ids: ProducerIds | None = None
+        self._producers: dict = {}           # log -> PartitionProducers (idempotent produce)
+        self.duplicates = 0                  # retried idempotent batches answered without appending
+        self.conversions = 0                 # fetched ranges converted to the reader's format
 
     # ---- lifecycle ---------------------------------------------------------------------
     def open(self) -> None:
         """Open (recovering) the data directory and replay the committed offsets. Call on the loop."""
         self.logs = LogManager(self.data_dir, self.default_log_config)
+        self.producer_ids = ProducerIds(self.data_dir)
         self.offsets = OffsetsStore(self.logs, self.offsets_topic_segment_bytes)
         self.offsets.load()
         self.topics = Topics(self.logs, self.default_partitions, self.auto_create_topics)  # sees the offsets topic
@@ -127,7 +139,8 @@ class LogBroker:
         if self.topics is None:
             return {}
         return {"topics": len(self.topics.names()), "groups": len(self.groups.list_groups()),
-                "fsync_rounds": self.group_commit.rounds, "durable_acks": self.group_commit.requests}
+                "fsync_rounds": self.group_commit.rounds, "durable_acks": self.group_commit.requests,
+                "duplicate_batches": self.duplicates, "converted_fetches": self.conversions}
 
     def _log_or_none(self, topic, partition):
         try:
@@ -151,6 +164,10 @@ class LogBroker:
         """Delete a topic, wake its parked fetches and forget its commits. Raises BrokerError."""
         self.topics.delete(name)
         self.waiters.notify_topic(name)
+        # A topic created again under this name starts with no markers and no producers.
+        self._producers = {k: v for k, v in self._producers.items() if k[0] != name}
+        self._minilog_noted = {k for k in self._minilog_noted if k[0] != name}
+        self.formats.forget_topic(name)
         try:
             self.offsets.delete_topic(name)  # durable with the next flush; a lost tombstone is harmless
         except OSError as exc:
@@ -176,13 +193,20 @@ class LogBroker:
         return out
 
     # ---- produce -----------------------------------------------------------------------
-    def produce(self, entries: list, acks: int = 1):
+    def produce(self, entries: list, acks: int = 1, fmt: str = MINILOG):
         """Append `entries`, each `[topic, partition, batch bytes]`; rows `[topic, partition, base_offset, error]`.
 
-        Each entry is all or nothing and fails alone (its row has base_offset -1 and the error).
-        With `acks=-1` the answer is an awaitable of the rows, done when the group-commit fsync
-        covers every appended entry; otherwise the rows themselves.
+        `fmt` is the format of the batches: MINILOG (one or more minilog batches per entry) or
+        KAFKA (one Kafka magic-2 batch per entry, as Kafka's Produce carries; see
+        `_append_kafka`). Each entry is all or nothing and fails alone (its row has base_offset
+        -1 and the error). With `acks=-1` the answer is an awaitable of the rows, done when the
+        group-commit fsync covers every appended entry; otherwise the rows themselves.
         """
+        if fmt != MINILOG:
+            if fmt != KAFKA:
+                raise BrokerError(ErrorCode.BAD_REQUEST, f"unknown batch format {fmt!r}")
+            return self._produce_kafka(entries, acks)
+        noted = self._minilog_noted
         results = []
         durable = []
         get_log = self.topics.get_log
@@ -203,6 +227,9 @@ class LogBroker:
                 if topic in INTERNAL_TOPICS:
                     raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
                 plog = get_log(topic, partition, True)
+                if (topic, partition) not in noted:
+                    self.formats.note_append(plog, MINILOG)
+                    noted.add((topic, partition))
                 # A failed write raises SegmentWriteError (an OSError) after the storage
                 # engine cut the torn bytes off: nothing of this entry was stored.
                 info = plog.append(batch)
@@ -217,6 +244,100 @@ class LogBroker:
             return self._when_durable(durable, results)
         return results
 
+    def _produce_kafka(self, entries: list, acks: int):
+        results = []
+        durable = []
+        get_log = self.topics.get_log
+        for item in entries:
+            try:
+                topic, partition, batch = item
+            except (TypeError, ValueError):
+                results.append([None, None, -1, _error(ErrorCode.BAD_REQUEST,
+                                                       f"each entry must be [topic, partition, batch], got {item!r:.80}")])
+                continue
+            try:
+                if not isinstance(batch, (bytes, bytearray, memoryview)):
+                    raise BrokerError(ErrorCode.BAD_REQUEST, f"{topic}-{partition}: batch must be bytes")
+                if type(topic) is not str or type(partition) is not int:
+                    raise BrokerError(ErrorCode.BAD_REQUEST, f"topic must be a string and partition an integer, "
+                                                             f"got {topic!r}, {partition!r}")
+                if topic in INTERNAL_TOPICS:
+                    raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
+                plog = get_log(topic, partition, True)
+                info, base = self._append_kafka(plog, topic, partition, batch)
+            except Exception as exc:
+                results.append([topic, partition, -1, append_error(exc, topic, partition)])
+                continue
+            results.append([topic, partition, base, None])
+            if info is None:
+                continue  # a duplicate: nothing new to wake anyone for
+            self.waiters.notify((topic, partition))
+            if acks == -1:
+                durable.append((len(results) - 1, plog, info.last_offset + 1))
+        if durable:
+            return self._when_durable(durable, results)
+        return results
+
+    def _append_kafka(self, plog, topic: str, partition: int, batch):
+        """Append one Kafka batch; returns (AppendInfo, base offset), or (None, the original
+        base offset) for a retried idempotent batch that is already in the log.
+
+        Checked here: the header fields (`kafka_batch.check_header`), one whole batch, no
+        transactional or control batch, a codec the server can decompress, and the producer's
+        epoch and sequence. The CRC is checked once, by the storage engine's append. Records are
+        not decoded. The broker writes the partition leader epoch (0), which also marks the
+        stored batch as Kafka's (`clients.record_batch.is_kafka_batch`)."""
+        where = f"{topic}-{partition}"
+        buf = bytearray(batch)
+        h = kafka_batch.read_header(buf)
+        kafka_batch.check_header(h)
+        if h.size != len(buf):
+            raise BrokerError(ErrorCode.INVALID_RECORD if h.size < len(buf) else ErrorCode.CORRUPT_MESSAGE,
+                              f"{where}: a produce entry must be exactly one whole batch ({len(buf)} bytes, "
+                              f"the batch says {h.size})")
+        if h.attributes & (kafka_batch.TRANSACTIONAL_MASK | kafka_batch.CONTROL_MASK):
+            raise BrokerError(ErrorCode.INVALID_RECORD, f"{where}: transactional and control batches are not "
+                                                        f"supported by this broker")
+        if h.compression in (kafka_batch.SNAPPY, kafka_batch.LZ4, kafka_batch.ZSTD) and kafka_batch.cramjam is None:
+            raise kafka_batch.UnsupportedCompressionError(
+                f"{kafka_batch.COMPRESSION_NAMES[h.compression]} needs the cramjam package, which this server "
+                f"does not have")
+        producers = None
+        if h.producer_id >= 0:
+            producers = self._producers.get((topic, partition))
+            if producers is None:
+                producers = self._producers[(topic, partition)] = PartitionProducers()
+                producers.recover(plog)
+            if h.base_sequence < 0:
+                raise BrokerError(ErrorCode.INVALID_RECORD, f"{where}: a batch with a producer id needs a base "
+                                                            f"sequence")
+            duplicate_of = producers.check(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence, where)
+            if duplicate_of is not None:
+                self.duplicates += 1
+                return None, duplicate_of
+        kafka_batch.set_partition_leader_epoch(buf, 0)
+        self.formats.note_append(plog, KAFKA)
+        info = plog.append(buf)
+        if producers is not None:
+            producers.update(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence,
+                             info.base_offset, info.last_offset)
+        return info, info.base_offset
+
+    def init_producer_id(self, transactional_id: str | None = None, producer_id: int = -1,
+                         producer_epoch: int = -1) -> tuple[int, int]:
+        """InitProducerId: (producer id, epoch) for an idempotent producer (see producer_state)."""
+        if transactional_id is not None and not isinstance(transactional_id, str):
+            raise BrokerError(ErrorCode.BAD_REQUEST, "transactional_id must be a string or null")
+        try:
+            return self.producer_ids.init(transactional_id, producer_id, producer_epoch)
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not reserve producer ids: {exc}") from None
+
+    def partition_offsets(self, topic: str, partition: int) -> tuple[int, int]:
+        """(log start offset, high watermark) of a partition. Raises BrokerError NOT_FOUND."""
+        plog = self.topics.get_log(topic, partition)
+        return plog.log_start_offset, plog.high_watermark
+
     async def _when_durable(self, durable, results):
         wait = self.group_commit.wait_flushed
         outcome = await asyncio.gather(*[wait(plog, offset) for _, plog, offset in durable], return_exceptions=True)
@@ -230,14 +351,17 @@ class LogBroker:
         return results
 
     # ---- fetch -------------------------------------------------------------------------
-    def read(self, parts, max_bytes: int, min_bytes: int) -> tuple[list, bool]:
-        """Read every `(topic, partition, offset, partition_max_bytes)` of `parts`.
+    def read(self, parts, max_bytes: int, min_bytes: int, fmt: str = MINILOG) -> tuple[list, bool]:
+        """Read every `(topic, partition, offset, partition_max_bytes)` of `parts`, in format `fmt`.
 
         Returns (rows, ready): rows `(topic, partition, error, high_watermark, log_start_offset,
-        records)` with `records` a FileSlice of whole batches or None, and whether the answer may
-        go now (at least `min_bytes` of records, or an error). Only the first batch of the answer
-        may go over `max_bytes` or a partition's limit, so a large batch is never stuck.
+        records)` and whether the answer may go now (at least `min_bytes` of records, or an
+        error). `records` is None, a FileSlice of whole stored batches when they are all in the
+        reader's format (the usual case), or bytes of converted batches
+        (`minilog/batch_formats.py`). Only the first batch of the answer may go over
+        `max_bytes` or a partition's limit, so a large batch is never stuck.
         """
+        only = self.formats.only
         rows = []
         budget = max_bytes
         taken = 0
@@ -278,10 +402,29 @@ class LogBroker:
                     records = found
                     budget -= found.length
                     taken += found.length
+                    if not only(plog, fmt):
+                        try:
+                            records = self._convert(found, fmt)
+                        except (BatchError, OSError) as exc:
+                            rows.append((topic, partition, _error(ErrorCode.CORRUPT_MESSAGE,
+                                                                  f"{topic}-{partition}: stored batches at offset "
+                                                                  f"{offset} do not convert to {fmt}: {exc}"),
+                                         hw, start, None))
+                            error = True
+                            continue
             rows.append((topic, partition, None, hw, start, records))
         return rows, error or taken >= min_bytes
 
-    async def wait_for_records(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int) -> list:
+    def _convert(self, found, fmt: str):
+        data = found.read()
+        converted = convert(data, fmt)
+        if len(converted) == len(data) and converted == data:
+            return found     # nothing of the other format in this range: keep the slice (sendfile)
+        self.conversions += 1
+        return converted
+
+    async def wait_for_records(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int,
+                               fmt: str = MINILOG) -> list:
         """The long poll: park on every partition of `parts` until appends bring `min_bytes`, or
         `max_wait_ms` passes; returns the rows of `read`. Cancelling it unparks it."""
         loop = asyncio.get_running_loop()
@@ -301,10 +444,10 @@ class LogBroker:
                 self.waiters.unregister(keys, woken)
             if key is None:
                 break
-            rows, ready = self.read(parts, max_bytes, min_bytes)
+            rows, ready = self.read(parts, max_bytes, min_bytes, fmt)
             if ready:
                 return rows
-        rows, _ = self.read(parts, max_bytes, min_bytes)
+        rows, _ = self.read(parts, max_bytes, min_bytes, fmt)
         return rows
 
     # ---- offsets -----------------------------------------------------------------------

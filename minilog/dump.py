@@ -23,7 +23,9 @@ import struct
 import sys
 import zlib
 
-from clients.record_batch import HEADER_SIZE, LOG_OVERHEAD, MAGIC, BatchHeader, decode_batch, read_header
+from clients import kafka_batch
+from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, MAGIC, BatchHeader, TruncatedBatchError, decode_batch,
+                                  read_header)
 
 from .storage.offset_index import OffsetIndex
 from .storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX
@@ -104,11 +106,15 @@ def scan_batches(data: bytes):
             else:
                 yield pos, None, f"truncated batch header at position {pos}: {n - pos} of {HEADER_SIZE} bytes"
             return
-        h = read_header(data, pos)
+        try:
+            h = read_header(data, pos)
+        except TruncatedBatchError:  # a Kafka batch's longer header cut short
+            yield pos, None, f"truncated batch header at position {pos}: {n - pos} bytes"
+            return
         if h.length == 0 and not any(data[pos:pos + HEADER_SIZE]):
             yield pos, None, f"{n - pos} bytes of zeros from position {pos} (preallocated or torn tail)"
             return
-        if h.length < _MIN_LENGTH or h.magic != MAGIC or h.record_count < 1:
+        if h.length < _MIN_LENGTH or h.magic not in (MAGIC, kafka_batch.MAGIC) or h.record_count < 1:
             yield pos, None, (f"no valid batch at position {pos} (length {h.length}, magic {h.magic}, "
                               f"record count {h.record_count}); {n - pos} bytes from here are unreadable")
             return
@@ -116,7 +122,10 @@ def scan_batches(data: bytes):
         if end > n:
             yield pos, h, f"truncated batch at position {pos}: needs {h.size} bytes, the file holds {n - pos}"
             return
-        crc = zlib.crc32(memoryview(data)[pos + _CRC_START:end])
+        if h.magic == kafka_batch.MAGIC:   # a Kafka client's batch: CRC-32C from its attributes on
+            crc = kafka_batch.crc32c(memoryview(data)[pos + 21:end])
+        else:
+            crc = zlib.crc32(memoryview(data)[pos + _CRC_START:end])
         yield pos, h, None if crc == h.crc else f"crc mismatch at position {pos}: stored {h.crc:#010x}, computed {crc:#010x}"
         pos = end
 

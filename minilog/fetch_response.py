@@ -81,44 +81,57 @@ class FetchResponse:
         transport = conn.transport
         if conn.closed or transport is None or transport.is_closing():
             return 0
-        pieces = self.pieces(request_id)
-        fd = -1
-        # Never around TLS: os.sendfile and writev on the raw socket would bypass the encryption.
-        if (use_sendfile and not conn.tls and transport.get_write_buffer_size() == 0
-                and self._records_bytes >= SENDFILE_MIN_BYTES):
-            sock = transport.get_extra_info("socket")
-            fd = sock.fileno() if sock is not None else -1
-        if fd < 0:
-            transport.writelines([p.read() if type(p) is FileSlice else p for p in pieces])
-            return 0
-        by_sendfile = 0
-        pending: list = []   # small pieces waiting to be written before the next sendfile
-        direct = True        # True while everything so far went straight to the socket
-        for piece in pieces:
-            if type(piece) is not FileSlice:
-                pending.append(piece)
-                continue
-            if not direct or piece.length < SENDFILE_MIN_BYTES:
-                pending.append(piece.read())
-                continue
-            direct = _write_direct(fd, pending, transport)
-            pending = []
-            if direct:
-                sent = _sendfile(fd, piece, conn)
-                if sent is None:
-                    return by_sendfile  # the connection broke and was closed
-                by_sendfile += sent
-                if sent < piece.length:
-                    direct = False
-                    pending.append(os.pread(piece.fd, piece.length - sent, piece.position + sent))
-            else:
-                pending.append(piece.read())
-        if pending:
-            if direct:
-                _write_direct(fd, pending, transport)
-            else:
-                transport.writelines(pending)
-        return by_sendfile
+        return write_pieces(transport, self.pieces(request_id),
+                            use_sendfile and self._records_bytes >= SENDFILE_MIN_BYTES)
+
+
+def write_pieces(transport, pieces: list, use_sendfile: bool = True) -> int:
+    """Write `pieces` (bytes and FileSlices) on `transport`, in order; returns the bytes sent with
+    os.sendfile. Any front door's reply built around file slices goes out through here (the msgpack
+    fetch above, the Kafka door's Fetch).
+
+    With `use_sendfile` and nothing buffered in the transport, bytes go out with `os.writev` on the
+    socket's fd and each large slice with `os.sendfile`; the moment the socket would block, the
+    rest is handed to the transport (slices read with `os.pread`), which keeps the order.
+    Otherwise every slice is read and the lot written with one `writelines`.
+    """
+    fd = -1
+    # Never around TLS: os.sendfile and writev on the raw socket would bypass the encryption.
+    if (use_sendfile and transport.get_write_buffer_size() == 0
+            and transport.get_extra_info("sslcontext") is None):
+        sock = transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+    if fd < 0:
+        transport.writelines([p.read() if type(p) is FileSlice else p for p in pieces])
+        return 0
+    by_sendfile = 0
+    pending: list = []   # small pieces waiting to be written before the next sendfile
+    direct = True        # True while everything so far went straight to the socket
+    for piece in pieces:
+        if type(piece) is not FileSlice:
+            pending.append(piece)
+            continue
+        if not direct or piece.length < SENDFILE_MIN_BYTES:
+            pending.append(piece.read())
+            continue
+        direct = _write_direct(fd, pending, transport)
+        pending = []
+        if direct:
+            sent = _sendfile(fd, piece, transport)
+            if sent is None:
+                return by_sendfile  # the connection broke and was closed
+            by_sendfile += sent
+            if sent < piece.length:
+                direct = False
+                pending.append(os.pread(piece.fd, piece.length - sent, piece.position + sent))
+        else:
+            pending.append(piece.read())
+    if pending:
+        if direct:
+            _write_direct(fd, pending, transport)
+        else:
+            transport.writelines(pending)
+    return by_sendfile
 
 
 def _write_direct(fd: int, pending: list, transport) -> bool:
@@ -140,7 +153,7 @@ def _write_direct(fd: int, pending: list, transport) -> bool:
     return False
 
 
-def _sendfile(fd: int, piece: FileSlice, conn) -> int | None:
+def _sendfile(fd: int, piece: FileSlice, transport) -> int | None:
     """Send as much of `piece` as the socket takes without blocking; returns bytes sent."""
     sent = 0
     while sent < piece.length:
@@ -149,7 +162,7 @@ def _sendfile(fd: int, piece: FileSlice, conn) -> int | None:
         except (BlockingIOError, InterruptedError):
             return sent
         except OSError:
-            conn.transport.abort()
+            transport.abort()
             return None
         if n == 0:
             return sent

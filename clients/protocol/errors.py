@@ -30,6 +30,11 @@ class ErrorCode:
     STORAGE_ERROR = "STORAGE_ERROR"              # disk full, I/O error: nothing was written
     INTERNAL_ERROR = "INTERNAL_ERROR"            # a bug on the server; the connection stays up
     TIMEOUT = "TIMEOUT"                          # no hello in time, or missed heartbeats: closed
+    # Idempotent produce and Kafka batches (the names are Kafka's, so its front door maps them as they are).
+    INVALID_PRODUCER_EPOCH = "INVALID_PRODUCER_EPOCH"              # a fenced producer: a newer epoch exists
+    OUT_OF_ORDER_SEQUENCE_NUMBER = "OUT_OF_ORDER_SEQUENCE_NUMBER"  # a batch's sequence does not follow the last
+    UNSUPPORTED_COMPRESSION_TYPE = "UNSUPPORTED_COMPRESSION_TYPE"  # a codec this server has no package for
+    INVALID_RECORD = "INVALID_RECORD"                              # a batch this broker does not accept
 
     ALL = frozenset(
         v for k, v in vars().items() if k.isupper() and isinstance(v, str)

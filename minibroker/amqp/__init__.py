@@ -7,6 +7,7 @@
 - `codec.py`     sans-IO: `CommandReader` turns bytes into commands (method + content),
                  `frame_method` / `frame_content` turn commands into bytes.
 - `connection.py` `AMQPConnection`, the asyncio protocol that drives the broker core.
+- `sink.py`      `AMQPSink`: the core's callbacks (deliver, confirm, return, cancel) as frames.
 
 Only `connection.py` touches a socket; the rest is pure and tested alone (tests/amqp).
 """

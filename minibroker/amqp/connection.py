@@ -4,8 +4,8 @@
 command through the connection's state machine (negotiation, channels, closing) and turns
 it into calls on the broker core (`Broker`, `Session`, `Channel`), exactly as the msgpack
 front door (minibroker/server.py) does. The core reports back through `AMQPSink`, which turns
-deliveries, confirms, returns and server-side cancels into AMQP frames. The core never learns
-which protocol a client speaks.
+deliveries, confirms, returns and server-side cancels into AMQP frames (sink.py). The core
+never learns which protocol a client speaks.
 
 - Negotiation: protocol header → connection.start (server properties with RabbitMQ's
   capabilities table) → start-ok (PLAIN or AMQPLAIN, checked by the server's `Authenticator`,
@@ -30,17 +30,17 @@ which protocol a client speaks.
 
 import asyncio
 import logging
-from struct import Struct
 
 from clients.protocol.errors import BrokerError, ErrorCode
+from serverbase.connection import enable_keepalive
+from serverbase.schema import check_table
 
 from .. import access
 from ..access import publish_allowed
-from ..message import PROPERTY_NAMES  # noqa: F401  (the property names both protocols share)
 from . import spec
-from .codec import HEARTBEAT_FRAME, BadProtocolHeader, CommandReader, frame_body, frame_content, frame_method
+from .codec import HEARTBEAT_FRAME, BadProtocolHeader, CommandReader, frame_content, frame_method
 from .fields import decode_table
-from .properties import HEADER_PREFIX, encode_properties
+from .sink import AMQPSink
 from .spec import (
     ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, INTERNAL_ERROR, NOT_ALLOWED, NOT_FOUND, NOT_IMPLEMENTED,
     PRECONDITION_FAILED, PROTOCOL_HEADER, RESOURCE_LOCKED, AMQPError, AMQPFrameError, m,
@@ -62,13 +62,6 @@ SERVER_CAPABILITIES = {
     "per_consumer_qos": True, "consumer_priorities": False, "direct_reply_to": False,
 }
 
-_FRAME = Struct(">BHI")
-_DELIVER_PREFIX = b"\x00\x3c\x00\x3c"
-_QB = Struct(">QB")
-_END = b"\xce"
-_EMPTY_PROPS = b"\x00\x00"
-ENCODED_PROPERTIES_CACHE = 256
-
 # Core error codes → AMQP reply codes (channel exceptions unless HARD_ERRORS says otherwise).
 _CODES = {
     ErrorCode.NOT_FOUND: NOT_FOUND, ErrorCode.PRECONDITION_FAILED: PRECONDITION_FAILED,
@@ -89,101 +82,6 @@ def _amqp_error(exc: BrokerError, args) -> AMQPError:
     if code == INTERNAL_ERROR:
         err.force_soft = True      # a storage failure closes the channel, not the connection
     return err
-
-
-def _shortstr(value: str) -> bytes:
-    raw = value.encode("utf-8")
-    if len(raw) > 255:
-        raise ValueError("longer than an AMQP short string")
-    return bytes((len(raw),)) + raw
-
-
-class AMQPSink:
-    """Where the core sends one AMQP connection's deliveries, confirms, returns and cancels."""
-
-    __slots__ = ("conn",)
-
-    def __init__(self, conn):
-        self.conn = conn
-
-    @property
-    def paused(self) -> bool:
-        conn = self.conn
-        return conn.writing_paused or conn.closed
-
-    @property
-    def send_limit(self) -> int:
-        return self.conn.frame_max
-
-    def deliver(self, ch: int, entries: list, body_bytes: int):
-        """basic.deliver + header + body frames per message. Returns the delivery tags of
-        messages AMQP cannot carry (a routing key or consumer tag over 255 bytes, published
-        over msgpack), which the core then rejects; None when all went out."""
-        conn = self.conn
-        out = conn._out
-        frame_max = conn.frame_max
-        body_limit = frame_max - 8
-        pack_frame = _FRAME.pack
-        pack_prefix = HEADER_PREFIX.pack
-        encoded = conn.encoded_properties
-        refused = None
-        for ctag, tag, redelivered, exchange, rk, body, props in entries:
-            try:
-                payload = (_DELIVER_PREFIX + _shortstr(ctag) + _QB.pack(tag, 1 if redelivered else 0)
-                           + _shortstr(exchange) + _shortstr(rk))
-            except ValueError:
-                refused = (refused or []) + [tag]
-                continue
-            if props:
-                # Messages share property dicts (one per AMQP publisher's property set, one per
-                # fanout): encode each once. The entry holds the dict, so its id stays its own.
-                cached = encoded.get(id(props))
-                if cached is not None and cached[0] is props:
-                    prop_bytes = cached[1]
-                else:
-                    prop_bytes = encode_properties(props)
-                    if len(encoded) >= ENCODED_PROPERTIES_CACHE:
-                        encoded.clear()
-                    encoded[id(props)] = (props, prop_bytes)
-            else:
-                prop_bytes = _EMPTY_PROPS
-            header = pack_prefix(60, 0, len(body)) + prop_bytes
-            out.append(pack_frame(1, ch, len(payload)) + payload + _END
-                       + pack_frame(2, ch, len(header)) + header + _END)
-            if body:
-                if len(body) <= body_limit:
-                    out.append(pack_frame(3, ch, len(body)))
-                    out.append(body)
-                    out.append(_END)
-                else:
-                    out.extend(frame_body(ch, body, frame_max))
-        conn._schedule_flush()
-        return refused
-
-    def confirm(self, ch, ack, seq, multiple):
-        if ack:
-            self.conn.send(ch, m.BasicAck(seq, multiple))
-        else:
-            self.conn.send(ch, m.BasicNack(seq, multiple, False))
-
-    def error(self, code, message):
-        # Beside nacks (STORAGE_ERROR): the nacks already tell an AMQP client; log the reason.
-        log.warning("connection %s: %s: %s", self.conn.id, code, message)
-
-    def return_message(self, ch, code, text, exchange, routing_key, body, properties):
-        self.conn.send_content(ch, m.BasicReturn(code, text, exchange, routing_key), properties, body)
-
-    def cancel(self, ch, tag):
-        conn = self.conn
-        if conn.client_capabilities.get("consumer_cancel_notify"):
-            conn.send(ch, m.BasicCancel(tag, True))
-
-    def publishing_blocked(self, blocked: bool) -> None:
-        """The memory alarm paused (or resumed) reading from this publisher (flow_control.py)."""
-        conn = self.conn
-        if conn.client_capabilities.get("connection.blocked") and conn.phase == OPEN:
-            conn.send(0, m.ConnectionBlocked("low on memory") if blocked else m.ConnectionUnblocked())
-            conn.flush()
 
 
 TX_MAX_OPERATIONS = 100_000         # bounds on what one transaction may hold before commit
@@ -223,7 +121,7 @@ class AMQPConnection(asyncio.Protocol):
         self.channels: dict[int, ChannelState] = {}
         self.session = None
         self.state: dict = {}                 # as serverbase's ClientConnection: "session" for flow control
-        self.encoded_properties: dict = {}    # id(properties) -> (properties, bytes), see AMQPSink.deliver
+        self.encoded_properties: dict = {}    # id(properties) -> (properties, bytes), see sink.py
         self._out: list = []
         self._flush_scheduled = False
         self._loop = asyncio.get_event_loop()
@@ -237,6 +135,7 @@ class AMQPConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
+        enable_keepalive(transport)       # finds a vanished peer when heartbeats are off
         self._last_recv = self._loop.time()
         self.server.connections[self.id] = self
         if self.server.handshake_timeout:
@@ -373,6 +272,11 @@ class AMQPConnection(asyncio.Protocol):
         if self.session is not None:
             self.session.resume()
 
+    @property
+    def is_open(self) -> bool:
+        """Past connection.open and not closing: the client may be told things."""
+        return self.phase == OPEN and not self.closed
+
     # ---- sending ----------------------------------------------------------------------------
     def send(self, ch: int, args) -> None:
         self._out.append(frame_method(ch, args))
@@ -408,7 +312,7 @@ class AMQPConnection(asyncio.Protocol):
         self.reader.drop_channel(ch)
         if self.session is not None:
             self.session.close_channel(ch)
-        self.send(ch, m.ChannelClose(exc.code, exc.text[:255], exc.class_id, exc.method_id))
+        self.send(ch, m.ChannelClose(exc.code, _short_text(exc.text), exc.class_id, exc.method_id))
 
     def connection_exception(self, exc: AMQPError) -> None:
         """Close the connection with `exc`: connection.close, then wait for close-ok."""
@@ -418,7 +322,7 @@ class AMQPConnection(asyncio.Protocol):
         self.phase = CLOSING
         if self.session is not None:
             self.session.close()
-        self.send(0, m.ConnectionClose(exc.code, exc.text[:255], exc.class_id, exc.method_id))
+        self.send(0, m.ConnectionClose(exc.code, _short_text(exc.text), exc.class_id, exc.method_id))
         self._set_timer(CLOSE_OK_TIMEOUT, self._abort)
 
     def _closing_command(self, args) -> None:
@@ -458,7 +362,13 @@ class AMQPConnection(asyncio.Protocol):
         self._timer = None
         if self.closed:
             return
-        silent = self._loop.time() - self._last_recv
+        now = self._loop.time()
+        transport = self.transport
+        if transport is not None and not transport.is_reading():
+            # We stopped reading (backpressure, the memory alarm's connection.blocked): the
+            # peer's heartbeats wait in the socket, so its silence is ours, not its.
+            self._last_recv = now
+        silent = now - self._last_recv
         if silent > 2 * self.heartbeat:
             log.warning("AMQP connection %s from %s: no heartbeat for %.1f s; closing", self.id, self.peer, silent)
             self._abort()
@@ -622,7 +532,7 @@ class AMQPConnection(asyncio.Protocol):
             if args.type not in EXCHANGE_TYPES:
                 raise AMQPError(COMMAND_INVALID, f"unknown exchange type '{args.type}'", *_ids(args))
         self.broker.declare_exchange(name, args.type, durable=args.durable, auto_delete=args.auto_delete,
-                                     internal=args.internal, arguments=args.arguments or {}, passive=args.passive)
+                                     internal=args.internal, arguments=_arguments(args), passive=args.passive)
         if not args.nowait:
             self.send(ch, m.ExchangeDeclareOk())
 
@@ -638,12 +548,12 @@ class AMQPConnection(asyncio.Protocol):
             self.send(ch, m.ExchangeDeleteOk())
 
     def on_exchange_bind(self, ch, args):
-        self.broker.bind_exchange(args.destination, args.source, args.routing_key, args.arguments or {})
+        self.broker.bind_exchange(args.destination, args.source, args.routing_key, _arguments(args))
         if not args.nowait:
             self.send(ch, m.ExchangeBindOk())
 
     def on_exchange_unbind(self, ch, args):
-        self.broker.unbind_exchange(args.destination, args.source, args.routing_key, args.arguments or {})
+        self.broker.unbind_exchange(args.destination, args.source, args.routing_key, _arguments(args))
         if not args.nowait:
             self.send(ch, m.ExchangeUnbindOk())
 
@@ -663,20 +573,20 @@ class AMQPConnection(asyncio.Protocol):
             name = self._queue_name(ch, name)
         q = self.broker.declare_queue(self.session, name, passive=args.passive, durable=args.durable,
                                       exclusive=args.exclusive, auto_delete=args.auto_delete,
-                                      arguments=args.arguments or {})
+                                      arguments=_arguments(args))
         self.channels[ch].last_queue = q.name
         if not args.nowait:
             self.send(ch, m.QueueDeclareOk(q.name, len(q.ready), len(q.consumers)))
 
     def on_queue_bind(self, ch, args):
         self.broker.bind_queue(self.session, self._queue_name(ch, args.queue), args.exchange, args.routing_key,
-                               args.arguments or {})
+                               _arguments(args))
         if not args.nowait:
             self.send(ch, m.QueueBindOk())
 
     def on_queue_unbind(self, ch, args):
         self.broker.unbind_queue(self.session, self._queue_name(ch, args.queue), args.exchange, args.routing_key,
-                                 args.arguments or {})
+                                 _arguments(args))
         self.send(ch, m.QueueUnbindOk())
 
     def on_queue_purge(self, ch, args):
@@ -709,7 +619,7 @@ class AMQPConnection(asyncio.Protocol):
             raise AMQPError(NOT_ALLOWED, f"attempt to reuse consumer tag '{tag}'", *_ids(args))
         queue = self.broker.get_queue(self._queue_name(ch, args.queue), self.session)
         try:
-            tag = channel.consume(queue, tag, args.no_ack, args.exclusive, args.arguments or {}, self.broker.clock())
+            tag = channel.consume(queue, tag, args.no_ack, args.exclusive, _arguments(args), self.broker.clock())
         except BrokerError as exc:
             if exc.code == ErrorCode.RESOURCE_LOCKED:   # exclusive consumers: RabbitMQ says 403
                 raise AMQPError(ACCESS_REFUSED, f"queue '{queue.name}' in vhost '/' in exclusive use",
@@ -889,6 +799,18 @@ _PERMISSION_OPS = {
     m.BasicGet: ("get", lambda a: {"queue": a.queue}),
     m.BasicPublish: ("publish", lambda a: {"exchange": a.exchange}),
 }
+
+
+def _short_text(text: str) -> str:
+    """A reply text cut to fit AMQP's short string (255 bytes of UTF-8, not 255 characters)."""
+    raw = text.encode("utf-8")
+    return text if len(raw) <= 255 else raw[:255].decode("utf-8", "ignore")
+
+
+def _arguments(args) -> dict:
+    """A method's arguments table within the bounds the msgpack door's schemas enforce (depth,
+    entries, bytes: serverbase/schema.py), checked before anything is declared or stored."""
+    return check_table(args.arguments or {}, "arguments")
 
 
 def _ids(args):

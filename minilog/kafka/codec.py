@@ -44,35 +44,60 @@ class FrameTooLargeError(KafkaDecodeError):
 
 
 class KafkaFrameSplitter:
-    """Turns a byte stream into whole frames (each a bytearray, writable for in-place edits)."""
+    """Turns a byte stream into whole frames (each a bytearray, writable for in-place edits).
 
-    __slots__ = ("max_frame", "_buf")
+    Every byte is copied once, into the frame it belongs to: a frame that arrives whole in one
+    read is sliced out of it; a larger one gets a buffer of its announced size as soon as its
+    size prefix is in, and the reads that follow fill it (no growing buffer, no second copy;
+    large produce requests are where the megabytes per second are won or lost).
+    """
+
+    __slots__ = ("max_frame", "_head", "_frame", "_filled")
 
     def __init__(self, max_frame: int):
         self.max_frame = max_frame
-        self._buf = bytearray()
+        self._head = b""          # up to 3 bytes of a size prefix not yet complete
+        self._frame: bytearray | None = None   # the frame being filled
+        self._filled = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
+        return len(self._head) + (self._filled if self._frame is not None else 0)
 
     def feed(self, data) -> list[bytearray]:
-        buf = self._buf
-        buf += data
         frames = []
-        pos = 0
-        end = len(buf)
-        while end - pos >= 4:
-            (size,) = _SIZE.unpack_from(buf, pos)
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        while pos < end:
+            frame = self._frame
+            if frame is not None:   # filling a frame whose size we know
+                take = min(len(frame) - self._filled, end - pos)
+                frame[self._filled:self._filled + take] = view[pos:pos + take]
+                self._filled += take
+                pos += take
+                if self._filled == len(frame):
+                    frames.append(frame)
+                    self._frame = None
+                continue
+            if self._head or end - pos < 4:
+                need = 4 - len(self._head)
+                self._head += bytes(view[pos:pos + need])
+                pos += min(need, end - pos)
+                if len(self._head) < 4:
+                    break
+                (size,) = _SIZE.unpack(self._head)
+                self._head = b""
+            else:
+                (size,) = _SIZE.unpack_from(view, pos)
+                pos += 4
             if size < 0 or size > self.max_frame:
                 raise FrameTooLargeError(f"frame size {size} is outside 0..{self.max_frame} (--max-frame)")
-            stop = pos + 4 + size
-            if stop > end:
-                break
-            frames.append(buf[pos + 4:stop])
-            pos = stop
-        if pos:
-            del buf[:pos]
+            if end - pos >= size:
+                frames.append(bytearray(view[pos:pos + size]))
+                pos += size
+            else:
+                self._frame = bytearray(size)
+                self._filled = 0
         return frames
 
 

@@ -8,7 +8,9 @@ with `NO_RESPONSE` (a produce with acks=0).
 Kafka clients match responses to requests by order as well as by correlation id, so the
 replies of one connection leave in the order the requests came, even when a later request
 finishes first: each request takes a slot in `_slots` when it arrives, and `_drain` writes the
-finished prefix. Everything finished during one read goes out in one `writelines`.
+finished prefix. Everything finished during one read goes out in one `writelines`, or, when
+it carries file slices of fetched batches, through `minilog.fetch_response.write_pieces`
+(os.sendfile from the page cache when the socket has nothing queued).
 
 A frame that does not parse, or an API or version we do not serve, closes this connection
 with one log line (as Kafka does); other connections are untouched. The one exception is
@@ -23,6 +25,7 @@ import asyncio
 import collections
 import logging
 
+from minilog.fetch_response import SENDFILE_MIN_BYTES, write_pieces
 from minilog.storage import FileSlice
 
 from .codec import (KafkaDecodeError, KafkaFrameSplitter, encode_response, parse_request,
@@ -151,10 +154,19 @@ class KafkaConnection(asyncio.Protocol):
             return
         slots = self._slots
         out = []
+        slice_bytes = 0
         while slots and slots[0].pieces is not None:
             for piece in slots.popleft().pieces:
-                out.append(piece.read() if type(piece) is FileSlice else piece)
-        if out:
+                if type(piece) is FileSlice:
+                    slice_bytes += piece.length
+                out.append(piece)
+        if not out:
+            return
+        if slice_bytes:
+            # Fetched batches already in Kafka's format go from the page cache to the socket.
+            self.server.sendfile_bytes += write_pieces(self.transport, out,
+                                                       self.server.fetch_sendfile and slice_bytes >= SENDFILE_MIN_BYTES)
+        else:
             self.transport.writelines(out)
 
     # ---- closing ----------------------------------------------------------------------

@@ -19,10 +19,15 @@ import logging
 from clients.protocol.errors import BrokerError, ErrorCode
 from minilog.storage.log_manager import check_topic_name
 
+try:
+    from minilog.batch_formats import KAFKA
+except ImportError:   # a core without Kafka record batches: no Produce, Fetch or InitProducerId
+    KAFKA = None
+
 from . import errors as E
 from .codec import api_versions_body
 from .messages import (API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_GROUPS, FETCH,
-                       FIND_COORDINATOR, HEARTBEAT, JOIN_GROUP, LEAVE_GROUP, LIST_GROUPS, LIST_OFFSETS, METADATA,
+                       FIND_COORDINATOR, HEARTBEAT, INIT_PRODUCER_ID, JOIN_GROUP, LEAVE_GROUP, LIST_GROUPS, LIST_OFFSETS, METADATA,
                        OFFSET_COMMIT, OFFSET_FETCH, PRODUCE, SASL_AUTHENTICATE, SASL_HANDSHAKE, SYNC_GROUP)
 
 log = logging.getLogger("minilog.kafka")
@@ -92,10 +97,10 @@ class KafkaApis:
             DELETE_TOPICS.key: self.delete_topics,
             DESCRIBE_CONFIGS.key: self.describe_configs,
         }
-        if getattr(server, "kafka_record_batches", False):
-            # Produce and Fetch need the core to store and serve Kafka's record batch format.
+        if KAFKA is not None:
             self._handlers[PRODUCE.key] = self.produce
             self._handlers[FETCH.key] = self.fetch
+            self._handlers[INIT_PRODUCER_ID.key] = self.init_producer_id
         if server.authenticator.enabled:
             self._handlers[SASL_HANDSHAKE.key] = self.sasl_handshake
             self._handlers[SASL_AUTHENTICATE.key] = self.sasl_authenticate
@@ -175,11 +180,11 @@ class KafkaApis:
                     if p["records"] is None or not len(p["records"]):
                         rows.append([t["name"], p["index"], -1, (E.CORRUPT_MESSAGE, "no record batch")])
                         continue
-                    entries.append([t["name"], p["index"], bytes(p["records"])])
+                    entries.append([t["name"], p["index"], p["records"]])   # a view of the frame: no copy
                     rows.append(None)   # filled from the core's answer, in order
                 else:
                     rows.append([t["name"], p["index"], -1, bad])
-        result = self.server.core(conn).produce(entries, acks) if entries else []
+        result = self.server.core(conn).produce(entries, acks, KAFKA) if entries else []
         if acks == 0:
             return NO_RESPONSE   # Kafka sends nothing back; a failed batch is the client's loss
         if isinstance(result, list):
@@ -217,13 +222,14 @@ class KafkaApis:
         # The whole reply must fit in one frame of the client's (and our) size limit.
         max_bytes = max(1, min(b["max_bytes"], self.server.max_frame - FETCH_OVERHEAD * (len(parts) + 1)))
         min_bytes = max(b["min_bytes"], 0)
-        rows, ready = self.server.core(conn).read(parts, max_bytes, min_bytes)
+        rows, ready = self.server.core(conn).read(parts, max_bytes, min_bytes, KAFKA)
         if ready or b["max_wait_ms"] <= 0:
             return self._fetched(rows)
         return self._fetch_waiting(conn, parts, max_bytes, min_bytes, b["max_wait_ms"])
 
     async def _fetch_waiting(self, conn, parts, max_bytes, min_bytes, max_wait_ms) -> dict:
-        rows = await self.server.core(conn).wait_for_records(parts, max_bytes, min_bytes, min(max_wait_ms, MAX_FETCH_WAIT_MS))
+        rows = await self.server.core(conn).wait_for_records(parts, max_bytes, min_bytes,
+                                                             min(max_wait_ms, MAX_FETCH_WAIT_MS), KAFKA)
         return self._fetched(rows)
 
     @staticmethod
@@ -233,9 +239,19 @@ class KafkaApis:
             topics.setdefault(topic, []).append({
                 "partition_index": partition, "error_code": _code(error), "high_watermark": hw,
                 "last_stable_offset": hw, "log_start_offset": start, "aborted_transactions": [],
-                "records": None if records is None else [records]})
+                "records": b"" if records is None else [records]})   # Kafka sends empty, never null
         return {"error_code": E.NONE, "session_id": 0,
                 "responses": [{"topic": t, "partitions": ps} for t, ps in topics.items()]}
+
+    def init_producer_id(self, conn, req) -> dict:
+        b = req.body
+        if b["transactional_id"] is not None:
+            return {"error_code": E.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "producer_id": -1, "producer_epoch": -1}
+        try:
+            pid, epoch = self.broker.init_producer_id(None, b.get("producer_id", -1), b.get("producer_epoch", -1))
+        except BrokerError as exc:
+            return {"error_code": _code(exc), "producer_id": -1, "producer_epoch": -1}
+        return {"error_code": E.NONE, "producer_id": pid, "producer_epoch": epoch}
 
     # ---- topics -----------------------------------------------------------------------
     def _partition_rows(self, partitions) -> list:

@@ -21,8 +21,8 @@ import time
 from collections import namedtuple
 from typing import Iterator
 
-from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, MAGIC, BatchError, BatchHeader, InvalidBatchError,
-                                  decode_batch, read_header, validate)
+from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, MAGIC, MAX_HEADER_SIZE, BatchError, BatchHeader,
+                                  InvalidBatchError, TruncatedBatchError, decode_batch, read_header, validate)
 
 from .index_file import CorruptIndexError
 from .offset_index import OffsetIndex
@@ -39,6 +39,8 @@ QUARANTINE_DIR = "quarantine"   # damaged bytes taken out of segments, kept for 
 # Offsets inside a segment are stored as u32 relative to its base.
 MAX_RELATIVE_OFFSET = 0xFFFFFFFF
 _MAGIC_AT = 12                  # position of the magic byte in a batch
+# A Kafka client's batch (clients/kafka_batch.py) is stored as it came: magic 2 at byte 16.
+_KAFKA_MAGIC, _KAFKA_MAGIC_AT = 2, 16
 _MIN_LENGTH = HEADER_SIZE - LOG_OVERHEAD + 1
 
 # Bytes read at a time when scanning headers or validating a whole segment.
@@ -169,7 +171,7 @@ class LogSegment:
         self.next_offset = next_offset
         self.max_timestamp, self.offset_of_max_timestamp = max_ts, offset_of_max
         if self.size:
-            self.created_ms = read_header(os.pread(self._fd, HEADER_SIZE, 0)).max_timestamp
+            self.created_ms = read_header(os.pread(self._fd, MAX_HEADER_SIZE, 0)).max_timestamp
 
     def recover(self, allow_gaps: bool = False, known_gaps: dict | None = None,
                 before_rewrite=None) -> "SegmentRepair":
@@ -242,7 +244,7 @@ class LogSegment:
                 os.ftruncate(self._fd, tail.position)
             self.size = tail.position - removed
         if self.size and self.created_ms is None:
-            self.created_ms = read_header(os.pread(self._fd, HEADER_SIZE, 0)).max_timestamp
+            self.created_ms = read_header(os.pread(self._fd, MAX_HEADER_SIZE, 0)).max_timestamp
         return SegmentRepair(cut, lost, tail)
 
     def _batch_at(self, mm, pos: int, size: int, expected: int, allow_gaps: bool, known_gaps: dict,
@@ -250,8 +252,11 @@ class LogSegment:
         """The header of the batch at ``pos`` if it is good and continues ``expected``; else None."""
         if size - pos < HEADER_SIZE:
             return None
-        h = read_header(mm, pos)
-        if (h.magic != MAGIC or h.length < _MIN_LENGTH or pos + LOG_OVERHEAD + h.length > size
+        try:
+            h = read_header(mm, pos)
+        except BatchError:   # a Kafka batch's longer header cut short, or an impossible one
+            return None
+        if (h.magic not in (MAGIC, _KAFKA_MAGIC) or h.length < _MIN_LENGTH or pos + LOG_OVERHEAD + h.length > size
                 or h.record_count < 1 or h.max_timestamp < h.first_timestamp):
             return None
         if h.base_offset != expected and not ((allow_gaps and h.base_offset > expected)
@@ -275,20 +280,24 @@ class LogSegment:
         included, and be followed by the end of the file or by a plausible header that continues
         it. A value that happens to contain a whole valid batch would have to pass all of that.
         """
-        magic = bytes([MAGIC])
-        at = _MAGIC_AT
-        i = start + 1 + at
+        # Candidates of both formats, in file order: our magic at byte 12, Kafka's at byte 16.
+        finds = [[bytes([MAGIC]), _MAGIC_AT, start + 1 + _MAGIC_AT],
+                 [bytes([_KAFKA_MAGIC]), _KAFKA_MAGIC_AT, start + 1 + _KAFKA_MAGIC_AT]]
         while True:
-            i = mm.find(magic, i)
-            if i < 0:
+            for f in finds:
+                if f[2] >= 0:
+                    f[2] = mm.find(f[0], f[2])
+            live = [f for f in finds if f[2] >= 0]
+            if not live:
                 return None
-            p = i - at
+            f = min(live, key=lambda f: f[2] - f[1])
+            p = f[2] - f[1]
             h = self._batch_at(mm, p, size, expected, True, known_gaps)
             if h is not None:
                 end = p + h.size
                 if end == size or self._batch_at(mm, end, size, h.next_offset, True, {}, check_crc=False):
                     return p, h
-            i += 1
+            f[2] += 1
 
     def _quarantine(self, mm, damaged: list) -> None:
         """Copy the damaged bytes to ``quarantine/<base>-<position>.bad`` (all-zero runs are not kept)."""
@@ -390,7 +399,10 @@ class LogSegment:
             chunk = os.pread(fd, min(_SCAN_CHUNK, end - position), position)
             at = 0
             while at + HEADER_SIZE <= len(chunk):
-                h = read_header(chunk, at)
+                try:
+                    h = read_header(chunk, at)
+                except TruncatedBatchError:  # a Kafka batch's longer header crosses the chunk's end
+                    break
                 if h.length < HEADER_SIZE - LOG_OVERHEAD or position + at + h.size > end:
                     raise InvalidBatchError(f"{self.log_path}: bad batch header at position {position + at}")
                 yield position + at, h

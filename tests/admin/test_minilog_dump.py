@@ -118,3 +118,23 @@ def test_console_script_subcommand_and_unusable_paths(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().endswith("no such file or directory")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_kafka_batches_beside_ours_are_described_and_checked(tmp_path):
+    from clients import kafka_batch
+    part = tmp_path / "mixed-0"
+    log = PartitionLog.open(str(part), CFG)
+    for i in range(6):
+        if i % 2:
+            kafka = bytearray(kafka_batch.build_batch([(b"k%d" % i, b"kafka-%d" % i, 2_000 + i, [("h", b"y")])]))
+            kafka_batch.set_partition_leader_epoch(kafka, 0)   # as the broker stores a Kafka client's batch
+            log.append(kafka)
+        else:
+            log.append(build_batch([(b"k%d" % i, b"ours-%d" % i, 2_000 + i, None)]))
+    log.flush()
+    log.close()
+    code, text = run(str(part), "--records")
+    assert code == 0, text
+    assert "PROBLEM" not in text and "crcValid: false" not in text
+    assert "| offset: 1 timestamp: 2001 key: k1 value: kafka-1 headers: h=y" in text
+    assert "| offset: 2 timestamp: 2002 key: k2 value: ours-2" in text

@@ -13,7 +13,7 @@ from test_amqp_codec import method_args, properties
 
 pytestmark = pytest.mark.timeout(120)
 
-names = st.sampled_from(["", "q", "amq.gen-x", "x", "amq.direct", "amq.topic", "e"])
+names = st.sampled_from(["", "q", "amq.gen-x", "x", "amq.direct", "amq.topic", "e", "é" * 127, "k" * 255])
 
 
 @st.composite

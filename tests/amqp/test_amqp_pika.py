@@ -228,6 +228,13 @@ def test_consume_from_a_missing_queue_is_404(pika_connect, unique):
     (lambda ch, u: (ch.exchange_declare(u("internal"), "fanout", auto_delete=True, internal=True),
                     ch.basic_publish(u("internal"), "", b"x")), 403),
     (lambda ch, u: ch.basic_publish("", "q", b"x", pika.BasicProperties(expiration="soon")), 406),
+    (lambda ch, u: (ch.queue_declare(u("full"), auto_delete=True), ch.basic_publish("", u("full"), b"x"),
+                    ch.queue_declare(u("full"), passive=True), ch.queue_delete(u("full"), if_empty=True)), 406),
+    (lambda ch, u: (ch.queue_declare(u("used"), auto_delete=True), ch.basic_consume(u("used"), lambda *a: None),
+                    ch.queue_delete(u("used"), if_unused=True)), 406),
+    (lambda ch, u: (ch.exchange_declare(u("bound"), "fanout", auto_delete=False),
+                    ch.queue_bind(ch.queue_declare("", exclusive=True).method.queue, u("bound")),
+                    ch.exchange_delete(u("bound"), if_unused=True)), 406),
     (lambda ch, u: (ch.queue_declare(u("q") + "x", durable=False, auto_delete=True),
                     ch.queue_declare(u("q") + "x", durable=True, auto_delete=True)), 406),
 ])
@@ -420,10 +427,23 @@ def test_queue_arguments_length_limit_and_message_ttl(pika_connect, unique):
     for i in range(3):
         ch.basic_publish("", capped, str(i).encode())
     assert [ch.basic_get(capped, auto_ack=True)[2] for _ in range(3)] == [b"1", b"2", None]   # drop-head
-    short = ch.queue_declare(unique("ttl"), auto_delete=True, arguments={"x-message-ttl": 50}).method.queue
+    dlx, dead = unique("expired"), unique("dead")
+    ch.exchange_declare(dlx, "fanout", auto_delete=True)
+    ch.queue_declare(dead, auto_delete=True)
+    ch.queue_bind(dead, dlx)
+    short = ch.queue_declare(unique("ttl"), auto_delete=True,
+                             arguments={"x-message-ttl": 50, "x-dead-letter-exchange": dlx}).method.queue
     ch.basic_publish("", short, b"gone soon")
-    wait_until(lambda: ch.queue_declare(short, passive=True).method.message_count == 0, timeout=10,
-               message="the message to expire")
+    got = []
+
+    def dead_lettered():
+        _, props, body = ch.basic_get(dead, auto_ack=True)
+        if body is not None:
+            got.append((props, body))
+        return got
+
+    ((props, body),) = wait_until(dead_lettered, timeout=10, message="the expired message in the dead-letter queue")
+    assert body == b"gone soon" and props.headers["x-death"][0]["reason"] == "expired"
     assert ch.basic_get(short, auto_ack=True)[2] is None
 
 
@@ -433,3 +453,16 @@ def test_a_priority_queue_delivers_the_highest_priority_first(pika_connect, uniq
     for body, prio in ((b"low", 1), (b"high", 5), (b"mid", 3)):
         ch.basic_publish("", q, body, pika.BasicProperties(priority=prio))
     assert [ch.basic_get(q, auto_ack=True)[2] for _ in range(3)] == [b"high", b"mid", b"low"]
+
+
+def test_queue_unbind_stops_routing(pika_connect, unique):
+    ch = pika_connect().channel()
+    ex = unique("direct")
+    ch.exchange_declare(ex, "direct", auto_delete=True)
+    q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(q, ex, "k")
+    ch.queue_bind(q, ex, "keep")       # keeps the auto-delete exchange alive after the unbind
+    ch.basic_publish(ex, "k", b"routed")
+    ch.queue_unbind(q, ex, "k")
+    ch.basic_publish(ex, "k", b"not routed")
+    assert [ch.basic_get(q, auto_ack=True)[2] for _ in range(2)] == [b"routed", None]

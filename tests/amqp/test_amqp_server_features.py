@@ -73,3 +73,29 @@ def test_persistent_messages_published_over_amqp_survive_a_restart(start_minibro
     got = [ch.basic_get("kept", auto_ack=True) for _ in range(3)]
     assert [(b, p.headers, p.delivery_mode) for _, p, b in got] == [(f"m{i}".encode(), {"i": i}, 2) for i in range(3)]
     conn.close()
+
+
+def test_a_blocked_publisher_is_not_taken_for_a_silent_peer(start_minibroker):
+    """While the memory alarm stops reading from a publisher, its heartbeats wait unread in the
+    socket: the server must not close it for missing them."""
+    thread = start_minibroker(amqp_port=0)
+
+    def small_limit():
+        fc = thread.server.flow_control
+        fc.limit, fc.resume_below = 100_000, 80_000
+    thread.call(small_limit)
+    conn = pika.BlockingConnection(_params(thread, heartbeat=1))
+    blocked = []
+    conn.add_on_connection_blocked_callback(lambda c, frame: blocked.append(True))
+    ch = conn.channel()
+    ch.queue_declare("full")
+    for _ in range(200):
+        ch.basic_publish("", "full", b"x" * 1000)
+    wait_until(lambda: conn.process_data_events(0.01) or blocked, message="connection.blocked")
+    conn.sleep(3)                     # three heartbeat periods of unread heartbeats
+    assert conn.is_open
+    other = pika.BlockingConnection(_params(thread))
+    other.channel().queue_purge("full")
+    other.close()
+    assert ch.queue_declare("full", passive=True).method.queue == "full"    # read again, served
+    conn.close()

@@ -164,3 +164,27 @@ def test_open_amqp_connections_do_not_stop_the_msgpack_handshake_sweep(start_min
         pass                      # the TIMEOUT error frame, then the close
     mute.close()
     amqp.open_channel(1)          # and the AMQP connection is still served
+
+
+def test_arguments_tables_are_bounded_as_on_the_msgpack_door(amqp_server):
+    """2,000 entries is within an AMQP frame but over the 1,024 a stored arguments table may hold
+    (serverbase/schema.py): the declare is refused with 406 and nothing is declared."""
+    c = _client(amqp_server).handshake()
+    c.open_channel(1)
+    c.method(1, m.QueueDeclare(queue="wide-args", durable=True, arguments={f"x-{i}": i for i in range(2000)}))
+    _, close, _, _ = c.expect(m.ChannelClose)
+    assert close.reply_code == spec.PRECONDITION_FAILED and "1024" in close.reply_text
+    c.method(1, m.ChannelCloseOk())
+    c.open_channel(2)
+    c.method(2, m.QueueDeclare(queue="wide-args", passive=True))
+    _, close, _, _ = c.expect(m.ChannelClose)
+    assert close.reply_code == spec.NOT_FOUND
+
+
+def test_a_reply_text_naming_a_long_unicode_queue_still_fits_a_short_string(amqp_server):
+    name = "é" * 127                       # 254 bytes: a valid name, and a reply text far over 255 bytes
+    c = _client(amqp_server).handshake()
+    c.open_channel(1)
+    c.method(1, m.QueueDeclare(queue=name, passive=True))
+    _, close, _, _ = c.expect(m.ChannelClose)
+    assert close.reply_code == spec.NOT_FOUND and len(close.reply_text.encode()) <= 255

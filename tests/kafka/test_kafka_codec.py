@@ -181,3 +181,14 @@ def test_uuid_fields_decode_as_uuids():
     u = uuid.uuid4()
     w.uuid(u)
     assert Reader(bytes(w.buf)).uuid() == u
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=8), st.lists(st.integers(1, 400), max_size=20))
+def test_frames_come_out_whole_however_the_stream_is_cut(bodies, cuts):
+    stream = b"".join(struct.pack(">i", len(b)) + b for b in bodies)
+    splitter = KafkaFrameSplitter(1024)
+    got, pos = [], 0
+    for cut in cuts + [len(stream)]:
+        got += splitter.feed(stream[pos:pos + cut])
+        pos += cut
+    assert [bytes(f) for f in got] == bodies and splitter.buffered == 0

@@ -141,3 +141,30 @@ def test_a_sealed_index_entry_pointing_to_a_wrong_position_is_found_at_the_first
     with open(index, "rb") as f:
         fixed = f.read()
     assert int.from_bytes(fixed[8 * k + 4:8 * k + 8], "little") == position
+
+
+def test_damage_in_a_log_of_both_batch_formats_loses_one_batch_and_finds_the_kafka_ones_after_it(tmp_path):
+    """Kafka clients' batches (magic 2 at byte 16) are found again after damage, as ours are."""
+    from clients import kafka_batch
+    log = PartitionLog.open(str(tmp_path / "mixed-0"), CFG)
+    values = []
+    for i in range(30):
+        vs = [b"m%03d-%d" % (i, j) for j in range(3)]
+        if i % 3:   # two Kafka batches for each of ours: resync must find Kafka ones right after the damage
+            kafka = bytearray(kafka_batch.build_batch([(None, v, 1_000 + i, None) for v in vs]))
+            kafka_batch.set_partition_leader_epoch(kafka, 0)
+            log.append(kafka)
+        else:
+            log.append(batch_of(vs, timestamp=1_000 + i))
+        values.extend(vs)
+        log.flush()
+    d = crash_copy(log, tmp_path / "crash-0")
+    end = log.log_end_offset
+    log.close()
+    oldest = segment_files(d, ".log")[0]
+    pos, size = batch_positions(oldest)[0]       # our batch at offsets 0..2, followed by Kafka batches
+    flip_bit(oldest, pos + size - 3)
+    with PartitionLog.open(d, CFG) as again:
+        assert again.lost_ranges == [(0, 3)]
+        assert records(again) == values[3:]
+        assert again.log_end_offset == end

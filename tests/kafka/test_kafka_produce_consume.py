@@ -1,0 +1,180 @@
+"""Records through the Kafka door with the real clients: produce and consume round trips
+(confluent-kafka, aiokafka, kafka-python), headers, gzip, commits and resume, seek by offset
+and by time, idempotent produce, and records shared with minilog's own protocol."""
+
+import asyncio
+import time
+
+import pytest
+from kafka_wire import needs_kafka_batches
+
+from harness import wait_until
+
+ck = pytest.importorskip("confluent_kafka")
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+
+pytestmark = needs_kafka_batches
+
+def _create(bootstrap, topic, partitions=1):
+    admin = AdminClient({"bootstrap.servers": bootstrap})   # kept alive until the results are in
+    for f in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        f.result(15)
+
+
+def _consume(consumer, n, timeout=20.0) -> list:
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n and time.monotonic() < deadline:
+        for m in consumer.consume(n - len(got), 0.2):
+            assert m.error() is None, m.error()
+            got.append(m)
+    assert len(got) == n, f"got {len(got)} of {n} records"
+    return got
+
+
+def test_confluent_round_trip_keeps_keys_values_headers_and_offsets(bootstrap):
+    p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "gzip"})
+    for i in range(500):
+        p.produce("rides", key=f"driver-{i % 7}", value=f"position {i}", headers=[("trace", str(i).encode())])
+    assert p.flush(15) == 0
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "billing", "auto.offset.reset": "earliest"})
+    c.subscribe(["rides"])
+    got = _consume(c, 500)
+    assert [m.offset() for m in got] == list(range(500))
+    assert got[42].key() == b"driver-0" and got[42].value() == b"position 42"
+    assert got[42].headers() == [("trace", b"42")]
+    c.close()
+
+
+def test_commits_are_kept_and_a_new_member_resumes_after_them(bootstrap):
+    _create(bootstrap, "resume")
+    p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    for i in range(100):
+        p.produce("resume", value=str(i))
+    p.flush(15)
+    conf = {"bootstrap.servers": bootstrap, "group.id": "resumers", "auto.offset.reset": "earliest",
+            "enable.auto.commit": False}
+    c = ck.Consumer(conf)
+    c.subscribe(["resume"])
+    got = _consume(c, 60)
+    c.commit(message=got[-1], asynchronous=False)
+    c.close()
+    c = ck.Consumer(conf)
+    c.subscribe(["resume"])
+    rest = _consume(c, 40)
+    assert rest[0].offset() == 60 and rest[-1].value() == b"99"
+    committed = c.committed([ck.TopicPartition("resume", 0)], timeout=10)
+    assert committed[0].offset == 60
+    c.close()
+
+
+def test_seek_by_offset_and_by_time(bootstrap):
+    _create(bootstrap, "timeline")
+    p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    base = int(time.time() * 1000) - 100_000
+    for i in range(50):
+        p.produce("timeline", value=str(i), timestamp=base + i * 1000)
+        p.flush(15)   # one batch per record, so the time index has something to find
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "seekers"})
+    c.assign([ck.TopicPartition("timeline", 0, 30)])
+    assert _consume(c, 1)[0].value() == b"30"
+    found = c.offsets_for_times([ck.TopicPartition("timeline", 0, base + 20_500)], timeout=10)
+    assert found[0].offset == 21
+    c.seek(ck.TopicPartition("timeline", 0, found[0].offset))
+    m = _consume(c, 1)[0]
+    assert m.offset() == 21 and m.timestamp()[1] == base + 21_000
+    low, high = c.get_watermark_offsets(ck.TopicPartition("timeline", 0), timeout=10)
+    assert (low, high) == (0, 50)
+    c.close()
+
+
+def test_idempotent_producer_writes_each_record_once(bootstrap, kafka_minilog):
+    p = ck.Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 2})
+    for i in range(2000):
+        p.produce("exactly-once", value=str(i))
+    assert p.flush(15) == 0
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "checker", "auto.offset.reset": "earliest"})
+    c.subscribe(["exactly-once"])
+    values = [m.value() for m in _consume(c, 2000)]
+    assert values == [str(i).encode() for i in range(2000)]
+    assert c.consume(10, 0.5) == []   # nothing beyond: no duplicate was written
+    c.close()
+
+
+def test_aiokafka_round_trip(bootstrap):
+    aiokafka = pytest.importorskip("aiokafka")
+
+    async def run():
+        producer = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, compression_type="gzip")
+        await producer.start()
+        try:
+            for i in range(100):
+                await producer.send("aio", key=b"k", value=f"v{i}".encode(), headers=[("h", b"1")])
+            await producer.flush()
+        finally:
+            await producer.stop()
+        consumer = aiokafka.AIOKafkaConsumer("aio", bootstrap_servers=bootstrap, group_id="aio-group",
+                                             auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            got = []
+            while len(got) < 100:
+                batches = await asyncio.wait_for(consumer.getmany(timeout_ms=500), 20)
+                for records in batches.values():
+                    got.extend(records)
+            await consumer.commit()
+        finally:
+            await consumer.stop()
+        return got
+
+    got = asyncio.run(run())
+    assert [r.value for r in got] == [f"v{i}".encode() for i in range(100)]
+    assert got[0].key == b"k" and list(got[0].headers) == [("h", b"1")] and got[-1].offset == 99
+
+
+def test_kafka_python_round_trip(bootstrap):
+    kafka = pytest.importorskip("kafka")
+    producer = kafka.KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for i in range(100):
+        producer.send("kp", key=b"k", value=f"v{i}".encode())
+    producer.flush(15)
+    producer.close()
+    consumer = kafka.KafkaConsumer("kp", bootstrap_servers=bootstrap, group_id="kp-group",
+                                   auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    got = []
+    for record in consumer:
+        got.append(record)
+        if len(got) == 100:
+            break
+    consumer.close()
+    assert [r.value for r in got] == [f"v{i}".encode() for i in range(100)] and got[-1].offset == 99
+
+
+def test_records_cross_between_the_two_protocols(kafka_minilog):
+    from clients.log import Consumer as MinilogConsumer, Producer as MinilogProducer
+    native = f"127.0.0.1:{kafka_minilog.port}"
+    kafka = kafka_minilog.bootstrap
+    mp = MinilogProducer({"bootstrap.servers": native, "linger.ms": 1})
+    mp.produce("shared", key=b"from-msgpack", value=b"m0", headers=[("h", b"1")])
+    mp.flush(10)
+    mp.close(5)
+    kp = ck.Producer({"bootstrap.servers": kafka})
+    kp.produce("shared", key=b"from-kafka", value=b"k1", headers=[("h", b"2")])
+    kp.flush(10)
+
+    kc = ck.Consumer({"bootstrap.servers": kafka, "group.id": "x-kafka", "auto.offset.reset": "earliest"})
+    kc.subscribe(["shared"])
+    got = _consume(kc, 2)
+    assert [(m.offset(), m.key(), m.value(), m.headers()) for m in got] == [
+        (0, b"from-msgpack", b"m0", [("h", b"1")]), (1, b"from-kafka", b"k1", [("h", b"2")])]
+    kc.close()
+
+    mc = MinilogConsumer({"bootstrap.servers": native, "group.id": "x-native", "auto.offset.reset": "earliest"})
+    mc.subscribe(["shared"])
+    seen = []
+    wait_until(lambda: seen.extend(m for m in [mc.poll(0.2)] if m is not None and m.error() is None)
+               or len(seen) >= 2, timeout=20, message="both records through the msgpack protocol")
+    assert [(m.offset(), m.key(), m.value()) for m in seen] == [(0, b"from-msgpack", b"m0"),
+                                                                (1, b"from-kafka", b"k1")]
+    mc.close()

@@ -1,0 +1,184 @@
+"""Kafka's record batch (magic 2) in clients/kafka_batch.py, alone: no server, no socket.
+
+kafka-python's own batch builder and reader are the oracle: batches it builds must parse here,
+and batches built here must read back through it.
+"""
+
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clients import kafka_batch as kb
+from clients.record_batch import CorruptBatchError, InvalidBatchError, TruncatedBatchError, is_kafka_batch
+from clients.record_batch import read_header as read_any_header
+
+kafka_records = pytest.importorskip("kafka.record.default_records", reason="kafka-python is in the test extra")
+
+CODECS = [kb.NO_COMPRESSION, kb.GZIP, kb.SNAPPY, kb.LZ4, kb.ZSTD]
+# The codecs kafka-python itself can use here (it needs its own packages for snappy, lz4 and zstd).
+_kafka_codec = pytest.importorskip("kafka.codec")
+ORACLE_CODECS = [kb.NO_COMPRESSION, kb.GZIP] + [
+    c for c, has in ((kb.SNAPPY, _kafka_codec.has_snappy), (kb.LZ4, _kafka_codec.has_lz4),
+                     (kb.ZSTD, _kafka_codec.has_zstd)) if has()]
+_KAFKA_PYTHON_CODEC = {kb.NO_COMPRESSION: 0, kb.GZIP: 1, kb.SNAPPY: 2, kb.LZ4: 3, kb.ZSTD: 4}
+
+records_st = st.lists(
+    st.tuples(st.none() | st.binary(max_size=40), st.none() | st.binary(max_size=200),
+              st.integers(0, 2**41),
+              st.none() | st.lists(st.tuples(st.text(max_size=10), st.none() | st.binary(max_size=20)),
+                                   max_size=3)),
+    min_size=1, max_size=20)
+
+
+def kafka_python_batch(records, codec=0, producer_id=-1, epoch=-1, sequence=-1):
+    builder = kafka_records.DefaultRecordBatchBuilder(magic=2, compression_type=_KAFKA_PYTHON_CODEC[codec],
+                                                      is_transactional=False, producer_id=producer_id,
+                                                      producer_epoch=epoch, base_sequence=sequence,
+                                                      batch_size=1 << 20)
+    for i, (key, value, ts, headers) in enumerate(records):
+        builder.append(i, timestamp=ts, key=key, value=value, headers=headers or [])
+    return bytes(builder.build())
+
+
+def normal(records):
+    """Records as decode_batch gives them back: offsets from 0, headers a tuple or None."""
+    return [(i, ts, k, v, tuple(h) if h else None) for i, (k, v, ts, h) in enumerate(records)]
+
+
+@given(records_st, st.sampled_from(CODECS))
+def test_batches_built_here_decode_here(records, codec):
+    data = kb.build_batch(records, compression=codec, base_offset=0)
+    h, decoded = kb.decode_batch(data)
+    assert h.record_count == len(records) and h.compression == codec
+    assert decoded == normal(records)
+
+
+@given(records_st, st.sampled_from(ORACLE_CODECS))
+def test_batches_built_here_read_back_in_kafka_python(records, codec):
+    data = kb.build_batch(records, compression=codec, base_offset=0)
+    theirs = kafka_records.DefaultRecordBatch(data)
+    assert theirs.validate_crc()
+    got = [(r.offset, r.timestamp, r.key, r.value, tuple(r.headers) or None) for r in theirs]
+    assert got == normal(records)
+
+
+@given(records_st, st.sampled_from(ORACLE_CODECS))
+def test_batches_kafka_python_builds_parse_here(records, codec):
+    data = kafka_python_batch(records, codec, producer_id=7, epoch=1, sequence=40)
+    h = kb.validate(data)
+    assert (h.producer_id, h.producer_epoch, h.base_sequence) == (7, 1, 40)
+    assert h.last_sequence == 40 + len(records) - 1
+    assert kb.decode_batch(data)[1] == normal(records)
+
+
+@given(st.binary(min_size=1, max_size=300), st.integers(0, 10_000))
+def test_any_flipped_byte_under_the_crc_is_corrupt_message(value, where):
+    data = bytearray(kb.build_batch([(b"k", value, 1000, [("h", b"v")])]))
+    at = 21 + where % (len(data) - 21)
+    data[at] ^= 0x01
+    with pytest.raises(CorruptBatchError):
+        kb.validate(data)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_crash_the_parser(blob):
+    try:
+        kb.decode_batch(blob, verify=False)
+    except InvalidBatchError:
+        pass
+
+
+def test_header_checks_without_decoding():
+    good = bytearray(kb.build_batch([(None, b"a", 1, None), (None, b"b", 2, None)]))
+    wrong_count = bytearray(good)
+    wrong_count[57:61] = (3).to_bytes(4, "big")
+    with pytest.raises(InvalidBatchError, match="last offset delta"):
+        kb.validate(wrong_count, check_crc=False)
+    with pytest.raises(TruncatedBatchError):
+        kb.validate(good[:-1])
+    old_magic = bytearray(good)
+    old_magic[16] = 1
+    with pytest.raises(InvalidBatchError, match="magic"):
+        kb.validate(old_magic)
+    bad_codec = bytearray(good)
+    bad_codec[22] |= 0x07
+    with pytest.raises(InvalidBatchError, match="compression"):
+        kb.validate(bad_codec, check_crc=False)
+
+
+def test_log_append_time_gives_every_record_the_batch_time():
+    data = bytearray(kb.build_batch([(None, b"a", 5, None), (None, b"b", 9, None)]))
+    kb.set_log_append_time(data, 123_456)
+    h, records = kb.decode_batch(data)   # the CRC was recomputed
+    assert h.timestamp_type == kb.LOG_APPEND_TIME
+    assert [r[1] for r in records] == [123_456, 123_456]
+
+
+def test_xerial_snappy_from_java_clients_decodes():
+    import cramjam
+    payload = kb.encode_records([(b"k", b"v" * 100, 77, None)], 77)
+    block = bytes(cramjam.snappy.compress_raw(payload))
+    xerial = b"\x82SNAPPY\x00" + (1).to_bytes(4, "big") + (1).to_bytes(4, "big") + len(block).to_bytes(4, "big") + block
+    assert kb.decompress(kb.SNAPPY, xerial) == payload
+
+
+def test_without_cramjam_snappy_is_unsupported_compression(monkeypatch):
+    data = kb.build_batch([(None, b"x", 1, None)], compression=kb.SNAPPY)
+    monkeypatch.setattr(kb, "cramjam", None)
+    with pytest.raises(kb.UnsupportedCompressionError):
+        kb.decode_batch(data)
+
+
+def test_a_gzip_bomb_is_refused():
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 31)
+    blob = bomb.compress(b"\0" * (4 << 20)) + bomb.flush()
+    with pytest.raises(InvalidBatchError, match="more than"):
+        kb.decompress(kb.GZIP, blob, limit=1 << 20)
+
+
+def test_the_stored_format_marker_tells_the_formats_apart():
+    from clients.record_batch import build_batch
+    ours = build_batch([(None, b"x", 1, None)])
+    theirs = bytearray(kb.build_batch([(None, b"x", 1, None)]))   # epoch -1, as producers send it
+    kb.set_partition_leader_epoch(theirs, 0)                       # as the broker stores it
+    assert not is_kafka_batch(ours) and is_kafka_batch(theirs)
+    h = read_any_header(theirs)
+    assert h.magic == kb.MAGIC and h.record_count == 1 and h.size == len(theirs)
+
+
+@given(records_st, st.sampled_from(ORACLE_CODECS))
+def test_the_record_walk_accepts_every_well_formed_batch(records, codec):
+    assert kb.validate_records(kafka_python_batch(records, codec)).record_count == len(records)
+
+
+def _recrc(buf):
+    buf[17:21] = kb.crc32c(bytes(buf[21:])).to_bytes(4, "big")
+    return buf
+
+
+@pytest.mark.parametrize("lie", ["more records", "fewer records", "newer record", "offset gap", "trailing bytes"])
+def test_the_record_walk_refuses_a_header_the_body_does_not_keep(lie):
+    records = [(b"k", b"v%d" % i, 1_000 + i, [("h", b"x")]) for i in range(3)]
+    if lie == "more records":
+        buf = bytearray(kb.build_batch(records))
+        buf[23:27] = (3).to_bytes(4, "big")
+        buf[57:61] = (4).to_bytes(4, "big")
+    elif lie == "fewer records":
+        buf = bytearray(kb.build_batch(records))
+        buf[23:27] = (1).to_bytes(4, "big")
+        buf[57:61] = (2).to_bytes(4, "big")
+    elif lie == "newer record":
+        buf = bytearray(kb.build_batch(records))
+        buf[35:43] = (1_001).to_bytes(8, "big")
+    elif lie == "offset gap":
+        buf = bytearray(kb.build_batch(records, offset_deltas=[0, 1, 3]))
+        buf[23:27] = (2).to_bytes(4, "big")
+    else:
+        buf = bytearray(kb.build_batch(records)) + b"\0\0"
+        buf[8:12] = (len(buf) - 12).to_bytes(4, "big")
+    _recrc(buf)
+    kb.validate(buf)   # the CRC and header fields are fine: only the walk sees the lie
+    with pytest.raises(InvalidBatchError):
+        kb.validate_records(buf)
