@@ -8,13 +8,23 @@ go to `on_push(event, body)`, which the client above sets.
 
 import asyncio
 import ssl
+from functools import partial
 
 from .protocol.client_state import ClientConnectionState
 from .protocol.errors import BrokerError, ProtocolViolation
-from .protocol.frames import ErrorReply, Push
 from .protocol.framing import DEFAULT_MAX_FRAME
 from .rpc import ConnectionClosed
 from .tls import TlsHandshakeError, describe_tls_failure
+
+
+def _resolve(fut, result, error) -> None:
+    """A reply handler (see ClientConnectionState.expect) that settles an asyncio future."""
+    if fut.done():
+        return  # the caller gave up (a timeout cancelled it)
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(result)
 
 
 class _ClientProtocol(asyncio.Protocol):
@@ -39,10 +49,10 @@ class _ClientProtocol(asyncio.Protocol):
 
 class AsyncRpcConnection:
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME):
-        self.state = ClientConnectionState(max_frame)
+        # Every request registers its future's handler; a reply after a timeout is dropped.
+        self.state = ClientConnectionState(max_frame, keep_unclaimed=False)
         self._transport: asyncio.Transport | None = None
         self._loop = asyncio.get_running_loop()
-        self._pending: dict[int, asyncio.Future] = {}
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._can_write = asyncio.Event()
@@ -71,7 +81,7 @@ class AsyncRpcConnection:
         try:
             rid, frame = conn.state.hello(client_name, credentials)
             fut = loop.create_future()
-            conn._pending[rid] = fut
+            conn.state.expect(rid, partial(_resolve, fut))
             conn._write(frame)
             conn.server_info = await asyncio.wait_for(fut, timeout)
             conn.state.accept_hello(conn.server_info, expect_server)
@@ -100,7 +110,7 @@ class AsyncRpcConnection:
         fut = None
         if rid:
             fut = self._loop.create_future()
-            self._pending[rid] = fut
+            self.state.expect(rid, partial(_resolve, fut))
         self._write(frame)
         return fut
 
@@ -117,26 +127,16 @@ class AsyncRpcConnection:
     # ---- receiving ---------------------------------------------------------------------
     def _data_received(self, data) -> None:
         try:
-            events = self.state.receive_data(data)
+            self.state.receive(data, self._on_push_event, self._on_async_error_event)
         except (ProtocolViolation, BrokerError) as exc:
             self._transport.close()
             self._lost(exc)
-            return
-        for event in events:
-            if type(event) is Push:
-                self.on_push(event.event, event.body)
-                continue
-            fut = self._pending.pop(event.id, None)
-            if fut is None:
-                if type(event) is ErrorReply:
-                    self.on_async_error(event.exception())
-                continue
-            if fut.done():
-                continue
-            if type(event) is ErrorReply:
-                fut.set_exception(event.exception())
-            else:
-                fut.set_result(event.result)
+
+    def _on_push_event(self, push) -> None:
+        self.on_push(push.event, push.body)
+
+    def _on_async_error_event(self, error) -> None:
+        self.on_async_error(error.exception())
 
     def _lost(self, exc) -> None:
         if self.closed:
@@ -144,10 +144,7 @@ class AsyncRpcConnection:
         self.closed = True
         self.close_reason = exc
         error = ConnectionClosed() if exc is None else ConnectionClosed(f"connection lost: {exc}")
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(error)
-        self._pending.clear()
+        self.state.fail_all(error)
         self._can_write.set()
         self.on_close(exc)
 

@@ -60,7 +60,8 @@ class RpcConnection:
         self.write_lock = threading.RLock()
         self._out: list[bytes] = []
         self._out_bytes = 0
-        self.replies: dict[int, object] = {}
+        self.replies = self.state.replies  # what wait() looks in (matching is the state's)
+        self.callbacks = self.state.handlers
         self.pushes: collections.deque = collections.deque()
         self.async_errors: collections.deque = collections.deque()
         self.closed = False
@@ -143,18 +144,8 @@ class RpcConnection:
             raise ConnectionClosed()
         if self.first_bytes is None:
             self.first_bytes = data[:8]
-        self._handle(self.state.receive_data(data))
+        self.state.receive(data, self.pushes.append, self.async_errors.append)
         return True
-
-    def _handle(self, events) -> None:
-        for event in events:
-            t = type(event)
-            if t is Push:
-                self.pushes.append(event)
-            elif event.id == 0:
-                self.async_errors.append(event)
-            else:
-                self.replies[event.id] = event
 
     def _mark_closed(self):
         self.closed = True

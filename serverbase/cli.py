@@ -33,6 +33,24 @@ def install_fast_loop() -> str:
     return "uvloop"
 
 
+def pin_mmap_threshold(threshold: int = 1 << 20) -> bool:
+    """Make glibc serve every allocation of `threshold` bytes or more with its own mmap.
+
+    glibc raises its mmap threshold each time a large mmapped block is freed (up to 32 MiB), so
+    after the first 16 MiB frame buffer is freed the next ones come from the heap, where freed
+    memory is seldom returned to the system: 14 connections stalled on 16 MiB partial frames
+    left the server at 260 MB after they closed. A fixed threshold keeps large buffers in their
+    own mappings, unmapped when freed. A no-op where the C library is not glibc.
+    """
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        M_MMAP_THRESHOLD = -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
 def port_number(text: str) -> int:
     """argparse type of a TCP port: 0 (pick a free one) to 65535."""
     try:
@@ -83,7 +101,10 @@ def build_parser(server_cls, default_port: int, default_data_dir: str) -> argpar
                              f"on every front door, with its permissions (default: no authentication)")
     from . import tls
     tls.add_arguments(parser, server_cls.tls_default_ports)
-    from .server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT
+    from .server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_PARTIAL_BYTES
+    parser.add_argument("--max-partial-bytes", type=int, default=DEFAULT_MAX_PARTIAL_BYTES, metavar="BYTES",
+                        help="bytes of unfinished frames held across all connections; a connection whose frame "
+                             f"would go over it is closed with FRAME_TOO_LARGE (default {DEFAULT_MAX_PARTIAL_BYTES})")
     parser.add_argument("--handshake-timeout", type=float, default=DEFAULT_HANDSHAKE_TIMEOUT, metavar="SECONDS",
                         help="close a connection that has not sent its hello within this time; 0: never "
                              f"(default {DEFAULT_HANDSHAKE_TIMEOUT:g})")
@@ -131,6 +152,7 @@ def run_server(server_cls, argv=None, *, default_port: int, default_data_dir: st
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     loop_name = install_fast_loop()
+    pin_mmap_threshold()
     server = server_cls.from_args(args)
     from .tls import TlsConfigError, from_args as tls_from_args
     from .users import UserStoreError

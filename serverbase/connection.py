@@ -62,6 +62,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.writing_paused = False
         self.decoder = FrameDecoder(server.max_frame)
+        self.partial_bytes = 0  # this connection's share of server.partial_bytes
         self.send_limit = server.max_frame   # largest frame this client accepts (from hello)
         self._packer = new_packer()
         self._out: list = []
@@ -86,8 +87,9 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data):
         self.last_received = _monotonic()
+        decoder = self.decoder
         try:
-            objs = self.decoder.feed(data)
+            objs = decoder.feed(data)
         except ProtocolViolation as exc:
             if not self.handshake_done and looks_like_tls(bytes(data[:3])):
                 log.warning("closing connection %s from %s: it began a TLS handshake on a plaintext port (%s); "
@@ -99,6 +101,18 @@ class ClientConnection(asyncio.Protocol):
                 return
             self._fatal(exc)
             return
+        if decoder._buf or self.partial_bytes:
+            # Bytes of unfinished frames, summed over all connections, are bounded: without a
+            # bound, connections that stall in the middle of 16 MiB frames hold 16 MiB each.
+            server = self.server
+            server.partial_bytes += len(decoder._buf) - self.partial_bytes
+            self.partial_bytes = len(decoder._buf)
+            if server.partial_bytes > server.max_partial_bytes:
+                self._fatal(ProtocolViolation(ErrorCode.FRAME_TOO_LARGE, (
+                    f"the server holds {server.partial_bytes} bytes of unfinished frames across all connections, "
+                    f"over its limit of {server.max_partial_bytes} (--max-partial-bytes); this connection's "
+                    f"frame of {self.partial_bytes} bytes so far is refused: send it again later")))
+                return
         self._run(objs)
 
     def _run(self, objs) -> None:
@@ -148,7 +162,19 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
         for task in list(self._tasks):
             task.cancel()
+        self._release_buffers()
         self.server._connection_closed(self)
+        # The connection, its session and the session's sink refer to each other; with the
+        # garbage collector tuned to run rarely (minibroker's tune_gc) such a cycle can live for
+        # a long time, so drop what could be large now rather than when the cycle is collected.
+        self.state.clear()
+        self.on_writable.clear()
+
+    def _release_buffers(self) -> None:
+        self.server.partial_bytes -= self.partial_bytes
+        self.partial_bytes = 0
+        self.decoder.discard()
+        self._out = []
 
     def pause_writing(self):
         self.writing_paused = True

@@ -30,6 +30,7 @@ log = logging.getLogger("serverbase.server")
 DEFERRED = object()
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0   # seconds a new connection has to complete its hello
 DEFAULT_HEARTBEAT = 60             # the most seconds between heartbeats the server agrees to
+DEFAULT_MAX_PARTIAL_BYTES = 256 << 20   # unfinished frames held across all connections
 
 
 def op(name: str, schema: dict | None = None, on_invalid: str | None = None):
@@ -58,8 +59,10 @@ class BrokerServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
                  max_frame: int = DEFAULT_MAX_FRAME, credentials: dict | None = None,
                  handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, heartbeat: int = DEFAULT_HEARTBEAT,
-                 auth: bool = False, tls=None):
+                 max_partial_bytes: int = DEFAULT_MAX_PARTIAL_BYTES, auth: bool = False, tls=None):
         self.host = host
+        self.max_partial_bytes = max_partial_bytes   # bound on self.partial_bytes (ClientConnection.data_received)
+        self.partial_bytes = 0
         self.handshake_timeout = handshake_timeout   # 0: never close a connection for a missing hello
         self.heartbeat = heartbeat                   # 0: refuse protocol heartbeats
         self.port = port
@@ -98,7 +101,8 @@ class BrokerServer:
         from .cli import parse_credentials
         return cls(host=args.host, port=args.port, data_dir=args.data_dir,
                    max_frame=args.max_frame, credentials=parse_credentials(args.user),
-                   handshake_timeout=args.handshake_timeout, heartbeat=args.heartbeat)
+                   handshake_timeout=args.handshake_timeout, heartbeat=args.heartbeat,
+                   max_partial_bytes=args.max_partial_bytes)
 
     # ---- ops table ---------------------------------------------------------------------
     def _collect_ops(self) -> dict:

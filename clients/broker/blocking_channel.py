@@ -41,6 +41,7 @@ _monotonic = time.monotonic
 
 _Deliver = spec.Basic.Deliver
 _props_from_wire = spec.BasicProperties.from_wire
+_BasicProperties = spec.BasicProperties
 _tag_ids = itertools.count(1)
 
 
@@ -107,6 +108,7 @@ class BlockingChannel:
         self._close_callbacks: list = []
         self._ch_args = {"ch": channel_number}
         self._lock = connection._lock
+        self._buf_since = 0.0          # when the publish buffer got its oldest message
 
     # ---- state ---------------------------------------------------------------------------
     @property
@@ -265,44 +267,61 @@ class BlockingChannel:
             body = body.encode("utf-8")
         elif body is None:
             body = b""
-        props = None if properties is None else _wire_properties(properties)
+        if properties is None:
+            props = None
+        elif properties.__class__ is _BasicProperties:
+            props = properties.__dict__.copy() or None  # BasicProperties.to_wire, inlined
+        else:
+            props = _wire_properties(properties)
         if self._confirming:
             return self._publish_confirmed(exchange, routing_key, body, props, mandatory, properties)
-        with self._lock:  # the connection's flusher thread may be taking the buffer
-            buf = self._pub_buf
-            first = not buf
-            if first:
-                self._conn._dirty.add(self)
-            buf.append((exchange, routing_key, body, props, mandatory))
-            self._pub_bytes += len(body) + 64
-            full = len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES
+        # No lock here (a `with` costs a fifth of this call): the flusher thread only takes
+        # items from the head of the list, under the lock, and a list append is atomic; see
+        # _materialize for the hand-over.
+        buf = self._pub_buf
+        buf.append((exchange, routing_key, body, props, mandatory))
+        self._pub_bytes += len(body) + 64  # a batching heuristic: a lost update only resizes a batch
         now = _monotonic()
-        if now - self._last_publish > SPARSE_PUBLISH_GAP:
-            # A lone publish (none in the last millisecond) goes out at once, as pika's would:
-            # a program that publishes now and then and does something else in between must
-            # not find its message waiting. Only a loop publishing faster than that batches.
+        if len(buf) == 1:
+            # The first of a batch: register the channel as holding output (before the
+            # flush below, or the flusher's look), and note when its batch began.
+            self._conn._dirty.add(self)
+            self._buf_since = now
+            if now - self._last_publish > SPARSE_PUBLISH_GAP:
+                # A lone publish (none in the last millisecond) goes out at once, as pika's
+                # would: a program that publishes now and then must not find its message
+                # waiting. Only a loop publishing faster than that batches.
+                self._last_publish = now
+                self._conn._flush_output()
+                return
             self._last_publish = now
-            self._conn._flush_output()
+            # The rest of a burst: the flusher writes it within flush_delay if the program
+            # does not come back first (time.sleep, a wait on something else...).
+            self._conn._output_buffered()
             return
         self._last_publish = now
-        if full:
+        if len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES:
             self._materialize()
             # A producer that never reads would not notice its channel being closed; a look
             # at what the server sent, without waiting, once per batch costs nothing.
             self._conn._poll_nowait()
-        elif first:
-            # The rest of a burst: the flusher writes it within flush_delay if the program
-            # does not come back first (time.sleep, a wait on something else...).
-            self._conn._output_buffered()
 
     def _materialize(self):
         """Turn the held-back publishes and merged ack into frames in the connection's buffer."""
         with self._lock:
-            if self._pub_buf:
-                buf = self._pub_buf
-                self._pub_buf = []
+            buf = self._pub_buf
+            n = len(buf)
+            if n:
+                # Take the first n publishes and leave the list in place: the program's thread
+                # may be appending to it right now (basic_publish holds no lock). What it
+                # appends lands after them and stays; if the program saw the list non-empty it
+                # did not register the channel as holding output, so register it here.
+                messages = buf[:n]
+                del buf[:n]
                 self._pub_bytes = 0
-                self._conn._send(self, "publish_batch", {"ch": self.channel_number, "messages": buf}, False)
+                self._conn._send(self, "publish_batch", {"ch": self.channel_number, "messages": messages}, False)
+                if buf:
+                    self._conn._dirty.add(self)
             if self._ack_upto:
                 tag, self._ack_upto = self._ack_upto, 0
                 self._conn._send(self, "ack", {"ch": self.channel_number, "delivery_tag": tag, "multiple": True}, False)

@@ -344,13 +344,13 @@ class BlockingConnection:
                     self._rpc.flush()
                 except BrokerError as exc:
                     raise self._lost(exc.message) from None
-            self._output_waiting.clear()  # nothing is left for the flusher
 
     def _output_buffered(self):
         """Output was left in a buffer: make sure the flusher writes it within flush_delay.
 
-        Called after buffering. The flusher clears the event while holding the lock, after
-        writing everything, so a buffering that saw the event still set was written by it."""
+        Called after buffering (and after registering the channel in _dirty). The flusher
+        clears the event before it looks for output, so a buffering that saw the event still
+        set is seen by the flusher's look."""
         if not self._output_waiting.is_set():
             if self._flusher is None:
                 self._flusher = threading.Thread(target=self._flusher_loop, name="minibroker-pika-flusher",
@@ -366,27 +366,38 @@ class BlockingConnection:
         reads the socket or runs callbacks (the program's thread does, as in pika)."""
         waiting = self._output_waiting
         delay = self._flush_delay
+        lock = self._lock
+        rpc = self._rpc
         while not self._closed:
             waiting.wait()
-            if self._closed:
-                return
-            if delay:
-                time.sleep(delay)  # let a burst gather into one frame
-            with self._lock:
-                if self._closed:
-                    return
-                try:
-                    if self._dirty:
-                        dirty = list(self._dirty)
-                        self._dirty.clear()
-                        for ch in dirty:
-                            ch._materialize()
-                    self._rpc.flush()
-                    waiting.clear()  # under the lock: anything buffered from now on sets it again
-                except Exception:
-                    # The socket is gone (or a request could not be encoded): the program's
-                    # thread finds out on its next call, as without this thread.
-                    return
+            # While the program keeps producing output, stay awake and write every `delay`
+            # without being signalled again: each wake-up costs a GIL hand-over, and the
+            # program's thread then skips the signal too (the event stays set).
+            while not self._closed:
+                time.sleep(delay)  # let a burst gather into one frame (0: just yield the GIL)
+                with lock:
+                    if self._closed:
+                        return
+                    # Clear, then look: a publish (which takes no lock) registers its channel
+                    # in _dirty before it tests the event, so one of the two sees the other.
+                    waiting.clear()
+                    if not self._dirty and not rpc._out:
+                        break  # idle: sleep until output is buffered again
+                    waiting.set()
+                    try:
+                        # Publishes younger than half the delay are left to gather (a busy
+                        # publisher writes its own at flush_delay, see basic_publish).
+                        now = time.monotonic()
+                        for ch in list(self._dirty):
+                            if ch._ack_upto or not ch._pub_buf or now - ch._buf_since >= delay / 2:
+                                self._dirty.discard(ch)
+                                ch._materialize()
+                        if rpc._out:
+                            rpc.flush()
+                    except Exception:
+                        # The socket is gone (or a request could not be encoded): the program's
+                        # thread finds out on its next call, as without this thread.
+                        return
 
     def _pump(self, timeout):
         """Flush, wait up to `timeout` (None: forever) for input or a wake-up, read and route it."""

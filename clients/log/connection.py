@@ -11,7 +11,6 @@ calls (`call`) still work on the same socket, and callbacks keep running while o
 import time
 
 from ..protocol.errors import BrokerError
-from ..protocol.frames import ErrorReply, Push
 from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection, _wait_readable
 from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, recv_nowait
 from .errors import ConfigError
@@ -42,33 +41,14 @@ def tls_context(cfg):
 
 class LogConnection(RpcConnection):
     def __init__(self, host, port, client_name="minilog-python", **kwargs):
-        self.callbacks = {}
         kwargs.setdefault("expect_server", "minilog")
         super().__init__(host, port, client_name, **kwargs)
 
     def send_with(self, op: str, args, callback) -> int:
         """Queue a request whose reply goes to `callback(result, error)`; error is a BrokerError or None."""
         rid = self.send(op, args)
-        self.callbacks[rid] = callback
+        self.state.expect(rid, callback)
         return rid
-
-    def _handle(self, events) -> None:
-        callbacks = self.callbacks
-        for event in events:
-            t = type(event)
-            if t is Push:
-                self.pushes.append(event)
-                continue
-            cb = callbacks.pop(event.id, None)
-            if cb is not None:
-                if t is ErrorReply:
-                    cb(None, event.exception())
-                else:
-                    cb(event.result, None)
-            elif event.id == 0:
-                self.async_errors.append(event)
-            else:
-                self.replies[event.id] = event
 
     def readable(self, timeout: float) -> bool:
         return _wait_readable(self.sock, timeout)
@@ -99,16 +79,14 @@ class LogConnection(RpcConnection):
             if not data:
                 self.closed = True
                 raise ConnectionClosed()
-            self._handle(self.state.receive_data(data))
+            self.state.receive(data, self.pushes.append, self.async_errors.append)
             handled = True
             if len(data) < READ_SIZE:
                 return True
 
     def fail_all(self, error: BrokerError) -> None:
         """Run every pending callback with `error` (the connection is gone)."""
-        callbacks, self.callbacks = self.callbacks, {}
-        for cb in callbacks.values():
-            cb(None, error)
+        self.state.fail_all(error)
 
 
 def deadline_of(timeout) -> float | None:

@@ -1,20 +1,29 @@
 """The client side of a connection as a state machine with no I/O.
 
 `ClientConnectionState` numbers requests, encodes them, remembers which ids await an answer
-and turns received bytes into events (Response, ErrorReply, Push). The blocking client and
-the asyncio client both wrap it, each with its own socket handling, so the protocol logic
-exists once and can be tested without a network.
+and turns received bytes into events (Response, ErrorReply, Push). Reply matching lives here
+and nowhere else (`expect`, `receive`): a reply goes to the handler registered for its id
+(`handler(result, error)`, error a BrokerError or None), else into `replies` for a caller that
+waits on the id; pushes and errors for id-0 requests go to the caller's two sinks. The
+blocking connection (`clients/rpc.py`, and `clients/log/connection.py` on it) and the asyncio
+one (`clients/aio_rpc.py`) are adapters that own the socket and feed bytes in, so the
+protocol logic exists once and is tested without a network (tests/protocol).
 """
 
 import itertools
 
 from .framing import DEFAULT_MAX_FRAME, FrameDecoder, new_packer, LENGTH
-from .frames import REQUEST, parse_server_frame
+from .frames import REQUEST, ErrorReply, Push, parse_server_frame
 from .handshake import HELLO, hello_args
 
 
 class ClientConnectionState:
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME):
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, keep_unclaimed: bool = True):
+        self.handlers: dict = {}   # request id -> handler(result, error) for its reply
+        self.replies: dict = {}    # request id -> Response / ErrorReply nobody registered for
+        # A blocking caller waits on `replies`; an asyncio one registers a handler for every
+        # request and drops replies that come after it gave up (a timeout).
+        self.keep_unclaimed = keep_unclaimed
         self._ids = itertools.count(1)
         self._packer = new_packer()
         self.decoder = FrameDecoder(max_frame)
@@ -46,5 +55,39 @@ class ClientConnectionState:
         # The server may accept less than we offered; never send more than it takes.
         self.max_frame = min(self.max_frame, int(result.get("max_frame", self.max_frame)))
 
-    def receive_data(self, data) -> list:
+    def decode(self, data) -> list:
+        """The events `data` completes, in order (without routing them: see `receive`)."""
         return [parse_server_frame(obj) for obj in self.decoder.feed(data)]
+
+    receive_data = decode
+
+    def expect(self, rid: int, handler) -> None:
+        """Send the reply to request `rid` to `handler(result, error)` when it comes."""
+        self.handlers[rid] = handler
+
+    def receive(self, data, on_push, on_async_error) -> None:
+        """Parse `data` and route every event: a reply to its handler (or `replies`), a push
+        to `on_push(push)`, an error for an id-0 request to `on_async_error(error_reply)`."""
+        handlers = self.handlers
+        for event in self.decode(data):
+            t = type(event)
+            if t is Push:
+                on_push(event)
+                continue
+            handler = handlers.pop(event.id, None)
+            if handler is not None:
+                if t is ErrorReply:
+                    handler(None, event.exception())
+                else:
+                    handler(event.result, None)
+            elif event.id == 0:
+                on_async_error(event)
+            elif self.keep_unclaimed:
+                self.replies[event.id] = event
+
+    def fail_all(self, error) -> None:
+        """Run every registered handler with `error` (the connection is gone)."""
+        handlers = list(self.handlers.values())
+        self.handlers.clear()  # in place: adapters keep a reference to the dict
+        for handler in handlers:
+            handler(None, error)

@@ -60,6 +60,10 @@ class FrameDecoder:
         """Bytes held for a frame not yet complete."""
         return len(self._buf)
 
+    def discard(self) -> None:
+        """Drop any partial frame (the connection is gone): its memory goes back at once."""
+        self._buf = bytearray()
+
     def feed(self, data) -> list:
         if self._buf:
             self._buf += data

@@ -7,6 +7,7 @@ default). Here the program makes a burst, then blocks in something that is not t
 """
 
 import threading
+import time
 
 from harness import wait_until
 
@@ -104,5 +105,24 @@ def test_flush_delay_is_configurable_and_checked(minibroker_server):
         for i in range(50):
             ch.basic_publish("", "zero-delay", b"x")
         wait_until(lambda: len(_queue(minibroker_server, "zero-delay").ready) == 50, timeout=5)
+    finally:
+        conn.close()
+
+
+def test_no_publish_is_lost_or_doubled_while_the_flusher_races_the_program(minibroker_server):
+    """basic_publish appends without a lock while the flusher takes batches from the same
+    list: with a tiny flush_delay the two meet all the time; every message arrives once, in order."""
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", minibroker_server.port,
+                                                             flush_delay=0.00005))
+    try:
+        ch = conn.channel()
+        ch.queue_declare("race")
+        for i in range(20_000):
+            ch.basic_publish("", "race", b"%d" % i)
+            if i % 997 == 0:
+                time.sleep(0.0002)  # let the flusher in mid-burst
+        wait_until(lambda: len(_queue(minibroker_server, "race").ready) >= 20_000, timeout=20)
+        bodies = [m.body for m in _queue(minibroker_server, "race").ready]
+        assert bodies == [b"%d" % i for i in range(20_000)]
     finally:
         conn.close()
