@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     sub.add_parser("list", help="the workloads and systems")
     r = sub.add_parser("run", help="run a workload (or 'all') against the systems")
     r.add_argument("workload")
-    r.add_argument("--systems", default="minibroker,minibroker-pika,minilog,minilog-aio,rabbitmq,rabbitmq-pika,kafka,nats,redis")
+    r.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     r.add_argument("--duration", type=float, default=DEFAULT_DURATION, help="seconds of producing per run")
     r.add_argument("--repeat", type=int, default=3)
     r.add_argument("--start-peers", action="store_true", help="start installed peer servers on loopback")

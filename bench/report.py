@@ -16,13 +16,20 @@ import sys
 from .stats import ratio
 from .workloads import WORKLOADS
 
-QUEUE_SYSTEMS = ("minibroker", "minibroker-pika", "rabbitmq", "rabbitmq-pika")
-LOG_SYSTEMS = ("minilog", "minilog-aio", "kafka", "redis", "nats")
-ORDER = ("minibroker", "minibroker-pika", "minilog", "minilog-aio", "rabbitmq", "rabbitmq-pika",
-         "kafka", "nats", "redis")
+from .systems import SAME_CLIENT_PAIRS
+
+QUEUE_SYSTEMS = ("minibroker", "minibroker-pika", "minibroker-amqp", "minibroker-amqp-pika",
+                 "rabbitmq", "rabbitmq-pika")
+LOG_SYSTEMS = ("minilog", "minilog-aio", "minilog-kafka", "minilog-kafka-aiokafka", "kafka",
+               "kafka-aiokafka", "redis", "nats")
+ORDER = ("minibroker", "minibroker-pika", "minibroker-amqp", "minibroker-amqp-pika", "minilog",
+         "minilog-aio", "minilog-kafka", "minilog-kafka-aiokafka", "rabbitmq", "rabbitmq-pika",
+         "kafka", "kafka-aiokafka", "nats", "redis")
 COLORS = {"minibroker": "#1f77b4", "minilog": "#ff7f0e", "rabbitmq": "#9467bd",
           "kafka": "#2ca02c", "nats": "#8c564b", "redis": "#d62728", "minilog-aio": "#bcbd22",
-          "minibroker-pika": "#17becf", "rabbitmq-pika": "#e377c2"}
+          "minibroker-pika": "#17becf", "rabbitmq-pika": "#e377c2", "minibroker-amqp": "#aec7e8",
+          "minibroker-amqp-pika": "#393b79", "minilog-kafka": "#ffbb78",
+          "minilog-kafka-aiokafka": "#8c6d31", "kafka-aiokafka": "#98df8a"}
 
 
 def load_latest(json_dir: str) -> dict[str, dict]:
@@ -301,6 +308,40 @@ def machine_section(results) -> list[str]:
             "these cores, so the client library is usually the busier side.", ""]
 
 
+def same_client_section(results) -> list[str]:
+    """Server against server: the same real client library against the peer and against ours,
+    with each server's CPU per 100k messages (the figure that is the server's own)."""
+    rows = []
+    for name in WORKLOADS:
+        data = results.get(name)
+        if not data:
+            continue
+        key, what, higher = headline(name)
+        for entry in data["cases"]:
+            for peer, ours, client in SAME_CLIENT_PAIRS:
+                rp, ro = entry["results"].get(peer, {}), entry["results"].get(ours, {})
+                vp, vo = _median(rp, key), _median(ro, key)
+                if vp is None or vo is None:
+                    continue
+                cp, co = _median(rp, "server_cpu_s_per_100k"), _median(ro, "server_cpu_s_per_100k")
+                fmt = _us if "latency" in key else _fmt
+                speed = ratio(vo, vp) if higher else ratio(vp, vo)
+                cpu = ratio(cp, co)
+                rows.append(f"| {name} | {entry['case']['label']} | {client} | {fmt(vp)} | {fmt(vo)} | "
+                            f"{'–' if speed is None else f'{speed:.2f}×'} | {_fmt(cp, 2)} | {_fmt(co, 2)} | "
+                            f"{'–' if cpu is None else f'{cpu:.1f}×'} |")
+    if not rows:
+        return []
+    return ["## Server against server, same client", "",
+            "The same real client library, the same program, against the peer and against our server's "
+            "AMQP or Kafka door, in the same run. \"ours/peer\" above 1 means ours is faster (for "
+            "latency: lower); the CPU columns are each server's own CPU seconds per 100k messages, "
+            "and \"peer/ours\" above 1 means ours spent less. The sections after this one show what each "
+            "whole stack, client included, delivers to a Python program.", "",
+            "| workload | case | client | peer | ours | ours/peer | peer server CPU s/100k | ours | peer/ours |",
+            "|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+
+
 def runs_section(results) -> list[str]:
     """Which run (session) each workload's figures come from, so nobody compares across runs
     without knowing it: figures are side by side only within one run."""
@@ -337,7 +378,8 @@ def write_report(json_dir: str, out_path: str, charts_dir: str) -> int:
     if os.path.exists(notes):
         with open(notes) as f:
             lines += [f.read().strip(), ""]
-    lines += ["## Summary: which paradigm wins here, and by how much", ""]
+    lines += same_client_section(results)
+    lines += ["## Summary: which paradigm wins here, and by how much (whole stacks)", ""]
     lines += summary_lines(results)
     lines += ["", "\"Best-of-paradigm\" compares the fastest queue (minibroker, RabbitMQ, "
               "through either client) with the fastest log (minilog, Kafka/tansu, NATS JetStream, "

@@ -48,7 +48,7 @@ class Servers:
                     self.handles[name] = start_own(OWN_MODULES[name], system=name)
                 elif start_peers:
                     starter = PEER_STARTERS[name]
-                    self.handles[name] = (starter(system=name) if name == "rabbitmq-pika"
+                    self.handles[name] = (starter(system=name) if name in ("rabbitmq-pika", "kafka-aiokafka")
                                           else starter())
                 else:
                     self._skip(name, f"not started (pass --start-peers, or --peer-url {name}=URL)", say)

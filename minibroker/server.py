@@ -24,7 +24,7 @@ from serverbase.server import DEFERRED
 from . import access
 
 from .broker import Broker
-from .flow_control import DEFAULT_LIMIT, PublisherFlowControl
+from .flow_control import DEFAULT_LIMIT, ENTRY_ESTIMATE, PublisherFlowControl
 from .store_interface import TransientStore
 
 DEFAULT_PORT = 5673
@@ -208,6 +208,7 @@ class MinibrokerServer(BrokerServer):
         session = self.broker.open_session(sink, conn.id)
         sink.session = session
         conn.state["session"] = session
+        conn.state["holds_publishes"] = True   # flow_control.py may park its publishes under the alarm
         conn.on_writable.append(session.resume)
 
     def on_connection_closed(self, conn):
@@ -370,8 +371,14 @@ class MinibrokerServer(BrokerServer):
         session = conn.state.get("session")
         if session is None or type(ch) is not int or not 1 <= ch <= 65535 or ch not in session.channels:
             return
-        channel = session.channels[ch]
-        if channel.confirm_mode:
+        if "held" in conn.state:   # after the publishes held before it, to keep sequence numbers in order
+            self.flow_control.hold(conn, self._nack_refused, ch, 0, rid=0)
+            return
+        self._nack_refused(conn, ch)
+
+    def _nack_refused(self, conn, ch):
+        channel = conn.state["session"].channels.get(ch)
+        if channel is not None and channel.confirm_mode:
             channel.publish_seq += 1
             channel.nacks.append(channel.publish_seq)
             if not channel.dirty:
@@ -380,6 +387,12 @@ class MinibrokerServer(BrokerServer):
 
     @op("publish", schema=PUBLISH, on_invalid="_publish_refused")
     def op_publish(self, conn, args):
+        if "held" in conn.state:   # memory alarm, and this connection consumes: see flow_control.py
+            self.flow_control.hold(conn, self._publish, args, len(args["body"]) + ENTRY_ESTIMATE)
+            return DEFERRED
+        return self._publish(conn, args)
+
+    def _publish(self, conn, args):
         channel = self._channel(conn, args)
         broker = self.broker
         conn.state["session"].published = True
@@ -391,6 +404,14 @@ class MinibrokerServer(BrokerServer):
 
     @op("publish_batch", schema={"ch": CH, "messages": Array(max_items=1_000_000)})
     def op_publish_batch(self, conn, args):
+        if "held" in conn.state:
+            nbytes = sum(len(m[2]) if type(m) is list and len(m) > 2 and type(m[2]) is bytes else 0
+                         for m in args["messages"]) + ENTRY_ESTIMATE * len(args["messages"])
+            self.flow_control.hold(conn, self._publish_batch, args, nbytes)
+            return DEFERRED
+        return self._publish_batch(conn, args)
+
+    def _publish_batch(self, conn, args):
         channel = self._channel(conn, args)
         conn.state["session"].published = True
         messages = args["messages"]

@@ -11,7 +11,8 @@ Conversion keeps each record's offset, timestamp, key, value and headers.
 Knowing "only the reader's format" must not cost a read, so `PartitionFormats` keeps, per
 partition directory, an empty marker file per format the log has ever held (`kafka-batches`,
 `minilog-batches`), written once, before the first batch of that format is appended. A log
-from before Kafka batches existed has no marker and holds minilog batches only. The markers
+without markers holds nothing, or, when it has batches, minilog batches only (it is from before
+Kafka batches existed). The markers
 stay after retention or compaction removed such batches: they say "may hold", which only costs
 a conversion pass that finds nothing to convert.
 """
@@ -40,15 +41,14 @@ class PartitionFormats:
         known = self._known.get(directory)
         if known is None:
             known = {fmt for fmt, name in _MARKERS.items() if os.path.exists(os.path.join(directory, name))}
-            if not known:
-                known = {MINILOG}   # every log written before the markers existed
+            if not known and plog.log_end_offset > plog.log_start_offset:
+                known = {MINILOG}   # a log written before the markers existed
             self._known[directory] = known
         return known
 
     def only(self, plog, fmt: str) -> bool:
         """True if every batch of the log is of `fmt` (no conversion needed)."""
-        known = self.formats(plog)
-        return len(known) == 1 and fmt in known
+        return self.formats(plog) <= {fmt}
 
     def note_append(self, plog, fmt: str) -> None:
         """Call before appending a batch of `fmt`; writes its marker the first time. Raises OSError."""
@@ -56,11 +56,10 @@ class PartitionFormats:
         if fmt in known:
             return
         directory = plog.directory
-        if not any(os.path.exists(os.path.join(directory, name)) for name in _MARKERS.values()):
-            # The first marker of an old log: record what it already holds, too.
-            for old in known:
-                _touch(os.path.join(directory, _MARKERS[old]))
-        _touch(os.path.join(directory, _MARKERS[fmt]))
+        for held in known | {fmt}:   # an old log's minilog marker too, the first time it gets one
+            path = os.path.join(directory, _MARKERS[held])
+            if not os.path.exists(path):
+                _touch(path)
         _fsync_dir(directory)
         known.add(fmt)
 

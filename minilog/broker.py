@@ -29,14 +29,13 @@ import asyncio
 import concurrent.futures
 import logging
 
-import msgpack
-
 from clients import kafka_batch
 from clients.protocol.errors import BrokerError, ErrorCode
 from clients.record_batch import BatchError, CorruptBatchError, InvalidBatchError
 
 from .append_waiters import AppendWaiters
 from .batch_formats import KAFKA, MINILOG, PartitionFormats, convert
+from .consumer_protocol import decode_assignment
 from .group_commit import FlushFailed, GroupCommit
 from .group_coordinator import GroupCoordinator
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES, OffsetsStore
@@ -479,10 +478,16 @@ class LogBroker:
 
     # ---- consumer groups ---------------------------------------------------------------
     def join_group(self, group_id: str, member_id: str, client: str, session_timeout_ms: int,
-                   rebalance_timeout_ms: int, protocol_type: str, protocols: list) -> asyncio.Future:
-        """Join; a future of {generation_id, protocol, leader_id, member_id, members} (see group_coordinator)."""
+                   rebalance_timeout_ms: int, protocol_type: str, protocols: list,
+                   fmt: str = MINILOG) -> asyncio.Future:
+        """Join; a future of {generation_id, protocol, leader_id, member_id, members} (see group_coordinator).
+
+        `protocols` is [(assignor name, metadata bytes)], as Kafka's JoinGroup carries them; `fmt`
+        says which front door the member came through (MINILOG or KAFKA). A group may mix both:
+        with protocol type "consumer" the leader gets every member's metadata, and each member
+        its assignment, in its own client's layout (minilog/consumer_protocol.py)."""
         return self.groups.join(group_id, member_id, client, session_timeout_ms, rebalance_timeout_ms,
-                                protocol_type, protocols)
+                                protocol_type, protocols, fmt)
 
     def sync_group(self, group_id: str, generation_id: int, member_id: str, assignments: list) -> asyncio.Future:
         """Sync; a future of {assignment}. The leader's `assignments` are [(member_id, bytes)]."""
@@ -544,6 +549,31 @@ class LogBroker:
             states.setdefault(group_id, "Empty")
         return sorted(states.items())
 
+    def delete_groups(self, group_ids) -> list:
+        """DeleteGroups: rows `[group_id, error]`; an awaitable of them when commits were deleted
+        (answered once the tombstones are on disk). A group with members is NON_EMPTY_GROUP, one
+        with neither members nor commits NOT_FOUND."""
+        rows, flush_to = [], None
+        for group_id in group_ids:
+            group = self.groups.describe(group_id)
+            known = (group is not None and group.state != "Dead") or bool(self.offsets.group_offsets(group_id))
+            try:
+                if not known:
+                    raise BrokerError(ErrorCode.NOT_FOUND, f"consumer group {group_id!r} does not exist")
+                self.groups.delete(group_id)
+                end = self.offsets.delete_group(group_id)
+            except BrokerError as exc:
+                rows.append([group_id, [exc.code, exc.message]])
+                continue
+            except OSError as exc:
+                rows.append([group_id, _error(ErrorCode.STORAGE_ERROR, f"could not delete the commits: {exc}")])
+                continue
+            flush_to = end if end is not None else flush_to
+            rows.append([group_id, None])
+        if flush_to is None:
+            return rows
+        return self._commit_when_durable(flush_to, rows)
+
     def describe_group(self, group_id: str) -> dict:
         """The group's state, members, their assignments and lag."""
         group = self.groups.describe(group_id)
@@ -554,7 +584,7 @@ class LogBroker:
                     "generation_id": -1, "leader_id": "", "members": []}
         members = []
         for m in group.members.values():
-            assignment = decode_assignment(m.assignment)
+            assignment = decode_assignment(m.assignment, m.fmt)
             partitions, total = [], 0
             for topic, parts in sorted(assignment.items()):
                 for p in parts:
@@ -573,16 +603,3 @@ class LogBroker:
                 "protocol": group.protocol, "generation_id": group.generation_id, "leader_id": group.leader_id,
                 "members": members}
 
-
-def decode_assignment(raw: bytes) -> dict:
-    """The documented assignment layout, msgpack {topic: [partitions]}; anything else shows as {}."""
-    if not raw:
-        return {}
-    try:
-        value = msgpack.unpackb(raw)
-    except Exception:
-        return {}
-    if not isinstance(value, dict):
-        return {}
-    return {t: [p for p in ps if isinstance(p, int)] for t, ps in value.items()
-            if isinstance(t, str) and isinstance(ps, list)}

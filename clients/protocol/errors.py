@@ -35,6 +35,7 @@ class ErrorCode:
     OUT_OF_ORDER_SEQUENCE_NUMBER = "OUT_OF_ORDER_SEQUENCE_NUMBER"  # a batch's sequence does not follow the last
     UNSUPPORTED_COMPRESSION_TYPE = "UNSUPPORTED_COMPRESSION_TYPE"  # a codec this server has no package for
     INVALID_RECORD = "INVALID_RECORD"                              # a batch this broker does not accept
+    NON_EMPTY_GROUP = "NON_EMPTY_GROUP"                            # delete of a consumer group with members
 
     ALL = frozenset(
         v for k, v in vars().items() if k.isupper() and isinstance(v, str)

@@ -13,6 +13,7 @@ Offset checkpoint format (text, so an operator can read it)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ logger = logging.getLogger("minilog.storage")
 RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
 TEMP_SUFFIX = ".tmp"
+_MAX_NAME_BYTES = 255  # NAME_MAX of Linux file systems
 _VERSION = 0
 
 
@@ -33,8 +35,21 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def temp_path(path: str) -> str:
+    """Where ``path`` is written before its rename: ``<name>.tmp`` beside it.
+
+    When that name would pass the file system's 255-byte limit (a topic config of a
+    249-character topic), a short name derived from a hash of the full one is used instead;
+    it still ends in ``.tmp`` so leftovers are recognised.
+    """
+    directory, name = os.path.split(path)
+    if len((name + TEMP_SUFFIX).encode()) <= _MAX_NAME_BYTES:
+        return path + TEMP_SUFFIX
+    return os.path.join(directory, "." + hashlib.sha256(name.encode()).hexdigest()[:32] + TEMP_SUFFIX)
+
+
 def write_atomically(path: str, data: bytes) -> None:
-    tmp = path + TEMP_SUFFIX
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)

@@ -20,6 +20,10 @@ _DAY_MS = 24 * 3600 * 1000
 
 # The offset index stores positions as u32 and Kafka caps segments at a signed int.
 _MAX_SEGMENT_BYTES = 2**31 - 1
+_INT_MAX = 2**31 - 1
+_LONG_MAX = 2**63 - 1
+# Settings Kafka declares as INT (the others are LONG): bounded to 2**31-1, as there.
+_INT_SETTINGS = frozenset({"segment_bytes", "segment_index_bytes", "index_interval_bytes", "max_message_bytes"})
 
 
 class InvalidConfigError(ValueError):
@@ -54,8 +58,11 @@ class LogConfig:
 
     def __post_init__(self):
         def positive(name, value, minimum=1):
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise InvalidConfigError(f"{_KEY_OF[name]} must be an integer >= {minimum}, got {value!r}")
+            # Kafka types each setting as an int (32 bits) or a long (64 bits); so do we.
+            maximum = _INT_MAX if name in _INT_SETTINGS else _LONG_MAX
+            if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+                raise InvalidConfigError(f"{_KEY_OF[name]} must be an integer in [{minimum}, {maximum}], "
+                                         f"got {value!r}")
 
         positive("segment_bytes", self.segment_bytes, 64)
         if self.segment_bytes > _MAX_SEGMENT_BYTES:

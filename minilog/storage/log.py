@@ -107,6 +107,7 @@ class PartitionLog:
         # [(first, end)] offset ranges recovery took out as damaged (recovery.py): a read of them
         # raises OffsetLostError, and a read before one stops at it, so consumers are told.
         self._lost: list[tuple[int, int]] = list(lost_ranges or ())
+        self._write_failing = False  # in a failure episode of appends (disk full): logged once
         # Who runs the flushes that flush.messages and flush.ms make due. None: flush()
         # inline. A server sets a callable(log) that runs prepare_flush / FlushPlan.sync /
         # complete_flush off its event loop (minilog/group_commit.py), so an append or a
@@ -203,7 +204,11 @@ class PartitionLog:
         count = sum(h.record_count for h in headers)
         segment = self._segments[-1]
         if self._should_roll(segment, size, segment.next_offset + count, len(headers), now):
-            segment = self.roll(now)
+            try:
+                segment = self.roll(now)
+            except OSError as exc:
+                self._write_failed(exc)
+                raise
         first_offset = offset = segment.next_offset
         pos = 0
         for i, h in enumerate(headers):
@@ -211,7 +216,14 @@ class PartitionLog:
             headers[i] = h._replace(base_offset=offset)
             offset += h.record_count
             pos += h.size
-        segment.append(data, headers)
+        try:
+            segment.append(data, headers)
+        except OSError as exc:
+            self._write_failed(exc)
+            raise
+        if self._write_failing:
+            self._write_failing = False
+            logger.warning("%s: writes succeed again (offset %d)", self.directory, first_offset)
 
         cfg = self.config
         self._unflushed_messages += count
@@ -219,6 +231,13 @@ class PartitionLog:
                 or (cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms)):
             self._flush_due(now)
         return AppendInfo(first_offset, offset - 1, count, max(h.max_timestamp for h in headers))
+
+    def _write_failed(self, exc: OSError) -> None:
+        """One ERROR line per failure episode (a disk stays full for a while; every produce would log)."""
+        if not self._write_failing:
+            self._write_failing = True
+            logger.error("%s: write failed: %s; appends to this log fail with that error until one succeeds "
+                         "(logged once)", self.directory, exc)
 
     def _should_roll(self, segment: LogSegment, size: int, next_offset: int, batches: int, now: int) -> bool:
         if segment.size == 0:

@@ -133,6 +133,47 @@ class LogManager:
             fsync_dir(self.data_dir)
         return self._logs[key]
 
+    def create_topic(self, topic: str, partitions: int, overrides: dict | None = None) -> list[PartitionLog]:
+        """Create ``topic`` with its config and ``partitions`` logs: all of it, or nothing.
+
+        Running out of file descriptors or space halfway must not leave a half-created topic
+        (one that cannot be deleted and comes back after a restart): on any failure the logs
+        made so far are closed (freeing their descriptors first) and their directories and the
+        config file removed, then the error is raised.
+        """
+        check_topic_name(topic)
+        if any(t == topic for t, _ in self._logs):
+            raise ValueError(f"topic {topic!r} already exists")
+        created: list[PartitionLog] = []
+        try:
+            self.set_topic_config(topic, overrides or {})
+            for p in range(partitions):
+                created.append(self.create_log(topic, p))
+        except BaseException:
+            self._undo_create(topic, len(created) + 1)
+            raise
+        return created
+
+    def _undo_create(self, topic: str, partitions: int) -> None:
+        for p in range(partitions):
+            log = self._logs.pop((topic, p), None)
+            if log is not None:
+                try:
+                    log.close()
+                except OSError:
+                    pass
+        for p in range(partitions):
+            shutil.rmtree(os.path.join(self.data_dir, f"{topic}-{p}"), ignore_errors=True)
+        self._topic_overrides.pop(topic, None)
+        try:
+            os.unlink(os.path.join(self.data_dir, TOPIC_CONFIG_DIR, f"{topic}.json"))
+        except OSError:
+            pass
+        try:
+            fsync_dir(self.data_dir)
+        except OSError:
+            pass
+
     def get_log(self, topic: str, partition: int) -> PartitionLog:
         try:
             return self._logs[(topic, partition)]
@@ -157,7 +198,9 @@ class LogManager:
             self._tick_failures.pop(log, None)
             log.close()
             # Rename first: a stop mid-delete leaves a "-delete" directory the next start removes.
-            doomed = f"{log.directory}.{uuid.uuid4().hex}{_DELETE_SUFFIX}"
+            # The new name does not repeat the topic's: a 249-character name plus a suffix would
+            # pass the file system's 255-byte limit (ENAMETOOLONG) and the topic would stay.
+            doomed = os.path.join(self.data_dir, f"{uuid.uuid4().hex}{_DELETE_SUFFIX}")
             os.rename(log.directory, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
             removed += 1

@@ -101,7 +101,8 @@ def test_cli_list_and_bad_arguments():
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("system", ["minibroker", "minibroker-pika", "minilog", "minilog-aio"])
+@pytest.mark.parametrize("system", ["minibroker", "minibroker-pika", "minilog", "minilog-aio",
+                                    "minibroker-amqp", "minibroker-amqp-pika"])
 def test_smoke_run_against_our_broker(system, tmp_path):
     from bench.suite import Servers, run_workload
     from bench.systems import client_missing
@@ -171,3 +172,20 @@ def test_a_run_is_published_only_when_asked(tmp_path):
     assert "20261206T090000Z-1" in text and "20261206T100000Z-2" in text
     with pytest.raises(SystemExit):      # --save and --json-dir name two places
         main(["run", "telemetry", "--save", "--json-dir", str(tmp_path)])
+
+
+def test_report_puts_servers_side_by_side_through_the_same_client(tmp_path):
+    data = _sample_result()
+    entry = data["cases"][0]["results"]
+    runs = lambda rate, cpu: [{"throughput": rate, "produce_rate": rate, "lost": 0, "drained": True,
+                               "server_cpu_s_per_100k": cpu, "client_cpu_s_per_100k": 5.0}]
+    for name, rate, cpu in (("rabbitmq-pika", 8000.0, 7.0), ("minibroker-amqp-pika", 12000.0, 1.4)):
+        entry[name] = {"runs": runs(rate, cpu), "summary": summarise(runs(rate, cpu)),
+                       "settings": {"durability": "transient messages"}}
+        data["systems"][name] = {"server": name, "client": "pika", "paradigm": "queue"}
+    (tmp_path / "telemetry-1.json").write_text(json.dumps(data))
+    out = tmp_path / "R.md"
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    text = out.read_text()
+    assert "## Server against server, same client" in text
+    assert "| telemetry | partitions=4 | pika | 8,000 | 12,000 | 1.50× | 7.00 | 1.40 | 5.0× |" in text

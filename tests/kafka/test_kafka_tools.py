@@ -66,6 +66,5 @@ def test_the_seed_consumer_program_runs_verbatim(spawn_server, tmp_path):
 
 
 def proc_kafka_port(proc) -> int:
-    """The Kafka door's port from the server's start-up lines ("minilog kafka listening on ...")."""
-    from harness import read_listening_port
-    return read_listening_port(proc.proc, 20, name="kafka")
+    """The Kafka door's port, read from the server's start-up lines by ServerProcess.start."""
+    return proc.doors["kafka"]

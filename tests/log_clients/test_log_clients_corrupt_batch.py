@@ -83,3 +83,38 @@ def test_without_check_crcs_exactly_the_corrupt_batch_is_skipped_and_reported(pr
     errors = [m for m in got if m.error() is not None]
     assert len(errors) == 1 and errors[0].offset() == 10
     assert [m.offset() for m in got].index(10) == 10  # reported where the batch was, in order
+
+
+async def test_the_asyncio_consumer_reports_it_in_order_and_stops_there(producer, make_topic, minilog_server,
+                                                                         bootstrap):
+    from clients.aio_log import AIOKafkaConsumer
+    from clients.aio_log import TopicPartition as AioTP
+    from clients.aio_log.errors import KafkaError as AioKafkaError
+    topic = make_topic(1)
+    _three_batches(producer, topic)
+    _corrupt_second_batch(minilog_server, topic)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await c.start()
+    try:
+        tp = AioTP(topic, 0)
+        c.assign([tp])
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 10:
+            assert time.monotonic() < deadline
+            got += (await c.getmany(timeout_ms=200)).get(tp, [])
+        assert [r.offset for r in got] == list(range(10))
+        import pytest
+        with pytest.raises(AioKafkaError, match="at offset 10"):
+            for _ in range(50):
+                await c.getmany(timeout_ms=100)
+        assert await c.getmany(timeout_ms=300) == {}  # stopped at the bad batch
+        assert await c.position(tp) == 10
+        c.seek(tp, 20)
+        rest = []
+        while len(rest) < 10:
+            assert time.monotonic() < deadline + 10
+            rest += (await c.getmany(timeout_ms=200)).get(tp, [])
+        assert [r.offset for r in rest] == list(range(20, 30))
+    finally:
+        await c.stop()

@@ -49,3 +49,55 @@ def test_a_flooding_producer_is_paused_until_consumers_catch_up(tmp_path):
         consumer.close()
     finally:
         server.stop()
+
+
+def test_empty_messages_count_what_they_cost_and_trip_the_alarm(tmp_path):
+    # 20,000 empty messages: zero body bytes, but about 5 MB of broker memory.
+    server = ServerThread(SmallMemoryBroker, tmp_path / "mb").start()
+    try:
+        producer, consumer = Wire(server), Wire(server)
+        producer.call("queue_declare", queue="q")
+        for _ in range(20):
+            producer.send("publish_batch", ch=1, messages=[["", "q", b"", None, False]] * 1000)
+        producer.flush()
+        wait_until(lambda: server.call(lambda: bool(server.server.flow_control.blocked)), message="the alarm")
+        assert server.call(server.server.flow_control.queued_bytes) > SmallMemoryBroker.max_queued_bytes
+        consumer.call("consume", queue="q", no_ack=True)
+        consumer.wait(lambda: len(consumer.deliveries) >= 20_000, timeout=30, message="every message")
+        producer.conn.call("ping", {}, timeout=30)     # unblocked once the queue drained
+        producer.close()
+        consumer.close()
+    finally:
+        server.stop()
+
+
+def test_a_publisher_that_also_consumes_cannot_bypass_the_alarm(tmp_path):
+    server = ServerThread(SmallMemoryBroker, tmp_path / "mb").start()
+    try:
+        producer, consumer = Wire(server), Wire(server)
+        producer.call("queue_declare", queue="q")
+        producer.call("queue_declare", queue="side")
+        producer.call("consume", ch=2, queue="side", no_ack=True)     # consumes on its connection
+        producer.call("confirm_select", ch=1)
+        total = 4000                                                  # 10 MB: under the hold limit
+        for _ in range(total // 10):
+            producer.send("publish_batch", ch=1, messages=[["", "q", b"x" * 2_500, None, False]] * 10)
+            producer.flush()
+        fc = server.server.flow_control
+        # Its publishes are held, not queued; the queue stays near the limit (before, all 10 MB went in).
+        assert producer.call("queue_declare", queue="side", passive=True)["queue"] == "side"
+        wait_until(lambda: server.call(lambda: bool(fc.holding)), message="its publishes held")
+        assert server.call(fc.queued_bytes) < total * 2_500 // 2
+        assert len(producer.confirmed()) < total
+        # Its deliveries keep coming while its publishes wait.
+        consumer.call("publish", routing_key="side", body=b"to the producer")
+        producer.wait(lambda: producer.deliveries, message="a delivery to the held publisher")
+        consumer.call("consume", queue="q", no_ack=True)
+        consumer.wait(lambda: len(consumer.deliveries) >= total, timeout=30, message="every message")
+        producer.wait(lambda: len(producer.confirmed()) == total, timeout=30, message="every confirm")
+        assert all(producer.confirmed().values())
+        wait_until(lambda: server.call(lambda: not fc.holding and not fc.alarm), message="the alarm cleared")
+        producer.close()
+        consumer.close()
+    finally:
+        server.stop()

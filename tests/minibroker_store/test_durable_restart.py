@@ -181,8 +181,9 @@ def test_memory_alarm_ignores_bodies_paged_out_to_the_journal(broker):
     """A persistent backlog bigger than the memory limit is fine: its bodies are on disk."""
     def lower_limit():
         fc = broker.server.flow_control
-        # Above the 4 MiB of bodies a queue keeps in memory (KEEP_BODY_BYTES), far below the backlog.
-        fc.limit, fc.resume_below = 6 << 20, 5 << 20
+        # Above the 4 MiB of bodies a queue keeps in memory (KEEP_BODY_BYTES) plus what the 20,000
+        # message objects cost (flow_control.MESSAGE_OVERHEAD each, about 5 MiB), below the 20 MiB backlog.
+        fc.limit, fc.resume_below = 12 << 20, 10 << 20
     broker.call(lower_limit)
     c = client(broker)
     c.queue("big")

@@ -47,6 +47,19 @@ async def test_each_format_reads_back_untouched_through_its_own_protocol(broker)
     assert broker.conversions == 0
 
 
+async def test_a_log_of_one_format_is_never_converted_even_after_a_restart(open_broker):
+    broker = open_broker()
+    for _ in range(3):
+        broker.produce([["k", 0, kb.build_batch(KAFKA_RECORDS)]], fmt=KAFKA)
+        broker.produce([["m", 0, rb.build_batch(MINILOG_RECORDS)]])
+    broker.close()
+    again = open_broker()
+    for topic, fmt in (("k", KAFKA), ("m", MINILOG)):
+        assert isinstance(fetch(again, fmt, topic=topic), FileSlice)
+        assert not isinstance(fetch(again, KAFKA if fmt == MINILOG else MINILOG, topic=topic), FileSlice)
+    assert again.conversions == 2
+
+
 async def test_a_mixed_log_reads_in_either_format(broker):
     broker.produce([["t", 0, kb.build_batch(KAFKA_RECORDS)]], fmt=KAFKA)
     broker.produce([["t", 0, rb.build_batch(MINILOG_RECORDS)]])

@@ -24,7 +24,6 @@ def secured(start_minibroker, tmp_path):
                                         "read": "^alice-"})
     tls = TlsSettings(server_context(pki.server_cert, pki.server_key), {"amqp": 0})
     srv = start_minibroker(data, auth=True, amqp_port=0, tls=tls)
-    srv.amqp_port = srv.server.listener("amqp").port
     srv.amqps_port = srv.server.listener("amqps").port
     srv.pki = pki
     return srv

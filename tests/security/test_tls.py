@@ -215,22 +215,28 @@ async def test_aiokafka_style_clients_over_sasl_ssl(secure_minilog, pki):
 
 # ---- the command line ----------------------------------------------------------------------------------
 def test_command_line_tls_flags(tmp_path, pki):
-    both = ServerProcess("minibroker", tmp_path / "both",
-                         ["--tls-cert", pki.server_cert, "--tls-key", pki.server_key, "--tls-port", "0"])
+    tls_flags = ["--tls-cert", pki.server_cert, "--tls-key", pki.server_key, "--tls-port", "0"]
+    both = ServerProcess("minibroker", tmp_path / "both", tls_flags + ["--amqps-port", "0"])
     both.start()
     try:
         with RpcConnection("127.0.0.1", both.port) as plain:
             plain.call("ping", {})
     finally:
         both.stop()
-    only = ServerProcess("minilog", tmp_path / "only", ["--tls-cert", pki.server_cert, "--tls-key",
-                                                        pki.server_key, "--tls-port", "0", "--plaintext", "off"])
-    only.start()
+    # TLS only: the one door prints "minilog tls listening on ..." and speaks TLS alone.
+    only = subprocess.Popen([sys.executable, "-m", "minilog", "--port", "0", "--kafka-port", "off", "--data-dir",
+                             str(tmp_path / "only"), "--plaintext", "off", *tls_flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": ROOT})
     try:
-        with RpcConnection("127.0.0.1", only.port, ssl_context=client_ctx(pki)) as conn:
+        line = only.stdout.readline().decode()
+        assert line.startswith("minilog tls listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        with RpcConnection("127.0.0.1", port, ssl_context=client_ctx(pki)) as conn:
             assert conn.server_info["server"] == "minilog"
     finally:
-        only.stop()
+        only.terminate()
+        assert only.wait(15) == 0
     bad = subprocess.run([sys.executable, "-m", "minibroker", "--port", "0", "--data-dir", str(tmp_path / "bad"),
                           "--tls-cert", str(tmp_path / "missing.pem")],
                          capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})

@@ -1,6 +1,11 @@
 """Data an older broker stored without checking record bodies: one bad log never stops the others."""
 
+import errno
+import os
+import resource
+
 import msgpack
+import pytest
 
 from clients.record_batch import pack_batch
 from log_storage_helpers import append_unchecked, batch_of
@@ -42,3 +47,25 @@ def test_a_map_key_in_a_compacted_topic_leaves_retention_and_other_compaction_ru
         values = {k: v for _, k, v in kept if isinstance(k, bytes)}
         assert values == {b"k0": b"w28" * 20, b"k1": b"w29" * 20}
         assert caplog.text.count("not bytes") == 1
+
+
+def test_running_out_of_file_descriptors_mid_create_leaves_no_half_topic(tmp_path):
+    logs = LogManager(str(tmp_path))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 20, hard))  # room for about six partitions
+    try:
+        with pytest.raises(OSError) as failed:
+            logs.create_topic("wide", 20, {"retention.ms": -1})
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert failed.value.errno == errno.EMFILE
+    assert len(os.listdir("/proc/self/fd")) <= in_use + 1  # nothing leaked
+    assert "wide" not in logs.topics()
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("wide")]
+    assert os.listdir(tmp_path / "topic-configs") == []
+    logs.create_topic("wide", 20)  # the same request works once descriptors are there
+    assert logs.topics()["wide"] == list(range(20))
+    logs.close()
+    with LogManager(str(tmp_path)) as again:
+        assert again.topics()["wide"] == list(range(20))

@@ -71,3 +71,24 @@ def test_failed_first_write_of_a_segment_leaves_it_empty(tmp_path, monkeypatch):
     assert log.append(batch_of([b"y"])).base_offset == 0
     assert all_values(log) == [b"y"]
     log.close()
+
+
+def test_a_failure_episode_is_logged_once_at_error_and_its_end_once(tmp_path, monkeypatch, caplog):
+    caplog.set_level("INFO", logger="minilog.storage")
+    log = PartitionLog.open(str(tmp_path / "t-0"), LogConfig())
+    log.append(batch_of([b"a"]))
+    monkeypatch.setattr(segment_module, "os", DiskFullAfterHalf(failures=3))
+    for _ in range(3):
+        with pytest.raises(SegmentWriteError):
+            log.append(batch_of([b"x" * 100]))
+    log.append(batch_of([b"b"]))  # the disk has room again
+    monkeypatch.setattr(segment_module, "os", DiskFullAfterHalf(failures=2))
+    for _ in range(2):
+        with pytest.raises(SegmentWriteError):
+            log.append(batch_of([b"y" * 100]))
+    monkeypatch.undo()
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 2 and all("No space left on device" in e and "logged once" in e for e in errors)
+    assert caplog.text.count("writes succeed again") == 1
+    assert all_values(log) == [b"a", b"b"]
+    log.close()
