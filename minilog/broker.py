@@ -172,6 +172,10 @@ class LogBroker:
         except OSError as exc:
             log.error("could not forget the commits of deleted topic %s: %s", name, exc)
 
+    def create_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
+        """Grow a topic to `count` partitions (or only check that it could). Raises BrokerError."""
+        self.topics.add_partitions(name, count, validate_only)
+
     def describe_topics(self, names: list[str] | None, allow_auto_create: bool = False) -> dict:
         """{name: {partitions, config, error}} for `names` (None: every topic but internal ones)."""
         if names is None:
@@ -530,6 +534,23 @@ class LogBroker:
         except FlushFailed as exc:
             raise BrokerError(ErrorCode.STORAGE_ERROR, f"the commit was not flushed to disk: {exc}") from None
         return results
+
+    def delete_group(self, group_id: str):
+        """Delete a group with no members and its committed offsets (Kafka's DeleteGroups).
+
+        Raises BrokerError PRECONDITION_FAILED while it has members, NOT_FOUND when neither the
+        coordinator nor the offsets know it. Returns None, or an awaitable done once the
+        tombstones are on disk."""
+        known = self.groups.describe(group_id) is not None or bool(self.offsets.group_offsets(group_id))
+        if not known:
+            raise BrokerError(ErrorCode.NOT_FOUND, f"consumer group {group_id!r} does not exist")
+        if not self.groups.delete_empty(group_id):
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"consumer group {group_id!r} still has members")
+        try:
+            flush_to = self.offsets.delete_group(group_id)
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not delete the commits of {group_id!r}: {exc}") from None
+        return None if flush_to is None else self._commit_when_durable(flush_to, None)
 
     def fetch_offsets(self, group_id: str, partitions=None) -> list:
         """Rows `[topic, partition, offset, metadata]` (offset -1: nothing committed); None: all of the group's."""

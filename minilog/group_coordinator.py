@@ -386,6 +386,15 @@ class GroupCoordinator:
         self.groups.pop(group_id, None)
 
     # ---- describing --------------------------------------------------------------------
+    def delete_empty(self, group_id: str) -> bool:
+        """Forget a group that has no members (DeleteGroups); False if it has members. A group the
+        coordinator does not know is already gone."""
+        group = self.groups.get(group_id)
+        if group is not None and group.members:
+            return False
+        self.groups.pop(group_id, None)
+        return True
+
     def list_groups(self) -> list[tuple[str, str]]:
         return [(g.group_id, g.state) for g in self.groups.values() if g.state != DEAD]
 

@@ -98,6 +98,25 @@ class Topics:
             raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not create topic {name!r}: {exc}") from None
         self._partitions[name] = partitions
 
+    def add_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
+        """Grow topic `name` to `count` partitions (CreatePartitions); partitions never shrink."""
+        if name not in self._partitions:
+            raise BrokerError(ErrorCode.NOT_FOUND, f"topic {name!r} does not exist")
+        if name in INTERNAL_TOPICS:
+            raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{name!r} is an internal topic")
+        current = self._partitions[name]
+        if not current < count <= MAX_PARTITIONS:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"topic {name!r} has {current} partitions: a new count must be "
+                                                     f"larger, and at most {MAX_PARTITIONS}; got {count}")
+        if validate_only:
+            return
+        try:
+            for p in range(current, count):
+                self.logs.create_log(name, p)
+                self._partitions[name] = p + 1   # a failure midway keeps the partitions made so far
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not add partitions to {name!r}: {exc}") from None
+
     def delete(self, name) -> None:
         if not isinstance(name, str) or name not in self._partitions:
             raise BrokerError(ErrorCode.NOT_FOUND, f"topic {name!r} does not exist")

@@ -26,7 +26,7 @@ except ImportError:   # a core without Kafka record batches: no Produce, Fetch o
 
 from . import errors as E
 from .codec import api_versions_body
-from .messages import (API_VERSIONS, CREATE_TOPICS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_GROUPS, FETCH,
+from .messages import (API_VERSIONS, CREATE_PARTITIONS, CREATE_TOPICS, DELETE_GROUPS, DELETE_TOPICS, DESCRIBE_CONFIGS, DESCRIBE_GROUPS, FETCH,
                        FIND_COORDINATOR, HEARTBEAT, INIT_PRODUCER_ID, JOIN_GROUP, LEAVE_GROUP, LIST_GROUPS, LIST_OFFSETS, METADATA,
                        OFFSET_COMMIT, OFFSET_FETCH, PRODUCE, SASL_AUTHENTICATE, SASL_HANDSHAKE, SYNC_GROUP)
 
@@ -39,6 +39,7 @@ MAX_PARTITIONS_PER_TOPIC = 10_000
 # Kafka's group.min/max.session.timeout.ms defaults.
 MIN_SESSION_TIMEOUT_MS = 10
 MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
+MAX_REBALANCE_TIMEOUT_MS = 30 * 60 * 1000
 # Bytes of a fetch reply besides records, per partition (a 249-byte name and the numbers).
 FETCH_OVERHEAD = 512
 MAX_FETCH_WAIT_MS = 5 * 60 * 1000
@@ -96,6 +97,8 @@ class KafkaApis:
             CREATE_TOPICS.key: self.create_topics,
             DELETE_TOPICS.key: self.delete_topics,
             DESCRIBE_CONFIGS.key: self.describe_configs,
+            CREATE_PARTITIONS.key: self.create_partitions,
+            DELETE_GROUPS.key: self.delete_groups,
         }
         if KAFKA is not None:
             self._handlers[PRODUCE.key] = self.produce
@@ -211,7 +214,7 @@ class KafkaApis:
 
     def fetch(self, conn, req):
         b = req.body
-        if b["session_id"] != 0:
+        if b.get("session_id", 0) != 0:   # v7+
             # We never hand out fetch sessions (session id 0 in every answer), so this id is unknown.
             return {"error_code": E.FETCH_SESSION_ID_NOT_FOUND, "session_id": 0, "responses": []}
         parts = [(t["topic"], p["partition"], p["fetch_offset"], p["partition_max_bytes"])
@@ -333,6 +336,48 @@ class KafkaApis:
             results.append({"name": name, "error_code": code, "error_message": message})
         return {"responses": results}
 
+    def create_partitions(self, conn, req) -> dict:
+        b = req.body
+        results = []
+        for t in b["topics"]:
+            code, message = E.NONE, None
+            if t["assignments"] and any(a["broker_ids"] not in ([NODE_ID], []) for a in t["assignments"]):
+                code, message = E.INVALID_REPLICA_ASSIGNMENT, f"the only broker is node {NODE_ID}"
+            else:
+                try:
+                    self.broker.create_partitions(t["name"], t["count"], b["validate_only"])
+                except BrokerError as exc:
+                    code = _code(exc, {ErrorCode.BAD_REQUEST: E.INVALID_PARTITIONS,
+                                       ErrorCode.NOT_AUTHORIZED: E.INVALID_REQUEST})
+                    message = exc.message
+            results.append({"name": t["name"], "error_code": code, "error_message": message})
+        return {"results": results}
+
+    def delete_groups(self, conn, req):
+        codes = {ErrorCode.NOT_FOUND: E.GROUP_ID_NOT_FOUND, ErrorCode.PRECONDITION_FAILED: E.NON_EMPTY_GROUP}
+        results, waits = [], []
+        for group_id in req.body["groups_names"]:
+            code = E.NONE
+            try:
+                durable = self.broker.delete_group(group_id)
+            except BrokerError as exc:
+                code = _code(exc, codes)
+            else:
+                if durable is not None:
+                    waits.append((len(results), durable))
+            results.append({"group_id": group_id, "error_code": code})
+        if not waits:
+            return {"results": results}
+
+        async def durable_all():
+            for row, wait in waits:
+                try:
+                    await wait
+                except BrokerError as exc:
+                    results[row]["error_code"] = _code(exc)
+            return {"results": results}
+        return durable_all()
+
     def describe_configs(self, conn, req) -> dict:
         results = []
         for res in req.body["resources"]:
@@ -385,6 +430,8 @@ class KafkaApis:
         rebalance = b.get("rebalance_timeout_ms", -1)
         if rebalance < 0:
             rebalance = b["session_timeout_ms"]
+        # A join waits for the other members up to the largest rebalance timeout: bound it.
+        rebalance = min(rebalance, MAX_REBALANCE_TIMEOUT_MS)
         protocols = [(p["name"], bytes(p["metadata"])) for p in b["protocols"]]
         try:
             fut = self.server.core(conn).join_group(b["group_id"], b["member_id"], req.client_id or "",

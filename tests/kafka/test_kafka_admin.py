@@ -106,3 +106,42 @@ def test_a_malformed_request_closes_only_its_connection(kafka_minilog, caplog):
         reply = _exchange(good, encode_request(METADATA, 1, 5, "t", {"topics": None}))
         assert decode_response(METADATA, 1, reply)[0] == 5
     assert any("closing kafka connection" in r.getMessage() for r in caplog.records)
+
+
+def test_partitions_are_added_and_empty_groups_deleted(bootstrap):
+    ck = pytest.importorskip("confluent_kafka")
+    admin = confluent_admin.AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([confluent_admin.NewTopic("growing", 2, 1)]).values():
+        _result(f)
+    assert _result(admin.create_partitions([confluent_admin.NewPartitions("growing", 5)])["growing"]) is None
+    wait_until(lambda: len(admin.list_topics(timeout=15).topics["growing"].partitions) == 5, message="5 partitions")
+    with pytest.raises(KafkaException) as exc:
+        _result(admin.create_partitions([confluent_admin.NewPartitions("growing", 3)])["growing"])
+    assert exc.value.args[0].code() == KafkaError.INVALID_PARTITIONS
+
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "doomed", "session.timeout.ms": 6000,
+                            "heartbeat.interval.ms": 100})
+    consumer.assign([ck.TopicPartition("growing", 0, 0)])
+    consumer.commit(offsets=[ck.TopicPartition("growing", 0, 0)], asynchronous=False)
+    consumer.close()
+    assert _result(admin.delete_consumer_groups(["doomed"])["doomed"]) is None
+    with pytest.raises(KafkaException) as exc:
+        _result(admin.delete_consumer_groups(["doomed"])["doomed"])
+    assert exc.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND
+
+
+def test_a_group_with_members_is_not_deleted(bootstrap):
+    ck = pytest.importorskip("confluent_kafka")
+    admin = confluent_admin.AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([confluent_admin.NewTopic("busy", 1, 1)]).values():
+        _result(f)
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "busy-group", "session.timeout.ms": 6000,
+                            "heartbeat.interval.ms": 100})
+    consumer.subscribe(["busy"])
+    try:
+        wait_until(lambda: consumer.poll(0.05) is None and consumer.assignment(), timeout=30, message="joined")
+        with pytest.raises(KafkaException) as exc:
+            _result(admin.delete_consumer_groups(["busy-group"])["busy-group"])
+        assert exc.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
+    finally:
+        consumer.close()
