@@ -11,7 +11,8 @@ alter each imply describe. Nothing is allowed that no ACL allows (there are no d
 | produce | write on the topic (and create on it, if it does not exist yet and would be created) |
 | fetch, long poll | read on the topic |
 | list offsets, metadata | describe on the topic (metadata of all topics shows only those) |
-| create / delete a topic | create / delete on the topic |
+| create / delete a topic, add partitions | create / delete / alter on the topic |
+| delete a group | delete on the group |
 | join, sync, heartbeat, leave a group | read on the group |
 | commit offsets | read on the group and read on each topic |
 | fetch offsets, describe a group | describe on the group (and on each topic asked for) |
@@ -143,6 +144,10 @@ class GuardedLog:
     def delete_topic(self, name) -> None:
         self.acl.check("topic", name, "delete")
         return self.core.delete_topic(name)
+
+    def create_partitions(self, name, count, validate_only=False):
+        self.acl.check("topic", name, "alter")
+        return self.core.create_partitions(name, count, validate_only)
 
     def describe_topics(self, names, allow_auto_create: bool = False) -> dict:
         acl = self.acl
@@ -286,6 +291,10 @@ class GuardedLog:
 
     def list_groups(self) -> list:
         return [(g, s) for g, s in self.core.list_groups() if self.acl.allows("group", g, "describe")]
+
+    def delete_group(self, group_id):
+        self.acl.check("group", group_id, "delete")
+        return self.core.delete_group(group_id)
 
     def describe_group(self, group_id) -> dict:
         self.acl.check("group", group_id, "describe")

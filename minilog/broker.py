@@ -37,7 +37,7 @@ from .append_waiters import AppendWaiters
 from .batch_formats import KAFKA, MINILOG, PartitionFormats, convert
 from .consumer_protocol import decode_assignment
 from .group_commit import FlushFailed, GroupCommit
-from .group_coordinator import GroupCoordinator
+from .group_coordinator import DEFAULT_GROUP_MAX_SIZE, GroupCoordinator
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES, OffsetsStore
 from .producer_state import PartitionProducers, ProducerIds
 from .storage import (LogClosedError, LogConfig, LogManager, OffsetLostError, OffsetOutOfRangeError,
@@ -81,7 +81,8 @@ class LogBroker:
 
     def __init__(self, data_dir: str, *, num_partitions: int = 1, auto_create_topics: bool = True,
                  log_config: dict | None = None, group_initial_rebalance_delay_ms: int = 0,
-                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES):
+                 offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES,
+                 group_max_size: int = DEFAULT_GROUP_MAX_SIZE):
         self.data_dir = data_dir
         self.default_partitions = num_partitions
         self.auto_create_topics = auto_create_topics
@@ -91,7 +92,7 @@ class LogBroker:
         self.logs: LogManager | None = None
         self.topics: Topics | None = None
         self.offsets: OffsetsStore | None = None
-        self.groups = GroupCoordinator(group_initial_rebalance_delay_ms)
+        self.groups = GroupCoordinator(group_initial_rebalance_delay_ms, group_max_size)
         self.waiters = AppendWaiters()
         self.group_commit: GroupCommit | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -517,6 +518,12 @@ class LogBroker:
                 results.append([topic, partition, _error(ErrorCode.BAD_REQUEST,
                                                          f"{topic}-{partition}: offset must be >= 0 and metadata "
                                                          f"a string")])
+                continue
+            if not 0 <= partition < self.topics.partition_count(topic):
+                # As Kafka's UNKNOWN_TOPIC_OR_PARTITION: a commit for nothing would be kept forever.
+                results.append([topic, partition, _error(ErrorCode.NOT_FOUND,
+                                                         f"{topic}-{partition}: no such topic or partition; "
+                                                         f"offsets are committed only for partitions that exist")])
                 continue
             good.append((topic, partition, offset, metadata))
             results.append([topic, partition, None])

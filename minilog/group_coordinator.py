@@ -52,6 +52,12 @@ DEAD = "Dead"
 
 MIN_SESSION_TIMEOUT_MS = 10
 MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
+# A rebalance waits for the slowest member's rebalance_timeout_ms: one member asking for 2**62
+# would stall the others for good. Bounded like the session timeout (Kafka's
+# group.max.session.timeout.ms, 30 min).
+MAX_REBALANCE_TIMEOUT_MS = MAX_SESSION_TIMEOUT_MS
+# Kafka's group.max.size: members of one group (each costs a member record and a join future).
+DEFAULT_GROUP_MAX_SIZE = 1000
 
 
 def _now_ms() -> float:
@@ -117,10 +123,11 @@ class Group:
 
 
 class GroupCoordinator:
-    def __init__(self, initial_rebalance_delay_ms: int = 0):
+    def __init__(self, initial_rebalance_delay_ms: int = 0, max_size: int = DEFAULT_GROUP_MAX_SIZE):
         # Kafka's group.initial.rebalance.delay.ms: the first rebalance of an empty group waits
         # this long for more members, so consumers started together form one generation.
         self.initial_rebalance_delay_ms = initial_rebalance_delay_ms
+        self.max_size = max_size
         self.groups: dict[str, Group] = {}
         self._member_numbers = itertools.count(1)
 
@@ -159,9 +166,17 @@ class GroupCoordinator:
             raise BrokerError(ErrorCode.BAD_REQUEST,
                               f"session_timeout_ms must be in [{MIN_SESSION_TIMEOUT_MS}, {MAX_SESSION_TIMEOUT_MS}], "
                               f"got {session_timeout_ms}")
+        if not MIN_SESSION_TIMEOUT_MS <= rebalance_timeout_ms <= MAX_REBALANCE_TIMEOUT_MS:
+            raise BrokerError(ErrorCode.BAD_REQUEST,
+                              f"rebalance_timeout_ms must be in [{MIN_SESSION_TIMEOUT_MS}, {MAX_REBALANCE_TIMEOUT_MS}], "
+                              f"got {rebalance_timeout_ms}")
         if not protocols:
             raise BrokerError(ErrorCode.BAD_REQUEST, "protocols must name at least one assignor")
         group = self.groups.get(group_id)
+        if not member_id and group is not None and group.state != DEAD and len(group.members) >= self.max_size:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"group {group_id!r} has reached its maximum size of {self.max_size} members "
+                              f"(--group-max-size)")
         if group is None or group.state == DEAD:
             group = self.groups[group_id] = Group(group_id)
         if group.members and protocol_type != group.protocol_type:

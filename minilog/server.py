@@ -12,6 +12,7 @@ docs/minilog.md walks through each path.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import tempfile
 
@@ -25,10 +26,18 @@ from .batch_formats import MINILOG
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
 from .fetch_response import PARTITION_OVERHEAD, FetchResponse
+from .group_coordinator import DEFAULT_GROUP_MAX_SIZE
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES
 from .storage import LogConfig
 
 log = logging.getLogger("minilog.server")
+
+# Topics one create_topics request may create (Kafka sets no limit; the request is bounded
+# by the frame size anyway, this bounds its time).
+MAX_TOPICS_PER_CREATE = 1000
+
+# conn.state key: fetches waiting for the connection's transport to drain (_defer_fetch).
+_PENDING_FETCHES = "minilog.pending_fetches"
 
 DEFAULT_PORT = 9093
 DEFAULT_DATA_DIR = "./data/minilog"
@@ -49,6 +58,7 @@ class MinilogServer(BrokerServer):
                  log_config: dict | None = None, fetch_sendfile: bool = True,
                  group_initial_rebalance_delay_ms: int = 0,
                  offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES,
+                 group_max_size: int = DEFAULT_GROUP_MAX_SIZE,
                  kafka_port: int | None = None, kafka_advertised: tuple[str, int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # The Kafka front door (minilog/kafka/): None = off, the default in-process.
@@ -60,7 +70,8 @@ class MinilogServer(BrokerServer):
         self._broker_settings = dict(num_partitions=num_partitions, auto_create_topics=auto_create_topics,
                                      log_config=log_config,
                                      group_initial_rebalance_delay_ms=group_initial_rebalance_delay_ms,
-                                     offsets_topic_segment_bytes=offsets_topic_segment_bytes)
+                                     offsets_topic_segment_bytes=offsets_topic_segment_bytes,
+                                     group_max_size=group_max_size)
         self.broker: LogBroker | None = None
         self.fetch_sendfile = fetch_sendfile
         self._current_rid = 0
@@ -89,6 +100,9 @@ class MinilogServer(BrokerServer):
         g.add_argument("--offsets-topic-segment-bytes", type=int, default=DEFAULT_OFFSETS_SEGMENT_BYTES,
                        help="segment.bytes of __consumer_offsets (Kafka's offsets.topic.segment.bytes; "
                             "only sealed segments are compacted; default 64 MiB)")
+        g.add_argument("--group-max-size", type=int, default=DEFAULT_GROUP_MAX_SIZE,
+                       help="members one consumer group may have (Kafka's group.max.size; "
+                            f"default {DEFAULT_GROUP_MAX_SIZE}); a join beyond it gets PRECONDITION_FAILED")
         g.add_argument("--no-fetch-sendfile", dest="fetch_sendfile", action="store_false", default=True,
                        help="write fetched records with pread + write instead of os.sendfile")
         kafka_listener.add_arguments(parser)
@@ -107,6 +121,7 @@ class MinilogServer(BrokerServer):
                    fetch_sendfile=args.fetch_sendfile,
                    group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
                    offsets_topic_segment_bytes=args.offsets_topic_segment_bytes,
+                   group_max_size=args.group_max_size,
                    kafka_port=args.kafka_port, kafka_advertised=args.kafka_advertised)
 
     def extra_listeners(self):
@@ -158,17 +173,34 @@ class MinilogServer(BrokerServer):
     def op_create_topics(self, conn, args):
         specs = required(args, "topics", list)
         validate_only = optional(args, "validate_only", bool, False)
-        results = {}
+        if len(specs) > MAX_TOPICS_PER_CREATE:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"at most {MAX_TOPICS_PER_CREATE} topics per create_topics "
+                                                     f"request, got {len(specs)}")
         for spec in specs:
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'topics' must be a map {name, num_partitions, config}")
-            name = spec["name"]
-            try:
-                self.core(conn).create_topic(name, spec.get("num_partitions"), spec.get("config"), validate_only)
-                results[name] = None
-            except BrokerError as exc:
-                results[name] = [exc.code, exc.message]
+        if len(specs) == 1:
+            return {"results": self._create_topic(conn, specs[0], validate_only, {})}
+        return self._create_topics(conn, specs, validate_only)
+
+    async def _create_topics(self, conn, specs, validate_only):
+        # One topic at a time, giving the loop back in between: creating a topic opens and
+        # preallocates files (about 1.5 ms a partition here), and 1,000 topics in one request
+        # must not hold up every other client for seconds. Each topic is all or nothing.
+        results = {}
+        for spec in specs:
+            self._create_topic(conn, spec, validate_only, results)
+            await asyncio.sleep(0)
         return {"results": results}
+
+    def _create_topic(self, conn, spec, validate_only, results) -> dict:
+        name = spec["name"]
+        try:
+            self.core(conn).create_topic(name, spec.get("num_partitions"), spec.get("config"), validate_only)
+            results[name] = None
+        except BrokerError as exc:
+            results[name] = [exc.code, exc.message]
+        return results
 
     @op("delete_topics")
     def op_delete_topics(self, conn, args):
@@ -240,15 +272,49 @@ class MinilogServer(BrokerServer):
             raise BrokerError(ErrorCode.BAD_REQUEST, f"max_bytes must be >= 1, got {max_bytes}")
         # The whole reply must fit in one frame the client accepts.
         max_bytes = min(max_bytes, conn.send_limit - 64 - PARTITION_OVERHEAD * len(parts))
+        fetch = (rid, parts, max_bytes, min_bytes, max_wait_ms)
+        pending = conn.state.get(_PENDING_FETCHES)
+        if conn.writing_paused or pending:
+            # The client is not reading its earlier replies: keep the request (a few hundred
+            # bytes), not its reply (up to a frame), and read it when the socket drains.
+            self._defer_fetch(conn, fetch)
+        else:
+            self._fetch_now(conn, *fetch)
+        return DEFERRED
+
+    def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms) -> None:
         rows, ready = self.core(conn).read(parts, max_bytes, min_bytes)
         if ready or max_wait_ms <= 0:
             self._send_fetch(conn, rid, rows)
         else:
             self._spawn(conn, rid, self._fetch_waiting(conn, rid, parts, max_bytes, min_bytes, max_wait_ms))
-        return DEFERRED
+
+    def _defer_fetch(self, conn, fetch) -> None:
+        """Queue a fetch until the connection's transport drains (what bounds a reader's memory).
+
+        A connection that pipelines fetches without reading the replies would otherwise make the
+        server read every reply's records into the transport's buffer: 50 fetches of 16 MiB held
+        768 MB. Now at most one reply waits in the buffer; the requests behind it wait as
+        arguments, and their records are read when it is their turn.
+        """
+        pending = conn.state.get(_PENDING_FETCHES)
+        if pending is None:
+            pending = conn.state[_PENDING_FETCHES] = collections.deque()
+            conn.on_writable.append(lambda: self._run_pending_fetches(conn))
+        pending.append(fetch)
+
+    def _run_pending_fetches(self, conn) -> None:
+        pending = conn.state.get(_PENDING_FETCHES)
+        while pending and not conn.writing_paused and not conn.closed:
+            self._fetch_now(conn, *pending.popleft())
 
     async def _fetch_waiting(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms):
         rows = await self.core(conn).wait_for_records(parts, max_bytes, min_bytes, max_wait_ms)
+        if conn.writing_paused:
+            # Woken while the client is not reading: answer after the deferred fetches, with
+            # what the log holds then (a file slice is not kept across a wait).
+            self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0))
+            return
         self._send_fetch(conn, rid, rows)
 
     def _send_fetch(self, conn, rid, rows) -> None:

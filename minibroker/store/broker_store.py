@@ -82,10 +82,16 @@ class BrokerStore:
         try:
             self._recover_definitions(broker)
             restore, counter = self._recover_messages(broker)
-            rec = self.journal.open(durable_queues=set(self.definitions.queues), on_message=restore)
+            # Definitions recovered from a backup (or lost) may lack a queue the journal still holds
+            # messages for: keep those messages, re-creating their queues, rather than drop them.
+            trusted = self.definitions.recovered_from is None
+            rec = self.journal.open(durable_queues=set(self.definitions.queues) if trusted else None,
+                                    on_message=restore)
             messages = counter[0]
         finally:
             self._recovering = False
+        if self.definitions.recovered_from is not None:
+            self.definitions.save()   # a whole definitions.msgpack again, from what was recovered
         self.journal.start()
         d = self.definitions
         self.recovered = {"exchanges": len(d.exchanges), "queues": len(d.queues), "bindings": len(d.bindings),
@@ -136,7 +142,13 @@ class BrokerStore:
         def restore(qname, rm):
             q = queues.get(qname)
             if q is None:
-                return
+                if self.definitions.recovered_from is None:
+                    return
+                log.error("durable queue %r holds messages in the journal but is missing from the recovered "
+                          "definitions; re-created with default arguments", qname)
+                q = broker.restore_queue(qname)
+                self.definitions.queues[qname] = {"durable": True, "exclusive": False, "auto_delete": False,
+                                                  "arguments": {}}
             props = rm.properties or None
             try:
                 msg = broker.restore_message(qname, rm.exchange, rm.routing_key, b"", props, rm.msg_id,

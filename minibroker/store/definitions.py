@@ -4,7 +4,8 @@ Definitions change rarely (a declare, a bind) and are small (kilobytes even with
 of queues), so the whole set is rewritten on every change as one file,
 `definitions.msgpack`, replaced atomically:
 
-    write definitions.msgpack.tmp -> fsync it -> rename over definitions.msgpack -> fsync the dir
+    write definitions.msgpack.tmp -> fsync it -> keep the current file as definitions.msgpack.prev
+    (hard link, renamed) -> rename the new one over definitions.msgpack -> fsync the dir
 
 `rename` replaces the directory entry in one step, so after a crash at any point the file
 holds either the old set or the new one, never a mix. The file also carries a magic number
@@ -53,6 +54,8 @@ class DefinitionsStore:
     def __init__(self, directory: str, fsync: bool = True):
         self.directory = directory
         self.path = os.path.join(directory, FILE_NAME)
+        self.prev_path = self.path + ".prev"   # the state before the last change, kept for recovery
+        self.recovered_from = None
         self.fsync = fsync
         self.exchanges: dict[str, dict] = {}
         self.queues: dict[str, dict] = {}
@@ -61,7 +64,17 @@ class DefinitionsStore:
 
     # ---- loading -------------------------------------------------------------------------
     def load(self) -> "DefinitionsStore":
+        """Read the definitions; a damaged file never stops a start.
+
+        When definitions.msgpack fails its check, the previous good copy (definitions.msgpack.prev,
+        the state before the last change) is used; when that is missing or damaged too, the start
+        goes on with no definitions, and the caller re-creates the queues the journal holds
+        messages for (`BrokerStore.recover`). Either way the damaged file is kept beside, as
+        definitions.msgpack.corrupt, and an ERROR says what may be lost. `recovered_from` says
+        which happened: None (the file was fine), "backup" or "nothing".
+        """
         os.makedirs(self.directory, exist_ok=True)
+        self.recovered_from = None
         tmp = self.path + ".tmp"
         if os.path.exists(tmp):
             # A crash between writing the temp file and the rename: the rename never happened,
@@ -69,21 +82,47 @@ class DefinitionsStore:
             os.unlink(tmp)
         if not os.path.exists(self.path):
             return self
-        with open(self.path, "rb") as f:
-            data = f.read()
-        if len(data) < _HEADER.size:
-            raise DefinitionsCorrupt(f"{self.path} is {len(data)} bytes, shorter than its header; "
-                                     "restore it from a backup or remove it to start with no definitions")
-        magic, length, crc = _HEADER.unpack_from(data)
-        body = data[_HEADER.size:_HEADER.size + length]
-        if magic != MAGIC or len(body) != length or zlib.crc32(body) != crc:
-            raise DefinitionsCorrupt(f"{self.path} fails its magic/length/CRC check; restore it from a "
-                                     "backup or remove it to start with no definitions")
-        state = msgpack.unpackb(body, raw=False)
+        try:
+            state = self.read_file(self.path)
+        except DefinitionsCorrupt as exc:
+            aside = self.path + ".corrupt"
+            os.replace(self.path, aside)
+            try:
+                state = self.read_file(self.prev_path)
+            except (DefinitionsCorrupt, FileNotFoundError) as prev_exc:
+                self.recovered_from = "nothing"
+                log.error("%s; moved aside to %s. The previous copy %s cannot be used either (%s): starting "
+                          "with no durable exchanges and bindings; durable queues holding messages in the journal "
+                          "are re-created with default arguments", exc, aside, self.prev_path, prev_exc)
+                state = {}
+            else:
+                self.recovered_from = "backup"
+                log.error("%s; moved aside to %s. Recovered from the previous copy %s: the last definition change "
+                          "before the damage (one declare, bind or delete) may be lost; durable queues holding "
+                          "messages in the journal are re-created if missing", exc, aside, self.prev_path)
         self.exchanges = state.get("exchanges", {})
         self.queues = state.get("queues", {})
         self.bindings = state.get("bindings", [])
         return self
+
+    @staticmethod
+    def read_file(path: str) -> dict:
+        """The state in one definitions file, without changing anything; DefinitionsCorrupt if damaged."""
+        with open(path, "rb") as f:
+            data = f.read()
+        if len(data) < _HEADER.size:
+            raise DefinitionsCorrupt(f"{path} is {len(data)} bytes, shorter than its header")
+        magic, length, crc = _HEADER.unpack_from(data)
+        body = data[_HEADER.size:_HEADER.size + length]
+        if magic != MAGIC or len(body) != length or zlib.crc32(body) != crc:
+            raise DefinitionsCorrupt(f"{path} fails its magic/length/CRC check")
+        try:
+            state = msgpack.unpackb(body, raw=False)
+        except Exception as exc:
+            raise DefinitionsCorrupt(f"{path} has a valid CRC but cannot be decoded ({type(exc).__name__})") from None
+        if type(state) is not dict:
+            raise DefinitionsCorrupt(f"{path} does not hold a map of definitions")
+        return state
 
     # ---- changes (each one saved before it returns) ----------------------------------------
     def put_exchange(self, name: str, spec: dict) -> None:
@@ -144,6 +183,14 @@ class DefinitionsStore:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if os.path.exists(self.path):
+            # Keep the current file as the previous good copy: a hard link under a temporary name,
+            # renamed into place, so there is always a whole definitions.msgpack on disk.
+            prev_tmp = self.prev_path + ".tmp"
+            if os.path.exists(prev_tmp):
+                os.unlink(prev_tmp)
+            os.link(self.path, prev_tmp)
+            os.replace(prev_tmp, self.prev_path)
         os.replace(tmp, self.path)
         if self.fsync:
             fsync_directory(self.directory)

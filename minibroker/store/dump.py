@@ -42,7 +42,9 @@ def dump(data_dir: str, records: bool, out=sys.stdout) -> int:
             d = DefinitionsStore(data_dir)
             # load() would delete a leftover .tmp file; only load when there is none.
             if not os.path.exists(d.path + ".tmp"):
-                d.load()
+                state = DefinitionsStore.read_file(d.path)   # read only: load() would repair
+                d.exchanges, d.queues = state.get("exchanges", {}), state.get("queues", {})
+                d.bindings = state.get("bindings", [])
                 print(f"definitions: {len(d.exchanges)} exchanges, {len(d.queues)} queues, "
                       f"{len(d.bindings)} bindings", file=out)
                 for name, spec in d.exchanges.items():

@@ -345,7 +345,7 @@ class KafkaApis:
                 code, message = E.INVALID_REPLICA_ASSIGNMENT, f"the only broker is node {NODE_ID}"
             else:
                 try:
-                    self.broker.create_partitions(t["name"], t["count"], b["validate_only"])
+                    self.server.core(conn).create_partitions(t["name"], t["count"], b["validate_only"])
                 except BrokerError as exc:
                     code = _code(exc, {ErrorCode.BAD_REQUEST: E.INVALID_PARTITIONS,
                                        ErrorCode.NOT_AUTHORIZED: E.INVALID_REQUEST})
@@ -359,7 +359,7 @@ class KafkaApis:
         for group_id in req.body["groups_names"]:
             code = E.NONE
             try:
-                durable = self.broker.delete_group(group_id)
+                durable = self.server.core(conn).delete_group(group_id)
             except BrokerError as exc:
                 code = _code(exc, codes)
             else:
@@ -435,7 +435,8 @@ class KafkaApis:
         protocols = [(p["name"], bytes(p["metadata"])) for p in b["protocols"]]
         try:
             fut = self.server.core(conn).join_group(b["group_id"], b["member_id"], req.client_id or "",
-                                         b["session_timeout_ms"], rebalance, b["protocol_type"], protocols)
+                                         b["session_timeout_ms"], rebalance, b["protocol_type"], protocols,
+                                         KAFKA)   # metadata/assignments in Kafka's layout (mixed groups)
         except BrokerError as exc:
             return dict(failed, error_code=_code(exc, _GROUP_CODES))
         return self._joined(fut, b["protocol_type"], failed)

@@ -142,7 +142,7 @@ class LogManager:
         config file removed, then the error is raised.
         """
         check_topic_name(topic)
-        if any(t == topic for t, _ in self._logs):
+        if (topic, 0) in self._logs:
             raise ValueError(f"topic {topic!r} already exists")
         created: list[PartitionLog] = []
         try:

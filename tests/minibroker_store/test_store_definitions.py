@@ -66,4 +66,18 @@ def test_corrupt_definitions_file_is_reported_clearly(tmp_path):
     data[-3] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(DefinitionsCorrupt, match="CRC"):
-        DefinitionsStore(str(tmp_path)).load()
+        DefinitionsStore.read_file(str(path))
+
+
+def test_a_damaged_definitions_file_is_recovered_from_the_previous_copy(tmp_path, caplog):
+    store = DefinitionsStore(str(tmp_path)).load()
+    store.put_queue("q", QUEUE)
+    store.put_queue("r", QUEUE)            # the last change: the previous copy has only "q"
+    path = tmp_path / FILE_NAME
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+    again = DefinitionsStore(str(tmp_path)).load()
+    assert again.recovered_from == "backup" and set(again.queues) == {"q"}
+    assert os.path.exists(tmp_path / (FILE_NAME + ".corrupt"))
+    assert "Recovered from the previous copy" in caplog.text

@@ -55,6 +55,7 @@ async def test_two_members_join_sync_commit_and_describe(broker):
 
 async def test_committed_offsets_survive_a_restart(open_broker):
     broker = open_broker()
+    broker.create_topic("t", 1, {})
     await asyncio.wait_for(broker.commit_offsets("solo", -1, "", [("t", 0, 7, "x")]), 5)
     broker.close()
     again = open_broker()

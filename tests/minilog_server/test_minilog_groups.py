@@ -130,6 +130,7 @@ def test_rebalance_timeout_drops_members_that_do_not_rejoin(server):
 def test_stale_generation_cannot_sync_heartbeat_or_commit(server):
     conns = [connect(server) for _ in range(2)]
     try:
+        create(conns[0], "t")  # commits are kept only for partitions that exist
         generation, ids, _, _ = form_group(conns, "g")
         commit = {"group_id": "g", "generation_id": generation - 1, "member_id": ids[0],
                   "offsets": [["t", 0, 5, ""]]}
@@ -151,6 +152,7 @@ def test_stale_generation_cannot_sync_heartbeat_or_commit(server):
 
 def test_offset_commit_and_fetch(server):
     with connect(server) as c:
+        create(c, "t", partitions=3)
         commit = {"group_id": "solo", "generation_id": -1, "member_id": "",
                   "offsets": [["t", 0, 10, "meta"], ["t", 1, 3, ""], ["u", 0, -4, ""]]}
         results = c.call("offset_commit", commit)["results"]
@@ -196,6 +198,7 @@ def test_group_calls_for_unknown_groups_and_members(server):
 
 def test_last_member_leaving_empties_the_group(server):
     with connect(server) as c:
+        create(c, "t")
         r = c.call("join_group", join_args("g"))
         c.call("sync_group", {"group_id": "g", "generation_id": r["generation_id"], "member_id": r["member_id"],
                               "assignments": [[r["member_id"], assignment({"t": [0]})]]})

@@ -27,6 +27,7 @@ def test_restart_keeps_topics_configs_data_and_committed_offsets(server):
 def test_deleted_topic_commits_stay_deleted_after_restart(server):
     with connect(server) as c:
         produce(c, "doomed", 0, batch(values(3)))
+        produce(c, "other", 0, batch(values(1)))
         c.call("offset_commit", {"group_id": "g", "generation_id": -1, "offsets": [["doomed", 0, 2, ""],
                                                                                   ["other", 0, 1, ""]]})
         c.call("delete_topics", {"topics": ["doomed"]})
@@ -92,6 +93,7 @@ def test_committed_offsets_survive_compaction_of_the_offsets_topic_and_a_restart
     want = {}
     with connect(server) as c:
         produce(c, "gone", 0, batch(values(1)))
+        create(c, "t", partitions=3)
         for i in range(120):
             group = "g%d" % (i % 2)
             offsets = [["t", i % 3, i, "m%d" % i]] + ([["gone", 0, i, ""]] if i % 5 == 0 else [])
