@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from clients.record_batch import (HEADER_SIZE, BatchBuilder, CorruptBatchError, InvalidBatchError, TruncatedBatchError,
                                   build_batch, decode_batch, decode_batches, iter_batches, read_header,
-                                  set_base_offset, validate)
+                                  set_base_offset, validate, validate_records)
 from log_storage_helpers import examples
 
 blobs = st.one_of(st.none(), st.binary(max_size=64))
@@ -27,6 +27,12 @@ def test_round_trip(recs, base):
     for i, (rec, (offset, ts, key, value, hdrs)) in enumerate(zip(recs, decoded)):
         assert offset == base + i and ts == rec[2] and key == rec[0] and value == rec[1]
         assert (None if hdrs is None else [tuple(x) for x in hdrs]) == rec[3]
+
+
+@examples(150)
+@given(records)
+def test_the_broker_body_check_accepts_every_batch_the_builders_make(recs):
+    assert validate_records(build_batch(recs)).record_count == len(recs)
 
 
 def test_builder_matches_build_batch():
