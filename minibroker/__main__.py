@@ -13,6 +13,16 @@ from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinibrokerServer, tune_gc
 COMMANDS = {
     "dump": "minibroker.store.dump:main",
     "users": "minibroker.users_command:main",
+    "list": "minibroker.admin_cli:list_main",
+    "declare": "minibroker.admin_cli:declare_main",
+    "delete": "minibroker.admin_cli:delete_main",
+    "purge": "minibroker.admin_cli:purge_main",
+    "bind": "minibroker.admin_cli:bind_main",
+    "unbind": "minibroker.admin_cli:unbind_main",
+    "publish": "minibroker.admin_cli:publish_main",
+    "get": "minibroker.admin_cli:get_main",
+    "stats": "minibroker.admin_cli:stats_main",
+    "trace": "minibroker.admin_cli:trace_main",
 }
 
 

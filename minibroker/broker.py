@@ -21,6 +21,7 @@ import time
 from clients.protocol.errors import BrokerError, ErrorCode
 
 from . import dead_letter as dead_letter_module
+from . import trace
 from .exchanges import EXCHANGE_TYPES, DefaultExchange
 from .exchanges.base import freeze
 from serverbase.schema import NAME_MAX_BYTES, utf8_len
@@ -55,7 +56,10 @@ class Broker:
         self._turn_scheduled = False
         self._expiring: set = set()        # queues that hold messages with a TTL
         self._session_ids = 0
-        self.stats = {"published": 0, "delivered_batches": 0}
+        # Server-wide counters (the `stats` op, /metrics); per-queue ones are on MessageQueue.
+        self.stats = {"published": 0, "delivered_batches": 0, "returned": 0, "discarded": 0, "dead_lettered": 0}
+        self.retired_counts = [0, 0, 0, 0]   # MessageQueue.counts of deleted queues
+        self.tracers: list = []              # minibroker/trace.py: callbacks of `minibroker trace`
 
     # ---- sessions -----------------------------------------------------------------------------------
     def open_session(self, sink, session_id=None) -> Session:
@@ -93,6 +97,8 @@ class Broker:
                 continue
             if ch.outbox:
                 entries, nbytes = ch.take_deliveries()
+                if self.tracers:
+                    trace.delivered(self, ch, entries)
                 too_large = ch.session.sink.deliver(ch.number, entries, nbytes)
                 if too_large:
                     for tag in too_large:
@@ -189,6 +195,7 @@ class Broker:
                     self._maybe_auto_delete_exchange(other)
         if exchange.durable:
             self.store.exchange_deleted(exchange)
+        log.log(logging.DEBUG if exchange.auto_delete else logging.INFO, "deleted exchange %r", exchange.name)
 
     def _maybe_auto_delete_exchange(self, exchange) -> None:
         if exchange.auto_delete and not exchange.bindings and exchange.name not in PREDECLARED:
@@ -317,6 +324,12 @@ class Broker:
             queue.exclusive_owner.exclusive_queues.discard(queue)
         if queue.durable:
             self.store.queue_deleted(queue)
+        # The server-wide totals keep what a deleted queue counted.
+        self.retired_counts = [a + b for a, b in zip(self.retired_counts, queue.counts)]
+        # Exclusive and auto-delete queues come and go with their clients: only at DEBUG.
+        transient = queue.exclusive_owner is not None or queue.auto_delete
+        log.log(logging.DEBUG if transient else logging.INFO, "deleted queue %r (%d ready message(s) dropped)",
+                queue.name, count)
         return count
 
     def consumer_removed(self, consumer, now: float) -> None:
@@ -406,8 +419,14 @@ class Broker:
                 if not q.is_queue:
                     queues = self.route(exchange, routing_key, properties)
                     break
+        if self.tracers:
+            trace.published(self, channel, exchange_name, routing_key, body, properties)
+            trace.routed(self, exchange, routing_key, queues)
         if not queues:
             if mandatory:
+                self.stats["returned"] += 1
+                if self.tracers:
+                    trace.returned(self, channel, exchange_name, routing_key)
                 channel.session.sink.return_message(channel.number, NO_ROUTE, NO_ROUTE_TEXT, exchange_name,
                                                     routing_key, body, properties)
             return True
@@ -460,6 +479,7 @@ class Broker:
                                     channel.publish_seq += 1
                                 msg = Message(name, rk, body, None)
                                 msg.queue = q
+                                q.n_published += 1
                                 msg.position = q._next_position
                                 q._next_position += 1
                                 q.ready.append(msg)
@@ -567,6 +587,17 @@ class Broker:
         queue.ready.append(msg)
         queue.ready_bytes += msg.size
         return msg
+
+    # ---- tracing (minibroker/trace.py) -----------------------------------------------------------
+    def set_tracing(self, tracer, on: bool) -> None:
+        """Add or remove a trace callback. While any is set, every publish takes the full path
+        (the publish_batch fast path has no trace hook), so tracing costs nothing when off."""
+        if on:
+            self.tracers.append(tracer)
+        elif tracer in self.tracers:
+            self.tracers.remove(tracer)
+        for q in self.queues.values():
+            q.fast = q.ttl is None and not q.limited and not self.tracers
 
     # ---- introspection ----------------------------------------------------------------------------
     def describe(self) -> dict:

@@ -18,6 +18,7 @@ import secrets
 
 from clients.protocol.errors import BrokerError, ErrorCode
 
+from . import trace
 from .consumer import Consumer
 
 
@@ -46,7 +47,7 @@ class Channel:
         tag = self.next_tag
         self.next_tag = tag + 1
         body = msg.body
-        if msg.store_id is not None:                      # durable store (issue 4): lazy body, delivery count
+        if msg.store_id is not None:                      # durable store: lazy body, delivery count
             if body is None:
                 body = self.broker.store.read_body(msg)
             if not consumer.no_ack:
@@ -79,7 +80,7 @@ class Channel:
         tag = self.next_tag
         self.next_tag = tag + 1
         body = msg.body
-        if msg.store_id is not None:                      # durable store (issue 4): lazy body, delivery count
+        if msg.store_id is not None:                      # durable store: lazy body, delivery count
             if body is None:
                 body = self.broker.store.read_body(msg)
             if not no_ack:
@@ -91,9 +92,12 @@ class Channel:
             msg.consumer = None
             self.unacked[tag] = msg
             queue.unacked += 1
-        return {"delivery_tag": tag, "redelivered": msg.redelivered, "exchange": msg.exchange,
-                "routing_key": msg.routing_key, "message_count": len(queue.ready),
-                "body": body, "properties": msg.properties}
+        reply = {"delivery_tag": tag, "redelivered": msg.redelivered, "exchange": msg.exchange,
+                 "routing_key": msg.routing_key, "message_count": len(queue.ready),
+                 "body": body, "properties": msg.properties}
+        if self.broker.tracers:
+            trace.got(self.broker, self, queue, reply)
+        return reply
 
     # ---- settling ---------------------------------------------------------------------------------
     def _take(self, tag: int, multiple: bool, verb: str) -> list:
@@ -148,13 +152,18 @@ class Channel:
 
     def ack(self, tag: int, multiple: bool) -> None:
         msgs = self._take(tag, multiple, "ack")
+        if self.broker.tracers:
+            trace.settled(self.broker, self, msgs, "acked")
         self._release(msgs)
         for m in msgs:
+            m.queue.n_acked += 1
             if m.store_id is not None:
                 m.queue.settled(m)
 
     def nack(self, tag: int, multiple: bool, requeue: bool, verb: str = "nack") -> None:
         msgs = self._take(tag, multiple, verb)
+        if self.broker.tracers:
+            trace.settled(self.broker, self, msgs, verb + "ed" if verb == "nack" else "rejected", requeue)
         self._release(msgs)
         self._give_back(msgs, requeue)
 

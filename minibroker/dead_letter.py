@@ -76,7 +76,10 @@ def dead_letter(broker, queue, msgs: list, reason: str) -> None:
         rk = routing_key if routing_key is not None else msg.routing_key
         targets = [q for q in broker.route(exchange, rk, properties)
                    if client_caused or q.name not in died_in]
-        body = msg.body if msg.body is not None else broker.store.read_body(msg)   # lazy body (issue 4)
+        if broker.tracers:
+            from . import trace
+            trace.dead_lettered(broker, queue, [msg], reason, exchange.name, [targets])
+        body = msg.body if msg.body is not None else broker.store.read_body(msg)   # lazy body (durable store)
         for q in targets:
             m = Message(exchange.name, rk, body, properties)
             m.priority = msg.priority

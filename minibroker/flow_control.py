@@ -71,7 +71,7 @@ class PublisherFlowControl:
         for q in self.server.broker.queues.values():
             body += q.ready_bytes
             count += len(q.ready) + q.unacked
-        # durable store (issue 4): bodies it paged out to the journal take no memory
+        # durable store: bodies it paged out to the journal take no memory
         return body - getattr(self.server.store, "paged_bytes", 0) + count * MESSAGE_OVERHEAD
 
     def check(self) -> None:

@@ -112,8 +112,15 @@ class MessageQueue:
         # One flag keeps the common case (no limits) to two comparisons on publish.
         self.limited = s.max_length is not None or s.max_length_bytes is not None
         # `fast`: a transient message enters with no TTL or limit to apply (Broker.publish_batch inlines it).
-        self.fast = self.ttl is None and not self.limited
+        self.fast = self.ttl is None and not self.limited and not broker.tracers   # see Broker.set_tracing
         self.dead_letter_exchange = s.dead_letter_exchange
+        # Counters for `minibroker list queues` and the metrics (minibroker/introspect.py):
+        # plain int increments on the paths they count, deliveries once per drain.
+        self.n_published = self.n_delivered = self.n_acked = self.n_redelivered = 0
+
+    @property
+    def counts(self) -> tuple:
+        return self.n_published, self.n_delivered, self.n_acked, self.n_redelivered
 
     # ---- declaration -------------------------------------------------------------------------------
     def settings_key(self) -> tuple:
@@ -134,6 +141,7 @@ class MessageQueue:
     # ---- messages in -------------------------------------------------------------------------------
     def publish(self, msg, now: float) -> bool:
         """Take a routed message; False when the queue refuses it (reject-publish overflow)."""
+        self.n_published += 1
         msg.queue = self
         msg.position = self._next_position
         self._next_position += 1
@@ -199,6 +207,7 @@ class MessageQueue:
             consumers = consumers[:1]
         expiring = self.ttl is not None or self.has_message_expiry
         budget = DRAIN_LIMIT
+        before = len(ready)
         expired = None
         if len(consumers) == 1:
             consumer = consumers[0]
@@ -290,6 +299,7 @@ class MessageQueue:
                 budget -= 1
                 rr = (rr + k + 1) % n
             self._rr = rr
+        self.n_delivered += before - len(ready) - (len(expired) if expired else 0)
         if expired:
             self.discard(expired, "expired")
         if budget <= 0 and ready:
@@ -311,6 +321,8 @@ class MessageQueue:
             break
         if expired:
             self.discard(expired, "expired")
+        if msg is not None:
+            self.n_delivered += 1
         return msg
 
     # ---- settling ----------------------------------------------------------------------------------
@@ -348,6 +360,7 @@ class MessageQueue:
                     m.properties = properties
                 back.append(m)
         if back:
+            self.n_redelivered += len(back)
             self.ready.requeue(back)
             for m in back:
                 self.ready_bytes += m.size
@@ -358,7 +371,10 @@ class MessageQueue:
 
     def discard(self, msgs: list, reason: str) -> None:
         """Messages leave the queue unconsumed (rejected, expired, overflow): dead-letter or drop."""
+        stats = self.broker.stats
+        stats["discarded"] += len(msgs)
         if self.dead_letter_exchange is not None and not self.deleted:
+            stats["dead_lettered"] += len(msgs)
             self.broker.dead_letter(self, msgs, reason)
         for m in msgs:
             self.settled(m)

@@ -24,12 +24,15 @@ from serverbase.server import DEFERRED
 from . import access
 
 from .broker import Broker
+from . import introspect
+from .introspect import QueueRates
 from .flow_control import DEFAULT_LIMIT, ENTRY_ESTIMATE, PublisherFlowControl
 from .store_interface import TransientStore
 
 DEFAULT_PORT = 5673
 DEFAULT_AMQP_PORT = 5672     # the AMQP 0-9-1 front door (minibroker/amqp/), --amqp-port
 DEFAULT_DATA_DIR = "./data/minibroker"
+RATE_INTERVAL_S = 1.0       # how often queue rates are sampled (minibroker list queues)
 TICK_SECONDS = 0.05          # TTL sweeps and x-expires checks
 ENTRY_OVERHEAD = 48          # msgpack bytes around one delivery besides its strings and body
 PROPERTIES_ESTIMATE = 128
@@ -143,12 +146,12 @@ class MinibrokerServer(BrokerServer):
     def __init__(self, *args, store=None, fsync: str = "always", fsync_interval_ms: int = 200,
                  journal_segment_bytes: int = 64 << 20, amqp_port: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        # AMQP 0-9-1 front door (issue 10): None = off. Off by default when built in code (tests
+        # AMQP 0-9-1 front door (minibroker/amqp/): None = off. Off by default when built in code (tests
         # pass amqp_port=0); the command line's --amqp-port defaults to 5672.
         self.amqp_port = amqp_port
         self.store = store if store is not None else TransientStore()
         self.broker = Broker(store=self.store)
-        # ---- durable store (issue 4): with a data dir and no explicit store, keep durable
+        # ---- durable store: with a data dir and no explicit store, keep durable
         # definitions and persistent messages on disk (minibroker/store/, docs/minibroker-durability.md).
         self._durable = store is None and bool(self.data_dir)
         self.fsync_policy, self.fsync_interval_ms = fsync, fsync_interval_ms
@@ -189,13 +192,16 @@ class MinibrokerServer(BrokerServer):
     async def open(self):
         import asyncio
         self.broker._schedule = asyncio.get_running_loop().call_soon
-        if self._durable:   # durable store (issue 4)
+        if self._durable:   # durable store
             from .store.broker_store import BrokerStore
             self.store = self.broker.store = BrokerStore(self.data_dir, fsync=self.fsync_policy,
                                                          fsync_interval_ms=self.fsync_interval_ms,
                                                          segment_bytes=self.journal_segment_bytes)
         self.store.recover(self.broker)
         self.every(TICK_SECONDS, self.broker.tick)
+
+        self.queue_rates = QueueRates()
+        self.every(RATE_INTERVAL_S, lambda: self.queue_rates.sample(self.broker.queues))
 
         self.flow_control = PublisherFlowControl(self, self.max_queued_bytes)
         self.every(TICK_SECONDS, self.flow_control.check)
@@ -212,13 +218,16 @@ class MinibrokerServer(BrokerServer):
         conn.on_writable.append(session.resume)
 
     def on_connection_closed(self, conn):
+        tracer = conn.state.pop("tracer", None)
+        if tracer is not None:
+            self.broker.set_tracing(tracer, False)
         session = conn.state.pop("session", None)
         if session is not None:
             session.close()
 
     def extra_info(self) -> dict:
         info = self.broker.describe()
-        if hasattr(self.store, "describe"):   # durable store (issue 4): fsyncs, journal size, recovery
+        if hasattr(self.store, "describe"):   # durable store: fsyncs, journal size, recovery
             info["store"] = self.store.describe()
         return info
 
@@ -227,6 +236,8 @@ class MinibrokerServer(BrokerServer):
         return access.Permissions.from_stored(user, raw)
 
     def authorize(self, conn, op: str, args: dict):
+        if op == "trace":   # shows every message: only for users who may do everything
+            raise NotAuthorized(f"ACCESS_REFUSED: user {conn.user!r} may not trace (it shows every message)")
         if op == "publish_batch":
             return self._authorize_publish_batch(conn, args)
         try:
@@ -458,3 +469,81 @@ class MinibrokerServer(BrokerServer):
     def op_reject(self, conn, args):
         self._channel(conn, args).nack(args["delivery_tag"], False, args["requeue"], "reject")
         return {}
+
+    # ---- looking inside (minibroker list ..., the stats op; minibroker/introspect.py) --------------
+    def _sessions(self) -> list:
+        """(session, connection) of every client connection (msgpack or AMQP), in connection order."""
+        out = []
+        for conn in self.connections.values():
+            state = getattr(conn, "state", None)
+            session = state.get("session") if isinstance(state, dict) else getattr(conn, "session", None)
+            if session is not None:
+                out.append((session, conn))
+        return out
+
+    @op("list", schema={"kind": Name()})
+    def op_list(self, conn, args):
+        kind = args["kind"]
+        broker = self.broker
+        if kind == "queues":
+            rows = introspect.queue_rows(broker, self.queue_rates)
+        elif kind == "exchanges":
+            rows = introspect.exchange_rows(broker)
+        elif kind == "bindings":
+            rows = introspect.binding_rows(broker)
+        elif kind == "consumers":
+            rows = introspect.consumer_rows(s for s, _ in self._sessions())
+        elif kind == "channels":
+            rows = introspect.channel_rows(s for s, _ in self._sessions())
+        elif kind == "connections":
+            rows = [introspect.connection_row(s, c) for s, c in self._sessions()]
+        else:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"list: unknown kind {kind!r}; use one of {', '.join(introspect.KINDS)}")
+        return {"rows": rows}
+
+    def extra_metrics(self) -> list:
+        from serverbase.metrics import Sample
+        broker = self.broker
+        totals = list(broker.retired_counts)
+        ready = unacked = 0
+        for q in broker.queues.values():
+            totals = [a + b for a, b in zip(totals, q.counts)]
+            ready += len(q.ready)
+            unacked += q.unacked
+        published, delivered, acked, redelivered = totals
+        stats = broker.stats
+        samples = [
+            Sample("published_total", "counter", "messages published (accepted by the server)", stats["published"]),
+            Sample("enqueued_total", "counter", "messages put on queues (one per queue routed to)", published),
+            Sample("delivered_total", "counter", "messages delivered to consumers or by get", delivered),
+            Sample("acked_total", "counter", "deliveries acknowledged", acked),
+            Sample("redelivered_total", "counter", "deliveries returned to their queue for redelivery", redelivered),
+            Sample("dead_lettered_total", "counter", "messages dead-lettered (rejected, expired, over a limit)",
+                   stats["dead_lettered"]),
+            Sample("discarded_total", "counter", "messages that left a queue unconsumed (dead-lettered or dropped)",
+                   stats["discarded"]),
+            Sample("returned_total", "counter", "mandatory messages returned unroutable", stats["returned"]),
+            Sample("queues", "gauge", "queues declared", len(broker.queues)),
+            Sample("messages_ready", "gauge", "messages ready for delivery, all queues", ready),
+            Sample("messages_unacknowledged", "gauge", "messages delivered and not yet acked, all queues", unacked),
+        ]
+        describe = getattr(self.store, "describe", None)
+        if describe is not None:
+            d = describe()
+            samples.append(Sample("fsyncs_total", "counter", "fsyncs of the message journal", d.get("fsyncs") or 0))
+            samples.append(Sample("fsync_latency_ms_avg", "gauge", "mean fsync time of the journal, in ms",
+                                  d.get("fsync_ms_avg")))
+        return samples
+
+    @op("trace", schema={"on": Bool(True)})
+    def op_trace(self, conn, args):
+        """Start (or stop) `trace` pushes of every message's path to this connection (minibroker/trace.py)."""
+        tracer = conn.state.get("tracer")
+        if args["on"] and tracer is None:
+            from serverbase.trace_push import push_tracer
+            tracer = conn.state["tracer"] = push_tracer(conn)
+            self.broker.set_tracing(tracer, True)
+        elif not args["on"] and tracer is not None:
+            del conn.state["tracer"]
+            self.broker.set_tracing(tracer, False)
+        return {"tracing": args["on"]}

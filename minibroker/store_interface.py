@@ -1,4 +1,4 @@
-"""The seam between the broker core and a durable store (issue 4 plugs one in under `minibroker/store/`).
+"""The seam between the broker core and a durable store (`minibroker/store/` plugs one in).
 
 The core calls the store at a handful of moments and never waits on it inline:
 
@@ -11,7 +11,7 @@ The core calls the store at a handful of moments and never waits on it inline:
 - `delivered(queue, msg)` when a message with a `store_id` is handed out with acks pending (so
   redelivered flags and delivery counts survive a restart), and `read_body(msg)` when the core
   needs the body of a message whose `body` the store dropped from memory (`None`; lazy bodies).
-  [added by the durable store, issue 4]
+  [added by the durable store]
 - confirms: `when_durable(callback)` at the end of each event-loop turn that produced publisher
   confirms. The store calls `callback()` once everything it accepted so far is durable — at once
   if nothing is pending. Callbacks must run in the order they were registered (confirms must not

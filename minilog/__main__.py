@@ -13,6 +13,12 @@ from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinilogServer
 COMMANDS: dict[str, str] = {
     "dump": "minilog.dump:main",
     "users": "minilog.users_command:main",
+    "topics": "minilog.admin_cli:topics_main",
+    "groups": "minilog.admin_cli:groups_main",
+    "produce": "minilog.admin_cli:produce_main",
+    "consume": "minilog.admin_cli:consume_main",
+    "stats": "minilog.admin_cli:stats_main",
+    "trace": "minilog.admin_cli:trace_main",
 }
 
 

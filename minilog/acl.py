@@ -149,6 +149,10 @@ class GuardedLog:
         self.acl.check("topic", name, "alter")
         return self.core.create_partitions(name, count, validate_only)
 
+    def alter_topic_config(self, name, set_, delete):
+        self.acl.check("topic", name, "alter")
+        return self.core.alter_topic_config(name, set_, delete)
+
     def describe_topics(self, names, allow_auto_create: bool = False) -> dict:
         acl = self.acl
         if names is None:

@@ -98,6 +98,10 @@ class LogBroker:
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.formats = PartitionFormats()
         self._minilog_noted: set = set()     # logs whose minilog-batches marker is known to be written
+        # Figures for the `stats` op and /metrics (MinilogServer.extra_metrics); plain ints.
+        self.produced_batches = self.produced_records = self.produced_bytes = 0
+        self.fetch_waits = 0
+        self.tracers: list = []   # `minilog trace` callbacks; every hook is behind `if tracing`
         self.producer_ids: ProducerIds | None = None
         self._producers: dict = {}           # log -> PartitionProducers (idempotent produce)
         self.duplicates = 0                  # retried idempotent batches answered without appending
@@ -129,6 +133,8 @@ class LogBroker:
     def tick_groups(self) -> None:
         """Session timeouts and rebalance deadlines (run every 50 ms or so)."""
         self.groups.tick()
+        if self.tracers:
+            self.trace_groups()
 
     def tick_storage(self) -> None:
         """Retention, flush.ms, segment.ms, compaction and checkpoints (the storage engine decides what is due)."""
@@ -159,6 +165,26 @@ class LogBroker:
             self.topics.check_create(name, num_partitions, config)
         else:
             self.topics.create(name, num_partitions, config)
+
+    def alter_topic_config(self, name: str, set_: dict, delete: list) -> dict:
+        """Change a topic's config overrides (kafka-configs --alter): set some, delete others so
+        they fall back to the server default. Applied to its open logs at once; returns the
+        effective config. Raises BrokerError."""
+        if not self.topics.exists(name):
+            raise BrokerError(ErrorCode.NOT_FOUND, f"topic {name!r} does not exist")
+        if name in INTERNAL_TOPICS:
+            raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{name!r} is an internal topic; its config is the server's")
+        overrides = self.logs.overrides_for(name)
+        for key in delete:
+            overrides.pop(key, None)
+        overrides.update(set_)
+        try:
+            config = self.logs.set_topic_config(name, overrides)
+        except ValueError as exc:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"topic {name!r}: {exc}") from None
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not store the config of {name!r}: {exc}") from None
+        return config.to_dict()
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic, wake its parked fetches and forget its commits. Raises BrokerError."""
@@ -215,6 +241,7 @@ class LogBroker:
         durable = []
         get_log = self.topics.get_log
         notify = self.waiters.notify
+        tracing = bool(self.tracers)
         for item in entries:
             try:
                 topic, partition, batch = item
@@ -234,13 +261,20 @@ class LogBroker:
                 if (topic, partition) not in noted:
                     self.formats.note_append(plog, MINILOG)
                     noted.add((topic, partition))
+                if tracing:
+                    before = _segment_state(plog)
                 # A failed write raises SegmentWriteError (an OSError) after the storage
                 # engine cut the torn bytes off: nothing of this entry was stored.
                 info = plog.append(batch)
+                if tracing:
+                    self._trace_append(topic, partition, plog, info, len(batch), before)
             except Exception as exc:
                 results.append([topic, partition, -1, append_error(exc, topic, partition)])
                 continue
             notify((topic, partition))
+            self.produced_batches += 1
+            self.produced_records += info.last_offset - info.base_offset + 1
+            self.produced_bytes += len(batch)
             results.append([topic, partition, info.base_offset, None])
             if acks == -1:
                 durable.append((len(results) - 1, plog, info.last_offset + 1))
@@ -276,6 +310,9 @@ class LogBroker:
             if info is None:
                 continue  # a duplicate: nothing new to wake anyone for
             self.waiters.notify((topic, partition))
+            self.produced_batches += 1
+            self.produced_records += info.last_offset - info.base_offset + 1
+            self.produced_bytes += len(batch)
             if acks == -1:
                 durable.append((len(results) - 1, plog, info.last_offset + 1))
         if durable:
@@ -434,6 +471,7 @@ class LogBroker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait_ms / 1000
         keys = {(t, p) for t, p, _, _ in parts}
+        self.fetch_waits += 1
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -480,6 +518,48 @@ class LogBroker:
                 offset = -1 if found is None else found
             results.append([topic, partition, offset, None])
         return results
+
+    # ---- tracing (`minilog trace`) ----------------------------------------------------------
+    def set_tracing(self, tracer, on: bool) -> None:
+        if on:
+            self.tracers.append(tracer)
+            self._group_states = self._snapshot_groups()
+        elif tracer in self.tracers:
+            self.tracers.remove(tracer)
+
+    def _trace(self, event: dict) -> None:
+        for tracer in list(self.tracers):
+            tracer(event)
+
+    def _trace_append(self, topic, partition, plog, info, size, before) -> None:
+        self._trace({"event": "append", "topic": topic, "partition": partition, "base_offset": info.base_offset,
+                     "last_offset": info.last_offset, "bytes": size})
+        seg = plog.active_segment
+        if seg.base_offset != before[0]:
+            self._trace({"event": "segment_roll", "topic": topic, "partition": partition,
+                         "sealed_base_offset": before[0], "new_base_offset": seg.base_offset,
+                         "segments": len(plog.segments)})
+            before = (seg.base_offset, 0)
+        index = seg.index
+        if index is not None and index.entries > before[1]:
+            rel, position = index.entry(index.entries - 1)
+            self._trace({"event": "index_entry", "topic": topic, "partition": partition,
+                         "segment": seg.base_offset, "offset": seg.base_offset + rel, "position": position,
+                         "entries": index.entries})
+
+    def _snapshot_groups(self) -> dict:
+        return {g.group_id: (g.state, g.generation_id, len(g.members)) for g in self.groups.groups.values()}
+
+    def trace_groups(self) -> None:
+        """Report every group whose state, generation or member count changed since the last look."""
+        now = self._snapshot_groups()
+        before = getattr(self, "_group_states", {})
+        for group_id, (state, generation, members) in now.items():
+            old = before.get(group_id)
+            if old != (state, generation, members):
+                self._trace({"event": "group", "group": group_id, "state": state, "previous_state": old[0] if old else None,
+                             "generation_id": generation, "members": members})
+        self._group_states = now
 
     # ---- consumer groups ---------------------------------------------------------------
     def join_group(self, group_id: str, member_id: str, client: str, session_timeout_ms: int,
@@ -570,6 +650,27 @@ class LogBroker:
             out.append([topic, partition, -1, ""] if c is None else [topic, partition, c.offset, c.metadata])
         return out
 
+    def delete_group(self, group_id: str):
+        """Delete an inactive group and its committed offsets (kafka-consumer-groups --delete).
+
+        Raises NOT_FOUND for a group the broker does not know and PRECONDITION_FAILED while it has
+        members. When commits were forgotten the answer is an awaitable, done once the tombstones
+        are on disk."""
+        group = self.groups.groups.get(group_id)
+        if group is not None and group.members:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"group {group_id!r} has {len(group.members)} active member(s); stop them first")
+        if group is None and not self.offsets.group_offsets(group_id):
+            raise BrokerError(ErrorCode.NOT_FOUND, f"consumer group {group_id!r} does not exist")
+        self.groups.groups.pop(group_id, None)
+        try:
+            flush_to = self.offsets.delete_group(group_id)
+        except OSError as exc:
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not delete group {group_id!r}: {exc}") from None
+        if flush_to is None:
+            return None
+        return self._commit_when_durable(flush_to, None)
+
     def list_groups(self) -> list[tuple[str, str]]:
         """(group_id, state) of every group with members or committed offsets, sorted."""
         states = dict(self.groups.list_groups())
@@ -631,3 +732,9 @@ class LogBroker:
                 "protocol": group.protocol, "generation_id": group.generation_id, "leader_id": group.leader_id,
                 "members": members}
 
+
+
+def _segment_state(plog) -> tuple[int, int]:
+    """(base offset of the active segment, its index entries): what an append may change."""
+    seg = plog.active_segment
+    return seg.base_offset, seg.index.entries if seg.index is not None else 0

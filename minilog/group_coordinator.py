@@ -130,6 +130,7 @@ class GroupCoordinator:
         self.max_size = max_size
         self.groups: dict[str, Group] = {}
         self._member_numbers = itertools.count(1)
+        self.rebalances = 0      # generations completed by a rebalance (metrics)
 
     # ---- helpers -----------------------------------------------------------------------
     def _group(self, group_id: str) -> Group:
@@ -242,6 +243,7 @@ class GroupCoordinator:
         for m in [m for m in group.members.values() if m.join_future is None]:
             del group.members[m.member_id]  # did not rejoin within the rebalance timeout
         group.generation_id += 1
+        self.rebalances += 1
         if not group.members:
             group.state = EMPTY
             group.leader_id = ""

@@ -19,6 +19,7 @@ import tempfile
 from clients.protocol.errors import BrokerError, ErrorCode
 from serverbase import BrokerServer
 from serverbase.args import optional, required
+from serverbase.auth import NotAuthorized
 from serverbase.server import DEFERRED, op
 
 from .acl import Acl, GuardedLog
@@ -152,6 +153,8 @@ class MinilogServer(BrokerServer):
         return Acl.from_stored(user, raw)
 
     def authorize(self, conn, op: str, args: dict):
+        if op == "trace":   # shows every record of every topic: only for users who may do everything
+            raise NotAuthorized(f"user {conn.user!r} may not trace: tracing shows every topic's records")
         return None   # each call is checked by the core's guarded view, `core(conn)`
 
     def core(self, conn):
@@ -163,12 +166,47 @@ class MinilogServer(BrokerServer):
             guarded = conn.state["guarded_log"] = GuardedLog(self.broker, conn.access)
         return guarded
 
+    def extra_metrics(self) -> list:
+        from serverbase.metrics import Sample
+        b = self.broker
+        if b is None:
+            return []
+        samples = [
+            Sample("produced_batches_total", "counter", "record batches appended", b.produced_batches),
+            Sample("produced_records_total", "counter", "records appended", b.produced_records),
+            Sample("produced_bytes_total", "counter", "bytes of record batches appended", b.produced_bytes),
+            Sample("fetch_sendfile_bytes_total", "counter", "record bytes sent with os.sendfile", self.sendfile_bytes),
+            Sample("fetch_waits_total", "counter", "fetches that waited (long poll) for records", b.fetch_waits),
+            Sample("rebalances_total", "counter", "consumer group rebalances completed", b.groups.rebalances),
+        ]
+        if b.group_commit is not None:
+            gc = b.group_commit
+            samples += [
+                Sample("fsyncs_total", "counter", "group-commit fsync rounds", gc.rounds),
+                Sample("fsync_seconds_total", "counter", "time spent in group-commit fsync rounds",
+                       round(gc.fsync_seconds, 6)),
+                Sample("durable_acks_total", "counter", "acks=all waits answered after their fsync", gc.requests),
+            ]
+        if b.topics is not None:
+            samples.append(Sample("topics", "gauge", "topics, internal ones included", len(b.topics.names())))
+            samples.append(Sample("groups", "gauge", "consumer groups known", len(b.groups.list_groups())))
+        return samples
+
     def dispatch(self, conn, req) -> None:
         # Ops that write their own reply frame (fetch) or none (produce with acks=0) need the request id.
         self._current_rid = req.id
         super().dispatch(conn, req)
 
     # ---- topics ------------------------------------------------------------------------
+    @op("alter_topic_config")
+    def op_alter_topic_config(self, conn, args):
+        topic = required(args, "topic", str)
+        set_ = optional(args, "set", dict, {})
+        delete = optional(args, "delete", list, [])
+        if not all(isinstance(k, str) for k in list(set_) + delete):
+            raise BrokerError(ErrorCode.BAD_REQUEST, "config names in 'set' and 'delete' must be strings")
+        return {"config": self.core(conn).alter_topic_config(topic, set_, delete)}
+
     @op("create_topics")
     def op_create_topics(self, conn, args):
         specs = required(args, "topics", list)
@@ -425,3 +463,49 @@ class MinilogServer(BrokerServer):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "'groups' must be an array of group ids")
             out.append(self.core(conn).describe_group(group_id))
         return {"groups": out}
+
+    # ---- tracing (`minilog trace`) -----------------------------------------------------
+    @op("trace")
+    def op_trace(self, conn, args):
+        """Start (or stop, `on: false`) `trace` pushes: appends, segment rolls, index entries, group changes."""
+        on = optional(args, "on", bool, True)
+        tracer = conn.state.get("tracer")
+        if on and tracer is None:
+            from serverbase.trace_push import push_tracer
+            tracer = conn.state["tracer"] = push_tracer(conn)
+            self.broker.set_tracing(tracer, True)
+        elif not on and tracer is not None:
+            del conn.state["tracer"]
+            self.broker.set_tracing(tracer, False)
+        return {"tracing": on}
+
+    def on_connection_closed(self, conn):
+        tracer = conn.state.pop("tracer", None)
+        if tracer is not None and self.broker is not None:
+            self.broker.set_tracing(tracer, False)
+        super().on_connection_closed(conn)
+
+    @op("delete_groups")
+    def op_delete_groups(self, conn, args):
+        """Delete inactive groups and their commits: `{results: {group: nil or [code, message]}}`."""
+        groups = required(args, "groups", list)
+        if not all(isinstance(g, str) for g in groups):
+            raise BrokerError(ErrorCode.BAD_REQUEST, "'groups' must be an array of group ids")
+        results, waits = {}, []
+        for group_id in groups:
+            try:
+                wait = self.core(conn).delete_group(group_id)
+            except BrokerError as exc:
+                results[group_id] = [exc.code, exc.message]
+                continue
+            results[group_id] = None
+            if wait is not None:
+                waits.append(wait)
+        if not waits:
+            return {"results": results}
+
+        async def when_durable():
+            for wait in waits:
+                await wait
+            return {"results": results}
+        return when_durable()

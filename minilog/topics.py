@@ -133,6 +133,8 @@ class Topics:
         partitions = []
         for p in range(self._partitions[name]):
             plog = self.logs.get_log(name, p)
+            segments = plog.segments
             partitions.append({"partition": p, "start_offset": plog.log_start_offset,
-                               "end_offset": plog.log_end_offset})
+                               "end_offset": plog.log_end_offset, "segments": len(segments),
+                               "size_bytes": sum(seg.size for seg in segments)})
         return {"partitions": partitions, "config": self.logs.config_for(name).to_dict(), "error": None}

@@ -22,6 +22,9 @@ import sys
 
 from clients.protocol.framing import DEFAULT_MAX_FRAME
 
+from .log_format import configure_logging
+from .settings import parse_settings
+
 
 def install_fast_loop() -> str:
     """Use uvloop when it is installed; the servers work on the standard loop too."""
@@ -91,6 +94,13 @@ def build_parser(server_cls, default_port: int, default_data_dir: str) -> argpar
                         help=f"where data is kept (default {default_data_dir})")
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="in any case (default INFO)")
+    parser.add_argument("--log-format", default="text", type=str.lower, choices=["text", "json"],
+                        help="text lines (default) or one JSON object per line")
+    parser.add_argument("--config", metavar="FILE",
+                        help=f"a TOML file of settings: keys are these flags without the dashes; precedence "
+                             f"is flag > environment ({server_cls.name.upper()}_PORT, ...) > file > default")
+    parser.add_argument("--metrics-port", type=port_or_off, default=None, metavar="PORT|off",
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics (default off)")
     parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME,
                         help=f"largest frame accepted, in bytes (default {DEFAULT_MAX_FRAME})")
     parser.add_argument("--user", action="append", metavar="USER:PASSWORD",
@@ -148,9 +158,8 @@ def run_server(server_cls, argv=None, *, default_port: int, default_data_dir: st
     if commands:
         parser.epilog = (f"commands: {', '.join(sorted(commands))} "
                          f"(`{server_cls.name} COMMAND --help` for each); without one, the server runs")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_settings(parser, server_cls.name, argv)
+    configure_logging(args.log_level, args.log_format, sys.stderr)
     loop_name = install_fast_loop()
     pin_mmap_threshold()
     server = server_cls.from_args(args)
@@ -161,6 +170,7 @@ def run_server(server_cls, argv=None, *, default_port: int, default_data_dir: st
     except TlsConfigError as exc:
         print(f"{server.name}: cannot start: {exc}", file=sys.stderr)
         return 1
+    server.metrics_port = args.metrics_port
     logging.getLogger(server.name).info("starting on %s loop, data in %s", loop_name, args.data_dir)
     try:
         asyncio.run(_serve(server))

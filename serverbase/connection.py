@@ -88,6 +88,7 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data):
         self.last_received = _monotonic()
+        self.server.bytes_in += len(data)
         decoder = self.decoder
         try:
             objs = decoder.feed(data)
@@ -221,6 +222,7 @@ class ClientConnection(asyncio.Protocol):
         self._flush_scheduled = False
         if self._out and not self.closed:
             out, self._out = self._out, []
+            self.server.bytes_out += sum(map(len, out))
             self.transport.writelines(out)
             if self.heartbeat:
                 self.last_sent = _monotonic()

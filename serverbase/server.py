@@ -77,6 +77,9 @@ class BrokerServer:
         self._periodic: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
         self._ops = self._collect_ops()
+        # Figures for the `stats` op and /metrics (serverbase/metrics.py); plain ints.
+        self.bytes_in = self.bytes_out = self.connections_opened = 0
+        self.metrics_port: int | None = None        # --metrics-port: serve /metrics over HTTP
 
     # ---- construction from the command line ---------------------------------------------
     # door name -> default port of its TLS twin (serverbase/tls.py); subclasses add their doors.
@@ -263,6 +266,36 @@ class BrokerServer:
         """Subclasses add their own figures (queues, topics, messages) to server_info."""
         return {}
 
+    # ---- metrics (serverbase/metrics.py) -------------------------------------------------
+    @op("stats", schema={})
+    def op_stats(self, conn, args):
+        from .metrics import stats_rows
+        return {"server": self.name, "metrics": stats_rows(self.metric_samples())}
+
+    def metric_samples(self) -> list:
+        from .metrics import Sample
+        from .process import resident_memory
+        return [
+            Sample("connections", "gauge", "client connections open now", len(self.connections)),
+            Sample("connections_opened_total", "counter", "client connections accepted since start",
+                   self.connections_opened),
+            Sample("received_bytes_total", "counter", "bytes read from clients (msgpack door)", self.bytes_in),
+            Sample("sent_bytes_total", "counter", "bytes written to clients (msgpack door)", self.bytes_out),
+            Sample("resident_memory_bytes", "gauge", "resident memory of the server process", resident_memory()),
+            Sample("uptime_seconds", "gauge", "seconds since the server started",
+                   round(time.monotonic() - self.started_at, 3)),
+        ] + self.extra_metrics()
+
+    def extra_metrics(self) -> list:
+        """Subclasses add their own `Sample`s (published, delivered, fsyncs...)."""
+        return []
+
+    def metrics_listener(self) -> Listener | None:
+        if self.metrics_port is None:
+            return None
+        from .metrics import MetricsHttp
+        return Listener("metrics", "--metrics-port", self.metrics_port, lambda: MetricsHttp(self), host=self.host)
+
     # ---- connection lifecycle hooks ----------------------------------------------------
     def next_connection_id(self) -> int:
         """Connection ids are unique across every front door of this server."""
@@ -282,10 +315,14 @@ class BrokerServer:
 
     def _connection_opened(self, conn):
         self.track(conn)
+        self.connections_opened += 1
+        log.debug("connection %s opened from %s", conn.id, conn.peer)
         self.on_connection_opened(conn)
 
     def _connection_closed(self, conn):
         self.untrack(conn)
+        log.debug("connection %s from %s closed (client %r, user %r)", conn.id, conn.peer, conn.client_name,
+                  conn.user)
         try:
             self.on_connection_closed(conn)
         except Exception:
@@ -321,6 +358,8 @@ class BrokerServer:
         native = Listener("", "--port", self.port,
                           lambda: ClientConnection(self, self.next_connection_id()), host=self.host)
         wanted = self._with_tls_twins([native] + self.extra_listeners())
+        if self.metrics_port is not None:
+            wanted.append(self.metrics_listener())
         try:
             for listener in wanted:
                 await listener.open()

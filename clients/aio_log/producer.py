@@ -1,7 +1,8 @@
 """AIOKafkaProducer: aiokafka's producer API over the minilog wire, with per-partition batching.
 
-`send()` appends the record to its partition's open batch as a wire-ready row (the same
-layout as `clients/log/producer.py`, see `clients/record_batch.py`) and returns an awaitable
+`send()` appends the record to its partition's open batch as a wire-ready row (a `_Batch`:
+the `OpenBatch` record accumulator of `clients/log/accumulator.py`, which the blocking
+producer shares; rows in the layout of `clients/record_batch.py`) and returns an awaitable
 of its RecordMetadata. A batch closes when it reaches `max_batch_size` bytes, or `linger_ms`
 after its first record (with linger_ms=0: at the end of the current event-loop iteration,
 so records sent together travel together). Closed batches leave at once in `produce`
@@ -18,22 +19,17 @@ cancelled(), add_done_callback() and asyncio.gather/wait).
 """
 
 import asyncio
-import time
-
-import msgpack
-
 from ..aio_rpc import AsyncRpcConnection
 from ..log.config import plain_credentials
+from ..log.accumulator import OpenBatch, record_size
 from ..log.connection import parse_bootstrap
 from ..log.partitioner import KeyPartitioner, pick_sticky
 from ..protocol.errors import BrokerError
-from ..record_batch import pack_batch
 from ..tls import aiokafka_tls
 from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, from_field, \
     from_wire
 from .structs import RecordMetadata, TopicPartition
 
-_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _MAX_IN_FLIGHT = 64  # produce requests unanswered before send() waits for a reply
 # A send loop gives the event loop a turn once this many request bytes were queued since the
 # last turn: often enough that requests leave while the loop goes on, rarely enough that they
@@ -56,20 +52,15 @@ def _as_bytes(x, what):
     raise TypeError(f"{what} must be bytes or None (set a {what}_serializer), got {type(x).__name__}")
 
 
-class _Batch:
-    __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "handle", "topic", "partition", "future", "tp")
+class _Batch(OpenBatch):
+    """An OpenBatch (`clients/log/accumulator.py`) with what the asyncio producer adds: the
+    timer that closes it and the future its produce reply resolves."""
 
-    def __init__(self, topic, partition, future, first_ts, now):
-        self.rows = []
-        self.size = 0
-        self.first_ts = first_ts  # the first record's timestamp
-        # Records sent without a timestamp get the batch's creation time (delta dflt): one
-        # clock read per batch, not per record (they differ by at most linger_ms).
-        self.dflt = now - first_ts
-        self.max_ts = max(first_ts, now)
+    __slots__ = ("handle", "future", "tp")
+
+    def __init__(self, topic, partition, future):
+        OpenBatch.__init__(self, topic, partition)
         self.handle = None
-        self.topic = topic
-        self.partition = partition
         self.future = future  # resolves to the batch's base offset once the server has it
         self.tp = None
 
@@ -79,7 +70,7 @@ class _Batch:
         if tp is None:
             tp = self.tp = TopicPartition(self.topic, self.partition)
         return RecordMetadata(self.topic, self.partition, tp, base + index if base >= 0 else -1,
-                              self.first_ts + self.rows[index][1], 0, -1)
+                              self.timestamp_of(index), 0, -1)
 
 
 class RecordFuture:
@@ -152,33 +143,31 @@ class BatchBuilder:
 
     def __init__(self, max_size):
         self._max = max_size
-        self._rows = []
-        self._size = 0
-        self._first = None
-        self._max_ts = None
+        self._batch = OpenBatch(None, -1)
 
     def append(self, *, timestamp=None, key=None, value=None, headers=None):
         """Add a record; returns None when the batch is full (send it and start another)."""
-        n = 16 + (len(value) if value else 0) + (len(key) if key else 0)
-        if self._rows and self._size + n > self._max:
+        key, value = _as_bytes(key, "key"), _as_bytes(value, "value")
+        headers = [(str(k), _as_bytes(v, "header value")) for k, v in headers] if headers else None
+        n = record_size(key, value)
+        batch = self._batch
+        if batch.rows and batch.size + n > self._max:
             return None
-        ts = int(timestamp) if timestamp is not None else time.time_ns() // 1_000_000
-        if self._first is None:
-            self._first = self._max_ts = ts
-        self._max_ts = max(self._max_ts, ts)
-        self._rows.append((len(self._rows), ts - self._first, _as_bytes(key, "key"), _as_bytes(value, "value"),
-                           [(str(k), bytes(v)) for k, v in headers] if headers else None))
-        self._size += n
-        return {"offset": len(self._rows) - 1, "timestamp": ts, "size": n}
+        index = batch.append(key, value, timestamp, headers, n)
+        return {"offset": index, "timestamp": batch.timestamp_of(index), "size": n}
 
     def record_count(self):
-        return len(self._rows)
+        return len(self._batch)
 
     def size(self):
-        return self._size
+        return self._batch.size
+
+    @property
+    def _first(self):
+        return self._batch.first_ts
 
     def _build(self) -> bytes:
-        return pack_batch(_packb(self._rows), len(self._rows), self._first, self._max_ts, 0, 0)
+        return self._batch.pack()
 
 
 class AIOKafkaProducer:
@@ -312,22 +301,12 @@ class AIOKafkaProducer:
                 batch = self._open.get((topic, partition))
         if batch is None:
             loop = asyncio.get_running_loop()
-            now = time.time_ns() // 1_000_000
-            batch = self._open[(topic, partition)] = _Batch(
-                topic, partition, loop.create_future(), int(timestamp_ms) if timestamp_ms is not None else now, now)
+            batch = self._open[(topic, partition)] = _Batch(topic, partition, loop.create_future())
             batch.handle = (loop.call_later(self._linger, self._close, batch) if self._linger > 0
                             else loop.call_soon(self._close, batch))
             if partition == self._sticky.get(topic):
                 self._current[topic] = batch
-        if timestamp_ms is not None:
-            delta = int(timestamp_ms) - batch.first_ts
-            if timestamp_ms > batch.max_ts:
-                batch.max_ts = int(timestamp_ms)
-        else:
-            delta = batch.dflt
-        index = len(batch.rows)
-        batch.rows.append((index, delta, key, value, headers))
-        batch.size += 16 + (len(value) if value else 0) + (len(key) if key else 0)
+        index = batch.append(key, value, timestamp_ms, headers)
         if batch.size >= self._max_batch:
             self._close(batch)
         return RecordFuture(batch, index)
@@ -368,7 +347,7 @@ class AIOKafkaProducer:
             nxt = self._open.get((batch.topic, self._sticky[batch.topic]))
             if nxt is not None:
                 self._current[batch.topic] = nxt
-        data = pack_batch(_packb(batch.rows), len(batch.rows), batch.first_ts, batch.max_ts, 0, 0)
+        data = batch.pack()
         fut = batch.future
 
         def done(base, err):

@@ -4,9 +4,10 @@ How a record travels (docs/clients-minilog.md tells the story at length):
 
 1. `Producer.produce()` picks the partition (`partitioner.py`: murmur2 of the key, or the
    topic's current sticky partition) and appends one row tuple to that partition's open
-   `_OpenBatch`. A row is already in the wire layout of a record
+   `_OpenBatch`, an `OpenBatch` of `accumulator.py` (the record accumulator the asyncio
+   producer shares). A row is already in the wire layout of a record
    (`[offset_delta, timestamp_delta, key, value, headers]`, see `clients/record_batch.py`), so
-   closing a batch is a single `msgpack.packb` of the rows plus the 39-byte header.
+   closing a batch (`OpenBatch.pack`) is a single `msgpack` pack of the rows plus the header.
 2. A batch closes when it holds `batch.size` bytes or `batch.num.messages` records, or when
    it is `linger.ms` old (checked by produce/poll/flush: there is no background thread, as
    in confluent-kafka the application is expected to call `poll()` regularly).
@@ -21,12 +22,10 @@ import collections
 import logging
 import time
 
-import msgpack
-
 from ..protocol.errors import BrokerError, ErrorCode
 from ..protocol.framing import DEFAULT_MAX_FRAME
-from ..record_batch import pack_batch  # rows are packed here; this writes header and CRC
 from ..rpc import ConnectionClosed
+from .accumulator import OpenBatch, record_size
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
@@ -42,12 +41,10 @@ _PRODUCER_KEYS = {
     "delivery.report.only.error", "max.in.flight.requests.per.connection", "max.in.flight",
     "dr_cb", "dr_msg_cb", "partitioner",
 }
-_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 # Records with values under this many bytes take the fast path; a batch closes that much
 # before its byte limit, so the record that fills it can never take it over the limit.
 _SMALL = 16 * 1024
 _BATCH_OVERHEAD = 128  # the 39-byte header, the records array header and estimate slack
-_now_ms = time.time_ns
 # linger.ms 0 sends a record at once only while fewer than this many produce requests are
 # unanswered; past that, records gather into the next batch until a reply comes back (as
 # librdkafka batches under load: its I/O thread is busy while the application produces).
@@ -66,25 +63,20 @@ def _as_bytes(x, what: str):
     raise TypeError(f"{what} must be str, bytes or None, got {type(x).__name__} (serialize it first)")
 
 
-class _OpenBatch:
-    """The records of one partition waiting to be sent, kept as wire-ready rows."""
+class _OpenBatch(OpenBatch):
+    """An OpenBatch (`accumulator.py`) with what the blocking producer adds: a linger
+    deadline, its size and count limits, and per-record callbacks."""
 
-    __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "callbacks", "deadline", "partition",
-                 "last_index", "max_size", "hard_size", "closed_at")
+    __slots__ = ("callbacks", "deadline", "last_index", "max_size", "hard_size", "closed_at")
 
-    def __init__(self, partition: int, deadline: float, max_count: int, max_size: int, hard_size: int):
-        self.rows = []
-        self.size = 0
+    def __init__(self, topic: str, partition: int, deadline: float, max_count: int, max_size: int, hard_size: int):
+        OpenBatch.__init__(self, topic, partition)
         self.last_index = max_count - 1  # the batch is full once a record lands at this index
         self.max_size = max_size    # close once this full (batch.size, leaving room for one small record)
         self.hard_size = hard_size  # never exceed: what the server accepts
         self.closed_at = 0.0
-        self.first_ts = None  # set by the first record (its timestamp, or now)
-        self.dflt = 0         # timestamp delta of records produced without a timestamp
-        self.max_ts = None
         self.callbacks = None  # {row index: callback} for records with their own callback
         self.deadline = deadline
-        self.partition = partition
 
 
 class _TopicState:
@@ -272,9 +264,11 @@ class Producer:
             raise KafkaException(KafkaError(
                 KafkaError._UNKNOWN_PARTITION,
                 f"topic {topic!r} has {t.num_partitions} partitions, no partition {partition!r}"))
-        size = 16 + (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
-        if headers:
-            size += sum(len(k) + len(v or b"") + 8 for k, v in (headers.items() if isinstance(headers, dict) else headers))
+        if headers is not None:
+            if isinstance(headers, dict):
+                headers = list(headers.items())
+            headers = [(str(k), _as_bytes(v, "header value")) for k, v in headers]
+        size = record_size(key, value, headers)
         if size + _BATCH_OVERHEAD > t.max_batch:
             raise KafkaException(KafkaError(
                 KafkaError.MSG_SIZE_TOO_LARGE,
@@ -291,15 +285,14 @@ class Producer:
             if room <= 0 or self._bytes >= self._max_queued_bytes:
                 self._make_room()
                 room = max(self._max_queued - self._count, 1)
-            acc = t.batches[partition] = _OpenBatch(partition, self._linger_deadline(), min(self._batch_count, room),
+            acc = t.batches[partition] = _OpenBatch(t.name, partition, self._linger_deadline(), min(self._batch_count, room),
                                                     min(self._batch_bytes, t.max_batch - _SMALL - _BATCH_OVERHEAD),
                                                     t.max_batch - _BATCH_OVERHEAD)
             self._open.append((t, acc))
             if partition == t.sticky:
                 t.current = acc
         rows = acc.rows
-        self._append_slow(acc, rows, key, value, timestamp, headers, cb)
-        acc.size += size
+        self._append_slow(acc, key, value, timestamp, headers, cb, size)
         if len(rows) > acc.last_index or acc.size >= acc.max_size or acc.deadline <= time.monotonic():
             self._after_append(t, acc)
 
@@ -336,28 +329,12 @@ class Producer:
             acc.deadline = later
         return True
 
-    def _append_slow(self, acc, rows, key, value, timestamp, headers, cb):
-        if headers is not None:
-            if isinstance(headers, dict):
-                headers = list(headers.items())
-            headers = [(str(k), _as_bytes(v, "header value")) for k, v in headers]
-        if acc.first_ts is None:
-            acc.first_ts = int(timestamp) if timestamp else _now_ms() // 1_000_000
-            acc.max_ts = acc.first_ts
-            if timestamp:
-                acc.dflt = _now_ms() // 1_000_000 - acc.first_ts
-                acc.max_ts = max(acc.max_ts, acc.first_ts + acc.dflt)
-        if timestamp:
-            delta = int(timestamp) - acc.first_ts
-            if timestamp > acc.max_ts:
-                acc.max_ts = int(timestamp)
-        else:
-            delta = acc.dflt
+    def _append_slow(self, acc, key, value, timestamp, headers, cb, size):
+        index = acc.append(key, value, timestamp or None, headers, size)
         if cb is not None:
             if acc.callbacks is None:
                 acc.callbacks = {}
-            acc.callbacks[len(rows)] = cb
-        rows.append((len(rows), delta, key, value, headers))
+            acc.callbacks[index] = cb
 
     def _report_now(self, cb, err, topic, partition, key, value):
         cb = cb or self._on_delivery
@@ -391,10 +368,7 @@ class Producer:
             nxt = t.batches[t.sticky]
             if nxt is not None:
                 t.current = nxt
-        rows = acc.rows
-        payload = _packb(rows)
-        max_ts = acc.max_ts if acc.max_ts is not None else acc.first_ts
-        self._ready.append((t.name, acc.partition, pack_batch(payload, len(rows), acc.first_ts, max_ts, 0, 0), acc))
+        self._ready.append((t.name, acc.partition, acc.pack(), acc))
 
     def _close_due(self) -> None:
         now = time.monotonic()

@@ -37,6 +37,7 @@ def describe_record(rtype: int, payload: bytes) -> str:
 
 def dump(data_dir: str, records: bool, out=sys.stdout) -> int:
     problems = 0
+    durable_queues = None        # names from the definitions, when they could be read
     if os.path.exists(os.path.join(data_dir, FILE_NAME)):
         try:
             d = DefinitionsStore(data_dir)
@@ -45,6 +46,7 @@ def dump(data_dir: str, records: bool, out=sys.stdout) -> int:
                 state = DefinitionsStore.read_file(d.path)   # read only: load() would repair
                 d.exchanges, d.queues = state.get("exchanges", {}), state.get("queues", {})
                 d.bindings = state.get("bindings", [])
+                durable_queues = set(d.queues)
                 print(f"definitions: {len(d.exchanges)} exchanges, {len(d.queues)} queues, "
                       f"{len(d.bindings)} bindings", file=out)
                 for name, spec in d.exchanges.items():
@@ -60,6 +62,10 @@ def dump(data_dir: str, records: bool, out=sys.stdout) -> int:
             problems += 1
     journal = os.path.join(data_dir, "journal")
     names = sorted(n for n in os.listdir(journal) if n.endswith(".seg")) if os.path.isdir(journal) else []
+    # A message copy is live until a SETTLE for its queue appears in any segment, so the live
+    # count per segment is known only after reading them all: print at the end.
+    settled: set = set()
+    report = []
     for name in names:
         path = os.path.join(journal, name)
         fd = os.open(path, os.O_RDONLY)
@@ -73,6 +79,7 @@ def dump(data_dir: str, records: bool, out=sys.stdout) -> int:
             counts = collections.Counter()
             gen = iter_records(fd, SEGMENT_HEADER.size, size)
             lines = []
+            enqueued = []           # (queue, message id) of this segment's PUBLISH records
             while True:
                 try:
                     off, rtype, payload = next(gen)
@@ -80,22 +87,38 @@ def dump(data_dir: str, records: bool, out=sys.stdout) -> int:
                     end = stop.value
                     break
                 counts[NAMES[rtype]] += 1
-                if records:
-                    lines.append(f"    @{off} {describe_record(rtype, payload)}")
+                try:
+                    rec = msgpack.unpackb(payload, raw=False)
+                    if rtype == PUBLISH:
+                        enqueued.extend((q, rec[0]) for q in rec[1])
+                    elif rtype == SETTLE:
+                        settled.update((rec[0], i) for i in rec[2])
+                    if records:
+                        lines.append(f"    @{off} {describe_record(rtype, payload)}")
+                except Exception as exc:  # a record whose CRC matched but whose content is not ours
+                    lines.append(f"    @{off} UNREADABLE {NAMES[rtype]} record: {type(exc).__name__}: {exc}")
+                    problems += 1
             summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no records"
-            print(f"segment {name}: {size} B, next id at creation {next_id}: {summary}", file=out)
-            for line in lines:
-                print(line, file=out)
+            tail = []
             if end < size:
                 torn_end = nonzero_end(fd, end, size)
                 if torn_end > end:
-                    print(f"  TORN OR CORRUPT TAIL: {torn_end - end} B after offset {end} (recovery will cut it)",
-                          file=out)
+                    tail.append(f"  TORN OR CORRUPT TAIL: {torn_end - end} B after offset {end} (recovery will cut it)")
                     problems += 1
                 if size > torn_end:
-                    print(f"  unused preallocated space: {size - max(end, torn_end)} B of zeros", file=out)
+                    tail.append(f"  unused preallocated space: {size - max(end, torn_end)} B of zeros")
+            report.append((f"segment {name}: {size} B, next id at creation {next_id}: {summary}", enqueued,
+                           lines, tail))
         finally:
             os.close(fd)
+    for header, enqueued, lines, tail in report:
+        live = sum(1 for q, i in enqueued if (q, i) not in settled
+                   and (durable_queues is None or q in durable_queues))
+        if enqueued:
+            header += f"; message copies: {live} live, {len(enqueued) - live} settled or dropped"
+        print(header, file=out)
+        for line in lines + tail:
+            print(line, file=out)
     return 1 if problems else 0
 
 

@@ -60,8 +60,9 @@ stable handle: compaction moves records, the id's location follows.
 
 Recovery (`open`)
 -----------------
-Segments are replayed in order; a torn or corrupt tail is cut at the last whole record and
-logged (the zeros of a preallocated segment's unused tail are the end of the journal, not damage). Replay rebuilds the index, per-segment live counts and references, delivery counts,
+Segments are replayed in order; a damaged record followed by whole ones (a flipped bit in old,
+fsynced data) is skipped with an ERROR and the records after it are kept (`records.next_record`);
+a torn or corrupt tail is cut at the last whole record and logged (the zeros of a preallocated segment's unused tail are the end of the journal, not damage). Replay rebuilds the index, per-segment live counts and references, delivery counts,
 and returns the live messages per queue, ordered by message id, without bodies.
 """
 
@@ -80,7 +81,8 @@ import msgpack
 
 from .definitions import fsync_directory
 from .records import (DELIVERY, HEADER_SIZE, PUBLISH, RECORD_HEADER, SEGMENT_HEADER, SETTLE,
-                      decode_segment_header, encode_record, encode_segment_header, iter_records, nonzero_end)
+                      decode_segment_header, encode_record, encode_segment_header, iter_records, next_record,
+                      nonzero_end)
 
 log = logging.getLogger("minibroker.store")
 
@@ -262,23 +264,37 @@ class MessageJournal:
             max_id = max(max_id, next_id - 1)
             seg = Segment(seg_id, path, fd, size)
             self.segments[seg_id] = seg
-            records = iter_records(fd, SEGMENT_HEADER.size, size)
+            start = SEGMENT_HEADER.size
             while True:
-                try:
-                    off, rtype, payload = next(records)
-                except StopIteration as stop:
-                    good_end = stop.value
+                records = iter_records(fd, start, size)
+                while True:
+                    try:
+                        off, rtype, payload = next(records)
+                    except StopIteration as stop:
+                        good_end = stop.value
+                        break
+                    try:
+                        max_id = self._replay(seg, off, rtype, payload, state, props_cache, max_id)
+                    except Exception as exc:
+                        # A whole record with a right CRC but a payload of the wrong shape: written
+                        # by something else, or a bug. Skipped like a damaged one, below.
+                        log.error("journal segment %s: record at offset %d has a valid CRC but an unreadable "
+                                  "payload (%s: %s)", path, off, type(exc).__name__, exc)
+                        records.close()
+                        good_end = off
+                        break
+                if good_end >= size:
                     break
-                try:
-                    max_id = self._replay(seg, off, rtype, payload, state, props_cache, max_id)
-                except Exception as exc:
-                    # A whole record with a right CRC but a payload of the wrong shape: written
-                    # by something else, or a bug. Treat it as the end of the good data.
-                    log.error("journal segment %s: record at offset %d has a valid CRC but an unreadable "
-                              "payload (%s: %s)", path, off, type(exc).__name__, exc)
-                    records.close()
-                    good_end = off
+                # A damaged record followed by whole ones is not a torn tail (a flipped bit, a stray
+                # write in fsynced data): skip it and keep everything after it.
+                resume = next_record(fd, good_end, size)
+                if resume is None:
                     break
+                log.error("journal segment %s: %d damaged bytes at offset %d skipped; the records after them "
+                          "are kept. What the damaged record held is lost: a message published in it is gone, "
+                          "an ack or delivery count recorded in it is undone (those messages are delivered "
+                          "again)", path, resume - good_end, good_end)
+                start = resume
             if good_end < size:
                 # Past the last whole record: the zeros of a preallocated segment (the end of
                 # the journal, not damage), maybe preceded by a torn record. Only non-zero

@@ -104,6 +104,50 @@ def iter_records(fd: int, start: int, end: int, chunk: int = 1 << 20):
         pos += total
 
 
+RESYNC_WINDOW = 4 << 20   # bytes searched past a damaged record for the next whole one
+
+
+def record_at(fd: int, pos: int, end: int) -> bool:
+    """Whether a whole record with a right CRC starts at `pos` (and ends by `end`)."""
+    header = os.pread(fd, HEADER_SIZE, pos)
+    if len(header) < HEADER_SIZE:
+        return False
+    length, crc, rtype = RECORD_HEADER.unpack(header)
+    if rtype not in _TYPE_CRC or length > MAX_PAYLOAD or pos + HEADER_SIZE + length > end:
+        return False
+    payload = os.pread(fd, length, pos + HEADER_SIZE)
+    return len(payload) == length and zlib.crc32(payload, _TYPE_CRC[rtype]) == crc
+
+
+def next_record(fd: int, bad: int, end: int) -> int | None:
+    """Where the next whole record starts after a damaged one at `bad`, or None (a torn tail).
+
+    A bit flipped in a payload leaves the record's length intact, so the next record is right
+    after it: that is tried first. Otherwise each later offset (within `RESYNC_WINDOW`) whose
+    type byte is a known type is tried; a CRC-32 match by chance is about one in four billion.
+    """
+    header = os.pread(fd, HEADER_SIZE, bad)
+    if len(header) == HEADER_SIZE:
+        length = RECORD_HEADER.unpack(header)[0]
+        after = bad + HEADER_SIZE + length
+        if length <= MAX_PAYLOAD and after < end and record_at(fd, after, end):
+            return after
+    stop = min(end, bad + RESYNC_WINDOW)
+    data = os.pread(fd, stop - bad, bad)
+    candidates = sorted(i for t in RECORD_TYPES for i in _find_all(data, bytes([t]), 9) if i - 8 > 0)
+    for i in candidates:
+        if record_at(fd, bad + i - 8, end):
+            return bad + i - 8
+    return None
+
+
+def _find_all(data: bytes, needle: bytes, start: int):
+    i = data.find(needle, start)
+    while i != -1:
+        yield i
+        i = data.find(needle, i + 1)
+
+
 def nonzero_end(fd: int, start: int, end: int, chunk: int = 1 << 20) -> int:
     """The offset just past the last non-zero byte of fd in [start, end); `start` if all are zero."""
     last = start

@@ -17,12 +17,9 @@ import asyncio
 import logging
 
 from clients.protocol.errors import BrokerError, ErrorCode
+from minilog.batch_formats import KAFKA
+from minilog.consumer_protocol import translate_assignment, translate_metadata
 from minilog.storage.log_manager import check_topic_name
-
-try:
-    from minilog.batch_formats import KAFKA
-except ImportError:   # a core without Kafka record batches: no Produce, Fetch or InitProducerId
-    KAFKA = None
 
 from . import errors as E
 from .codec import api_versions_body
@@ -83,6 +80,9 @@ class KafkaApis:
         self.advertised = advertised   # (conn) -> (host, port): known once the listener is open
         self._handlers = {
             API_VERSIONS.key: self.api_versions,
+            PRODUCE.key: self.produce,
+            FETCH.key: self.fetch,
+            INIT_PRODUCER_ID.key: self.init_producer_id,
             METADATA.key: self.metadata,
             FIND_COORDINATOR.key: self.find_coordinator,
             LIST_OFFSETS.key: self.list_offsets,
@@ -100,10 +100,6 @@ class KafkaApis:
             CREATE_PARTITIONS.key: self.create_partitions,
             DELETE_GROUPS.key: self.delete_groups,
         }
-        if KAFKA is not None:
-            self._handlers[PRODUCE.key] = self.produce
-            self._handlers[FETCH.key] = self.fetch
-            self._handlers[INIT_PRODUCER_ID.key] = self.init_producer_id
         if server.authenticator.enabled:
             self._handlers[SASL_HANDSHAKE.key] = self.sasl_handshake
             self._handlers[SASL_AUTHENTICATE.key] = self.sasl_authenticate
@@ -434,9 +430,10 @@ class KafkaApis:
         rebalance = min(rebalance, MAX_REBALANCE_TIMEOUT_MS)
         protocols = [(p["name"], bytes(p["metadata"])) for p in b["protocols"]]
         try:
+            # KAFKA: this member's metadata and assignments are in Kafka's ConsumerProtocol layout;
+            # the core translates for members of the other door (a group may mix both).
             fut = self.server.core(conn).join_group(b["group_id"], b["member_id"], req.client_id or "",
-                                         b["session_timeout_ms"], rebalance, b["protocol_type"], protocols,
-                                         KAFKA)   # metadata/assignments in Kafka's layout (mixed groups)
+                                         b["session_timeout_ms"], rebalance, b["protocol_type"], protocols, KAFKA)
         except BrokerError as exc:
             return dict(failed, error_code=_code(exc, _GROUP_CODES))
         return self._joined(fut, b["protocol_type"], failed)
@@ -558,8 +555,10 @@ class KafkaApis:
                             "protocol_type": "", "protocol_data": "", "members": []})
                 continue
             host = f"/{conn.peer[0]}" if conn.peer else ""
+            # Every member described in Kafka's layout, whichever door it came through.
             members = [{"member_id": m.member_id, "client_id": m.client, "client_host": host,
-                        "member_metadata": m.metadata_for(group.protocol), "member_assignment": m.assignment}
+                        "member_metadata": translate_metadata(m.metadata_for(group.protocol), m.fmt, KAFKA),
+                        "member_assignment": translate_assignment(m.assignment, m.fmt, KAFKA)}
                        for m in group.members.values()]
             out.append({"error_code": E.NONE, "group_id": group_id, "group_state": group.state,
                         "protocol_type": group.protocol_type, "protocol_data": group.protocol, "members": members})

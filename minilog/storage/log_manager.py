@@ -108,6 +108,10 @@ class LogManager:
     def config_for(self, topic: str) -> LogConfig:
         return LogConfig.from_dict(self._topic_overrides.get(topic, {}), self.default_config)
 
+    def overrides_for(self, topic: str) -> dict:
+        """The topic's own config overrides (Kafka names), without the server defaults."""
+        return dict(self._topic_overrides.get(topic, {}))
+
     def set_topic_config(self, topic: str, overrides: dict) -> LogConfig:
         """Replace a topic's overrides (Kafka names), persist them and apply them to its open logs."""
         check_topic_name(topic)
@@ -209,6 +213,7 @@ class LogManager:
             os.unlink(config_path)
         self._topic_overrides.pop(topic, None)
         fsync_dir(self.data_dir)
+        logger.info("deleted topic %r: %d partition log(s) removed", topic, removed)
         return removed
 
     # -- periodic work ------------------------------------------------------

@@ -277,10 +277,13 @@ class LogLoader:
         elif clean:
             recovery_point = log_end  # a clean close flushed everything
 
+        if fresh:
+            logger.info("%s: new empty log, first start", self.directory)
+            return LoadedLog(kept, log_start, recovery_point, truncated, recovered, lost)
         logger.info("%s: loaded %d segment(s) in %.1f ms after %s shutdown: log start offset %d, log end offset %d, "
                     "recovered %d segment(s), truncated %d bytes%s",
                     self.directory, len(kept), (time.monotonic() - started) * 1000,
-                    "no previous" if fresh else "a clean" if clean else "an unclean", log_start, log_end, recovered,
+                    "a clean" if clean else "an unclean", log_start, log_end, recovered,
                     truncated, f", lost offset ranges {lost}" if lost else "")
         return LoadedLog(kept, log_start, recovery_point, truncated, recovered, lost)
 

@@ -1,17 +1,9 @@
-"""A bare Kafka-protocol connection for tests (encode a request with our codec, read the reply),
-and the mark of tests that need the core's Kafka record batches."""
+"""A bare Kafka-protocol connection for tests: encode a request with our codec, read the reply."""
 
 import socket
 import struct
 
-import pytest
-
-from minilog.kafka import handlers
 from minilog.kafka.codec import decode_response, encode_request
-
-# Produce, Fetch and InitProducerId are served once the core stores Kafka record batches.
-needs_kafka_batches = pytest.mark.skipif(handlers.KAFKA is None,
-                                         reason="this core stores no Kafka record batches: Produce/Fetch not served")
 
 
 class KafkaWire:

@@ -4,7 +4,6 @@ the exception it raises against Kafka."""
 import time
 
 import pytest
-from kafka_wire import needs_kafka_batches
 
 from minilog.kafka import errors as E
 from minilog.kafka.messages import FETCH, HEARTBEAT, JOIN_GROUP, LIST_OFFSETS, METADATA, PRODUCE, SYNC_GROUP
@@ -14,7 +13,6 @@ from kafka_wire import KafkaWire
 kafka_batch = pytest.importorskip("clients.kafka_batch")
 
 
-pytestmark = needs_kafka_batches
 
 @pytest.fixture
 def wire(kafka_minilog):

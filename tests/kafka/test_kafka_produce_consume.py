@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-from kafka_wire import needs_kafka_batches
 
 from harness import wait_until
 
@@ -14,7 +13,6 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 
-pytestmark = needs_kafka_batches
 
 def _create(bootstrap, topic, partitions=1):
     admin = AdminClient({"bootstrap.servers": bootstrap})   # kept alive until the results are in

@@ -1,7 +1,6 @@
 """SASL PLAIN on the Kafka door when the server has --user credentials."""
 
 import pytest
-from kafka_wire import needs_kafka_batches
 
 from minilog.kafka.messages import METADATA
 
@@ -23,14 +22,12 @@ def _producer(bootstrap, password):
                         "sasl.mechanism": "PLAIN", "sasl.username": "alice", "sasl.password": password})
 
 
-@needs_kafka_batches
 def test_the_right_password_produces(secured):
     p = _producer(secured.bootstrap, "s3cret")
     p.produce("secure", b"hello")
     assert p.flush(15) == 0
 
 
-@needs_kafka_batches
 def test_a_wrong_password_is_refused(secured):
     errors, reports = [], []
     p = ck.Producer({"bootstrap.servers": secured.bootstrap, "security.protocol": "SASL_PLAINTEXT",

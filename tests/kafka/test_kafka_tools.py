@@ -7,13 +7,11 @@ import subprocess
 import sys
 
 import pytest
-from kafka_wire import needs_kafka_batches
 
 from harness import ROOT
 
 ck = pytest.importorskip("confluent_kafka")
 
-pytestmark = needs_kafka_batches
 
 PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs")
 

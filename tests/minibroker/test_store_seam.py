@@ -1,6 +1,6 @@
 """The store seam, in-process: what the core tells a store, and confirms that wait for durability.
 
-A `RecordingStore` stands in for the durable store of issue 4 (it is a test double of *that*
+A `RecordingStore` stands in for the durable store in minibroker/store/ (it is a test double of *that*
 component, not of the broker): it records the calls and holds `when_durable` callbacks until the
 test says "fsync done". The broker under test is the real core.
 """

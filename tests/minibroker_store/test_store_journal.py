@@ -440,3 +440,27 @@ async def test_dump_prints_segments_and_records_and_reports_a_torn_tail(tmp_path
     assert dump(str(tmp_path), records=False, out=out) == 1
     assert "TORN OR CORRUPT TAIL: 3 B" in out.getvalue()
     assert seg.read_bytes() == before   # dump never writes: the tail is reported, not cut
+
+
+@pytest.mark.parametrize("where", ["payload", "length"])
+async def test_a_bit_flipped_mid_segment_costs_that_record_only(tmp_path, store_log, where):
+    j, _ = reopen(tmp_path)
+    ids = [j.append_publish(["q"], "", "q", None, b"body-%04d" % i * 10) for i in range(1000)]
+    await j.commit()
+    victim = ids[400]
+    _, off, rec_len, _ = j.location(victim)
+    await j.close()
+    path = tmp_path / seg_files(tmp_path)[0]
+    data = bytearray(path.read_bytes())
+    if where == "payload":
+        data[off + rec_len - 30] ^= 0x04      # in the body: the record's length is still right
+    else:
+        data[off + 2] ^= 0x40                 # in the length field: found again by scanning
+    path.write_bytes(bytes(data))
+    store_log.clear()
+    j, rec = reopen(tmp_path)
+    assert [m.msg_id for m in rec.queues["q"]] == [i for i in ids if i != victim]   # was: 400 kept of 1000
+    errors = [r for r in store_log.records if r.levelname == "ERROR" and "skipped" in r.getMessage()]
+    assert errors and f"offset {off}" in errors[0].getMessage()
+    assert j.read_body(ids[999]) == b"body-0999" * 10
+    await j.close()

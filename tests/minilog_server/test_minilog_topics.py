@@ -10,7 +10,8 @@ def test_create_describes_partitions_offsets_and_kafka_named_config(server):
                                                   "max.message.bytes": 5000})
         topic = c.call("metadata", {"topics": ["orders"]})["topics"]["orders"]
         assert topic["error"] is None
-        assert topic["partitions"] == [{"partition": p, "start_offset": 0, "end_offset": 0} for p in range(3)]
+        assert topic["partitions"] == [{"partition": p, "start_offset": 0, "end_offset": 0, "segments": 1,
+                                        "size_bytes": 0} for p in range(3)]
         assert topic["config"]["retention.ms"] == 60_000
         assert topic["config"]["segment.bytes"] == 1048576
         assert topic["config"]["max.message.bytes"] == 5000

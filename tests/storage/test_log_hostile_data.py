@@ -3,6 +3,8 @@
 import errno
 import os
 import resource
+import shutil
+import struct
 
 import msgpack
 import pytest
@@ -69,3 +71,25 @@ def test_running_out_of_file_descriptors_mid_create_leaves_no_half_topic(tmp_pat
     logs.close()
     with LogManager(str(tmp_path)) as again:
         assert again.topics()["wide"] == list(range(20))
+
+
+def test_batches_claiming_2_31_records_on_disk_never_stop_a_restart(tmp_path):
+    """An older broker stored them unchecked; their offsets overflow a segment's u32 index
+    (struct.error in recovery, exit 1, before). The log opens, keeps what it can, goes on."""
+    from minilog.storage import LogConfig, PartitionLog
+    cfg = LogConfig(index_interval_bytes=64)
+    log = PartitionLog.open(str(tmp_path / "t-0"), cfg)
+    log.append(batch_of([b"first"]))
+    liar = pack_batch(msgpack.packb([[0, 0, None, b"x" * 100, None]], use_bin_type=True), 2**31 - 1, 1_000, 1_000)
+    for _ in range(5):
+        try:
+            append_unchecked(log, liar)
+        except struct.error:  # what the older broker's produce met (INTERNAL_ERROR); the bytes were written
+            pass
+    crashed = tmp_path / "crash-0"
+    shutil.copytree(log.directory, crashed)  # as after kill -9: no clean-shutdown marker
+    log.close()
+    with PartitionLog.open(str(crashed), cfg) as reopened:
+        assert reopened.read_bytes(0)
+        end = reopened.log_end_offset
+        assert reopened.append(batch_of([b"after"])).base_offset == end

@@ -1,0 +1,85 @@
+"""The record accumulator both log producers share (clients/log/accumulator.py), without sockets."""
+
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clients.aio_log.producer import BatchBuilder, _Batch
+from clients.log.accumulator import OpenBatch, record_size
+from clients.log.producer import _OpenBatch
+from clients.record_batch import decode_batch, validate
+
+_records = st.lists(
+    st.tuples(st.none() | st.binary(max_size=20), st.none() | st.binary(max_size=60),
+              st.none() | st.integers(1_500_000_000_000, 1_900_000_000_000),
+              st.none() | st.lists(st.tuples(st.text(max_size=8), st.binary(max_size=8)), min_size=1, max_size=3)),
+    min_size=1, max_size=40)
+
+
+@given(_records)
+def test_a_packed_batch_decodes_to_what_was_appended(records):
+    before = time.time_ns() // 1_000_000
+    batch = OpenBatch("t", 0)
+    for i, (key, value, ts, headers) in enumerate(records):
+        assert batch.append(key, value, ts, headers) == i
+    after = time.time_ns() // 1_000_000
+    data = batch.pack()
+    validate(data)
+    header, got = decode_batch(data)
+    assert header.record_count == len(records) == len(batch)
+    assert [(r[2], r[3]) for r in got] == [(k, v) for k, v, _, _ in records]
+    stamps = []
+    for i, (key, value, ts, headers) in enumerate(records):
+        stamp = batch.timestamp_of(i)
+        # A record keeps its own timestamp; one without gets the time the batch was opened.
+        if ts is not None:
+            assert stamp == ts
+        else:
+            assert before <= stamp <= after
+        assert got[i][1] == stamp and got[i][4] == (tuple(headers) if headers else None)
+        stamps.append(stamp)
+    assert header.first_timestamp == stamps[0]
+    # max_timestamp bounds every record, including rows a fast path appends later with the
+    # batch's default delta (the opening time), so it is never below that time either.
+    assert max(stamps) <= header.max_timestamp <= max(max(stamps), after)
+    assert batch.size == sum(record_size(k, v, h) for k, v, _, h in records)
+
+
+def test_an_empty_batch_is_not_packed():
+    with pytest.raises(ValueError, match="empty"):
+        OpenBatch("t", 0).pack()
+
+
+def test_the_producers_fast_path_row_is_what_append_makes():
+    # Both producers append (len(rows), dflt, key, value, None) directly on their fast path;
+    # it must stay the row append() makes for a record without timestamp or headers.
+    a, b = OpenBatch("t", 0), OpenBatch("t", 0)
+    a.append(None, b"first")
+    b.append(None, b"first")
+    a.append(b"k", b"second")
+    b.rows.append((len(b.rows), b.dflt, b"k", b"second", None))
+    b.size += len(b"second") + len(b"k") + 16
+    b.first_ts, b.max_ts = a.first_ts, a.max_ts  # both opened within the same ms or so
+    assert a.rows == b.rows and a.size == b.size
+
+
+def test_both_producers_batches_are_the_one_accumulator():
+    blocking = _OpenBatch("t", 3, 0.0, 10, 1000, 2000)
+    asyncio_batch = _Batch("t", 3, None)
+    for batch in (blocking, asyncio_batch):
+        assert isinstance(batch, OpenBatch)
+        batch.append(b"k", b"v", 1_700_000_000_000)
+        assert decode_batch(batch.pack())[1][0][2:4] == (b"k", b"v")
+    assert blocking.pack() == asyncio_batch.pack()
+
+
+def test_aiokafka_batch_builder_stops_at_its_size_and_packs():
+    builder = BatchBuilder(100)
+    assert builder.append(value=b"x" * 50, timestamp=1_700_000_000_000)["offset"] == 0
+    assert builder.append(value=b"y" * 50) is None  # would pass 100 bytes: send this batch first
+    assert builder.record_count() == 1
+    assert decode_batch(builder._build())[1][0][3] == b"x" * 50
+    with pytest.raises(TypeError):
+        builder.append(value="not bytes")
