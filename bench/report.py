@@ -228,7 +228,7 @@ def workload_section(name, data, charts_rel) -> list[str]:
         cols = ["system", first, "produce msgs/s", "p50", "p99", "p99.9", "max"]
         if case.get("replay"):
             cols.insert(3, "replay records/s")
-        cols += ["server RSS MB", "server CPU %", "durability"]
+        cols += ["peak in flight", "server RSS MB", "server CPU s/100k", "client CPU s/100k", "durability"]
         out.append("| " + " | ".join(cols) + " |")
         out.append("|" + "---|" * len(cols))
         for s in systems:
@@ -251,7 +251,10 @@ def workload_section(name, data, charts_rel) -> list[str]:
                 notes.append(f"up to {sm['lost']['max']:.0f} not delivered in time")
             if sm.get("undrained_runs"):
                 notes.append(f"{sm['undrained_runs']} run(s) not drained before the deadline")
-            row += [_fmt(_median(r, "peak_rss_mb")), _fmt(_median(r, "server_cpu_pct")),
+            if sm.get("bound"):
+                notes.append(f"{sm['bound']}-bound")
+            row += [_fmt(_median(r, "peak_in_flight")), _fmt(_median(r, "peak_rss_mb")),
+                    _fmt(_median(r, "server_cpu_s_per_100k"), 2), _fmt(_median(r, "client_cpu_s_per_100k"), 2),
                     r.get("settings", {}).get("durability", "–") + ("; " + "; ".join(notes) if notes else "")]
             out.append("| " + " | ".join(row) + " |")
         out.append("")

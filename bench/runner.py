@@ -289,11 +289,21 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
     stop = CTX.Event()
     workers: list[Worker] = []
     peak_rss = [0]
+    # Messages sent but not yet received, at its highest: where a producer outruns its consumers
+    # one broker throttles the publisher (RabbitMQ's flow control) and another buffers (minibroker),
+    # so this and the server's memory say more than the produce rates do.
+    peak_backlog = [0]
 
     def sample_rss():
         r = server.rss()
         if r:
             peak_rss[0] = max(peak_rss[0], r)
+        consumers_now = [w for w in workers if w.role == "consumer"]
+        if consumers_now and not case.backlog:
+            groups = max(1, len(case.groups))
+            sent_now = sum(w.counter.value for w in workers if w.role == "producer")
+            got_now = sum(w.counter.value for w in consumers_now) / groups
+            peak_backlog[0] = max(peak_backlog[0], int(sent_now - got_now))
 
     def tick(phase, done, total):
         sample_rss()
@@ -370,6 +380,8 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
             out["replay_rate"] = rep["throughput"]
             out["replay_received"] = rep["received"]
         out["peak_rss_mb"] = peak_rss[0] / 2**20 if peak_rss[0] else None
+        if not case.backlog:
+            out["peak_in_flight"] = peak_backlog[0]
         cpu_end = server.cpu()
         if cpu_start is not None and cpu_end is not None:
             # Share of one core the server used over the run: near 100 % (or more, for a

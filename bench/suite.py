@@ -25,7 +25,7 @@ from .workloads import WORKLOADS, cases_for
 # Figures summarised over repeats (median, min, max).
 FIGURES = ("throughput", "produce_rate", "mb_per_s", "replay_rate", "peak_rss_mb",
            "server_cpu_pct", "server_cpu_s_per_100k", "client_cpu_s_per_100k",
-           "busiest_client_cpu_pct", "lost")
+           "busiest_client_cpu_pct", "peak_in_flight", "lost")
 LATENCY_FIGURES = ("p50", "p90", "p99", "p99.9", "max")
 
 
@@ -209,6 +209,8 @@ def summary_table(result) -> str:
                 extra.append(f"replay {sm['replay_rate']['median']:,.0f}/s")
             if sm.get("peak_rss_mb", {}).get("median"):
                 extra.append(f"rss {sm['peak_rss_mb']['median']:.0f} MB")
+            if sm.get("peak_in_flight", {}).get("median"):
+                extra.append(f"in flight up to {sm['peak_in_flight']['median']:,.0f}")
             if sm.get("order_violations"):
                 extra.append(f"order violations {sm['order_violations']}")
             if sm["lost"]["max"]:
