@@ -7,12 +7,14 @@ go to `on_push(event, body)`, which the client above sets.
 """
 
 import asyncio
+import ssl
 from functools import partial
 
 from .protocol.client_state import ClientConnectionState
 from .protocol.errors import BrokerError, ProtocolViolation
 from .protocol.framing import DEFAULT_MAX_FRAME
 from .rpc import ConnectionClosed
+from .tls import TlsHandshakeError, describe_tls_failure
 
 
 def _resolve(fut, result, error) -> None:
@@ -65,12 +67,17 @@ class AsyncRpcConnection:
     @classmethod
     async def connect(cls, host: str, port: int, client_name: str = "python-asyncio-client",
                       credentials: dict | None = None, max_frame: int = DEFAULT_MAX_FRAME,
-                      timeout: float = 10.0, expect_server: str | None = None):
-        """Open the socket (the one place the asyncio clients do) and say hello; `expect_server`
-        refuses the other broker at the handshake (`WrongServer`)."""
+                      timeout: float = 10.0, expect_server: str | None = None, ssl_context=None,
+                      server_hostname: str | None = None):
+        """Open the socket (the one place the asyncio clients do; with TLS when given a context)
+        and say hello; `expect_server` refuses the other broker at the handshake (`WrongServer`)."""
         conn = cls(max_frame)
         loop = asyncio.get_running_loop()
-        await asyncio.wait_for(loop.create_connection(lambda: _ClientProtocol(conn), host, port), timeout)
+        tls = {} if ssl_context is None else {"ssl": ssl_context, "server_hostname": server_hostname or host}
+        try:
+            await asyncio.wait_for(loop.create_connection(lambda: _ClientProtocol(conn), host, port, **tls), timeout)
+        except ssl.SSLError as exc:
+            raise TlsHandshakeError(describe_tls_failure(host, port, exc)) from None
         try:
             rid, frame = conn.state.hello(client_name, credentials)
             fut = loop.create_future()

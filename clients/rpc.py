@@ -21,6 +21,7 @@ from .protocol.client_state import ClientConnectionState
 from .protocol.errors import BrokerError, ErrorCode
 from .protocol.frames import ErrorReply, Push, Response
 from .protocol.framing import DEFAULT_MAX_FRAME
+from .tls import looks_like_tls, open_socket, pending
 
 # Flush queued requests once this many bytes wait, so memory stays bounded in a publish loop.
 WRITE_BUFFER_LIMIT = 256 * 1024
@@ -28,6 +29,8 @@ READ_SIZE = 1 << 20
 
 
 def _wait_readable(sock, timeout: float) -> bool:
+    if pending(sock):
+        return True   # TLS: decrypted bytes wait in the socket, where poll() cannot see them
     # poll() where there is one: select() refuses descriptors above 1024, which busy programs have.
     if hasattr(select, "poll"):
         poller = select.poll()
@@ -45,10 +48,10 @@ class ConnectionClosed(BrokerError):
 class RpcConnection:
     def __init__(self, host: str, port: int, client_name: str = "python-client",
                  credentials: dict | None = None, connect_timeout: float = 10.0,
-                 max_frame: int = DEFAULT_MAX_FRAME, expect_server: str | None = None):
-        # The one place a blocking client opens its socket.
-        self.sock = socket.create_connection((host, port), timeout=connect_timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                 max_frame: int = DEFAULT_MAX_FRAME, expect_server: str | None = None, ssl_context=None,
+                 server_hostname: str | None = None):
+        # The one place a blocking client opens its socket (with TLS when given a context).
+        self.sock = open_socket(host, port, connect_timeout, ssl_context, server_hostname)
         self.sock.settimeout(None)
         self.state = ClientConnectionState(max_frame)
         # Held while a request is encoded and queued and while the queue is written, so a
@@ -62,11 +65,18 @@ class RpcConnection:
         self.pushes: collections.deque = collections.deque()
         self.async_errors: collections.deque = collections.deque()
         self.closed = False
+        self.first_bytes = None   # what the server sent first, to tell a TLS port from ours
         rid, frame = self.state.hello(client_name, credentials)
         self._queue(frame)
         try:
             self.server_info = self.wait(rid, timeout=connect_timeout)
             self.state.accept_hello(self.server_info, expect_server)
+        except BrokerError as exc:
+            self.close()
+            if ssl_context is None and (self.first_bytes is None or looks_like_tls(self.first_bytes)):
+                raise ConnectionClosed(f"{exc.message} during the handshake with {host}:{port}; if that is a TLS "
+                                       f"port, connect with TLS") from None
+            raise
         except BaseException:
             self.close()
             raise
@@ -132,6 +142,8 @@ class RpcConnection:
         if not data:
             self._mark_closed()
             raise ConnectionClosed()
+        if self.first_bytes is None:
+            self.first_bytes = data[:8]
         self.state.receive(data, self.pushes.append, self.async_errors.append)
         return True
 

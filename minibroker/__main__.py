@@ -12,6 +12,7 @@ from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinibrokerServer, tune_gc
 
 COMMANDS = {
     "dump": "minibroker.store.dump:main",
+    "users": "minibroker.users_command:main",
     "list": "minibroker.admin_cli:list_main",
     "declare": "minibroker.admin_cli:declare_main",
     "delete": "minibroker.admin_cli:delete_main",

@@ -12,13 +12,16 @@ iteration are applied first, then deliveries and confirms go out in as few frame
 import gc
 import logging
 
-from clients.protocol.errors import ErrorCode
+from clients.protocol.errors import BrokerError, ErrorCode
 from clients.protocol.framing import LENGTH
 from serverbase import BrokerServer, op
-from serverbase.server import DEFERRED
+from serverbase.auth import NotAuthorized
 from serverbase.cli import port_or_off
 from serverbase.listener import Listener
 from serverbase.schema import Array, Bin, Bool, Int, Name, Str, Table, Value
+from serverbase.server import DEFERRED
+
+from . import access
 
 from .broker import Broker
 from . import introspect
@@ -136,6 +139,7 @@ class MinibrokerServer(BrokerServer):
 
     name = "minibroker"
     max_queued_bytes = DEFAULT_LIMIT   # memory alarm: see flow_control.py
+    tls_default_ports = {"": 5674, "amqp": 5671}   # TLS twins of the doors (serverbase/tls.py)
     features = ("publisher_confirms", "exchange_to_exchange_bindings", "dead_lettering",
                 "priorities", "single_active_consumer", "delivery_limit")
 
@@ -226,6 +230,61 @@ class MinibrokerServer(BrokerServer):
         if hasattr(self.store, "describe"):   # durable store: fsyncs, journal size, recovery
             info["store"] = self.store.describe()
         return info
+
+    # ---- access control: RabbitMQ's configure/write/read (minibroker/access.py) ----------------------
+    def compile_permissions(self, user: str, raw):
+        return access.Permissions.from_stored(user, raw)
+
+    def authorize(self, conn, op: str, args: dict):
+        if op == "trace":   # shows every message: only for users who may do everything
+            raise NotAuthorized(f"ACCESS_REFUSED: user {conn.user!r} may not trace (it shows every message)")
+        if op == "publish_batch":
+            return self._authorize_publish_batch(conn, args)
+        try:
+            access.authorize(conn.access, op, args)
+        except NotAuthorized:
+            if op == "publish":
+                self._publish_refused(conn, args)
+            raise
+        return None
+
+    def _authorize_publish_batch(self, conn, args):
+        """Publish the messages of a batch the user may publish, nack (under confirms) those it
+        may not, in order; then say what was refused. None when all are allowed."""
+        messages = args.get("messages")
+        if type(messages) is not list:
+            return None   # the handler words the bad argument
+        allowed = access.publish_allowed
+        perms = conn.access
+        if all(allowed(perms, m[0]) if type(m) is list and m else True for m in messages):
+            return None
+        channel = self._channel(conn, args)
+        conn.state["session"].published = True
+        run, refused, first_error = [], [], None
+        for m in messages:
+            if type(m) is list and m and not allowed(perms, m[0]):
+                if run:
+                    first_error = self._publish_run(channel, run) or first_error
+                    run = []
+                refused.append(m[0])
+                self._publish_refused(conn, args)
+                continue
+            run.append(m)
+        if run:
+            first_error = self._publish_run(channel, run) or first_error
+        self.flow_control.note_published(len(messages))
+        names = sorted({str(n)[:100] for n in refused})
+        raise NotAuthorized(f"ACCESS_REFUSED: channel {channel.number}: user {conn.user!r} has no write permission "
+                            f"on exchange(s) {names}: {len(refused)} of {len(messages)} messages in this batch "
+                            f"were refused" + (f"; also: {first_error.message}" if first_error else ""),
+                            "exchange", names[0])
+
+    def _publish_run(self, channel, run):
+        try:
+            self.broker.publish_batch(channel, run)
+        except BrokerError as exc:
+            return exc
+        return None
 
     @staticmethod
     def _session(conn):

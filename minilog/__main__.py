@@ -12,6 +12,7 @@ from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinilogServer
 
 COMMANDS: dict[str, str] = {
     "dump": "minilog.dump:main",
+    "users": "minilog.users_command:main",
     "topics": "minilog.admin_cli:topics_main",
     "groups": "minilog.admin_cli:groups_main",
     "produce": "minilog.admin_cli:produce_main",

@@ -96,7 +96,9 @@ def write_pieces(transport, pieces: list, use_sendfile: bool = True) -> int:
     Otherwise every slice is read and the lot written with one `writelines`.
     """
     fd = -1
-    if use_sendfile and transport.get_write_buffer_size() == 0:
+    # Never around TLS: os.sendfile and writev on the raw socket would bypass the encryption.
+    if (use_sendfile and transport.get_write_buffer_size() == 0
+            and transport.get_extra_info("sslcontext") is None):
         sock = transport.get_extra_info("socket")
         fd = sock.fileno() if sock is not None else -1
     if fd < 0:

@@ -19,8 +19,10 @@ import tempfile
 from clients.protocol.errors import BrokerError, ErrorCode
 from serverbase import BrokerServer
 from serverbase.args import optional, required
+from serverbase.auth import NotAuthorized
 from serverbase.server import DEFERRED, op
 
+from .acl import Acl, GuardedLog
 from .batch_formats import MINILOG
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
@@ -51,6 +53,7 @@ class MinilogServer(BrokerServer):
 
     name = "minilog"
     features = ("fetch-sendfile", "group-commit")
+    tls_default_ports = {"": 9094, "kafka": 9095}   # TLS twins of the doors (serverbase/tls.py)
 
     def __init__(self, *args, num_partitions: int = 1, auto_create_topics: bool = True,
                  log_config: dict | None = None, fetch_sendfile: bool = True,
@@ -145,6 +148,24 @@ class MinilogServer(BrokerServer):
             return {}
         return dict(self.broker.info(), sendfile_bytes=self.sendfile_bytes)
 
+    # ---- access control: Kafka's ACLs (minilog/acl.py) -------------------------------------
+    def compile_permissions(self, user: str, raw):
+        return Acl.from_stored(user, raw)
+
+    def authorize(self, conn, op: str, args: dict):
+        if op == "trace":   # shows every record of every topic: only for users who may do everything
+            raise NotAuthorized(f"user {conn.user!r} may not trace: tracing shows every topic's records")
+        return None   # each call is checked by the core's guarded view, `core(conn)`
+
+    def core(self, conn):
+        """The core as this connection's user may use it: the core itself, or its guarded view."""
+        if conn.access is None:
+            return self.broker
+        guarded = conn.state.get("guarded_log")
+        if guarded is None:
+            guarded = conn.state["guarded_log"] = GuardedLog(self.broker, conn.access)
+        return guarded
+
     def extra_metrics(self) -> list:
         from serverbase.metrics import Sample
         b = self.broker
@@ -184,7 +205,7 @@ class MinilogServer(BrokerServer):
         delete = optional(args, "delete", list, [])
         if not all(isinstance(k, str) for k in list(set_) + delete):
             raise BrokerError(ErrorCode.BAD_REQUEST, "config names in 'set' and 'delete' must be strings")
-        return {"config": self.broker.alter_topic_config(topic, set_, delete)}
+        return {"config": self.core(conn).alter_topic_config(topic, set_, delete)}
 
     @op("create_topics")
     def op_create_topics(self, conn, args):
@@ -197,23 +218,23 @@ class MinilogServer(BrokerServer):
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'topics' must be a map {name, num_partitions, config}")
         if len(specs) == 1:
-            return {"results": self._create_topic(specs[0], validate_only, {})}
-        return self._create_topics(specs, validate_only)
+            return {"results": self._create_topic(conn, specs[0], validate_only, {})}
+        return self._create_topics(conn, specs, validate_only)
 
-    async def _create_topics(self, specs, validate_only):
+    async def _create_topics(self, conn, specs, validate_only):
         # One topic at a time, giving the loop back in between: creating a topic opens and
         # preallocates files (about 1.5 ms a partition here), and 1,000 topics in one request
         # must not hold up every other client for seconds. Each topic is all or nothing.
         results = {}
         for spec in specs:
-            self._create_topic(spec, validate_only, results)
+            self._create_topic(conn, spec, validate_only, results)
             await asyncio.sleep(0)
         return {"results": results}
 
-    def _create_topic(self, spec, validate_only, results) -> dict:
+    def _create_topic(self, conn, spec, validate_only, results) -> dict:
         name = spec["name"]
         try:
-            self.broker.create_topic(name, spec.get("num_partitions"), spec.get("config"), validate_only)
+            self.core(conn).create_topic(name, spec.get("num_partitions"), spec.get("config"), validate_only)
             results[name] = None
         except BrokerError as exc:
             results[name] = [exc.code, exc.message]
@@ -225,7 +246,7 @@ class MinilogServer(BrokerServer):
         results = {}
         for name in names:
             try:
-                self.broker.delete_topic(name)
+                self.core(conn).delete_topic(name)
                 results[name] = None
             except BrokerError as exc:
                 results[str(name)] = [exc.code, exc.message]
@@ -238,7 +259,7 @@ class MinilogServer(BrokerServer):
         for name in names or ():
             if not isinstance(name, str):
                 raise BrokerError(ErrorCode.BAD_REQUEST, f"topic names must be strings, got {name!r}")
-        return {"topics": self.broker.describe_topics(names, auto_create)}
+        return {"topics": self.core(conn).describe_topics(names, auto_create)}
 
     # ---- produce -----------------------------------------------------------------------
     @op("produce")
@@ -250,7 +271,7 @@ class MinilogServer(BrokerServer):
         if type(data) is not list:
             raise BrokerError(ErrorCode.BAD_REQUEST, "missing required argument 'data' (array of [topic, partition, batch])")
         rid = self._current_rid
-        results = self.broker.produce(data, acks)
+        results = self.core(conn).produce(data, acks)
         if acks == 0 and rid == 0:
             # Fire and forget: only the failures are told, as error frames.
             for topic, partition, _, error in results:
@@ -300,7 +321,7 @@ class MinilogServer(BrokerServer):
         return DEFERRED
 
     def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms) -> None:
-        rows, ready = self.broker.read(parts, max_bytes, min_bytes)
+        rows, ready = self.core(conn).read(parts, max_bytes, min_bytes)
         if ready or max_wait_ms <= 0:
             self._send_fetch(conn, rid, rows)
         else:
@@ -326,7 +347,7 @@ class MinilogServer(BrokerServer):
             self._fetch_now(conn, *pending.popleft())
 
     async def _fetch_waiting(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms):
-        rows = await self.broker.wait_for_records(parts, max_bytes, min_bytes, max_wait_ms)
+        rows = await self.core(conn).wait_for_records(parts, max_bytes, min_bytes, max_wait_ms)
         if conn.writing_paused:
             # Woken while the client is not reading: answer after the deferred fetches, with
             # what the log holds then (a file slice is not kept across a wait).
@@ -363,7 +384,7 @@ class MinilogServer(BrokerServer):
             if (not isinstance(item, (list, tuple)) or len(item) != 3 or type(item[0]) is not str
                     or type(item[1]) is not int or type(item[2]) is not int):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'partitions' must be [topic, partition, timestamp]")
-        return {"results": self.broker.list_offsets(items)}
+        return {"results": self.core(conn).list_offsets(items)}
 
     # ---- consumer groups ---------------------------------------------------------------
     @op("join_group")
@@ -373,7 +394,7 @@ class MinilogServer(BrokerServer):
             if not isinstance(p, (list, tuple)) or len(p) != 2 or type(p[0]) is not str or type(p[1]) is not bytes:
                 raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'protocols' must be [assignor name, metadata bin]")
         session = optional(args, "session_timeout_ms", int, 45_000)
-        fut = self.broker.join_group(
+        fut = self.core(conn).join_group(
             required(args, "group_id", str), optional(args, "member_id", str, ""),
             optional(args, "client", str, conn.client_name or ""), session,
             optional(args, "rebalance_timeout_ms", int, session), optional(args, "protocol_type", str, "consumer"),
@@ -382,7 +403,7 @@ class MinilogServer(BrokerServer):
 
     @op("sync_group")
     def op_sync_group(self, conn, args):
-        fut = self.broker.sync_group(required(args, "group_id", str), required(args, "generation_id", int),
+        fut = self.core(conn).sync_group(required(args, "group_id", str), required(args, "generation_id", int),
                                      required(args, "member_id", str), optional(args, "assignments", list, []))
         return self._await(fut)
 
@@ -393,13 +414,13 @@ class MinilogServer(BrokerServer):
 
     @op("heartbeat")
     def op_heartbeat(self, conn, args):
-        self.broker.heartbeat(required(args, "group_id", str), required(args, "generation_id", int),
+        self.core(conn).heartbeat(required(args, "group_id", str), required(args, "generation_id", int),
                               required(args, "member_id", str))
         return {}
 
     @op("leave_group")
     def op_leave_group(self, conn, args):
-        self.broker.leave_group(required(args, "group_id", str), required(args, "member_id", str))
+        self.core(conn).leave_group(required(args, "group_id", str), required(args, "member_id", str))
         return {}
 
     @op("offset_commit")
@@ -414,7 +435,7 @@ class MinilogServer(BrokerServer):
                 raise BrokerError(ErrorCode.BAD_REQUEST,
                                   "each of 'offsets' must be [topic, partition, offset, metadata]")
             offsets.append((item[0], item[1], item[2], item[3] if len(item) == 4 else None))
-        results = self.broker.commit_offsets(group_id, generation_id, member_id, offsets)
+        results = self.core(conn).commit_offsets(group_id, generation_id, member_id, offsets)
         if type(results) is list:
             return {"results": results}
         return self._reply_when_durable(results)
@@ -428,11 +449,11 @@ class MinilogServer(BrokerServer):
                 if (not isinstance(item, (list, tuple)) or len(item) != 2 or type(item[0]) is not str
                         or type(item[1]) is not int):
                     raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'partitions' must be [topic, partition]")
-        return {"offsets": self.broker.fetch_offsets(group_id, wanted)}
+        return {"offsets": self.core(conn).fetch_offsets(group_id, wanted)}
 
     @op("list_groups")
     def op_list_groups(self, conn, args):
-        return {"groups": [[g, s] for g, s in self.broker.list_groups()]}
+        return {"groups": [[g, s] for g, s in self.core(conn).list_groups()]}
 
     @op("describe_groups")
     def op_describe_groups(self, conn, args):
@@ -440,7 +461,7 @@ class MinilogServer(BrokerServer):
         for group_id in required(args, "groups", list):
             if not isinstance(group_id, str):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "'groups' must be an array of group ids")
-            out.append(self.broker.describe_group(group_id))
+            out.append(self.core(conn).describe_group(group_id))
         return {"groups": out}
 
     # ---- tracing (`minilog trace`) -----------------------------------------------------
@@ -473,7 +494,7 @@ class MinilogServer(BrokerServer):
         results, waits = {}, []
         for group_id in groups:
             try:
-                wait = self.broker.delete_group(group_id)
+                wait = self.core(conn).delete_group(group_id)
             except BrokerError as exc:
                 results[group_id] = [exc.code, exc.message]
                 continue

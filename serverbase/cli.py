@@ -104,7 +104,13 @@ def build_parser(server_cls, default_port: int, default_data_dir: str) -> argpar
     parser.add_argument("--max-frame", type=int, default=DEFAULT_MAX_FRAME,
                         help=f"largest frame accepted, in bytes (default {DEFAULT_MAX_FRAME})")
     parser.add_argument("--user", action="append", metavar="USER:PASSWORD",
-                        help="require credentials; repeat for several users (default: no authentication)")
+                        help="require credentials and let this user do everything; repeat for several users. "
+                             "Visible to every local user in `ps`: for quick local use (see --auth)")
+    parser.add_argument("--auth", action="store_true",
+                        help=f"require a user of the data directory's user store (`{server_cls.name} users add`) "
+                             f"on every front door, with its permissions (default: no authentication)")
+    from . import tls
+    tls.add_arguments(parser, server_cls.tls_default_ports)
     from .server import DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT, DEFAULT_MAX_PARTIAL_BYTES
     parser.add_argument("--max-partial-bytes", type=int, default=DEFAULT_MAX_PARTIAL_BYTES, metavar="BYTES",
                         help="bytes of unfinished frames held across all connections; a connection whose frame "
@@ -157,11 +163,18 @@ def run_server(server_cls, argv=None, *, default_port: int, default_data_dir: st
     loop_name = install_fast_loop()
     pin_mmap_threshold()
     server = server_cls.from_args(args)
+    from .tls import TlsConfigError, from_args as tls_from_args
+    from .users import UserStoreError
+    try:
+        server.configure_security(args.auth, tls_from_args(args, server_cls.tls_default_ports))
+    except TlsConfigError as exc:
+        print(f"{server.name}: cannot start: {exc}", file=sys.stderr)
+        return 1
     server.metrics_port = args.metrics_port
     logging.getLogger(server.name).info("starting on %s loop, data in %s", loop_name, args.data_dir)
     try:
         asyncio.run(_serve(server))
-    except OSError as exc:
+    except (OSError, UserStoreError) as exc:
         print(f"{server.name}: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -22,6 +22,7 @@ from clients.protocol import frames
 from clients.protocol.errors import BrokerError, ErrorCode, ProtocolViolation
 from clients.protocol.framing import LENGTH, FrameDecoder, new_packer
 from clients.protocol.handshake import HELLO
+from clients.tls import looks_like_tls
 
 log = logging.getLogger("serverbase.connection")
 _monotonic = time.monotonic
@@ -54,6 +55,9 @@ class ClientConnection(asyncio.Protocol):
         self.peer = None
         self.client_name = ""
         self.user = None
+        self.access = None          # the user's compiled permissions; None: may do everything
+        self.tls = False
+        self._held: list | None = None   # requests that arrived while the hello was being checked
         self.handshake_done = False
         self.closed = False
         self.writing_paused = False
@@ -77,6 +81,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport):
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
+        # A TLS connection must only be written through its transport (no sendfile on the socket).
+        self.tls = transport.get_extra_info("sslcontext") is not None
         enable_keepalive(transport)
         self.server._connection_opened(self)
 
@@ -87,6 +93,14 @@ class ClientConnection(asyncio.Protocol):
         try:
             objs = decoder.feed(data)
         except ProtocolViolation as exc:
+            if not self.handshake_done and looks_like_tls(bytes(data[:3])):
+                log.warning("closing connection %s from %s: it began a TLS handshake on a plaintext port (%s); "
+                            "TLS clients belong on the TLS port", self.id, self.peer, self.server.name)
+                # In plaintext: the client's TLS layer reports it as "wrong version number".
+                self.send_error(0, ErrorCode.BAD_REQUEST, "this is a plaintext port: connect TLS clients to the "
+                                                          "TLS port (docs/security.md)")
+                self.close()
+                return
             self._fatal(exc)
             return
         if decoder._buf or self.partial_bytes:
@@ -101,6 +115,9 @@ class ClientConnection(asyncio.Protocol):
                     f"over its limit of {server.max_partial_bytes} (--max-partial-bytes); this connection's "
                     f"frame of {self.partial_bytes} bytes so far is refused: send it again later")))
                 return
+        self._run(objs)
+
+    def _run(self, objs) -> None:
         dispatch = self.server.dispatch
         for obj in objs:
             try:
@@ -108,14 +125,40 @@ class ClientConnection(asyncio.Protocol):
             except BrokerError as exc:
                 self.send_error(getattr(exc, "request_id", 0), exc.code, exc.message)
                 continue
-            if not self.handshake_done and req.op != HELLO:
-                self.send_error(req.id, ErrorCode.HANDSHAKE_REQUIRED,
-                                "the first request on a connection must be 'hello'")
-                continue
+            if not self.handshake_done:
+                if self._held is not None:
+                    self._held.append(obj)
+                    continue
+                if req.op != HELLO:
+                    self.send_error(req.id, ErrorCode.HANDSHAKE_REQUIRED,
+                                    "the first request on a connection must be 'hello'")
+                    continue
             dispatch(self, req)
             if self.closed:
                 return
         self.flush()
+
+    # ---- a hello that is checked asynchronously (authentication) ------------------------
+    def hold(self) -> None:
+        """Keep the requests that arrive from now on until `release`, and stop reading, so
+        a client that pipelines behind its hello is served in order once it is let in."""
+        self._held = []
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        if self.closed:
+            return
+        self._run(held)
+        if not self.closed and not self.writing_paused and self.transport is not None:
+            self.transport.resume_reading()
+
+    def spawn(self, coro) -> None:
+        """Run `coro` in a task this connection owns (cancelled if the client goes away)."""
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def connection_lost(self, exc):
         self.closed = True
@@ -142,7 +185,7 @@ class ClientConnection(asyncio.Protocol):
 
     def resume_writing(self):
         self.writing_paused = False
-        if self.transport is not None and not self.closed:
+        if self.transport is not None and not self.closed and self._held is None:
             self.transport.resume_reading()
         for callback in list(self.on_writable):
             callback()

@@ -19,9 +19,11 @@ from clients.protocol.framing import DEFAULT_MAX_FRAME
 from clients.protocol.handshake import PROTOCOL_VERSION, check_hello
 
 from .args import ensure_map
+from .auth import Authenticator, NotAuthorized, Principal
 from .connection import ClientConnection
 from .listener import Listener
 from .schema import Int, Map, Schema, Str, Value
+from .users import UserStore
 
 log = logging.getLogger("serverbase.server")
 
@@ -57,7 +59,7 @@ class BrokerServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
                  max_frame: int = DEFAULT_MAX_FRAME, credentials: dict | None = None,
                  handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT, heartbeat: int = DEFAULT_HEARTBEAT,
-                 max_partial_bytes: int = DEFAULT_MAX_PARTIAL_BYTES):
+                 max_partial_bytes: int = DEFAULT_MAX_PARTIAL_BYTES, auth: bool = False, tls=None):
         self.host = host
         self.max_partial_bytes = max_partial_bytes   # bound on self.partial_bytes (ClientConnection.data_received)
         self.partial_bytes = 0
@@ -66,7 +68,8 @@ class BrokerServer:
         self.port = port
         self.data_dir = data_dir
         self.max_frame = max_frame
-        self.credentials = credentials  # {username: password}; None means no authentication
+        self.credentials = credentials  # {username: password} from --user: may do everything
+        self.configure_security(auth, tls)
         self.connections: dict[int, ClientConnection] = {}
         self.started_at = time.monotonic()
         self._conn_ids = itertools.count(1)
@@ -79,9 +82,22 @@ class BrokerServer:
         self.metrics_port: int | None = None        # --metrics-port: serve /metrics over HTTP
 
     # ---- construction from the command line ---------------------------------------------
+    # door name -> default port of its TLS twin (serverbase/tls.py); subclasses add their doors.
+    tls_default_ports = {"": 0}
+
     @classmethod
     def add_arguments(cls, parser) -> None:
         """Subclasses add their own flags (fsync policy, defaults for topics...)."""
+
+    def configure_security(self, auth: bool = False, tls=None) -> None:
+        """Access control and TLS (docs/security.md): `--auth` checks the user store in the data
+        directory, `--user` the users given; `tls` (a `serverbase.tls.TlsSettings`) opens a
+        TLS twin of every front door."""
+        self.authenticator = Authenticator(
+            enabled=bool(auth or self.credentials), static=self.credentials,
+            store=UserStore(self.data_dir) if auth and self.data_dir else None,
+            compile_permissions=self.compile_permissions)
+        self.tls = tls
 
     @classmethod
     def from_args(cls, args):
@@ -128,6 +144,8 @@ class BrokerServer:
                         on_invalid(conn, req.args)
                     raise
             conn.request_id = req.id   # for a handler that answers later (DEFERRED)
+            if conn.access is not None and self.authorize(conn, req.op, args) is DEFERRED:
+                return
             result = handler(conn, args)
         except BrokerError as exc:
             # An id-0 request's error answers no id: name its channel so the client can route it.
@@ -156,26 +174,53 @@ class BrokerServer:
     })
 
     def _hello(self, conn, req) -> None:
-        """The handshake. A refused hello closes the connection after the error is sent."""
+        """The handshake. A refused hello closes the connection after the error is sent.
+
+        With authentication on, the password check (a slow hash, and the per-address backoff)
+        runs in a task; the connection holds the requests that arrive meanwhile and runs them,
+        in order, once the hello is answered.
+        """
         try:
             if conn.handshake_done:
                 raise BrokerError(ErrorCode.BAD_REQUEST, "hello was already sent on this connection")
             args = self.HELLO_SCHEMA.validate(req.args)
             _, client, credentials, client_max = check_hello(args)
-            conn.user = self.authenticate(credentials)
         except BrokerError as exc:
             conn.send_error(req.id, exc.code, exc.message)
             if not conn.handshake_done:
                 conn.close()
             return
+        hello = (client, client_max, args.get("heartbeat", 0))
+        credentials = credentials or {}
+        if not self.authenticator.enabled:
+            principal = self.authenticator.anonymous(credentials.get("username"))
+            self._hello_accept(conn, req.id, hello, principal)
+            return
+        conn.hold()
+        conn.spawn(self._hello_login(conn, req.id, hello, credentials))
+
+    async def _hello_login(self, conn, rid, hello, credentials) -> None:
+        try:
+            principal = await self.authenticator.login(credentials.get("username"), credentials.get("password"),
+                                                       conn.peer)
+        except BrokerError as exc:
+            conn.send_error(rid, exc.code, exc.message)
+            conn.close()
+            return
+        self._hello_accept(conn, rid, hello, principal)
+        conn.release()
+
+    def _hello_accept(self, conn, rid, hello, principal: Principal) -> None:
+        client, client_max, asked = hello
+        conn.user = principal.name
+        conn.access = principal.access
         conn.client_name = client
         conn.handshake_done = True
-        asked = args.get("heartbeat", 0)
         conn.heartbeat = min(asked, self.heartbeat) if asked and self.heartbeat else 0
         if client_max is not None:
             # Batches of pushes must fit in what this client accepts.
             conn.send_limit = min(conn.send_limit, client_max)
-        conn.send_response(req.id, {
+        conn.send_response(rid, {
             "server": self.name,
             "version": self.version,
             "protocol": PROTOCOL_VERSION,
@@ -186,15 +231,16 @@ class BrokerServer:
             "heartbeat": conn.heartbeat,
         })
 
-    def authenticate(self, credentials):
-        if self.credentials is None:
-            return (credentials or {}).get("username")
-        if not credentials:
-            raise BrokerError(ErrorCode.NOT_AUTHORIZED, "this server requires credentials {username, password}")
-        user, password = credentials.get("username"), credentials.get("password")
-        if user not in self.credentials or self.credentials[user] != password:
-            raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"bad username or password for user {user!r}")
-        return user
+    # ---- access control (docs/security.md) ----------------------------------------------
+    def compile_permissions(self, user: str, raw):
+        """Turn a user's stored permissions into what `authorize` checks; brokers override."""
+        return None
+
+    def authorize(self, conn, op: str, args: dict):
+        """Raise NotAuthorized if the connection's user may not run `op` with `args`. Called
+        only for users with restricted access (`conn.access` is not None). May return
+        DEFERRED when it answered the request itself (a batch partly refused)."""
+        raise NotAuthorized(f"{self.name} has no permission model; user {conn.user!r} may not run {op!r}")
 
     @op("ping", schema={"echo": Value(default=None)})
     def op_ping(self, conn, args):
@@ -305,10 +351,13 @@ class BrokerServer:
         """
         if self.data_dir:
             os.makedirs(self.data_dir, exist_ok=True)
+        if self.authenticator.store is not None:
+            self.authenticator.store.load()   # a damaged user file stops the start, with its path
+        self.authenticator.check_ready()
         await self.open()
         native = Listener("", "--port", self.port,
                           lambda: ClientConnection(self, self.next_connection_id()), host=self.host)
-        wanted = [native] + self.extra_listeners()
+        wanted = self._with_tls_twins([native] + self.extra_listeners())
         if self.metrics_port is not None:
             wanted.append(self.metrics_listener())
         try:
@@ -323,12 +372,26 @@ class BrokerServer:
                 task.cancel()
             await self.close()
             raise
-        self.port = native.port
+        self.port = native.port if any(l is native for l in self.listeners) else self.listeners[0].port
         self.started_at = time.monotonic()
         if self.handshake_timeout or self.heartbeat:
             periods = [p for p in (self.handshake_timeout, self.heartbeat) if p]
             self.every(min(1.0, min(periods) / 4), self.sweep_connections)
         return self
+
+    def _with_tls_twins(self, doors: list) -> list:
+        """Each door, then its TLS twin where `self.tls` gives it a port (serverbase/tls.py)."""
+        if self.tls is None:
+            return doors
+        from .tls import TLS_DOORS
+        twins = []
+        for door in doors:
+            port = self.tls.ports.get(door.name)
+            if port is None:
+                continue
+            name, flag = TLS_DOORS.get(door.name, (f"{door.name}-tls", f"--{door.name}-tls-port"))
+            twins.append(Listener(name, flag, port, door.protocol_factory, host=door.host, ssl=self.tls.context))
+        return (doors if self.tls.plaintext else []) + twins
 
     def sweep_connections(self) -> None:
         """Close connections that never said hello in time, or whose peer missed two heartbeats;
@@ -394,6 +457,7 @@ class BrokerServer:
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         await self.close()
+        self.authenticator.close()
         self._stopped.set()
 
     async def wait_stopped(self):

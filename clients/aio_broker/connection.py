@@ -11,10 +11,12 @@ RabbitMQ closes the channel of a failed publish.
 import asyncio
 import itertools
 import logging
+import ssl as _ssl
 import urllib.parse
 
 from clients.aio_rpc import AsyncRpcConnection
 from clients.protocol.errors import BrokerError, ErrorCode
+from clients.tls import TlsSettingError, default_client_context
 
 
 from . import exceptions
@@ -24,6 +26,7 @@ log = logging.getLogger("clients.aio_broker")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5673
+DEFAULT_SSL_PORT = 5674   # the TLS twin of the msgpack port (docs/security.md)
 
 
 class Connection:
@@ -178,10 +181,11 @@ class RobustConnection(Connection):
             super()._on_close(None)  # closed while down: the channels close for good now
 
 
-async def _open_rpc(host, port, name, credentials, timeout) -> AsyncRpcConnection:
+async def _open_rpc(host, port, name, credentials, timeout, ssl_context=None) -> AsyncRpcConnection:
     try:
         return await AsyncRpcConnection.connect(host, port, client_name=name, credentials=credentials,
-                                                timeout=timeout, expect_server="minibroker")
+                                                timeout=timeout, expect_server="minibroker",
+                                                ssl_context=ssl_context)
     except BrokerError as exc:
         if exc.code == ErrorCode.NOT_AUTHORIZED:
             raise exceptions.ProbableAuthenticationError(f"ACCESS_REFUSED - {exc.message}") from None
@@ -192,10 +196,11 @@ async def _open_rpc(host, port, name, credentials, timeout) -> AsyncRpcConnectio
         raise exceptions.AMQPConnectionError(f"could not connect to {host}:{port}: {exc}") from None
 
 
-async def connect(url: str | None = None, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+async def connect(url: str | None = None, *, host: str = DEFAULT_HOST, port: int | None = None,
                   login: str | None = None, password: str | None = None, virtualhost: str = "/",
                   ssl: bool = False, timeout: float = 10.0, client_properties=None,
-                  connection_class=Connection, reconnect_interval: float = 1.0, **kwargs) -> Connection:
+                  connection_class=Connection, reconnect_interval: float = 1.0, ssl_options: dict | None = None,
+                  ssl_context=None, **kwargs) -> Connection:
     if url:
         parts = urllib.parse.urlparse(str(url))
         host = parts.hostname or host
@@ -203,15 +208,52 @@ async def connect(url: str | None = None, *, host: str = DEFAULT_HOST, port: int
         if parts.username is not None:
             login = urllib.parse.unquote(parts.username)
             password = urllib.parse.unquote(parts.password or "")
+        if parts.scheme == "amqps":
+            ssl = True
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+        tls_keys = {k: query[k] for k in ("cafile", "capath", "cadata", "keyfile", "certfile", "no_verify_ssl")
+                    if k in query}
+        if tls_keys:
+            ssl_options = {**tls_keys, **(ssl_options or {})}
+    ssl_context = _tls_context(ssl, ssl_options, ssl_context)
+    if port is None:
+        port = DEFAULT_SSL_PORT if ssl_context is not None else DEFAULT_PORT
     credentials = None
     if login is not None:
         credentials = {"username": login, "password": password or ""}
     name = str((client_properties or {}).get("connection_name", "minibroker-aio-pika-client"))
-    connect_args = dict(host=host, port=port, name=name, credentials=credentials, timeout=timeout)
+    connect_args = dict(host=host, port=port, name=name, credentials=credentials, timeout=timeout,
+                        ssl_context=ssl_context)
     rpc = await _open_rpc(**connect_args)
     if issubclass(connection_class, RobustConnection):
         return connection_class(rpc, host, port, connect_args, reconnect_interval=reconnect_interval)
     return connection_class(rpc, host, port, connect_args)
+
+
+def _tls_context(use_ssl: bool, ssl_options: dict | None, ssl_context):
+    """aio-pika's TLS settings: `ssl=True` (or an amqps:// URL) with `ssl_context`, or a context
+    made from `ssl_options` (cafile, capath, cadata, certfile, keyfile, no_verify_ssl)."""
+    if not use_ssl:
+        if ssl_context is not None or ssl_options:
+            raise ValueError("ssl_context/ssl_options are given but ssl is off: pass ssl=True or an amqps:// URL")
+        return None
+    if ssl_context is not None:
+        if not isinstance(ssl_context, _ssl.SSLContext):
+            raise ValueError(f"ssl_context must be an ssl.SSLContext, got {type(ssl_context).__name__}")
+        return ssl_context
+    opts = dict(ssl_options or {})
+    unknown = set(opts) - {"cafile", "capath", "cadata", "keyfile", "certfile", "no_verify_ssl"}
+    if unknown:
+        raise ValueError(f"unknown ssl_options {sorted(unknown)}")
+    no_verify = str(opts.get("no_verify_ssl", "0")).lower() in ("1", "true", "yes")
+    try:
+        ctx = default_client_context(cafile=opts.get("cafile"), certfile=opts.get("certfile"),
+                                     keyfile=opts.get("keyfile"), verify=not no_verify)
+        if opts.get("capath") or opts.get("cadata"):
+            ctx.load_verify_locations(capath=opts.get("capath"), cadata=opts.get("cadata"))
+    except (TlsSettingError, OSError, _ssl.SSLError) as exc:
+        raise ValueError(str(exc)) from None
+    return ctx
 
 
 async def connect_robust(url: str | None = None, **kwargs) -> RobustConnection:

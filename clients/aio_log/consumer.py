@@ -34,6 +34,7 @@ from ..log.group_protocol import (COOPERATIVE, is_cooperative, member_metadata, 
 from ..log.config import plain_credentials
 from ..protocol.errors import BrokerError, ErrorCode
 from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
+from ..tls import aiokafka_tls
 from .errors import (CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaConnectionError, KafkaError,
                      from_field, from_wire)
 from .producer import _bootstrap
@@ -88,12 +89,15 @@ class AIOKafkaConsumer:
                  fetch_max_bytes=52428800, fetch_min_bytes=1, max_partition_fetch_bytes=1048576,
                  auto_offset_reset="latest", enable_auto_commit=True, auto_commit_interval_ms=5000,
                  session_timeout_ms=10000, heartbeat_interval_ms=3000, max_poll_interval_ms=300000,
-                 partition_assignment_strategy=("roundrobin",), loop=None, security_protocol="PLAINTEXT", sasl_mechanism="PLAIN",
-                 sasl_plain_username=None, sasl_plain_password=None, **ignored):
+                 partition_assignment_strategy=("roundrobin",), loop=None, security_protocol="PLAINTEXT",
+                 ssl_context=None, sasl_mechanism="PLAIN", sasl_plain_username=None, sasl_plain_password=None,
+                 **ignored):
         self._host, self._port = _bootstrap(bootstrap_servers)
         self._credentials = plain_credentials(security_protocol, sasl_mechanism, sasl_plain_username,
                                               sasl_plain_password)
         self._client_id = client_id or "aiokafka-minilog"
+        # TLS, checked now as aiokafka does (clients/tls.py); never a silent plaintext.
+        self._ssl_context = aiokafka_tls(security_protocol, ssl_context)
         self._group_id = group_id
         self._key_deserializer = key_deserializer
         self._value_deserializer = value_deserializer
@@ -131,7 +135,8 @@ class AIOKafkaConsumer:
     async def start(self):
         try:
             self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id,
-                                                          credentials=self._credentials, expect_server="minilog")
+                                                          credentials=self._credentials, expect_server="minilog",
+                                                          ssl_context=self._ssl_context)
         except (OSError, BrokerError, asyncio.TimeoutError) as exc:
             raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
         self._fetch_max_bytes = max(min(self._fetch_max_bytes, self._conn.state.max_frame - 65536), 1024)

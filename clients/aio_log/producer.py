@@ -25,6 +25,7 @@ from ..log.accumulator import OpenBatch, record_size
 from ..log.connection import parse_bootstrap
 from ..log.partitioner import KeyPartitioner, pick_sticky
 from ..protocol.errors import BrokerError
+from ..tls import aiokafka_tls
 from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, from_field, \
     from_wire
 from .structs import RecordMetadata, TopicPartition
@@ -172,12 +173,14 @@ class BatchBuilder:
 class AIOKafkaProducer:
     def __init__(self, *, bootstrap_servers="localhost:9093", client_id=None, acks=1, key_serializer=None,
                  value_serializer=None, linger_ms=0, max_batch_size=16384, max_request_size=1048576,
-                 request_timeout_ms=40000, loop=None, security_protocol="PLAINTEXT", sasl_mechanism="PLAIN",
-                 sasl_plain_username=None, sasl_plain_password=None, **ignored):
+                 request_timeout_ms=40000, loop=None, security_protocol="PLAINTEXT", ssl_context=None,
+                 sasl_mechanism="PLAIN", sasl_plain_username=None, sasl_plain_password=None, **ignored):
         self._host, self._port = _bootstrap(bootstrap_servers)
         self._credentials = plain_credentials(security_protocol, sasl_mechanism, sasl_plain_username,
                                               sasl_plain_password)
         self._client_id = client_id or "aiokafka-minilog"
+        # TLS, checked now as aiokafka does (clients/tls.py); never a silent plaintext.
+        self._ssl_context = aiokafka_tls(security_protocol, ssl_context)
         if acks == "all":
             acks = -1
         if acks not in (0, 1, -1):
@@ -201,7 +204,8 @@ class AIOKafkaProducer:
     async def start(self):
         try:
             self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id,
-                                                          credentials=self._credentials, expect_server="minilog")
+                                                          credentials=self._credentials, expect_server="minilog",
+                                                          ssl_context=self._ssl_context)
         except (OSError, BrokerError, asyncio.TimeoutError) as exc:
             raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
 

@@ -14,11 +14,11 @@ How the API maps onto the wire is in docs/clients-minibroker.md.
 from . import exceptions, frame, spec
 from .blocking_channel import BlockingChannel, ReturnedMessage
 from .blocking_connection import BlockingConnection
-from .connection import ConnectionParameters, PlainCredentials, URLParameters
+from .connection import ConnectionParameters, PlainCredentials, SSLOptions, URLParameters
 from .exchange_type import ExchangeType
 from .spec import BasicProperties, DeliveryMode
 
 __all__ = [
     "BasicProperties", "BlockingChannel", "BlockingConnection", "ConnectionParameters", "DeliveryMode",
-    "ExchangeType", "PlainCredentials", "ReturnedMessage", "URLParameters", "exceptions", "frame", "spec",
+    "ExchangeType", "PlainCredentials", "ReturnedMessage", "SSLOptions", "URLParameters", "exceptions", "frame", "spec",
 ]

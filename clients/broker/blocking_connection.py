@@ -111,6 +111,8 @@ class BlockingConnection:
         last = None
         for params in candidates:
             credentials = params.credentials.to_wire() if params.credentials is not None else None
+            tls = params.ssl_options
+            tls_args = {} if tls is None else {"ssl_context": tls.context, "server_hostname": tls.server_hostname}
             for attempt in range(max(1, int(params.connection_attempts or 1))):
                 if attempt:
                     time.sleep(params.retry_delay)
@@ -118,7 +120,7 @@ class BlockingConnection:
                     rpc = RpcConnection(params.host, params.port, client_name=params.client_name,
                                         credentials=credentials,
                                         connect_timeout=params.socket_timeout or 10.0,
-                                        expect_server="minibroker")
+                                        expect_server="minibroker", **tls_args)
                     return rpc, params
                 except BrokerError as exc:
                     if exc.code == ErrorCode.NOT_AUTHORIZED:

@@ -1,17 +1,33 @@
 """pika's connection parameters: `ConnectionParameters`, `URLParameters`, `PlainCredentials`.
 
-Only what our wire uses is acted on (host, port, credentials, socket timeout, connection
-attempts and retry delay, client name); the rest of pika's keywords (virtual_host, heartbeat,
-ssl_options...) are accepted so pika programs construct their parameters unchanged.
+Only what our wire uses is acted on (host, port, credentials, TLS through `ssl_options`, socket
+timeout, connection attempts and retry delay, client name); the rest of pika's keywords
+(virtual_host, heartbeat...) are accepted so pika programs construct their parameters unchanged.
 One setting is ours: `flush_delay` (seconds, default 0.001), the longest a publish or ack
 waits in the client before a background thread writes it (pika writes each at once; we batch
 them, and bound the wait).
 """
 
+import ssl
 import urllib.parse
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5673  # minibroker's port (RabbitMQ's is 5672)
+DEFAULT_SSL_PORT = 5674  # minibroker's TLS port for this protocol (RabbitMQ's AMQPS is 5671)
+
+
+class SSLOptions:
+    """pika's TLS settings: an `ssl.SSLContext` and the host name to check the certificate against
+    (default: the host connected to)."""
+
+    def __init__(self, context, server_hostname=None):
+        if not isinstance(context, ssl.SSLContext):
+            raise TypeError(f"context must be of ssl.SSLContext type, but got {context!r}")
+        self.context = context
+        self.server_hostname = server_hostname
+
+    def __repr__(self):
+        return f"SSLOptions(context={self.context!r}, server_hostname={self.server_hostname!r})"
 DEFAULT_FLUSH_DELAY = 0.001
 
 
@@ -104,10 +120,12 @@ class ConnectionParameters(Parameters):
         for name, value in given.items():
             if value is not _UNSET:
                 setattr(self, name, value)
+        if self.ssl_options is not None and not isinstance(self.ssl_options, SSLOptions):
+            raise TypeError(f"ssl_options must be None or SSLOptions but got {self.ssl_options!r}")
         if self.host is None:
             self.host = DEFAULT_HOST
-        if self.port is None:
-            self.port = DEFAULT_PORT
+        if self.port is None or port is _UNSET:
+            self.port = DEFAULT_SSL_PORT if self.ssl_options is not None else DEFAULT_PORT
         self.port = int(self.port)
 
 
@@ -119,6 +137,10 @@ class URLParameters(Parameters):
         parts = urllib.parse.urlparse(url)
         if parts.scheme not in ("amqp", "amqps", ""):
             raise ValueError(f"URL scheme must be amqp, got {parts.scheme!r}")
+        if parts.scheme == "amqps":
+            # As pika: TLS with the system's CAs, on the TLS port unless one is given.
+            self.ssl_options = SSLOptions(ssl.create_default_context())
+            self.port = DEFAULT_SSL_PORT
         if parts.hostname:
             self.host = parts.hostname
         if parts.port:

@@ -12,7 +12,7 @@ import enum
 from ..protocol.errors import BrokerError
 from ..rpc import ConnectionClosed
 from .config import Config
-from .connection import LogConnection, parse_bootstrap
+from .connection import LogConnection, parse_bootstrap, tls_context
 from .errors import KafkaError, KafkaException, error_from_field, exception_from
 from .topic_partition import TopicPartition
 
@@ -173,12 +173,14 @@ class AdminClient:
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
         self._credentials = cfg.credentials()
+        self._ssl_context = tls_context(cfg)   # security.protocol SSL / SASL_SSL (clients/tls.py)
         self._conn = None
 
     def _connection(self) -> LogConnection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = LogConnection(self._host, self._port, self._client_id, credentials=self._credentials)
+                self._conn = LogConnection(self._host, self._port, self._client_id, credentials=self._credentials,
+                                           ssl_context=self._ssl_context)
             except (OSError, BrokerError) as exc:
                 raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                                 f"cannot connect to {self._host}:{self._port}: {exc}")) from None

@@ -1,8 +1,9 @@
 """Reading a confluent-kafka style configuration dict: librdkafka's property names and defaults.
 
 Values may be given as Python values or as strings (librdkafka takes strings), so
-`'linger.ms': '5'` and `'linger.ms': 5` mean the same. Properties that only matter to
-librdkafka's own machinery (SSL, SASL, debug...) are accepted and ignored, so a program's
+`'linger.ms': '5'` and `'linger.ms': 5` mean the same. TLS and SASL properties are honoured
+(clients/tls.py). Properties that only matter to librdkafka's own machinery (debug, statistics...)
+are accepted and ignored, so a program's
 existing configuration runs unchanged; a property name nobody knows is logged once.
 """
 
@@ -13,7 +14,7 @@ log = logging.getLogger("clients.log")
 
 # Accepted because real configurations carry them; they change nothing here.
 IGNORED = {
-    "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "debug", "log_level",
+    "debug", "log_level",
     "compression.type", "compression.codec", "enable.idempotence", "retries", "retry.backoff.ms",
     "socket.keepalive.enable", "api.version.request", "broker.version.fallback", "statistics.interval.ms",
     "stats_cb", "logger", "isolation.level",
@@ -25,9 +26,11 @@ IGNORED = {
 }
 
 
-# Read by every client (`Config.credentials`), not per kind.
+# Read by every client (`Config.credentials`, `clients.tls.log_client_tls`), not per kind.
 _CONNECTION_KEYS = {"bootstrap.servers", "metadata.broker.list", "client.id", "security.protocol",
-                    "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password"}
+                    "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+                    "ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password",
+                    "enable.ssl.certificate.verification", "ssl.endpoint.identification.algorithm"}
 
 
 class Config:
@@ -96,19 +99,20 @@ def plain_credentials(protocol, mechanism, username, password, error=ValueError,
     The username and password become the hello's `credentials` (the servers' `--user`). What
     the clients cannot honour is refused, at construction, with `error`, as the real libraries
     refuse a configuration they cannot apply: a mechanism other than PLAIN, a security protocol
-    other than PLAINTEXT / SASL_PLAINTEXT, SASL without a username. `names` are the setting
+    other than PLAINTEXT / SSL / SASL_PLAINTEXT / SASL_SSL, SASL without a username. TLS
+    itself (the `ssl.*` settings) is `clients.tls`'s business. `names` are the setting
     names to quote (librdkafka's or aiokafka's).
     """
     n_protocol, n_mechanism, n_user, n_password = names
     protocol = (protocol or "plaintext").lower()
-    if protocol not in ("plaintext", "sasl_plaintext"):
+    if protocol not in ("plaintext", "sasl_plaintext", "ssl", "sasl_ssl"):
         raise error(f"{n_protocol} {protocol.upper()!r} is not supported by this client "
-                    f"(use PLAINTEXT or SASL_PLAINTEXT)")
+                    f"(use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL)")
     if mechanism is not None and str(mechanism).upper() != "PLAIN":
         raise error(f"{n_mechanism} {mechanism!r} is not supported: the handshake takes a "
                     f"username and password, i.e. PLAIN")
     if username is None:
-        if password is not None or protocol == "sasl_plaintext":
-            raise error(f"{n_user} is required with {n_password} or {n_protocol}=SASL_PLAINTEXT")
+        if password is not None or protocol.startswith("sasl_"):
+            raise error(f"{n_user} is required with {n_password} or {n_protocol}=SASL_PLAINTEXT/SASL_SSL")
         return None
     return {"username": str(username), "password": "" if password is None else str(password)}

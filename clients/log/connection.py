@@ -9,10 +9,10 @@ calls (`call`) still work on the same socket, and callbacks keep running while o
 """
 
 import time
-from socket import MSG_DONTWAIT
 
 from ..protocol.errors import BrokerError
 from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection, _wait_readable
+from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, recv_nowait
 from .errors import ConfigError
 
 
@@ -21,12 +21,22 @@ def parse_bootstrap(servers: str) -> tuple[str, int]:
     if not servers or not isinstance(servers, str):
         raise ConfigError("bootstrap.servers must be a 'host:port' string")
     first = servers.split(",")[0].strip()
-    if first.startswith("PLAINTEXT://"):
-        first = first[len("PLAINTEXT://"):]
+    scheme, sep, rest = first.partition("://")
+    if sep and scheme.upper() in SECURITY_PROTOCOLS:
+        first = rest   # a listener name; security.protocol, not the prefix, decides TLS (as librdkafka)
     host, _, port = first.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"bootstrap.servers entry {first!r} is not 'host:port'")
     return host, int(port)
+
+
+def tls_context(cfg):
+    """The `ssl_context` for LogConnection from librdkafka's TLS properties (None: plaintext);
+    a setting that cannot be honoured is a ConfigError now, never a plaintext connection later."""
+    try:
+        return log_client_tls(cfg)
+    except TlsSettingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class LogConnection(RpcConnection):
@@ -60,7 +70,7 @@ class LogConnection(RpcConnection):
         handled = False
         while True:
             try:
-                data = sock.recv(READ_SIZE, MSG_DONTWAIT)
+                data = recv_nowait(sock, READ_SIZE)
             except BlockingIOError:
                 return handled
             except OSError as exc:

@@ -29,7 +29,7 @@ from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, v
 from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
-from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
+from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .group import GroupMembership
 from .message import Message, batch_record_class, error_message
@@ -95,6 +95,7 @@ class Consumer:
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
         self._credentials = cfg.credentials()
+        self._ssl_context = tls_context(cfg)   # security.protocol SSL / SASL_SSL (clients/tls.py)
         self._group_id = cfg.str("group.id", None)
         self._reset = cfg.str("auto.offset.reset", "latest").lower()
         if self._reset not in _EARLIEST | _LATEST | {"error"}:
@@ -137,7 +138,8 @@ class Consumer:
     # ---- connection ---------------------------------------------------------------------
     def _connect(self) -> LogConnection:
         try:
-            return LogConnection(self._host, self._port, self._client_id, credentials=self._credentials)
+            return LogConnection(self._host, self._port, self._client_id, credentials=self._credentials,
+                                 ssl_context=self._ssl_context)
         except (OSError, BrokerError) as exc:
             raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                             f"cannot connect to {self._host}:{self._port}: {exc}")) from None

@@ -46,6 +46,7 @@ class KafkaError:
     UNKNOWN_MEMBER_ID = 25
     REBALANCE_IN_PROGRESS = 27
     TOPIC_AUTHORIZATION_FAILED = 29
+    GROUP_AUTHORIZATION_FAILED = 30
     CLUSTER_AUTHORIZATION_FAILED = 31
     TOPIC_ALREADY_EXISTS = 36
     INVALID_PARTITIONS = 37
@@ -147,6 +148,12 @@ _RETRIABLE = {KafkaError._TRANSPORT, KafkaError.REBALANCE_IN_PROGRESS, KafkaErro
 def error_from_wire(code: str, message: str) -> KafkaError:
     """The KafkaError for a wire error `[code, message]` (the reason keeps the wire code)."""
     kcode = _WIRE_TO_KAFKA.get(code, KafkaError.UNKNOWN)
+    if code == ErrorCode.NOT_AUTHORIZED:
+        # minilog/acl.py words every denial "user U may not OP topic|group NAME".
+        if " group " in message:
+            kcode = KafkaError.GROUP_AUTHORIZATION_FAILED
+        elif " topic " in message:
+            kcode = KafkaError.TOPIC_AUTHORIZATION_FAILED
     return KafkaError(kcode, f"{code}: {message}", retriable=kcode in _RETRIABLE)
 
 

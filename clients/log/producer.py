@@ -22,13 +22,13 @@ import collections
 import logging
 import time
 
-from ..protocol.errors import BrokerError
+from ..protocol.errors import BrokerError, ErrorCode
 from ..protocol.framing import DEFAULT_MAX_FRAME
 from ..rpc import ConnectionClosed
 from .accumulator import OpenBatch, record_size
 from .config import Config
-from .connection import LogConnection, deadline_of, parse_bootstrap, remaining
-from .errors import ConfigError, KafkaError, KafkaException, error_from_field, exception_from
+from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
+from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .message import make_message
 from .partitioner import RANDOM, KeyPartitioner, pick_sticky
 
@@ -104,6 +104,7 @@ class Producer:
         self._host, self._port = parse_bootstrap(cfg.get("bootstrap.servers"))
         self._client_id = cfg.str("client.id", "rdkafka")
         self._credentials = cfg.credentials()
+        self._ssl_context = tls_context(cfg)   # security.protocol SSL / SASL_SSL (clients/tls.py)
         linger = cfg.float("linger.ms", cfg.float("queue.buffering.max.ms", 5.0))
         self._linger = max(linger, 0.0) / 1000.0
         self._batch_bytes = max(cfg.int("batch.size", 1_000_000), 1)
@@ -162,13 +163,14 @@ class Producer:
     def _connect(self) -> LogConnection:
         if self._conn is None or self._conn.closed:
             try:
-                self._conn = LogConnection(self._host, self._port, self._client_id, credentials=self._credentials)
+                self._conn = LogConnection(self._host, self._port, self._client_id, credentials=self._credentials,
+                                           ssl_context=self._ssl_context)
             except (OSError, BrokerError) as exc:
                 raise KafkaException(KafkaError(KafkaError._TRANSPORT,
                                                 f"cannot connect to {self._host}:{self._port}: {exc}"))
         return self._conn
 
-    def _topic(self, topic: str) -> _TopicState | None:
+    def _topic(self, topic: str) -> _TopicState | KafkaError | None:
         if not isinstance(topic, str) or not topic:
             raise TypeError("topic must be a non-empty str")
         try:
@@ -184,6 +186,9 @@ class Producer:
             raise exception_from(exc) from None
         info = (meta.get("topics") or {}).get(topic)
         if not info or not info.get("partitions"):
+            error = (info or {}).get("error")
+            if error and error[0] == ErrorCode.NOT_AUTHORIZED:
+                return error_from_wire(error[0], error[1])   # reported as librdkafka does: TOPIC_AUTHORIZATION_FAILED
             return None
         limit = self._message_max_bytes
         try:
@@ -240,6 +245,9 @@ class Producer:
         t = self._topics.get(topic)
         if t is None:
             t = self._topic(topic)
+            if isinstance(t, KafkaError):
+                self._report_now(cb, t, topic, partition, key, value)
+                return
             if t is None:
                 self._report_now(cb, KafkaError(
                     KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist and the server does not create topics on first use; create it with AdminClient.create_topics"),

@@ -8,8 +8,11 @@ deliveries, confirms, returns and server-side cancels into AMQP frames (sink.py)
 never learns which protocol a client speaks.
 
 - Negotiation: protocol header → connection.start (server properties with RabbitMQ's
-  capabilities table) → start-ok (PLAIN or AMQPLAIN, checked against the server's `--user`
-  credentials) → tune / tune-ok (channel_max, frame_max, heartbeat) → open (vhost "/").
+  capabilities table) → start-ok (PLAIN or AMQPLAIN, checked by the server's `Authenticator`,
+  serverbase/auth.py, as on every front door) → tune / tune-ok (channel_max, frame_max, heartbeat) → open (vhost "/").
+- Permissions: with `--auth`, each method that names an exchange or a queue is checked
+  before its handler by `_authorize` (RabbitMQ's configure/write/read, minibroker/access.py);
+  a denial is a 403 ACCESS_REFUSED channel exception.
 - Errors follow RabbitMQ: a *channel exception* (404, 403, 405, 406) sends channel.close and
   discards what arrives on that channel until close-ok; a *connection exception* (501-505,
   530, 540, 541, 403 at login) sends connection.close and discards everything until close-ok
@@ -32,6 +35,8 @@ from clients.protocol.errors import BrokerError, ErrorCode
 from serverbase.connection import enable_keepalive
 from serverbase.schema import check_table
 
+from .. import access
+from ..access import publish_allowed
 from . import spec
 from .codec import HEARTBEAT_FRAME, BadProtocolHeader, CommandReader, frame_content, frame_method
 from .fields import decode_table
@@ -65,7 +70,7 @@ _CODES = {
 }
 
 # Phases of a connection.
-AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING = range(6)
+AWAIT_HEADER, AWAIT_START_OK, AWAIT_TUNE_OK, AWAIT_OPEN, OPEN, CLOSING, AWAIT_LOGIN = range(7)
 
 
 def _amqp_error(exc: BrokerError, args) -> AMQPError:
@@ -109,6 +114,7 @@ class AMQPConnection(asyncio.Protocol):
         self.channel_max = CHANNEL_MAX
         self.heartbeat = server.heartbeat     # proposed in tune; the client's answer wins
         self.user = None
+        self.access = None                    # the user's permissions (minibroker/access.py); None: all
         self.client_properties: dict = {}
         self.client_capabilities: dict = {}
         self.reader = CommandReader(FRAME_MAX, server.max_frame)
@@ -123,6 +129,7 @@ class AMQPConnection(asyncio.Protocol):
         self._sent = False
         self._timer = None
         self._handlers = self._handler_table()
+        self._tasks: set = set()
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport):
@@ -166,7 +173,8 @@ class AMQPConnection(asyncio.Protocol):
                 state = channels.get(ch)
                 if state is not None and not state.closing and state.tx is None and not args.immediate:
                     exchange = exchanges.get(args.exchange)
-                    if exchange is not None and not exchange.internal:
+                    if (exchange is not None and not exchange.internal
+                            and (self.access is None or publish_allowed(self.access, args.exchange))):
                         if ch != batch_ch and batch:
                             self._publish_batch(batch_ch, batch)
                             batch = None
@@ -206,6 +214,8 @@ class AMQPConnection(asyncio.Protocol):
                     raise AMQPError(COMMAND_INVALID, f"{args.spec.name} before connection.open", *_ids(args))
                 elif state is None and type(args) is not m.ChannelOpen:
                     raise AMQPError(CHANNEL_ERROR, f"expected 'channel.open' on channel {ch}", *_ids(args))
+                if self.access is not None and type(args) in _PERMISSION_OPS:
+                    self._authorize(ch, args)
                 if body is None:
                     handler(ch, args)
                 else:
@@ -242,6 +252,8 @@ class AMQPConnection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        for task in list(self._tasks):
+            task.cancel()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -390,13 +402,46 @@ class AMQPConnection(asyncio.Protocol):
         if credentials is None:
             raise AMQPError(ACCESS_REFUSED, f"unsupported authentication mechanism '{args.mechanism}' "
                                             f"or malformed response; use PLAIN or AMQPLAIN", *_ids(args))
+        authenticator = self.server.authenticator
+        if not authenticator.enabled:
+            self._logged_in(authenticator.anonymous(credentials["username"]))
+            return
+        # The shared login (serverbase/auth.py): a slow hash and the per-address backoff, in a
+        # task. Until it answers nothing may come but the client's wait (tune comes after).
+        self.phase = AWAIT_LOGIN
+        task = self._loop.create_task(self._login(credentials, args))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _login(self, credentials, args) -> None:
         try:
-            self.user = self.server.authenticate(credentials)
+            principal = await self.server.authenticator.login(credentials["username"], credentials["password"],
+                                                              self.peer)
         except BrokerError:
-            raise AMQPError(ACCESS_REFUSED, f"Login was refused using authentication mechanism {args.mechanism}. "
-                                            f"For details see the broker logfile.", *_ids(args)) from None
+            if not self.closed:
+                self.connection_exception(AMQPError(
+                    ACCESS_REFUSED, f"Login was refused using authentication mechanism {args.mechanism}. "
+                                    f"For details see the broker logfile.", *_ids(args)))
+                self.flush()
+            return
+        if not self.closed:
+            self._logged_in(principal)
+            self.flush()
+
+    def _logged_in(self, principal) -> None:
+        self.user = principal.name
+        self.access = principal.access
         self.phase = AWAIT_TUNE_OK
         self.send(0, m.ConnectionTune(self.channel_max, FRAME_MAX, self.heartbeat))
+
+    def _authorize(self, ch, args) -> None:
+        """RabbitMQ's configure/write/read check of this method (minibroker/access.py), in the
+        msgpack op's terms; a denial is a 403 channel exception."""
+        op, make = _PERMISSION_OPS[type(args)]
+        names = make(args)
+        if "queue" in names and not (op == "queue_declare"):
+            names["queue"] = self._queue_name(ch, names["queue"])
+        access.authorize(self.access, op, names)
 
     def on_tune_ok(self, ch, args):
         if self.phase != AWAIT_TUNE_OK:
@@ -739,6 +784,23 @@ class AMQPConnection(asyncio.Protocol):
         for s in spec.METHODS.values():      # every other method is one only a server sends
             table.setdefault(s.args, self._server_only)
         return table
+
+
+# AMQP methods that need a permission -> (the msgpack op with the same needs, its names from the method).
+_PERMISSION_OPS = {
+    m.ExchangeDeclare: ("exchange_declare", lambda a: {"exchange": a.exchange, "passive": a.passive}),
+    m.ExchangeDelete: ("exchange_delete", lambda a: {"exchange": a.exchange}),
+    m.ExchangeBind: ("exchange_bind", lambda a: {"destination": a.destination, "source": a.source}),
+    m.ExchangeUnbind: ("exchange_unbind", lambda a: {"destination": a.destination, "source": a.source}),
+    m.QueueDeclare: ("queue_declare", lambda a: {"queue": a.queue, "passive": a.passive}),
+    m.QueueBind: ("queue_bind", lambda a: {"queue": a.queue, "exchange": a.exchange}),
+    m.QueueUnbind: ("queue_unbind", lambda a: {"queue": a.queue, "exchange": a.exchange}),
+    m.QueuePurge: ("queue_purge", lambda a: {"queue": a.queue}),
+    m.QueueDelete: ("queue_delete", lambda a: {"queue": a.queue}),
+    m.BasicConsume: ("consume", lambda a: {"queue": a.queue}),
+    m.BasicGet: ("get", lambda a: {"queue": a.queue}),
+    m.BasicPublish: ("publish", lambda a: {"exchange": a.exchange}),
+}
 
 
 def _short_text(text: str) -> str:

@@ -15,8 +15,8 @@ it carries file slices of fetched batches, through `minilog.fetch_response.write
 A frame that does not parse, or an API or version we do not serve, closes this connection
 with one log line (as Kafka does); other connections are untouched. The one exception is
 ApiVersions at a version we do not know, which gets our ranges so the client can retry.
-With `--user`, nothing but ApiVersions, SaslHandshake and SaslAuthenticate is accepted until
-SASL PLAIN has succeeded.
+With `--auth` or `--user`, nothing but ApiVersions, SaslHandshake and SaslAuthenticate is
+accepted until SASL PLAIN has succeeded (through the server's `Authenticator`, docs/security.md).
 """
 
 from __future__ import annotations
@@ -53,9 +53,11 @@ class KafkaConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = None
         self.closed = False
-        self.authenticated = server.credentials is None
+        self.authenticated = not server.authenticator.enabled
         self.sasl_mechanism: str | None = None
         self.user = None
+        self.access = None   # the user's ACLs after SASL (minilog/acl.py); None: may do everything
+        self.state: dict = {}
         self._splitter = KafkaFrameSplitter(max_frame)
         self._slots: collections.deque[_Slot] = collections.deque()
         self._tasks: set[asyncio.Task] = set()
@@ -109,7 +111,7 @@ class KafkaConnection(asyncio.Protocol):
             self._slots.append(slot)
             return
         if not self.authenticated and req.api_key not in _BEFORE_AUTH:
-            self._fatal(f"{api.name} before SASL authentication (this server requires --user credentials)")
+            self._fatal(f"{api.name} before SASL authentication (this server requires credentials)")
             return
         handler = self.apis.handler(req.api_key)
         if handler is None:

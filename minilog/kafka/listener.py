@@ -2,7 +2,8 @@
 
 `--kafka-port` (default 9092 on the command line; 0 picks a free port; `off` disables it) and
 `--kafka-advertised HOST:PORT`, the address Metadata and FindCoordinator give clients (default:
-the address the door listens on, with the port it got). A server built in-process (the tests)
+the address the door listens on, with the port it got; clients of the door's TLS twin,
+`--kafka-tls-port`, are given the twin's address). A server built in-process (the tests)
 has no Kafka door unless given `kafka_port`. The door shares the server's `--max-frame` and
 `--user` credentials (SASL PLAIN).
 """
@@ -44,7 +45,11 @@ def kafka_listener(server, port: int, advertised: tuple[str, int] | None) -> Lis
     """The Kafka door of `server` (a MinilogServer whose `broker` is open when clients come)."""
     listener = None
 
-    def where() -> tuple[str, int]:
+    def where(conn) -> tuple[str, int]:
+        transport = conn.transport
+        if transport is not None and transport.get_extra_info("sslcontext") is not None:
+            # A client of the TLS twin (serverbase/tls.py) is sent back to the TLS twin.
+            return server.host, transport.get_extra_info("sockname")[1]
         return advertised or (server.host, listener.port)
 
     apis = KafkaApis(server, where)
