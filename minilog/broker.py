@@ -286,6 +286,7 @@ class LogBroker:
         results = []
         durable = []
         get_log = self.topics.get_log
+        tracing = bool(self.tracers)
         for item in entries:
             try:
                 topic, partition, batch = item
@@ -302,7 +303,11 @@ class LogBroker:
                 if topic in INTERNAL_TOPICS:
                     raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
                 plog = get_log(topic, partition, True)
+                if tracing:
+                    before = _segment_state(plog)
                 info, base = self._append_kafka(plog, topic, partition, batch)
+                if tracing and info is not None:
+                    self._trace_append(topic, partition, plog, info, len(batch), before)
             except Exception as exc:
                 results.append([topic, partition, -1, append_error(exc, topic, partition)])
                 continue

@@ -123,3 +123,17 @@ def test_minilog_trace_command_lines(start_minilog, capsys):
     assert any(line.startswith("append        t-0 offsets ") for line in lines)
     assert any(line.startswith("segment roll  t-0 sealed ") or line.startswith("index entry   t-0 ")
                for line in lines)
+
+
+def test_minilog_trace_shows_appends_made_through_the_kafka_door(minilog):
+    import pytest
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    tracer = RpcConnection("127.0.0.1", minilog.port)
+    tracer.call("trace", {})
+    p = confluent_kafka.Producer({"bootstrap.servers": minilog.kafka_bootstrap, "linger.ms": 0})
+    p.produce("kt", b"y" * 50)
+    assert p.flush(15) == 0
+    events = events_until(tracer, lambda seen: any(e["event"] == "append" and e["topic"] == "kt" for e in seen))
+    append = next(e for e in events if e["event"] == "append" and e["topic"] == "kt")
+    assert append["base_offset"] == append["last_offset"] == 0 and append["bytes"] > 50
+    tracer.close()
