@@ -239,7 +239,6 @@ class LogBroker:
         noted = self._minilog_noted
         results = []
         durable = []
-        get_log = self.topics.get_log
         notify = self.waiters.notify
         tracing = bool(self.tracers)
         for item in entries:
@@ -252,12 +251,7 @@ class LogBroker:
             try:
                 if type(batch) is not bytes:
                     raise BrokerError(ErrorCode.BAD_REQUEST, f"{topic}-{partition}: batch must be bin")
-                if type(topic) is not str or type(partition) is not int:
-                    raise BrokerError(ErrorCode.BAD_REQUEST, f"topic must be a string and partition an integer, "
-                                                             f"got {topic!r}, {partition!r}")
-                if topic in INTERNAL_TOPICS:
-                    raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
-                plog = get_log(topic, partition, True)
+                plog = self._log_to_produce_to(topic, partition)
                 if (topic, partition) not in noted:
                     self.formats.note_append(plog, MINILOG)
                     noted.add((topic, partition))
@@ -282,10 +276,19 @@ class LogBroker:
             return self._when_durable(durable, results)
         return results
 
+    def _log_to_produce_to(self, topic, partition):
+        """The partition log a produce entry appends to (created when auto-creation allows), after
+        the checks both batch formats share: the names' types, and no client writes internal topics."""
+        if type(topic) is not str or type(partition) is not int:
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"topic must be a string and partition an integer, "
+                                                     f"got {topic!r}, {partition!r}")
+        if topic in INTERNAL_TOPICS:
+            raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
+        return self.topics.get_log(topic, partition, True)
+
     def _produce_kafka(self, entries: list, acks: int):
         results = []
         durable = []
-        get_log = self.topics.get_log
         tracing = bool(self.tracers)
         for item in entries:
             try:
@@ -297,12 +300,7 @@ class LogBroker:
             try:
                 if not isinstance(batch, (bytes, bytearray, memoryview)):
                     raise BrokerError(ErrorCode.BAD_REQUEST, f"{topic}-{partition}: batch must be bytes")
-                if type(topic) is not str or type(partition) is not int:
-                    raise BrokerError(ErrorCode.BAD_REQUEST, f"topic must be a string and partition an integer, "
-                                                             f"got {topic!r}, {partition!r}")
-                if topic in INTERNAL_TOPICS:
-                    raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{topic!r} is internal: only the server writes it")
-                plog = get_log(topic, partition, True)
+                plog = self._log_to_produce_to(topic, partition)
                 if tracing:
                     before = _segment_state(plog)
                 info, base = self._append_kafka(plog, topic, partition, batch)
@@ -407,12 +405,12 @@ class LogBroker:
         (`minilog/batch_formats.py`). Only the first batch of the answer may go over
         `max_bytes` or a partition's limit, so a large batch is never stuck.
         """
+        get_log = self.topics.get_log
         only = self.formats.only
         rows = []
         budget = max_bytes
         taken = 0
         error = False
-        get_log = self.topics.get_log
         for topic, partition, offset, pmax in parts:
             try:
                 plog = get_log(topic, partition)
@@ -627,23 +625,6 @@ class LogBroker:
             raise BrokerError(ErrorCode.STORAGE_ERROR, f"the commit was not flushed to disk: {exc}") from None
         return results
 
-    def delete_group(self, group_id: str):
-        """Delete a group with no members and its committed offsets (Kafka's DeleteGroups).
-
-        Raises BrokerError PRECONDITION_FAILED while it has members, NOT_FOUND when neither the
-        coordinator nor the offsets know it. Returns None, or an awaitable done once the
-        tombstones are on disk."""
-        known = self.groups.describe(group_id) is not None or bool(self.offsets.group_offsets(group_id))
-        if not known:
-            raise BrokerError(ErrorCode.NOT_FOUND, f"consumer group {group_id!r} does not exist")
-        if not self.groups.delete_empty(group_id):
-            raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"consumer group {group_id!r} still has members")
-        try:
-            flush_to = self.offsets.delete_group(group_id)
-        except OSError as exc:
-            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not delete the commits of {group_id!r}: {exc}") from None
-        return None if flush_to is None else self._commit_when_durable(flush_to, None)
-
     def fetch_offsets(self, group_id: str, partitions=None) -> list:
         """Rows `[topic, partition, offset, metadata]` (offset -1: nothing committed); None: all of the group's."""
         if partitions is None:
@@ -661,13 +642,12 @@ class LogBroker:
         Raises NOT_FOUND for a group the broker does not know and PRECONDITION_FAILED while it has
         members. When commits were forgotten the answer is an awaitable, done once the tombstones
         are on disk."""
-        group = self.groups.groups.get(group_id)
-        if group is not None and group.members:
-            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
-                              f"group {group_id!r} has {len(group.members)} active member(s); stop them first")
+        group = self.groups.describe(group_id)
         if group is None and not self.offsets.group_offsets(group_id):
             raise BrokerError(ErrorCode.NOT_FOUND, f"consumer group {group_id!r} does not exist")
-        self.groups.groups.pop(group_id, None)
+        if not self.groups.delete_empty(group_id):
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"group {group_id!r} has {len(group.members)} active member(s); stop them first")
         try:
             flush_to = self.offsets.delete_group(group_id)
         except OSError as exc:
