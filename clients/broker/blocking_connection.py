@@ -389,7 +389,7 @@ class BlockingConnection:
                         # publisher writes its own at flush_delay, see basic_publish).
                         now = time.monotonic()
                         for ch in list(self._dirty):
-                            if ch._ack_upto or not ch._pub_buf or now - ch._buf_since >= delay / 2:
+                            if ch._core.ack_upto or not ch._pub_buf or now - ch._buf_since >= delay / 2:
                                 self._dirty.discard(ch)
                                 ch._materialize()
                         if rpc._out:
@@ -451,7 +451,7 @@ class BlockingConnection:
             if event == "deliver":
                 batch = body[1]
                 if batch:
-                    ch._settlement.delivered_max = batch[-1][1]
+                    ch._core.on_deliver(batch)
                     self._events.append((ch._dispatch_batch, batch))
             elif event == "confirm":
                 ch._on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)
