@@ -311,8 +311,9 @@ class Channel:
         for op, args in frames:
             send(op, args, want_reply=False)
 
-    def _on_confirm(self, ack, seq, multiple):
-        for record in self._core.on_confirm(ack, seq, multiple):
+    def _on_confirmed(self, records):
+        """A `confirm` push settled these records (`ChannelState.receive`): resolve their futures."""
+        for record in records:
             fut = record.waiter
             if fut.done():
                 continue
@@ -327,12 +328,12 @@ class Channel:
             else:
                 fut.set_result(True)
 
-    def _on_return(self, body):
-        _, reply_code, reply_text, exchange, routing_key, payload, props = body[:7]
-        returned = IncomingMessage(self, payload, None, False, exchange, routing_key, props, no_ack=True)
-        record = self._core.on_return(exchange, routing_key)
-        if record is not None:
-            record.returned = returned
+    def _on_return(self, happened):
+        """A `return` push (a `channel_state.Returned`)."""
+        returned = IncomingMessage(self, happened.body, None, False, happened.exchange, happened.routing_key,
+                                   happened.properties, no_ack=True)
+        if happened.record is not None:
+            happened.record.returned = returned
         for callback in self.return_callbacks:
             callback(self, returned)
 
@@ -367,7 +368,6 @@ class Channel:
         consumers = self._consumers
         tasks = self._tasks
         core = self._core
-        core.on_deliver(batch)
         settle = core.settlement.settle
         for d in batch:
             entry = consumers.get(d[0])
@@ -400,9 +400,9 @@ class Channel:
             log.error("consumer callback on channel %s raised", self.number, exc_info=task.exception())
 
     def _on_broker_cancel(self, consumer_tag):
-        if self._core.on_broker_cancel(consumer_tag) is not None:
-            for callback in self.cancel_callbacks:
-                callback(self, consumer_tag)
+        """The broker cancelled a consumer (ChannelState.receive took it off the registry)."""
+        for callback in self.cancel_callbacks:
+            callback(self, consumer_tag)
 
     def _settle(self, op, args):
         if self._closed:

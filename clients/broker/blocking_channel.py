@@ -337,19 +337,16 @@ class BlockingChannel:
         if record.returned is not None:
             raise exceptions.UnroutableError([record.returned])
 
-    def _on_confirm(self, ack, seq, multiple):
-        self._core.on_confirm(ack, seq, multiple)  # settles the record basic_publish waits on
-
-    def _on_return(self, body):
-        _, reply_code, reply_text, exchange, routing_key, payload, props = body[:7]
-        method = spec.Basic.Return(reply_code, reply_text, exchange, routing_key)
-        properties = _props_from_wire(props)
-        record = self._core.on_return(exchange, routing_key)
-        if record is not None:
+    def _on_return(self, returned):
+        """A `return` push (a `channel_state.Returned`)."""
+        method = spec.Basic.Return(returned.reply_code, returned.reply_text, returned.exchange,
+                                   returned.routing_key)
+        properties = _props_from_wire(returned.properties)
+        if returned.record is not None:
             # Its publish is waiting for the confirm: it raises UnroutableError, as pika's does.
-            record.returned = ReturnedMessage(method, properties, payload)
+            returned.record.returned = ReturnedMessage(method, properties, returned.body)
         elif self._return_callbacks:
-            self._conn._events.append((self._run_return_callbacks, (method, properties, payload)))
+            self._conn._events.append((self._run_return_callbacks, (method, properties, returned.body)))
 
     def _run_return_callbacks(self, returned):
         if self._closed:
@@ -549,8 +546,7 @@ class BlockingChannel:
                 self.basic_cancel(tag)
 
     def _on_broker_cancel(self, consumer_tag):
-        if self._core.on_broker_cancel(consumer_tag) is None:
-            return
+        """The broker cancelled a consumer (ChannelState.receive took it off the registry)."""
         self._conn._state_changed = True
         if self._generator is not None and self._generator.consumer_tag == consumer_tag:
             self._generator.cancelled_by_broker = True

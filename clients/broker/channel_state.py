@@ -16,6 +16,10 @@ channel keep, in the manner of h11 (events in, frames out) and of pika's `Channe
 - the **consumer registry** (`add_consumer`, `rename_consumer`, `remove_consumer`,
   `on_broker_cancel`) and what becomes of a delivery whose consumer is gone (`orphaned`).
 
+What the server pushes for the channel goes in through `receive(event, body)`, which updates
+the state and returns a typed event for the adapter to act on: `Deliveries` (a batch to
+dispatch), `Confirmed` (the publish records a confirm settled), `Returned` (a mandatory
+message sent back, with the record it belongs to, if any) or `ConsumerCancelled`.
 A frame is an `(op, args)` pair; the adapter encodes and writes it. The adapters decide *when*
 to write and how a publisher waits for its confirm: `BlockingChannel`
 (`clients/broker/blocking_channel.py`) blocks in `basic_publish` until its own record is
@@ -31,6 +35,7 @@ appended meanwhile stays for the next call.
 """
 
 import collections
+from typing import NamedTuple
 
 from .settlement import SettledTags
 
@@ -57,6 +62,34 @@ class Unconfirmed:
         self.acked = None
 
 
+class Deliveries(NamedTuple):
+    """A `deliver` push: [[consumer_tag, delivery_tag, redelivered, exchange, routing_key, body,
+    properties], ...], in order."""
+    batch: list
+
+
+class Confirmed(NamedTuple):
+    """A `confirm` push: the `Unconfirmed` records it settled, `acked` set, in order."""
+    records: list
+
+
+class Returned(NamedTuple):
+    """A `return` push; `record` is the unconfirmed publish it belongs to, or None."""
+    reply_code: int
+    reply_text: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: dict | None
+    record: Unconfirmed | None
+
+
+class ConsumerCancelled(NamedTuple):
+    """A `cancel` push for a consumer this channel had (its queue was deleted...)."""
+    consumer_tag: str
+    no_ack: bool
+
+
 class ChannelState:
     def __init__(self, number: int):
         self.number = number
@@ -69,6 +102,28 @@ class ChannelState:
         self.unconfirmed: collections.OrderedDict = collections.OrderedDict()  # seq -> Unconfirmed
         self.consumers: dict = {}          # consumer_tag -> (callback, no_ack)
         self.cancelled: dict = {}          # consumer_tag -> no_ack, for deliveries still in flight
+
+    # ---- what the server pushes ----------------------------------------------------------
+    def receive(self, event: str, body: list):
+        """One push for this channel (`body[0]` is its number): the typed event it makes, or
+        None when there is nothing for the adapter to do."""
+        if event == "deliver":
+            batch = body[1]
+            if batch:
+                self.settlement.delivered_max = batch[-1][1]
+                return Deliveries(batch)
+            return None
+        if event == "confirm":
+            records = self.on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)
+            return Confirmed(records) if records else None
+        if event == "return":
+            _, reply_code, reply_text, exchange, routing_key, payload, props = body[:7]
+            return Returned(reply_code, reply_text, exchange, routing_key, payload, props,
+                            self.on_return(exchange, routing_key))
+        if event == "cancel":
+            entry = self.on_broker_cancel(body[1])
+            return None if entry is None else ConsumerCancelled(body[1], entry[1])
+        return None
 
     # ---- publishing ----------------------------------------------------------------------
     def publish(self, exchange, routing_key, body, properties, mandatory) -> bool:
@@ -142,11 +197,6 @@ class ChannelState:
         return frames
 
     # ---- settling deliveries -------------------------------------------------------------
-    def on_deliver(self, batch) -> None:
-        """A `deliver` push arrived (before it is dispatched): `multiple` with tag 0 covers it."""
-        if batch:
-            self.settlement.delivered_max = batch[-1][1]
-
     def on_get(self, delivery_tag: int, no_ack: bool) -> None:
         settlement = self.settlement
         if delivery_tag > settlement.delivered_max:

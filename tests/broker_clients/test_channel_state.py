@@ -9,14 +9,15 @@ import threading
 
 from hypothesis import given, strategies as st
 
-from clients.broker.channel_state import PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES, ChannelState
+from clients.broker.channel_state import (PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES, ChannelState, Confirmed,
+                                          ConsumerCancelled, Deliveries, Returned)
 
 
 def test_publishes_leave_as_one_batch_then_the_merged_ack():
     core = ChannelState(3)
     for i in range(5):
         assert core.publish("ex", f"k{i}", b"x" * 10, None, i == 4) is False
-    core.on_deliver([["t", 1, False, "", "q", b"", None], ["t", 2, False, "", "q", b"", None]])
+    core.receive("deliver", [3, [["t", 1, False, "", "q", b"", None], ["t", 2, False, "", "q", b"", None]]])
     assert core.ack(1, False) == [] and core.ack(2, False) == []  # in order: merged
     frames = core.take_output()
     assert [op for op, _ in frames] == ["publish_batch", "ack"]
@@ -90,7 +91,7 @@ def test_a_return_is_matched_to_the_oldest_unconfirmed_mandatory_publish_with_it
 
 def test_an_out_of_order_ack_goes_out_after_the_held_merged_ack():
     core = ChannelState(1)
-    core.on_deliver([["t", tag, False, "", "q", b"", None] for tag in range(1, 6)])
+    core.receive("deliver", [1, [["t", tag, False, "", "q", b"", None] for tag in range(1, 6)]])
     assert core.ack(1, False) == []
     frames = core.ack(3, False)  # 2 is still outstanding: cannot merge
     assert frames == [("ack", {"ch": 1, "delivery_tag": 1, "multiple": True}),
@@ -110,7 +111,7 @@ def test_a_delivery_for_a_cancelled_consumer_is_requeued_unless_it_needed_no_ack
     assert set(core.consumers) == {"server-a", "b"}
     core.remove_consumer("server-a")
     core.on_broker_cancel("b")
-    core.on_deliver([["server-a", 1, False, "", "q", b"", None], ["b", 2, False, "", "q", b"", None]])
+    core.receive("deliver", [1, [["server-a", 1, False, "", "q", b"", None], ["b", 2, False, "", "q", b"", None]]])
     assert core.orphaned(["server-a", 1]) == [("nack", {"ch": 1, "delivery_tag": 1, "multiple": False,
                                                         "requeue": True})]
     assert core.orphaned(["b", 2]) == []
@@ -129,6 +130,25 @@ def test_reset_hands_back_what_awaited_a_confirm_and_keeps_the_adapters_referenc
     assert core.publishes is buf and not buf and not core.consumers and not core.unconfirmed
     assert core.settlement.floor == 0 and core.track("", "q", False).seq == 1
     assert settle(1) is True and core.settlement.floor == 1  # the bound method still works
+
+
+def test_pushes_come_out_as_typed_events_with_the_state_updated():
+    core = ChannelState(7)
+    core.confirm_select()
+    core.add_consumer("c", print, True)
+    waiting = core.track("ex", "k", True)
+    batch = [["c", 1, False, "", "q", b"a", None], ["c", 2, True, "", "q", b"b", {"priority": 1}]]
+    assert core.receive("deliver", [7, batch]) == Deliveries(batch)
+    assert core.receive("deliver", [7, []]) is None
+    assert core.ack(0, True) == [] and core.ack_upto == 2  # tag 0 with multiple: all delivered
+    returned = core.receive("return", [7, 312, "NO_ROUTE", "ex", "k", b"body", {"priority": 2}])
+    assert returned == Returned(312, "NO_ROUTE", "ex", "k", b"body", {"priority": 2}, waiting)
+    assert core.receive("confirm", [7, True, 1]) == Confirmed([waiting]) and waiting.acked is True
+    assert core.receive("confirm", [7, True, 1, True]) is None  # nothing left to settle
+    assert core.receive("return", [7, 312, "NO_ROUTE", "ex", "k", b"x", None]).record is None
+    assert core.receive("cancel", [7, "c"]) == ConsumerCancelled("c", True)
+    assert "c" not in core.consumers and core.receive("cancel", [7, "c"]) is None
+    assert core.receive("something-new", [7]) is None
 
 
 class BrokerModel:
@@ -158,7 +178,7 @@ class BrokerModel:
 def test_merged_settlements_settle_exactly_what_the_program_asked(steps, flush_every):
     tags = range(1, 31)
     core = ChannelState(1)
-    core.on_deliver([["c", t, False, "", "q", b"", None] for t in tags])
+    core.receive("deliver", [1, [["c", t, False, "", "q", b"", None] for t in tags]])
     broker = BrokerModel(tags)
     asked = {}       # what the program settled each tag as, by AMQP's rules
 
