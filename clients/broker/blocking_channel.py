@@ -45,6 +45,7 @@ _monotonic = time.monotonic
 _Deliver = spec.Basic.Deliver
 _props_from_wire = spec.BasicProperties.from_wire
 _BasicProperties = spec.BasicProperties
+_new_object = object.__new__
 _tag_ids = itertools.count(1)
 
 
@@ -470,7 +471,11 @@ class BlockingChannel:
                     continue
                 if entry[1]:
                     self._settled(d[1])  # auto-ack: settled as it was sent
-                entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5])
+                props = d[6]
+                # Without properties (the common case) an empty BasicProperties is just a new
+                # object: no call to from_wire.
+                entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]),
+                         _props_from_wire(props) if props else _new_object(_BasicProperties), d[5])
         except BaseException:
             # A callback raised (the exception goes to the caller of start_consuming, as in
             # pika): the rest of the batch stays queued for the next dispatch.
