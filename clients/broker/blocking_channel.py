@@ -276,7 +276,8 @@ class BlockingChannel:
         buf.append((exchange, routing_key, body, props, mandatory))
         core.publish_bytes += len(body) + MESSAGE_OVERHEAD  # a batching heuristic: a lost update only resizes a batch
         now = _monotonic()
-        if len(buf) == 1:
+        n = len(buf)
+        if n == 1:
             # The first of a batch: register the channel as holding output (before the
             # flush below, or the flusher's look), and note when its batch began.
             self._conn._dirty.add(self)
@@ -294,7 +295,7 @@ class BlockingChannel:
             self._conn._output_buffered()
             return
         self._last_publish = now
-        if len(buf) >= PUBLISH_BATCH_MESSAGES or core.publish_bytes >= PUBLISH_BATCH_BYTES:
+        if n >= PUBLISH_BATCH_MESSAGES or core.publish_bytes >= PUBLISH_BATCH_BYTES:
             self._materialize()
             # A producer that never reads would not notice its channel being closed; a look
             # at what the server sent, without waiting, once per batch costs nothing.
