@@ -121,11 +121,16 @@ def test_smoke_run_against_our_broker(system, tmp_path):
     run = slot["runs"][0]
     assert run["sent"] > 0 and run["received"] == run["expected"] == run["sent"]
     assert run["order_violations"] == 0
+    # one tracker service: a single consumer process read both partitions / queues
+    assert run["consumer_processes"] == 1 and run["producer_processes"] == 1
     if system in ("minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka"):
         return   # the real clients: a slow one (aio-pika) may send little past the warm-up
     # latency leaves out the warm-up (first 10 % of the run), so it counts fewer messages
     assert 0 < run["latency_us"]["count"] < run["received"]
     assert list(tmp_path.glob("telemetry-*.json"))
+
+
+CONSUMER_PROCESSES = {"task-queue": 2, "fanout": 3}
 
 
 @pytest.mark.timeout(180)
@@ -155,6 +160,9 @@ def test_every_workload_runs_once_against_our_broker(system, tmp_path):
             # /proc counts CPU in 10 ms ticks, so a tiny run may show 0; the figures must be there
             assert run["server_cpu_s_per_100k"] >= 0 and run["client_cpu_s_per_100k"] >= 0, (name, run)
             assert name == "backlog" or run["peak_in_flight"] >= 0, (name, run)
+            # competing workers and independent services are processes of their own; the rest
+            # run one consumer process, whatever its lanes
+            assert run["consumer_processes"] == CONSUMER_PROCESSES.get(name, 1), (name, run)
     finally:
         servers.stop()
     assert len(list(tmp_path.glob("*.json"))) == len(WORKLOADS)
@@ -192,3 +200,36 @@ def test_report_puts_servers_side_by_side_through_the_same_client(tmp_path):
     text = out.read_text()
     assert "## Server against server, same client" in text
     assert "| telemetry | partitions=4 | pika | 8,000 | 12,000 | 1.50× | 7.00 | 1.40 | 5.0× |" in text
+
+
+def test_notes_are_reported_only_with_the_runs_they_describe(tmp_path, capsys):
+    """A new run replacing every workload must not be reported under notes quoting the old
+    run's figures: NOTES.md names its runs, and is left out (with a line saying so) otherwise."""
+    old, new = "20261128T130000Z-1", "20261206T134500Z-2"
+    for name in ("telemetry", "fanout"):
+        data = dict(_sample_result(name), session=new)
+        (tmp_path / f"{name}-1.json").write_text(json.dumps(data))
+    notes = tmp_path / "NOTES.md"
+    notes.write_text(f"<!-- notes on runs: {old} -->\n## Read this first\n\nminilog did 999k.\n")
+    out = tmp_path / "R.md"
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    text = out.read_text()
+    assert "999k" not in text and "No notes on this run yet" in text and new in text
+    assert f"<!-- notes on runs: {new} -->" in capsys.readouterr().err
+    # the runs table shows one run: no warning about mixing runs
+    assert "different runs" not in text
+    notes.write_text(f"<!-- notes on runs: {new} -->\n## Read this first\n\nminilog did 999k.\n")
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    text = out.read_text()
+    assert "minilog did 999k." in text and "No notes" not in text and "notes on runs" not in text
+    # a result file's name serves for results saved before runs had a session id
+    for f in tmp_path.glob("*-1.json"):
+        data = json.loads(f.read_text())
+        data.pop("session")
+        f.write_text(json.dumps(data))
+    notes.write_text("<!-- notes on runs: telemetry-1.json -->\nminilog did 999k.\n")
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    assert "999k" not in out.read_text()          # fanout-1.json is not named
+    notes.write_text("<!-- notes on runs: telemetry-1.json fanout-1.json -->\nminilog did 999k.\n")
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    assert "999k" in out.read_text()
