@@ -102,7 +102,8 @@ def test_cli_list_and_bad_arguments():
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("system", ["minibroker", "minibroker-pika", "minilog", "minilog-aio",
-                                    "minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka"])
+                                    "minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka",
+                                    "minilog-kafka-aiokafka"])
 def test_smoke_run_against_our_broker(system, tmp_path):
     from bench.suite import Servers, run_workload
     from bench.systems import client_missing
@@ -123,7 +124,7 @@ def test_smoke_run_against_our_broker(system, tmp_path):
     assert run["order_violations"] == 0
     # one tracker service: a single consumer process read both partitions / queues
     assert run["consumer_processes"] == 1 and run["producer_processes"] == 1
-    if system in ("minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka"):
+    if system in ("minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka", "minilog-kafka-aiokafka"):
         return   # the real clients: a slow one (aio-pika) may send little past the warm-up
     # latency leaves out the warm-up (first 10 % of the run), so it counts fewer messages
     assert 0 < run["latency_us"]["count"] < run["received"]
@@ -233,3 +234,22 @@ def test_notes_are_reported_only_with_the_runs_they_describe(tmp_path, capsys):
     notes.write_text("<!-- notes on runs: telemetry-1.json fanout-1.json -->\nminilog did 999k.\n")
     assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
     assert "999k" in out.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_run_all_gives_backlog_servers_of_its_own(tmp_path, capsys):
+    """`run all` is the published run in one command: backlog's server memory must come from
+    servers that did not hold the earlier workloads' data, so it gets freshly started ones."""
+    from bench.__main__ import main
+    assert main(["run", "fanout,telemetry,backlog", "--systems", "minilog", "--duration", "0.3",
+                 "--repeat", "1", "--count", "2000", "--partitions", "2",
+                 "--only", "services=3,partitions=2,backlog=2000",
+                 "--json-dir", str(tmp_path)]) == 0
+    assert "backlog: restarting the servers" in capsys.readouterr().err
+    pid = {}
+    for f in tmp_path.glob("*.json"):
+        data = json.loads(f.read_text())
+        run = data["cases"][0]["results"]["minilog"]["runs"][0]
+        assert run["received"] == run["expected"] > 0, (data["workload"], run)
+        pid[data["workload"]] = data["systems"]["minilog"]["server_pid"]
+    assert pid["fanout"] == pid["telemetry"] != pid["backlog"], pid
