@@ -444,8 +444,11 @@ def _walk_records(data, count: int, latest: int | None, where: str) -> int:
         if i == count:
             break
         stride = p - last
-        # A short probe first: when the records differ, a failed attempt costs a few us.
-        k = _stride_run(data, last, p, i, min(_PROBE, count - i), latest)
+        if data[p:p + 2] != data[last:last + 2]:
+            k = 0   # the next record's length differs from the last one's: no run to try
+        else:
+            # A short probe first: when the records differ, a failed attempt costs a few us.
+            k = _stride_run(data, last, p, i, min(_PROBE, count - i), latest)
         p += k * stride
         i += k
         if k == _PROBE and i < count:
