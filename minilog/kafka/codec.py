@@ -101,10 +101,12 @@ class KafkaFrameSplitter:
         spare = self._spare
         if size < self.RECYCLE_MIN:
             self._spare = None
-        elif spare is not None and len(spare) >= size:
+            return bytearray(size)
+        if spare is not None and len(spare) >= size:
             self._spare = None   # lent until recycled
             return memoryview(spare)[:size]
-        return bytearray(size)
+        # An eighth more, so that the next batches, a little larger or smaller, fit too.
+        return memoryview(bytearray(size + (size >> 3)))[:size]
 
     def feed(self, data) -> list:
         frames = []
