@@ -77,9 +77,10 @@ def test_a_wide_topic_is_created_while_other_clients_are_answered(server):
         creator.join()
         assert created["result"]["results"] == {"wide": None}
         assert len(_dirs_of(server.data_dir, "wide")) == 400
-        # Before: the one ping sent during the creation waited for all of it.
+        # Before: the one ping sent during the creation waited for all of it. (Not the longest
+        # wait: on a loaded machine one ping may wait for the scheduler; most do not.)
         assert len(waits) >= 5, (len(waits), created["seconds"])
-        assert max(waits) < created["seconds"] / 4, (max(waits), created["seconds"])
+        assert sorted(waits)[len(waits) // 2] < created["seconds"] / 10, (sorted(waits), created["seconds"])
         assert produce(other, "wide", 399, batch([b"last"]))[0][3] is None
 
 
