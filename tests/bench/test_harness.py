@@ -241,9 +241,9 @@ def test_run_all_gives_backlog_servers_of_its_own(tmp_path, capsys):
     """`run all` is the published run in one command: backlog's server memory must come from
     servers that did not hold the earlier workloads' data, so it gets freshly started ones."""
     from bench.__main__ import main
-    assert main(["run", "fanout,telemetry,backlog", "--systems", "minilog", "--duration", "0.3",
-                 "--repeat", "1", "--count", "2000", "--partitions", "2",
-                 "--only", "services=3,partitions=2,backlog=2000",
+    assert main(["run", "fanout,replay,backlog", "--systems", "minilog", "--duration", "0.3",
+                 "--repeat", "1", "--count", "2000",
+                 "--only", "services=3,records=2000,backlog=2000",
                  "--json-dir", str(tmp_path)]) == 0
     assert "backlog: restarting the servers" in capsys.readouterr().err
     pid = {}
@@ -252,4 +252,4 @@ def test_run_all_gives_backlog_servers_of_its_own(tmp_path, capsys):
         run = data["cases"][0]["results"]["minilog"]["runs"][0]
         assert run["received"] == run["expected"] > 0, (data["workload"], run)
         pid[data["workload"]] = data["systems"]["minilog"]["server_pid"]
-    assert pid["fanout"] == pid["telemetry"] != pid["backlog"], pid
+    assert pid["fanout"] == pid["replay"] != pid["backlog"], pid
