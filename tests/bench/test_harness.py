@@ -274,3 +274,63 @@ def test_large_records_through_the_aiokafka_api_all_arrive(tmp_path):
     assert slot["errors"] == [] and len(slot["runs"]) == 1, slot
     run = slot["runs"][0]
     assert run["sent"] > 16 and run["received"] == run["sent"] and run["lost"] == 0, run
+
+
+def _listening(port_filter=None, inodes=None):
+    """(address, port) of listening TCP sockets from /proc/net, by socket inode or port."""
+    found = []
+    for name in ("tcp", "tcp6"):
+        try:
+            rows = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[3] != "0A":                                     # LISTEN
+                continue
+            addr, port = f[1].rsplit(":", 1)
+            port = int(port, 16)
+            if (inodes is not None and f[9] in inodes) or port == port_filter:
+                found.append((addr, port))
+    return found
+
+
+def _socket_inodes(pids):
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            pass
+    return inodes
+
+
+LOOPBACK = ("0100007F", "00000000000000000000000001000000")    # 127.0.0.1, ::1 as /proc shows them
+
+
+@pytest.mark.timeout(120)
+def test_started_rabbitmq_listens_on_loopback_only_and_leaves_nothing(tmp_path):
+    """--start-peers' RabbitMQ: AMQP, Erlang distribution and its epmd on loopback only, and
+    nothing of it left listening once stopped."""
+    if not os.environ.get("BENCH_PEER_TESTS"):
+        pytest.skip("starts a RabbitMQ: set BENCH_PEER_TESTS=1 to run")
+    from bench.systems.servers import ServerUnavailable, process_tree, start_rabbitmq
+    try:
+        handle = start_rabbitmq()
+    except ServerUnavailable as e:
+        pytest.skip(f"RabbitMQ cannot start here: {e}")
+    try:
+        pids = process_tree(handle.proc.pid)
+        env = next((Path(f"/proc/{p}/environ").read_bytes() for p in pids
+                    if b"ERL_EPMD_PORT=" in Path(f"/proc/{p}/environ").read_bytes()), b"")
+        epmd_port = int(env.split(b"ERL_EPMD_PORT=")[1].split(b"\0")[0])
+        sockets = _listening(inodes=_socket_inodes(pids)) + _listening(port_filter=epmd_port)
+        assert {p for _, p in sockets} >= {handle.endpoint["port"], epmd_port}, sockets
+        assert all(addr in LOOPBACK for addr, _ in sockets), sockets
+    finally:
+        handle.stop()
+    assert _listening(port_filter=handle.endpoint["port"]) == []
+    assert _listening(port_filter=epmd_port) == []
