@@ -124,11 +124,14 @@ def test_smoke_run_against_our_broker(system, tmp_path):
     assert run["order_violations"] == 0
     # one tracker service: a single consumer process read both partitions / queues
     assert run["consumer_processes"] == 1 and run["producer_processes"] == 1
-    if system in ("minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka", "minilog-kafka-aiokafka"):
-        return   # the real clients: a slow one (aio-pika) may send little past the warm-up
-    # latency leaves out the warm-up (first 10 % of the run), so it counts fewer messages
-    assert 0 < run["latency_us"]["count"] < run["received"]
     assert list(tmp_path.glob("telemetry-*.json"))
+    # latency leaves out the warm-up (first 10 % of the run), so it counts fewer messages
+    counted = run.get("latency_us", {}).get("count", 0)
+    assert counted < run["received"]
+    if system in ("minibroker-pika", "minilog"):
+        # Blocking producers stamp each batch as they send it. The asyncio ones stamp up to a
+        # confirm window (1,000) ahead, and under heavy load may send nothing past the warm-up.
+        assert counted > 0
 
 
 CONSUMER_PROCESSES = {"task-queue": 2, "fanout": 3}
