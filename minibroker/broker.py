@@ -459,46 +459,67 @@ class Broker:
         rest still published; then one error describes what was refused.
 
         The common case — a transient message without properties routed to exactly one queue
-        with no TTL or limit — is inlined here; everything else goes through `publish`.
+        with no TTL or limit — is inlined here; everything else goes through `publish`. The
+        route is worked out once per run of consecutive entries with the same exchange and
+        routing key: no binding can change inside one batch (it is one operation), and the
+        cached queue is dropped whenever an entry takes the general path.
         """
         now = self.clock()
         exchanges = self.exchanges
         queues_by_name = self.queues
         confirm = channel.confirm_mode
+        new_message = object.__new__
         errors = None
-        last_name = None
-        exchange = None
+        run_name = run_rk = None    # the (exchange, routing key) whose route `q` holds
+        q = None                    # that route's only queue, or None: no fast path for it
         for entry in messages:
             seq_before = channel.publish_seq
             try:
                 if type(entry) is list and len(entry) == 5 and not entry[3]:
                     name, rk, body, _, mandatory = entry
-                    if name != last_name or exchange is None:
-                        last_name = name
+                    if rk != run_rk or name != run_name:
+                        q = None
+                        run_name = run_rk = None
                         exchange = exchanges.get(name) if type(name) is str else None
-                    if exchange is not None and not exchange.internal and type(body) is bytes and type(rk) is str \
-                            and (len(rk) <= 63 or utf8_len(rk) <= NAME_MAX_BYTES):
-                        if name == "":
-                            q = queues_by_name.get(rk)      # the default exchange, without a tuple per message
-                        else:
-                            queues = exchange.route(rk, None)
-                            q = queues[0] if len(queues) == 1 else None
-                        if q is not None:
-                            if q.fast:
-                                if confirm:
-                                    channel.publish_seq += 1
-                                msg = Message(name, rk, body, None)
-                                msg.queue = q
-                                q.n_published += 1
-                                msg.position = q._next_position
-                                q._next_position += 1
-                                q.ready.append(msg)
-                                q.ready_bytes += msg.size
-                                if q.consumers and not q.scheduled:
-                                    self.schedule_drain(q)
-                                continue
+                        if exchange is not None and not exchange.internal and type(rk) is str \
+                                and (len(rk) <= 63 or utf8_len(rk) <= NAME_MAX_BYTES):
+                            if name == "":
+                                q = queues_by_name.get(rk)  # the default exchange, without a tuple per message
+                            else:
+                                queues = exchange.route(rk, None)
+                                q = queues[0] if len(queues) == 1 else None
+                            run_name, run_rk = name, rk
+                    if q is not None and q.fast and type(body) is bytes:
+                        if confirm:
+                            channel.publish_seq += 1
+                        # Message.__init__ without the call: these are its fields, plus queue and position.
+                        msg = new_message(Message)
+                        msg.exchange = name
+                        msg.routing_key = rk
+                        msg.body = body
+                        msg.properties = None
+                        msg.size = size = len(body)
+                        msg.priority = 0
+                        msg.persistent = False
+                        msg.expires_at = 0.0
+                        msg.redelivered = False
+                        msg.delivery_count = 0
+                        msg.store_id = None
+                        msg.queue = q
+                        q.n_published += 1
+                        msg.position = q._next_position
+                        q._next_position += 1
+                        q.ready.append(msg)
+                        q.ready_bytes += size
+                        if q.consumers and not q.scheduled:
+                            self.schedule_drain(q)
+                        continue
+                q = None
+                run_name = run_rk = None
                 self._publish_entry(channel, entry, now)
             except Exception as exc:
+                q = None
+                run_name = run_rk = None
                 if not isinstance(exc, BrokerError):
                     # A bug: log it (once per batch), and still give this entry and the later ones their numbers.
                     if errors is None or errors[0].code != ErrorCode.INTERNAL_ERROR:

@@ -125,3 +125,46 @@ def test_server_info_lists_the_ops(client):
     for name in ("queue_declare", "publish_batch", "consume", "ack", "confirm_select", "exchange_bind"):
         assert name in info["ops"]
     assert info["queues"] == 0
+
+
+def test_publish_batch_routes_each_run_of_one_key_and_keeps_every_semantic_inside_it(client):
+    # Broker.publish_batch looks a route up once per run of entries with the same exchange and
+    # routing key; entries inside a run that need the general path (properties, a bad body, a
+    # bounded queue) must still get exactly what a lone publish gets, in order.
+    client.call("queue_declare", queue="a")
+    client.call("queue_declare", queue="b")
+    client.call("queue_declare", queue="short", arguments={"x-max-length": 1})
+    client.call("exchange_declare", exchange="d", type="direct")
+    client.call("queue_bind", queue="b", exchange="d", routing_key="k")
+    client.call("confirm_select", ch=1)
+    e = None
+    client.send("publish_batch", ch=1, messages=[
+        ["", "a", b"a1", e, False], ["", "a", b"a2", e, False],
+        ["", "a", b"a3", {"content_type": "text/plain"}, False],  # properties inside the run
+        ["", "a", "not bytes", e, False],                         # refused inside the run
+        ["", "a", b"a4", e, False],
+        ["d", "k", b"b1", e, False], ["d", "k", b"b2", e, False],  # same key, other exchange
+        ["", "k", b"lost", e, False],                             # same key, default exchange: no queue k
+        ["d", "k", b"b3", e, False],
+        ["", "short", b"s1", e, False], ["", "short", b"s2", e, False],   # max-length keeps the last
+        ["", "a", b"a5", e, False],
+    ])
+    error = client.async_error()
+    assert error.code == "BAD_REQUEST"
+    client.wait(lambda: len(client.confirmed()) == 12, message="12 confirms")
+    assert [n for n, ok in client.confirmed().items() if not ok] == [4]
+
+    def drain(queue):
+        got = []
+        while (g := client.call("get", queue=queue, no_ack=True)) is not None:
+            got.append(g)
+        return got
+
+    a = drain("a")
+    assert [m["body"] for m in a] == [b"a1", b"a2", b"a3", b"a4", b"a5"]
+    assert a[2]["properties"] == {"content_type": "text/plain"} and not a[0]["properties"]
+    assert all(m["exchange"] == "" and m["routing_key"] == "a" for m in a)
+    b = drain("b")
+    assert [(m["body"], m["exchange"], m["routing_key"]) for m in b] == [(b"b1", "d", "k"), (b"b2", "d", "k"),
+                                                                        (b"b3", "d", "k")]
+    assert [m["body"] for m in drain("short")] == [b"s2"]
