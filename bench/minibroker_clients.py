@@ -18,7 +18,10 @@ with `from clients import broker as pika`. Reported per run:
 - the CPU each client process used per message (`time.process_time` from the start of its
   publish loop, or of its consumer, to its close; every thread of the process, the pika-style
   connection's flusher included), in microseconds: unlike the rates, these hardly move with
-  the load other programs put on the machine.
+  the load other programs put on the machine;
+- the server's CPU per message over the run (user + system of the minibroker process, from
+  /proc via `bench.systems.servers.cpu_seconds`), in microseconds: queue declare and delete
+  included, which is noise against the messages.
 
 `--publish-forms` measures instead, in this process, the CPU per `basic_publish` call of each
 common form of the call (keywords or positional, `BasicProperties` reused or made per message,
@@ -192,8 +195,10 @@ def child(role, port, queue, args, profile_out=None):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT, env=env)
 
 
-def one_run(port, run, args, profile_role=None, profile_out=None) -> dict:
+def one_run(port, run, args, profile_role=None, profile_out=None, server_pid=None) -> dict:
     from clients import broker as pika
+    from bench.systems.servers import cpu_seconds
+    server_cpu = cpu_seconds(server_pid) if server_pid else 0.0
     queue = f"bench-{run}"
     with pika.BlockingConnection(pika.ConnectionParameters(port=port)) as conn:
         conn.channel().queue_declare(queue)
@@ -207,8 +212,10 @@ def one_run(port, run, args, profile_role=None, profile_out=None) -> dict:
         proc.stdout.close()
     with pika.BlockingConnection(pika.ConnectionParameters(port=port)) as conn:
         conn.channel().queue_delete(queue)
+    server_cpu = cpu_seconds(server_pid) - server_cpu if server_pid else 0.0
     n = args.messages
-    return {"producer_msgs_per_s": n / (p["end"] - p["start"]),
+    return {"server_cpu_us_per_msg": server_cpu / n * 1e6,
+            "producer_msgs_per_s": n / (p["end"] - p["start"]),
             "end_to_end_msgs_per_s": n / (c["last"] - p["start"]),
             "consumer_msgs_per_s": n / (c["last"] - c["first"]),
             "producer_cpu_us_per_msg": p["cpu"] / n * 1e6,
@@ -296,7 +303,7 @@ def main(argv=None):
                     json.dump(forms, f, indent=2)
             return forms
         try:
-            runs = [one_run(port, i, args) for i in range(args.runs)]
+            runs = [one_run(port, i, args, server_pid=server.pid) for i in range(args.runs)]
             profile_text = None
             if args.profile:
                 import io
@@ -314,7 +321,7 @@ def main(argv=None):
     print(f"{args.client}-style client, {args.messages} messages of {args.size} B, prefetch {args.prefetch}, "
           f"{acks}, {args.runs} runs")
     for key in ("producer_msgs_per_s", "consumer_msgs_per_s", "end_to_end_msgs_per_s",
-                "producer_cpu_us_per_msg", "consumer_cpu_us_per_msg"):
+                "producer_cpu_us_per_msg", "consumer_cpu_us_per_msg", "server_cpu_us_per_msg"):
         values = sorted(r[key] for r in runs)
         summary[key] = {"median": statistics.median(values), "min": values[0], "max": values[-1]}
         fmt = ",.2f" if key.endswith("_us_per_msg") else ",.0f"
