@@ -23,6 +23,7 @@ from clients.protocol.errors import BrokerError, ErrorCode
 from . import dead_letter as dead_letter_module
 from . import trace
 from .exchanges import EXCHANGE_TYPES, DefaultExchange
+from .exchanges.headers import HeadersExchange
 from .exchanges.base import freeze
 from serverbase.schema import NAME_MAX_BYTES, utf8_len
 
@@ -458,11 +459,12 @@ class Broker:
         """Publish many; each takes a sequence number in order. Bad entries are nacked and the
         rest still published; then one error describes what was refused.
 
-        The common case — a transient message without properties routed to exactly one queue
-        with no TTL or limit — is inlined here; everything else goes through `publish`. The
-        route is worked out once per run of consecutive entries with the same exchange and
-        routing key: no binding can change inside one batch (it is one operation), and the
-        cached queue is dropped whenever an entry takes the general path.
+        The common case — a transient message routed to exactly one queue with no TTL or limit,
+        without properties or with properties that ask for no expiry and no storing — is inlined
+        here; everything else goes through `publish`. The route is worked out once per run of
+        consecutive entries with the same exchange and routing key: no binding can change inside
+        one batch (it is one operation), and the cached queue is dropped whenever an entry takes
+        the general path.
         """
         now = self.clock()
         exchanges = self.exchanges
@@ -472,11 +474,12 @@ class Broker:
         errors = None
         run_name = run_rk = None    # the (exchange, routing key) whose route `q` holds
         q = None                    # that route's only queue, or None: no fast path for it
+        by_properties = False       # the route depends on the properties (headers exchange)
         for entry in messages:
             seq_before = channel.publish_seq
             try:
-                if type(entry) is list and len(entry) == 5 and not entry[3]:
-                    name, rk, body, _, mandatory = entry
+                if type(entry) is list and len(entry) == 5:
+                    name, rk, body, properties, mandatory = entry
                     if rk != run_rk or name != run_name:
                         q = None
                         run_name = run_rk = None
@@ -489,7 +492,21 @@ class Broker:
                                 queues = exchange.route(rk, None)
                                 q = queues[0] if len(queues) == 1 else None
                             run_name, run_rk = name, rk
+                            by_properties = type(exchange) is HeadersExchange
                     if q is not None and q.fast and type(body) is bytes:
+                        if not properties:
+                            properties = None
+                            priority, persistent = 0, False
+                        elif type(properties) is dict and not by_properties:
+                            # Raises BAD_REQUEST as `publish` would; the handler below nacks it.
+                            priority, persistent, expires_at = check_properties(properties, now)
+                            if expires_at or (persistent and q.durable):
+                                properties = False      # expiry or the store: the general path
+                        else:
+                            properties = False
+                    else:
+                        properties = False
+                    if properties is not False:
                         if confirm:
                             channel.publish_seq += 1
                         # Message.__init__ without the call: these are its fields, plus queue and position.
@@ -497,10 +514,10 @@ class Broker:
                         msg.exchange = name
                         msg.routing_key = rk
                         msg.body = body
-                        msg.properties = None
+                        msg.properties = properties
                         msg.size = size = len(body)
-                        msg.priority = 0
-                        msg.persistent = False
+                        msg.priority = priority
+                        msg.persistent = persistent
                         msg.expires_at = 0.0
                         msg.redelivered = False
                         msg.delivery_count = 0

@@ -168,3 +168,38 @@ def test_publish_batch_routes_each_run_of_one_key_and_keeps_every_semantic_insid
     assert [(m["body"], m["exchange"], m["routing_key"]) for m in b] == [(b"b1", "d", "k"), (b"b2", "d", "k"),
                                                                         (b"b3", "d", "k")]
     assert [m["body"] for m in drain("short")] == [b"s2"]
+
+
+def test_publish_batch_messages_with_properties_keep_priority_expiry_headers_routing_and_checks(client):
+    # Broker.publish_batch inlines a message with properties only when they ask for neither expiry
+    # nor storing and the route does not read them; the rest must behave as a lone publish.
+    client.call("queue_declare", queue="p", arguments={"x-max-priority": 5})
+    client.call("queue_declare", queue="every")
+    client.call("queue_declare", queue="k1")
+    client.call("exchange_declare", exchange="h", type="headers")
+    client.call("queue_bind", queue="every", exchange="h", arguments={"x-match": "all"})   # matches all
+    client.call("queue_bind", queue="k1", exchange="h", arguments={"x-match": "all", "k": 1})
+    client.call("confirm_select", ch=1)
+    client.send("publish_batch", ch=1, messages=[
+        ["", "p", b"low", {"priority": 1, "content_type": "text/plain"}, False],
+        ["", "p", b"high", {"priority": 5}, False],
+        ["", "p", b"plain", None, False],
+        ["", "p", b"gone", {"expiration": "0"}, False],          # expires at once: never delivered
+        ["", "p", b"bad", {"priority": 999}, False],             # refused inside the run
+        ["h", "", b"no headers", None, False],                # the route without properties: "every"
+        ["h", "", b"match", {"headers": {"k": 1}}, False],     # same run, properties add "k1"
+        ["h", "", b"no match", {"headers": {"k": 2}}, False],
+    ])
+    error = client.async_error()
+    assert error.code == "BAD_REQUEST" and "priority" in error.message
+    client.wait(lambda: len(client.confirmed()) == 8, message="8 confirms")
+    assert [n for n, ok in client.confirmed().items() if not ok] == [5]
+    got = []
+    while (g := client.call("get", queue="p", no_ack=True)) is not None:
+        got.append(g)
+    assert [m["body"] for m in got] == [b"high", b"low", b"plain"]
+    assert got[1]["properties"] == {"priority": 1, "content_type": "text/plain"}
+    assert client.call("get", queue="k1", no_ack=True)["body"] == b"match"
+    assert client.call("get", queue="k1", no_ack=True) is None
+    assert [client.call("get", queue="every", no_ack=True)["body"] for _ in range(3)] == [
+        b"no headers", b"match", b"no match"]
