@@ -359,6 +359,8 @@ def run_case(server, case, progress: Progress | None = None, options: dict | Non
         cons = [c.result for c in consumers]
         out = _figures(case, t0, prod, cons, expected, backlog=case.backlog)
         out["drained"] = drained
+        # Client processes as run, for the report: the same count on every system of a case.
+        out["producer_processes"], out["consumer_processes"] = len(producers), len(consumers)
 
         if case.replay:
             stop2 = CTX.Event()

@@ -103,7 +103,9 @@ def run_workload(name, systems, duration, repeat, start_peers=False, peer_urls=N
                 client = f"? ({e})"
             result["systems"][sysname] = {"server": h.version, "client": client,
                                           "description": DESCRIPTIONS[sysname],
-                                          "paradigm": adapter_class(sysname).paradigm}
+                                          "paradigm": adapter_class(sysname).paradigm,
+                                          # which server process: shared by a session's workloads
+                                          "server_pid": h.pid}
         else:
             result["systems"][sysname] = {"skipped": servers.skipped.get(sysname, "not run"),
                                           "description": DESCRIPTIONS[sysname]}

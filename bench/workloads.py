@@ -12,6 +12,12 @@ its own objects:
 | fanout  | fanout exchange, one queue per service, 1 consumer each| one topic, one consumer group per service   |
 | keyed   | direct exchange, N queues, routing key = hash(key) % N | topic of N partitions, partition = key % N  |
 
+Each of a case's `consumers` is one process (bench/runner.py), reading the lanes
+`Lanes.for_consumer` gives it. Where the workload is one service (telemetry's tracker,
+scaling), `consumers=1`: one process holds every lane, on one channel or one assigned
+consumer, as a real service would. Competing workers (task-queue) and independent services
+(fanout) are separate processes by what they are, so they keep one process each.
+
 Running the case (processes, clocks, counting) is `bench/runner.py`'s job.
 """
 
@@ -77,8 +83,9 @@ def _fanout(duration, opt):
 
 def _telemetry(duration, opt):
     p = opt.get("partitions", 4)
+    # One tracker service, so one consumer process reading every partition / queue.
     return [Case("telemetry", f"partitions={p}", "keyed", lanes=p, groups=("tracker",),
-                 consumers=p, producers=opt.get("producers", 1), size=100, keys=1000,
+                 consumers=1, producers=opt.get("producers", 1), size=100, keys=1000,
                  duration=duration, persistent=False, check_order=True)]
 
 
@@ -98,9 +105,11 @@ def _latency(duration, opt):
 
 
 def _scaling(duration, opt):
-    cases = [Case("scaling", f"partitions={k}", "keyed", lanes=k, groups=("g",), consumers=k,
+    # One consumer process reads all k lanes, as one service would: what grows is the lanes the
+    # broker spreads the stream over, not the processes sharing two cores.
+    cases = [Case("scaling", f"partitions={k}", "keyed", lanes=k, groups=("g",), consumers=1,
                   size=100, keys=1000, duration=duration, persistent=False, x=k,
-                  x_name="partitions / queues (one consumer each)")
+                  x_name="partitions / queues (one consumer process reads them all)")
              for k in opt.get("partitions", [1, 2, 4, 8])]
     cases += [Case("scaling", f"size={s}", "keyed", lanes=1, groups=("g",), consumers=1,
                    size=s, keys=100, duration=duration, persistent=False, x=s,
@@ -134,7 +143,8 @@ WORKLOADS = {w.name: w for w in [
              "rate the system takes; per-key order checked at the consumer.",
              "partitions=4 (--partitions); queue: direct exchange with 4 queues, routing key = "
              "driver id mod 4 (consistent routing by key), transient messages; log: topic of 4 "
-             "partitions, partition = driver id mod 4.",
+             "partitions, partition = driver id mod 4; one tracker: one consumer process reads "
+             "all 4.",
              _telemetry),
     Workload("replay",
              "A new consumer group reads a topic's whole history from offset 0.",
@@ -149,9 +159,10 @@ WORKLOADS = {w.name: w for w in [
              "one consumer, one lane; transient messages.",
              _latency),
     Workload("scaling",
-             "Throughput as partitions/queues (each with its own consumer) grow 1, 2, 4, 8, and "
-             "as the message size grows 100 B to 64 KiB.",
-             "one producer; keyed routing; transient messages; sizes 100 B, 1 KiB, 16 KiB, 64 KiB.",
+             "Throughput as partitions/queues grow 1, 2, 4, 8 (one consumer process reads them "
+             "all), and as the message size grows 100 B to 64 KiB.",
+             "one producer, one consumer process; keyed routing; transient messages; sizes "
+             "100 B, 1 KiB, 16 KiB, 64 KiB.",
              _scaling),
     Workload("backlog",
              "Consumers start only after a backlog exists: drain rate and the server's peak "

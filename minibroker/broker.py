@@ -160,9 +160,10 @@ class Broker:
             raise BrokerError(ErrorCode.PRECONDITION_FAILED,
                               f"exchange names starting with 'amq.' are reserved; '{name}' cannot be declared")
         exchange = EXCHANGE_TYPES[type_name](name, bool(durable), bool(auto_delete), bool(internal), arguments)
-        self.exchanges[name] = exchange
         if exchange.durable:
+            # Saved first: a declare the store refuses changes nothing here either.
             self.store.exchange_declared(exchange)
+        self.exchanges[name] = exchange
         return exchange
 
     def get_exchange(self, name: str):
@@ -214,9 +215,13 @@ class Broker:
         exchange = self._bindable_source(exchange_name)
         _check_binding_arguments(exchange, arguments)
         if exchange.bind(queue, routing_key, arguments):
-            queue.bound_to.add(exchange)
             if queue.durable and exchange.durable:
-                self.store.bound(exchange, queue, routing_key, arguments or {})
+                try:
+                    self.store.bound(exchange, queue, routing_key, arguments or {})
+                except BaseException:
+                    exchange.unbind(queue, routing_key, arguments)   # not saved: not in effect
+                    raise
+            queue.bound_to.add(exchange)
 
     def unbind_queue(self, session, queue_name, exchange_name, routing_key="", arguments=None) -> None:
         queue = self.get_queue(queue_name, session)
@@ -233,7 +238,11 @@ class Broker:
         src = self._bindable_source(source)
         _check_binding_arguments(src, arguments)
         if src.bind(dest, routing_key, arguments) and src.durable and dest.durable:
-            self.store.bound(src, dest, routing_key, arguments or {})
+            try:
+                self.store.bound(src, dest, routing_key, arguments or {})
+            except BaseException:
+                src.unbind(dest, routing_key, arguments)   # not saved: not in effect
+                raise
 
     def unbind_exchange(self, destination, source, routing_key="", arguments=None) -> None:
         dest = self._bindable_source(destination)
@@ -279,13 +288,14 @@ class Broker:
                               f"(declare the name \"\" to get a server-named queue)")
         queue = MessageQueue(self, name, bool(durable), session if exclusive else None, bool(auto_delete),
                              arguments, now)
+        if queue.durable:
+            # Saved first: a declare the store refuses changes nothing here either.
+            self.store.queue_declared(queue)
         self.queues[name] = queue
         if exclusive:
             session.exclusive_queues.add(queue)
         if queue.ttl is not None or queue.expires is not None:
             self._expiring.add(queue)
-        if queue.durable:
-            self.store.queue_declared(queue)
         return queue
 
     def purge_queue(self, session, name: str) -> int:

@@ -332,7 +332,9 @@ class LogBroker:
         not decoded. The broker writes the partition leader epoch (0), which also marks the
         stored batch as Kafka's (`clients.record_batch.is_kafka_batch`)."""
         where = f"{topic}-{partition}"
-        buf = bytearray(batch)
+        # A writable view is the caller's to change (the Kafka door hands over a view of the
+        # request frame): the offsets and epoch are written in place, saving a copy of the batch.
+        buf = batch if isinstance(batch, memoryview) and not batch.readonly else bytearray(batch)
         h = kafka_batch.read_header(buf)
         kafka_batch.check_header(h)
         if h.size != len(buf):

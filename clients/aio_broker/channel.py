@@ -1,31 +1,38 @@
 """aio-pika's `Channel` over `clients.aio_rpc.AsyncRpcConnection`.
 
+The channel's state lives in the sans-IO `clients/broker/channel_state.py` (`ChannelState`:
+publish buffer, confirm sequence numbers and their settlement, ack merging, consumer
+registry), shared with the pika-style client; this class is the asyncio adapter over it.
+
 What it does on the wire:
 
-- **Publishing.** `_publish` appends the message to the channel's publish buffer and, once
-  per loop turn (`call_soon(_flush_publishes)`), sends the buffer as one `publish_batch`
-  frame with id 0. Under publisher confirms each message takes the next sequence number as
-  it enters the buffer (the server numbers them in the same order) and its future resolves on
-  the `confirm` push (`_on_confirm`, honouring `multiple`). A `return` push for a mandatory
-  message marks the oldest unconfirmed message with that exchange and routing key; its
-  confirm then resolves to a `DeliveryError` when the channel was opened with
-  `on_return_raises=True`, else to the returned message.
+- **Publishing.** `_publish` appends the message to the state's publish buffer and, once
+  per loop turn (`call_soon(_flush_publishes)`), sends what the state holds back
+  (`ChannelState.take_output`) as one `publish_batch` frame with id 0. Under publisher
+  confirms each message takes the next sequence number as it enters the buffer
+  (`ChannelState.track`, with the message's future; the server numbers them in the same
+  order) and its future resolves when a `confirm` push settles its record
+  (`ChannelState.on_confirm`, honouring `multiple`): many publishes pipeline. A `return`
+  push for a mandatory message is matched to the oldest unconfirmed message with that
+  exchange and routing key (`ChannelState.on_return`); its confirm then resolves to a
+  `DeliveryError` when the channel was opened with `on_return_raises=True`, else to the
+  returned message.
 - **Consuming.** A `deliver` push carries a batch; `_on_deliver` builds one `IncomingMessage`
   per entry, in order, and hands it to the consumer's callback (coroutines run as tasks).
 - **Settling.** ack/nack/reject are id-0 requests; AsyncRpcConnection writes all frames
   queued in one loop turn with a single `writelines`. Acks that leave every lower delivery
-  tag settled (`clients/broker/settlement.py`) merge into one `multiple=True` ack per turn.
+  tag settled merge into one `multiple=True` ack per turn (`ChannelState.ack`).
 - **Errors.** A refused request closes the channel (AMQP semantics), on the server too so it
   requeues the channel's unacked messages; pending confirms fail with the same exception.
   `await channel.reopen()` opens it again.
 """
 
 import asyncio
-import collections
 import itertools
 import logging
 
-from clients.broker.settlement import SettledTags
+from clients.broker.channel_state import (MESSAGE_OVERHEAD, PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES,
+                                          ChannelState)
 from clients.protocol.errors import BrokerError
 
 from . import exceptions
@@ -34,9 +41,6 @@ from .message import IncomingMessage
 
 _tag_ids = itertools.count(1)
 log = logging.getLogger("clients.aio_broker")
-# One publish_batch frame holds at most this many messages or (about) bytes: large bodies must
-# not add up to a frame over the server's max_frame. The same limits as the blocking client.
-from ..broker.blocking_channel import PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES  # noqa: E402
 
 
 class Channel:
@@ -51,15 +55,11 @@ class Channel:
         self._opened = False
         self._closed = False
         self.close_reason = None
-        self._consumers: dict = {}          # consumer_tag -> (callback, no_ack)
-        self._cancelled: dict = {}          # consumer_tag -> no_ack, for deliveries still in flight
-        self._pub_buf: list = []
-        self._pub_bytes = 0
+        # The channel's state without I/O; this class decides when to write and resolves futures.
+        self._core = core = ChannelState(channel_number)
+        self._consumers = core.consumers    # consumer_tag -> (callback, no_ack)
+        self._pub_buf = core.publishes      # the same list for the channel's life
         self._pub_scheduled = False
-        self._settlement = SettledTags()    # which delivery tags are settled, so acks can merge
-        self._ack_upto = 0                  # the merged multiple=True ack not yet sent
-        self._next_seq = 1
-        self._unconfirmed = collections.OrderedDict()  # seq -> [future, exchange, routing_key, mandatory, returned]
         self.default_exchange = Exchange(self, "", ExchangeType.DIRECT)
         self._qos = None
         self._tasks: set = set()
@@ -82,7 +82,7 @@ class Channel:
             await self._call("channel_open", {})
             if self.publisher_confirms:
                 await self._call("confirm_select", {})
-            self._next_seq = 1
+                self._core.confirm_select()
             self._opened = True
             self._closed = False
         return self
@@ -91,8 +91,7 @@ class Channel:
         if not self._closed:
             return self
         self._opened = False
-        self._settlement = SettledTags()
-        self._ack_upto = 0
+        self._core.reset()
         self.connection._channels[self.number] = self
         self._closed = False
         self.close_reason = None
@@ -133,13 +132,7 @@ class Channel:
         self._closed = True
         self._opened = False
         self.close_reason = exc
-        self._pub_buf = []
-        self._pub_bytes = 0
-        for entry in self._unconfirmed.values():
-            if not entry[0].done():
-                entry[0].set_exception(exc)
-        self._unconfirmed.clear()
-        self._consumers.clear()
+        self._fail_unconfirmed(exc)
         if self.connection._channels.get(self.number) is self:
             del self.connection._channels[self.number]
         for callback in self.close_callbacks:
@@ -150,15 +143,13 @@ class Channel:
         """The connection dropped and will be re-established: fail what was in flight, keep
         what the channel declared and who consumes, to replay them on the new connection."""
         self._opened = False
-        self._pub_buf = []
-        self._pub_bytes = 0
-        self._ack_upto = 0
-        self._settlement = SettledTags()  # delivery tags start again at 1 on the new channel
-        for entry in self._unconfirmed.values():
-            if not entry[0].done():
-                entry[0].set_exception(exc)
-        self._unconfirmed.clear()
-        self._consumers.clear()
+        self._fail_unconfirmed(exc)  # and delivery tags start again at 1 on the new channel
+
+    def _fail_unconfirmed(self, exc):
+        """Reset the channel's state; publishes still awaiting a confirm fail with `exc`."""
+        for record in self._core.reset():
+            if not record.waiter.done():
+                record.waiter.set_exception(exc)
 
     async def _restore(self):
         """Open the channel on the new connection and replay its declarations and consumers."""
@@ -284,10 +275,11 @@ class Channel:
         if self._closed or not self._opened or self._rpc.closed:
             self._check()
         buf = self._pub_buf
+        core = self._core
         body = message.body
-        buf.append([exchange, routing_key, body, message.properties_map(), mandatory])
-        self._pub_bytes += len(body) + 64
-        if len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES:
+        buf.append((exchange, routing_key, body, message.properties_map(), mandatory))  # ChannelState.publish, inlined
+        core.publish_bytes += len(body) + MESSAGE_OVERHEAD
+        if len(buf) >= PUBLISH_BATCH_MESSAGES or core.publish_bytes >= PUBLISH_BATCH_BYTES:
             # A publish loop that never yields to the event loop would otherwise hold
             # everything: send the batch now, so the transport's flow control can push back.
             self._flush_publishes()
@@ -298,8 +290,7 @@ class Channel:
         if not self.publisher_confirms:
             return None
         fut = self._loop.create_future()
-        self._unconfirmed[self._next_seq] = [fut, exchange, routing_key, mandatory, None]
-        self._next_seq += 1
+        core.track(exchange, routing_key, mandatory, fut)
         return fut
 
     def _flush_publishes(self):
@@ -308,33 +299,26 @@ class Channel:
         if self._closed:
             return
         try:
-            if self._pub_buf:
-                buf, self._pub_buf = self._pub_buf, []
-                self._pub_bytes = 0
-                self.connection._last_noreply_channel = self
-                self._rpc.send("publish_batch", {"ch": self.number, "messages": buf}, want_reply=False)
-            if self._ack_upto:
-                tag, self._ack_upto = self._ack_upto, 0
-                self.connection._last_noreply_channel = self
-                self._rpc.send("ack", {"ch": self.number, "delivery_tag": tag, "multiple": True}, want_reply=False)
+            frames = self._core.take_output()
+            if frames:
+                self._send_frames(frames)
         except BrokerError as exc:
             self._mark_closed(exceptions.ConnectionClosed(0, exc.message))
 
-    def _on_confirm(self, ack, seq, multiple):
-        unconfirmed = self._unconfirmed
-        if multiple:
-            settled = []
-            for s in unconfirmed:
-                if s > seq:
-                    break
-                settled.append(s)
-        else:
-            settled = [seq] if seq in unconfirmed else []
-        for s in settled:
-            fut, exchange, routing_key, mandatory, returned = unconfirmed.pop(s)
+    def _send_frames(self, frames):
+        self.connection._last_noreply_channel = self
+        send = self._rpc.send
+        for op, args in frames:
+            send(op, args, want_reply=False)
+
+    def _on_confirmed(self, records):
+        """A `confirm` push settled these records (`ChannelState.receive`): resolve their futures."""
+        for record in records:
+            fut = record.waiter
             if fut.done():
                 continue
-            if not ack:
+            returned = record.returned
+            if not record.acked:
                 fut.set_exception(exceptions.DeliveryError(None, "nack: the broker refused the message"))
             elif returned is not None:
                 if self.on_return_raises:
@@ -344,13 +328,12 @@ class Channel:
             else:
                 fut.set_result(True)
 
-    def _on_return(self, body):
-        _, reply_code, reply_text, exchange, routing_key, payload, props = body[:7]
-        returned = IncomingMessage(self, payload, None, False, exchange, routing_key, props, no_ack=True)
-        for entry in self._unconfirmed.values():
-            if entry[3] and entry[4] is None and entry[1] == exchange and entry[2] == routing_key:
-                entry[4] = returned
-                break
+    def _on_return(self, happened):
+        """A `return` push (a `channel_state.Returned`)."""
+        returned = IncomingMessage(self, happened.body, None, False, happened.exchange, happened.routing_key,
+                                   happened.properties, no_ack=True)
+        if happened.record is not None:
+            happened.record.returned = returned
         for callback in self.return_callbacks:
             callback(self, returned)
 
@@ -358,50 +341,46 @@ class Channel:
     async def _consume(self, queue, callback, no_ack, exclusive, arguments, consumer_tag):
         queue_name = getattr(queue, "name", queue)
         tag = consumer_tag or f"ctag{self.number}.{next(_tag_ids)}"
-        if tag in self._consumers:
-            raise exceptions.DuplicateConsumerTag(530, f"consumer tag {tag!r} is in use on this channel")
+        core = self._core
         # Registered before the request leaves: deliveries can arrive in the same read as the
         # reply, before this coroutine resumes.
-        self._consumers[tag] = (callback, no_ack)
-        self._cancelled.pop(tag, None)
+        if not core.add_consumer(tag, callback, no_ack):
+            raise exceptions.DuplicateConsumerTag(530, f"consumer tag {tag!r} is in use on this channel")
         try:
             result = await self._call("consume", {"queue": queue_name, "consumer_tag": tag, "no_ack": no_ack,
                                                   "exclusive": exclusive, "arguments": arguments or {}})
         except BaseException:
-            self._consumers.pop(tag, None)
+            core.forget_consumer(tag)
             raise
         server_tag = (result or {}).get("consumer_tag") or tag
-        if server_tag != tag:
-            self._consumers[server_tag] = self._consumers.pop(tag)
+        core.rename_consumer(tag, server_tag)
         if self.connection.robust:
             self._consumer_specs[server_tag] = (queue, callback, no_ack, exclusive, arguments)
         return server_tag
 
     async def _cancel(self, consumer_tag):
         self._consumer_specs.pop(consumer_tag, None)
-        entry = self._consumers.pop(consumer_tag, None)
-        if entry is not None:
-            self._cancelled[consumer_tag] = entry[1]
+        self._core.remove_consumer(consumer_tag)
         if not self._closed:
             await self._call("cancel", {"consumer_tag": consumer_tag})
 
     def _on_deliver(self, batch):
         consumers = self._consumers
         tasks = self._tasks
-        if batch:
-            self._settlement.delivered_max = batch[-1][1]
+        core = self._core
+        settle = core.settlement.settle
         for d in batch:
             entry = consumers.get(d[0])
             if entry is None:
                 # Its consumer was cancelled while this was in flight: give it back.
-                if not self._cancelled.get(d[0], False):
-                    self._settle("nack", {"delivery_tag": d[1], "multiple": False, "requeue": True})
-                else:
-                    self._settlement.settle(d[1])
+                frames = core.orphaned(d)
+                if frames:
+                    self._flush_publishes()  # what is held back goes first, so requests keep their order
+                    self._send_frames(frames)
                 continue
             callback, no_ack = entry
             if no_ack:
-                self._settlement.settle(d[1])
+                settle(d[1])
             message = IncomingMessage(self, d[5], d[1], d[2], d[3], d[4], d[6], d[0], None, no_ack)
             try:
                 result = callback(message)
@@ -421,46 +400,36 @@ class Channel:
             log.error("consumer callback on channel %s raised", self.number, exc_info=task.exception())
 
     def _on_broker_cancel(self, consumer_tag):
-        entry = self._consumers.pop(consumer_tag, None)
-        if entry is not None:
-            self._cancelled[consumer_tag] = entry[1]
-            for callback in self.cancel_callbacks:
-                callback(self, consumer_tag)
+        """The broker cancelled a consumer (ChannelState.receive took it off the registry)."""
+        for callback in self.cancel_callbacks:
+            callback(self, consumer_tag)
 
     def _settle(self, op, args):
         if self._closed:
             raise exceptions.ChannelInvalidStateError(f"channel {self.number} is closed")
+        core = self._core
         tag = args["delivery_tag"]
-        settlement = self._settlement
-        if args.get("multiple"):
-            tag = tag or settlement.delivered_max
-            settlement.settle_upto(tag)
-            merged = op == "ack"
+        if op == "ack":
+            held = core.ack_upto
+            frames = core.ack(tag, args.get("multiple", False))
+            if not frames:
+                # Merged: the acks of one loop turn go out as one multiple=True frame.
+                if core.ack_upto != held and not self._pub_scheduled:
+                    self._pub_scheduled = True
+                    self._loop.call_soon(self._flush_publishes)
+                return
+        elif op == "nack":
+            frames = core.nack(tag, args.get("multiple", False), args.get("requeue", True))
         else:
-            merged = settlement.settle(tag) and op == "ack"
-        if merged:
-            # Every lower tag is settled: a multiple=True ack of this one settles the same
-            # deliveries, so the acks of one loop turn go out as one frame.
-            if tag > self._ack_upto:
-                self._ack_upto = tag
-            if not self._pub_scheduled:
-                self._pub_scheduled = True
-                self._loop.call_soon(self._flush_publishes)
-            return
+            frames = core.reject(tag, args.get("requeue", True))
         self._flush_publishes()  # what is held back goes first, so requests keep their order
-        args["ch"] = self.number
-        self.connection._last_noreply_channel = self
-        self._rpc.send(op, args, want_reply=False)
+        self._send_frames(frames)
 
     async def get(self, queue_name, no_ack=False):
         result = await self._call("get", {"queue": queue_name, "no_ack": no_ack})
         if not result:
             return None
-        tag = result["delivery_tag"]
-        if tag > self._settlement.delivered_max:
-            self._settlement.delivered_max = tag
-        if no_ack:
-            self._settlement.settle(tag)
+        self._core.on_get(result["delivery_tag"], no_ack)
         return IncomingMessage(self, result.get("body", b""), result["delivery_tag"], result.get("redelivered", False),
                                result.get("exchange", ""), result.get("routing_key", ""), result.get("properties"),
                                None, result.get("message_count"), no_ack)

@@ -1,8 +1,9 @@
 """aio-pika's `connect` / `connect_robust` and `Connection`, over AsyncRpcConnection.
 
-The connection routes the server's pushes to channels (`_on_push`): `deliver` batches to
-`Channel._on_deliver`, `confirm` / `return` to the publisher side, `cancel` to the consumer
-side. An error answering a request sent without a reply (id 0: publishes, acks) names no
+The connection routes the server's pushes to channels (`_on_push`): each goes into the
+channel's sans-IO state (`ChannelState.receive`), and the typed event it makes to the channel:
+`Deliveries` to `Channel._on_deliver`, `Confirmed` / `Returned` to the publisher side,
+`ConsumerCancelled` to the consumer side. An error answering a request sent without a reply (id 0: publishes, acks) names no
 request; it closes the channel the error frame names in its detail map (`{"ch": N}`, see
 PROTOCOL.md "Publish errors"), else the channel that last sent one (`_on_async_error`), as
 RabbitMQ closes the channel of a failed publish.
@@ -15,6 +16,7 @@ import ssl as _ssl
 import urllib.parse
 
 from clients.aio_rpc import AsyncRpcConnection
+from clients.broker.channel_state import Confirmed, ConsumerCancelled, Deliveries, Returned
 from clients.protocol.errors import BrokerError, ErrorCode
 from clients.tls import TlsSettingError, default_client_context
 
@@ -88,14 +90,17 @@ class Connection:
         channel = self._channels.get(body[0]) if type(body) is list and body else None
         if channel is None:
             return
-        if event == "deliver":
-            channel._on_deliver(body[1])
-        elif event == "confirm":
-            channel._on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)
-        elif event == "return":
-            channel._on_return(body)
-        elif event == "cancel":
-            channel._on_broker_cancel(body[1])
+        # The channel's sans-IO state takes the push and says what it makes.
+        happened = channel._core.receive(event, body)
+        kind = type(happened)
+        if kind is Deliveries:
+            channel._on_deliver(happened.batch)
+        elif kind is Confirmed:
+            channel._on_confirmed(happened.records)
+        elif kind is Returned:
+            channel._on_return(happened)
+        elif kind is ConsumerCancelled:
+            channel._on_broker_cancel(happened.consumer_tag)
 
     def _on_async_error(self, error: BrokerError):
         if error.code in (ErrorCode.FRAME_TOO_LARGE, ErrorCode.CORRUPT_FRAME):

@@ -1,8 +1,10 @@
 """AIOKafkaProducer: aiokafka's producer API over the minilog wire, with per-partition batching.
 
 `send()` appends the record to its partition's open batch as a wire-ready row (a `_Batch`:
-the `OpenBatch` record accumulator of `clients/log/accumulator.py`, which the blocking
-producer shares; rows in the layout of `clients/record_batch.py`) and returns an awaitable
+an `OpenBatch` of `clients/log/accumulator.py`, filed in the `RecordAccumulator` the blocking
+producer uses too; rows in the layout of `clients/record_batch.py`). Keys map to partitions
+with aiokafka's default partitioner (murmur2, `clients/log/partitioner.py`), keyless records
+go to the topic's sticky partition. `send()` returns an awaitable
 of its RecordMetadata. A batch closes when it reaches `max_batch_size` bytes, or `linger_ms`
 after its first record (with linger_ms=0: at the end of the current event-loop iteration,
 so records sent together travel together). Closed batches leave at once in `produce`
@@ -21,10 +23,11 @@ cancelled(), add_done_callback() and asyncio.gather/wait).
 import asyncio
 from ..aio_rpc import AsyncRpcConnection
 from ..log.config import plain_credentials
-from ..log.accumulator import OpenBatch, record_size
+from ..log.accumulator import OpenBatch, RecordAccumulator, record_size
 from ..log.connection import parse_bootstrap
-from ..log.partitioner import KeyPartitioner, pick_sticky
+from ..log.partitioner import KeyPartitioner
 from ..protocol.errors import BrokerError
+from ..record_batch import BatchBuilder as RecordBatchBuilder
 from ..tls import aiokafka_tls
 from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, from_field, \
     from_wire
@@ -139,11 +142,14 @@ class RecordFuture:
 
 
 class BatchBuilder:
-    """What `create_batch()` returns: collect records, then `send_batch()` them as one batch."""
+    """What `create_batch()` returns: collect records, then `send_batch()` them as one batch.
+
+    aiokafka's API over the one builder, `clients/record_batch.BatchBuilder`: this adds the
+    size limit, aiokafka's keyword arguments and the serializing checks."""
 
     def __init__(self, max_size):
         self._max = max_size
-        self._batch = OpenBatch(None, -1)
+        self._batch = RecordBatchBuilder()
 
     def append(self, *, timestamp=None, key=None, value=None, headers=None):
         """Add a record; returns None when the batch is full (send it and start another)."""
@@ -192,11 +198,10 @@ class AIOKafkaProducer:
         self._max_batch = max(int(max_batch_size), 1)
         self._request_timeout_ms = request_timeout_ms
         self._conn: AsyncRpcConnection | None = None
-        self._partitions: dict[str, int] = {}
-        self._open: dict[tuple, _Batch] = {}
-        self._sticky: dict[str, int] = {}
-        self._current: dict[str, _Batch] = {}  # topic -> open batch of its sticky partition (send's fast path)
-        self._keys = KeyPartitioner()
+        # The record accumulator (clients/log/accumulator.py): per topic, its partition count,
+        # the open batch of each partition and the sticky partition's (`current`: send's fast path).
+        self._acc = RecordAccumulator()
+        self._keys = KeyPartitioner("murmur2_random")  # aiokafka's DefaultPartitioner
         self._pending: set = set()  # futures of requests in flight
         self._sent_since_yield = 0  # request bytes queued since send() last gave the loop a turn
         self._closed = False
@@ -237,15 +242,19 @@ class AIOKafkaProducer:
         return set(range(n))
 
     async def _num_partitions(self, topic) -> int:
-        n = self._partitions.get(topic)
-        if n is None:
+        return (await self._topic(topic)).num_partitions
+
+    async def _topic(self, topic):
+        """The topic's TopicBatches in the accumulator, asking the server for its partitions first."""
+        t = self._acc.topics.get(topic)
+        if t is None:
             meta = await self._call("metadata", {"topics": [topic], "allow_auto_create": True})
             info = (meta.get("topics") or {}).get(topic) or {}
             n = len(info.get("partitions") or ())
             if not n:
                 raise UnknownTopicOrPartitionError(f"topic {topic!r} does not exist")
-            self._partitions[topic] = n
-        return n
+            t = self._acc.topics.get(topic) or self._acc.add_topic(topic, n, self._keys.null_key_partition(n))
+        return t
 
     async def send(self, topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
         """Queue a record; returns a future (RecordFuture) that resolves to its RecordMetadata."""
@@ -253,7 +262,8 @@ class AIOKafkaProducer:
         # sticky partition's open batch and a size sum.
         if (key is None and partition is None and timestamp_ms is None and headers is None
                 and value.__class__ is bytes and self._value_serializer is None):
-            batch = self._current.get(topic)
+            t = self._acc.topics.get(topic)
+            batch = t.current if t is not None else None
             if batch is not None:
                 rows = batch.rows
                 n = len(rows)
@@ -273,21 +283,19 @@ class AIOKafkaProducer:
             key = self._key_serializer(key)
         value = _as_bytes(value, "value")
         key = _as_bytes(key, "key")
-        n = self._partitions.get(topic) or await self._num_partitions(topic)
+        t = self._acc.topics.get(topic) or await self._topic(topic)
+        n = t.num_partitions
         if partition is None:
-            if key is not None:
-                partition = self._keys.partition(key, n)
-            else:
-                partition = self._sticky.get(topic)
-                if partition is None:
-                    partition = self._sticky[topic] = pick_sticky(n, None)
+            partition = self._keys.partition(key, n) if key is not None else -1
+            if partition < 0:
+                partition = t.sticky
         elif not 0 <= partition < n:
             raise UnknownTopicOrPartitionError(f"topic {topic!r} has {n} partitions, no partition {partition}")
         if headers:
             headers = [(str(k), _as_bytes(v, "header value")) for k, v in headers]
         else:
             headers = None
-        batch = self._open.get((topic, partition))
+        batch = t.batches[partition]
         if batch is None:
             if self._sent_since_yield >= _YIELD_BYTES or len(self._pending) >= _MAX_IN_FLIGHT:
                 # A send loop never suspends by itself (the fast path awaits nothing): give the
@@ -298,14 +306,12 @@ class AIOKafkaProducer:
                 await asyncio.sleep(0)
                 while len(self._pending) >= _MAX_IN_FLIGHT:
                     await asyncio.wait(self._pending, return_when=asyncio.FIRST_COMPLETED)
-                batch = self._open.get((topic, partition))
+                batch = t.batches[partition]
         if batch is None:
             loop = asyncio.get_running_loop()
-            batch = self._open[(topic, partition)] = _Batch(topic, partition, loop.create_future())
+            batch = self._acc.opened(t, _Batch(topic, partition, loop.create_future()))
             batch.handle = (loop.call_later(self._linger, self._close, batch) if self._linger > 0
                             else loop.call_soon(self._close, batch))
-            if partition == self._sticky.get(topic):
-                self._current[topic] = batch
         index = batch.append(key, value, timestamp_ms, headers)
         if batch.size >= self._max_batch:
             self._close(batch)
@@ -335,18 +341,9 @@ class AIOKafkaProducer:
         return fut
 
     def _close(self, batch: _Batch) -> None:
-        if self._open.get((batch.topic, batch.partition)) is not batch:
-            return
-        del self._open[(batch.topic, batch.partition)]
-        if self._current.get(batch.topic) is batch:
-            del self._current[batch.topic]
+        if not self._acc.closing(self._acc.topics[batch.topic], batch):
+            return  # closed already (full, or by flush) before its timer ran
         batch.handle.cancel()
-        n = self._partitions.get(batch.topic, 1)
-        if self._sticky.get(batch.topic) == batch.partition and n > 1:
-            self._sticky[batch.topic] = pick_sticky(n, batch.partition)
-            nxt = self._open.get((batch.topic, self._sticky[batch.topic]))
-            if nxt is not None:
-                self._current[batch.topic] = nxt
         data = batch.pack()
         fut = batch.future
 
@@ -399,7 +396,7 @@ class AIOKafkaProducer:
 
     async def flush(self):
         """Send every open batch and wait until all requests in flight are answered."""
-        for batch in list(self._open.values()):
+        for _, batch in list(self._acc.open):
             self._close(batch)
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)

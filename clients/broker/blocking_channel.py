@@ -1,21 +1,26 @@
 """`BlockingChannel`: pika's channel API, each method mapped onto one minibroker op.
 
+The channel's state lives in a sans-IO `ChannelState` (`channel_state.py`: publish buffer,
+confirm sequence numbers and their settlement, ack merging, consumer registry), shared with
+the asyncio client; this class is the blocking adapter over it. It decides when frames are
+written and makes the calls wait as pika's do.
+
 Synchronous methods (declares, binds, `basic_qos`, `basic_consume`, `basic_get`...) send their
 request and wait for its reply, as pika does. The hot paths do not wait:
 
-- `basic_publish` without confirms appends the message to the channel's publish buffer;
-  `_materialize` turns the buffer into one `publish_batch` frame (id 0, no reply) when it
-  holds 1,000 messages or 256 KiB, or whenever the connection flushes (it waits, reads or
-  processes events). A publish more than a millisecond after the previous one is sent at
-  once: only publish loops batch. With `confirm_delivery()` on, it sends the message at once
-  and blocks until the server's `confirm` push for its sequence number, raising
-  `UnroutableError` if a `return` push came first for a mandatory message and `NackError`
-  for a negative confirm.
+- `basic_publish` without confirms appends the message to the state's publish buffer;
+  `_materialize` turns what the state holds back (`ChannelState.take_output`) into frames:
+  one `publish_batch` (id 0, no reply) when the buffer holds 1,000 messages or 256 KiB, or
+  whenever the connection flushes (it waits, reads or processes events). A publish more than
+  a millisecond after the previous one is sent at once: only publish loops batch. With
+  `confirm_delivery()` on, it sends the message at once, takes its sequence number
+  (`ChannelState.track`) and blocks until the `confirm` push settles that record, raising
+  `UnroutableError` if a `return` push was matched to it first (a mandatory message) and
+  `NackError` for a negative confirm.
 - `basic_ack` / `basic_nack` / `basic_reject` are id-0 requests queued for the next flush.
-  Acks merge: the channel tracks which delivery tags are settled (`settlement.SettledTags`),
-  and an ack that leaves every tag up to its own settled (any `multiple=True` ack, or a
-  single ack of the next tag in order, the usual case) only raises `_ack_upto`, sent as one
-  `multiple=True` ack at the flush; an ack out of order goes out as it is.
+  Acks merge (`ChannelState.ack`): an ack that leaves every tag up to its own settled only
+  raises the state's `ack_upto`, sent as one `multiple=True` ack at the flush; an ack out of
+  order goes out as it is.
 - Deliveries come in batches (`deliver` push); `_dispatch_batch` calls each consumer's
   callback in order with pika's `(channel, Basic.Deliver, BasicProperties, body)`.
 
@@ -31,11 +36,9 @@ import time
 
 from . import exceptions, spec
 from .exchange_type import ExchangeType
+from .channel_state import MESSAGE_OVERHEAD, PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES, ChannelState
 from .frame import Method
-from .settlement import SettledTags
 
-PUBLISH_BATCH_MESSAGES = 1000
-PUBLISH_BATCH_BYTES = 256 * 1024
 SPARSE_PUBLISH_GAP = 0.001  # seconds since the previous publish that make a publish "lone"
 _monotonic = time.monotonic
 
@@ -86,23 +89,16 @@ class BlockingChannel:
         self.channel_number = channel_number
         self._closed = False
         self._closing_exc = None       # ChannelClosedByBroker waiting to be raised by the next call
-        self._consumers: dict = {}     # consumer_tag -> (on_message_callback, auto_ack)
-        self._cancelled: dict = {}     # consumer_tag -> auto_ack, for deliveries still in flight
+        # The channel's state without I/O (publish buffer, confirms, settlement, consumers);
+        # this class decides when to write and how to wait.
+        self._core = core = ChannelState(channel_number)
+        self._consumers = core.consumers   # consumer_tag -> (on_message_callback, auto_ack)
+        self._pub_buf = core.publishes     # the same list for the channel's life
+        self._settled = core.settlement.settle
         self._generator = None
-        self._pub_buf: list = []
-        self._pub_bytes = 0
         self._last_publish = 0.0
         self._last_settle = 0.0
-        self._ack_upto = 0             # a merged multiple=True ack not yet sent
-        # Which delivery tags are settled, so that single acks can merge too.
-        self._settlement = SettledTags()
-        self._settled = self._settlement.settle
-        self._settled_upto = self._settlement.settle_upto
-        self._confirming = False
-        self._next_seq = 1
-        self._awaiting_seq = 0
-        self._confirm_result = None
-        self._returned: list = []
+        self._awaiting = None          # the Unconfirmed record basic_publish is waiting on
         self._return_callbacks: list = []
         self._cancel_callbacks: list = []
         self._close_callbacks: list = []
@@ -135,10 +131,7 @@ class BlockingChannel:
             return
         self._closed = True
         with self._lock:
-            self._pub_buf = []
-            self._pub_bytes = 0
-            self._ack_upto = 0
-        self._consumers.clear()
+            self._core.reset()
         self._generator = None
         self._conn._forget_channel(self)
         for callback in self._close_callbacks:
@@ -254,11 +247,10 @@ class BlockingChannel:
     # ---- publishing ----------------------------------------------------------------------
     def confirm_delivery(self):
         """Turn on publisher confirms: from now on basic_publish waits for each message's confirm."""
-        if self._confirming:
+        if self._core.confirming:
             return
         self._call("confirm_select", {"ch": self.channel_number})
-        self._confirming = True
-        self._next_seq = 1
+        self._core.confirm_select()
 
     def basic_publish(self, exchange, routing_key, body, properties=None, mandatory=False):
         if self._closing_exc is not None or self._closed:
@@ -273,14 +265,15 @@ class BlockingChannel:
             props = properties.__dict__.copy() or None  # BasicProperties.to_wire, inlined
         else:
             props = _wire_properties(properties)
-        if self._confirming:
+        core = self._core
+        if core.confirming:
             return self._publish_confirmed(exchange, routing_key, body, props, mandatory, properties)
         # No lock here (a `with` costs a fifth of this call): the flusher thread only takes
         # items from the head of the list, under the lock, and a list append is atomic; see
         # _materialize for the hand-over.
         buf = self._pub_buf
         buf.append((exchange, routing_key, body, props, mandatory))
-        self._pub_bytes += len(body) + 64  # a batching heuristic: a lost update only resizes a batch
+        core.publish_bytes += len(body) + MESSAGE_OVERHEAD  # a batching heuristic: a lost update only resizes a batch
         now = _monotonic()
         if len(buf) == 1:
             # The first of a batch: register the channel as holding output (before the
@@ -300,7 +293,7 @@ class BlockingChannel:
             self._conn._output_buffered()
             return
         self._last_publish = now
-        if len(buf) >= PUBLISH_BATCH_MESSAGES or self._pub_bytes >= PUBLISH_BATCH_BYTES:
+        if len(buf) >= PUBLISH_BATCH_MESSAGES or core.publish_bytes >= PUBLISH_BATCH_BYTES:
             self._materialize()
             # A producer that never reads would not notice its channel being closed; a look
             # at what the server sent, without waiting, once per batch costs nothing.
@@ -309,60 +302,51 @@ class BlockingChannel:
     def _materialize(self):
         """Turn the held-back publishes and merged ack into frames in the connection's buffer."""
         with self._lock:
-            buf = self._pub_buf
-            n = len(buf)
-            if n:
-                # Take the first n publishes and leave the list in place: the program's thread
-                # may be appending to it right now (basic_publish holds no lock). What it
-                # appends lands after them and stays; if the program saw the list non-empty it
-                # did not register the channel as holding output, so register it here.
-                messages = buf[:n]
-                del buf[:n]
-                self._pub_bytes = 0
-                self._conn._send(self, "publish_batch", {"ch": self.channel_number, "messages": messages}, False)
-                if buf:
+            frames = self._core.take_output()
+            if frames:
+                send = self._conn._send
+                for op, args in frames:
+                    send(self, op, args, False)
+                if self._pub_buf:
+                    # The program's thread appended while we took (basic_publish holds no
+                    # lock); having seen the list non-empty it did not register the channel as
+                    # holding output, so register it here.
                     self._conn._dirty.add(self)
-            if self._ack_upto:
-                tag, self._ack_upto = self._ack_upto, 0
-                self._conn._send(self, "ack", {"ch": self.channel_number, "delivery_tag": tag, "multiple": True}, False)
 
     def _publish_confirmed(self, exchange, routing_key, body, props, mandatory, properties):
+        """pika's BlockingChannel under confirms: the publish is sent at once and the call
+        returns only when the confirm for its sequence number (ChannelState.track) came."""
         self._materialize()
-        seq = self._next_seq
-        self._next_seq += 1
-        self._awaiting_seq = seq
-        self._confirm_result = None
-        self._returned = []
+        record = self._core.track(exchange, routing_key, mandatory)
+        self._awaiting = record
         conn = self._conn
-        conn._send(self, "publish", {"ch": self.channel_number, "exchange": exchange, "routing_key": routing_key,
-                                     "body": body, "properties": props, "mandatory": mandatory}, False)
-        while self._confirm_result is None:
-            if self._closing_exc is not None or self._closed:
-                self._check()
-            conn._pump(None)
-        self._awaiting_seq = 0
+        try:
+            conn._send(self, "publish", {"ch": self.channel_number, "exchange": exchange,
+                                         "routing_key": routing_key, "body": body, "properties": props,
+                                         "mandatory": mandatory}, False)
+            while record.acked is None:
+                if self._closing_exc is not None or self._closed:
+                    self._check()
+                conn._pump(None)
+        finally:
+            self._awaiting = None
         if self._closing_exc is not None:
             self._check()  # the server refused it outright (no such exchange...): that error, not a nack
-        ack = self._confirm_result
-        returned, self._returned = self._returned, []
-        if not ack:
+        if not record.acked:
             raise exceptions.NackError([ReturnedMessage(None, properties, body)])
-        if returned:
-            raise exceptions.UnroutableError(returned)
+        if record.returned is not None:
+            raise exceptions.UnroutableError([record.returned])
 
-    def _on_confirm(self, ack, seq, multiple):
-        waiting = self._awaiting_seq
-        if waiting and (seq == waiting or (multiple and seq >= waiting)):
-            self._confirm_result = bool(ack)
-
-    def _on_return(self, body):
-        _, reply_code, reply_text, exchange, routing_key, payload, props = body[:7]
-        method = spec.Basic.Return(reply_code, reply_text, exchange, routing_key)
-        properties = _props_from_wire(props)
-        if self._awaiting_seq:
-            self._returned.append(ReturnedMessage(method, properties, payload))
+    def _on_return(self, returned):
+        """A `return` push (a `channel_state.Returned`)."""
+        method = spec.Basic.Return(returned.reply_code, returned.reply_text, returned.exchange,
+                                   returned.routing_key)
+        properties = _props_from_wire(returned.properties)
+        if returned.record is not None:
+            # Its publish is waiting for the confirm: it raises UnroutableError, as pika's does.
+            returned.record.returned = ReturnedMessage(method, properties, returned.body)
         elif self._return_callbacks:
-            self._conn._events.append((self._run_return_callbacks, (method, properties, payload)))
+            self._conn._events.append((self._run_return_callbacks, (method, properties, returned.body)))
 
     def _run_return_callbacks(self, returned):
         if self._closed:
@@ -374,23 +358,20 @@ class BlockingChannel:
     def basic_ack(self, delivery_tag=0, multiple=False):
         if self._closing_exc is not None or self._closed:
             self._check()
-        if multiple:
-            delivery_tag = delivery_tag or self._settlement.delivered_max
-            self._settled_upto(delivery_tag)
-        elif not (delivery_tag and self._settled(delivery_tag)):
-            self._send_settle("ack", {"ch": self.channel_number, "delivery_tag": delivery_tag, "multiple": False})
-            self._send_if_lone()
-            return
-        # Every tag up to this one is now settled, so a multiple=True ack of it settles the
-        # same deliveries: consecutive acks merge into one frame holding the highest tag.
+        core = self._core
         with self._lock:
-            first = not self._ack_upto
-            if first and not self._pub_buf:
-                self._conn._dirty.add(self)
-            if delivery_tag > self._ack_upto:
-                self._ack_upto = delivery_tag
+            first = not core.ack_upto
+            frames = core.ack(delivery_tag, multiple)
+            if frames:
+                self._send_frames(frames)
+            elif first and core.ack_upto:
+                # A merged ack is now held back: register the channel as holding output.
+                if not self._pub_buf:
+                    self._conn._dirty.add(self)
+            else:
+                first = False
         self._send_if_lone()
-        if first and self._ack_upto:
+        if first and core.ack_upto:
             self._conn._output_buffered()
 
     def _send_if_lone(self):
@@ -408,30 +389,24 @@ class BlockingChannel:
 
     def basic_nack(self, delivery_tag=0, multiple=False, requeue=True):
         self._check()
-        self._send_settle("nack", {"ch": self.channel_number, "delivery_tag": delivery_tag,
-                                   "multiple": multiple, "requeue": requeue})
-        if multiple:
-            self._settled_upto(delivery_tag or self._settlement.delivered_max)
-        else:
-            self._settled(delivery_tag)
+        self._send_frames(self._core.nack(delivery_tag, multiple, requeue))
         self._send_if_lone()
 
     def basic_reject(self, delivery_tag=0, requeue=True):
         self._check()
-        self._send_settle("reject", {"ch": self.channel_number, "delivery_tag": delivery_tag, "requeue": requeue})
-        self._settled(delivery_tag)
+        self._send_frames(self._core.reject(delivery_tag, requeue))
         self._send_if_lone()
 
-    def _send_settle(self, op, args):
-        if self._ack_upto:
-            self._materialize()  # a pending merged ack goes first, so settlements keep their order
-        self._conn._send(self, op, args, False)
+    def _send_frames(self, frames):
+        send = self._conn._send
+        for op, args in frames:
+            send(self, op, args, False)
 
     def basic_recover(self, requeue=False):
         """Give back every unacked delivery of this channel; they are redelivered (requeued:
         the broker, like RabbitMQ, does not support redelivering to the same consumer only)."""
         self._call("nack", {"ch": self.channel_number, "delivery_tag": 0, "multiple": True, "requeue": True})
-        self._settled_upto(self._settlement.delivered_max)
+        self._core.recovered()
 
     def basic_qos(self, prefetch_size=0, prefetch_count=0, global_qos=False):
         self._call("basic_qos", {"ch": self.channel_number, "prefetch_size": prefetch_size,
@@ -444,11 +419,7 @@ class BlockingChannel:
         result = self._call("get", {"ch": self.channel_number, "queue": queue, "no_ack": auto_ack})
         if not result:
             return None, None, None
-        tag = result["delivery_tag"]
-        if tag > self._settlement.delivered_max:
-            self._settlement.delivered_max = tag
-        if auto_ack:
-            self._settled(tag)
+        self._core.on_get(result["delivery_tag"], auto_ack)
         method = spec.Basic.GetOk(result["delivery_tag"], result.get("redelivered", False),
                                   result.get("exchange", ""), result.get("routing_key", ""),
                                   result.get("message_count", 0))
@@ -470,21 +441,19 @@ class BlockingChannel:
     def _consume(self, queue, on_message, auto_ack, exclusive, consumer_tag, arguments):
         if not consumer_tag:
             consumer_tag = self._new_tag()
-        if consumer_tag in self._consumers:
-            raise exceptions.DuplicateConsumerTag(consumer_tag)
+        core = self._core
         # Registered before the request leaves: deliveries may follow the reply at once.
-        self._consumers[consumer_tag] = (on_message, auto_ack)
-        self._cancelled.pop(consumer_tag, None)
+        if not core.add_consumer(consumer_tag, on_message, auto_ack):
+            raise exceptions.DuplicateConsumerTag(consumer_tag)
         try:
             result = self._conn._call(self, "consume", {"ch": self.channel_number, "queue": queue,
                                                         "consumer_tag": consumer_tag, "no_ack": auto_ack,
                                                         "exclusive": exclusive, "arguments": arguments or {}})
         except BaseException:
-            self._consumers.pop(consumer_tag, None)
+            core.forget_consumer(consumer_tag)
             raise
         server_tag = (result or {}).get("consumer_tag") or consumer_tag
-        if server_tag != consumer_tag:
-            self._consumers[server_tag] = self._consumers.pop(consumer_tag)
+        core.rename_consumer(consumer_tag, server_tag)
         return server_tag
 
     def _dispatch_batch(self, batch):
@@ -515,10 +484,7 @@ class BlockingChannel:
         for d in deliveries:
             if self._closed:
                 return
-            if not self._cancelled.get(d[0], False):
-                self._send_settle("nack", {"ch": self.channel_number, "delivery_tag": d[1],
-                                           "multiple": False, "requeue": True})
-            self._settled(d[1])
+            self._send_frames(self._core.orphaned(d))
 
     def _take_pending(self, consumer_tag) -> list:
         """Remove the deliveries for `consumer_tag` still waiting for dispatch; return them."""
@@ -538,11 +504,10 @@ class BlockingChannel:
         if self._closed and self._closing_exc is None:
             return []
         self._check()
-        entry = self._consumers.pop(consumer_tag, None)
+        entry = self._core.remove_consumer(consumer_tag)
         if entry is None:
             return []
         auto_ack = entry[1]
-        self._cancelled[consumer_tag] = auto_ack
         self._conn._call(self, "cancel", {"ch": self.channel_number, "consumer_tag": consumer_tag})
         pending = self._take_pending(consumer_tag)
         if auto_ack:
@@ -581,10 +546,7 @@ class BlockingChannel:
                 self.basic_cancel(tag)
 
     def _on_broker_cancel(self, consumer_tag):
-        entry = self._consumers.pop(consumer_tag, None)
-        if entry is None:
-            return
-        self._cancelled[consumer_tag] = entry[1]
+        """The broker cancelled a consumer (ChannelState.receive took it off the registry)."""
         self._conn._state_changed = True
         if self._generator is not None and self._generator.consumer_tag == consumer_tag:
             self._generator.cancelled_by_broker = True
@@ -653,9 +615,7 @@ class BlockingChannel:
         if auto_ack:
             return 0
         for method, _, _ in pending:
-            self._send_settle("nack", {"ch": self.channel_number, "delivery_tag": method.delivery_tag,
-                                       "multiple": False, "requeue": True})
-            self._settled(method.delivery_tag)
+            self._send_frames(self._core.nack(method.delivery_tag, False, True))
         return len(pending)
 
     def __repr__(self):

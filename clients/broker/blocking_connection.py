@@ -41,6 +41,7 @@ from clients.rpc import RpcConnection
 
 from . import exceptions
 from .blocking_channel import BlockingChannel
+from .channel_state import ConsumerCancelled, Deliveries, Returned
 from .connection import ConnectionParameters, Parameters
 
 # Wire errors after which the server closes the whole connection, not one channel.
@@ -389,7 +390,7 @@ class BlockingConnection:
                         # publisher writes its own at flush_delay, see basic_publish).
                         now = time.monotonic()
                         for ch in list(self._dirty):
-                            if ch._ack_upto or not ch._pub_buf or now - ch._buf_since >= delay / 2:
+                            if ch._core.ack_upto or not ch._pub_buf or now - ch._buf_since >= delay / 2:
                                 self._dirty.discard(ch)
                                 ch._materialize()
                         if rpc._out:
@@ -448,17 +449,16 @@ class BlockingConnection:
             ch = channels.get(body[0]) if type(body) is list and body else None
             if ch is None or ch._closed:
                 continue  # a closed channel: the server requeues what it had delivered there
-            if event == "deliver":
-                batch = body[1]
-                if batch:
-                    ch._settlement.delivered_max = batch[-1][1]
-                    self._events.append((ch._dispatch_batch, batch))
-            elif event == "confirm":
-                ch._on_confirm(body[1], body[2], body[3] if len(body) > 3 else False)
-            elif event == "return":
-                ch._on_return(body)
-            elif event == "cancel":
-                ch._on_broker_cancel(body[1])
+            # The channel's sans-IO state takes the push and says what it makes: a confirm
+            # only settles records there (the publish waiting on one sees it settled).
+            happened = ch._core.receive(event, body)
+            kind = type(happened)
+            if kind is Deliveries:
+                self._events.append((ch._dispatch_batch, happened.batch))
+            elif kind is Returned:
+                ch._on_return(happened)
+            elif kind is ConsumerCancelled:
+                ch._on_broker_cancel(happened.consumer_tag)
         errors = rpc.async_errors
         while errors:
             error = errors.popleft()

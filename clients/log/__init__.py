@@ -1,9 +1,11 @@
 """confluent-kafka style blocking clients for minilog: `from clients.log import Producer, Consumer, ...`.
 
 A program written for confluent-kafka runs against minilog after changing only its import
-line. The pieces: `producer.py` (batching, pipelining), `consumer.py` (prefetching fetcher,
-offsets), `group.py` (consumer-group membership), `assignors.py`, `partitioner.py`
-(murmur2), `admin.py`, `message.py`, `errors.py`, `topic_partition.py`.
+line. The pieces: `producer.py` (batching, pipelining) over `accumulator.py` (the record
+accumulator, shared with the asyncio producer), `consumer.py` (prefetching fetcher, offsets),
+`group.py` (consumer-group membership) over `group_protocol.py`, `assignors.py`,
+`partitioner.py` (librdkafka's partitioners; `consistent_random`, CRC32, by default),
+`connection.py`, `config.py`, `admin.py`, `message.py`, `errors.py`, `topic_partition.py`.
 """
 
 from .admin import (AdminClient, BrokerMetadata, ClusterMetadata, ConsumerGroupDescription, ConsumerGroupState,

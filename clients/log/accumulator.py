@@ -1,96 +1,100 @@
-"""The record accumulator: one partition's records waiting to be sent, as wire-ready rows.
+"""The record accumulator: a producer's records waiting to be sent, per topic and partition.
 
 Both log producers (`clients/log/producer.py`, blocking, and `clients/aio_log/producer.py`,
-asyncio) gather records into an `OpenBatch` per partition and close it into the bytes of one
-record batch (`clients/record_batch.py`). This class is that shared part and knows nothing
-of sockets, event loops, deadlines or delivery reports: each producer subclasses it with what
-its own I/O needs (a linger deadline and callbacks, or a future and a timer handle).
+asyncio) keep their unsent records here, and this module knows nothing of sockets, event
+loops, deadlines or delivery reports:
 
-A row is already in the wire layout of a record, `(offset_delta, timestamp_delta, key, value,
-headers)`, so closing a batch is one `msgpack` pack of the rows plus the 39-byte header.
-Timestamps follow the first record: `first_ts` is its timestamp (or the time it was added),
-and every record added without a timestamp shares the delta `dflt` (the time the batch was
-opened): one clock read per batch, not per record (records of one batch differ by at most the
-linger time). The producers' fast paths append such rows themselves
-(`rows.append((len(rows), batch.dflt, key, value, None))` and `size += len(value) + 16`), which
-is exactly what `append()` does for them.
+- `OpenBatch`: one partition's records, as wire-ready rows; the one builder
+  (`clients/record_batch.BatchBuilder`) plus the topic and partition it goes to. Each producer
+  subclasses it with what its own I/O needs (a linger deadline and callbacks, or a future and
+  a timer handle).
+- `TopicBatches`: one topic's partition count, the open batch of each partition, and the
+  sticky partition keyless records join (Kafka's KIP-480): `current` is that partition's open
+  batch, the one a plain `produce(topic, value)` appends to.
+- `RecordAccumulator`: every topic's `TopicBatches` (`topics`) and every open batch oldest
+  first (`open`: the first is the next to reach its linger time). `opened()` files a new
+  batch, `closing()` takes a full or due batch out and moves the sticky partition on.
 """
 
-import time
+from ..record_batch import RECORD_OVERHEAD, BatchBuilder, record_size
+from .partitioner import RANDOM, pick_sticky
 
-import msgpack
-
-from ..record_batch import pack_batch
-
-_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
-_now_ns = time.time_ns
-
-# Estimated bytes a record costs in a batch beyond its key and value (msgpack array, ints,
-# bin headers): what `size` adds per record, compared with batch.size limits.
-RECORD_OVERHEAD = 16
+__all__ = ["OpenBatch", "RecordAccumulator", "TopicBatches", "RECORD_OVERHEAD", "record_size"]
 
 
-def record_size(key, value, headers=None) -> int:
-    """The estimate `OpenBatch.size` grows by for one record (headers as (str, bytes) pairs)."""
-    size = RECORD_OVERHEAD + (len(value) if value is not None else 0) + (len(key) if key is not None else 0)
-    if headers:
-        size += sum(len(k) + len(v or b"") + 8 for k, v in headers)
-    return size
-
-
-class OpenBatch:
+class OpenBatch(BatchBuilder):
     """Records of one topic-partition not yet sent: append them, then `pack()` the batch."""
 
-    __slots__ = ("rows", "size", "first_ts", "dflt", "max_ts", "topic", "partition")
+    __slots__ = ("topic", "partition")
 
     def __init__(self, topic, partition: int):
-        self.rows = []
-        self.size = 0          # estimated bytes (record_size of each record)
-        self.first_ts = None   # set by the first record: its timestamp, or the time it was added
-        self.dflt = 0          # timestamp delta of records added without a timestamp
-        # At least every record's timestamp, and the opening time: the fast paths append rows
-        # with delta dflt and do not touch it.
-        self.max_ts = None
+        BatchBuilder.__init__(self)
         self.topic = topic
         self.partition = partition
 
-    def append(self, key, value, timestamp=None, headers=None, size=None) -> int:
-        """Add one record (key, value: bytes or None; timestamp: ms or None); returns its index.
 
-        `headers` must already be a list of (str, bytes) pairs or None; `size`, when the caller
-        has computed `record_size` already, saves computing it twice.
+class TopicBatches:
+    """One topic in the accumulator: its open batch per partition and its sticky partition."""
+
+    __slots__ = ("name", "num_partitions", "batches", "sticky", "fixed", "current", "max_batch")
+
+    def __init__(self, name: str, num_partitions: int, null_partition: int = RANDOM, max_batch: int = 1_000_000):
+        self.name = name
+        self.num_partitions = num_partitions
+        self.max_batch = max_batch  # bytes a batch may reach: the topic's max.message.bytes and the producer's
+        self.batches = [None] * num_partitions
+        # Keyless records go to the sticky partition, which moves when its batch closes --
+        # unless the partitioner maps them all to one partition (`consistent`, `murmur2`...).
+        self.fixed = null_partition != RANDOM
+        self.sticky = null_partition if self.fixed else pick_sticky(num_partitions, None)
+        self.current = None  # the open batch of the sticky partition: keyless records go here
+
+
+class RecordAccumulator:
+    """A producer's open batches: by topic and partition (`topics`), and oldest first (`open`)."""
+
+    __slots__ = ("topics", "open")
+
+    def __init__(self):
+        self.topics: dict[str, TopicBatches] = {}
+        self.open: list[tuple[TopicBatches, OpenBatch]] = []
+
+    def add_topic(self, name: str, num_partitions: int, null_partition: int = RANDOM,
+                  max_batch: int = 1_000_000) -> TopicBatches:
+        t = self.topics[name] = TopicBatches(name, num_partitions, null_partition, max_batch)
+        return t
+
+    def opened(self, t: TopicBatches, batch: OpenBatch) -> OpenBatch:
+        """File a new (empty) batch as its partition's open batch; returns it."""
+        t.batches[batch.partition] = batch
+        if batch.partition == t.sticky:
+            t.current = batch
+        self.open.append((t, batch))
+        return batch
+
+    def closing(self, t: TopicBatches, batch: OpenBatch) -> bool:
+        """Take `batch` out (it is full or due); False if it was not open (closed already).
+
+        When it was the sticky partition's batch, keyless records move to another partition
+        (at random, not this one), joining that partition's open batch if it has one.
         """
-        rows = self.rows
-        if self.first_ts is None:
-            now = _now_ns() // 1_000_000
-            if timestamp is None:
-                self.first_ts = self.max_ts = now
-            else:
-                self.first_ts = int(timestamp)
-                self.dflt = now - self.first_ts
-                self.max_ts = max(self.first_ts, now)
-        if timestamp is None:
-            delta = self.dflt
-        else:
-            timestamp = int(timestamp)
-            delta = timestamp - self.first_ts
-            if timestamp > self.max_ts:
-                self.max_ts = timestamp
-        index = len(rows)
-        rows.append((index, delta, key, value, headers))
-        self.size += record_size(key, value, headers) if size is None else size
-        return index
+        if t.batches[batch.partition] is not batch:
+            return False
+        t.batches[batch.partition] = None
+        if t.current is batch:
+            t.current = None
+        opened = self.open
+        for i, (_, b) in enumerate(opened):  # the oldest, nearly always
+            if b is batch:
+                del opened[i]
+                break
+        if t.sticky == batch.partition and t.num_partitions > 1 and not t.fixed:
+            t.sticky = pick_sticky(t.num_partitions, batch.partition)
+            nxt = t.batches[t.sticky]
+            if nxt is not None:
+                t.current = nxt
+        return True
 
-    def timestamp_of(self, index: int) -> int:
-        """The timestamp (ms) the record at `index` carries in the packed batch."""
-        return self.first_ts + self.rows[index][1]
-
-    def pack(self) -> bytes:
-        """The record batch of these rows (base offset 0: the broker writes the real one)."""
-        rows = self.rows
-        if not rows:
-            raise ValueError("an empty batch cannot be packed (a record batch holds at least one record)")
-        return pack_batch(_packb(rows), len(rows), self.first_ts, self.max_ts, 0, 0)
-
-    def __len__(self) -> int:
-        return len(self.rows)
+    def records(self) -> int:
+        """Records in open batches."""
+        return sum(len(b.rows) for _, b in self.open)

@@ -2,12 +2,13 @@
 
 How a record travels (docs/clients-minilog.md tells the story at length):
 
-1. `Producer.produce()` picks the partition (`partitioner.py`: murmur2 of the key, or the
-   topic's current sticky partition) and appends one row tuple to that partition's open
-   `_OpenBatch`, an `OpenBatch` of `accumulator.py` (the record accumulator the asyncio
-   producer shares). A row is already in the wire layout of a record
+1. `Producer.produce()` picks the partition (`partitioner.py`: the `partitioner` setting,
+   librdkafka's `consistent_random` by default, i.e. CRC32 of the key; a record without a key
+   goes to the topic's current sticky partition) and appends one row tuple to that
+   partition's open `_OpenBatch`, an `OpenBatch` of `accumulator.py`, in the
+   `RecordAccumulator` the asyncio producer uses too. A row is already in the wire layout of a record
    (`[offset_delta, timestamp_delta, key, value, headers]`, see `clients/record_batch.py`), so
-   closing a batch (`OpenBatch.pack`) is a single `msgpack` pack of the rows plus the header.
+   closing a batch (`BatchBuilder.pack`) is a single `msgpack` pack of the rows plus the header.
 2. A batch closes when it holds `batch.size` bytes or `batch.num.messages` records, or when
    it is `linger.ms` old (checked by produce/poll/flush: there is no background thread, as
    in confluent-kafka the application is expected to call `poll()` regularly).
@@ -25,12 +26,12 @@ import time
 from ..protocol.errors import BrokerError, ErrorCode
 from ..protocol.framing import DEFAULT_MAX_FRAME
 from ..rpc import ConnectionClosed
-from .accumulator import OpenBatch, record_size
+from .accumulator import OpenBatch, RecordAccumulator, TopicBatches, record_size
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .message import make_message
-from .partitioner import RANDOM, KeyPartitioner, pick_sticky
+from .partitioner import KeyPartitioner
 
 log = logging.getLogger("clients.log")
 
@@ -79,21 +80,6 @@ class _OpenBatch(OpenBatch):
         self.deadline = deadline
 
 
-class _TopicState:
-    __slots__ = ("name", "batches", "sticky", "num_partitions", "current", "max_batch", "fixed")
-
-    def __init__(self, name: str, num_partitions: int, max_batch: int = 1_000_000, null_partition: int = RANDOM):
-        self.name = name
-        self.max_batch = max_batch  # bytes a batch may reach: the topic's max.message.bytes and ours
-        self.num_partitions = num_partitions
-        self.batches = [None] * num_partitions
-        # Keyless records go to the sticky partition, which moves when its batch closes --
-        # unless the partitioner maps them all to one partition (`consistent`, `murmur2`...).
-        self.fixed = null_partition != RANDOM
-        self.sticky = null_partition if self.fixed else pick_sticky(num_partitions, None)
-        self.current = None  # the open batch of the sticky partition: keyless records go here
-
-
 class Producer:
     """`Producer({'bootstrap.servers': 'host:port', ...})`, as confluent_kafka.Producer."""
 
@@ -126,8 +112,11 @@ class Producer:
         self._only_errors = cfg.bool("delivery.report.only.error", False)
         self._error_cb = cfg.get("error_cb")
         self._conn: LogConnection | None = None
-        self._topics: dict[str, _TopicState] = {}
-        self._open: list[tuple[_TopicState, _OpenBatch]] = []  # batches with records, oldest first
+        # The record accumulator (accumulator.py), and two names for its parts: topic name ->
+        # TopicBatches, and the open batches oldest first (the first has the next linger deadline).
+        self._acc = RecordAccumulator()
+        self._topics = self._acc.topics
+        self._open = self._acc.open
         self._ready: list = []        # closed batches not sent yet: (topic, partition, bytes, batch)
         self._in_flight = 0           # produce requests awaiting a reply
         self._in_flight_sent = collections.deque()  # (sent monotonic time, rid) to time requests out
@@ -170,7 +159,7 @@ class Producer:
                                                 f"cannot connect to {self._host}:{self._port}: {exc}"))
         return self._conn
 
-    def _topic(self, topic: str) -> _TopicState | KafkaError | None:
+    def _topic(self, topic: str) -> TopicBatches | KafkaError | None:
         if not isinstance(topic, str) or not topic:
             raise TypeError("topic must be a non-empty str")
         try:
@@ -196,9 +185,7 @@ class Producer:
         except (TypeError, ValueError):
             pass
         count = len(info["partitions"])
-        state = _TopicState(topic, count, limit, self._keys.null_key_partition(count))
-        self._topics[topic] = state
-        return state
+        return self._acc.add_topic(topic, count, self._keys.null_key_partition(count), limit)
 
     def list_topics(self, topic=None, timeout=-1):
         from .admin import fetch_cluster_metadata
@@ -285,18 +272,15 @@ class Producer:
             if room <= 0 or self._bytes >= self._max_queued_bytes:
                 self._make_room()
                 room = max(self._max_queued - self._count, 1)
-            acc = t.batches[partition] = _OpenBatch(t.name, partition, self._linger_deadline(), min(self._batch_count, room),
-                                                    min(self._batch_bytes, t.max_batch - _SMALL - _BATCH_OVERHEAD),
-                                                    t.max_batch - _BATCH_OVERHEAD)
-            self._open.append((t, acc))
-            if partition == t.sticky:
-                t.current = acc
+            acc = self._acc.opened(t, _OpenBatch(t.name, partition, self._linger_deadline(), min(self._batch_count, room),
+                                                 min(self._batch_bytes, t.max_batch - _SMALL - _BATCH_OVERHEAD),
+                                                 t.max_batch - _BATCH_OVERHEAD))
         rows = acc.rows
         self._append_slow(acc, key, value, timestamp, headers, cb, size)
         if len(rows) > acc.last_index or acc.size >= acc.max_size or acc.deadline <= time.monotonic():
             self._after_append(t, acc)
 
-    def _after_append(self, t: _TopicState, acc: _OpenBatch) -> None:
+    def _after_append(self, t: TopicBatches, acc: _OpenBatch) -> None:
         """A record made its batch full or found it due: close it (and any other due batch) and send."""
         if len(acc.rows) > acc.last_index or acc.size >= acc.max_size:
             self._close(t, acc)
@@ -352,22 +336,11 @@ class Producer:
                               "call poll() to serve delivery reports or raise queue.buffering.max.messages)")
 
     # ---- batches to requests ----------------------------------------------------------------
-    def _close(self, t: _TopicState, acc: _OpenBatch) -> None:
-        t.batches[acc.partition] = None
-        if t.current is acc:
-            t.current = None
+    def _close(self, t: TopicBatches, acc: _OpenBatch) -> None:
+        self._acc.closing(t, acc)
         self._count += len(acc.rows)
         self._bytes += acc.size
         acc.closed_at = time.monotonic()
-        for i, (_, a) in enumerate(self._open):
-            if a is acc:
-                del self._open[i]
-                break
-        if t.sticky == acc.partition and t.num_partitions > 1 and not t.fixed:
-            t.sticky = pick_sticky(t.num_partitions, acc.partition)
-            nxt = t.batches[t.sticky]
-            if nxt is not None:
-                t.current = nxt
         self._ready.append((t.name, acc.partition, acc.pack(), acc))
 
     def _close_due(self) -> None:
@@ -608,7 +581,7 @@ class Producer:
             self._fail_batches(ready, KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue"))
 
     def __len__(self) -> int:
-        return self._count + sum(len(acc.rows) for _, acc in self._open) + len(self._reports)
+        return self._count + self._acc.records() + len(self._reports)
 
     def __bool__(self) -> bool:
         return True

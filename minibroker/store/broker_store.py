@@ -72,6 +72,7 @@ class BrokerStore:
         self._broker = None
         self.journal.on_lost = self._drop_lost
         self.recovered = None
+        self._retry_handle = None       # a pending `_retry_save`
 
     # ==== recovery ============================================================================
     def recover(self, broker) -> None:
@@ -188,24 +189,53 @@ class BrokerStore:
 
     # ==== definitions =========================================================================
     def _saved(self, what: str, change, *args, refuse: bool = True) -> None:
-        """Apply a change to the definitions file; a disk failure becomes a STORAGE_ERROR.
+        """Apply a change to the definitions file; a failed save fails only this change.
 
-        The in-memory definitions (the store's and the core's) keep the change: the next save
-        that succeeds writes the whole snapshot, this change included. Declarations and binds
-        (the last step of their op) answer the client with the error; deletions and unbinds
-        (also run by auto-delete and connection cleanup, which must finish) only log it.
+        Declarations and binds (`refuse`): `DefinitionsStore` undoes a change it could not save,
+        and the core has not applied it either (`Broker.declare_queue` saves before it adds the
+        queue; the binds undo theirs), so the request fails and nothing is in effect that is not
+        on disk: STORAGE_ERROR for a disk failure, PRECONDITION_FAILED for a value the encoder
+        refuses. Deletions and unbinds (also run by auto-delete and connection cleanup, which
+        must finish) are in effect in the core already and stay in the store's memory; the file
+        is written again (`_retry_save`) every second until it takes them, and at shutdown.
         """
         try:
             change(*args)
         except OSError as exc:
-            log.error("definitions file could not be saved after %s: %s; saved with the next change that succeeds",
-                      what, exc)
             if not refuse:
+                log.error("definitions file could not be saved after %s: %s; retrying every second", what, exc)
+                self._schedule_retry()
                 return
+            log.error("definitions file could not be saved for %s: %s; refused", what, exc)
+            if self.definitions.unsaved:
+                self._schedule_retry()
             raise BrokerError(ErrorCode.STORAGE_ERROR,
-                              f"{describe_os_error(exc)} ({exc.strerror or exc}): {what} is in effect but could "
-                              f"not be saved to disk; it is saved with the next change that succeeds, and is "
-                              f"lost if the server restarts before that") from None
+                              f"{describe_os_error(exc)} ({exc.strerror or exc}): {what} could not be saved "
+                              f"to disk and was not made; nothing changed") from None
+        except Exception as exc:
+            log.error("definitions file could not be saved for %s: %s: %s", what, type(exc).__name__, exc)
+            if not refuse:
+                self._schedule_retry()
+                return
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"{what} cannot be stored ({type(exc).__name__}: {exc}) and was not made; "
+                              f"nothing changed") from None
+
+    def _schedule_retry(self) -> None:
+        if self._retry_handle is None and self._loop is not None and not self._loop.is_closed():
+            self._retry_handle = self._loop.call_later(1.0, self._retry_save)
+
+    def _retry_save(self) -> None:
+        """Write the definitions again while a deletion is not yet on disk."""
+        self._retry_handle = None
+        if not self.definitions.unsaved:
+            return                  # a later change's save took it
+        try:
+            self.definitions.save()
+        except Exception:
+            self._schedule_retry()
+            return
+        log.warning("definitions file saved again: the deletions it missed are on disk now")
 
     def exchange_declared(self, exchange) -> None:
         if not self._recovering:
@@ -425,6 +455,15 @@ class BrokerStore:
     # ==== shutdown ============================================================================
     def close(self) -> None:
         self._flush_turn()
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+            self._retry_handle = None
+        if self.definitions.unsaved:
+            try:
+                self.definitions.save()
+            except Exception as exc:
+                log.error("definitions file could not be saved at shutdown (%s: %s): deleted durable queues, "
+                          "exchanges or bindings may come back after the restart", type(exc).__name__, exc)
         self.journal.close_sync()
         lock = getattr(self, "_lock_file", None)
         if lock is not None:

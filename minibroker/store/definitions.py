@@ -61,6 +61,8 @@ class DefinitionsStore:
         self.queues: dict[str, dict] = {}
         self.bindings: list[dict] = []
         self.saves = 0
+        self.unsaved = False   # memory differs from the file until a save succeeds (see `_apply`)
+        self._replaced = False  # the last save renamed its file into place
 
     # ---- loading -------------------------------------------------------------------------
     def load(self) -> "DefinitionsStore":
@@ -124,11 +126,36 @@ class DefinitionsStore:
             raise DefinitionsCorrupt(f"{path} does not hold a map of definitions")
         return state
 
-    # ---- changes (each one saved before it returns) ----------------------------------------
-    def put_exchange(self, name: str, spec: dict) -> None:
-        if self.exchanges.get(name) != spec:
-            self.exchanges[name] = dict(spec)
+    # ---- changes (each one saved before it returns, or undone) -----------------------------
+    # A declaration or binding is applied to memory, then saved; if the save fails for any
+    # reason (disk full, an I/O error, a value the encoder refuses) it is undone before the
+    # error is raised, so one failed change can never make every later save fail with it.
+    # A deletion cannot be refused (the broker has already deleted the thing): if its save
+    # fails, memory keeps it and `unsaved` is set until a later `save` succeeds (the caller
+    # retries). Removing entries cannot make the encoder fail, so memory stays encodable.
+    def _apply(self, undo) -> None:
+        try:
             self.save()
+        except BaseException:
+            undo()
+            if self._replaced:
+                # Only the directory fsync failed: the file may hold the change. Write memory's
+                # state again (the caller retries while `unsaved`).
+                self.unsaved = True
+            raise
+
+    def _apply_deletion(self) -> None:
+        try:
+            self.save()
+        except BaseException:
+            self.unsaved = True
+            raise
+
+    def put_exchange(self, name: str, spec: dict) -> None:
+        before = self.exchanges.get(name)
+        if before != spec:
+            self.exchanges[name] = dict(spec)
+            self._apply(lambda: self._restore(self.exchanges, name, before))
 
     def delete_exchange(self, name: str) -> None:
         if name in self.exchanges:
@@ -137,26 +164,28 @@ class DefinitionsStore:
             self.bindings = [b for b in self.bindings
                              if b["source"] != name
                              and not (b.get("destination_kind") == "exchange" and b["destination"] == name)]
-            self.save()
+            self._apply_deletion()
 
     def put_queue(self, name: str, spec: dict) -> None:
-        if self.queues.get(name) != spec:
+        before = self.queues.get(name)
+        if before != spec:
             self.queues[name] = dict(spec)
-            self.save()
+            self._apply(lambda: self._restore(self.queues, name, before))
 
     def delete_queue(self, name: str) -> None:
         if name in self.queues:
             del self.queues[name]
             self.bindings = [b for b in self.bindings
                              if not (b.get("destination_kind", "queue") == "queue" and b["destination"] == name)]
-            self.save()
+            self._apply_deletion()
 
     def add_binding(self, binding: dict) -> None:
         binding = {"destination_kind": "queue", "arguments": {}, **binding}
         key = _binding_key(binding)
         if all(_binding_key(b) != key for b in self.bindings):
-            self.bindings.append(binding)
-            self.save()
+            bindings = self.bindings
+            self.bindings = bindings + [binding]
+            self._apply(lambda: setattr(self, "bindings", bindings))
 
     def remove_binding(self, binding: dict) -> None:
         binding = {"destination_kind": "queue", "arguments": {}, **binding}
@@ -164,13 +193,21 @@ class DefinitionsStore:
         kept = [b for b in self.bindings if _binding_key(b) != key]
         if len(kept) != len(self.bindings):
             self.bindings = kept
-            self.save()
+            self._apply_deletion()
+
+    @staticmethod
+    def _restore(table: dict, name: str, before) -> None:
+        if before is None:
+            table.pop(name, None)
+        else:
+            table[name] = before
 
     # ---- the atomic replace ---------------------------------------------------------------
     def snapshot(self) -> dict:
         return {"exchanges": self.exchanges, "queues": self.queues, "bindings": self.bindings}
 
     def save(self) -> None:
+        self._replaced = False
         body = msgpack.packb({"version": 1, **self.snapshot()}, use_bin_type=True)
         data = _HEADER.pack(MAGIC, len(body), zlib.crc32(body)) + body
         tmp = self.path + ".tmp"
@@ -192,9 +229,11 @@ class DefinitionsStore:
             os.link(self.path, prev_tmp)
             os.replace(prev_tmp, self.prev_path)
         os.replace(tmp, self.path)
+        self._replaced = True
         if self.fsync:
             fsync_directory(self.directory)
         self.saves += 1
+        self.unsaved = False
 
 
 def fsync_directory(directory: str) -> None:

@@ -102,7 +102,8 @@ def test_cli_list_and_bad_arguments():
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("system", ["minibroker", "minibroker-pika", "minilog", "minilog-aio",
-                                    "minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka"])
+                                    "minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka",
+                                    "minilog-kafka-aiokafka"])
 def test_smoke_run_against_our_broker(system, tmp_path):
     from bench.suite import Servers, run_workload
     from bench.systems import client_missing
@@ -121,11 +122,16 @@ def test_smoke_run_against_our_broker(system, tmp_path):
     run = slot["runs"][0]
     assert run["sent"] > 0 and run["received"] == run["expected"] == run["sent"]
     assert run["order_violations"] == 0
-    if system in ("minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka"):
+    # one tracker service: a single consumer process read both partitions / queues
+    assert run["consumer_processes"] == 1 and run["producer_processes"] == 1
+    if system in ("minibroker-amqp", "minibroker-amqp-pika", "minilog-kafka", "minilog-kafka-aiokafka"):
         return   # the real clients: a slow one (aio-pika) may send little past the warm-up
     # latency leaves out the warm-up (first 10 % of the run), so it counts fewer messages
     assert 0 < run["latency_us"]["count"] < run["received"]
     assert list(tmp_path.glob("telemetry-*.json"))
+
+
+CONSUMER_PROCESSES = {"task-queue": 2, "fanout": 3}
 
 
 @pytest.mark.timeout(180)
@@ -155,6 +161,9 @@ def test_every_workload_runs_once_against_our_broker(system, tmp_path):
             # /proc counts CPU in 10 ms ticks, so a tiny run may show 0; the figures must be there
             assert run["server_cpu_s_per_100k"] >= 0 and run["client_cpu_s_per_100k"] >= 0, (name, run)
             assert name == "backlog" or run["peak_in_flight"] >= 0, (name, run)
+            # competing workers and independent services are processes of their own; the rest
+            # run one consumer process, whatever its lanes
+            assert run["consumer_processes"] == CONSUMER_PROCESSES.get(name, 1), (name, run)
     finally:
         servers.stop()
     assert len(list(tmp_path.glob("*.json"))) == len(WORKLOADS)
@@ -192,3 +201,55 @@ def test_report_puts_servers_side_by_side_through_the_same_client(tmp_path):
     text = out.read_text()
     assert "## Server against server, same client" in text
     assert "| telemetry | partitions=4 | pika | 8,000 | 12,000 | 1.50× | 7.00 | 1.40 | 5.0× |" in text
+
+
+def test_notes_are_reported_only_with_the_runs_they_describe(tmp_path, capsys):
+    """A new run replacing every workload must not be reported under notes quoting the old
+    run's figures: NOTES.md names its runs, and is left out (with a line saying so) otherwise."""
+    old, new = "20261128T130000Z-1", "20261206T134500Z-2"
+    for name in ("telemetry", "fanout"):
+        data = dict(_sample_result(name), session=new)
+        (tmp_path / f"{name}-1.json").write_text(json.dumps(data))
+    notes = tmp_path / "NOTES.md"
+    notes.write_text(f"<!-- notes on runs: {old} -->\n## Read this first\n\nminilog did 999k.\n")
+    out = tmp_path / "R.md"
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    text = out.read_text()
+    assert "999k" not in text and "No notes on this run yet" in text and new in text
+    assert f"<!-- notes on runs: {new} -->" in capsys.readouterr().err
+    # the runs table shows one run: no warning about mixing runs
+    assert "different runs" not in text
+    notes.write_text(f"<!-- notes on runs: {new} -->\n## Read this first\n\nminilog did 999k.\n")
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    text = out.read_text()
+    assert "minilog did 999k." in text and "No notes" not in text and "notes on runs" not in text
+    # a result file's name serves for results saved before runs had a session id
+    for f in tmp_path.glob("*-1.json"):
+        data = json.loads(f.read_text())
+        data.pop("session")
+        f.write_text(json.dumps(data))
+    notes.write_text("<!-- notes on runs: telemetry-1.json -->\nminilog did 999k.\n")
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    assert "999k" not in out.read_text()          # fanout-1.json is not named
+    notes.write_text("<!-- notes on runs: telemetry-1.json fanout-1.json -->\nminilog did 999k.\n")
+    assert write_report(str(tmp_path), str(out), str(tmp_path / "charts")) == 0
+    assert "999k" in out.read_text()
+
+
+@pytest.mark.timeout(120)
+def test_run_all_gives_backlog_servers_of_its_own(tmp_path, capsys):
+    """`run all` is the published run in one command: backlog's server memory must come from
+    servers that did not hold the earlier workloads' data, so it gets freshly started ones."""
+    from bench.__main__ import main
+    assert main(["run", "fanout,telemetry,backlog", "--systems", "minilog", "--duration", "0.3",
+                 "--repeat", "1", "--count", "2000", "--partitions", "2",
+                 "--only", "services=3,partitions=2,backlog=2000",
+                 "--json-dir", str(tmp_path)]) == 0
+    assert "backlog: restarting the servers" in capsys.readouterr().err
+    pid = {}
+    for f in tmp_path.glob("*.json"):
+        data = json.loads(f.read_text())
+        run = data["cases"][0]["results"]["minilog"]["runs"][0]
+        assert run["received"] == run["expected"] > 0, (data["workload"], run)
+        pid[data["workload"]] = data["systems"]["minilog"]["server_pid"]
+    assert pid["fanout"] == pid["telemetry"] != pid["backlog"], pid

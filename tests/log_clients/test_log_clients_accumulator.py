@@ -6,9 +6,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.aio_log.producer import BatchBuilder, _Batch
-from clients.log.accumulator import OpenBatch, record_size
+from clients.aio_log.producer import AIOKafkaProducer, BatchBuilder, _Batch
+from clients.log.accumulator import OpenBatch, RecordAccumulator, record_size
+from clients.log.partitioner import RANDOM
 from clients.log.producer import _OpenBatch
+from clients.record_batch import BatchBuilder as RecordBatchBuilder
 from clients.record_batch import decode_batch, validate
 
 _records = st.lists(
@@ -83,3 +85,52 @@ def test_aiokafka_batch_builder_stops_at_its_size_and_packs():
     assert decode_batch(builder._build())[1][0][3] == b"x" * 50
     with pytest.raises(TypeError):
         builder.append(value="not bytes")
+
+
+def test_there_is_one_batch_builder():
+    # The accumulator's batches and aiokafka's create_batch() build with record_batch's builder.
+    assert issubclass(OpenBatch, RecordBatchBuilder)
+    assert type(BatchBuilder(100)._batch) is RecordBatchBuilder
+
+
+def test_the_sticky_partition_moves_when_its_batch_closes():
+    acc = RecordAccumulator()
+    t = acc.add_topic("t", 4)
+    first = t.sticky
+    assert 0 <= first < 4 and t.current is None and not t.fixed
+    sticky = acc.opened(t, OpenBatch("t", first))
+    other_p = (first + 1) % 4
+    other = acc.opened(t, OpenBatch("t", other_p))
+    assert t.current is sticky and t.batches[other_p] is other
+    assert [b for _, b in acc.open] == [sticky, other]  # oldest first
+    sticky.append(None, b"a")
+    other.append(b"k", b"b")
+    assert acc.records() == 2
+    assert acc.closing(t, sticky)
+    assert t.sticky != first and t.batches[first] is None
+    # keyless records join the new sticky partition's open batch, if it has one
+    assert t.current is (other if t.sticky == other_p else None)
+    assert [b for _, b in acc.open] == [other] and acc.records() == 1
+    assert not acc.closing(t, sticky)  # closed already (a timer firing after a size close)
+
+
+def test_a_fixed_null_key_partition_never_moves():
+    acc = RecordAccumulator()
+    t = acc.add_topic("t", 3, null_partition=2)
+    assert t.fixed and t.sticky == 2
+    batch = acc.opened(t, OpenBatch("t", 2))
+    assert t.current is batch
+    acc.closing(t, batch)
+    assert t.sticky == 2 and t.current is None and acc.open == []
+    one = RecordAccumulator().add_topic("one", 1, RANDOM)
+    assert one.sticky == 0 and not one.fixed
+
+
+def test_both_producers_keep_their_batches_in_the_accumulator():
+    from clients.log import Producer
+    blocking = Producer({"bootstrap.servers": "127.0.0.1:1"})  # nothing listens: it connects later
+    aio = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+    for p in (blocking, aio):
+        assert isinstance(p._acc, RecordAccumulator)
+    assert blocking._topics is blocking._acc.topics and blocking._open is blocking._acc.open
+    blocking.close(0)

@@ -144,23 +144,97 @@ def test_dead_lettering_during_a_disk_failure_keeps_the_message(start_minibroker
     c.close()
 
 
-def test_a_durable_declare_the_disk_refuses_gets_a_storage_error_and_is_saved_later(start_minibroker, tmp_path,
-                                                                                    monkeypatch):
+def test_a_durable_declare_the_disk_refuses_fails_alone_and_changes_nothing(start_minibroker, tmp_path,
+                                                                           monkeypatch):
     import minibroker.store.definitions as definitions_module
     flaky = FlakyOs({"write"})
     monkeypatch.setattr(definitions_module, "os", flaky)
     server = start_minibroker(data_dir=tmp_path / "data")
     c = DurableClient(server.host, server.port)
+    c.exchange("events")
+    c.queue("kept")
     flaky.failing = errno.ENOSPC
-    with pytest.raises(BrokerError) as err:
-        c.queue("unsaved")
-    assert err.value.code == "STORAGE_ERROR"
-    assert "disk full" in err.value.message and "durable queue 'unsaved' is in effect" in err.value.message
-    assert c.queue_exists("unsaved")           # in effect meanwhile, as the message says
+    for refused in (lambda: c.queue("unsaved"), lambda: c.exchange("unsaved-x"),
+                    lambda: c.bind("kept", "events", "k")):
+        with pytest.raises(BrokerError) as err:
+            refused()
+        assert err.value.code == "STORAGE_ERROR"
+        assert "disk full" in err.value.message and "nothing changed" in err.value.message
+    assert not c.queue_exists("unsaved")       # memory agrees with the disk
     flaky.failing = None
-    c.queue("saved")                           # the next save writes both
+    c.queue("saved")                           # the connection and the store are fine
+    c.publish("kept", b"m", exchange="events")  # the refused binding routes nothing
+    assert c.queue("kept")["message_count"] == 0
     c.close()
     server.restart()
     c = DurableClient(server.host, server.port)
-    assert c.queue_exists("unsaved") and c.queue_exists("saved")
+    assert c.queue_exists("saved") and c.queue_exists("kept") and not c.queue_exists("unsaved")
+    c.close()
+
+
+def test_a_deletion_the_disk_refuses_is_saved_once_the_disk_recovers(start_minibroker, tmp_path, monkeypatch):
+    import minibroker.store.definitions as definitions_module
+    flaky = FlakyOs({"write"})
+    monkeypatch.setattr(definitions_module, "os", flaky)
+    server = start_minibroker(data_dir=tmp_path / "data")
+    c = DurableClient(server.host, server.port)
+    c.queue("doomed")
+    c.queue("other")
+    path = tmp_path / "data" / definitions_module.FILE_NAME
+    flaky.failing = errno.ENOSPC
+    c.conn.call("queue_delete", {"queue": "doomed"})     # a deletion cannot be refused
+    assert not c.queue_exists("doomed")
+    assert "doomed" in definitions_module.DefinitionsStore.read_file(str(path))["queues"]
+    flaky.failing = None
+    deadline = time.monotonic() + 10
+    while "doomed" in definitions_module.DefinitionsStore.read_file(str(path))["queues"]:
+        assert time.monotonic() < deadline, "the refused deletion was never saved"
+        c.queue_exists("other")                          # a round trip, then look again
+    c.close()
+    server.restart()
+    c = DurableClient(server.host, server.port)
+    assert not c.queue_exists("doomed") and c.queue_exists("other")
+    c.close()
+
+
+class PoisonPacker:
+    """msgpack, except that packing definitions that name `poison` raises, as an unencodable value would."""
+
+    def __init__(self, real, poison):
+        self.real, self.poison = real, poison
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def packb(self, obj, **kw):
+        if type(obj) is dict and self.poison in obj.get("queues", {}):
+            raise TypeError("can not serialize 'object' object")
+        return self.real.packb(obj, **kw)
+
+
+def test_a_definition_the_encoder_refuses_fails_only_its_own_declare(start_minibroker, tmp_path, monkeypatch):
+    import msgpack
+
+    import minibroker.store.definitions as definitions_module
+    monkeypatch.setattr(definitions_module, "msgpack", PoisonPacker(msgpack, "poison"))
+    server = start_minibroker(data_dir=tmp_path / "data")
+    c = DurableClient(server.host, server.port)
+    other = DurableClient(server.host, server.port)
+    other.queue("to-delete")
+    with pytest.raises(BrokerError) as err:
+        c.queue("poison")
+    assert err.value.code == "PRECONDITION_FAILED" and "nothing changed" in err.value.message
+    assert not c.queue_exists("poison")
+    # Every later change by anyone still saves (before, each one failed on the poisoned entry).
+    other.queue("after")
+    other.conn.call("queue_delete", {"queue": "to-delete"})
+    c.queue("mine")
+    saved = definitions_module.DefinitionsStore.read_file(str(tmp_path / "data" / definitions_module.FILE_NAME))
+    assert set(saved["queues"]) == {"after", "mine"}
+    c.close()
+    other.close()
+    server.restart()
+    c = DurableClient(server.host, server.port)
+    assert c.queue_exists("after") and c.queue_exists("mine")
+    assert not c.queue_exists("poison") and not c.queue_exists("to-delete")
     c.close()

@@ -182,3 +182,78 @@ def test_the_record_walk_refuses_a_header_the_body_does_not_keep(lie):
     kb.validate(buf)   # the CRC and header fields are fine: only the walk sees the lie
     with pytest.raises(InvalidBatchError):
         kb.validate_records(buf)
+
+
+# ---- the stride runs of validate_records against the exact walk ------------------------
+def _exact_verdict(buf):
+    """What the record-by-record walk alone says of a batch: None (accepted) or the error."""
+    h = kb.read_header(buf)
+    data = bytes(buf[kb.HEADER_SIZE:h.size])
+    latest = h.max_timestamp - h.base_timestamp if h.timestamp_type == kb.CREATE_TIME else None
+    try:
+        end, _ = kb._walk_exact(data, 0, 0, h.record_count, h.record_count, latest, "batch at position 0")
+        if end != len(data):
+            raise InvalidBatchError("trailing bytes")
+    except InvalidBatchError as exc:
+        return exc
+    return None
+
+
+def _verdict(buf):
+    try:
+        kb.validate_records(buf)
+    except InvalidBatchError as exc:
+        return exc
+    return None
+
+
+# Runs of records alike (what stride runs skip), each with its own value size, key, headers and
+# time step, so that batches cross the varint sizes of offset deltas (64) and timestamps (64 ms).
+runs_st = st.lists(st.tuples(st.integers(1, 90), st.sampled_from([0, 1, 63, 64, 100, 9000]),
+                             st.sampled_from([None, b"k", b"key-" * 40]),
+                             st.sampled_from([None, [("h", b"v")], [("a", None), ("b", b"x" * 70)]]),
+                             st.sampled_from([0, 1, 3, 40])),
+                   min_size=1, max_size=4)
+mutations_st = st.lists(st.tuples(st.integers(0, 2**31), st.integers(1, 255)), max_size=3)
+
+
+def _alike_runs_batch(runs, timestamp_type=kb.CREATE_TIME):
+    records, ts = [], 10_000
+    for n, size, key, headers, step in runs:
+        for _ in range(n):
+            records.append((key, b"v" * size, ts, headers))
+            ts += step
+    return bytearray(kb.build_batch(records, timestamp_type=timestamp_type))
+
+
+@given(runs_st, mutations_st, st.none() | st.integers(0, 300), st.sampled_from([kb.CREATE_TIME, kb.LOG_APPEND_TIME]))
+def test_stride_runs_accept_and_refuse_exactly_what_the_exact_walk_does(runs, mutations, max_ts, ts_type):
+    buf = _alike_runs_batch(runs, ts_type)
+    body = len(buf) - kb.HEADER_SIZE
+    for where, flip in mutations:
+        buf[kb.HEADER_SIZE + where % body] ^= flip
+    if max_ts is not None:   # a max timestamp some records may pass
+        buf[35:43] = (kb.read_header(buf).base_timestamp + max_ts).to_bytes(8, "big")
+    expected, got = _exact_verdict(buf), _verdict(buf)
+    assert (got is None) == (expected is None), (expected, got)
+    if expected is not None:
+        assert str(got) == str(expected)
+
+
+def test_stride_runs_in_a_batch_of_ten_thousand_records_catch_one_bad_record():
+    """Offset deltas of 1, 2 and 3 bytes and timestamp deltas of 1, 2 and 3 bytes in one batch."""
+    records = [(None, b"x" * 100, 1_000 + i * 2, None) for i in range(10_000)]
+    good = bytearray(kb.build_batch(records))
+    assert kb.validate_records(good).record_count == 10_000 and _exact_verdict(good) is None
+    # record 9000's offset delta (a 3-byte varint after length (2), attributes, timestamp (3)) said 9001
+    wrong = kb.build_batch(records[:9000] + [(None, b"x" * 100, 19_000, None)] + records[9001:],
+                           offset_deltas=list(range(9000)) + [9001] + list(range(9001, 10_000)))
+    with pytest.raises(InvalidBatchError, match="offset deltas"):
+        kb.validate_records(wrong)
+    # records newer than the header's max timestamp inside runs of 1- and 2-byte timestamp deltas
+    for spread in (0, 100):
+        records = [(None, b"x" * 100, 1_000 + (i and spread + i % 30), None) for i in range(10_000)]
+        late = bytearray(kb.build_batch(records))
+        late[35:43] = (1_000 + spread + 28).to_bytes(8, "big")
+        with pytest.raises(InvalidBatchError, match="record 29 is newer"):
+            kb.validate_records(late)
