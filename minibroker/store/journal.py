@@ -51,6 +51,9 @@ whose live bytes are under `compact_ratio` of its size is compacted: its live PU
 are copied to the active segment (with their current queues and delivery counts), the copies
 are fsynced, and the old segment is then dead and collected. Disk use follows the live
 backlog.
+The active segment itself is sealed early (`_reclaim_active`) when most of it is settled and
+the journal is nearly quiet, so a deleted or purged queue frees its disk within seconds. While
+the disk is failing, dead segments are still deleted (not compacted), which is what makes room.
 
 Lazy bodies (`read_body`)
 -------------------------
@@ -95,6 +98,12 @@ ZERO_AHEAD_BYTES = 4 << 20
 _ZEROS = bytes(1 << 20)
 # Write the append buffer to the file once it holds this much, whatever the policy.
 WRITE_OUT_BYTES = 1 << 20
+# The active segment is sealed early (`_reclaim_active`) when at least this many of its bytes
+# are settled, most of it is settled, and it grew by less than RECLAIM_QUIET_BYTES since the
+# previous maintenance pass: so deleting or purging a queue frees its disk within seconds,
+# not after a whole segment of further traffic.
+RECLAIM_MIN_BYTES = 4 << 20
+RECLAIM_QUIET_BYTES = 1 << 20
 
 # Settlement reasons, recorded for the reader of a journal dump; replay treats all alike.
 ACK, DEAD_LETTER, EXPIRED, DROPPED, PURGED, REJECTED = range(6)
@@ -209,6 +218,8 @@ class MessageJournal:
         self._background: asyncio.Task | None = None
         self._maintaining = False
         self._closed = False
+        self._active_mark = None   # (segment id, size) of the active segment at the last maintenance pass
+        self._copy_seq = 0         # seq of the last compaction copy: its original goes once this is durable
         # Disk failures (`_fail`): fresh PUBLISH records not yet durable, as (seq, msg_id, queue
         # or queues), oldest first; the failure in force, if any; who hears of lost messages.
         self._fresh: collections.deque = collections.deque()
@@ -427,13 +438,18 @@ class MessageJournal:
         if target != seg.id:
             seg.refs.add(target)
 
-    def _open_active(self) -> None:
-        """Start a fresh active segment (recovered segments are never appended to)."""
+    def _open_active(self, reserve: int | None = None) -> None:
+        """Start a fresh active segment (recovered segments are never appended to).
+
+        `reserve`: bytes to preallocate (the whole segment by default). A segment opened by
+        `_reclaim_active` on a quiet journal reserves only ZERO_AHEAD_BYTES, so freeing the
+        old one gives its disk back; `_zero_ahead` extends it as records arrive.
+        """
         seg_id = max(self.segments, default=0) + 1
         path = os.path.join(self.directory, segment_name(seg_id))
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         header = encode_segment_header(self._next_id)
-        self._preallocate(fd, path)
+        self._preallocate(fd, path, self.segment_bytes if reserve is None else min(reserve, self.segment_bytes))
         os.pwrite(fd, header, 0)
         seg = Segment(seg_id, path, fd, len(header))
         seg.synced = 0
@@ -447,7 +463,7 @@ class MessageJournal:
         self._active = seg
         self._dir_dirty = True
 
-    def _preallocate(self, fd: int, path: str) -> None:
+    def _preallocate(self, fd: int, path: str, size: int) -> None:
         """Reserve the whole segment now, so an fdatasync of fresh appends writes data only.
 
         Appending to a growing file makes every fdatasync also commit the file's new size and
@@ -460,7 +476,7 @@ class MessageJournal:
         if not self.preallocate:
             return
         try:
-            os.posix_fallocate(fd, 0, self.segment_bytes)
+            os.posix_fallocate(fd, 0, size)
         except OSError as exc:   # a file system without it, or no room: appends still work
             log.warning("journal segment %s could not be preallocated (%s); appending without", path, exc)
 
@@ -904,11 +920,21 @@ class MessageJournal:
                 log.exception("journal background work failed")
 
     async def maintain(self) -> dict:
-        """Compact mostly-dead segments, then delete dead ones. Returns what it did."""
-        if self._maintaining or self.failure is not None or self._fsync_failed:
-            return {"compacted": 0, "deleted": 0}
+        """Seal a mostly-settled active segment, compact mostly-dead segments, then delete dead
+        ones. Returns what it did.
+
+        While the disk is failing (`failure`), only dead segments are deleted, and only when no
+        compaction copy is still waiting to be made durable: that is what frees room on a full
+        disk once a queue is deleted or purged. After a failed fdatasync nothing is deleted.
+        """
+        if self._maintaining or self._fsync_failed:
+            return {"compacted": 0, "deleted": 0, "rolled": 0}
+        if self.failure is not None:
+            deleted = self._collect_garbage() if self._durable_seq >= self._copy_seq else 0
+            return {"compacted": 0, "deleted": deleted, "rolled": 0}
         self._maintaining = True
         try:
+            rolled = self._reclaim_active()
             compacted = 0
             for seg in list(self.segments.values()):
                 if seg is self._active or seg.live_count == 0 or seg.id not in self.segments:
@@ -917,12 +943,36 @@ class MessageJournal:
                 if seg.live_bytes < self.compact_ratio * data_bytes:
                     await self._compact(seg)
                     compacted += 1
-            if compacted:
-                await self.sync()    # the copies are on disk before any original goes
+            if compacted or rolled:
+                await self.sync()    # the copies (and a sealed segment) are on disk before any original goes
             deleted = self._collect_garbage()
-            return {"compacted": compacted, "deleted": deleted}
+            return {"compacted": compacted, "deleted": deleted, "rolled": rolled}
         finally:
             self._maintaining = False
+
+    def _reclaim_active(self) -> int:
+        """Seal the active segment when most of it is settled and the journal is nearly quiet.
+
+        The active segment is never compacted or deleted, so without this a queue deleted or
+        purged on a quiet broker kept its bytes until a whole segment of new records had been
+        written. Sealed, the old segment is an ordinary one: deleted when dead, compacted (its
+        live records copied forward) when under `compact_ratio`. The new active segment
+        reserves only ZERO_AHEAD_BYTES, or nothing would be freed. Busy journals roll by
+        filling their segment, as before.
+        """
+        seg = self._active
+        mark, self._active_mark = self._active_mark, (seg.id, seg.size)
+        data = seg.size - SEGMENT_HEADER.size
+        if (mark is None or mark[0] != seg.id or seg.size - mark[1] >= RECLAIM_QUIET_BYTES
+                or data - seg.live_bytes < RECLAIM_MIN_BYTES or seg.live_bytes >= self.compact_ratio * data):
+            return 0
+        self._write_out()
+        self._open_active(reserve=ZERO_AHEAD_BYTES)
+        self._active_mark = None
+        self.stats["reclaim_rolls"] += 1
+        log.info("journal: sealed the active segment %s early: %d of its %d bytes are settled",
+                 segment_name(seg.id), data - seg.live_bytes, data)
+        return 1
 
     async def _compact(self, seg: Segment) -> None:
         """Copy the live PUBLISH records of `seg` to the active segment."""
@@ -948,6 +998,7 @@ class MessageJournal:
             self._append_publish_record(msg_id, queues, exchange, rk, props_bin, published_at,
                                         self._delivery.get(msg_id), body)
             self.stats["compaction_copies"] += 1
+            self._copy_seq = self._seq
             copied += 1
             if copied % 512 == 0:
                 await asyncio.sleep(0)   # let publishers and consumers in
@@ -970,8 +1021,12 @@ class MessageJournal:
                 deleted += 1
                 changed = True
         if deleted:
-            fsync_directory(self.directory)
             self.stats["segments_deleted"] += deleted
+            try:
+                fsync_directory(self.directory)
+            except OSError as exc:   # the files are gone already; the entries reach the disk later
+                log.warning("journal: directory fsync after deleting segments failed: %s", exc)
+                self._dir_dirty = True
         return deleted
 
     # ==== reads =================================================================================

@@ -464,3 +464,68 @@ async def test_a_bit_flipped_mid_segment_costs_that_record_only(tmp_path, store_
     assert errors and f"offset {off}" in errors[0].getMessage()
     assert j.read_body(ids[999]) == b"body-0999" * 10
     await j.close()
+
+
+def allocated(path) -> int:
+    return sum(os.stat(os.path.join(path, n)).st_blocks * 512 for n in seg_files(path))
+
+
+async def test_a_mostly_settled_active_segment_is_sealed_early_and_its_disk_freed(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=16 << 20)
+    kept = [j.append_publish(["r"], "", "r", PROPS, b"r%d" % i) for i in range(10)]
+    gone = [j.append_publish(["q"], "", "q", None, b"q" * 1024) for _ in range(6000)]
+    await j.commit()
+    assert len(j.segments) == 1 and allocated(tmp_path) >= 6 << 20
+    j.append_settle("q", gone)
+    await j.commit()
+    first = await j.maintain()      # remembers the active segment's size: is it quiet?
+    assert first["rolled"] == 0
+    second = await j.maintain()     # it was: sealed, its 10 live records copied forward, deleted
+    assert second == {"rolled": 1, "compacted": 1, "deleted": 1}
+    assert allocated(tmp_path) < 5 << 20        # the new active segment reserves 4 MiB, not 16
+    assert all(j.read_body(i) == b"r%d" % n for n, i in enumerate(kept))
+    third = await j.maintain()      # the new segment holds nothing settled: left alone
+    assert third["rolled"] == 0
+    j.abandon()                     # kill -9
+    j, rec = reopen(tmp_path, segment_bytes=16 << 20)
+    assert [m.msg_id for m in rec.queues["r"]] == kept and "q" not in rec.queues
+    await j.close()
+
+
+async def test_a_busy_active_segment_is_not_sealed_early(tmp_path):
+    j, _ = reopen(tmp_path, segment_bytes=16 << 20)
+    gone = [j.append_publish(["q"], "", "q", None, b"q" * 1024) for _ in range(6000)]
+    j.append_settle("q", gone)
+    await j.commit()
+    await j.maintain()
+    more = [j.append_publish(["q"], "", "q", None, b"q" * 1024) for _ in range(2000)]   # 2 MiB since
+    await j.commit()
+    assert (await j.maintain())["rolled"] == 0
+    assert len(j.segments) == 1
+    j.append_settle("q", more)
+    await j.close()
+
+
+async def test_while_the_disk_is_full_settled_segments_are_still_deleted(tmp_path, monkeypatch):
+    j, _ = reopen(tmp_path, segment_bytes=4096)
+    ids = [j.append_publish(["q"], "", "q", None, b"x" * 200) for i in range(100)]
+    await j.commit()
+    segments = len(seg_files(tmp_path))
+    assert segments >= 5
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwritev", full)
+    j.append_publish_one("q", "", "q", b"", b"refused by the disk")
+    with pytest.raises(StorageFailure):
+        await j.commit()
+    assert j.failure is not None
+    j.append_settle("q", ids)          # the queue is deleted: its settlements wait in the buffer
+    result = await j.maintain()
+    assert result["deleted"] >= segments - 2 and len(seg_files(tmp_path)) <= 2
+    monkeypatch.undo()
+    await j.close()                    # the disk takes the settlements again
+    j, rec = reopen(tmp_path)
+    assert rec.messages == 0 and rec.truncated_bytes == 0
+    await j.close()
