@@ -4,6 +4,7 @@
                                        [--prefetch 1000] [--ack-every 100] [--single-acks]
                                        [--client pika|aio]
                                        [--profile producer|consumer] [--json PATH]
+    python -m bench.minibroker_clients --publish-forms [--messages 50000] [--runs 5]
 
 Starts minibroker as a subprocess (as a user would), then per run: a consumer process
 (`basic_qos(prefetch_count=1000)`, `basic_consume`, `basic_ack(multiple=True)` every 100
@@ -13,7 +14,16 @@ with `from clients import broker as pika`. Reported per run:
 
 - producer: messages / time spent in the publish loop and close;
 - end to end: messages / (time the consumer received the last message - time the producer
-  started publishing), the figure that counts.
+  started publishing), the figure that counts;
+- the CPU each client process used per message (`time.process_time` from the start of its
+  publish loop, or of its consumer, to its close; every thread of the process, the pika-style
+  connection's flusher included), in microseconds: unlike the rates, these hardly move with
+  the load other programs put on the machine.
+
+`--publish-forms` measures instead, in this process, the CPU per `basic_publish` call of each
+common form of the call (keywords or positional, `BasicProperties` reused or made per message,
+`mandatory=True`, a `str` body), each a median over `--runs` loops of `--messages` publishes
+to a queue of the server, the batches' packing and writing included.
 
 `--client aio` runs the same two programs written for aio-pika instead (publish loop without
 confirms; `queue.iterator()`, `message.ack(multiple=True)` every 100).
@@ -41,11 +51,11 @@ def producer(port: int, queue: str, messages: int, size: int) -> dict:
     connection = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=port))
     channel = connection.channel()
     body = b"x" * size
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     for _ in range(messages):
         channel.basic_publish(exchange="", routing_key=queue, body=body)
     connection.close()
-    return {"start": start, "end": time.time()}
+    return {"start": start, "end": time.time(), "cpu": time.process_time() - cpu}
 
 
 def consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int, ready_fd: int,
@@ -68,11 +78,12 @@ def consumer(port: int, queue: str, messages: int, prefetch: int, ack_every: int
             state["last"] = time.time()
             ch.stop_consuming()
 
+    cpu = time.process_time()
     channel.basic_consume(queue=queue, on_message_callback=on_message)
     os.write(ready_fd, b"ready\n")
     channel.start_consuming()
     connection.close()
-    return {"first": state["first"], "last": state["last"]}
+    return {"first": state["first"], "last": state["last"], "cpu": time.process_time() - cpu}
 
 
 def aio_producer(port: int, queue: str, messages: int, size: int) -> dict:
@@ -83,12 +94,12 @@ def aio_producer(port: int, queue: str, messages: int, size: int) -> dict:
         connection = await aio_pika.connect(host="127.0.0.1", port=port)
         channel = await connection.channel(publisher_confirms=False)
         body = b"x" * size
-        start = time.time()
+        start, cpu = time.time(), time.process_time()
         exchange = channel.default_exchange
         for _ in range(messages):
             await exchange.publish(aio_pika.Message(body), routing_key=queue)
         await connection.close()
-        return {"start": start, "end": time.time()}
+        return {"start": start, "end": time.time(), "cpu": time.process_time() - cpu}
 
     return _run(main())
 
@@ -105,6 +116,7 @@ def aio_consumer(port: int, queue: str, messages: int, prefetch: int, ack_every:
         q = await channel.get_queue(queue)
         count = 0
         first = None
+        cpu = time.process_time()
         async with q.iterator() as it:
             os.write(ready_fd, b"ready\n")
             async for message in it:
@@ -119,7 +131,7 @@ def aio_consumer(port: int, queue: str, messages: int, prefetch: int, ack_every:
                     break
         last = time.time()
         await connection.close()
-        return {"first": first, "last": last}
+        return {"first": first, "last": last, "cpu": time.process_time() - cpu}
 
     return _run(main())
 
@@ -198,7 +210,51 @@ def one_run(port, run, args, profile_role=None, profile_out=None) -> dict:
     n = args.messages
     return {"producer_msgs_per_s": n / (p["end"] - p["start"]),
             "end_to_end_msgs_per_s": n / (c["last"] - p["start"]),
-            "consumer_msgs_per_s": n / (c["last"] - c["first"])}
+            "consumer_msgs_per_s": n / (c["last"] - c["first"]),
+            "producer_cpu_us_per_msg": p["cpu"] / n * 1e6,
+            "consumer_cpu_us_per_msg": c["cpu"] / n * 1e6}
+
+
+# ---- CPU per basic_publish, form by form ---------------------------------------------------------
+def publish_forms(port: int, messages: int, runs: int, size: int = 256) -> dict:
+    """Median CPU microseconds per `basic_publish` for each common form of the call."""
+    from clients import broker as pika
+    connection = pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=port))
+    channel = connection.channel()
+    queue = "bench-forms"
+    channel.queue_declare(queue)
+    body = b"x" * size
+    text = "x" * size
+    reused = pika.BasicProperties(delivery_mode=2)
+    Props = pika.BasicProperties
+    publish = channel.basic_publish
+    forms = {
+        "keywords": lambda: publish(exchange="", routing_key=queue, body=body),
+        "positional": lambda: publish("", queue, body),
+        "properties reused": lambda: publish(exchange="", routing_key=queue, body=body, properties=reused),
+        "properties per message": lambda: publish(exchange="", routing_key=queue, body=body,
+                                                  properties=Props(delivery_mode=2)),
+        "properties per message, 2 fields, DeliveryMode": lambda: publish(
+            exchange="", routing_key=queue, body=body,
+            properties=Props(content_type="text/plain", delivery_mode=pika.DeliveryMode.Persistent)),
+        "mandatory=True": lambda: publish(exchange="", routing_key=queue, body=body, mandatory=True),
+        "str body": lambda: publish(exchange="", routing_key=queue, body=text),
+    }
+    results = {}
+    for name, call in forms.items():
+        samples = []
+        for _ in range(runs):
+            connection.process_data_events(0)
+            start = time.process_time()
+            for _ in range(messages):
+                call()
+            connection.process_data_events(0)  # what is buffered is packed and written too
+            samples.append((time.process_time() - start) / messages * 1e6)
+            channel.queue_purge(queue)
+        results[name] = statistics.median(samples)
+    channel.queue_delete(queue)
+    connection.close()
+    return results
 
 
 def main(argv=None):
@@ -213,6 +269,8 @@ def main(argv=None):
                         help="ack every message on its own (basic_ack(tag), as the tutorials do)")
     parser.add_argument("--client", choices=("pika", "aio"), default="pika",
                         help="pika: the blocking client (default); aio: the aio-pika-style client")
+    parser.add_argument("--publish-forms", action="store_true",
+                        help="measure the CPU per basic_publish call of each common form instead")
     parser.add_argument("--json")
     parser.add_argument("--role", choices=("producer", "consumer"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -224,6 +282,19 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as data_dir:
         server, port = start_server(data_dir)
+        if args.publish_forms:
+            try:
+                forms = publish_forms(port, args.messages, args.runs, args.size)
+            finally:
+                server.terminate()
+                server.wait()
+            print(f"CPU per basic_publish, {args.size} B bodies, median of {args.runs} loops of {args.messages}:")
+            for name, us in forms.items():
+                print(f"  {name:50s} {us:6.2f} us")
+            if args.json:
+                with open(args.json, "w") as f:
+                    json.dump(forms, f, indent=2)
+            return forms
         try:
             runs = [one_run(port, i, args) for i in range(args.runs)]
             profile_text = None
@@ -242,10 +313,12 @@ def main(argv=None):
     acks = "single acks" if args.single_acks else f"ack multiple every {args.ack_every}"
     print(f"{args.client}-style client, {args.messages} messages of {args.size} B, prefetch {args.prefetch}, "
           f"{acks}, {args.runs} runs")
-    for key in ("producer_msgs_per_s", "consumer_msgs_per_s", "end_to_end_msgs_per_s"):
+    for key in ("producer_msgs_per_s", "consumer_msgs_per_s", "end_to_end_msgs_per_s",
+                "producer_cpu_us_per_msg", "consumer_cpu_us_per_msg"):
         values = sorted(r[key] for r in runs)
         summary[key] = {"median": statistics.median(values), "min": values[0], "max": values[-1]}
-        print(f"  {key:24s} median {statistics.median(values):>10,.0f}   (min {values[0]:,.0f}, max {values[-1]:,.0f})")
+        fmt = ",.2f" if key.endswith("_us_per_msg") else ",.0f"
+        print(f"  {key:24s} median {statistics.median(values):>10{fmt}}   (min {values[0]:{fmt}}, max {values[-1]:{fmt}})")
     if profile_text:
         print(f"\ncProfile of the {args.profile} (sorted by own time):\n{profile_text}")
     if args.json:

@@ -1,17 +1,25 @@
 """A whole-broker model of a RabbitMQ-style queue broker, driven through a pika-API client.
 
-One hypothesis `RuleBasedStateMachine` publishes through direct, fanout and topic exchanges
-(with mandatory returns under publisher confirms), gets with and without acks on two channels,
-acks (single and `multiple`), nacks and rejects with and without requeue, dead-letters rejected
-messages with `x-death`, keeps a max-length queue (drop-head) and a priority queue, and closes
-channels with unacked messages. After every step the broker must agree with a plain model:
+One hypothesis `RuleBasedStateMachine` publishes through direct, fanout and topic exchanges and
+through exchange-to-exchange bindings it binds and unbinds as it goes (cycles included), with
+mandatory returns under publisher confirms; gets with and without acks on two channels; runs up
+to two consumers with prefetch on one queue; acks (single and `multiple`), nacks and rejects
+with and without requeue; dead-letters rejected messages (into a dead-letter queue whose own
+rejects go back to the first queue, so `x-death` counts grow); keeps a max-length queue
+(drop-head), a priority queue and a queue with a delivery limit; and closes channels with
+unacked messages. After every step the broker must agree with a plain model:
 
-- nothing lost, nothing duplicated, nothing invented: every get returns the model's head;
-- `redelivered` is set exactly on messages delivered before and requeued;
+- nothing lost, nothing duplicated, nothing invented: every get returns the model's head, and
+  the consumers together are handed exactly the first messages of their queue;
+- a consumer never holds more unacked messages than its prefetch, and no message is held by
+  two consumers (or a consumer and a channel) at once;
+- `redelivered` is set exactly on messages delivered before and returned to their queue;
 - order: FIFO within a priority, higher priorities first, requeued messages back in their
-  original place;
+  original place; each consumer receives its queue's messages in queue order;
 - `message_count` in every get-ok agrees with the model; unroutable mandatory publishes come
-  back; a rejected message reaches the dead-letter queue with `x-death` reason and count.
+  back; every message carries the model's `x-death` list (queue, reason and count of each
+  death, latest first: reasons `rejected` and `delivery_limit`), and a message returned to the
+  delivery-limited queue carries `x-delivery-count`.
 
 `queue_model(pika_module, parameters)` returns the state machine class for one client and
 broker: the real pika against minibroker's AMQP door or against RabbitMQ, and this project's
@@ -21,11 +29,19 @@ pika-style client against minibroker's msgpack door, so all three are held to on
 import uuid
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from brokertest.waiting import wait_until
 
 MAX_LEN = 3
+DELIVERY_LIMIT = 1
+CONSUMERS = ("c1", "c2")
+# Exchange-to-exchange bindings the model may add and remove: (source, binding key, destination).
+# Together they make cycles (fan -> topic -> fan, direct -> fan -> topic -> direct), which a
+# broker must follow once each and deliver to every queue at most once.
+# Routing keys each exchange is published with: its own bindings route all but the last.
+PUBLISH_KEYS = {"direct": ["a", "b", "d", "c"], "fan": [""], "topic": ["x.p", "x.y.z", "q.z", "a"]}
+E2E = [("direct", "c", "fan"), ("topic", "q.*", "fan"), ("fan", "", "topic"), ("topic", "#", "direct")]
 
 
 def queue_model(pika, parameters):
@@ -35,30 +51,42 @@ def queue_model(pika, parameters):
     class QueueBrokerModel(RuleBasedStateMachine):
         def __init__(self):
             super().__init__()
-            self.p = f"m{uuid.uuid4().hex[:8]}"
+            self.p = p = f"m{uuid.uuid4().hex[:8]}"
             self.conn = pika.BlockingConnection(parameters())
+            # holder -> channel; 1 and 2 get, "c1" and "c2" consume when started
             self.channels = {1: self.conn.channel(), 2: self.conn.channel()}
             self.channels[1].confirm_delivery()
             ch = self.channels[1]
-            p = self.p
-            self.plain, self.capped, self.prio, self.dlq = (f"{p}.plain", f"{p}.capped", f"{p}.prio",
-                                                            f"{p}.dlq")
-            ch.queue_declare(self.dlq)
+            self.plain, self.capped, self.prio, self.dlq, self.limited = (
+                f"{p}.plain", f"{p}.capped", f"{p}.prio", f"{p}.dlq", f"{p}.limited")
+            # plain and dlq dead-letter into each other: a message rejected in turn by both
+            # collects an x-death entry for each, whose counts grow with each round.
+            ch.queue_declare(self.dlq, arguments={"x-dead-letter-exchange": "",
+                                                  "x-dead-letter-routing-key": self.plain})
             ch.queue_declare(self.plain, arguments={"x-dead-letter-exchange": "",
                                                    "x-dead-letter-routing-key": self.dlq})
             ch.queue_declare(self.capped, arguments={"x-max-length": MAX_LEN})
             ch.queue_declare(self.prio, arguments={"x-max-priority": 5})
+            # RabbitMQ's classic queues have no delivery limit, its quorum queues do (and must be
+            # durable); minibroker's queues take x-delivery-limit whatever their type.
+            ch.queue_declare(self.limited, durable=True, arguments={
+                "x-queue-type": "quorum", "x-delivery-limit": DELIVERY_LIMIT,
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dlq})
             self.exchanges = {f"{p}.direct": "direct", f"{p}.fan": "fanout", f"{p}.topic": "topic"}
             for name, kind in self.exchanges.items():
                 ch.exchange_declare(name, exchange_type=kind)
             # (exchange, binding key, queue)
             self.bindings = [(f"{p}.direct", "a", self.plain), (f"{p}.direct", "b", self.capped),
+                             (f"{p}.direct", "d", self.limited),
                              (f"{p}.fan", "", self.plain), (f"{p}.fan", "", self.prio),
+                             (f"{p}.fan", "", self.limited),
                              (f"{p}.topic", "*.p", self.prio), (f"{p}.topic", "#.z", self.plain)]
             for ex, key, q in self.bindings:
                 ch.queue_bind(q, ex, routing_key=key)
-            self.queues = {q: [] for q in (self.plain, self.capped, self.prio, self.dlq)}
-            self.unacked = {1: {}, 2: {}}          # channel -> {delivery tag: (queue, message)}
+            self.e2e = set()                       # indexes into E2E that are bound now
+            self.queues = {q: [] for q in (self.plain, self.capped, self.prio, self.dlq, self.limited)}
+            self.unacked = {1: {}, 2: {}}          # holder -> {delivery tag: (queue, message)}
+            self.consumers = {}                    # consumer holder -> {"prefetch", "inbox"}
             self.seq = 0
             self.arrivals = 0
 
@@ -75,15 +103,24 @@ def queue_model(pika, parameters):
 
         # ---- the model's routing and queues ----------------------------------------------
         def _routes(self, exchange, key):
-            out = []
-            for ex, bkey, q in self.bindings:
-                if ex != exchange:
+            """The queues a message reaches, following exchange-to-exchange bindings once each."""
+            out, seen, todo = [], set(), [exchange]
+            while todo:
+                ex = todo.pop()
+                if ex in seen:
                     continue
+                seen.add(ex)
                 kind = self.exchanges[ex]
-                if kind == "fanout" or (kind == "direct" and bkey == key) or \
-                        (kind == "topic" and topic_matches(bkey, key)):
-                    if q not in out:
-                        out.append(q)
+                edges = self.bindings + [(f"{self.p}.{E2E[i][0]}", E2E[i][1], f"{self.p}.{E2E[i][2]}")
+                                         for i in self.e2e]
+                for src, bkey, dst in edges:
+                    if src != ex or not (kind == "fanout" or (kind == "direct" and bkey == key) or
+                                         (kind == "topic" and topic_matches(bkey, key))):
+                        continue
+                    if dst in self.exchanges:
+                        todo.append(dst)
+                    elif dst not in out:
+                        out.append(dst)
             return out
 
         def _enqueue(self, q, msg, requeued=False):
@@ -100,15 +137,58 @@ def queue_model(pika, parameters):
                 if q == self.capped and len(items) > MAX_LEN:
                     del items[0]    # overflow drop-head: the oldest goes
 
+        def _dead_letter(self, q, msg, reason):
+            """`msg` dies in `q`: into the queue its dead-letter routing key names, with x-death."""
+            target = {self.plain: self.dlq, self.dlq: self.plain, self.limited: self.dlq}.get(q)
+            if target is None:
+                return              # no dead-letter exchange: dropped
+            deaths = [d for d in msg["deaths"] if (d[0], d[1]) != (q, reason)]
+            count = sum(d[2] for d in msg["deaths"] if (d[0], d[1]) == (q, reason))
+            self._enqueue(target, dict(msg, redelivered=False, returns=0,
+                                       deaths=[(q, reason, count + 1)] + deaths))
+
+        def _return(self, q, msg):
+            """`msg`, delivered from `q` and not acked, goes back: requeued, or past the delivery
+            limit dead-lettered."""
+            returns = msg["returns"] + 1
+            if q == self.limited and returns > DELIVERY_LIMIT:
+                self._dead_letter(q, msg, "delivery_limit")
+            else:
+                self._enqueue(q, dict(msg, redelivered=True, returns=returns), requeued=True)
+
+        def _check_delivery(self, where, q, method, props, body, msg):
+            assert int(body) == msg["seq"], f"{where}: got {body!r}, the model's is {msg['seq']}"
+            assert method.redelivered == msg["redelivered"], f"{where}: redelivered flag of {msg['seq']}"
+            headers = props.headers or {}
+            deaths = [(d["queue"], d["reason"], d["count"]) for d in headers.get("x-death") or []]
+            assert deaths == msg["deaths"], f"{where}: x-death of {msg['seq']}: {deaths} != {msg['deaths']}"
+            if q == self.limited and msg["returns"]:
+                assert headers.get("x-delivery-count") == msg["returns"], \
+                    f"{where}: x-delivery-count of {msg['seq']}: {headers.get('x-delivery-count')}"
+
+        def _holds_from(self, q):
+            return any(mq == q for held in self.unacked.values() for mq, _ in held.values())
+
         # ---- rules -----------------------------------------------------------------------
-        @rule(exchange=st.sampled_from(["direct", "fan", "topic"]),
-              key=st.sampled_from(["a", "b", "c", "x.p", "x.y.z", "q.z"]),
-              priority=st.integers(0, 5))
-        def publish(self, exchange, key, priority):
+        @initialize(bound=st.sets(st.integers(0, len(E2E) - 1)))
+        def bind_exchanges(self, bound):
+            for which in sorted(bound):
+                self.bind_or_unbind_exchanges(which)
+
+        @rule(data=st.data(), exchange=st.sampled_from(["direct", "fan", "topic"]),
+              priorities=st.lists(st.integers(0, 5), min_size=1, max_size=3))
+        def publish(self, data, exchange, priorities):
+            """Publish one message for each priority, all with one routing key; each exchange's
+            keys hold one that its own bindings do not route (but an exchange binding may)."""
+            key = data.draw(st.sampled_from(PUBLISH_KEYS[exchange]), label="key")
             exchange = f"{self.p}.{exchange}"
+            targets = self._routes(exchange, key)
+            for priority in priorities:
+                self._publish(exchange, key, priority, targets)
+
+        def _publish(self, exchange, key, priority, targets):
             self.seq += 1
             body = str(self.seq).encode()
-            targets = self._routes(exchange, key)
             props = pika.BasicProperties(priority=priority)
             if targets:
                 self.channels[1].basic_publish(exchange, key, body, props, mandatory=True)
@@ -121,14 +201,33 @@ def queue_model(pika, parameters):
                     pass
             for q in targets:
                 self._enqueue(q, {"seq": self.seq, "priority": priority, "redelivered": False,
-                                  "deaths": 0})
+                                  "deaths": [], "returns": 0})
 
-        @rule(queue=st.sampled_from(["plain", "capped", "prio", "dlq"]), ch=st.sampled_from([1, 2]),
-              auto_ack=st.booleans())
-        def get(self, queue, ch, auto_ack):
+        @rule(which=st.integers(0, len(E2E) - 1))
+        def bind_or_unbind_exchanges(self, which):
+            src, key, dst = (f"{self.p}.{E2E[which][0]}", E2E[which][1], f"{self.p}.{E2E[which][2]}")
+            if which in self.e2e:
+                self.channels[1].exchange_unbind(dst, src, routing_key=key)
+                self.e2e.discard(which)
+            else:
+                self.channels[1].exchange_bind(dst, src, routing_key=key)
+                self.e2e.add(which)
+
+        @rule(data=st.data(), ch=st.sampled_from([1, 2]), auto_ack=st.booleans())
+        def get(self, data, ch, auto_ack):
+            # Mostly from a queue the model says holds something (a get from an empty one
+            # checks less), sometimes from any.
+            names = ["plain", "capped", "prio", "dlq", "limited"]
+            queue = data.draw(st.sampled_from(
+                [n for n in names if self.queues[f"{self.p}.{n}"]] * 3 + names), label="queue")
             q = f"{self.p}.{queue}"
             if q == self.capped:
                 auto_ack = True     # a requeue past the cap is where brokers legitimately differ
+            if q == self.limited and self._holds_from(q):
+                # RabbitMQ's quorum queues return messages ahead of the rest in the order they
+                # came back, classic queues (and ours) to their old place: with one out at a
+                # time the two agree.
+                auto_ack = True
             items = self.queues[q]
             if not items:
                 method, props, body = self.channels[ch].basic_get(q, auto_ack=auto_ack)
@@ -142,52 +241,100 @@ def queue_model(pika, parameters):
                 message=f"{queue}: empty, the model holds {[m['seq'] for m in items]}")
             method, props, body = got
             msg = items.pop(0)
-            assert int(body) == msg["seq"], f"{queue}: got {body!r}, the model's head is {msg['seq']}"
-            assert method.redelivered == msg["redelivered"], f"{queue}: redelivered flag of {msg['seq']}"
+            self._check_delivery(queue, q, method, props, body, msg)
             assert method.message_count == len(items), f"{queue}: message_count"
-            if q == self.dlq:
-                death = (props.headers or {}).get("x-death") or []
-                assert death and death[0]["reason"] == "rejected" and death[0]["count"] == msg["deaths"]
             if not auto_ack:
                 self.unacked[ch][method.delivery_tag] = (q, msg)
 
-        def _settle(self, ch, tag, multiple):
-            tags = [t for t in self.unacked[ch] if t <= tag] if multiple else [tag]
-            return [self.unacked[ch].pop(t) for t in sorted(tags)]
+        @precondition(lambda self: len(self.consumers) < len(CONSUMERS))
+        @rule(data=st.data(), prefetch=st.integers(1, 3))
+        def start_consumer(self, data, prefetch):
+            holder = data.draw(st.sampled_from([c for c in CONSUMERS if c not in self.consumers]))
+            ch = self.conn.channel()
+            ch.basic_qos(prefetch_count=prefetch)
+            inbox = []
+            ch.basic_consume(self.plain, lambda _ch, method, props, body: inbox.append((method, props, body)))
+            self.channels[holder] = ch
+            self.consumers[holder] = {"prefetch": prefetch, "inbox": inbox}
+            self.unacked[holder] = {}
+
+        def _settle(self, holder, tag, multiple):
+            tags = [t for t in self.unacked[holder] if t <= tag] if multiple else [tag]
+            return [self.unacked[holder].pop(t) for t in sorted(tags)]
 
         @precondition(lambda self: any(self.unacked.values()))
         @rule(data=st.data(), multiple=st.booleans())
         def ack(self, data, multiple):
-            ch = data.draw(st.sampled_from([c for c in (1, 2) if self.unacked[c]]))
-            tag = data.draw(st.sampled_from(sorted(self.unacked[ch])))
-            self.channels[ch].basic_ack(tag, multiple=multiple)
-            self._settle(ch, tag, multiple)
+            holder = data.draw(st.sampled_from([h for h in self.unacked if self.unacked[h]]))
+            tag = data.draw(st.sampled_from(sorted(self.unacked[holder])))
+            self.channels[holder].basic_ack(tag, multiple=multiple)
+            self._settle(holder, tag, multiple)
 
         @precondition(lambda self: any(self.unacked.values()))
         @rule(data=st.data(), requeue=st.booleans(), use_reject=st.booleans(), multiple=st.booleans())
         def nack(self, data, requeue, use_reject, multiple):
-            ch = data.draw(st.sampled_from([c for c in (1, 2) if self.unacked[c]]))
-            tag = data.draw(st.sampled_from(sorted(self.unacked[ch])))
+            holder = data.draw(st.sampled_from([h for h in self.unacked if self.unacked[h]]))
+            tag = data.draw(st.sampled_from(sorted(self.unacked[holder])))
             if use_reject:
-                self.channels[ch].basic_reject(tag, requeue=requeue)
-                settled = self._settle(ch, tag, False)
+                self.channels[holder].basic_reject(tag, requeue=requeue)
+                settled = self._settle(holder, tag, False)
             else:
-                self.channels[ch].basic_nack(tag, multiple=multiple, requeue=requeue)
-                settled = self._settle(ch, tag, multiple)
+                self.channels[holder].basic_nack(tag, multiple=multiple, requeue=requeue)
+                settled = self._settle(holder, tag, multiple)
             for q, msg in settled:
                 if requeue:
-                    self._enqueue(q, dict(msg, redelivered=True), requeued=True)
-                elif q == self.plain:           # dead-lettered with x-death
-                    self._enqueue(self.dlq, dict(msg, redelivered=False, deaths=msg["deaths"] + 1))
+                    self._return(q, msg)
+                else:
+                    self._dead_letter(q, msg, "rejected")
 
-        @precondition(lambda self: self.unacked[2])
-        @rule()
-        def close_channel_2(self):
-            self.channels[2].close()
-            for _, (q, msg) in sorted(self.unacked[2].items()):
-                self._enqueue(q, dict(msg, redelivered=True), requeued=True)
-            self.unacked[2] = {}
-            self.channels[2] = self.conn.channel()
+        @precondition(lambda self: self.unacked[2] or self.consumers)
+        @rule(data=st.data())
+        def close_channel(self, data):
+            """Close channel 2 or a consumer's channel: its unacked messages go back."""
+            holder = data.draw(st.sampled_from(([2] if self.unacked[2] else []) + sorted(self.consumers)))
+            self.channels[holder].close()
+            for _, (q, msg) in sorted(self.unacked[holder].items()):
+                self._return(q, msg)
+            self.unacked[holder] = {}
+            if holder == 2:
+                self.channels[2] = self.conn.channel()
+            else:
+                del self.channels[holder], self.consumers[holder], self.unacked[holder]
+
+        # ---- consumers: after every step, they must hold exactly the queue's first messages
+        @invariant()
+        def consumers_hold_the_first_messages_up_to_their_prefetch(self):
+            if not self.consumers:
+                return
+            ready = self.queues[self.plain]
+            room = sum(c["prefetch"] - len(self.unacked[h]) for h, c in self.consumers.items())
+            due = min(room, len(ready))
+
+            def arrived():
+                return sum(len(c["inbox"]) for c in self.consumers.values())
+            wait_until(lambda: (self.conn.process_data_events(time_limit=0.005), arrived() >= due)[1],
+                       timeout=5, interval=0,
+                       message=f"{due} deliveries to consumers, the model's {[m['seq'] for m in ready]}")
+            self.conn.process_data_events(time_limit=0)   # and nothing more
+            assert arrived() == due, f"consumers were handed {arrived()} messages, {due} were due"
+            first = {m["seq"]: m for m in ready[:due]}
+            order = [m["seq"] for m in ready[:due]]
+            for holder, c in sorted(self.consumers.items()):
+                taken = []
+                for method, props, body in c["inbox"]:
+                    seq = int(body)
+                    assert seq in first, f"{holder} was handed {seq}, not one of the first {order}"
+                    msg = first.pop(seq)
+                    self._check_delivery(holder, self.plain, method, props, body, msg)
+                    assert len(self.unacked[holder]) < c["prefetch"], \
+                        f"{holder} holds more than its prefetch of {c['prefetch']}"
+                    self.unacked[holder][method.delivery_tag] = (self.plain, msg)
+                    taken.append(seq)
+                assert taken == sorted(taken, key=order.index), f"{holder} got {taken} out of queue order"
+                c["inbox"].clear()
+            del ready[:due]
+            held = [(q, m["seq"]) for h in self.unacked.values() for q, m in h.values()]
+            assert len(held) == len(set(held)), f"one message held twice: {sorted(held)}"
 
     return QueueBrokerModel
 

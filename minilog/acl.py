@@ -141,6 +141,10 @@ class GuardedLog:
         self.acl.check("topic", name, "create")
         return self.core.create_topic(name, num_partitions, config, validate_only)
 
+    def create_topic_off_loop(self, name, num_partitions=None, config=None, validate_only=False):
+        self.acl.check("topic", name, "create")
+        return self.core.create_topic_off_loop(name, num_partitions, config, validate_only)
+
     def delete_topic(self, name) -> None:
         self.acl.check("topic", name, "delete")
         return self.core.delete_topic(name)

@@ -96,6 +96,8 @@ class LogBroker:
         self.waiters = AppendWaiters()
         self.group_commit: GroupCommit | None = None
         self._fsync_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._create_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._creations: set[asyncio.Task] = set()   # topic creations under way (create_topic_off_loop)
         self.formats = PartitionFormats()
         self._minilog_noted: set = set()     # logs whose minilog-batches marker is known to be written
         # Figures for the `stats` op and /metrics (MinilogServer.extra_metrics); plain ints.
@@ -118,11 +120,20 @@ class LogBroker:
         # One thread: fsync rounds run one after another anyway, and never queue behind other work.
         self._fsync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minilog-fsync")
         self.group_commit = GroupCommit(asyncio.get_running_loop(), self._fsync_executor)
+        # Topic creation's file work: its own thread, so fsync rounds never queue behind it.
+        self._create_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minilog-create")
         # flush.messages / flush.ms flushes go through the same fsync thread: never on the loop.
         self.logs.set_flush_requester(self.group_commit.request_flush)
 
     def close(self) -> None:
-        """Wait for the fsync thread, then flush and close every log (clean-shutdown markers)."""
+        """Wait for the fsync thread, then flush and close every log (clean-shutdown markers).
+
+        A topic creation under way is stopped at its next partition and removed (LogManager.close)."""
+        if self._create_executor is not None:
+            if self.logs is not None:
+                self.logs.cancel_builds()
+            self._create_executor.shutdown(wait=True, cancel_futures=True)
+            self._create_executor = None
         if self._fsync_executor is not None:
             self._fsync_executor.shutdown(wait=True)
             self._fsync_executor = None
@@ -160,11 +171,40 @@ class LogBroker:
 
     def create_topic(self, name: str, num_partitions: int | None = None, config: dict | None = None,
                      validate_only: bool = False) -> None:
-        """Create a topic (or only check that it could be). Raises BrokerError."""
+        """Create a topic on the calling thread (or only check that it could be). Raises BrokerError.
+
+        For in-process use and tests; the doors call `create_topic_off_loop`."""
         if validate_only:
             self.topics.check_create(name, num_partitions, config)
         else:
             self.topics.create(name, num_partitions, config)
+
+    def create_topic_off_loop(self, name: str, num_partitions: int | None = None, config: dict | None = None,
+                              validate_only: bool = False) -> asyncio.Future:
+        """Check the request and claim the name now; returns a future done when the topic exists
+        (await it shielded: cancelling the waiter must not cancel the creation).
+
+        The file work runs on the creation thread, one topic after another, while the loop
+        serves (`Topics.reserve`, `Topics.build_off_loop`). The work belongs to the broker, not
+        to the request: a requester that goes away does not stop it. Raises BrokerError (the
+        future raises it too, for a failure of the file work).
+        """
+        loop = asyncio.get_running_loop()
+        if validate_only:
+            self.topics.check_create(name, num_partitions, config)
+            done = loop.create_future()
+            done.set_result(None)
+            return done
+        build = self.topics.reserve(name, num_partitions, config)
+        task = loop.create_task(self.topics.build_off_loop(build, self._create_executor))
+        self._creations.add(task)
+        task.add_done_callback(self._creation_done)
+        return task
+
+    def _creation_done(self, task: asyncio.Task) -> None:
+        self._creations.discard(task)
+        if not task.cancelled():
+            task.exception()   # retrieved: a requester that went away must not leave it "never retrieved"
 
     def alter_topic_config(self, name: str, set_: dict, delete: list) -> dict:
         """Change a topic's config overrides (kafka-configs --alter): set some, delete others so

@@ -7,7 +7,11 @@ The counterpart of kafka-dump-log, for operators and for people learning the on-
 - per batch: base and last offset, record count, position, size, first and max timestamp, the
   stored CRC and whether the bytes match it (`--records` adds every record);
 - per index entry: what it maps, checked against the segment beside it (the batch at that
-  position must start at that offset; a time entry must name a batch with that max timestamp).
+  position must start at that offset; a time entry must name a batch with that max timestamp);
+- per partition directory: the offset ranges recovery took out of the log as damaged
+  (`lost-offsets.json`: gaps a fetch of which gets CORRUPT_MESSAGE) and the damaged bytes it kept
+  in `quarantine/`; and in a segment, every gap between batches, with its cause when it is known
+  (a recorded lost range; otherwise compaction, which also leaves gaps).
 
 It only reads (files are opened read-only and never mapped writable), and it never trusts a
 length it has not bounded by the file size: a truncated or corrupt file is reported, line by
@@ -28,7 +32,8 @@ from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, MAGIC, BatchHeader,
                                   read_header)
 
 from .storage.offset_index import OffsetIndex
-from .storage.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX
+from .storage.recovery import LOST_OFFSETS_FILE
+from .storage.segment import INDEX_SUFFIX, LOG_SUFFIX, QUARANTINE_DIR, TIME_INDEX_SUFFIX
 from .storage.time_index import TimeIndex
 
 _CRC_START = 17                 # the CRC covers the batch from the attributes field on
@@ -130,9 +135,15 @@ def scan_batches(data: bytes):
         pos = end
 
 
-def dump_segment(report: Report, path: str, records: bool) -> dict[int, BatchHeader]:
-    """Report every batch of a `.log` file; returns {position: header} of its valid batches."""
+def dump_segment(report: Report, path: str, records: bool, lost=None) -> dict[int, BatchHeader]:
+    """Report every batch of a `.log` file; returns {position: header} of its valid batches.
+
+    `lost` is the partition's recorded lost ranges (`read_lost_ranges`; None: read them from the
+    file's directory); a gap between two batches is reported with the ranges that explain it.
+    """
     entry = report.file(path, "segment")
+    if lost is None:
+        lost = read_lost_ranges(os.path.dirname(path) or ".")[0]
     with open(path, "rb") as f:
         data = f.read()
     base = _base_offset_of(path)
@@ -156,6 +167,8 @@ def dump_segment(report: Report, path: str, records: bool) -> dict[int, BatchHea
         if expected is not None and h.base_offset < expected:
             report.problem(entry, f"batch at position {pos} starts at offset {h.base_offset}, "
                                   f"before the end of the previous one ({expected})")
+        elif expected is not None and h.base_offset > expected:
+            _report_gap(report, entry, expected, h.base_offset, lost)
         expected = h.next_offset
         valid[pos] = h
         if records:
@@ -175,6 +188,65 @@ def dump_segment(report: Report, path: str, records: bool) -> dict[int, BatchHea
                           file=report.out)
             obj["records"] = rows
     return valid
+
+
+def _report_gap(report: Report, entry: dict, first: int, end: int, lost) -> None:
+    """A gap of offsets [first, end) before a batch: lost to damage (recorded), or left by compaction."""
+    known = [(a, b) for a, b in lost if a < end and b > first]
+    if known:
+        ranges = ", ".join(f"{max(a, first)}..{min(b, end) - 1}" for a, b in known)
+        why = f"lost to damaged data ({LOST_OFFSETS_FILE}: {ranges})"
+    else:
+        why = f"not in {LOST_OFFSETS_FILE}: records removed by compaction (or a first segment's start)"
+    # Beside the batches ("items"), not among them: a JSON reader summing batches sees only batches.
+    entry.setdefault("gaps", []).append({"first_offset": first, "last_offset": end - 1, "lost": bool(known)})
+    if not report.as_json:
+        print(f"gap: offsets {first}..{end - 1} ({end - first}) are not in this segment: {why}", file=report.out)
+
+
+def read_lost_ranges(directory: str) -> tuple[list[tuple[int, int]], str | None]:
+    """The partition's recorded lost ranges, [first, end) each, and a problem text if the file is unusable.
+
+    Read here rather than through recovery's `read_lost_offsets`, which logs and forgets a bad
+    file: an offline tool reports it instead.
+    """
+    path = os.path.join(directory, LOST_OFFSETS_FILE)
+    if not os.path.exists(path):
+        return [], None
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+        ranges = []
+        for pair in doc["lost"]:
+            first, end = pair
+            if type(first) is not int or type(end) is not int or not 0 <= first < end:
+                raise ValueError(f"not a range [first, end): {pair!r}")
+            ranges.append((first, end))
+        return sorted(ranges), None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [], f"unreadable ({exc}): the offset ranges lost before are no longer known"
+
+
+def dump_lost_offsets(report: Report, directory: str) -> list[tuple[int, int]]:
+    """Report a partition's lost ranges and quarantined bytes; returns the ranges."""
+    path = os.path.join(directory, LOST_OFFSETS_FILE)
+    quarantine = os.path.join(directory, QUARANTINE_DIR)
+    if not os.path.exists(path) and not os.path.isdir(quarantine):
+        return []
+    entry = report.file(path, "lost offsets")
+    ranges, problem = read_lost_ranges(directory)
+    if problem is not None:
+        report.problem(entry, f"{LOST_OFFSETS_FILE} is {problem}")
+    for first, end in ranges:
+        report.item(entry, {"first_offset": first, "last_offset": end - 1, "count": end - first},
+                    f"lost: offsets {first}..{end - 1} ({end - first}): taken out as damaged at recovery; "
+                    f"a fetch of them gets CORRUPT_MESSAGE")
+    if os.path.isdir(quarantine):
+        for name in sorted(os.listdir(quarantine)):
+            size = os.path.getsize(os.path.join(quarantine, name))
+            report.item(entry, {"quarantined": os.path.join(QUARANTINE_DIR, name), "bytes": size},
+                        f"quarantined: {QUARANTINE_DIR}/{name} ({size} damaged bytes taken out of a segment)")
+    return ranges
 
 
 # ---- indexes ----------------------------------------------------------------------------------
@@ -256,9 +328,10 @@ def dump_path(report: Report, path: str, records: bool, indexes: bool = True) ->
     if os.path.isdir(path):
         names = sorted(os.listdir(path))
         logs = [n for n in names if n.endswith(LOG_SUFFIX)]
+        lost = dump_lost_offsets(report, path)
         for name in logs:
             log_path = os.path.join(path, name)
-            batches = dump_segment(report, log_path, records)
+            batches = dump_segment(report, log_path, records, lost)
             if indexes:
                 for suffix, fn in ((INDEX_SUFFIX, dump_offset_index), (TIME_INDEX_SUFFIX, dump_time_index)):
                     sibling = _sibling(log_path, suffix)
@@ -266,7 +339,7 @@ def dump_path(report: Report, path: str, records: bool, indexes: bool = True) ->
                         fn(report, sibling, batches)
         for name in names:
             sub = os.path.join(path, name)
-            if os.path.isdir(sub):
+            if os.path.isdir(sub) and name != QUARANTINE_DIR:   # damaged bytes: listed above, not parsed
                 dump_path(report, sub, records, indexes)
         return
     if path.endswith(LOG_SUFFIX):

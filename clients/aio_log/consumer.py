@@ -12,8 +12,9 @@ Two background tasks do the work while the application awaits `getone()`/`getman
   auto-commits; on REBALANCE_IN_PROGRESS it commits, calls the listener's
   `on_partitions_revoked` and joins again (eager protocol) -- or, when `cooperative-sticky`
   is the only strategy, keeps its partitions, rejoins, and gives up only those that move.
-  What a member sends and what the leader decides is the blocking consumer's
-  (`clients/log/group_protocol.py`), so the two kinds of consumer can share a group.
+  The protocol is the blocking consumer's: `clients/log/group_protocol.py`'s `GroupMember`
+  (no I/O) makes each request and reads each reply, so the two kinds of consumer can share a
+  group; this task only sends, awaits and calls the listener.
 
 The decoding and the offset bookkeeping follow `clients/log/consumer.py`.
 """
@@ -29,8 +30,7 @@ import msgpack
 
 from ..aio_rpc import AsyncRpcConnection
 from ..log.assignors import ASSIGNORS
-from ..log.group_protocol import (COOPERATIVE, is_cooperative, member_metadata, plan_assignments, read_assignment,
-                                  read_members, subscribed_topics)
+from ..log.group_protocol import REJOIN, REJOIN_CODES, GroupMember, plan_assignments, read_members, subscribed_topics
 from ..log.config import plain_credentials
 from ..protocol.errors import BrokerError, ErrorCode
 from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
@@ -124,8 +124,9 @@ class AIOKafkaConsumer:
         self._subscription: list[str] | None = None
         self._pattern = None
         self._listener: ConsumerRebalanceListener | None = None
-        self._member_id = ""
-        self._generation = -1
+        # The member's side of the group protocol, without I/O (group_protocol.py).
+        self._member = GroupMember(group_id, self._strategies, session_timeout_ms, self._rebalance_timeout_ms,
+                                   self._client_id)
         self._tasks: list[asyncio.Task] = []
         self._group_task: asyncio.Task | None = None
         self._closed = False
@@ -155,11 +156,10 @@ class AIOKafkaConsumer:
         await asyncio.gather(*self._tasks, *( [self._group_task] if self._group_task else []),
                              return_exceptions=True)
         try:
-            if self._group_id is not None and self._member_id and not self._conn.closed:
+            if self._group_id is not None and self._member.member_id and not self._conn.closed:
                 if self._auto_commit:
                     await self._commit_positions()
-                await self._conn.call("leave_group", {"group_id": self._group_id, "member_id": self._member_id},
-                                      timeout=5)
+                await self._conn.call(*self._member.leave_request(), timeout=5)
         except Exception as exc:  # leaving is best effort: the session timeout removes us anyway
             log.debug("leaving the group failed: %s", exc)
         self._data.set()
@@ -335,12 +335,13 @@ class AIOKafkaConsumer:
         await self._send_commit(items)
 
     async def _send_commit(self, items):
-        args = {"group_id": self._group_id, "generation_id": self._generation if self._member_id else -1,
-                "member_id": self._member_id, "offsets": [[tp.topic, tp.partition, o, m] for tp, o, m in items]}
+        member = self._member
+        args = {"group_id": self._group_id, "generation_id": member.generation if member.member_id else -1,
+                "member_id": member.member_id, "offsets": [[tp.topic, tp.partition, o, m] for tp, o, m in items]}
         try:
             result = await self._conn.call("offset_commit", args)
         except BrokerError as exc:
-            if exc.code in (ErrorCode.ILLEGAL_GENERATION, ErrorCode.UNKNOWN_MEMBER_ID, ErrorCode.REBALANCE_IN_PROGRESS):
+            if exc.code in REJOIN_CODES:
                 raise CommitFailedError(f"{exc.code}: {exc.message}") from None
             raise from_wire(exc.code, exc.message) from None
         for r in result.get("results", ()):
@@ -630,11 +631,11 @@ class AIOKafkaConsumer:
             await result
 
     async def _group_loop(self):
-        cooperative = is_cooperative(self._strategies)
+        cooperative = self._member.cooperative
         try:
             while not self._closed and self._subscription is not None:
                 try:
-                    if await self._join_and_sync(cooperative):
+                    if await self._join_and_sync():
                         continue  # we gave partitions up: rejoin at once so the group hands them over
                     code = await self._heartbeat_until_rebalance()
                     if cooperative and code == ErrorCode.REBALANCE_IN_PROGRESS:
@@ -653,7 +654,7 @@ class AIOKafkaConsumer:
         except asyncio.CancelledError:
             pass
 
-    async def _join_and_sync(self, cooperative: bool) -> bool:
+    async def _join_and_sync(self) -> bool:
         """Join and sync (the same protocol as the blocking consumer, `clients/log/group_protocol.py`).
         Returns True when a cooperative sync took partitions away (the member must rejoin)."""
         existing = ()
@@ -663,44 +664,30 @@ class AIOKafkaConsumer:
         owned = {}
         for tp in self._parts:
             owned.setdefault(tp.topic, []).append(tp.partition)
-        metadata = member_metadata(topics, owned)
+        member = self._member
         while True:
             try:
-                joined = await self._conn.call("join_group", {
-                    "group_id": self._group_id, "member_id": self._member_id,
-                    "session_timeout_ms": self._session_timeout_ms, "rebalance_timeout_ms": self._rebalance_timeout_ms,
-                    "protocol_type": "consumer", "protocols": [[s, metadata] for s in self._strategies],
-                    "client": self._client_id}, timeout=None)
+                joined = await self._conn.call(*member.join_request(topics, owned), timeout=None)
             except BrokerError as exc:
-                if exc.code == ErrorCode.UNKNOWN_MEMBER_ID:
-                    self._member_id = ""
-                    continue
-                if exc.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.ILLEGAL_GENERATION):
+                if member.reply_failed(exc.code) == REJOIN:
                     continue
                 raise from_wire(exc.code, exc.message) from None
-            self._member_id = joined["member_id"]
-            self._generation = joined["generation_id"]
             assignments = []
-            if joined["leader_id"] == self._member_id:
-                assignments = await self._assign(joined.get("protocol"), joined.get("members") or [])
+            if member.joined(joined):
+                assignments = await self._assign(member.protocol, joined.get("members") or [])
             try:
-                synced = await self._conn.call("sync_group", {
-                    "group_id": self._group_id, "generation_id": self._generation, "member_id": self._member_id,
-                    "assignments": assignments}, timeout=None)
+                synced = await self._conn.call(*member.sync_request(assignments), timeout=None)
             except BrokerError as exc:
-                if exc.code == ErrorCode.UNKNOWN_MEMBER_ID:
-                    self._member_id = ""
-                if exc.code in (ErrorCode.UNKNOWN_MEMBER_ID, ErrorCode.REBALANCE_IN_PROGRESS,
-                                ErrorCode.ILLEGAL_GENERATION):
+                if member.reply_failed(exc.code) == REJOIN:
                     continue
                 raise from_wire(exc.code, exc.message) from None
             try:
-                plan = read_assignment(synced.get("assignment"))
+                plan = member.synced(synced)
             except ValueError as exc:
                 log.warning("group %s: %s", self._group_id, exc)
-                plan = {}
+                plan = member.owned = {}
             tps = sorted(TopicPartition(t, p) for t, ps in plan.items() for p in ps)
-            if not (cooperative and joined.get("protocol") == COOPERATIVE):
+            if not member.incremental():
                 self._set_assignment(tps)
                 await self._listener_call("on_partitions_assigned", set(tps))
                 return False
@@ -732,13 +719,9 @@ class AIOKafkaConsumer:
         while True:
             await asyncio.sleep(self._heartbeat)
             try:
-                await self._conn.call("heartbeat", {"group_id": self._group_id, "generation_id": self._generation,
-                                                    "member_id": self._member_id})
+                await self._conn.call(*self._member.heartbeat_request())
             except BrokerError as exc:
-                if exc.code == ErrorCode.UNKNOWN_MEMBER_ID:
-                    self._member_id = ""
-                if exc.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.ILLEGAL_GENERATION,
-                                ErrorCode.UNKNOWN_MEMBER_ID):
+                if self._member.reply_failed(exc.code) == REJOIN:
                     return exc.code
                 raise from_wire(exc.code, exc.message) from None
             if self._auto_commit and time.monotonic() >= next_commit:

@@ -45,6 +45,7 @@ _monotonic = time.monotonic
 _Deliver = spec.Basic.Deliver
 _props_from_wire = spec.BasicProperties.from_wire
 _BasicProperties = spec.BasicProperties
+_new_object = object.__new__
 _tag_ids = itertools.count(1)
 
 
@@ -275,7 +276,8 @@ class BlockingChannel:
         buf.append((exchange, routing_key, body, props, mandatory))
         core.publish_bytes += len(body) + MESSAGE_OVERHEAD  # a batching heuristic: a lost update only resizes a batch
         now = _monotonic()
-        if len(buf) == 1:
+        n = len(buf)
+        if n == 1:
             # The first of a batch: register the channel as holding output (before the
             # flush below, or the flusher's look), and note when its batch began.
             self._conn._dirty.add(self)
@@ -293,7 +295,7 @@ class BlockingChannel:
             self._conn._output_buffered()
             return
         self._last_publish = now
-        if len(buf) >= PUBLISH_BATCH_MESSAGES or core.publish_bytes >= PUBLISH_BATCH_BYTES:
+        if n >= PUBLISH_BATCH_MESSAGES or core.publish_bytes >= PUBLISH_BATCH_BYTES:
             self._materialize()
             # A producer that never reads would not notice its channel being closed; a look
             # at what the server sent, without waiting, once per batch costs nothing.
@@ -470,7 +472,11 @@ class BlockingChannel:
                     continue
                 if entry[1]:
                     self._settled(d[1])  # auto-ack: settled as it was sent
-                entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]), _props_from_wire(d[6]), d[5])
+                props = d[6]
+                # Without properties (the common case) an empty BasicProperties is just a new
+                # object: no call to from_wire.
+                entry[0](self, _Deliver(d[0], d[1], d[2], d[3], d[4]),
+                         _props_from_wire(props) if props else _new_object(_BasicProperties), d[5])
         except BaseException:
             # A callback raised (the exception goes to the caller of start_consuming, as in
             # pika): the rest of the batch stays queued for the next dispatch.

@@ -19,9 +19,11 @@ none of them.
 Join and sync replies arrive inside `LogConnection.pump()`; the handlers here only record them, and
 `maintain()` acts on them outside the pump, because acting may call the application
 (`on_revoke`, `on_assign`), make blocking calls (the leader fetches topic metadata to run
-the assignor) or commit offsets. What a member says in its join metadata (its topics and
-the partitions it owns) and what the leader decides (the assignor's plan, with
-cooperative-sticky's withholding) is `group_protocol.py`, shared with the asyncio consumer.
+the assignor) or commit offsets. The protocol itself -- the requests (`join_request`,
+`sync_request`, `heartbeat_request`, `leave_request`), what a reply does and what an error
+reply means (`reply_failed`), the member's join metadata and the leader's plan -- is
+`group_protocol.py`'s `GroupMember`, with no I/O, which this class extends and the asyncio
+consumer drives too.
 """
 
 import logging
@@ -29,8 +31,7 @@ import threading
 import time
 
 from ..protocol.errors import BrokerError, ErrorCode
-from .group_protocol import (is_cooperative, member_metadata, plan_assignments, read_assignment, read_members,
-                             subscribed_topics)
+from .group_protocol import REJOIN, REJOIN_CODES, GroupMember, plan_assignments, read_members, subscribed_topics
 from .errors import KafkaError, exception_from
 
 log = logging.getLogger("clients.log")
@@ -41,26 +42,14 @@ SYNCING = "SYNCING"
 STABLE = "STABLE"
 
 
-class GroupMembership:
+class GroupMembership(GroupMember):
     def __init__(self, consumer, group_id, strategies, session_timeout_ms, rebalance_timeout_ms,
                  heartbeat_interval_ms, client_id):
+        GroupMember.__init__(self, group_id, strategies, session_timeout_ms, rebalance_timeout_ms, client_id)
         self.consumer = consumer
-        self.group_id = group_id
-        self.strategies = strategies
-        self.session_timeout_ms = session_timeout_ms
-        self.rebalance_timeout_ms = rebalance_timeout_ms
         self.heartbeat_interval = heartbeat_interval_ms / 1000.0
-        self.client_id = client_id
-        self.member_id = ""
-        self.generation = -1
-        self.leader_id = ""
-        self.protocol = ""
         self.state = UNJOINED
         self.topics: list[str] = []
-        self.owned: dict[str, list[int]] = {}
-        # Kafka's incremental cooperative rebalancing (KIP-429) when every configured assignor
-        # supports it: a rebalance revokes only the partitions that move.
-        self.cooperative = is_cooperative(strategies)
         self._reply = None          # (kind, result, error) of the last join/sync reply
         self._hb_in_flight = False
         self._hb_verdict = None     # (error code, generation) from the heartbeat thread
@@ -109,8 +98,7 @@ class GroupMembership:
                         c._revoke_assignment(lost=False)
                     # cooperative: keep reading the owned partitions while the group rebalances
                 else:
-                    if code == ErrorCode.UNKNOWN_MEMBER_ID:
-                        self.member_id = ""
+                    self.reply_failed(code)
                     c._revoke_assignment(lost=True)
                     self.owned = {}
                 self.state = UNJOINED
@@ -152,17 +140,16 @@ class GroupMembership:
                         conn = self.consumer._connect()
                     if not self.polling and time.monotonic() - self.last_poll > self.max_poll_interval:
                         try:
-                            conn.call("leave_group", {"group_id": self.group_id, "member_id": member_id}, timeout=5)
+                            conn.call(*self.leave_request(), timeout=5)
                         except BrokerError:
                             pass  # already gone: the outcome is the same
                         self._hb_verdict = ("MAX_POLL_EXCEEDED", generation)
                         continue
-                    conn.call("heartbeat", {"group_id": self.group_id, "generation_id": generation,
-                                            "member_id": member_id},
-                              timeout=max(self.session_timeout_ms / 1000.0, 1.0))
+                    # The request only reads the member's fields; what the reply means is
+                    # decided by maintain(), in the application's thread.
+                    conn.call(*self.heartbeat_request(), timeout=max(self.session_timeout_ms / 1000.0, 1.0))
                 except BrokerError as exc:
-                    if exc.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.ILLEGAL_GENERATION,
-                                    ErrorCode.UNKNOWN_MEMBER_ID):
+                    if exc.code in REJOIN_CODES:
                         self._hb_verdict = (exc.code, generation)
                     elif conn is not None and conn.closed:
                         conn = None  # the server went away: a new connection next time
@@ -184,14 +171,8 @@ class GroupMembership:
     def _send_join(self) -> None:
         c = self.consumer
         self.topics = c._resolve_subscription()
-        metadata = member_metadata(self.topics, self.owned)
         self.state = JOINING
-        c._conn.send_with("join_group", {
-            "group_id": self.group_id, "member_id": self.member_id,
-            "session_timeout_ms": self.session_timeout_ms, "rebalance_timeout_ms": self.rebalance_timeout_ms,
-            "protocol_type": "consumer", "protocols": [[s, metadata] for s in self.strategies],
-            "client": self.client_id,
-        }, lambda r, e: self._record("join", r, e))
+        c._conn.send_with(*self.join_request(self.topics), lambda r, e: self._record("join", r, e))
         c._conn.flush()
 
     def _record(self, kind, result, error) -> None:
@@ -205,25 +186,13 @@ class GroupMembership:
 
     def _joined(self, result, error) -> None:
         if error is not None:
-            if error.code == ErrorCode.UNKNOWN_MEMBER_ID:
-                self.member_id = ""
-                self._retry_later(None, 0)
-            elif error.code in (ErrorCode.REBALANCE_IN_PROGRESS, ErrorCode.ILLEGAL_GENERATION):
-                self._retry_later(None, 0)
-            else:
-                self._retry_later(error, 1.0)
+            self._failed(error)
             return
-        self.generation = result["generation_id"]
-        self.member_id = result["member_id"]
-        self.leader_id = result["leader_id"]
-        self.protocol = result.get("protocol", "")
         assignments = []
-        if self.member_id == self.leader_id:
+        if self.joined(result):
             assignments = self._assign(result.get("members") or [])
         self.state = SYNCING
-        self.consumer._conn.send_with("sync_group", {
-            "group_id": self.group_id, "generation_id": self.generation, "member_id": self.member_id,
-            "assignments": assignments}, lambda r, e: self._record("sync", r, e))
+        self.consumer._conn.send_with(*self.sync_request(assignments), lambda r, e: self._record("sync", r, e))
         self.consumer._conn.flush()
 
     def _assign(self, members) -> list:
@@ -231,26 +200,26 @@ class GroupMembership:
         counts = self.consumer._partition_counts(subscribed_topics(subscriptions))
         return plan_assignments(self.protocol, self.strategies, subscriptions, owned, counts)
 
+    def _failed(self, error) -> None:
+        """A join or sync failed: join again at once, or report the error and try again in a second."""
+        if self.reply_failed(error.code) == REJOIN:
+            self._retry_later(None, 0)
+        else:
+            self._retry_later(error, 1.0)
+
     def _synced(self, result, error) -> None:
         if error is not None:
-            if error.code == ErrorCode.UNKNOWN_MEMBER_ID:
-                self.member_id = ""
-            if error.code in (ErrorCode.UNKNOWN_MEMBER_ID, ErrorCode.REBALANCE_IN_PROGRESS,
-                              ErrorCode.ILLEGAL_GENERATION):
-                self._retry_later(None, 0)
-            else:
-                self._retry_later(error, 1.0)
+            self._failed(error)
             return
         try:
-            plan = read_assignment(result.get("assignment"))
+            plan = self.synced(result)
         except ValueError as exc:
-            plan = {}
+            plan = self.owned = {}
             self.consumer._report_error(KafkaError(KafkaError._BAD_MSG, str(exc)))
-        self.owned = {t: list(ps) for t, ps in plan.items() if ps}
         self.state = STABLE
         self._next_hb = time.monotonic() + self.heartbeat_interval
         tps = sorted((t, p) for t, ps in plan.items() for p in ps)
-        if self.protocol == "cooperative-sticky" and self.cooperative:
+        if self.incremental():
             if self.consumer._assigned_incrementally(tps):
                 self.state = UNJOINED  # we gave partitions up: rejoin so the group can hand them over
                 self._retry_at = 0.0
@@ -263,10 +232,8 @@ class GroupMembership:
         c = self.consumer
         if self.member_id and c._conn is not None and not c._conn.closed:
             try:
-                c._conn.call("leave_group", {"group_id": self.group_id, "member_id": self.member_id}, timeout=5)
+                c._conn.call(*self.leave_request(), timeout=5)
             except Exception as exc:  # leaving is best effort: the session timeout removes us anyway
                 log.debug("leave_group failed: %s", exc)
-        self.member_id = ""
-        self.generation = -1
+        self.left()
         self.state = UNJOINED
-        self.owned = {}

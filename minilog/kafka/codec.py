@@ -44,27 +44,71 @@ class FrameTooLargeError(KafkaDecodeError):
 
 
 class KafkaFrameSplitter:
-    """Turns a byte stream into whole frames (each a bytearray, writable for in-place edits).
+    """Turns a byte stream into whole frames (each a writable buffer, for in-place edits).
 
     Every byte is copied once, into the frame it belongs to: a frame that arrives whole in one
     read is sliced out of it; a larger one gets a buffer of its announced size as soon as its
     size prefix is in, and the reads that follow fill it (no growing buffer, no second copy;
-    large produce requests are where the megabytes per second are won or lost).
+    large produce requests are where the megabytes per second are won or lost). A reader may
+    also receive straight into that buffer: `unfilled()` is the part still to come, `filled(n)`
+    says `n` bytes of it arrived.
+
+    A frame of `RECYCLE_MIN` bytes or more that its user is done with may be handed back
+    (`recycle`): the next large frame is then received into the same memory, which the machine
+    has touched recently (fresh memory costs page faults and zeroing per page), instead of a
+    new buffer. One such buffer is kept, and only while large frames follow each other: a
+    smaller frame drops it.
     """
 
-    __slots__ = ("max_frame", "_head", "_frame", "_filled")
+    RECYCLE_MIN = 1 << 20
+
+    __slots__ = ("max_frame", "_head", "_frame", "_filled", "_spare")
 
     def __init__(self, max_frame: int):
         self.max_frame = max_frame
         self._head = b""          # up to 3 bytes of a size prefix not yet complete
-        self._frame: bytearray | None = None   # the frame being filled
+        self._frame = None        # the frame being filled: a bytearray, or a view of the spare
         self._filled = 0
+        self._spare: bytearray | None = None
 
     @property
     def buffered(self) -> int:
         return len(self._head) + (self._filled if self._frame is not None else 0)
 
-    def feed(self, data) -> list[bytearray]:
+    def unfilled(self) -> memoryview | None:
+        """The part of the frame being filled that has not arrived (None between frames)."""
+        if self._frame is None:
+            return None
+        return memoryview(self._frame)[self._filled:]
+
+    def filled(self, n: int) -> list:
+        """`n` bytes were written at the start of `unfilled()`: the frame, if now whole."""
+        self._filled += n
+        if self._filled < len(self._frame):
+            return []
+        frame, self._frame = self._frame, None
+        return [frame]
+
+    def recycle(self, frame) -> None:
+        """`frame` (from this splitter) is no longer referred to: its memory may be reused."""
+        if len(frame) < self.RECYCLE_MIN:
+            return
+        buf = frame.obj if isinstance(frame, memoryview) else frame
+        if self._spare is None or len(buf) > len(self._spare):
+            self._spare = buf
+
+    def _new_frame(self, size: int):
+        spare = self._spare
+        if size < self.RECYCLE_MIN:
+            self._spare = None
+            return bytearray(size)
+        if spare is not None and len(spare) >= size:
+            self._spare = None   # lent until recycled
+            return memoryview(spare)[:size]
+        # An eighth more, so that the next batches, a little larger or smaller, fit too.
+        return memoryview(bytearray(size + (size >> 3)))[:size]
+
+    def feed(self, data) -> list:
         frames = []
         view = memoryview(data)
         pos, end = 0, len(view)
@@ -92,11 +136,12 @@ class KafkaFrameSplitter:
                 pos += 4
             if size < 0 or size > self.max_frame:
                 raise FrameTooLargeError(f"frame size {size} is outside 0..{self.max_frame} (--max-frame)")
-            if end - pos >= size:
+            if end - pos >= size and size < self.RECYCLE_MIN:
                 frames.append(bytearray(view[pos:pos + size]))
                 pos += size
+                self._spare = None
             else:
-                self._frame = bytearray(size)
+                self._frame = self._new_frame(size)
                 self._filled = 0
         return frames
 

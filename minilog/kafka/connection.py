@@ -1,9 +1,16 @@
-"""One Kafka-protocol client connection, as an `asyncio.Protocol`.
+"""One Kafka-protocol client connection, as an `asyncio.BufferedProtocol`.
 
 Bytes go through the sans-IO `KafkaFrameSplitter` and `parse_request` (`codec.py`); each
 request is handed to `KafkaApis` (`handlers.py`), which answers with a body, with an
 awaitable of one (a long-polling fetch, a join waiting for the other members, an fsync), or
 with `NO_RESPONSE` (a produce with acks=0).
+
+Reads go where the bytes belong (`get_buffer`): while a large frame is being filled (a
+produce of big batches), the kernel writes the rest of it straight into the frame's buffer;
+otherwise into `_RECEIVE_BUFFER`, one buffer shared by every connection of the process (the
+splitter copies out all it keeps before `buffer_updated` returns, and the event loop reads one
+socket at a time). A Produce frame, once appended, is handed back to the splitter
+(`recycle`) so that the next large one is received into the same, recently touched memory.
 
 Kafka clients match responses to requests by order as well as by correlation id, so the
 replies of one connection leave in the order the requests came, even when a later request
@@ -31,9 +38,14 @@ from minilog.storage import FileSlice
 from .codec import (KafkaDecodeError, KafkaFrameSplitter, encode_response, parse_request,
                     unsupported_api_versions_reply)
 from .handlers import NO_RESPONSE
-from .messages import API_VERSIONS, SASL_AUTHENTICATE, SASL_HANDSHAKE
+from .messages import API_VERSIONS, PRODUCE, SASL_AUTHENTICATE, SASL_HANDSHAKE
 
 log = logging.getLogger("minilog.kafka")
+
+_RECEIVE_BUFFER = memoryview(bytearray(256 * 1024))
+# From this many bytes still to come, a frame is received into directly (below it, reading
+# into the shared buffer lets one read carry the rest and the next requests).
+_DIRECT_MIN = 64 * 1024
 
 _BEFORE_AUTH = frozenset({API_VERSIONS.key, SASL_HANDSHAKE.key, SASL_AUTHENTICATE.key})
 
@@ -45,7 +57,7 @@ class _Slot:
         self.pieces = None   # None until the reply is ready
 
 
-class KafkaConnection(asyncio.Protocol):
+class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(self, server, apis, max_frame: int):
         self.server = server
         self.apis = apis
@@ -59,6 +71,7 @@ class KafkaConnection(asyncio.Protocol):
         self.access = None   # the user's ACLs after SASL (minilog/acl.py); None: may do everything
         self.state: dict = {}
         self._splitter = KafkaFrameSplitter(max_frame)
+        self._into_frame = False   # the last get_buffer gave the frame being filled
         self._slots: collections.deque[_Slot] = collections.deque()
         self._tasks: set[asyncio.Task] = set()
         self._loop = asyncio.get_event_loop()
@@ -69,13 +82,21 @@ class KafkaConnection(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername")
         self.server.track(self)
 
-    def data_received(self, data):
-        self.server.bytes_in += len(data)
-        try:
-            frames = self._splitter.feed(data)
-        except KafkaDecodeError as exc:
-            self._fatal(str(exc))
-            return
+    def get_buffer(self, sizehint):
+        view = self._splitter.unfilled()
+        self._into_frame = view is not None and len(view) >= _DIRECT_MIN
+        return view if self._into_frame else _RECEIVE_BUFFER
+
+    def buffer_updated(self, nbytes):
+        self.server.bytes_in += nbytes
+        if self._into_frame:
+            frames = self._splitter.filled(nbytes)
+        else:
+            try:
+                frames = self._splitter.feed(_RECEIVE_BUFFER[:nbytes])
+            except KafkaDecodeError as exc:
+                self._fatal(str(exc))
+                return
         for frame in frames:
             self._handle(frame)
             if self.closed:
@@ -123,6 +144,10 @@ class KafkaConnection(asyncio.Protocol):
             log.exception("kafka connection %s: %s v%d failed", self.id, api.name, req.api_version)
             self._fatal(f"{api.name} failed: {type(exc).__name__}: {exc}")
             return
+        if api is PRODUCE:
+            # Appended (or refused) by now, and nothing keeps a view of the request.
+            req.body = None
+            self._splitter.recycle(frame)
         if result is NO_RESPONSE:
             return
         slot = _Slot()

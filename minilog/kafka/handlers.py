@@ -20,6 +20,7 @@ from clients.protocol.errors import BrokerError, ErrorCode
 from minilog.batch_formats import KAFKA
 from minilog.consumer_protocol import translate_assignment, translate_metadata
 from minilog.storage.log_manager import check_topic_name
+from minilog.topics import MAX_PARTITIONS
 
 from . import errors as E
 from .codec import api_versions_body
@@ -32,7 +33,6 @@ log = logging.getLogger("minilog.kafka")
 NO_RESPONSE = object()
 NODE_ID = 0
 CLUSTER_ID = "minilog"
-MAX_PARTITIONS_PER_TOPIC = 10_000
 # Kafka's group.min/max.session.timeout.ms defaults.
 MIN_SESSION_TIMEOUT_MS = 10
 MAX_SESSION_TIMEOUT_MS = 30 * 60 * 1000
@@ -282,9 +282,17 @@ class KafkaApis:
         return {"brokers": [{"node_id": NODE_ID, "host": host, "port": port}],
                 "cluster_id": CLUSTER_ID, "controller_id": NODE_ID, "topics": topics}
 
-    def create_topics(self, conn, req) -> dict:
+    def create_topics(self, conn, req):
         body = req.body
-        results = []
+        validate_only = body.get("validate_only", False)
+        try:
+            self.broker.topics.check_request_size(
+                len(t["assignments"]) if t["assignments"] else t["num_partitions"] for t in body["topics"])
+            too_big = None
+        except BrokerError as exc:
+            too_big = exc.message
+        rows, creates = [], []
+        core = self.server.core(conn)
         for t in body["topics"]:
             name = t["name"]
             code, message = E.NONE, None
@@ -298,27 +306,43 @@ class KafkaApis:
             else:
                 if partitions == -1:
                     partitions = None
-                if partitions is not None and not 1 <= partitions <= MAX_PARTITIONS_PER_TOPIC:
-                    code, message = E.INVALID_PARTITIONS, f"num_partitions must be in [1, {MAX_PARTITIONS_PER_TOPIC}]"
+                if too_big is not None:
+                    code, message = E.INVALID_REQUEST, too_big
+                elif partitions is not None and not 1 <= partitions <= MAX_PARTITIONS:
+                    code, message = E.INVALID_PARTITIONS, f"num_partitions must be in [1, {MAX_PARTITIONS}]"
                 elif t["replication_factor"] not in (-1, 1):
                     code, message = (E.INVALID_REPLICATION_FACTOR,
                                      f"replication factor {t['replication_factor']}: this server is one broker, so 1")
                 elif any(a["broker_ids"] not in ([NODE_ID], []) for a in t["assignments"]):
                     code, message = E.INVALID_REPLICA_ASSIGNMENT, f"the only broker is node {NODE_ID}"
+            row = {"name": name, "error_code": code, "error_message": message}
+            rows.append(row)
             if code == E.NONE:
                 config = {c["name"]: c["value"] for c in t["configs"] if c["value"] is not None}
                 try:
-                    self.server.core(conn).create_topic(name, partitions, config, body.get("validate_only", False))
+                    # Claims the name now; the files are made on the broker's creation thread.
+                    creates.append((row, partitions, core.create_topic_off_loop(name, partitions, config,
+                                                                                validate_only)))
                 except BrokerError as exc:
-                    # name and partitions were checked above: a BAD_REQUEST left is the config
-                    code = _code(exc, {ErrorCode.BAD_REQUEST: E.INVALID_CONFIG})
-                    message = exc.message
-            row = {"name": name, "error_code": code, "error_message": message}
-            if code == E.NONE:
-                row["num_partitions"] = partitions if partitions is not None else self.broker.default_partitions
-                row["replication_factor"] = 1
-            results.append(row)
-        return {"topics": results}
+                    self._create_failed(row, exc)
+        return self._created(rows, creates)
+
+    async def _created(self, rows, creates) -> dict:
+        for row, partitions, created in creates:
+            try:
+                await asyncio.shield(created)
+            except BrokerError as exc:
+                self._create_failed(row, exc)
+                continue
+            row["num_partitions"] = partitions if partitions is not None else self.broker.default_partitions
+            row["replication_factor"] = 1
+        return {"topics": rows}
+
+    @staticmethod
+    def _create_failed(row, exc: BrokerError) -> None:
+        # name and partitions were checked before: a BAD_REQUEST left is the config
+        row["error_code"] = _code(exc, {ErrorCode.BAD_REQUEST: E.INVALID_CONFIG})
+        row["error_message"] = exc.message
 
     def delete_topics(self, conn, req) -> dict:
         results = []

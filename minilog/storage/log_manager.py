@@ -7,6 +7,10 @@ deletes partition logs and runs the periodic work (flush.ms, retention,
 compaction, checkpoints, delayed deletes) when the server calls :meth:`tick`.
 The log itself is ``log.py``; the retention policy ``retention.py``; compaction
 ``cleaner.py``.
+
+The manager is owned by one thread (the server's event loop), with one exception: creating a
+topic is split in three (``TopicBuild``) so that its file work, ``build_topic``, can run on a
+worker thread while the owner goes on serving.
 """
 
 from __future__ import annotations
@@ -39,6 +43,33 @@ class UnknownTopicOrPartitionError(KeyError):
     """No log exists for this topic-partition."""
 
 
+class TopicBuildCancelled(Exception):
+    """A topic creation stopped because the manager is closing; nothing of it is left."""
+
+
+class TopicBuild:
+    """One topic being created, in three steps so the file work can leave the owner's thread.
+
+    ``LogManager.reserve_topic`` (owner thread) claims the name, so a second creation of it is
+    refused while this one runs; ``LogManager.build_topic`` (any thread) makes the config file
+    and the partition logs - opening files, preallocating and mapping the indexes, which is
+    what costs - without touching the manager's state; ``LogManager.adopt_topic`` (owner thread)
+    makes the logs findable in one step, or ``LogManager.abandon_topic`` removes them.
+    """
+
+    def __init__(self, topic: str, partitions: int, overrides: dict, config: LogConfig):
+        self.topic = topic
+        self.partitions = partitions
+        self.overrides = overrides
+        self.config = config
+        self.logs: list[PartitionLog] = []
+        self.built = False
+        self.cancelled = False   # set by the owner; build_topic stops and undoes at the next partition
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 def check_topic_name(topic: str) -> None:
     if not isinstance(topic, str) or not _TOPIC_NAME.match(topic) or topic in (".", ".."):
         raise ValueError(f"invalid topic name {topic!r}: use 1-249 of [A-Za-z0-9._-], not '.' or '..'")
@@ -53,6 +84,7 @@ class LogManager:
         self._flush_requester = None
         self._uncleanable: set[PartitionLog] = set()
         self._tick_failures: dict[PartitionLog, str] = {}
+        self._building: dict[str, TopicBuild] = {}  # topics being created (reserve_topic .. adopt_topic)
         # Before anything is read or repaired: a second minilog here would recover logs the
         # first one is appending to and write clean-shutdown markers under its feet.
         self._lock = DataDirLock(data_dir, "minilog")
@@ -140,37 +172,90 @@ class LogManager:
     def create_topic(self, topic: str, partitions: int, overrides: dict | None = None) -> list[PartitionLog]:
         """Create ``topic`` with its config and ``partitions`` logs: all of it, or nothing.
 
-        Running out of file descriptors or space halfway must not leave a half-created topic
-        (one that cannot be deleted and comes back after a restart): on any failure the logs
-        made so far are closed (freeing their descriptors first) and their directories and the
-        config file removed, then the error is raised.
+        The three steps of :class:`TopicBuild` in a row, on the caller's thread (a server runs
+        the middle one on a worker thread instead: ``minilog/topics.py``, ``Topics.create_off_loop``).
         """
-        check_topic_name(topic)
-        if (topic, 0) in self._logs:
-            raise ValueError(f"topic {topic!r} already exists")
-        created: list[PartitionLog] = []
+        build = self.reserve_topic(topic, partitions, overrides)
         try:
-            self.set_topic_config(topic, overrides or {})
-            for p in range(partitions):
-                created.append(self.create_log(topic, p))
+            self.build_topic(build)
         except BaseException:
-            self._undo_create(topic, len(created) + 1)
+            self.abandon_topic(build)
             raise
-        return created
+        return self.adopt_topic(build)
 
-    def _undo_create(self, topic: str, partitions: int) -> None:
-        for p in range(partitions):
-            log = self._logs.pop((topic, p), None)
-            if log is not None:
-                try:
-                    log.close()
-                except OSError:
-                    pass
-        for p in range(partitions):
-            shutil.rmtree(os.path.join(self.data_dir, f"{topic}-{p}"), ignore_errors=True)
-        self._topic_overrides.pop(topic, None)
+    def reserve_topic(self, topic: str, partitions: int, overrides: dict | None = None) -> "TopicBuild":
+        """Claim ``topic`` for a creation (owner thread): until it is adopted or abandoned, the
+        name is taken, though no log of it can be found yet. Raises ValueError if it is taken."""
+        check_topic_name(topic)
+        if (topic, 0) in self._logs or topic in self._building:
+            raise ValueError(f"topic {topic!r} already exists")
+        overrides = dict(overrides or {})
+        build = TopicBuild(topic, partitions, overrides, LogConfig.from_dict(overrides, self.default_config))
+        self._building[topic] = build
+        return build
+
+    def is_being_created(self, topic: str) -> bool:
+        return topic in self._building
+
+    def build_topic(self, build: "TopicBuild") -> None:
+        """Write the topic's config file and create its partition logs (any thread).
+
+        Touches only the files of ``build``'s topic and no state of this manager, so the owner
+        keeps serving while it runs. All or nothing: running out of file descriptors or space
+        halfway, or ``build.cancel()``, closes the logs made so far (freeing their descriptors),
+        removes their directories and the config file, and raises. The data directory is
+        fsynced once for the whole topic, not once per partition: that fsync grows with the
+        directory, and per partition it made the thousandth partition cost ten times the first.
+        """
         try:
-            os.unlink(os.path.join(self.data_dir, TOPIC_CONFIG_DIR, f"{topic}.json"))
+            write_json(self._config_path(build.topic), build.overrides)
+            for p in range(build.partitions):
+                if build.cancelled:
+                    raise TopicBuildCancelled(f"creation of topic {build.topic!r} was cancelled (server stopping)")
+                log = PartitionLog.open(os.path.join(self.data_dir, f"{build.topic}-{p}"), build.config)
+                build.logs.append(log)
+            fsync_dir(self.data_dir)
+        except BaseException:
+            self._remove_files(build)
+            raise
+        build.built = True
+
+    def adopt_topic(self, build: "TopicBuild") -> list[PartitionLog]:
+        """Make a built topic's logs the manager's (owner thread): from now on they are found."""
+        if self._building.get(build.topic) is not build or not build.built:
+            raise TopicBuildCancelled(f"creation of topic {build.topic!r} was cancelled (server stopping)")
+        del self._building[build.topic]
+        self._topic_overrides[build.topic] = build.overrides
+        for p, log in enumerate(build.logs):
+            log.flush_requester = self._flush_requester
+            self._logs[(build.topic, p)] = log
+        return list(build.logs)
+
+    def abandon_topic(self, build: "TopicBuild") -> None:
+        """Give up a creation (owner thread, after ``build_topic`` returned or raised): the name
+        is free again and whatever was built is removed."""
+        if self._building.get(build.topic) is build:
+            del self._building[build.topic]
+        if build.built:
+            self._remove_files(build)
+            build.built = False
+
+    def _config_path(self, topic: str) -> str:
+        return os.path.join(self.data_dir, TOPIC_CONFIG_DIR, f"{topic}.json")
+
+    def _remove_files(self, build: "TopicBuild") -> None:
+        """Close a build's logs and delete its directories and config file (any thread; never raises)."""
+        for log in build.logs:
+            try:
+                log.close()
+            except OSError:
+                pass
+        # One more directory than logs: the partition whose open failed may have made its own.
+        for p in range(min(len(build.logs) + 1, build.partitions)):
+            shutil.rmtree(os.path.join(self.data_dir, f"{build.topic}-{p}"), ignore_errors=True)
+        build.logs = []
+        try:
+            os.unlink(self._config_path(build.topic))
         except OSError:
             pass
         try:
@@ -263,7 +348,18 @@ class LogManager:
             log.flush()
             log.write_recovery_checkpoint()
 
+    def cancel_builds(self) -> None:
+        """Ask every topic creation under way to stop (the owner is closing; see ``close``)."""
+        for build in self._building.values():
+            build.cancel()
+
     def close(self) -> None:
+        """Close every log. A worker running ``build_topic`` must have finished first (a server
+        calls ``cancel_builds`` and waits for its worker); a topic built but not yet adopted is
+        removed, so a stop in the middle of a creation leaves no half topic behind."""
+        for build in list(self._building.values()):
+            build.cancel()
+            self.abandon_topic(build)
         for log in self._logs.values():
             log.close()
         self._logs.clear()

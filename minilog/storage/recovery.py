@@ -145,14 +145,30 @@ class LogLoader:
             os.unlink(self._path(CLEAN_SHUTDOWN_FILE))
             fsync_dir(self.directory)
         lost = read_lost_offsets(self.directory)
-        recorded = list(lost)
 
         fresh = not bases
         if fresh:
             bases = [log_start]
+        segments: list[LogSegment] = []
+        try:
+            return self._load_segments(segments, bases, fresh, clean, recovery_point, log_start, lost, started)
+        except BaseException:
+            # Out of descriptors or space halfway (a wide topic being created): the files opened so
+            # far are closed, or each failure would leak a partition's descriptors to the caller.
+            for segment in segments:
+                try:
+                    segment.close()
+                except OSError:
+                    pass
+            raise
+
+    def _load_segments(self, segments: list, bases: list[int], fresh: bool, clean: bool, recovery_point: int,
+                       log_start: int, lost: list, started: float) -> LoadedLog:
+        recorded = list(lost)
         cfg = self.config
-        segments = [LogSegment(self.directory, base, cfg.segment_index_bytes, cfg.index_interval_bytes,
-                               active=(i == len(bases) - 1)) for i, base in enumerate(bases)]
+        for i, base in enumerate(bases):
+            segments.append(LogSegment(self.directory, base, cfg.segment_index_bytes, cfg.index_interval_bytes,
+                                       active=(i == len(bases) - 1)))
 
         # Unclean: the segment holding the recovery point and all later ones may hold unflushed bytes.
         recover_from = None
@@ -249,6 +265,7 @@ class LogLoader:
                 self._drop(kept.pop(), "empty, below the recovery point")
             kept.append(LogSegment(self.directory, recovery_point, cfg.segment_index_bytes,
                                    cfg.index_interval_bytes, active=True))
+            segments.append(kept[-1])
             kept[-1].open_indexes(expect_existing=False)
         # A crash between writing the log-start checkpoint and renaming the segments leaves them behind.
         while len(kept) > 1 and kept[0].next_offset <= log_start:

@@ -1,6 +1,7 @@
 """Topics through the Kafka door with the real admin clients (confluent-kafka, kafka-python),
 and the connection rules: version negotiation, a malformed frame closes only its connection."""
 
+import os
 import socket
 import struct
 
@@ -145,3 +146,20 @@ def test_a_group_with_members_is_not_deleted(bootstrap):
         assert exc.value.args[0].code() == KafkaError.NON_EMPTY_GROUP
     finally:
         consumer.close()
+
+
+def test_confluent_admin_create_request_is_bounded_in_partitions(bootstrap, kafka_minilog):
+    """One CreateTopics of more than 10,000 partitions in all is refused topic by topic, nothing made."""
+    admin = confluent_admin.AdminClient({"bootstrap.servers": bootstrap})
+    created = admin.create_topics([confluent_admin.NewTopic("huge-a", 6000, 1),
+                                   confluent_admin.NewTopic("huge-b", 4001, 1)], request_timeout=60)
+    for name in ("huge-a", "huge-b"):
+        with pytest.raises(KafkaException) as exc:
+            _result(created[name])
+        assert exc.value.args[0].code() == KafkaError.INVALID_REQUEST
+        assert "at most 10000 partitions" in exc.value.args[0].str()
+    assert not kafka_minilog.server.broker.topics.exists("huge-a")
+    assert not [n for n in os.listdir(kafka_minilog.data_dir) if n.startswith("huge-")]
+    # Within the bound, a wide topic is made (off the event loop) and usable at once.
+    assert _result(admin.create_topics([confluent_admin.NewTopic("wide", 200, 1)], request_timeout=60)["wide"]) is None
+    assert sorted(admin.list_topics(timeout=15).topics["wide"].partitions) == list(range(200))

@@ -192,3 +192,28 @@ def test_frames_come_out_whole_however_the_stream_is_cut(bodies, cuts):
         got += splitter.feed(stream[pos:pos + cut])
         pos += cut
     assert [bytes(f) for f in got] == bodies and splitter.buffered == 0
+
+
+def test_a_large_frame_is_received_in_place_and_its_memory_reused_for_the_next():
+    big = KafkaFrameSplitter.RECYCLE_MIN + 10
+    splitter = KafkaFrameSplitter(4 * big)
+    first_body = bytes(range(256)) * (big // 256) + b"x" * (big % 256)
+    assert splitter.feed(struct.pack(">i", big) + first_body[:100]) == []
+    into = splitter.unfilled()
+    assert len(into) == big - 100
+    into[:1000] = first_body[100:1100]                 # as a socket's recv_into would
+    assert splitter.filled(1000) == []
+    splitter.unfilled()[:] = first_body[1100:]
+    (first,) = splitter.filled(big - 1100)
+    assert bytes(first) == first_body and splitter.buffered == 0
+    memory = first.obj
+    splitter.recycle(first)
+    second_body = b"y" * (big - 5)
+    (second,) = splitter.feed(struct.pack(">i", len(second_body)) + second_body)
+    assert bytes(second) == second_body and second.obj is memory  # the same memory, lent once
+    (third,) = splitter.feed(struct.pack(">i", big) + first_body)
+    assert bytes(third) == first_body and third.obj is not memory  # the spare was still lent
+    splitter.recycle(second)
+    splitter.feed(struct.pack(">i", 3) + b"abc")                  # a small frame drops the spare
+    (fourth,) = splitter.feed(struct.pack(">i", big) + first_body)
+    assert fourth.obj is not memory

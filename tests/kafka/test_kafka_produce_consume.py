@@ -176,3 +176,25 @@ def test_records_cross_between_the_two_protocols(kafka_minilog):
     assert [(m.offset(), m.key(), m.value()) for m in seen] == [(0, b"from-msgpack", b"m0"),
                                                                 (1, b"from-kafka", b"k1")]
     mc.close()
+
+
+def test_produce_requests_of_megabytes_in_a_row_read_back_intact(bootstrap):
+    """Requests over 1 MiB are received into one reused buffer (KafkaFrameSplitter.recycle):
+    every record of every request must still read back as produced."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic("big-batches", 1, 1,
+                                           config={"max.message.bytes": str(8 << 20)})]).values():
+        f.result(15)
+    p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 4 << 20,
+                     "message.max.bytes": 8 << 20})
+    values = [bytes([i]) * (200 * 1024) for i in range(40)]
+    for round_ in range(4):
+        for v in values[round_ * 10:(round_ + 1) * 10]:
+            p.produce("big-batches", v)
+        assert p.flush(15) == 0
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "big", "auto.offset.reset": "earliest",
+                     "fetch.max.bytes": 16 << 20, "max.partition.fetch.bytes": 16 << 20})
+    c.subscribe(["big-batches"])
+    got = _consume(c, 40)
+    assert [m.value() for m in got] == values
+    c.close()

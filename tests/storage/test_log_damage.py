@@ -1,12 +1,15 @@
 """Damage to data already on disk (a flipped bit, a cut in the middle): recovery keeps every good
 batch, records what it lost, and never hands an offset out twice. A torn tail is still cut."""
 
+import io
+import json
 import logging
 import os
 
 import pytest
 
 from log_storage_helpers import batch_of
+from minilog.dump import main as dump_main
 from minilog.storage import LogConfig, OffsetLostError, PartitionLog
 from test_log_recovery import crash_copy, records, segment_files
 
@@ -143,6 +146,7 @@ def test_a_sealed_index_entry_pointing_to_a_wrong_position_is_found_at_the_first
     assert int.from_bytes(fixed[8 * k + 4:8 * k + 8], "little") == position
 
 
+
 def test_damage_in_a_log_of_both_batch_formats_loses_one_batch_and_finds_the_kafka_ones_after_it(tmp_path):
     """Kafka clients' batches (magic 2 at byte 16) are found again after damage, as ours are."""
     from clients import kafka_batch
@@ -168,3 +172,37 @@ def test_damage_in_a_log_of_both_batch_formats_loses_one_batch_and_finds_the_kaf
         assert again.lost_ranges == [(0, 3)]
         assert records(again) == values[3:]
         assert again.log_end_offset == end
+
+
+def test_minilog_dump_shows_the_ranges_recovery_took_out_and_where_they_were(tmp_path):
+    d, values, end = flushed_log(tmp_path)
+    oldest = segment_files(d, ".log")[0]
+    pos, size = batch_positions(oldest)[2]   # offsets 6..8
+    flip_bit(oldest, pos + size - 3)
+    with PartitionLog.open(d, CFG) as log:
+        assert log.lost_ranges == [(6, 9)]
+    out = io.StringIO()
+    assert dump_main([d], out=out) == 0, out.getvalue()   # repaired files are sound: no problem
+    text = out.getvalue()
+    assert "lost: offsets 6..8 (3): taken out as damaged at recovery" in text
+    assert f"quarantined: quarantine/{os.path.basename(oldest)[:20]}-{pos}.bad ({size} damaged bytes" in text
+    assert "gap: offsets 6..8 (3) are not in this segment: lost to damaged data (lost-offsets.json: 6..8)" in text
+
+    out = io.StringIO()
+    assert dump_main([d, "--json"], out=out) == 0
+    doc = json.loads(out.getvalue())
+    lost_file, = [f for f in doc["files"] if f["kind"] == "lost offsets"]
+    assert lost_file["items"][0] == {"first_offset": 6, "last_offset": 8, "count": 3}
+    first_segment = next(f for f in doc["files"] if f["file"] == oldest)
+    assert first_segment["gaps"] == [{"first_offset": 6, "last_offset": 8, "lost": True}]
+    assert sum(b["count"] for f in doc["files"] if f["kind"] == "segment" for b in f["items"]) == end - 3
+
+    # Dumped alone, a segment reads the ranges from its directory; an unusable ranges file is a problem.
+    out = io.StringIO()
+    assert dump_main([oldest], out=out) == 0 and "lost to damaged data" in out.getvalue()
+    with open(os.path.join(d, "lost-offsets.json"), "w") as f:
+        f.write('{"version": 0, "lost": [[9, 6]]}')
+    out = io.StringIO()
+    assert dump_main([d], out=out) == 1
+    assert "lost-offsets.json is unreadable" in out.getvalue()
+    assert "not in lost-offsets.json: records removed by compaction" in out.getvalue()
