@@ -224,6 +224,9 @@ def start_rabbitmq(timeout: float = 60.0, system: str = "rabbitmq") -> ServerHan
     env = dict(os.environ, HOME=workdir, RABBITMQ_MNESIA_BASE=os.path.join(workdir, "mnesia"),
                RABBITMQ_LOG_BASE=os.path.join(workdir, "log"), RABBITMQ_NODE_PORT=str(port),
                RABBITMQ_DIST_PORT=str(dist), RABBITMQ_NODENAME=f"bench{port}@localhost",
+               # AMQP and Erlang distribution listen on every interface unless told: loopback.
+               RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+               RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
                RABBITMQ_ENABLED_PLUGINS_FILE=os.path.join(workdir, "enabled_plugins"),
                RABBITMQ_CONFIG_FILE=os.path.join(workdir, "rabbitmq"),
                RABBITMQ_ADVANCED_CONFIG_FILE=os.path.join(workdir, "advanced.config"),
