@@ -2,7 +2,7 @@
 
     python -m bench.minilog_clients [--records 1000000] [--runs 3] [--size 100]
                                     [--latency-rate 10000] [--latency-seconds 3]
-                                    [--only produce,consume,aio,latency]
+                                    [--only produce,consume,aio,latency,latency-raw]
                                     [--profile] [--json PATH] [--bootstrap HOST:PORT]
 
 Starts a minilog server (`python -m minilog`, fresh data directory) unless --bootstrap names
@@ -18,6 +18,11 @@ one, then for each run, in separate processes as users deploy them:
 - latency: one consumer waits at the end of a fresh topic while a producer sends
   `--latency-rate` records/s with `linger.ms` 0 (each value carries its send time); the
   consumer reports percentiles of (receive time - send time).
+- latency-raw (not run by default): the same, but the records are sent by a bare connection,
+  each as its own `produce` request with acks 0, one `sendall` each: no producer batching, no
+  replies to read. It measures the path the Producer cannot shorten (two process wake-ups and
+  the server's append and parked-fetch wake-up), so latency minus latency-raw is what the
+  Producer adds.
 
 Every part runs --runs times (latency too; its percentiles are medians over the runs). Prints
 medians (and every run) with the load average at the start and writes them to --json. With --profile it also runs one
@@ -141,10 +146,29 @@ def role_latency_produce(bootstrap, topic, records, size, rate) -> dict:
     return {"records": records, "seconds": time.perf_counter() - start, "cpu_s": time.process_time()}
 
 
+def role_latency_produce_raw(bootstrap, topic, records, size, rate) -> dict:
+    from clients.log.connection import LogConnection, parse_bootstrap
+    from clients.record_batch import BatchBuilder
+    conn = LogConnection(*parse_bootstrap(bootstrap))
+    pad = b"x" * max(size - 8, 0)
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    for i in range(records):
+        wait = start + i * interval - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        batch = BatchBuilder()
+        batch.append(None, _STAMP.pack(time.time_ns()) + pad)
+        conn.send("produce", {"acks": 0, "timeout_ms": 1000, "data": [[topic, 0, batch.pack()]]}, want_reply=False)
+        conn.flush()
+    conn.close()
+    return {"records": records, "seconds": time.perf_counter() - start, "cpu_s": time.process_time()}
+
+
 # ---- orchestration ----------------------------------------------------------------------------
 def start_server(data_dir):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "minilog", "--port", "0", "--data-dir", data_dir],
+    proc = subprocess.Popen([sys.executable, "-m", "minilog", "--port", "0", "--kafka-port", "off", "--data-dir", data_dir],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     for line in proc.stdout:
         m = re.search(rb"listening on ([\d.]+):(\d+)", line)
@@ -197,7 +221,7 @@ def main(argv=None):
     ap.add_argument("--latency-seconds", type=float, default=3.0)
     ap.add_argument("--bootstrap")
     ap.add_argument("--only", default="produce,consume,aio,latency",
-                    help="comma-separated parts to run: produce, consume, aio, latency")
+                    help="comma-separated parts to run: produce, consume, aio, latency, latency-raw")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
@@ -206,7 +230,8 @@ def main(argv=None):
     if args.role:
         role, bootstrap, topic, records, size, *rest = args.role
         fn = {"produce": role_produce, "consume": role_consume, "latency-consume": role_latency_consume,
-              "latency-produce": role_latency_produce, "aio-produce": role_aio_produce}[role]
+              "latency-produce": role_latency_produce, "aio-produce": role_aio_produce,
+              "latency-produce-raw": role_latency_produce_raw}[role]
         extra = [int(x) for x in rest]
         print(json.dumps(fn(bootstrap, topic, int(records), int(size), *extra)), flush=True)
         return
@@ -220,7 +245,9 @@ def main(argv=None):
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     try:
-        produced, consumed, aio, lats = [], [], [], []
+        produced, consumed, aio = [], [], []
+        lats_by = {"latency": [], "latency-raw": []}
+        lats = lats_by["latency"]
         n_lat = int(args.latency_rate * args.latency_seconds)
         for run in range(args.runs):
             topic = f"bench-{os.getpid()}-{run}"
@@ -239,28 +266,34 @@ def main(argv=None):
                 a = finish(run_role(["aio-produce", bootstrap, topic + "-aio", str(args.records), str(args.size)]))
                 aio.append(a["records"] / a["seconds"])
                 line.append(f"aio produced {aio[-1]:,.0f} records/s")
-            if "latency" in only:
-                lat_topic = f"latency-{os.getpid()}-{run}"
+            for part, producer_role in (("latency", "latency-produce"), ("latency-raw", "latency-produce-raw")):
+                if part not in only:
+                    continue
+                lat_topic = f"{part}-{os.getpid()}-{run}"
                 create_topic(bootstrap, lat_topic)
                 cons = run_role(["latency-consume", bootstrap, lat_topic, str(n_lat), str(args.size)], wait_ready=True)
-                prod = run_role(["latency-produce", bootstrap, lat_topic, str(n_lat), str(args.size),
+                prod = run_role([producer_role, bootstrap, lat_topic, str(n_lat), str(args.size),
                                  str(args.latency_rate)])
                 prod_result = finish(prod)
                 lat = finish(cons)
                 lat["producer_cpu_s"] = prod_result.get("cpu_s")
-                lats.append(lat)
-                line.append(f"latency p50 {lat['p50_us']:.0f} p99 {lat['p99_us']:.0f} p99.9 {lat['p999_us']:.0f} us "
+                lats_by[part].append(lat)
+                line.append(f"{part} p50 {lat['p50_us']:.0f} p99 {lat['p99_us']:.0f} p99.9 {lat['p999_us']:.0f} us "
                             f"(cpu s: producer {lat['producer_cpu_s']:.2f}, consumer {lat['cpu_s']:.2f})")
             print(" ".join(line), flush=True)
         med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
-        lat = {k: med([r[k] for r in lats]) for k in ("records", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
-                                                       "cpu_s", "producer_cpu_s")} if lats else None
+        medians = {part: {k: med([r[k] for r in runs]) for k in ("records", "p50_us", "p90_us", "p99_us", "p999_us",
+                                                                 "max_us", "cpu_s", "producer_cpu_s")}
+                   for part, runs in lats_by.items() if runs}
+        lat, lat_raw = medians.get("latency"), medians.get("latency-raw")
         result = {
             "records": args.records, "value_size": args.size, "runs": args.runs, "load_average": load,
             "produce_records_per_s": med(produced), "produce_runs": produced,
             "consume_records_per_s": med(consumed), "consume_runs": consumed,
             "aio_produce_records_per_s": med(aio), "aio_produce_runs": aio,
             "latency": {"rate_per_s": args.latency_rate, **lat, "runs": lats} if lats else None,
+            "latency_raw": ({"rate_per_s": args.latency_rate, **lat_raw, "runs": lats_by["latency-raw"]}
+                            if lat_raw else None),
         }
         if produced:
             print(f"\nproduce (linger.ms 5, acks 1, produce() per record + flush): "
@@ -276,6 +309,10 @@ def main(argv=None):
                   f"p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, "
                   f"max {lat['max_us']:.0f} us; cpu s producer {lat['producer_cpu_s']:.2f}, "
                   f"consumer {lat['cpu_s']:.2f}")
+        if lat_raw:
+            print(f"latency-raw at {args.latency_rate:,}/s, one produce request per record, acks 0 (medians over "
+                  f"{len(lats_by['latency-raw'])} runs): p50 {lat_raw['p50_us']:.0f} us, p99 {lat_raw['p99_us']:.0f} us, "
+                  f"p99.9 {lat_raw['p999_us']:.0f} us, max {lat_raw['max_us']:.0f} us")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)

@@ -149,9 +149,9 @@ class GuardedLog:
         self.acl.check("topic", name, "delete")
         return self.core.delete_topic(name)
 
-    def create_partitions(self, name, count, validate_only=False):
+    def create_partitions_off_loop(self, name, count, validate_only=False):
         self.acl.check("topic", name, "alter")
-        return self.core.create_partitions(name, count, validate_only)
+        return self.core.create_partitions_off_loop(name, count, validate_only)
 
     def alter_topic_config(self, name, set_, delete):
         self.acl.check("topic", name, "alter")

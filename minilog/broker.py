@@ -189,14 +189,19 @@ class LogBroker:
         to the request: a requester that goes away does not stop it. Raises BrokerError (the
         future raises it too, for a failure of the file work).
         """
-        loop = asyncio.get_running_loop()
         if validate_only:
             self.topics.check_create(name, num_partitions, config)
-            done = loop.create_future()
-            done.set_result(None)
-            return done
-        build = self.topics.reserve(name, num_partitions, config)
-        task = loop.create_task(self.topics.build_off_loop(build, self._create_executor))
+            return self._done()
+        return self._start_build(self.topics.reserve(name, num_partitions, config))
+
+    @staticmethod
+    def _done() -> asyncio.Future:
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def _start_build(self, build) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(self.topics.build_off_loop(build, self._create_executor))
         self._creations.add(task)
         task.add_done_callback(self._creation_done)
         return task
@@ -239,9 +244,14 @@ class LogBroker:
         except OSError as exc:
             log.error("could not forget the commits of deleted topic %s: %s", name, exc)
 
-    def create_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
-        """Grow a topic to `count` partitions (or only check that it could). Raises BrokerError."""
-        self.topics.add_partitions(name, count, validate_only)
+    def create_partitions_off_loop(self, name: str, count: int, validate_only: bool = False) -> asyncio.Future:
+        """Grow a topic to `count` partitions (or only check that it could), as
+        `create_topic_off_loop` creates one: checked and claimed now, the new logs made on the
+        creation thread, adopted all at once. Raises BrokerError (the future too)."""
+        if validate_only:
+            self.topics.add_partitions(name, count, validate_only=True)
+            return self._done()
+        return self._start_build(self.topics.reserve_partitions(name, count))
 
     def describe_topics(self, names: list[str] | None, allow_auto_create: bool = False) -> dict:
         """{name: {partitions, config, error}} for `names` (None: every topic but internal ones)."""

@@ -49,7 +49,8 @@ class Topics:
         except UnknownTopicOrPartitionError:
             pass
         if self.logs.is_being_created(topic):
-            raise BrokerError(ErrorCode.NOT_FOUND, f"topic {topic!r} is being created: retry when it is")
+            raise BrokerError(ErrorCode.NOT_FOUND, f"topic {topic!r} is being created (or getting new partitions): "
+                                                   f"retry when it is done")
         if auto_create and self.auto_create and topic not in self._partitions:
             self.create(topic, None, {})
             try:
@@ -146,11 +147,13 @@ class Topics:
         each: 10,000 partitions on the event loop stalled every client for many seconds. A failure
         (no descriptors, no space, the server stopping) leaves nothing behind. Raises BrokerError.
         """
+        what = (f"create topic {build.topic!r}" if build.first == 0
+                else f"add partitions {build.first}..{build.partitions - 1} to {build.topic!r}")
         try:
             await asyncio.wrap_future(executor.submit(self.logs.build_topic, build))
         except (OSError, RuntimeError, TopicBuildCancelled) as exc:   # RuntimeError: the executor was shut down
             self.logs.abandon_topic(build)
-            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not create topic {build.topic!r}: {exc}") from None
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not {what}: {exc}") from None
         except BaseException:
             self.logs.abandon_topic(build)
             raise
@@ -158,11 +161,23 @@ class Topics:
             self.logs.adopt_topic(build)
         except TopicBuildCancelled as exc:
             self.logs.abandon_topic(build)
-            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not create topic {build.topic!r}: {exc}") from None
+            raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not {what}: {exc}") from None
         self._partitions[build.topic] = build.partitions
 
+    def reserve_partitions(self, name, count):
+        """Check a CreatePartitions request and claim the topic (`LogManager.reserve_partitions`);
+        returns the build for `build_off_loop`, which adds the new partitions all at once or
+        none (a failure halfway no longer leaves some of them). Raises BrokerError."""
+        self.add_partitions(name, count, validate_only=True)
+        try:
+            return self.logs.reserve_partitions(name, count)
+        except ValueError as exc:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"{exc}: retry when it is done") from None
+
     def add_partitions(self, name: str, count: int, validate_only: bool = False) -> None:
-        """Grow topic `name` to `count` partitions (CreatePartitions); partitions never shrink."""
+        """Grow topic `name` to `count` partitions on this thread (in-process use; the Kafka door's
+        CreatePartitions goes through `reserve_partitions` and `build_off_loop`): all the new
+        partitions or none. Partitions never shrink."""
         if name not in self._partitions:
             raise BrokerError(ErrorCode.NOT_FOUND, f"topic {name!r} does not exist")
         if name in INTERNAL_TOPICS:
@@ -173,16 +188,21 @@ class Topics:
                                                      f"larger, and at most {MAX_PARTITIONS}; got {count}")
         if validate_only:
             return
+        build = self.reserve_partitions(name, count)
         try:
-            for p in range(current, count):
-                self.logs.create_log(name, p)
-                self._partitions[name] = p + 1   # a failure midway keeps the partitions made so far
+            self.logs.build_topic(build)   # all the new partitions, or none
         except OSError as exc:
+            self.logs.abandon_topic(build)
             raise BrokerError(ErrorCode.STORAGE_ERROR, f"could not add partitions to {name!r}: {exc}") from None
+        self.logs.adopt_topic(build)
+        self._partitions[name] = count
 
     def delete(self, name) -> None:
         if not isinstance(name, str) or name not in self._partitions:
             raise BrokerError(ErrorCode.NOT_FOUND, f"topic {name!r} does not exist")
+        if self.logs.is_being_created(name):   # partitions being added: they would outlive the topic
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED,
+                              f"topic {name!r} is getting new partitions: delete it when that is done")
         if name in INTERNAL_TOPICS:
             raise BrokerError(ErrorCode.NOT_AUTHORIZED, f"{name!r} is an internal topic and cannot be deleted")
         try:

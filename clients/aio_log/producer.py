@@ -201,6 +201,7 @@ class AIOKafkaProducer:
         # The record accumulator (clients/log/accumulator.py): per topic, its partition count,
         # the open batch of each partition and the sticky partition's (`current`: send's fast path).
         self._acc = RecordAccumulator()
+        self._topics = self._acc.topics  # topic name -> TopicBatches, read once per send()
         self._keys = KeyPartitioner("murmur2_random")  # aiokafka's DefaultPartitioner
         self._pending: set = set()  # futures of requests in flight
         self._sent_since_yield = 0  # request bytes queued since send() last gave the loop a turn
@@ -262,7 +263,7 @@ class AIOKafkaProducer:
         # sticky partition's open batch and a size sum.
         if (key is None and partition is None and timestamp_ms is None and headers is None
                 and value.__class__ is bytes and self._value_serializer is None):
-            t = self._acc.topics.get(topic)
+            t = self._topics.get(topic)
             batch = t.current if t is not None else None
             if batch is not None:
                 rows = batch.rows

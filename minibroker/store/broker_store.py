@@ -97,7 +97,7 @@ class BrokerStore:
         d = self.definitions
         self.recovered = {"exchanges": len(d.exchanges), "queues": len(d.queues), "bindings": len(d.bindings),
                           "messages": messages, "bytes": rec.bytes, "truncated_bytes": rec.truncated_bytes,
-                          "seconds": round(time.monotonic() - began, 3)}
+                          "from_snapshot": rec.from_snapshot, "seconds": round(time.monotonic() - began, 3)}
         log.info("recovered %d durable exchanges, %d durable queues, %d bindings, %d persistent messages "
                  "(%d bytes) in %.3f s (fsync policy %s)", len(d.exchanges), len(d.queues), len(d.bindings),
                  messages, rec.bytes, time.monotonic() - began, self.journal.policy)
@@ -163,17 +163,20 @@ class BrokerStore:
             size = msg.size = sizes.setdefault(rm.body_size, rm.body_size)   # one int object per distinct size
             q.ready_bytes += size
             msg.persistent = True
-            deadline = None
-            ttl_ms = q.settings.message_ttl
-            if ttl_ms is not None:
-                deadline = rm.published_at + ttl_ms
-            expiration = props.get("expiration") if props else None
-            if expiration is not None:
-                try:
-                    own = rm.published_at + parse_expiration(expiration)
-                    deadline = own if deadline is None else min(deadline, own)
-                except Exception:
-                    pass
+            if rm.deadline_ms is not None:
+                deadline = rm.deadline_ms or None     # from the clean-stop snapshot, as the broker had it
+            else:
+                deadline = None
+                ttl_ms = q.settings.message_ttl
+                if ttl_ms is not None:
+                    deadline = rm.published_at + ttl_ms
+                expiration = props.get("expiration") if props else None
+                if expiration is not None:
+                    try:
+                        own = rm.published_at + parse_expiration(expiration)
+                        deadline = own if deadline is None else min(deadline, own)
+                    except Exception:
+                        pass
             if deadline is not None:
                 msg.expires_at = max(now + (deadline - wall_ms) / 1000.0, 1e-9)
             self.paged_bytes += size
@@ -440,6 +443,35 @@ class BrokerStore:
                 "recovered": self.recovered}
 
     # ==== shutdown ============================================================================
+    def _snapshot_queues(self):
+        """What the clean-stop snapshot needs from the core (`MessageJournal.write_snapshot`): per
+        durable queue, its stored messages with exchange, routing key, packed properties and
+        expiry deadline (ms since the epoch). Connections are closed by now, so unacked
+        messages are back in their queues; one that is not makes the journal skip the snapshot."""
+        broker = self._broker
+        now = broker.clock()
+        wall_ms = time.time() * 1000
+        pack = self.journal.pack_properties
+        packed: dict[int, bytes] = {}     # id(properties) -> packed: equal messages share one dict
+        for q in list(broker.queues.values()):
+            if not q.durable or q.exclusive_owner is not None:
+                continue
+            msgs = []
+            for m in q.ready:
+                store_id = m.store_id
+                if store_id is None:
+                    continue
+                props = m.properties
+                if props:
+                    props_bin = packed.get(id(props))
+                    if props_bin is None:
+                        props_bin = packed[id(props)] = pack(props)
+                else:
+                    props_bin = b""
+                deadline = int(wall_ms + (m.expires_at - now) * 1000) if m.expires_at else None
+                msgs.append((store_id, m.exchange, m.routing_key, props_bin, deadline))
+            yield q.name, msgs
+
     def close(self) -> None:
         self._flush_turn()
         if self._retry_handle is not None:
@@ -451,7 +483,7 @@ class BrokerStore:
             except Exception as exc:
                 log.error("definitions file could not be saved at shutdown (%s: %s): deleted durable queues, "
                           "exchanges or bindings may come back after the restart", type(exc).__name__, exc)
-        self.journal.close_sync()
+        self.journal.close_sync(snapshot=self._snapshot_queues if self._broker is not None else None)
         lock = getattr(self, "_lock_file", None)
         if lock is not None:
             lock.release()

@@ -61,6 +61,14 @@ The journal keeps, per live message, one packed int: (segment, record offset, re
 body length). `read_body(msg_id)` is one `os.pread` of exactly the body. Message ids are the
 stable handle: compaction moves records, the id's location follows.
 
+Clean-stop snapshot (`write_snapshot`, `_load_snapshot`)
+---------------------------------------------------------
+A clean stop writes `clean-stop.snapshot`: every live message's id, location, exchange,
+routing key, properties and deadline (as the broker holds them), delivery counts, and every
+segment's id, size and references. The next `open` uses it instead of a replay when it names
+exactly the segment files on disk, with their sizes, and passes its CRC; it is deleted at that
+start either way, so a crash of the next run replays.
+
 Recovery (`open`)
 -----------------
 Segments are replayed in order; a damaged record followed by whole ones (a flipped bit in old,
@@ -150,6 +158,9 @@ class RecoveredMessage(NamedTuple):
     published_at: int     # ms since the epoch
     delivery_count: int
     redelivered: bool     # delivered at least once before the restart
+    # From a clean-stop snapshot: when the message expires (ms since the epoch; 0: never), as
+    # the broker had it. None after a replay: the owner computes it from published_at.
+    deadline_ms: int | None = None
 
 
 class Recovery(NamedTuple):
@@ -159,6 +170,15 @@ class Recovery(NamedTuple):
     segments: int
     truncated_bytes: int  # torn or corrupt tail cut off
     seconds: float
+    from_snapshot: bool = False   # the clean-stop snapshot was used instead of a replay
+
+
+# The clean-stop snapshot (`write_snapshot`, `_load_snapshot`): one file beside the segments.
+SNAPSHOT_NAME = "clean-stop.snapshot"
+SNAPSHOT_MAGIC = b"MBSNAP01"
+_SNAPSHOT_HEADER = struct.Struct(">8sQI")   # magic, body length, CRC32 of the body
+SNAPSHOT_VERSION = 1
+_MASK64 = (1 << 64) - 1
 
 
 class Segment:
@@ -252,6 +272,10 @@ class MessageJournal:
         props_cache: dict[bytes, bytes] = {}
         truncated = 0
         max_id = 0
+        deadlines = self._load_snapshot(names, state)
+        if deadlines is not None:
+            max_id = self._next_id - 1
+            names = ()          # no replay: the snapshot holds what it would have found
         for name in names:
             seg_id = int(name[:-4])
             path = os.path.join(self.directory, name)
@@ -341,7 +365,8 @@ class MessageJournal:
                     continue
                 kept.add(q)
                 count = deliveries.get(q, 0) if deliveries else 0
-                rm = RecoveredMessage(msg_id, exchange, rk, props, body_len, published_at, count, count > 0)
+                rm = RecoveredMessage(msg_id, exchange, rk, props, body_len, published_at, count, count > 0,
+                                      None if deadlines is None else deadlines.get(msg_id, 0))
                 if on_message is None:
                     queues[q].append(rm)
                 else:
@@ -373,12 +398,175 @@ class MessageJournal:
         if orphans:
             self.flush_sync()
         recovery = Recovery(dict(queues), len(self._index), live_bytes, len(self.segments), truncated,
-                            time.monotonic() - began)
-        log.info("journal recovered %d messages (%d bytes live) in %d queues from %d segments in %.3f s%s",
+                            time.monotonic() - began, deadlines is not None)
+        log.info("journal recovered %d messages (%d bytes live) in %d queues from %d segments in %.3f s%s%s",
                  recovery.messages, live_bytes, len(recovered_queues or recovery.queues), recovery.segments,
-                 recovery.seconds,
+                 recovery.seconds, " from the clean-stop snapshot (no replay)" if deadlines is not None else "",
                  f"; cut {truncated} bytes of torn tail" if truncated else "")
         return recovery
+
+    # ==== clean-stop snapshot ==================================================================
+    def _snapshot_path(self) -> str:
+        return os.path.join(self.directory, SNAPSHOT_NAME)
+
+    def write_snapshot(self, queues) -> bool:
+        """At a clean stop, after everything is written and fsynced: save what `open` needs to
+        skip the replay. Returns whether a snapshot was written.
+
+        `queues` yields (queue name, [(msg_id, exchange, routing_key, properties_bin,
+        deadline_ms or None), ...]) for every live message of every durable queue, as the broker
+        holds them. The snapshot is kept only if that covers the journal's live (message,
+        queue) pairs exactly; otherwise (a message the broker no longer holds, say an unacked
+        one whose connection did not close in time) the next start replays.
+
+        Layout after the header (magic, body length, CRC32 of the body): a stream of msgpack
+        objects, so neither side ever holds the whole backlog twice: a map (version, next id,
+        every segment's [id, size, refs]), then per queue its name followed by one array per
+        message: [msg_id, location >> 64, location & 2**64-1, exchange, routing_key,
+        properties_bin, deadline_ms or nil, {queue: delivery count} or nil].
+        """
+        if self.failure is not None or self._fsync_failed or self._buf:
+            return False
+        path = self._snapshot_path()
+        tmp = path + ".tmp"
+        index = self._index
+        fanout = self._fanout
+        delivery = self._delivery
+        pack = msgpack.Packer(use_bin_type=True).pack
+        head = pack({"version": SNAPSHOT_VERSION, "next_id": self._next_id,
+                     "segments": [[seg.id, seg.written, sorted(seg.refs)] for seg in self.segments.values()]})
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        done = False
+        try:
+            _write_all(fd, _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, 0, 0))   # filled in at the end
+            out = [head]
+            out_bytes = len(head)
+            crc = 0
+            length = 0
+            pairs = 0
+            for name, msgs in queues:
+                out.append(pack(name))
+                for msg_id, exchange, rk, props_bin, deadline in msgs:
+                    loc = index.get(msg_id)
+                    if loc is None or (msg_id in fanout and name not in fanout[msg_id]):
+                        log.info("journal: no clean-stop snapshot (queue %r holds message %d, which the journal "
+                                 "does not have live for it); the next start replays", name, msg_id)
+                        return False
+                    # The packed location is 128 bits: msgpack takes it as two 64-bit halves.
+                    item = pack((msg_id, loc >> 64, loc & _MASK64, exchange, rk, props_bin, deadline,
+                                 delivery.get(msg_id)))
+                    out.append(item)
+                    out_bytes += len(item)
+                    pairs += 1
+                    if out_bytes >= WRITE_OUT_BYTES:
+                        chunk = b"".join(out)
+                        crc = zlib.crc32(chunk, crc)
+                        _write_all(fd, chunk)
+                        length += len(chunk)
+                        out, out_bytes = [], 0
+            expected = len(index) + sum(len(p) - 1 for p in fanout.values())
+            if pairs != expected:
+                log.info("journal: no clean-stop snapshot (the queues hold %d of the journal's %d live messages); "
+                         "the next start replays", pairs, expected)
+                return False
+            chunk = b"".join(out)
+            crc = zlib.crc32(chunk, crc)
+            _write_all(fd, chunk)
+            length += len(chunk)
+            os.pwrite(fd, _SNAPSHOT_HEADER.pack(SNAPSHOT_MAGIC, length, crc), 0)
+            os.fsync(fd)
+            done = True
+        finally:
+            os.close(fd)
+            if not done:
+                os.unlink(tmp)
+        os.replace(tmp, path)
+        fsync_directory(self.directory)
+        log.info("journal: clean-stop snapshot of %d messages written (%d bytes)", pairs, length)
+        return True
+
+    def _load_snapshot(self, names, state: dict):
+        """Fill `state` and `segments` from the clean-stop snapshot; None when there is none to use.
+
+        Used only when its CRC is right and it names exactly the segment files on disk, with
+        their sizes (a clean stop is the last writer of every segment; any later start, even
+        one killed at once, opens a new segment, so a stale snapshot never matches). Whatever
+        the outcome, the file is removed before anything else is written: it describes this
+        stop only, and a crash of the next run must replay. Returns {msg_id: deadline_ms} for
+        the messages that expire.
+        """
+        path = self._snapshot_path()
+        if os.path.exists(path + ".tmp"):
+            os.unlink(path + ".tmp")     # a stop killed while writing it
+        if not os.path.exists(path):
+            return None
+        try:
+            try:
+                return self._fill_from_snapshot(path, names, state)
+            finally:
+                os.unlink(path)
+                fsync_directory(self.directory)
+        except (ValueError, KeyError, TypeError, IndexError, OSError, msgpack.UnpackException) as exc:
+            for seg in self.segments.values():
+                os.close(seg.fd)
+            self.segments.clear()
+            state.clear()
+            self._next_id = 1
+            log.warning("journal: clean-stop snapshot not used (%s: %s); replaying the journal",
+                        type(exc).__name__, exc)
+            return None
+
+    def _fill_from_snapshot(self, path: str, names, state: dict) -> dict:
+        with open(path, "rb") as f:
+            magic, length, crc = _SNAPSHOT_HEADER.unpack(f.read(_SNAPSHOT_HEADER.size))
+            if magic != SNAPSHOT_MAGIC:
+                raise ValueError("wrong magic")
+            got, n = 0, 0
+            while chunk := f.read(1 << 20):
+                got = zlib.crc32(chunk, got)
+                n += len(chunk)
+            if n != length or got != crc:
+                raise ValueError("it fails its length or CRC check")
+            f.seek(_SNAPSHOT_HEADER.size)
+            items = msgpack.Unpacker(f, raw=False, read_size=1 << 20)
+            head = next(items)
+            if head["version"] != SNAPSHOT_VERSION:
+                raise ValueError(f"version {head['version']!r}")
+            segments = head["segments"]
+            on_disk = {int(n[:-4]): os.path.getsize(os.path.join(self.directory, n)) for n in names}
+            if {seg_id: size for seg_id, size, _refs in segments} != on_disk:
+                raise ValueError("the segment files changed since it was written")
+            for seg_id, size, refs in segments:
+                seg_path = os.path.join(self.directory, segment_name(seg_id))
+                fd = os.open(seg_path, os.O_RDWR)
+                seg = self.segments[seg_id] = Segment(seg_id, seg_path, fd, size)
+                seg.refs = set(refs)
+                if decode_segment_header(os.pread(fd, SEGMENT_HEADER.size, 0)) is None:
+                    raise ValueError(f"segment {segment_name(seg_id)} has no valid header")
+            live = self.segments
+            now_ms = int(time.time() * 1000)
+            deadlines = {}
+            props_cache: dict[bytes, bytes] = {}
+            name = None
+            for item in items:
+                if type(item) is str:
+                    name = _intern(item)
+                    continue
+                msg_id, loc_hi, loc_lo, exchange, rk, props_bin, deadline, deliveries = item
+                if name is None or (loc_hi >> (_SEG_SHIFT - 64)) not in live:
+                    raise ValueError("an entry points into a segment that is not there")
+                entry = state.get(msg_id)
+                if entry is not None:    # one record for several queues
+                    pending = entry[1] if type(entry[1]) is set else {entry[1]}
+                    pending.add(name)
+                    state[msg_id] = (entry[0], pending) + entry[2:]
+                    continue
+                state[msg_id] = ((loc_hi << 64) | loc_lo, name, _intern(exchange), _intern(rk),
+                                 props_cache.setdefault(props_bin, props_bin), now_ms, deliveries)
+                if deadline is not None:
+                    deadlines[msg_id] = deadline
+        self._next_id = int(head["next_id"])
+        return deadlines
 
     def _replay(self, seg, off, rtype, payload, state, props_cache, max_id):
         rec = msgpack.unpackb(payload, raw=False, use_list=True)
@@ -1084,8 +1272,12 @@ class MessageJournal:
                 break
         self.close_sync()
 
-    def close_sync(self) -> None:
-        """Flush, fsync and close, blocking. Safe while a committer round is in flight."""
+    def close_sync(self, snapshot=None) -> None:
+        """Flush, fsync and close, blocking. Safe while a committer round is in flight.
+
+        `snapshot`: a callable returning what `write_snapshot` takes, called once everything is
+        on disk, so the next start can skip the replay.
+        """
         if self._closed:
             return
         if self._background is not None:
@@ -1096,6 +1288,16 @@ class MessageJournal:
             # A clean close leaves no preallocated tail behind (recovery would only skip it).
             os.ftruncate(self._active.fd, self._active.written)
             self.flush_sync()
+            if snapshot is not None:
+                try:
+                    self.write_snapshot(snapshot())
+                except Exception as exc:   # the next start replays; nothing else depends on it
+                    log.error("journal: clean-stop snapshot could not be written (%s: %s); the next start "
+                              "replays", type(exc).__name__, exc)
+                    try:
+                        os.unlink(self._snapshot_path() + ".tmp")
+                    except OSError:
+                        pass
         except OSError as exc:
             # Nothing confirmed is at stake (it was durable before its confirm went out); what
             # is lost is unconfirmed publishes and recent settlements (redelivered after restart).
@@ -1138,6 +1340,12 @@ def _peek_msg_id(payload: bytes) -> int:
     if fmt is None:
         return msgpack.unpackb(payload, raw=False)[0]
     return struct.unpack_from(fmt, payload, 2)[0]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _fdatasync_all(fds, directory) -> float:

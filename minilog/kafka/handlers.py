@@ -351,26 +351,47 @@ class KafkaApis:
             try:
                 self.server.core(conn).delete_topic(name)
             except BrokerError as exc:
-                code = _code(exc, {ErrorCode.NOT_AUTHORIZED: E.INVALID_REQUEST})
+                code = _code(exc, {ErrorCode.NOT_AUTHORIZED: E.INVALID_REQUEST,
+                                   ErrorCode.PRECONDITION_FAILED: E.INVALID_REQUEST})   # being grown
                 message = exc.message
             results.append({"name": name, "error_code": code, "error_message": message})
         return {"responses": results}
 
-    def create_partitions(self, conn, req) -> dict:
+    _PARTITIONS_ERRORS = {ErrorCode.BAD_REQUEST: E.INVALID_PARTITIONS, ErrorCode.NOT_AUTHORIZED: E.INVALID_REQUEST,
+                          ErrorCode.PRECONDITION_FAILED: E.INVALID_REQUEST}
+
+    def create_partitions(self, conn, req):
         b = req.body
-        results = []
+        topics = self.broker.topics
+        try:   # the new partitions of the whole request, bounded as a CreateTopics' are
+            topics.check_request_size(t["count"] - topics.partition_count(t["name"]) for t in b["topics"]
+                                      if t["count"] > topics.partition_count(t["name"]) > 0)
+            too_big = None
+        except BrokerError as exc:
+            too_big = exc.message
+        core = self.server.core(conn)
+        results, pending = [], []
         for t in b["topics"]:
-            code, message = E.NONE, None
-            if t["assignments"] and any(a["broker_ids"] not in ([NODE_ID], []) for a in t["assignments"]):
-                code, message = E.INVALID_REPLICA_ASSIGNMENT, f"the only broker is node {NODE_ID}"
+            row = {"name": t["name"], "error_code": E.NONE, "error_message": None}
+            results.append(row)
+            if too_big is not None:
+                row["error_code"], row["error_message"] = E.INVALID_REQUEST, too_big
+            elif t["assignments"] and any(a["broker_ids"] not in ([NODE_ID], []) for a in t["assignments"]):
+                row["error_code"], row["error_message"] = E.INVALID_REPLICA_ASSIGNMENT, f"the only broker is node {NODE_ID}"
             else:
                 try:
-                    self.server.core(conn).create_partitions(t["name"], t["count"], b["validate_only"])
+                    # Checked and claimed now; the new logs are made on the broker's creation thread.
+                    pending.append((row, core.create_partitions_off_loop(t["name"], t["count"], b["validate_only"])))
                 except BrokerError as exc:
-                    code = _code(exc, {ErrorCode.BAD_REQUEST: E.INVALID_PARTITIONS,
-                                       ErrorCode.NOT_AUTHORIZED: E.INVALID_REQUEST})
-                    message = exc.message
-            results.append({"name": t["name"], "error_code": code, "error_message": message})
+                    row["error_code"], row["error_message"] = _code(exc, self._PARTITIONS_ERRORS), exc.message
+        return self._partitions_created(results, pending)
+
+    async def _partitions_created(self, results, pending) -> dict:
+        for row, created in pending:
+            try:
+                await asyncio.shield(created)
+            except BrokerError as exc:
+                row["error_code"], row["error_message"] = _code(exc, self._PARTITIONS_ERRORS), exc.message
         return {"results": results}
 
     def delete_groups(self, conn, req):

@@ -1,17 +1,19 @@
 """The whole-broker queue model (brokertest/queue_model.py) through three client/broker pairs:
 the real pika on minibroker's AMQP door, this project's pika-style client on minibroker's
-msgpack door, and, when AMQP_TEST_URL names one, the real pika on a real RabbitMQ."""
+msgpack door, and, when AMQP_TEST_URL names one, the real pika on a real RabbitMQ. Each first
+takes the model's fixed tour through every feature (`tour`), then hypothesis's random runs."""
 
 import os
 
 import pytest
 from hypothesis import settings
 
-from brokertest.queue_model import queue_model
+from brokertest.queue_model import queue_model, tour
 
 
 def _run(machine):
     from hypothesis.stateful import run_state_machine_as_test
+    tour(machine)
     run_state_machine_as_test(machine, settings=settings(max_examples=settings().max_examples // 3 or 1,
                                                          stateful_step_count=30, deadline=None))
 

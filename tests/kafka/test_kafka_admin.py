@@ -3,6 +3,7 @@ and the connection rules: version negotiation, a malformed frame closes only its
 
 import os
 import socket
+import time
 import struct
 
 import pytest
@@ -163,3 +164,25 @@ def test_confluent_admin_create_request_is_bounded_in_partitions(bootstrap, kafk
     # Within the bound, a wide topic is made (off the event loop) and usable at once.
     assert _result(admin.create_topics([confluent_admin.NewTopic("wide", 200, 1)], request_timeout=60)["wide"]) is None
     assert sorted(admin.list_topics(timeout=15).topics["wide"].partitions) == list(range(200))
+
+
+def test_partitions_are_added_off_the_event_loop_all_at_once(bootstrap, kafka_minilog):
+    """CreatePartitions makes the new logs on the creation thread: another client is answered
+    meanwhile, and the topic goes from 1 to 400 partitions in one step."""
+    from clients.rpc import RpcConnection
+    admin = confluent_admin.AdminClient({"bootstrap.servers": bootstrap})
+    assert _result(admin.create_topics([confluent_admin.NewTopic("grown", 1, 1)])["grown"]) is None
+    counts = set()
+    with RpcConnection(kafka_minilog.host, kafka_minilog.port) as other:
+        grown = admin.create_partitions([confluent_admin.NewPartitions("grown", 400)], request_timeout=120)["grown"]
+        waits = []
+        while not grown.done():
+            sent = time.monotonic()
+            other.call("ping", timeout=60)
+            waits.append(time.monotonic() - sent)
+            counts.add(len(other.call("metadata", {"topics": ["grown"]})["topics"]["grown"]["partitions"]))
+        assert _result(grown) is None
+    assert len(waits) >= 5, waits            # before: the one ping sent meanwhile waited for all of it
+    assert counts <= {1, 400}, counts         # never a part of the new partitions
+    assert kafka_minilog.server.broker.topics.partition_count("grown") == 400
+    assert len([n for n in os.listdir(kafka_minilog.data_dir) if n.rsplit("-", 1)[0] == "grown"]) == 400

@@ -93,3 +93,30 @@ def test_batches_claiming_2_31_records_on_disk_never_stop_a_restart(tmp_path):
         assert reopened.read_bytes(0)
         end = reopened.log_end_offset
         assert reopened.append(batch_of([b"after"])).base_offset == end
+
+
+def test_running_out_of_file_descriptors_while_adding_partitions_adds_none(tmp_path):
+    logs = LogManager(str(tmp_path))
+    logs.create_topic("grow", 2, {"retention.ms": 60_000})
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    in_use = len(os.listdir("/proc/self/fd"))
+    build = logs.reserve_partitions("grow", 22)
+    assert logs.is_being_created("grow")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 20, hard))  # room for about six partitions
+    try:
+        with pytest.raises(OSError):
+            logs.build_topic(build)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    logs.abandon_topic(build)
+    assert len(os.listdir("/proc/self/fd")) <= in_use + 1  # nothing leaked
+    assert logs.topics()["grow"] == [0, 1] and not logs.is_being_created("grow")
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("grow")) == ["grow-0", "grow-1"]
+    assert logs.overrides_for("grow") == {"retention.ms": 60_000}   # the topic keeps its config file
+    build = logs.reserve_partitions("grow", 22)
+    logs.build_topic(build)
+    assert [log.config.retention_ms for log in logs.adopt_topic(build)] == [60_000] * 20
+    logs.close()
+    with LogManager(str(tmp_path)) as again:
+        assert again.topics()["grow"] == list(range(22))
+        assert again.overrides_for("grow") == {"retention.ms": 60_000}

@@ -1,0 +1,34 @@
+"""bench/minilog_clients.py runs (no figures asserted: speed is measured by the bench, not here):
+its latency parts deliver every record, and it starts its own server whoever holds the
+default ports."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_latency_and_raw_latency_count_every_record_with_the_kafka_port_taken(tmp_path):
+    # The bench's server must not need the Kafka door's default port (another minilog, or a
+    # second bench, may hold it): hold it ourselves when it is free.
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 9092))
+        holder.listen()
+    except OSError:
+        pass  # taken already: the case this guards against
+    out = tmp_path / "result.json"
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench.minilog_clients", "--runs", "1", "--only",
+                               "latency,latency-raw", "--latency-rate", "1000", "--latency-seconds", "0.3",
+                               "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    for part in ("latency", "latency_raw"):
+        assert result[part]["records"] == 300 and 0 < result[part]["p50_us"] <= result[part]["max_us"], result[part]
+    assert "latency-raw at 1,000/s" in proc.stdout
