@@ -196,7 +196,9 @@ def validate_records(buf, pos: int = 0, header: BatchHeader | None = None) -> Ba
     - key and value are ``bin`` or ``nil``; headers ``nil`` or ``[str, bin|nil]`` pairs.
 
     Raises InvalidBatchError naming what is wrong. The work is done column-wise by
-    C-level builtins (about 0.15-0.3 us per record), not by a Python loop per record.
+    C-level builtins, not by a Python loop per record: records alike (same-size values, nil
+    headers) by stride runs over the bytes (`_rows_alike`, about 0.03 us per record), the
+    others on the decoded rows (about 0.2 us per record).
     """
     h = header if header is not None else read_header(buf, pos)
     if h.magic == _kafka.MAGIC:
@@ -206,6 +208,9 @@ def validate_records(buf, pos: int = 0, header: BatchHeader | None = None) -> Ba
     where = f"batch at position {pos}"
     with memoryview(buf) as mv:
         body = mv[pos + HEADER_SIZE:pos + LOG_OVERHEAD + h.length]
+        if _rows_alike(body, n, h.max_timestamp - h.first_timestamp):
+            body.release()
+            return h
         try:
             rows = msgpack.unpackb(body, use_list=False, raw=False)
         except Exception as exc:  # msgpack raises several unrelated types (ExtraData, ValueError...)
@@ -251,6 +256,160 @@ def validate_records(buf, pos: int = 0, header: BatchHeader | None = None) -> Ba
                     for pair in hd):
                 raise InvalidBatchError(f"{where}: record headers must be nil or an array of [str, bin] pairs")
     return h
+
+
+# ---- stride runs: validate_records' common case, without building a record -----------------
+# A producer of same-size values packs records that differ only in their offset and timestamp
+# deltas: across a run every other byte of a record (the array and bin headers, a nil key, the
+# nil headers) is the same. `_rows_alike` checks such runs column by column in C, as
+# clients/kafka_batch.py does for Kafka batches (`_stride_run`), and accepts a body only when
+# that proves every record well formed; anything else (headers, other encodings, varied sizes,
+# any error) goes to the full check, which alone words the errors.
+_MIN_ROWS_FOR_RUNS = 16
+_MAX_TEMPLATES = 8
+_UINT_TYPES = {0xCC: 1, 0xCD: 2}        # uint8, uint16 (positive fixints have no type byte)
+_BIN_LEN_SIZE = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_ALL_BYTES = bytes(range(256))
+_flag_tables: dict = {}
+
+
+def _flag_table(kind: str, limit: int) -> bytes:
+    """translate() table flagging (1) the bytes above `limit` ("above") or equal to it ("at")."""
+    table = _flag_tables.get((kind, limit))
+    if table is None:
+        table = _flag_tables[(kind, limit)] = bytes(
+            (b > limit if kind == "above" else b == limit) for b in range(256))
+    return table
+
+
+def _uint_field(body, q: int):
+    """(value, where its bytes start, how many, the type byte or None, end) of a non-negative
+    msgpack int at `q` in the encodings runs handle (positive fixint, uint8, uint16), or None."""
+    b = body[q]
+    if b < 0x80:
+        return b, q, 1, None, q + 1
+    size = _UINT_TYPES.get(b)
+    if size is None:
+        return None
+    return int.from_bytes(body[q + 1:q + 1 + size], "big"), q + 1, size, b, q + 1 + size
+
+
+def _row_template(body, q: int, index: int, latest: int):
+    """Check the record at `q` alone, in the shape runs handle: a 5-array of offset delta
+    `index`, a timestamp delta in 0..`latest`, bin or nil key and value, nil headers. Returns
+    (its size, the offsets of its fixed bytes, the offset delta's (at, size, type), the
+    timestamp delta's (at, size, type)), offsets relative to `q`; None for any other shape."""
+    end = len(body)
+    if body[q] != 0x95:
+        return None
+    fixed = [0]
+    off = _uint_field(body, q + 1)
+    if off is None or off[0] != index:
+        return None
+    if off[3] is not None:
+        fixed.append(1)
+    ts = _uint_field(body, off[4])
+    if ts is None or ts[0] > latest:
+        return None
+    if ts[3] is not None:
+        fixed.append(off[4] - q)
+    r = ts[4]
+    for _ in range(2):                      # key, value
+        b = body[r]
+        if b == 0xC0:
+            fixed.append(r - q)
+            r += 1
+            continue
+        size = _BIN_LEN_SIZE.get(b)
+        if size is None:
+            return None
+        fixed.extend(range(r - q, r + 1 + size - q))
+        r += 1 + size + int.from_bytes(body[r + 1:r + 1 + size], "big")
+    if r >= end or body[r] != 0xC0:        # headers
+        return None
+    fixed.append(r - q)
+    return r + 1 - q, fixed, (off[1] - q, off[2], off[3]), (ts[1] - q, ts[2], ts[3])
+
+
+def _rows_alike(body, n: int, latest: int) -> bool:
+    """True when runs prove the body is one array of exactly `n` records of the template shape
+    with offset deltas 0..n-1, timestamp deltas <= `latest` and nothing after; False: ask the
+    full check."""
+    if n < _MIN_ROWS_FOR_RUNS or latest < 0 or len(body) < 5:
+        return False
+    b = body[0]
+    if b == 0xDC:
+        count, q = int.from_bytes(body[1:3], "big"), 3
+    elif b == 0xDD:
+        count, q = int.from_bytes(body[1:5], "big"), 5
+    elif 0x90 <= b <= 0x9F:
+        count, q = b & 0x0F, 1
+    else:
+        return False
+    if count != n:
+        return False
+    i, end = 0, len(body)
+    try:
+        for _ in range(_MAX_TEMPLATES):
+            template = _row_template(body, q, i, latest)
+            if template is None:
+                return False
+            size = template[0]
+            q += size
+            i += 1
+            if i < n:
+                k = _row_run(body, q - size, q, i, n, template, latest)
+                q += k * size
+                i += k
+                if k < _MIN_ROWS_FOR_RUNS and i < n:
+                    return False   # records that differ: the full check is cheaper than more templates
+            if i == n:
+                return q == end
+    except IndexError:   # a record runs past the body: the full check says how
+        return False
+    return False
+
+
+def _row_run(body, t: int, p: int, i: int, n: int, template, latest: int) -> int:
+    """How many records from record `i` at `p` on are laid out as the template at `t`, with
+    offset deltas i, i+1, ... and timestamp deltas <= `latest`, in the template's encodings."""
+    stride, fixed, (off_at, off_size, off_type), (ts_at, ts_size, ts_type) = template
+    k = min(n - i, (0x80 if off_type is None else 1 << (8 * off_size)) - i, (len(body) - p) // stride)
+    if k <= 0:
+        return 0
+    for r in fixed:
+        col = bytes(body[p + r:p + r + (k - 1) * stride + 1:stride])
+        want = bytes(body[t + r:t + r + 1]) * k
+        if col != want:
+            k = _kafka._first_difference(col, want, k)
+            if k == 0:
+                return 0
+    for b in range(off_size):               # the big-endian bytes of i..i+k-1
+        block = 1 << (8 * (off_size - 1 - b))    # byte b is constant over blocks of this many
+        first, last = i // block, (i + k - 1) // block
+        if block == 1:
+            want = (_ALL_BYTES * ((i % 256 + k + 255) // 256))[i % 256:i % 256 + k]
+        else:
+            want = b"".join(bytes((v & 0xFF,)) * block for v in range(first, last + 1))
+            want = want[i - first * block:i - first * block + k]
+        col = bytes(body[p + off_at + b:p + off_at + b + (k - 1) * stride + 1:stride])
+        if col != want:
+            k = _kafka._first_difference(col, want, k)
+            if k == 0:
+                return 0
+    cols = [bytes(body[p + ts_at + b:p + ts_at + b + (k - 1) * stride + 1:stride]) for b in range(ts_size)]
+    if ts_size == 1:
+        bad = int.from_bytes(cols[0].translate(_flag_table("above", min(latest, 0x7F if ts_type is None else 0xFF))),
+                             "big")
+    else:
+        limit = min(latest, 0xFFFF)
+        hi, lo = cols
+        bad = (int.from_bytes(hi.translate(_flag_table("above", limit >> 8)), "big")
+               | (int.from_bytes(hi.translate(_flag_table("at", limit >> 8)), "big")
+                  & int.from_bytes(lo.translate(_flag_table("above", limit & 0xFF)), "big")))
+    if bad:
+        k = k - 1 - (bad.bit_length() - 1) // 8
+    return k
 
 
 def set_base_offset(buf, offset: int, pos: int = 0) -> None:

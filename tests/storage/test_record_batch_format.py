@@ -127,3 +127,63 @@ def test_iter_batches_raises_on_a_corrupt_middle_batch():
     b[-1] ^= 1
     with pytest.raises(CorruptBatchError):
         list(iter_batches(a + bytes(b) + a))
+
+
+# ---- validate_records' stride runs (_rows_alike) against its full check ----------------------
+from unittest import mock  # noqa: E402
+
+import clients.record_batch as record_batch  # noqa: E402
+
+
+def _verdicts(buf):
+    """(what validate_records says, what its full check alone says): None or the error text."""
+    def verdict():
+        try:
+            validate_records(buf)
+        except InvalidBatchError as exc:
+            return str(exc)
+        return None
+    with_runs = verdict()
+    with mock.patch.object(record_batch, "_rows_alike", lambda *args: False):
+        return with_runs, verdict()
+
+
+# Runs of records alike, each with its own value size, key and time step, long enough to cross
+# the encodings of offset deltas (fixint to 128, uint8 to 256, uint16) and of timestamp deltas.
+alike_runs = st.lists(st.tuples(st.integers(1, 120), st.sampled_from([0, 1, 31, 32, 255, 256, 70_000]),
+                                st.sampled_from([None, b"", b"k", b"key" * 100]),
+                                st.sampled_from([0, 1, 3, 300])),
+                      min_size=1, max_size=4)
+
+
+@examples(150)
+@given(alike_runs, st.lists(st.tuples(st.integers(0, 2**31), st.integers(1, 255)), max_size=3),
+       st.none() | st.integers(0, 70_000), st.booleans())
+def test_stride_runs_give_the_full_checks_verdict(runs, flips, max_ts, with_headers):
+    recs, ts = [], 10_000
+    for n, size, key, step in runs:
+        for _ in range(n):
+            recs.append((key, b"v" * size, ts, [("h", b"x")] if with_headers and len(recs) % 50 == 7 else None))
+            ts += step
+    buf = bytearray(build_batch(recs))
+    for where, flip in flips:
+        buf[39 + where % (len(buf) - 39)] ^= flip
+    if max_ts is not None:
+        buf[31:39] = struct.pack(">q", read_header(buf).first_timestamp + max_ts)
+    with_runs, full = _verdicts(buf)
+    assert with_runs == full
+
+
+def test_stride_runs_cover_a_large_batch_and_catch_a_bad_record_in_it():
+    recs = [(None, b"x" * 100, 5_000 + i // 10, None) for i in range(20_000)]
+    good = bytearray(build_batch(recs))
+    with mock.patch.object(record_batch.msgpack, "unpackb", side_effect=AssertionError("decoded")):
+        assert validate_records(good).record_count == 20_000   # proved by runs alone
+    late = bytearray(good)
+    late[31:39] = struct.pack(">q", 5_000 + 1_500)               # records 15,010.. are newer
+    assert _verdicts(late)[0] is not None and _verdicts(late)[0] == _verdicts(late)[1]
+    gap = bytearray(good)
+    at = bytes(gap).index(b"\x95\xcd\x3a\x98")                     # record 15,000's offset delta
+    gap[at + 3] = 0x99
+    with_runs, full = _verdicts(gap)
+    assert with_runs is not None and "offset deltas" in with_runs and with_runs == full
