@@ -159,20 +159,31 @@ def queue_model(pika, parameters):
             """`msg` dies in `q`: into the queue its dead-letter routing key names, with x-death."""
             target = {self.plain: self.dlq, self.dlq: self.plain, self.limited: self.dlq}.get(q)
             if target is None:
-                return              # no dead-letter exchange: dropped
+                return None         # no dead-letter exchange: dropped
             deaths = [d for d in msg["deaths"] if (d[0], d[1]) != (q, reason)]
             count = sum(d[2] for d in msg["deaths"] if (d[0], d[1]) == (q, reason))
             self._enqueue(target, dict(msg, redelivered=False, returns=0,
                                        deaths=[(q, reason, count + 1)] + deaths))
+            return target
 
         def _return(self, q, msg):
             """`msg`, delivered from `q` and not acked, goes back: requeued, or past the delivery
             limit dead-lettered."""
             returns = msg["returns"] + 1
             if q == self.limited and returns > DELIVERY_LIMIT:
-                self._dead_letter(q, msg, "delivery_limit")
-            else:
-                self._enqueue(q, dict(msg, redelivered=True, returns=returns), requeued=True)
+                return self._dead_letter(q, msg, "delivery_limit")
+            self._enqueue(q, dict(msg, redelivered=True, returns=returns), requeued=True)
+            return q
+
+        def _await_arrivals(self, queues):
+            """RabbitMQ requeues and dead-letters a moment after the nack or close, not within
+            it, and from two queues in either order; ours does it at once. Wait (with a
+            deadline) until each queue that gets messages back holds what the model says, so
+            the next step sees them all in place. Consumers' queue: their invariant waits."""
+            for q in sorted(q for q in queues if q and not (q == self.plain and self.consumers)):
+                want = len(self.queues[q])
+                wait_until(lambda: self.channels[1].queue_declare(q, passive=True).method.message_count == want,
+                           timeout=5, interval=0.01, message=f"{q} to hold the model's {want} messages")
 
         def _check_delivery(self, where, q, method, props, body, msg):
             assert int(body) == msg["seq"], f"{where}: got {body!r}, the model's is {msg['seq']}"
@@ -395,11 +406,8 @@ def queue_model(pika, parameters):
             else:
                 self.channels[holder].basic_nack(tag, multiple=multiple, requeue=requeue)
                 settled = self._settle(holder, tag, multiple)
-            for q, msg in settled:
-                if requeue:
-                    self._return(q, msg)
-                else:
-                    self._dead_letter(q, msg, "rejected")
+            self._await_arrivals({self._return(q, msg) if requeue else self._dead_letter(q, msg, "rejected")
+                                  for q, msg in settled})
 
         @precondition(lambda self: self.unacked[2] or self.consumers)
         @rule(data=st.data())
@@ -409,13 +417,13 @@ def queue_model(pika, parameters):
 
         def close(self, holder):
             self.channels[holder].close()
-            for _, (q, msg) in sorted(self.unacked[holder].items()):
-                self._return(q, msg)
+            back = {self._return(q, msg) for _, (q, msg) in sorted(self.unacked[holder].items())}
             self.unacked[holder] = {}
             if holder == 2:
                 self.channels[2] = self.conn.channel()
             else:
                 del self.channels[holder], self.consumers[holder], self.unacked[holder]
+            self._await_arrivals(back)
 
         # ---- consumers: after every step, they must hold exactly the queue's first messages
         @invariant()
