@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run stop test test-deep bench clean
+.PHONY: run stop test test-deep test-rabbitmq test-tansu bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test: $(VENV)/.installed
 # The longer, deeper hypothesis profile, on demand.
 test-deep: $(VENV)/.installed
 	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The differential runs: the whole-broker models against a real RabbitMQ / tansu that
+# brokertest/peers.py starts on loopback (one "skipped:" line and success when not installed).
+# HYPOTHESIS_PROFILE=deep makes them long.
+test-rabbitmq: $(VENV)/.installed
+	$(PY) -m brokertest.peers rabbitmq -- $(PY) -m pytest -q -rs $(PYTEST_ARGS) tests/brokertest/test_whole_broker_queue_model.py -k rabbitmq
+
+test-tansu: $(VENV)/.installed
+	$(PY) -m brokertest.peers tansu -- $(PY) -m pytest -q -rs $(PYTEST_ARGS) tests/brokertest/test_whole_broker_log_model.py -k another
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -91,6 +91,7 @@ class Broker:
             if q.scheduled and not q.deleted:
                 q.drain(now)
         channels, self._dirty_channels = self._dirty_channels, []
+        self.store.deliveries_leaving()
         confirms = []
         for ch in channels:
             ch.dirty = False

@@ -85,6 +85,7 @@ class Channel:
                 body = self.broker.store.read_body(msg)
             if not no_ack:
                 self.broker.store.delivered(queue, msg)
+                self.broker.store.deliveries_leaving()
         if no_ack:
             queue.settled(msg)
         else:

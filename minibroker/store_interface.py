@@ -12,6 +12,11 @@ The core calls the store at a handful of moments and never waits on it inline:
   redelivered flags and delivery counts survive a restart), and `read_body(msg)` when the core
   needs the body of a message whose `body` the store dropped from memory (`None`; lazy bodies).
   [added by the durable store]
+- `deliveries_leaving()` just before deliveries reported with `delivered` are written to a
+  socket (`Broker.run_turn` for pushes, `Channel.get` for gets): the store makes their records
+  survive a process crash first, so a message never comes back from a kill -9 unflagged
+  after it was handed out (a delivery not flagged redelivered has never been seen before:
+  RabbitMQ's promise).
 - confirms: `when_durable(callback)` at the end of each event-loop turn that produced publisher
   confirms. The store calls `callback()` once everything it accepted so far is durable — at once
   if nothing is pending. Callbacks must run in the order they were registered (confirms must not
@@ -45,6 +50,7 @@ class Store(Protocol):
     def enqueue(self, queue, msg) -> None: ...
     def settle(self, queue, msg) -> None: ...
     def delivered(self, queue, msg) -> None: ...
+    def deliveries_leaving(self) -> None: ...
     def read_body(self, msg) -> bytes: ...
 
     def when_durable(self, callback: Callable[[], None]) -> None: ...
@@ -84,6 +90,9 @@ class TransientStore:
         pass
 
     def delivered(self, queue, msg) -> None:
+        pass
+
+    def deliveries_leaving(self) -> None:
         pass
 
     def read_body(self, msg) -> bytes:

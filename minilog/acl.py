@@ -234,15 +234,15 @@ class GuardedLog:
         rows, _ = self.core.read(allowed, max_bytes, min_bytes, *fmt) if allowed else ([], True)
         return self._merge_read(parts, denied, rows)
 
-    def list_offsets(self, items) -> list:
+    def list_offsets(self, items, timestamps: bool = False) -> list:
         acl = self.acl
         allowed, denied = [], {}
         for i, (topic, partition, ts) in enumerate(items):
             if acl.allows("topic", topic, "describe"):
                 allowed.append((topic, partition, ts))
             else:
-                denied[i] = [topic, partition, -1, acl.row_error("topic", topic, "describe")]
-        rows = iter(self.core.list_offsets(allowed) if allowed else [])
+                denied[i] = [topic, partition, -1, acl.row_error("topic", topic, "describe")] + [-1] * timestamps
+        rows = iter(self.core.list_offsets(allowed, timestamps) if allowed else [])
         return [denied[i] if i in denied else next(rows) for i in range(len(items))]
 
     # ---- groups --------------------------------------------------------------------------

@@ -548,17 +548,23 @@ class LogBroker:
         return rows
 
     # ---- offsets -----------------------------------------------------------------------
-    def list_offsets(self, items) -> list:
+    def list_offsets(self, items, timestamps: bool = False) -> list:
         """Rows `[topic, partition, offset, error]` for each `(topic, partition, timestamp)`.
 
         Timestamp -2 is the log start offset, -1 the log end offset, else the first offset whose
-        batch's max timestamp is at or after it (-1 when none is)."""
+        record's timestamp is at or after it (-1 when none is). With `timestamps`, each row has a
+        fifth field, that record's timestamp (-1 for the log start and end, as in Kafka)."""
+        if timestamps:
+            return self._list_offsets_and_timestamps(items)
+        return [row[:4] for row in self._list_offsets_and_timestamps(items)]
+
+    def _list_offsets_and_timestamps(self, items) -> list:
         results = []
         for topic, partition, ts in items:
             try:
                 plog = self.topics.get_log(topic, partition)
             except BrokerError as exc:
-                results.append([topic, partition, -1, [exc.code, exc.message]])
+                results.append([topic, partition, -1, [exc.code, exc.message], -1])
                 continue
             if ts == EARLIEST_TIMESTAMP:
                 offset = plog.log_start_offset
@@ -566,12 +572,13 @@ class LogBroker:
                 offset = plog.log_end_offset
             elif ts < 0:
                 results.append([topic, partition, -1, _error(ErrorCode.BAD_REQUEST,
-                                                             f"timestamp {ts}: use -2, -1 or ms since the epoch")])
+                                                             f"timestamp {ts}: use -2, -1 or ms since the epoch"), -1])
                 continue
             else:
-                found = plog.offset_for_timestamp(ts)
-                offset = -1 if found is None else found
-            results.append([topic, partition, offset, None])
+                offset, found_ts = plog.record_for_timestamp(ts) or (-1, -1)
+                results.append([topic, partition, offset, None, found_ts])
+                continue
+            results.append([topic, partition, offset, None, -1])
         return results
 
     # ---- tracing (`minilog trace`) ----------------------------------------------------------

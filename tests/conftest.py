@@ -22,6 +22,23 @@ settings.register_profile("deep", max_examples=2000, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+# The deep profile runs ~33 times the examples, so pytest's per-test timeout (120 s in
+# pyproject.toml, less in some modules) would stop its long runs part-way: there every test gets
+# at least DEEP_TEST_TIMEOUT seconds (30 minutes unless set), still bounded so a hang ends.
+DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
+DEEP_TEST_TIMEOUT = float(os.environ.get("DEEP_TEST_TIMEOUT", "1800"))
+
+
+def pytest_collection_modifyitems(config, items):
+    if not DEEP:
+        return
+    default = float(config.getini("timeout") or 0)
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        own = float(marker.args[0]) if marker and marker.args else default
+        if own and own < DEEP_TEST_TIMEOUT:
+            item.add_marker(pytest.mark.timeout(DEEP_TEST_TIMEOUT), append=False)
+
 
 @pytest.fixture
 def start_server_thread(tmp_path):

@@ -9,6 +9,8 @@ It translates the core's hooks into the two storage components and back:
   `MessageJournal`; the message id becomes `msg.store_id`;
 - `settle(queue, msg)` and `delivered(queue, msg)` are collected during the loop turn and
   written as one SETTLE / DELIVERY record per queue per turn (`_flush_turn`);
+  `deliveries_leaving()` writes the turn's DELIVERY records to the kernel before the core
+  sends those deliveries, so a kill -9 cannot forget a delivery the client saw;
 - `when_durable(callback)` -> `MessageJournal.commit()`: the confirm callback runs once the
   turn's records are as safe as the fsync policy promises (after the fdatasync under `always`),
   or with a failure sentence when the disk failed them (the broker then nacks);
@@ -331,6 +333,17 @@ class BrokerStore:
             counts = self._deliveries[queue.name] = []
             self._want_flush()
         counts.append((msg.store_id, msg.delivery_count + 1))
+
+    def deliveries_leaving(self) -> None:
+        """Before the turn's deliveries go out: their DELIVERY records into the page cache.
+
+        Otherwise they wait in the journal's buffer for the committer (one turn later under
+        `always`, up to a confirm or an interval under the others), and a kill -9 in between
+        brings the message back with redelivered=False although a client has seen it. One
+        pwritev per turn that delivered persistent messages with acks pending."""
+        if self._deliveries:
+            self._flush_turn()
+            self.journal.write_out_now()
 
     def read_body(self, msg) -> bytes:
         """Page a body back in for delivery; it stays in memory while the message is unacked."""

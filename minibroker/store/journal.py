@@ -832,6 +832,14 @@ class MessageJournal:
             self._kick()
         return seg, off, n
 
+    def write_out_now(self) -> None:
+        """Hand what was appended to the kernel now (it then survives a process crash); a disk
+        error is handled as a failed write-out is (`_fail_soon`), never raised."""
+        try:
+            self._write_out()
+        except OSError as exc:
+            self._fail_soon(exc)
+
     def _write_out(self) -> None:
         """Hand the append buffer to the kernel (page cache): survives kill -9 from here on.
 

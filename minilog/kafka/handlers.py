@@ -450,9 +450,9 @@ class KafkaApis:
     def list_offsets(self, conn, req) -> dict:
         items = [(t["name"], p["partition_index"], p["timestamp"])
                  for t in req.body["topics"] for p in t["partitions"]]
-        rows = self.server.core(conn).list_offsets(items)
+        rows = self.server.core(conn).list_offsets(items, timestamps=True)
         topics = _by_topic(rows, lambda r: {"partition_index": r[1], "error_code": _code(r[3]),
-                                            "timestamp": -1, "offset": r[2], "leader_epoch": 0})
+                                            "timestamp": r[4], "offset": r[2], "leader_epoch": 0})
         return {"topics": [{"name": t, "partitions": ps} for t, ps in topics.items()]}
 
     # ---- groups -----------------------------------------------------------------------

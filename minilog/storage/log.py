@@ -392,11 +392,20 @@ class PartitionLog:
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """First offset whose record timestamp is >= ``timestamp``; None if every record is older."""
+        found = self.record_for_timestamp(timestamp)
+        return None if found is None else found[0]
+
+    def record_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``; None if
+        every record is older. The timestamp is -1 when the record is not known: a found offset
+        below the log start answers the log start, and a batch that does not decode its base."""
         for segment in self._segments:
             if segment.max_timestamp >= timestamp:
-                found = self._repairing_index(segment, segment.offset_for_timestamp, timestamp)
+                found = self._repairing_index(segment, segment.record_for_timestamp, timestamp)
                 if found is not None:
-                    return max(found, self._log_start_offset)
+                    if found[0] < self._log_start_offset:
+                        return self._log_start_offset, -1
+                    return found
         return None
 
     # -- deleting -------------------------------------------------------------

@@ -491,6 +491,12 @@ class LogSegment:
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """Offset of the first record whose timestamp is >= ``timestamp``, or None."""
+        found = self.record_for_timestamp(timestamp)
+        return None if found is None else found[0]
+
+    def record_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record whose timestamp is >= ``timestamp``, or None;
+        the timestamp is -1 when only the batch is known (a body that does not decode)."""
         if self.max_timestamp < timestamp:
             return None
         entry = self.time_index.lookup_before(timestamp)
@@ -503,10 +509,10 @@ class LogSegment:
                     # Stored by a broker that did not check bodies: answer at batch level, as the
                     # header promises a record >= timestamp somewhere in it.
                     self._warn_once(pos, f"offset by time answered with the batch's base offset: {exc}")
-                    return h.base_offset
+                    return h.base_offset, -1
                 for record in records:
                     if record[1] >= timestamp:
-                        return record[0]
+                        return record[0], record[1]
         return None
 
     def _warn_once(self, position: int, message: str) -> None:

@@ -85,6 +85,15 @@ def test_seek_by_offset_and_by_time(bootstrap):
     low, high = c.get_watermark_offsets(ck.TopicPartition("timeline", 0), timeout=10)
     assert (low, high) == (0, 50)
     c.close()
+    # ListOffsets by time also answers the found record's timestamp (librdkafka does not show
+    # it; kafka-python does)
+    from kafka import KafkaConsumer, TopicPartition
+    kc = KafkaConsumer(bootstrap_servers=bootstrap)
+    tp = TopicPartition("timeline", 0)
+    found = kc.offsets_for_times({tp: base + 20_500})[tp]
+    assert (found.offset, found.timestamp) == (21, base + 21_000)
+    assert kc.offsets_for_times({tp: base + 60_000})[tp] is None
+    kc.close()
 
 
 def test_idempotent_producer_writes_each_record_once(bootstrap, kafka_minilog):

@@ -124,3 +124,31 @@ def test_kill_9_loses_no_confirmed_message(spawn_server, tmp_path, policy, seed,
         all_confirmed -= all_acked
     log = server.stderr_text()
     assert "recovered" in log and "persistent messages" in log
+
+
+# --fsync interval with a long interval: journal records reach the kernel only when a confirm
+# or the interval asks, so a delivery record that waited for either would die with the process.
+SLOW_WRITE_OUT = ("--fsync", "interval", "--fsync-interval-ms", "600000")
+
+
+@pytest.mark.parametrize("how", ["get", "consume"])
+def test_a_message_delivered_before_a_kill_9_comes_back_flagged_redelivered(spawn_server, how):
+    """RabbitMQ's promise: a delivery without the redelivered flag has never been seen before.
+    So the delivery's record is in the kernel before the delivery leaves the server."""
+    server = spawn_server("minibroker", extra_args=SLOW_WRITE_OUT)
+    c = DurableClient(server.host, server.port)
+    c.queue(QUEUE)
+    c.confirm_select()
+    c.publish(QUEUE, b"job")
+    c.wait_confirms()
+    if how == "get":
+        assert c.get(QUEUE)["redelivered"] is False
+    else:
+        c.consume(QUEUE)
+        c.wait_for(lambda: c.deliveries, what="the delivery")
+        assert c.deliveries[0][2] is False
+    server.kill()
+    server.start()
+    c = DurableClient(server.host, server.port)
+    assert c.drain(QUEUE) == [(b"job", True)]
+    c.close()

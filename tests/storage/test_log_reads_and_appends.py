@@ -95,6 +95,7 @@ def test_offset_for_timestamp(tmp_path):
         for t in range(990, max(stamps) + 3):
             want = next((o for o, s in enumerate(stamps) if s >= t), None)
             assert log.offset_for_timestamp(t) == want, t
+            assert log.record_for_timestamp(t) == (None if want is None else (want, stamps[want])), t
 
 
 def test_bad_batches_are_refused_and_nothing_is_written(tmp_path):
