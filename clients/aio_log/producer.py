@@ -5,8 +5,9 @@ an `OpenBatch` of `clients/log/accumulator.py`, filed in the `RecordAccumulator`
 producer uses too; rows in the layout of `clients/record_batch.py`). Keys map to partitions
 with aiokafka's default partitioner (murmur2, `clients/log/partitioner.py`), keyless records
 go to the topic's sticky partition. `send()` returns an awaitable
-of its RecordMetadata. A batch closes when it reaches `max_batch_size` bytes, or `linger_ms`
-after its first record (with linger_ms=0: at the end of the current event-loop iteration,
+of its RecordMetadata. A batch closes when it reaches `max_batch_size` bytes (a record that
+would take it past that starts the next batch, alone if it is larger, as in aiokafka; one larger
+than `max_request_size` raises MessageSizeTooLargeError), or `linger_ms` after its first record (with linger_ms=0: at the end of the current event-loop iteration,
 so records sent together travel together). Closed batches leave at once in `produce`
 requests; many may be in flight.
 
@@ -29,8 +30,8 @@ from ..log.partitioner import KeyPartitioner
 from ..protocol.errors import BrokerError
 from ..record_batch import BatchBuilder as RecordBatchBuilder
 from ..tls import aiokafka_tls
-from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError, from_field, \
-    from_wire
+from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, \
+    UnknownTopicOrPartitionError, from_field, from_wire
 from .structs import RecordMetadata, TopicPartition
 
 _MAX_IN_FLIGHT = 64  # produce requests unanswered before send() waits for a reply
@@ -196,6 +197,7 @@ class AIOKafkaProducer:
         self._value_serializer = value_serializer
         self._linger = linger_ms / 1000.0
         self._max_batch = max(int(max_batch_size), 1)
+        self._max_request = max(int(max_request_size), 1)
         self._request_timeout_ms = request_timeout_ms
         self._conn: AsyncRpcConnection | None = None
         # The record accumulator (clients/log/accumulator.py): per topic, its partition count,
@@ -266,13 +268,17 @@ class AIOKafkaProducer:
             t = self._topics.get(topic)
             batch = t.current if t is not None else None
             if batch is not None:
-                rows = batch.rows
-                n = len(rows)
-                rows.append((n, batch.dflt, None, value, None))
-                batch.size += len(value) + 16
-                if batch.size >= self._max_batch:
-                    self._close(batch)
-                return RecordFuture(batch, n)
+                size = batch.size + len(value) + 16
+                # A record that would take the batch past max_batch_size starts the next one
+                # (the slow path closes this batch), as aiokafka's batches never pass it.
+                if size <= self._max_batch:
+                    rows = batch.rows
+                    n = len(rows)
+                    rows.append((n, batch.dflt, None, value, None))
+                    batch.size = size
+                    if size == self._max_batch:
+                        self._close(batch)
+                    return RecordFuture(batch, n)
         return await self._send(topic, value, key, partition, timestamp_ms, headers)
 
     async def _send(self, topic, value, key, partition, timestamp_ms, headers):
@@ -286,17 +292,30 @@ class AIOKafkaProducer:
         key = _as_bytes(key, "key")
         t = self._acc.topics.get(topic) or await self._topic(topic)
         n = t.num_partitions
+        keyless = False
         if partition is None:
             partition = self._keys.partition(key, n) if key is not None else -1
             if partition < 0:
                 partition = t.sticky
+                keyless = True
         elif not 0 <= partition < n:
             raise UnknownTopicOrPartitionError(f"topic {topic!r} has {n} partitions, no partition {partition}")
         if headers:
             headers = [(str(k), _as_bytes(v, "header value")) for k, v in headers]
         else:
             headers = None
+        size = record_size(key, value, headers)
+        if size > self._max_request:
+            raise MessageSizeTooLargeError(
+                f"a record of about {size} bytes is larger than max_request_size ({self._max_request})")
         batch = t.batches[partition]
+        while batch is not None and batch.rows and batch.size + size > self._max_batch:
+            # Full for this record: it opens the next batch (alone, if larger than
+            # max_batch_size), so no batch grows past the size asked for, as in aiokafka.
+            self._close(batch)
+            if keyless:
+                partition = t.sticky  # closing the sticky batch moved keyless records on
+            batch = t.batches[partition]
         if batch is None:
             if self._sent_since_yield >= _YIELD_BYTES or len(self._pending) >= _MAX_IN_FLIGHT:
                 # A send loop never suspends by itself (the fast path awaits nothing): give the
@@ -313,7 +332,7 @@ class AIOKafkaProducer:
             batch = self._acc.opened(t, _Batch(topic, partition, loop.create_future()))
             batch.handle = (loop.call_later(self._linger, self._close, batch) if self._linger > 0
                             else loop.call_soon(self._close, batch))
-        index = batch.append(key, value, timestamp_ms, headers)
+        index = batch.append(key, value, timestamp_ms, headers, size)
         if batch.size >= self._max_batch:
             self._close(batch)
         return RecordFuture(batch, index)

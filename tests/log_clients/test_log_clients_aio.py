@@ -9,6 +9,7 @@ from harness import async_wait_until
 
 from clients.aio_log import (AIOConsumer, AIOKafkaConsumer, AIOKafkaProducer, AIOProducer, CommitFailedError,
                              ConsumerRebalanceListener, RecordMetadata, TopicPartition)
+from clients.aio_log.errors import MessageSizeTooLargeError
 
 
 async def _collect(consumer, count, timeout=10.0):
@@ -222,3 +223,17 @@ async def test_a_rejected_batch_fails_each_of_its_records(bootstrap, make_topic)
         with pytest.raises(Exception):
             futures[0].result()
         assert futures[0].exception() is results[0]
+
+
+async def test_batches_never_pass_max_batch_size_and_oversized_records_are_refused(bootstrap, make_topic):
+    # aiokafka starts a new batch for a record that would take the open one past
+    # max_batch_size. Closing a batch only once it had passed the size sent 16 x 64 KiB
+    # records (1,048,832 bytes) in one request, which the server refuses (max 1 MiB).
+    topic = make_topic(1)
+    record = b"r" * 65536
+    async with AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, max_batch_size=1_000_000) as producer:
+        futures = [await producer.send(topic, record, partition=0) for _ in range(40)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert [r.offset for r in results] == list(range(40)), results[:3]
+        with pytest.raises(MessageSizeTooLargeError):
+            await producer.send(topic, b"x" * (1048576 + 1))
