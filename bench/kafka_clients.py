@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import resource
 import time
 
 from bench.systems.servers import ServerHandle, ServerUnavailable, cpu_seconds, start_tansu
@@ -116,6 +117,12 @@ def replay(ck, bootstrap: str, topic: str, records: int, queued_min: int) -> tup
     return last - first, got - first_n, first - start, got - 1
 
 
+def _own_cpu_seconds() -> float:
+    """User + system CPU of this process, every thread (librdkafka's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def one_server(ck, handle: ServerHandle, run: int, args) -> dict:
     bootstrap = handle.endpoint["bootstrap"]
     topic = f"{TOPIC_PREFIX}-{run}"
@@ -133,10 +140,15 @@ def one_server(ck, handle: ServerHandle, run: int, args) -> dict:
     if args.large_mib:
         value = 512 * 1024
         count = args.large_mib * 1024 * 1024 // value
+        cpu3, client0 = cpu_seconds(pid), _own_cpu_seconds()
         elapsed = produce(ck, bootstrap, f"{topic}-large", count, value,
                           {"batch.size": 16 * 1024 * 1024, "message.max.bytes": 32 * 1024 * 1024,
                            "linger.ms": 20, "queue.buffering.max.kbytes": 1024 * 1024})
         out["large_mb_s"] = count * value / elapsed / 1e6
+        # Which side bounds it: CPU seconds per second of the run, server and this client
+        # (librdkafka's threads included); near 1.0 means that side had a core to itself busy.
+        out["large_server_cpu_share"] = (cpu_seconds(pid) - cpu3) / elapsed
+        out["large_client_cpu_share"] = (_own_cpu_seconds() - client0) / elapsed
     return out
 
 
