@@ -54,6 +54,7 @@ __all__ = [
     "TruncatedBatchError",
     "build_batch",
     "pack_batch",
+    "with_log_append_time",
     "record_size",
     "RECORD_OVERHEAD",
     "decode_batch",
@@ -455,6 +456,21 @@ def pack_batch(records_payload: bytes, count: int, first_ts: int, max_ts: int,
     crc = zlib.crc32(memoryview(buf)[_CRC_START:])
     struct.pack_into(">qibI", buf, 0, base_offset, body_len - LOG_OVERHEAD, MAGIC, crc)
     return bytes(buf)
+
+
+def with_log_append_time(batch: bytes, timestamp: int) -> bytes:
+    """The (valid, checked) batch ``batch`` with every record stamped ``timestamp``: for a topic
+    whose message.timestamp.type is LogAppendTime. The records' timestamp deltas become 0 and
+    the header's first and max timestamps ``timestamp``, so every reader, of either protocol,
+    sees the broker's time without knowing the topic's setting. Unlike a Kafka batch (whose
+    header alone says LogAppendTime, `kafka_batch.set_log_append_time`), this re-packs the
+    records: a cost paid only on such topics."""
+    h = read_header(batch)
+    rows = msgpack.unpackb(memoryview(batch)[HEADER_SIZE:h.size], use_list=True)
+    for row in rows:
+        row[1] = 0
+    return pack_batch(msgpack.packb(rows, use_bin_type=True), h.record_count, timestamp, timestamp,
+                      h.base_offset, h.attributes)
 
 
 def _now_ms() -> int:

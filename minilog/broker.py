@@ -28,9 +28,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import time
 
 from clients import kafka_batch
 from clients.protocol.errors import BrokerError, ErrorCode
+from clients import record_batch
 from clients.record_batch import BatchError, CorruptBatchError, InvalidBatchError
 
 from .append_waiters import AppendWaiters
@@ -279,7 +281,8 @@ class LogBroker:
         `fmt` is the format of the batches: MINILOG (one or more minilog batches per entry) or
         KAFKA (one Kafka magic-2 batch per entry, as Kafka's Produce carries; see
         `_append_kafka`). Each entry is all or nothing and fails alone (its row has base_offset
-        -1 and the error). With `acks=-1` the answer is an awaitable of the rows, done when the
+        -1 and the error). A Kafka entry appended to a LogAppendTime topic has a fifth field,
+        the time the broker stamped on it. With `acks=-1` the answer is an awaitable of the rows, done when the
         group-commit fsync covers every appended entry; otherwise the rows themselves.
         """
         if fmt != MINILOG:
@@ -307,6 +310,8 @@ class LogBroker:
                     noted.add((topic, partition))
                 if tracing:
                     before = _segment_state(plog)
+                if plog.config.log_append_time:
+                    batch = _stamped_minilog_batches(batch)
                 # A failed write raises SegmentWriteError (an OSError) after the storage
                 # engine cut the torn bytes off: nothing of this entry was stored.
                 info = plog.append(batch)
@@ -353,13 +358,15 @@ class LogBroker:
                 plog = self._log_to_produce_to(topic, partition)
                 if tracing:
                     before = _segment_state(plog)
-                info, base = self._append_kafka(plog, topic, partition, batch)
+                info, base, append_time = self._append_kafka(plog, topic, partition, batch)
                 if tracing and info is not None:
                     self._trace_append(topic, partition, plog, info, len(batch), before)
             except Exception as exc:
                 results.append([topic, partition, -1, append_error(exc, topic, partition)])
                 continue
-            results.append([topic, partition, base, None])
+            # On a LogAppendTime topic the row also carries the time stamped, for Kafka's answer.
+            results.append([topic, partition, base, None] if append_time < 0
+                           else [topic, partition, base, None, append_time])
             if info is None:
                 continue  # a duplicate: nothing new to wake anyone for
             self.waiters.notify((topic, partition))
@@ -373,8 +380,8 @@ class LogBroker:
         return results
 
     def _append_kafka(self, plog, topic: str, partition: int, batch):
-        """Append one Kafka batch; returns (AppendInfo, base offset), or (None, the original
-        base offset) for a retried idempotent batch that is already in the log.
+        """Append one Kafka batch; returns (AppendInfo, base offset, LogAppendTime or -1), or
+        (None, the original base offset, -1) for a retried idempotent batch already in the log.
 
         Checked here: the header fields (`kafka_batch.check_header`), one whole batch, no
         transactional or control batch, a codec the server can decompress, and the producer's
@@ -410,14 +417,20 @@ class LogBroker:
             duplicate_of = producers.check(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence, where)
             if duplicate_of is not None:
                 self.duplicates += 1
-                return None, duplicate_of
+                return None, duplicate_of, -1
+        append_time = -1
+        if plog.config.log_append_time:
+            # The CRC first: re-signing the stamped header must never bless damaged bytes.
+            kafka_batch.validate(buf)
+            append_time = _now_ms()
+            kafka_batch.set_log_append_time(buf, append_time)
         kafka_batch.set_partition_leader_epoch(buf, 0)
         self.formats.note_append(plog, KAFKA)
         info = plog.append(buf)
         if producers is not None:
             producers.update(h.producer_id, h.producer_epoch, h.base_sequence, h.last_sequence,
                              info.base_offset, info.last_offset)
-        return info, info.base_offset
+        return info, info.base_offset, append_time
 
     def init_producer_id(self, transactional_id: str | None = None, producer_id: int = -1,
                          producer_epoch: int = -1) -> tuple[int, int]:
@@ -782,3 +795,25 @@ def _segment_state(plog) -> tuple[int, int]:
     """(base offset of the active segment, its index entries): what an append may change."""
     seg = plog.active_segment
     return seg.base_offset, seg.index.entries if seg.index is not None else 0
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _stamped_minilog_batches(entry: bytes) -> bytes:
+    """A msgpack-door produce entry (one or more minilog batches) for a LogAppendTime topic: each
+    batch checked whole (CRC and records: a damaged one must fail, not be re-signed), then
+    re-packed with the broker's time on every record (`record_batch.with_log_append_time`)."""
+    now = _now_ms()
+    out = []
+    pos = 0
+    with memoryview(entry) as mv:
+        while pos < len(entry):
+            h = record_batch.validate(mv, pos)
+            if h.magic != record_batch.MAGIC:
+                raise InvalidBatchError(f"batch at position {pos}: magic {h.magic} in a minilog produce")
+            record_batch.validate_records(mv, pos, h)
+            out.append(record_batch.with_log_append_time(bytes(mv[pos:pos + h.size]), now))
+            pos += h.size
+    return b"".join(out)

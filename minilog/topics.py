@@ -23,6 +23,8 @@ MAX_PARTITIONS = 10_000
 # every later create) for hours, and no request that big can succeed anyway.
 MAX_PARTITIONS_PER_REQUEST = 10_000
 INTERNAL_TOPICS = frozenset({"__consumer_offsets"})
+# Topic configs whose values are words, not numbers (Kafka's admin clients send both as strings).
+_STRING_CONFIGS = frozenset({"cleanup.policy", "message.timestamp.type"})
 
 
 class Topics:
@@ -104,7 +106,7 @@ class Topics:
         overrides = {}
         for key, value in config.items():
             # Kafka's admin clients send every value as a string; accept "1024" for 1024.
-            if isinstance(value, str) and key != "cleanup.policy":
+            if isinstance(value, str) and key not in _STRING_CONFIGS:
                 try:
                     value = float(value) if key == "min.cleanable.dirty.ratio" else int(value)
                 except ValueError:

@@ -198,13 +198,16 @@ class KafkaApis:
         it = iter(results)
         topics: dict[str, list] = {}
         for row in rows:
+            append_time = -1
             if row is None:
-                topic, partition, base, error = next(it)
+                topic, partition, base, error, *stamped = next(it)
                 code, message = _code(error, _PRODUCE_CODES), (error[1] if error else None)
+                if stamped and error is None:
+                    append_time = stamped[0]
             else:
                 topic, partition, base, (code, message) = row
             topics.setdefault(topic, []).append({"index": partition, "error_code": code, "base_offset": base,
-                                                 "log_append_time_ms": -1, "log_start_offset": -1,
+                                                 "log_append_time_ms": append_time, "log_start_offset": -1,
                                                  "record_errors": [], "error_message": message})
         return {"responses": [{"name": t, "partition_responses": ps} for t, ps in topics.items()]}
 

@@ -26,6 +26,10 @@ _LONG_MAX = 2**63 - 1
 _INT_SETTINGS = frozenset({"segment_bytes", "segment_index_bytes", "index_interval_bytes", "max_message_bytes"})
 
 
+# The values of message.timestamp.type, as Kafka names them.
+TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
+
+
 class InvalidConfigError(ValueError):
     """A config key is unknown or its value is out of range."""
 
@@ -47,6 +51,9 @@ class LogConfig:
     flush_ms: int | None = field(default=None, metadata={"key": "flush.ms"})
     max_message_bytes: int = field(default=1 * MiB + 12, metadata={"key": "max.message.bytes"})
     cleanup_policy: str = field(default="delete", metadata={"key": "cleanup.policy"})
+    # CreateTime keeps the producer's timestamps; LogAppendTime stamps every record with the
+    # broker's clock as it appends (the broker's append, in broker.py, rewrites the batch).
+    message_timestamp_type: str = field(default="CreateTime", metadata={"key": "message.timestamp.type"})
     # Compaction (cleaner.py): clean when this share of the sealed bytes was written since
     # the last clean; drop a tombstone once its timestamp is older than delete.retention.ms.
     min_cleanable_dirty_ratio: float = field(default=0.5, metadata={"key": "min.cleanable.dirty.ratio"})
@@ -81,6 +88,9 @@ class LogConfig:
             value = getattr(self, name)
             if value is not None:
                 positive(name, value, 0)
+        if self.message_timestamp_type not in TIMESTAMP_TYPES:
+            raise InvalidConfigError(f"message.timestamp.type must be 'CreateTime' or 'LogAppendTime', "
+                                     f"got {self.message_timestamp_type!r}")
         policies = set(self.cleanup_policy.split(","))
         if not policies or not policies <= {"delete", "compact"}:
             raise InvalidConfigError(
@@ -90,6 +100,11 @@ class LogConfig:
     def deletes(self) -> bool:
         """True when retention may delete old segments (cleanup.policy contains 'delete')."""
         return "delete" in self.cleanup_policy.split(",")
+
+    @property
+    def log_append_time(self) -> bool:
+        """True when the broker stamps records with its clock (message.timestamp.type=LogAppendTime)."""
+        return self.message_timestamp_type == "LogAppendTime"
 
     @property
     def compacts(self) -> bool:

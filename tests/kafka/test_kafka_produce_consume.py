@@ -10,7 +10,7 @@ import pytest
 from harness import wait_until
 
 ck = pytest.importorskip("confluent_kafka")
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # noqa: E402
 
 
 
@@ -207,3 +207,65 @@ def test_produce_requests_of_megabytes_in_a_row_read_back_intact(bootstrap):
     got = _consume(c, 40)
     assert [m.value() for m in got] == values
     c.close()
+
+
+def test_log_append_time_topics_stamp_records_from_both_doors_with_the_broker_clock(kafka_minilog):
+    """message.timestamp.type=LogAppendTime: records from either protocol, sent with an old
+    CreateTime, read back through both with the broker's time (Kafka's: the type too); the
+    produce answer carries the stamp; DescribeConfigs shows the setting."""
+    from clients.log import Consumer as MinilogConsumer, Producer as MinilogProducer
+    native = f"127.0.0.1:{kafka_minilog.port}"
+    kafka = kafka_minilog.bootstrap
+    admin = AdminClient({"bootstrap.servers": kafka})
+    for f in admin.create_topics([NewTopic("stamped", 1, 1, config={"message.timestamp.type": "LogAppendTime"}),
+                                  NewTopic("created", 1, 1)]).values():
+        f.result(15)
+    bad = admin.create_topics([NewTopic("badly", 1, 1, config={"message.timestamp.type": "WallTime"})])
+    with pytest.raises(ck.KafkaException):
+        bad["badly"].result(15)
+    resource = ConfigResource(ResourceType.TOPIC, "stamped")
+    assert admin.describe_configs([resource])[resource].result(15)["message.timestamp.type"].value == "LogAppendTime"
+
+    old = 1_000_000_000_000  # 2001: any stamp the broker gives is far later
+    before = int(time.time() * 1000)
+    mp = MinilogProducer({"bootstrap.servers": native, "linger.ms": 1})
+    for topic in ("stamped", "created"):
+        mp.produce(topic, value=b"m0", timestamp=old)
+        mp.produce(topic, value=b"m1", timestamp=old + 5)
+    mp.flush(10)
+    mp.close(5)
+    reports = []
+    kp = ck.Producer({"bootstrap.servers": kafka, "linger.ms": 5})
+    for topic in ("stamped", "created"):
+        kp.produce(topic, value=b"k2", timestamp=old + 9, on_delivery=lambda err, msg: reports.append((err, msg)))
+    assert kp.flush(10) == 0
+    after = int(time.time() * 1000)
+    stamped_report = [m for e, m in reports if m.topic() == "stamped"][0]
+    kind, when = stamped_report.timestamp()
+    assert kind == ck.TIMESTAMP_LOG_APPEND_TIME and before <= when <= after
+
+    for topic, expect_stamped in (("stamped", True), ("created", False)):
+        kc = ck.Consumer({"bootstrap.servers": kafka, "group.id": f"lat-{topic}", "auto.offset.reset": "earliest"})
+        kc.subscribe([topic])
+        got = _consume(kc, 3)
+        kc.close()
+        assert [m.value() for m in got] == [b"m0", b"m1", b"k2"]
+        stamps = [m.timestamp()[1] for m in got]
+        if expect_stamped:
+            assert all(before <= t <= after for t in stamps), stamps
+            assert got[2].timestamp()[0] == ck.TIMESTAMP_LOG_APPEND_TIME
+        else:
+            assert stamps == [old, old + 5, old + 9]
+
+        mc = MinilogConsumer({"bootstrap.servers": native, "group.id": f"lat-n-{topic}",
+                              "auto.offset.reset": "earliest"})
+        mc.subscribe([topic])
+        seen = []
+        wait_until(lambda: seen.extend(m for m in [mc.poll(0.2)] if m is not None and m.error() is None)
+                   or len(seen) >= 3, timeout=20, message=f"{topic} through the msgpack protocol")
+        mc.close()
+        native_stamps = [m.timestamp()[1] for m in seen]
+        if expect_stamped:
+            assert all(before <= t <= after for t in native_stamps), native_stamps
+        else:
+            assert native_stamps == [old, old + 5, old + 9]
