@@ -1,8 +1,9 @@
 """LogManager: the broker's data directory and every partition log in it.
 
 The data directory holds one ``<topic>-<partition>`` directory per partition
-log and ``topic-configs/<topic>.json`` with each topic's config overrides
-(Kafka names, written atomically). This module creates, opens, finds and
+log, ``topic-configs/<topic>.json`` with each topic's config overrides
+(Kafka names, written atomically) and ``topics-being-created/`` with a marker per
+creation under way, so that a start after a crash removes a half-made topic. This module creates, opens, finds and
 deletes partition logs and runs the periodic work (flush.ms, retention,
 compaction, checkpoints, delayed deletes) when the server calls :meth:`tick`.
 The log itself is ``log.py``; the retention policy ``retention.py``; compaction
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import hashlib
 import shutil
 import time
 import uuid
@@ -34,6 +36,10 @@ from .retention import apply_retention
 logger = logging.getLogger("minilog.storage")
 
 TOPIC_CONFIG_DIR = "topic-configs"
+# One file per topic creation (or growth) under way, written before its first file and removed
+# once the topic is adopted or its files removed: a start that finds one undoes the creation
+# (`LogManager._undo_interrupted_builds`), so a kill -9 midway leaves no partial topic.
+BUILDS_DIR = "topics-being-created"
 _DELETE_SUFFIX = "-delete"
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
@@ -91,12 +97,49 @@ class LogManager:
         self._lock = DataDirLock(data_dir, "minilog")
         try:
             os.makedirs(os.path.join(data_dir, TOPIC_CONFIG_DIR), exist_ok=True)
+            os.makedirs(os.path.join(data_dir, BUILDS_DIR), exist_ok=True)
+            self._undo_interrupted_builds()
             self._load()
         except BaseException:
             self.close()
             raise
 
     # -- startup ------------------------------------------------------------
+
+    def _undo_interrupted_builds(self) -> None:
+        """Remove what creations cut short by a crash made: their client was never answered, so
+        the topic (or the partitions being added) must not appear, half made, after a restart."""
+        builds_dir = os.path.join(self.data_dir, BUILDS_DIR)
+        for name in sorted(os.listdir(builds_dir)):
+            marker = os.path.join(builds_dir, name)
+            if not name.endswith(".json"):   # a temp file of a marker's write: never a marker
+                os.unlink(marker)
+                continue
+            try:
+                plan = read_json(marker)
+                topic, first, partitions = plan["topic"], int(plan["first"]), int(plan["partitions"])
+                check_topic_name(topic)
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                logger.error("ignoring unreadable topic-creation marker %s: %s", name, exc)
+                os.unlink(marker)
+                continue
+            for p in range(first, partitions):
+                shutil.rmtree(os.path.join(self.data_dir, f"{topic}-{p}"), ignore_errors=True)
+            if first == 0:
+                try:
+                    os.unlink(self._config_path(topic))
+                except FileNotFoundError:
+                    pass
+            fsync_dir(self.data_dir)
+            os.unlink(marker)
+            fsync_dir(builds_dir)
+            logger.warning("%s of topic %r was interrupted (the server stopped without answering it): "
+                           "removed partitions %d-%d", "creation" if first == 0 else "growth", topic,
+                           first, partitions - 1)
+
+    def _build_marker(self, topic: str) -> str:
+        # Named by a hash: a 249-character topic name plus a suffix would pass NAME_MAX.
+        return os.path.join(self.data_dir, BUILDS_DIR, hashlib.sha256(topic.encode()).hexdigest() + ".json")
 
     def _load(self) -> None:
         config_dir = os.path.join(self.data_dir, TOPIC_CONFIG_DIR)
@@ -223,6 +266,7 @@ class LogManager:
         directory, and once per partition it was most of a 3,000-partition create.
         """
         try:
+            self._write_marker(build)
             if build.overrides is not None:
                 write_json(self._config_path(build.topic), build.overrides)
             for p in range(build.first, build.partitions):
@@ -231,6 +275,9 @@ class LogManager:
                 log = PartitionLog.open(os.path.join(self.data_dir, f"{build.topic}-{p}"), build.config)
                 build.logs.append(log)
             fsync_dir(self.data_dir)
+            # Whole and durable: a restart from here on keeps the topic, even if the server
+            # stops before answering (as Kafka may keep a topic whose creation timed out).
+            self._remove_marker(build)
         except BaseException:
             self._remove_files(build)
             raise
@@ -248,6 +295,14 @@ class LogManager:
             self._logs[(build.topic, p)] = log
         return list(build.logs)
 
+    def _write_marker(self, build: "TopicBuild") -> None:
+        write_json(self._build_marker(build.topic),
+                   {"topic": build.topic, "first": build.first, "partitions": build.partitions})
+
+    def _remove_marker(self, build: "TopicBuild") -> None:
+        os.unlink(self._build_marker(build.topic))
+        fsync_dir(os.path.join(self.data_dir, BUILDS_DIR))
+
     def abandon_topic(self, build: "TopicBuild") -> None:
         """Give up a creation (owner thread, after ``build_topic`` returned or raised): the name
         is free again and whatever was built is removed."""
@@ -262,6 +317,11 @@ class LogManager:
 
     def _remove_files(self, build: "TopicBuild") -> None:
         """Close a build's logs and delete its directories and config file (any thread; never raises)."""
+        if not os.path.exists(self._build_marker(build.topic)):
+            try:   # so that a crash halfway through the removal is finished at the next start
+                self._write_marker(build)
+            except OSError:
+                pass
         for log in build.logs:
             try:
                 log.close()
@@ -278,6 +338,10 @@ class LogManager:
                 pass
         try:
             fsync_dir(self.data_dir)
+        except OSError:
+            pass
+        try:
+            self._remove_marker(build)   # only once the files it names are gone
         except OSError:
             pass
 

@@ -146,3 +146,29 @@ def test_a_stop_during_a_creation_leaves_no_half_topic(spawn_server, tmp_path):
     # The creation was stopped and undone; had it finished first, it is there whole.
     assert (described["error"] is not None and made == 0) or (len(described["partitions"]) == made == 3000), \
         (described["error"], made)
+
+
+def test_a_kill_9_during_a_creation_leaves_no_half_topic(spawn_server, tmp_path):
+    """The creation's marker (LogManager._write_marker) outlives a kill -9, and the next start
+    removes the partitions made so far: a topic is all there after a restart, or not at all."""
+    data_dir = tmp_path / "killed"
+    proc = spawn_server("minilog", data_dir)
+    with connect(proc) as c:
+        c.send("create_topics", {"topics": [{"name": "cut-short", "num_partitions": 3000,
+                                             "config": {"retention.ms": 60000}}]})
+        c.flush()
+        wait_until(lambda: len(_dirs_of(data_dir, "cut-short")) >= 10, timeout=60, message="creation under way")
+        proc.kill()
+    proc = spawn_server("minilog", data_dir)
+    with connect(proc) as c:
+        described = c.call("metadata", {"topics": ["cut-short"]})["topics"]["cut-short"]
+        made = len(_dirs_of(data_dir, "cut-short"))
+        # Either the kill came before the creation was whole (undone) or after (kept whole).
+        assert (described["error"] is not None and made == 0) or (len(described["partitions"]) == made == 3000), \
+            (described["error"], made)
+        if made == 0:
+            assert not os.path.exists(data_dir / "topic-configs" / "cut-short.json")
+            # The name is free again, and usable.
+            c.call("create_topics", {"topics": [{"name": "cut-short", "num_partitions": 2}]})
+            assert len(c.call("metadata", {"topics": ["cut-short"]})["topics"]["cut-short"]["partitions"]) == 2
+    assert os.listdir(data_dir / "topics-being-created") == []

@@ -25,7 +25,7 @@ def test_a_topic_name_of_up_to_249_characters_is_created_used_deleted_and_stays_
         assert name not in c.call("metadata", {})["topics"]
         assert fetch(c, name, 1, 0)[0][0] == ErrorCode.NOT_FOUND
     server.stop()
-    assert sorted(os.listdir(data_dir)) == ["LOCK", "__consumer_offsets-0", "topic-configs"]
+    assert sorted(os.listdir(data_dir)) == ["LOCK", "__consumer_offsets-0", "topic-configs", "topics-being-created"]
     assert os.listdir(data_dir / "topic-configs") == ["__consumer_offsets.json"]
     server = start_minilog(data_dir)
     with connect(server) as c:

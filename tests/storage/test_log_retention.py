@@ -94,7 +94,7 @@ def test_log_manager_creates_reopens_ticks_and_deletes(tmp_path):
         assert mgr.delete_topic("orders.v1-eu") == 2
         with pytest.raises(KeyError):
             mgr.get_log("orders.v1-eu", 0)
-    assert sorted(os.listdir(data)) == ["LOCK", "other-0", "topic-configs"]
+    assert sorted(os.listdir(data)) == ["LOCK", "other-0", "topic-configs", "topics-being-created"]
 
 
 def test_config_uses_kafka_names_and_rejects_nonsense():
