@@ -217,6 +217,11 @@ class MinilogServer(BrokerServer):
         for spec in specs:
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise BrokerError(ErrorCode.BAD_REQUEST, "each of 'topics' must be a map {name, num_partitions, config}")
+        names = [spec["name"] for spec in specs]
+        if len(set(names)) != len(names):
+            # The answer is a map by name: one name twice could not be answered twice.
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise BrokerError(ErrorCode.BAD_REQUEST, f"create_topics names {twice[0]!r} more than once")
         self.broker.topics.check_request_size([spec.get("num_partitions") for spec in specs])
         # Every name is checked and claimed now, before any later request runs; the files are
         # made on the broker's creation thread while the loop serves (LogBroker.create_topic_off_loop).

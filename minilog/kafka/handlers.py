@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 
 from clients.protocol.errors import BrokerError, ErrorCode
 from minilog.batch_formats import KAFKA
@@ -296,6 +297,7 @@ class KafkaApis:
             too_big = exc.message
         rows, creates = [], []
         core = self.server.core(conn)
+        named = Counter(t["name"] for t in body["topics"])
         for t in body["topics"]:
             name = t["name"]
             code, message = E.NONE, None
@@ -309,7 +311,10 @@ class KafkaApis:
             else:
                 if partitions == -1:
                     partitions = None
-                if too_big is not None:
+                if named[name] > 1:
+                    # As Kafka: every entry of a name given twice fails, and none is created.
+                    code, message = E.INVALID_REQUEST, f"the request names topic {name!r} more than once"
+                elif too_big is not None:
                     code, message = E.INVALID_REQUEST, too_big
                 elif partitions is not None and not 1 <= partitions <= MAX_PARTITIONS:
                     code, message = E.INVALID_PARTITIONS, f"num_partitions must be in [1, {MAX_PARTITIONS}]"

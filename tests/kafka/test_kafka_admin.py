@@ -186,3 +186,22 @@ def test_partitions_are_added_off_the_event_loop_all_at_once(bootstrap, kafka_mi
     assert counts <= {1, 400}, counts         # never a part of the new partitions
     assert kafka_minilog.server.broker.topics.partition_count("grown") == 400
     assert len([n for n in os.listdir(kafka_minilog.data_dir) if n.rsplit("-", 1)[0] == "grown"]) == 400
+
+
+def test_a_topic_named_twice_in_one_create_fails_both_entries_and_is_not_created(kafka_minilog):
+    """As Kafka: CreateTopics naming one topic twice answers INVALID_REQUEST for both entries
+    (the answer could not say which of two results is the name's) and creates nothing of it;
+    the other topics of the request are created."""
+    from minilog.kafka.messages import CREATE_TOPICS
+    port = kafka_minilog.server.listener("kafka").port
+    topic = {"num_partitions": 1, "replication_factor": 1, "assignments": [], "configs": []}
+    request = {"topics": [dict(topic, name="twice"), dict(topic, name="once"), dict(topic, name="twice")],
+               "timeout_ms": 10000, "validate_only": False}
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reply = _exchange(sock, encode_request(CREATE_TOPICS, 5, 7, "t", request))
+        answers = [(t["name"], t["error_code"]) for t in decode_response(CREATE_TOPICS, 5, reply)[1]["topics"]]
+        assert answers == [("twice", errors.INVALID_REQUEST), ("once", 0), ("twice", errors.INVALID_REQUEST)]
+        reply = _exchange(sock, encode_request(METADATA, 4, 8, "t", {"topics": [{"name": "twice"}],
+                                                                     "allow_auto_topic_creation": False}))
+        (described,) = decode_response(METADATA, 4, reply)[1]["topics"]
+        assert described["error_code"] == errors.UNKNOWN_TOPIC_OR_PARTITION

@@ -53,6 +53,11 @@ def test_a_create_request_is_bounded(server):
         with pytest.raises(BrokerError) as refused:
             c.call("create_topics", {"topics": [{"name": f"x{i}"} for i in range(1001)]})
         assert refused.value.code == ErrorCode.BAD_REQUEST and "at most 1000" in refused.value.message
+        # A name given twice could not be answered twice (results are a map by name): refused whole.
+        with pytest.raises(BrokerError) as refused:
+            c.call("create_topics", {"topics": [{"name": "dup"}, {"name": "solo"}, {"name": "dup"}]})
+        assert refused.value.code == ErrorCode.BAD_REQUEST and "'dup' more than once" in refused.value.message
+        assert c.call("metadata", {"topics": ["dup", "solo"]})["topics"]["dup"]["error"] is not None
 
 
 def test_a_wide_topic_is_created_while_other_clients_are_answered(server):
