@@ -5,9 +5,12 @@ through exchange-to-exchange bindings it binds and unbinds as it goes (cycles in
 mandatory returns under publisher confirms; gets with and without acks on two channels; runs up
 to two consumers with prefetch on one queue; acks (single and `multiple`), nacks and rejects
 with and without requeue; dead-letters rejected messages (into a dead-letter queue whose own
-rejects go back to the first queue, so `x-death` counts grow); keeps a max-length queue
-(drop-head), a priority queue, a queue with a delivery limit and a queue of messages with
-short per-message TTLs (dead-lettered on expiry); and closes channels with unacked messages.
+rejects go back to the first queue, so `x-death` counts grow); keeps a max-length queue of
+each overflow mode (drop-head and reject-publish-dlx dead-letter what they drop or refuse,
+reject-publish only refuses: the publisher gets a nack either way), a priority queue, a queue
+with a delivery limit, a queue of messages with short per-message TTLs and one with a
+queue-level TTL (`x-message-ttl`; both dead-letter on expiry); and closes channels with
+unacked messages.
 After every step the broker must agree with a plain model:
 
 - nothing lost, nothing duplicated, nothing invented: every get returns the model's head, and
@@ -19,9 +22,11 @@ After every step the broker must agree with a plain model:
   original place; each consumer receives its queue's messages in queue order;
 - `message_count` in every get-ok agrees with the model; unroutable mandatory publishes come
   back; every message carries the model's `x-death` entries (queue, reason and count of each
-  death, the latest first: reasons `rejected`, `delivery_limit` and `expired`), and a message
+  death, the latest first: reasons `rejected`, `delivery_limit`, `maxlen` and `expired`), and a message
   returned to the delivery-limited queue carries `x-delivery-count`;
-- an expired message is never delivered, and reaches the dead-letter queue once.
+- an expired message is never delivered, and reaches the dead-letter queue once;
+- a publish a full reject-publish queue refuses is nacked, and kept by no queue but the
+  dead-letter queue of a reject-publish-dlx one.
 
 `queue_model(pika_module, parameters)` returns the state machine class for one client and
 broker: the real pika against minibroker's AMQP door or against RabbitMQ, and this project's
@@ -47,7 +52,7 @@ CONSUMERS = ("c1", "c2")
 # Together they make cycles (fan -> topic -> fan, direct -> fan -> topic -> direct), which a
 # broker must follow once each and deliver to every queue at most once.
 # Routing keys each exchange is published with: its own bindings route all but the last.
-PUBLISH_KEYS = {"direct": ["a", "b", "d", "c"], "fan": [""], "topic": ["x.p", "x.y.z", "q.z", "a"]}
+PUBLISH_KEYS = {"direct": ["a", "b", "d", "r", "rd", "c"], "fan": [""], "topic": ["x.p", "x.y.z", "q.z", "a"]}
 E2E = [("direct", "c", "fan"), ("topic", "q.*", "fan"), ("fan", "", "topic"), ("topic", "#", "direct")]
 
 
@@ -72,7 +77,16 @@ def queue_model(pika, parameters):
                                                   "x-dead-letter-routing-key": self.plain})
             ch.queue_declare(self.plain, arguments={"x-dead-letter-exchange": "",
                                                    "x-dead-letter-routing-key": self.dlq})
-            ch.queue_declare(self.capped, arguments={"x-max-length": MAX_LEN})
+            # Each overflow mode: drop-head (the oldest is dead-lettered, reason maxlen),
+            # reject-publish (the newest is refused: a nack) and reject-publish-dlx (refused
+            # and dead-lettered).
+            self.rejecting, self.rejecting_dlx = f"{p}.rejecting", f"{p}.rejecting-dlx"
+            ch.queue_declare(self.capped, arguments={"x-max-length": MAX_LEN, "x-dead-letter-exchange": "",
+                                                    "x-dead-letter-routing-key": self.dlq})
+            ch.queue_declare(self.rejecting, arguments={"x-max-length": MAX_LEN, "x-overflow": "reject-publish"})
+            ch.queue_declare(self.rejecting_dlx, arguments={
+                "x-max-length": MAX_LEN, "x-overflow": "reject-publish-dlx",
+                "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dlq})
             ch.queue_declare(self.prio, arguments={"x-max-priority": 5})
             # RabbitMQ's classic queues have no delivery limit, its quorum queues do (and must be
             # durable); minibroker's queues take x-delivery-limit whatever their type.
@@ -81,16 +95,20 @@ def queue_model(pika, parameters):
                 "x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.dlq})
             # Per-message TTL: messages published straight to `ttl` with short expirations,
             # dead-lettered with reason `expired` into `expired`.
-            self.ttl, self.expired = f"{p}.ttl", f"{p}.expired"
+            # Queue-level TTL: every message of `qttl` expires TTL_MS after it entered, into `expired`.
+            self.ttl, self.qttl, self.expired = f"{p}.ttl", f"{p}.qttl", f"{p}.expired"
             ch.queue_declare(self.expired)
             ch.queue_declare(self.ttl, arguments={"x-dead-letter-exchange": "",
                                                  "x-dead-letter-routing-key": self.expired})
+            ch.queue_declare(self.qttl, arguments={"x-message-ttl": TTL_MS, "x-dead-letter-exchange": "",
+                                                  "x-dead-letter-routing-key": self.expired})
             self.exchanges = {f"{p}.direct": "direct", f"{p}.fan": "fanout", f"{p}.topic": "topic"}
             for name, kind in self.exchanges.items():
                 ch.exchange_declare(name, exchange_type=kind)
             # (exchange, binding key, queue)
             self.bindings = [(f"{p}.direct", "a", self.plain), (f"{p}.direct", "b", self.capped),
-                             (f"{p}.direct", "d", self.limited),
+                             (f"{p}.direct", "d", self.limited), (f"{p}.direct", "r", self.rejecting),
+                             (f"{p}.direct", "rd", self.rejecting_dlx),
                              (f"{p}.fan", "", self.plain), (f"{p}.fan", "", self.prio),
                              (f"{p}.fan", "", self.limited),
                              (f"{p}.topic", "*.p", self.prio), (f"{p}.topic", "#.z", self.plain)]
@@ -98,11 +116,13 @@ def queue_model(pika, parameters):
                 ch.queue_bind(q, ex, routing_key=key)
             self.e2e = set()                       # indexes into E2E that are bound now
             self.queues = {q: [] for q in (self.plain, self.capped, self.prio, self.dlq, self.limited,
-                                           self.ttl, self.expired)}
+                                           self.rejecting, self.rejecting_dlx, self.ttl, self.qttl,
+                                           self.expired)}
             # Expired messages on their way to `expired`: seq -> True once the broker must have
             # dead-lettered it (nothing live was ahead of it), False while it only may have.
             self.dead_by_expiry = {}
             self.expirations = {}                  # seq -> the expiration it was published with
+            self.expired_from = {}                 # seq -> the TTL queue it was published to
             self.unacked = {1: {}, 2: {}}          # holder -> {delivery tag: (queue, message)}
             self.consumers = {}                    # consumer holder -> {"prefetch", "inbox"}
             self.seq = 0
@@ -142,7 +162,8 @@ def queue_model(pika, parameters):
             return out
 
         def _enqueue(self, q, msg, requeued=False):
-            """Add `msg` to `q`; a requeued message keeps its place (`pos`), a new one goes last."""
+            """Add `msg` to `q`; a requeued message keeps its place (`pos`), a new one goes last.
+            Returns the queue a message went to by overflow (dead-lettered), or None."""
             if not requeued:
                 self.arrivals += 1
                 msg["pos"] = self.arrivals
@@ -153,11 +174,14 @@ def queue_model(pika, parameters):
             else:
                 items.sort(key=lambda m: m["pos"])
                 if q == self.capped and len(items) > MAX_LEN:
-                    del items[0]    # overflow drop-head: the oldest goes
+                    # overflow drop-head: the oldest goes, dead-lettered
+                    return self._dead_letter(q, items.pop(0), "maxlen")
+            return None
 
         def _dead_letter(self, q, msg, reason):
             """`msg` dies in `q`: into the queue its dead-letter routing key names, with x-death."""
-            target = {self.plain: self.dlq, self.dlq: self.plain, self.limited: self.dlq}.get(q)
+            target = {self.plain: self.dlq, self.dlq: self.plain, self.limited: self.dlq, self.capped: self.dlq,
+                      self.rejecting_dlx: self.dlq}.get(q)
             if target is None:
                 return None         # no dead-letter exchange: dropped
             deaths = [d for d in msg["deaths"] if (d[0], d[1]) != (q, reason)]
@@ -225,7 +249,17 @@ def queue_model(pika, parameters):
             self.seq += 1
             body = str(self.seq).encode()
             props = pika.BasicProperties(priority=priority)
-            if targets:
+            # A full reject-publish(-dlx) queue refuses the message: the publisher gets a nack,
+            # while the other queues it was routed to keep it.
+            refused = [q for q in targets if q in (self.rejecting, self.rejecting_dlx)
+                       and len(self.queues[q]) >= MAX_LEN]
+            if refused:
+                try:
+                    self.channels[1].basic_publish(exchange, key, body, props, mandatory=True)
+                    raise AssertionError(f"a publish to the full {refused} was confirmed")
+                except pika.exceptions.NackError:
+                    pass
+            elif targets:
                 self.channels[1].basic_publish(exchange, key, body, props, mandatory=True)
             else:
                 try:
@@ -234,9 +268,15 @@ def queue_model(pika, parameters):
                                          "was confirmed without being returned")
                 except pika.exceptions.UnroutableError:
                     pass
+            moved = set()
             for q in targets:
-                self._enqueue(q, {"seq": self.seq, "priority": priority, "redelivered": False,
-                                  "deaths": [], "returns": 0})
+                msg = {"seq": self.seq, "priority": priority, "redelivered": False, "deaths": [], "returns": 0}
+                if q in refused:
+                    moved.add(self._dead_letter(q, msg, "maxlen"))
+                else:
+                    moved.add(self._enqueue(q, msg))
+            # Dead-lettering is asynchronous on RabbitMQ: let it land before the next step.
+            self._await_arrivals(moved)
 
         @rule(which=st.integers(0, len(E2E) - 1))
         def bind_or_unbind_exchanges(self, which):
@@ -252,14 +292,14 @@ def queue_model(pika, parameters):
         def get(self, data, ch, auto_ack):
             # Mostly from a queue the model says holds something (a get from an empty one
             # checks less), sometimes from any.
-            names = ["plain", "capped", "prio", "dlq", "limited"]
+            names = ["plain", "capped", "prio", "dlq", "limited", "rejecting", "rejecting-dlx"]
             queue = data.draw(st.sampled_from(
                 [n for n in names if self.queues[f"{self.p}.{n}"]] * 3 + names), label="queue")
             self.get_from(queue, ch, auto_ack)
 
         def get_from(self, queue, ch, auto_ack):
             q = f"{self.p}.{queue}"
-            if q == self.capped:
+            if q in (self.capped, self.rejecting, self.rejecting_dlx):
                 auto_ack = True     # a requeue past the cap is where brokers legitimately differ
             if q == self.limited and self._holds_from(q):
                 # RabbitMQ's quorum queues return messages ahead of the rest in the order they
@@ -285,18 +325,24 @@ def queue_model(pika, parameters):
                 self.unacked[ch][method.delivery_tag] = (q, msg)
 
         # ---- per-message TTL -------------------------------------------------------------
-        @rule(expirations=st.lists(st.sampled_from([None, "0", str(TTL_MS)]), min_size=1, max_size=3))
-        def publish_expiring(self, expirations):
-            """Publish to `ttl` (default exchange), each message with its own expiration or none."""
+        @rule(expirations=st.lists(st.sampled_from([None, "0", str(TTL_MS)]), min_size=1, max_size=3),
+              queue_ttl=st.booleans())
+        def publish_expiring(self, expirations, queue_ttl=False):
+            """Publish to `ttl` (default exchange), each message with its own expiration or none;
+            or, with `queue_ttl`, as many messages without one to `qttl`, whose TTL is the queue's."""
+            source = self.qttl if queue_ttl else self.ttl
             for expiration in expirations:
+                if queue_ttl:
+                    expiration = None
                 self.seq += 1
                 sent = time.monotonic()
-                self.channels[1].basic_publish("", self.ttl, str(self.seq).encode(),
+                self.channels[1].basic_publish("", source, str(self.seq).encode(),
                                                pika.BasicProperties(expiration=expiration))
                 confirmed = time.monotonic()
-                ttl = None if expiration is None else int(expiration) / 1000
+                ttl = TTL_MS / 1000 if queue_ttl else None if expiration is None else int(expiration) / 1000
                 self.expirations[self.seq] = expiration
-                self.queues[self.ttl].append({
+                self.expired_from[self.seq] = source
+                self.queues[source].append({
                     "seq": self.seq, "expiration": expiration, "expired": False,
                     # it expires somewhere between entering the queue (after `sent`, before
                     # `confirmed`) plus its TTL
@@ -305,39 +351,43 @@ def queue_model(pika, parameters):
 
         def _let_expire(self):
             """Wait until every expiring message is surely past its expiry (a few ms), then move
-            those at the head of `ttl` (nothing live ahead) to the surely dead-lettered."""
-            latest = max((m["latest"] for m in self.queues[self.ttl] if m["latest"]), default=None)
+            those at the head of `ttl` and `qttl` (nothing live ahead) to the surely dead-lettered."""
+            latest = max((m["latest"] for q in (self.ttl, self.qttl) for m in self.queues[q] if m["latest"]),
+                         default=None)
             if latest is not None:
                 wait_until(lambda: time.monotonic() > latest + CLOCK_SLACK, timeout=5, interval=0.001,
                            message="the TTL of the model's messages to pass")
-            items = self.queues[self.ttl]
-            for m in items:
-                if m["latest"] is not None:
-                    m["expired"] = True
-                    self.dead_by_expiry.setdefault(m["seq"], False)
-            # RabbitMQ drops expired messages from the head of a queue only; behind a live
-            # message they wait (and are never delivered). minibroker also sweeps them out.
-            while items and items[0]["expired"]:
-                self.dead_by_expiry[items.pop(0)["seq"]] = True
+            for q in (self.ttl, self.qttl):
+                items = self.queues[q]
+                for m in items:
+                    if m["latest"] is not None:
+                        m["expired"] = True
+                        self.dead_by_expiry.setdefault(m["seq"], False)
+                # RabbitMQ drops expired messages from the head of a queue only; behind a live
+                # message they wait (and are never delivered). minibroker also sweeps them out.
+                while items and items[0]["expired"]:
+                    self.dead_by_expiry[items.pop(0)["seq"]] = True
 
-        @rule(queue=st.sampled_from(["ttl", "expired"]), ch=st.sampled_from([1, 2]))
+        @rule(queue=st.sampled_from(["ttl", "qttl", "expired"]), ch=st.sampled_from([1, 2]))
         def get_expiring(self, queue, ch):
             self._let_expire()
-            items, pool = self.queues[self.ttl], self.dead_by_expiry
-            if queue == "ttl":
-                method, props, body = self.channels[ch].basic_get(self.ttl, auto_ack=True)
+            pool = self.dead_by_expiry
+            if queue in ("ttl", "qttl"):
+                source = f"{self.p}.{queue}"
+                items = self.queues[source]
+                method, props, body = self.channels[ch].basic_get(source, auto_ack=True)
                 if not items:
-                    assert method is None, f"ttl: got {body!r}, the model holds nothing live"
+                    assert method is None, f"{queue}: got {body!r}, the model holds nothing live"
                     return
-                assert method is not None, f"ttl: empty, the model's head is {items[0]['seq']}"
+                assert method is not None, f"{queue}: empty, the model's head is {items[0]['seq']}"
                 msg = items.pop(0)
-                assert int(body) == msg["seq"], f"ttl: got {body!r}, the model's head is {msg['seq']}"
+                assert int(body) == msg["seq"], f"{queue}: got {body!r}, the model's head is {msg['seq']}"
                 self._let_expire()
                 # Expired messages still in the queue count until they are dropped: RabbitMQ drops
                 # them when they reach the head, minibroker when it sweeps (every 50 ms).
                 live = sum(not m["expired"] for m in items)
                 assert live <= method.message_count <= len(items) + len(pool), \
-                    f"ttl: message_count {method.message_count}, {live} live, {len(items)} in the model"
+                    f"{queue}: message_count {method.message_count}, {live} live, {len(items)} in the model"
                 return
             sure = [s for s, certain in pool.items() if certain]
             if sure:
@@ -351,11 +401,12 @@ def queue_model(pika, parameters):
                 return
             seq = int(body)
             assert seq in pool, f"expired: got {body!r}, the model's expired are {sorted(pool)}"
-            if not pool.pop(seq):        # it was behind a live message: gone from ttl too
-                self.queues[self.ttl][:] = [m for m in items if m["seq"] != seq]
+            source = self.expired_from[seq]
+            if not pool.pop(seq):        # it was behind a live message: gone from its queue too
+                self.queues[source][:] = [m for m in self.queues[source] if m["seq"] != seq]
             death = ((props.headers or {}).get("x-death") or [{}])
             assert [(d.get("queue"), d.get("reason"), d.get("count")) for d in death] == \
-                [(self.ttl, "expired", 1)], f"expired: x-death of {seq}: {death}"
+                [(source, "expired", 1)], f"expired: x-death of {seq}: {death}"
             assert death[0].get("original-expiration") == self.expirations[seq], \
                 f"expired: original-expiration of {seq}: {death[0].get('original-expiration')!r}"
             # Dead-lettering on expiry happens after the fact (a timer, a sweep): the count may
@@ -466,8 +517,8 @@ def queue_model(pika, parameters):
 def tour(machine_class):
     """Walk `machine_class` (from `queue_model`) once through every feature in a fixed order,
     checking the broker against the model after each step as hypothesis does: exchange-binding
-    cycles, the delivery limit, x-death counts over several rounds, consumers with prefetch, and
-    per-message TTL. Random runs reach these too, but not in every short run; this does."""
+    cycles, the delivery limit, x-death counts over several rounds, consumers with prefetch,
+    per-message and queue-level TTL, and each overflow mode. Random runs reach these too, but not in every short run; this does."""
     m = machine_class()
     steps = [
         lambda: [m.bind_or_unbind_exchanges(i) for i in range(len(E2E))],   # every cycle bound
@@ -509,6 +560,23 @@ def tour(machine_class):
         lambda: m.get_expiring("expired", 1),
         lambda: m.get_expiring("expired", 1),
         lambda: m.get_expiring("ttl", 1),
+        # queue-level TTL: all expire, in order, with no original-expiration
+        lambda: m.publish_expiring([None, None], queue_ttl=True),
+        lambda: m.get_expiring("qttl", 1),
+        lambda: m.get_expiring("expired", 2),
+        lambda: m.get_expiring("expired", 1),
+        # each overflow mode, one past the cap: drop-head dead-letters the oldest (maxlen),
+        # reject-publish nacks the newest, reject-publish-dlx nacks and dead-letters it
+        lambda: m.publish_to("direct", "b", [0] * (MAX_LEN + 1)),
+        lambda: m.publish_to("direct", "r", [0] * (MAX_LEN + 1)),
+        lambda: m.publish_to("direct", "rd", [0] * (MAX_LEN + 1)),
+        lambda: m.get_from("dlq", 1, True),
+        lambda: m.get_from("dlq", 1, True),
+        lambda: m.get_from("rejecting", 2, True),
+        lambda: m.get_from("rejecting-dlx", 1, True),
+        lambda: m.get_from("capped", 1, True),
+        lambda: m.publish_to("direct", "r", [0]),   # room again
+        lambda: m.get_from("rejecting", 1, True),
     ]
     try:
         m.consumers_hold_the_first_messages_up_to_their_prefetch()
