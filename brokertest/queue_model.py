@@ -4,7 +4,8 @@ One hypothesis `RuleBasedStateMachine` publishes through direct, fanout and topi
 through exchange-to-exchange bindings it binds and unbinds as it goes (cycles included), with
 mandatory returns under publisher confirms; gets with and without acks on two channels; runs up
 to two consumers with prefetch on one queue; acks (single and `multiple`), nacks and rejects
-with and without requeue; dead-letters rejected messages (into a dead-letter queue whose own
+with and without requeue; closes a channel or a second connection holding unacked messages;
+dead-letters rejected messages (into a dead-letter queue whose own
 rejects go back to the first queue, so `x-death` counts grow); keeps a max-length queue of
 each overflow mode (drop-head and reject-publish-dlx dead-letter what they drop or refuse,
 reject-publish only refuses: the publisher gets a nack either way), a priority queue, a queue
@@ -64,9 +65,13 @@ def queue_model(pika, parameters):
         def __init__(self):
             super().__init__()
             self.p = p = f"m{uuid.uuid4().hex[:8]}"
+            self.parameters = parameters
             self.conn = pika.BlockingConnection(parameters())
-            # holder -> channel; 1 and 2 get, "c1" and "c2" consume when started
-            self.channels = {1: self.conn.channel(), 2: self.conn.channel()}
+            # A second connection, whose close returns what its channel holds.
+            self.conn2 = pika.BlockingConnection(parameters())
+            # holder -> channel; 1 and 2 get, 3 gets on the second connection, "c1" and "c2"
+            # consume when started
+            self.channels = {1: self.conn.channel(), 2: self.conn.channel(), 3: self.conn2.channel()}
             self.channels[1].confirm_delivery()
             ch = self.channels[1]
             self.plain, self.capped, self.prio, self.dlq, self.limited = (
@@ -123,7 +128,7 @@ def queue_model(pika, parameters):
             self.dead_by_expiry = {}
             self.expirations = {}                  # seq -> the expiration it was published with
             self.expired_from = {}                 # seq -> the TTL queue it was published to
-            self.unacked = {1: {}, 2: {}}          # holder -> {delivery tag: (queue, message)}
+            self.unacked = {1: {}, 2: {}, 3: {}}   # holder -> {delivery tag: (queue, message)}
             self.consumers = {}                    # consumer holder -> {"prefetch", "inbox"}
             self.seq = 0
             self.arrivals = 0
@@ -136,6 +141,10 @@ def queue_model(pika, parameters):
                 for ex in self.exchanges:
                     ch.exchange_delete(ex)
                 self.conn.close()
+            except Exception:
+                pass
+            try:
+                self.conn2.close()
             except Exception:
                 pass
 
@@ -288,7 +297,7 @@ def queue_model(pika, parameters):
                 self.channels[1].exchange_bind(dst, src, routing_key=key)
                 self.e2e.add(which)
 
-        @rule(data=st.data(), ch=st.sampled_from([1, 2]), auto_ack=st.booleans())
+        @rule(data=st.data(), ch=st.sampled_from([1, 2, 3]), auto_ack=st.booleans())
         def get(self, data, ch, auto_ack):
             # Mostly from a queue the model says holds something (a get from an empty one
             # checks less), sometimes from any.
@@ -476,6 +485,20 @@ def queue_model(pika, parameters):
                 del self.channels[holder], self.consumers[holder], self.unacked[holder]
             self._await_arrivals(back)
 
+        @precondition(lambda self: self.unacked[3])
+        @rule()
+        def close_connection(self):
+            """Close the second connection: what its channel holds goes back, as on a channel close."""
+            self.reconnect()
+
+        def reconnect(self):
+            self.conn2.close()
+            back = {self._return(q, msg) for _, (q, msg) in sorted(self.unacked[3].items())}
+            self.unacked[3] = {}
+            self.conn2 = pika.BlockingConnection(self.parameters())
+            self.channels[3] = self.conn2.channel()
+            self._await_arrivals(back)
+
         # ---- consumers: after every step, they must hold exactly the queue's first messages
         @invariant()
         def consumers_hold_the_first_messages_up_to_their_prefetch(self):
@@ -534,6 +557,12 @@ def tour(machine_class):
         lambda: m.nack_tag(2, max(m.unacked[2]), requeue=True),
         lambda: m.get_from("limited", 2, False),
         lambda: m.close(2),
+        # a connection closed with unacked messages: they come back, flagged redelivered
+        lambda: m.publish_to("direct", "a", [0, 0]),
+        lambda: m.get_from("plain", 3, False),
+        lambda: m.get_from("plain", 3, False),
+        lambda: m.reconnect(),
+        lambda: m.get_from("plain", 1, True),
         # x-death over rounds: dlq -> plain -> dlq -> plain
         lambda: m.get_from("dlq", 1, False),
         lambda: m.nack_tag(1, max(m.unacked[1]), requeue=False, use_reject=True),
