@@ -72,7 +72,9 @@ def test_both_producers_batches_are_the_one_accumulator():
     asyncio_batch = _Batch("t", 3, None)
     for batch in (blocking, asyncio_batch):
         assert isinstance(batch, OpenBatch)
-        batch.append(b"k", b"v", 1_700_000_000_000)
+        # A timestamp ahead of the clock: a batch's max timestamp is also at least the time of
+        # its first append, which differs between the two when a millisecond ticks in between.
+        batch.append(b"k", b"v", 4_000_000_000_000)
         assert decode_batch(batch.pack())[1][0][2:4] == (b"k", b"v")
     assert blocking.pack() == asyncio_batch.pack()
 
