@@ -17,35 +17,38 @@ def _dirs_of(data_dir, topic):
     return sorted(n for n in os.listdir(data_dir) if n.rsplit("-", 1)[0] == topic)
 
 
-def test_creating_300_topics_leaves_other_clients_answered_and_costs_flat(server):
+def test_creating_300_topics_leaves_other_clients_answered(server):
+    """While 300 topics are made, 100 a request, another client's pings keep being answered
+    (each topic gives the loop back). That the cost per topic stays flat is a speed figure:
+    `python -m bench.minilog_create` measures it."""
     with connect(server) as admin, connect(server) as other:
         stop = threading.Event()
-        worst = []
+        answered = []   # (batch_no at the time) for each ping answered
+
+        current = [None]
 
         def ping_loop():
             while not stop.is_set():
-                started = time.monotonic()
                 other.call("ping", timeout=30)
-                worst.append(time.monotonic() - started)
+                answered.append(current[0])
 
         pinger = threading.Thread(target=ping_loop)
         pinger.start()
-        timings = []
         try:
             for batch_no in range(3):
                 specs = [{"name": f"t{batch_no}-{i}", "num_partitions": 1} for i in range(100)]
-                started = time.monotonic()
+                current[0] = batch_no
                 result = admin.call("create_topics", {"topics": specs}, timeout=120)
-                timings.append(time.monotonic() - started)
+                current[0] = None
                 assert all(v is None for v in result["results"].values())
         finally:
             stop.set()
             pinger.join()
         assert len(admin.call("metadata", {})["topics"]) == 300
-        # Each topic gives the loop back: another client's ping waits for one topic, not 100.
-        assert max(worst) < max(timings) / 3, (max(worst), timings)
-        # The 300th topic costs what the first did (it was 5x more once the index files added up).
-        assert timings[2] < 3 * timings[0] + 0.5, timings
+        # Answered while each request of 100 topics ran: had the loop been held for a whole
+        # request, at most one ping (the one already waiting) would fall inside it.
+        during = [answered.count(b) for b in range(3)]
+        assert all(n >= 2 for n in during), during
 
 
 def test_a_create_request_is_bounded(server):
