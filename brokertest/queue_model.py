@@ -1,6 +1,7 @@
 """A whole-broker model of a RabbitMQ-style queue broker, driven through a pika-API client.
 
-One hypothesis `RuleBasedStateMachine` publishes through direct, fanout and topic exchanges and
+One hypothesis `RuleBasedStateMachine` publishes through direct, fanout, topic and headers
+(`x-match` all and any) exchanges and
 through exchange-to-exchange bindings it binds and unbinds as it goes (cycles included), with
 mandatory returns under publisher confirms; gets with and without acks on two channels; runs up
 to two consumers with prefetch on one queue; acks (single and `multiple`), nacks and rejects
@@ -53,7 +54,12 @@ CONSUMERS = ("c1", "c2")
 # Together they make cycles (fan -> topic -> fan, direct -> fan -> topic -> direct), which a
 # broker must follow once each and deliver to every queue at most once.
 # Routing keys each exchange is published with: its own bindings route all but the last.
-PUBLISH_KEYS = {"direct": ["a", "b", "d", "r", "rd", "c"], "fan": [""], "topic": ["x.p", "x.y.z", "q.z", "a"]}
+PUBLISH_KEYS = {"direct": ["a", "b", "d", "r", "rd", "c"], "fan": [""], "topic": ["x.p", "x.y.z", "q.z", "a"],
+                "hdr": ["k1-ta", "k1", "tb", "k3"]}
+# The headers exchange routes on message headers, not keys: each name above stands for these.
+HEADER_SETS = {"k1-ta": {"k": "1", "t": "a"}, "k1": {"k": "1"}, "tb": {"t": "b"}, "k3": {"k": "3"}}
+# Its bindings: (arguments, queue suffix). All of k=1 and t=a, or any of k=2 and t=b.
+HEADER_BINDINGS = [({"x-match": "all", "k": "1", "t": "a"}, "plain"), ({"x-match": "any", "k": "2", "t": "b"}, "prio")]
 E2E = [("direct", "c", "fan"), ("topic", "q.*", "fan"), ("fan", "", "topic"), ("topic", "#", "direct")]
 
 
@@ -107,7 +113,8 @@ def queue_model(pika, parameters):
                                                  "x-dead-letter-routing-key": self.expired})
             ch.queue_declare(self.qttl, arguments={"x-message-ttl": TTL_MS, "x-dead-letter-exchange": "",
                                                   "x-dead-letter-routing-key": self.expired})
-            self.exchanges = {f"{p}.direct": "direct", f"{p}.fan": "fanout", f"{p}.topic": "topic"}
+            self.exchanges = {f"{p}.direct": "direct", f"{p}.fan": "fanout", f"{p}.topic": "topic",
+                              f"{p}.hdr": "headers"}
             for name, kind in self.exchanges.items():
                 ch.exchange_declare(name, exchange_type=kind)
             # (exchange, binding key, queue)
@@ -119,6 +126,8 @@ def queue_model(pika, parameters):
                              (f"{p}.topic", "*.p", self.prio), (f"{p}.topic", "#.z", self.plain)]
             for ex, key, q in self.bindings:
                 ch.queue_bind(q, ex, routing_key=key)
+            for args, suffix in HEADER_BINDINGS:
+                ch.queue_bind(f"{p}.{suffix}", f"{p}.hdr", arguments=args)
             self.e2e = set()                       # indexes into E2E that are bound now
             self.queues = {q: [] for q in (self.plain, self.capped, self.prio, self.dlq, self.limited,
                                            self.rejecting, self.rejecting_dlx, self.ttl, self.qttl,
@@ -149,9 +158,12 @@ def queue_model(pika, parameters):
                 pass
 
         # ---- the model's routing and queues ----------------------------------------------
-        def _routes(self, exchange, key):
+        def _routes(self, exchange, key, headers=None):
             """The queues a message reaches, following exchange-to-exchange bindings once each."""
             out, seen, todo = [], set(), [exchange]
+            if self.exchanges[exchange] == "headers":   # no exchange binding leaves it
+                return [f"{self.p}.{suffix}" for args, suffix in HEADER_BINDINGS
+                        if headers_match(args, headers or {})]
             while todo:
                 ex = todo.pop()
                 if ex in seen:
@@ -240,7 +252,7 @@ def queue_model(pika, parameters):
             for which in sorted(bound):
                 self.bind_or_unbind_exchanges(which)
 
-        @rule(data=st.data(), exchange=st.sampled_from(["direct", "fan", "topic"]),
+        @rule(data=st.data(), exchange=st.sampled_from(["direct", "fan", "topic", "hdr"]),
               priorities=st.lists(st.integers(0, 5), min_size=1, max_size=3))
         def publish(self, data, exchange, priorities):
             """Publish one message for each priority, all with one routing key; each exchange's
@@ -249,15 +261,18 @@ def queue_model(pika, parameters):
                             priorities)
 
         def publish_to(self, exchange, key, priorities):
+            headers = None
+            if exchange == "hdr":
+                key, headers = "", HEADER_SETS[key]
             exchange = f"{self.p}.{exchange}"
-            targets = self._routes(exchange, key)
+            targets = self._routes(exchange, key, headers)
             for priority in priorities:
-                self._publish(exchange, key, priority, targets)
+                self._publish(exchange, key, priority, targets, headers)
 
-        def _publish(self, exchange, key, priority, targets):
+        def _publish(self, exchange, key, priority, targets, headers=None):
             self.seq += 1
             body = str(self.seq).encode()
-            props = pika.BasicProperties(priority=priority)
+            props = pika.BasicProperties(priority=priority, headers=headers)
             # A full reject-publish(-dlx) queue refuses the message: the publisher gets a nack,
             # while the other queues it was routed to keep it.
             refused = [q for q in targets if q in (self.rejecting, self.rejecting_dlx)
@@ -549,6 +564,10 @@ def tour(machine_class):
         lambda: m.publish_to("topic", "a", [2]),     # topic -> direct -> plain
         lambda: m.bind_or_unbind_exchanges(3),
         lambda: m.publish_to("topic", "a", [0]),     # unroutable again: returned
+        # the headers exchange: all of two headers, any of two, neither (returned)
+        lambda: m.publish_to("hdr", "k1-ta", [1]),   # -> plain
+        lambda: m.publish_to("hdr", "k1", [0]),      # all, one missing: unroutable
+        lambda: m.publish_to("hdr", "tb", [3]),      # any -> prio
         lambda: m.get_from("prio", 1, True),
         lambda: m.get_from("plain", 1, True),
         lambda: m.get_from("plain", 1, True),
@@ -614,6 +633,15 @@ def tour(machine_class):
             m.consumers_hold_the_first_messages_up_to_their_prefetch()
     finally:
         m.teardown()
+
+
+def headers_match(arguments: dict, headers: dict) -> bool:
+    """A headers exchange's binding test, as RabbitMQ documents it: `x-match` all (the default)
+    needs every other argument present with the same value, `any` at least one; arguments
+    starting `x-` are not matched."""
+    wanted = [(k, v) for k, v in arguments.items() if not k.startswith("x-")]
+    hits = [headers.get(k, object()) == v for k, v in wanted]
+    return any(hits) if arguments.get("x-match") == "any" else all(hits)
 
 
 def topic_matches(pattern: str, key: str) -> bool:
