@@ -480,13 +480,9 @@ def _stride_run(data, t: int, p: int, i: int, most: int, latest: int | None) -> 
     k = min(most, (1 << (7 * off_size - 1)) - i, (len(data) - p) // stride)
     if k <= 0:
         return 0
-    for r in fixed:
-        col = bytes(data[p + r:p + r + (k - 1) * stride + 1:stride])
-        want = bytes(data[t + r:t + r + 1]) * k
-        if col != want:
-            k = _first_difference(col, want, k)
-            if k == 0:
-                return 0
+    k = _alike_columns(data, t, p, stride, fixed, k)
+    if k == 0:
+        return 0
     for b, want in enumerate(_offset_varint_columns(i, k, off_size)):
         col = bytes(data[p + off_at + b:p + off_at + b + (k - 1) * stride + 1:stride])
         if col != want:
@@ -507,6 +503,19 @@ def _stride_run(data, t: int, p: int, i: int, most: int, latest: int | None) -> 
                | (int.from_bytes(hi.translate(hi_at), "big") & int.from_bytes(lo.translate(lo_over), "big")))
     if bad:
         k = k - 1 - (bad.bit_length() - 1) // 8
+    return k
+
+
+def _alike_columns(data, t: int, p: int, stride: int, columns, k: int) -> int:
+    """How many of the `k` records from `p` on, `stride` bytes apart, hold the template record's
+    (at `t`) byte at every offset of `columns`: each column is one extended slice compared in C."""
+    for r in columns:
+        col = bytes(data[p + r:p + r + (k - 1) * stride + 1:stride])
+        want = bytes(data[t + r:t + r + 1]) * k
+        if col != want:
+            k = _first_difference(col, want, k)
+            if k == 0:
+                return 0
     return k
 
 

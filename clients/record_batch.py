@@ -378,13 +378,9 @@ def _row_run(body, t: int, p: int, i: int, n: int, template, latest: int) -> int
     k = min(n - i, (0x80 if off_type is None else 1 << (8 * off_size)) - i, (len(body) - p) // stride)
     if k <= 0:
         return 0
-    for r in fixed:
-        col = bytes(body[p + r:p + r + (k - 1) * stride + 1:stride])
-        want = bytes(body[t + r:t + r + 1]) * k
-        if col != want:
-            k = _kafka._first_difference(col, want, k)
-            if k == 0:
-                return 0
+    k = _kafka._alike_columns(body, t, p, stride, fixed, k)
+    if k == 0:
+        return 0
     for b in range(off_size):               # the big-endian bytes of i..i+k-1
         block = 1 << (8 * (off_size - 1 - b))    # byte b is constant over blocks of this many
         first, last = i // block, (i + k - 1) // block
