@@ -30,9 +30,8 @@ import concurrent.futures
 import logging
 import time
 
-from clients import kafka_batch
+from clients import kafka_batch, record_batch
 from clients.protocol.errors import BrokerError, ErrorCode
-from clients import record_batch
 from clients.record_batch import BatchError, CorruptBatchError, InvalidBatchError
 
 from .append_waiters import AppendWaiters
@@ -282,8 +281,9 @@ class LogBroker:
         KAFKA (one Kafka magic-2 batch per entry, as Kafka's Produce carries; see
         `_append_kafka`). Each entry is all or nothing and fails alone (its row has base_offset
         -1 and the error). A Kafka entry appended to a LogAppendTime topic has a fifth field,
-        the time the broker stamped on it. With `acks=-1` the answer is an awaitable of the rows, done when the
-        group-commit fsync covers every appended entry; otherwise the rows themselves.
+        the time the broker stamped on it. With `acks=-1` the answer is an awaitable of the
+        rows, done when the group-commit fsync covers every appended entry; otherwise the rows
+        themselves.
         """
         if fmt != MINILOG:
             if fmt != KAFKA:
