@@ -4,12 +4,14 @@ In-process, on the core (`LogBroker`); the msgpack client's view is in tests/min
 
 import shutil
 import struct
+import zlib
 
+import pytest
 from crc32c import crc32c
 
 from clients import kafka_batch as kb
 from clients import record_batch as rb
-from clients.protocol.errors import ErrorCode
+from clients.protocol.errors import BrokerError, ErrorCode
 from minilog.batch_formats import KAFKA, MINILOG
 from minilog.storage import FileSlice
 
@@ -129,3 +131,28 @@ def _snappy_batch():
     struct.pack_into(">h", buf, 21, kb.SNAPPY)
     recrc(buf)
     return bytes(buf)
+
+
+async def test_a_log_append_time_topic_never_re_signs_a_damaged_batch(broker):
+    """Stamping a LogAppendTime batch rewrites its header and CRC: a batch damaged on the way
+    must be refused first (either format), never stored with a fresh CRC; a bad setting is refused."""
+    broker.create_topic("stamped", 1, {"message.timestamp.type": "LogAppendTime"})
+    for value in (5, "logappendtime", ["LogAppendTime"]):
+        with pytest.raises(BrokerError) as refused:
+            broker.create_topic("badly", 1, {"message.timestamp.type": value})
+        assert refused.value.code == ErrorCode.BAD_REQUEST
+    kafka_flipped = bytearray(kb.build_batch(KAFKA_RECORDS))
+    kafka_flipped[-1] ^= 1
+    native_flipped = bytearray(rb.build_batch(MINILOG_RECORDS))
+    native_flipped[-1] ^= 1
+    lying = bytearray(rb.build_batch(MINILOG_RECORDS))
+    struct.pack_into(">i", lying, 19, 2**31 - 1)   # the header's record count, re-signed below
+    struct.pack_into(">I", lying, 13, zlib.crc32(bytes(lying[17:])))
+    rows = broker.produce([["stamped", 0, bytes(kafka_flipped)]], fmt=KAFKA)
+    assert rows[0][3][0] == ErrorCode.CORRUPT_MESSAGE
+    rows = broker.produce([["stamped", 0, bytes(native_flipped)], ["stamped", 0, bytes(lying)],
+                           ["stamped", 0, rb.build_batch(MINILOG_RECORDS) + bytes(native_flipped)]])
+    assert all(r[3] is not None for r in rows), rows
+    assert broker.partition_offsets("stamped", 0) == (0, 0)   # nothing of them was kept
+    rows = broker.produce([["stamped", 0, kb.build_batch(KAFKA_RECORDS)]], fmt=KAFKA)
+    assert rows[0][3] is None and len(rows[0]) == 5 and rows[0][4] > 1_700_000_000_000
