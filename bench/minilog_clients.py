@@ -128,17 +128,23 @@ def role_latency_consume(bootstrap, topic, records, size) -> dict:
             "p999_us": pct(0.999), "max_us": lat[-1] if lat else None}
 
 
-def role_latency_produce(bootstrap, topic, records, size, rate) -> dict:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": 1})
-    pad = b"x" * max(size - 8, 0)
+def _paced(records: int, rate: float, start: float):
+    """Yield 0..records-1, each once it is due at `rate` per second from `start`. Sleeps (not
+    spins) until then: a spinning producer would steal the CPU the server and the consumer need
+    on a 2-vCPU machine and inflate the latency."""
     interval = 1.0 / rate
-    start = time.perf_counter()
     for i in range(records):
-        # Sleep (not spin) until the record is due: a spinning producer would steal the CPU
-        # the server and the consumer need on a 2-vCPU machine and inflate the latency.
         wait = start + i * interval - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
+        yield i
+
+
+def role_latency_produce(bootstrap, topic, records, size, rate) -> dict:
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": 1})
+    pad = b"x" * max(size - 8, 0)
+    start = time.perf_counter()
+    for _ in _paced(records, rate, start):
         p.produce(topic, _STAMP.pack(time.time_ns()) + pad)
         p.poll(0)
     p.flush(30)
@@ -151,12 +157,8 @@ def role_latency_produce_raw(bootstrap, topic, records, size, rate) -> dict:
     from clients.record_batch import BatchBuilder
     conn = LogConnection(*parse_bootstrap(bootstrap))
     pad = b"x" * max(size - 8, 0)
-    interval = 1.0 / rate
     start = time.perf_counter()
-    for i in range(records):
-        wait = start + i * interval - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
+    for _ in _paced(records, rate, start):
         batch = BatchBuilder()
         batch.append(None, _STAMP.pack(time.time_ns()) + pad)
         conn.send("produce", {"acks": 0, "timeout_ms": 1000, "data": [[topic, 0, batch.pack()]]}, want_reply=False)
