@@ -74,15 +74,6 @@ class _Batch(OpenBatch):
         self.future = future  # resolves to the batch's base offset once the server has it
         self.tp = None
 
-    def settle(self, base: int, error) -> None:
-        """The batch's outcome: its base offset, or the error every record's future raises."""
-        fut = self.future
-        if not fut.done():
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(base)
-
     def metadata(self, index: int) -> RecordMetadata:
         base = self.future.result()
         tp = self.tp
@@ -416,7 +407,10 @@ class AIOKafkaProducer:
         if not self._acc.closing(self._acc.topics[batch.topic], batch):
             return  # closed already (full, or by flush) before its timer ran
         batch.handle.cancel()
-        self._requests.add(batch.topic, batch.partition, batch.pack(), batch, 0.0)
+        # The request core keeps the batch's future, not the batch: the batch's rows are garbage
+        # once packed unless a RecordFuture holds them, and keeping ~100 rows per batch in flight
+        # alive made the cyclic collector's passes cost 0.1-0.2 us per record.
+        self._requests.add(batch.topic, batch.partition, batch.pack(), batch.future, 0.0)
         self._send_ready()
 
     def _send_ready(self) -> None:
@@ -457,8 +451,17 @@ class AIOKafkaProducer:
 
     @staticmethod
     def _settle(outcomes) -> None:
-        for batch, base, error in outcomes:
-            batch.settle(base, None if error is None else _error(error))
+        """Resolve each batch's future from its outcome: a `_Batch`'s future with the base
+        offset (its RecordFutures derive their metadata), a `send_batch` one with RecordMetadata."""
+        for target, base, error in outcomes:
+            error = None if error is None else _error(error)
+            if target.__class__ is _SentBatch:
+                target.settle(base, error)
+            elif not target.done():
+                if error is not None:
+                    target.set_exception(error)
+                else:
+                    target.set_result(base)
 
     async def flush(self):
         """Send every open batch and wait until all requests in flight are answered."""
