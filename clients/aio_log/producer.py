@@ -9,7 +9,10 @@ of its RecordMetadata. A batch closes when it reaches `max_batch_size` bytes (a 
 would take it past that starts the next batch, alone if it is larger, as in aiokafka; one larger
 than `max_request_size` raises MessageSizeTooLargeError), or `linger_ms` after its first record (with linger_ms=0: at the end of the current event-loop iteration,
 so records sent together travel together). Closed batches leave at once in `produce`
-requests; many may be in flight.
+requests; many may be in flight. Which batches make a request and what its reply (or its
+failure) means for each batch is decided by the sans-IO `ProduceRequests`
+(`clients/log/produce_requests.py`, shared with the blocking producer): this class writes the
+requests it returns and resolves each batch's future with its outcome.
 
 Per-record work is the cost of a fast producer in Python, so a plain `send(topic, bytes)`
 is one tuple appended to the sticky partition's open batch, and what it returns is a
@@ -22,16 +25,19 @@ cancelled(), add_done_callback() and asyncio.gather/wait).
 """
 
 import asyncio
+from functools import partial
+
 from ..aio_rpc import AsyncRpcConnection
 from ..log.config import plain_credentials
 from ..log.accumulator import OpenBatch, RecordAccumulator, record_size
 from ..log.connection import parse_bootstrap
 from ..log.partitioner import KeyPartitioner
+from ..log.produce_requests import DELIVERY_TIMED_OUT, ProduceRequests
 from ..protocol.errors import BrokerError
 from ..record_batch import BatchBuilder as RecordBatchBuilder
 from ..tls import aiokafka_tls
 from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, \
-    UnknownTopicOrPartitionError, from_field, from_wire
+    UnknownTopicOrPartitionError, from_wire
 from .structs import RecordMetadata, TopicPartition
 
 _MAX_IN_FLIGHT = 64  # produce requests unanswered before send() waits for a reply
@@ -68,6 +74,15 @@ class _Batch(OpenBatch):
         self.future = future  # resolves to the batch's base offset once the server has it
         self.tp = None
 
+    def settle(self, base: int, error) -> None:
+        """The batch's outcome: its base offset, or the error every record's future raises."""
+        fut = self.future
+        if not fut.done():
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(base)
+
     def metadata(self, index: int) -> RecordMetadata:
         base = self.future.result()
         tp = self.tp
@@ -75,6 +90,32 @@ class _Batch(OpenBatch):
             tp = self.tp = TopicPartition(self.topic, self.partition)
         return RecordMetadata(self.topic, self.partition, tp, base + index if base >= 0 else -1,
                               self.timestamp_of(index), 0, -1)
+
+
+class _SentBatch:
+    """A batch of `send_batch()` on its way: its outcome resolves one RecordMetadata future."""
+
+    __slots__ = ("topic", "partition", "first_ts", "future")
+
+    def __init__(self, topic, partition, first_ts, future):
+        self.topic, self.partition, self.first_ts, self.future = topic, partition, first_ts, future
+
+    def settle(self, base: int, error) -> None:
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(RecordMetadata(self.topic, self.partition,
+                                                  TopicPartition(self.topic, self.partition), base,
+                                                  self.first_ts, 0, -1))
+
+
+def _error(pair) -> KafkaError:
+    """The aiokafka error of a `ProduceRequests` outcome's error pair (code, message)."""
+    if pair[0] == DELIVERY_TIMED_OUT:
+        return KafkaTimeoutError(pair[1])
+    return from_wire(pair[0], pair[1])
 
 
 class RecordFuture:
@@ -205,7 +246,9 @@ class AIOKafkaProducer:
         self._acc = RecordAccumulator()
         self._topics = self._acc.topics  # topic name -> TopicBatches, read once per send()
         self._keys = KeyPartitioner("murmur2_random")  # aiokafka's DefaultPartitioner
-        self._pending: set = set()  # futures of requests in flight
+        # Closed batches on their way (clients/log/produce_requests.py): queued, in flight, outcome.
+        self._requests = ProduceRequests(acks, request_timeout_ms, self._max_request, _MAX_IN_FLIGHT)
+        self._pending: set = set()  # reply futures of the requests in flight
         self._sent_since_yield = 0  # request bytes queued since send() last gave the loop a turn
         self._closed = False
 
@@ -349,77 +392,67 @@ class AIOKafkaProducer:
         if not 0 <= partition < n:
             raise UnknownTopicOrPartitionError(f"topic {topic!r} has {n} partitions, no partition {partition}")
         fut = asyncio.get_running_loop().create_future()
-        data = batch._build()
-        count, first = batch.record_count(), batch._first
-
-        def done(base, err):
-            if err is not None:
-                fut.set_exception(err)
-            else:
-                fut.set_result(RecordMetadata(topic, partition, TopicPartition(topic, partition), base, first, 0, -1))
-        self._send_items([(topic, partition, data, done)])
+        self._requests.add(topic, partition, batch._build(), _SentBatch(topic, partition, batch._first, fut), 0.0)
+        self._send_ready()
         return fut
 
     def _close(self, batch: _Batch) -> None:
         if not self._acc.closing(self._acc.topics[batch.topic], batch):
             return  # closed already (full, or by flush) before its timer ran
         batch.handle.cancel()
-        data = batch.pack()
-        fut = batch.future
+        self._requests.add(batch.topic, batch.partition, batch.pack(), batch, 0.0)
+        self._send_ready()
 
-        def done(base, err):
-            if not fut.done():
-                if err is not None:
-                    fut.set_exception(err)
-                else:
-                    fut.set_result(base)
-        self._send_items([(batch.topic, batch.partition, data, done)])
+    def _send_ready(self) -> None:
+        """Write the produce requests `ProduceRequests` makes of the queued batches."""
+        requests = self._requests
+        conn = self._conn
+        while True:
+            request = requests.next_request()
+            if request is None:
+                return
+            for item in request.items:
+                self._sent_since_yield += len(item[2])
+            try:
+                reply = conn.send("produce", request.args, want_reply=self._acks != 0)
+            except BrokerError as exc:
+                self._settle(requests.failed(request, (exc.code, exc.message)))
+                continue
+            delivered = requests.sent(request, 0.0, reply)
+            if delivered:
+                self._settle(delivered)
+            else:
+                self._pending.add(reply)
+                reply.add_done_callback(partial(self._on_reply, request))
 
-    def _send_items(self, items) -> None:
-        args = {"acks": self._acks, "timeout_ms": self._request_timeout_ms,
-                "data": [[t, p, d] for t, p, d, _ in items]}
-        self._sent_since_yield += sum(len(d) for _, _, d, _ in items)
-        try:
-            if self._acks == 0:
-                self._conn.send("produce", args, want_reply=False)
-                for *_, done in items:
-                    done(-1, None)
-                return
-            reply = self._conn.send("produce", args)
-        except BrokerError as exc:
-            for *_, done in items:
-                done(-1, from_wire(exc.code, exc.message))
-            return
-        self._pending.add(reply)
+    def _on_reply(self, request, reply) -> None:
+        self._pending.discard(reply)
+        if reply.cancelled():
+            outcomes = self._requests.failed(request, (DELIVERY_TIMED_OUT, "produce request cancelled"))
+        elif reply.exception() is not None:
+            exc = reply.exception()
+            outcomes = self._requests.failed(request, (getattr(exc, "code", "CONNECTION_CLOSED"),
+                                                       getattr(exc, "message", str(exc))))
+        else:
+            outcomes = self._requests.completed(request, reply.result())
+        self._settle(outcomes)
+        if self._requests.ready:
+            self._send_ready()  # batches held back by the in-flight limit
 
-        def on_reply(f):
-            self._pending.discard(f)
-            if f.cancelled():
-                err = KafkaTimeoutError("produce request cancelled")
-                for *_, done in items:
-                    done(-1, err)
-                return
-            exc = f.exception()
-            if exc is not None:
-                err = from_wire(getattr(exc, "code", "CONNECTION_CLOSED"), getattr(exc, "message", str(exc)))
-                for *_, done in items:
-                    done(-1, err)
-                return
-            results = {(r[0], r[1]): r for r in f.result().get("results", ())}
-            for t, p, _, done in items:
-                r = results.get((t, p))
-                if r is None:
-                    done(-1, KafkaError(f"the produce reply did not mention {t}-{p}"))
-                else:
-                    done(r[2], from_field(r[3]))
-        reply.add_done_callback(on_reply)
+    @staticmethod
+    def _settle(outcomes) -> None:
+        for batch, base, error in outcomes:
+            batch.settle(base, None if error is None else _error(error))
 
     async def flush(self):
         """Send every open batch and wait until all requests in flight are answered."""
         for _, batch in list(self._acc.open):
             self._close(batch)
-        while self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        while self._pending or self._requests.ready:
+            if self._pending:
+                await asyncio.gather(*list(self._pending), return_exceptions=True)
+            else:
+                self._send_ready()
             await asyncio.sleep(0)  # let the reply callbacks resolve the record futures
 
 

@@ -12,14 +12,18 @@ How a record travels (docs/clients-minilog.md tells the story at length):
 2. A batch closes when it holds `batch.size` bytes or `batch.num.messages` records, or when
    it is `linger.ms` old (checked by produce/poll/flush: there is no background thread, as
    in confluent-kafka the application is expected to call `poll()` regularly).
-3. Closed batches go out at once in `produce` requests (one per batch group) without waiting
-   for earlier replies: up to `max.in.flight.requests.per.connection` are in flight.
-4. Replies come back in order; each gives the batch's base offset, from which the delivery
-   report of every record follows (`base + index`). Reports are queued and served by
-   `poll()`/`flush()`, in the application's thread, as confluent-kafka does.
+3. Closed batches go out at once in `produce` requests without waiting for earlier replies:
+   up to `max.in.flight.requests.per.connection` are in flight. Which batches make a request,
+   and what a reply, a lost connection or `message.timeout.ms` means for each batch, is
+   decided by the sans-IO `ProduceRequests` (`produce_requests.py`, shared with the asyncio
+   producer); this class writes the requests it returns and turns its outcomes into reports.
+4. Each outcome gives the batch's base offset, from which the delivery report of every record
+   follows (`base + index`), or its error. Reports are queued and served by `poll()`/`flush()`,
+   in the application's thread, as confluent-kafka does.
 """
 
 import collections
+import functools
 import logging
 import time
 
@@ -29,9 +33,10 @@ from ..rpc import ConnectionClosed
 from .accumulator import OpenBatch, RecordAccumulator, TopicBatches, record_size
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
-from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
+from .errors import ConfigError, KafkaError, KafkaException, error_from_wire, exception_from
 from .message import make_message
 from .partitioner import KeyPartitioner
+from .produce_requests import CONNECTION_CLOSED, DELIVERY_TIMED_OUT, PURGED, ProduceRequests
 
 log = logging.getLogger("clients.log")
 
@@ -64,18 +69,33 @@ def _as_bytes(x, what: str):
     raise TypeError(f"{what} must be str, bytes or None, got {type(x).__name__} (serialize it first)")
 
 
+# The local outcomes of ProduceRequests, as librdkafka reports them.
+_LOCAL_ERRORS = {
+    DELIVERY_TIMED_OUT: (KafkaError._MSG_TIMED_OUT, "Local: Message timed out"),
+    PURGED: (KafkaError._PURGE_QUEUE, "Local: Purged in queue"),
+    CONNECTION_CLOSED: (KafkaError._TRANSPORT, "Local: Broker transport failure"),
+}
+
+
+def _kafka_error(error: tuple) -> KafkaError:
+    """The KafkaError of a `ProduceRequests` outcome's error pair (code, message)."""
+    local = _LOCAL_ERRORS.get(error[0])
+    if local is not None:
+        return KafkaError(local[0], f"{local[1]} ({error[1]})", retriable=local[0] == KafkaError._TRANSPORT)
+    return error_from_wire(error[0], error[1])
+
+
 class _OpenBatch(OpenBatch):
     """An OpenBatch (`accumulator.py`) with what the blocking producer adds: a linger
     deadline, its size and count limits, and per-record callbacks."""
 
-    __slots__ = ("callbacks", "deadline", "last_index", "max_size", "hard_size", "closed_at")
+    __slots__ = ("callbacks", "deadline", "last_index", "max_size", "hard_size")
 
     def __init__(self, topic: str, partition: int, deadline: float, max_count: int, max_size: int, hard_size: int):
         OpenBatch.__init__(self, topic, partition)
         self.last_index = max_count - 1  # the batch is full once a record lands at this index
         self.max_size = max_size    # close once this full (batch.size, leaving room for one small record)
         self.hard_size = hard_size  # never exceed: what the server accepts
-        self.closed_at = 0.0
         self.callbacks = None  # {row index: callback} for records with their own callback
         self.deadline = deadline
 
@@ -117,10 +137,10 @@ class Producer:
         self._acc = RecordAccumulator()
         self._topics = self._acc.topics
         self._open = self._acc.open
-        self._ready: list = []        # closed batches not sent yet: (topic, partition, bytes, batch)
-        self._in_flight = 0           # produce requests awaiting a reply
-        self._in_flight_sent = collections.deque()  # (sent monotonic time, rid) to time requests out
-        self._groups_in_flight: dict[int, list] = {}  # id(group) -> batches of a request awaiting its reply
+        # Closed batches on their way (produce_requests.py): queued, in flight, then an outcome.
+        # max_request is set once the connection's max_frame is known.
+        self._requests = ProduceRequests(acks, self._request_timeout_ms, DEFAULT_MAX_FRAME, self._max_in_flight,
+                                         self._message_timeout)
         self._retry_at = 0.0          # after a failed connect, when to try again
         self._reports = collections.deque()  # (callback, error, message) to serve in poll()
         self._count = 0               # records in closed batches not yet reported
@@ -140,7 +160,7 @@ class Producer:
             log.warning("minilog producer: %s; will connect when records are sent", exc.args[0])
             max_frame = DEFAULT_MAX_FRAME
         # One produce request is one frame: a batch (with the envelope) must fit in max_frame.
-        self._max_request = max_frame - 64 * 1024
+        self._max_request = self._requests.max_request = max_frame - 64 * 1024
         self._batch_bytes = min(self._batch_bytes, self._max_request)
         # linger.ms 0 closes a batch at once (its deadline is in the past) -- unless requests
         # are already in flight, see _held.
@@ -299,12 +319,12 @@ class Producer:
         looks for the reply (one non-blocking recv) at most that often.
         """
         window = self._idle_window
-        if window is None or self._in_flight < window:
+        if window is None or self._requests.in_flight < window:
             return False
         conn = self._conn
         if conn is not None and not conn.closed:
             self._pump(0)
-            if self._in_flight < window:
+            if self._requests.in_flight < window:
                 return False
         else:
             return False  # no connection: _send_ready keeps the batches and retries
@@ -329,7 +349,7 @@ class Producer:
         """The queue is at its limit: flush what lingers and take acks; BufferError if still full."""
         self._close_all()
         self._send_ready()
-        if self._conn is not None and not self._conn.closed and self._in_flight:
+        if self._conn is not None and not self._conn.closed and self._requests.in_flight:
             self._pump(0)
         if self._count >= self._max_queued or self._bytes >= self._max_queued_bytes:
             raise BufferError(f"Local: Queue full ({self._count} messages waiting for delivery; "
@@ -340,8 +360,7 @@ class Producer:
         self._acc.closing(t, acc)
         self._count += len(acc.rows)
         self._bytes += acc.size
-        acc.closed_at = time.monotonic()
-        self._ready.append((t.name, acc.partition, acc.pack(), acc))
+        self._requests.add(t.name, acc.partition, acc.pack(), acc, time.monotonic())
 
     def _close_due(self) -> None:
         now = time.monotonic()
@@ -359,12 +378,15 @@ class Producer:
             self._close(t, acc)
 
     def _send_ready(self) -> None:
-        if not self._ready:
+        """Write the produce requests `ProduceRequests` makes of the queued batches (as many as
+        the in-flight limit allows), connecting first if the connection is gone."""
+        requests = self._requests
+        if not requests.ready:
             return
         conn = self._conn
         if conn is None or conn.closed:
-            self._expire_ready()
-            if time.monotonic() < self._retry_at or not self._ready:
+            self._expire()
+            if time.monotonic() < self._retry_at or not requests.ready:
                 return
             try:
                 conn = self._connect()
@@ -374,34 +396,24 @@ class Producer:
                 self._retry_at = time.monotonic() + 0.1
                 log.info("minilog producer: %s; will retry", exc.args[0])
                 return
-        while self._ready and self._in_flight < self._max_in_flight:
-            # One request carries at most one batch per partition, so replies map back by (topic, partition).
-            # ... and fits in one frame.
-            group, seen, rest, size = [], set(), [], 0
-            for item in self._ready:
-                tp = (item[0], item[1])
-                if tp in seen or (group and size + len(item[2]) > self._max_request):
-                    rest.append(item)
-                else:
-                    seen.add(tp)
-                    group.append(item)
-                    size += len(item[2])
-            self._ready = rest
-            args = {"acks": self._acks, "timeout_ms": self._request_timeout_ms,
-                    "data": [[topic, p, data] for topic, p, data, _ in group]}
+        acks = self._acks
+        while True:
+            request = requests.next_request()
+            if request is None:
+                break
             try:
-                if self._acks == 0:
-                    conn.send("produce", args, want_reply=False)
-                    self._delivered(group, None)
+                if acks == 0:
+                    conn.send("produce", request.args, want_reply=False)
+                    rid = None
                 else:
-                    rid = conn.send_with("produce", args, lambda result, error, g=group: self._on_reply(g, result, error))
-                    self._in_flight += 1
-                    self._in_flight_sent.append((time.monotonic(), rid))
-                    self._groups_in_flight[id(group)] = group
+                    rid = conn.send_with("produce", request.args, functools.partial(self._on_reply, request))
             except ConnectionClosed as exc:
-                self._ready = group + self._ready
+                requests.unsent(request)
                 self._connection_lost(exc)
                 return
+            delivered = requests.sent(request, time.monotonic(), rid)
+            if delivered:
+                self._settle(delivered)
         try:
             conn.flush()
         except ConnectionClosed as exc:
@@ -409,73 +421,59 @@ class Producer:
             return
         # With several requests unanswered, take the replies already here, so a produce loop
         # that never polls still reads them (one non-blocking recv).
-        if self._in_flight > 4:
+        if requests.in_flight > 4:
             self._pump(0)
 
-    def _on_reply(self, group, result, error) -> None:
-        self._in_flight -= 1
+    def _on_reply(self, request, result, error) -> None:
         if self._idle_window is not None:
             for _, acc in self._open:  # batches held for this reply (see _held) are due now
                 acc.deadline = float("-inf")
-        self._groups_in_flight.pop(id(group), None)
         if error is not None:
-            self._fail_batches(group, exception_from(error).args[0])
-            return
-        by_tp = {}
-        for r in result.get("results", ()):
-            by_tp[(r[0], r[1])] = (r[2], error_from_field(r[3] if len(r) > 3 else None))
-        for item in group:
-            base, err = by_tp.get((item[0], item[1]), (-1, KafkaError(
-                KafkaError.UNKNOWN, "the server's produce reply did not mention this partition")))
-            self._delivered([item], err, base)
+            self._settle(self._requests.failed(request, (error.code, error.message)))
+        else:
+            self._settle(self._requests.completed(request, result))
 
-    def _delivered(self, group, err, base=-1001) -> None:
+    def _settle(self, outcomes) -> None:
+        """Turn `ProduceRequests` outcomes (batch, base offset, error) into delivery reports."""
+        errors = {}
+        for acc, base, error in outcomes:
+            if error is not None:
+                err = errors.get(error)
+                if err is None:
+                    err = errors[error] = _kafka_error(error)
+                self._delivered(acc, err, base)
+            else:
+                self._delivered(acc, None, base)
+
+    def _delivered(self, acc: _OpenBatch, err, base) -> None:
+        """Queue the delivery report of each record of `acc` (offset base + index, or the error)."""
+        rows = acc.rows
+        self._count -= len(rows)
+        self._bytes -= acc.size
         on_delivery = self._on_delivery
-        for topic, partition, _, acc in group:
-            rows = acc.rows
-            n = len(rows)
-            self._count -= n
-            self._bytes -= acc.size
-            callbacks = acc.callbacks
-            if on_delivery is None and callbacks is None:
+        callbacks = acc.callbacks
+        if on_delivery is None and callbacks is None:
+            return
+        if err is None and self._only_errors:
+            return
+        first = acc.first_ts
+        topic, partition = acc.topic, acc.partition
+        reports = self._reports
+        for i, r in enumerate(rows):
+            cb = callbacks.get(i, on_delivery) if callbacks is not None else on_delivery
+            if cb is None:
                 continue
-            if err is None and self._only_errors:
-                continue
-            first = acc.first_ts
-            for i, r in enumerate(rows):
-                cb = callbacks.get(i, on_delivery) if callbacks is not None else on_delivery
-                if cb is None:
-                    continue
-                offset = base + i if base is not None and base >= 0 else -1001
-                self._reports.append((cb, err, make_message(topic, partition, offset, first + r[1], r[2], r[3], r[4], err)))
-
-    def _fail_batches(self, group, err) -> None:
-        self._delivered(group, err)
+            offset = base + i if err is None and base >= 0 else -1001
+            reports.append((cb, err, make_message(topic, partition, offset, first + r[1], r[2], r[3], r[4], err)))
 
     def _connection_lost(self, exc) -> None:
-        """The connection broke: send the unanswered batches again on the next connection.
-
-        Their replies are lost, not necessarily their appends, so a batch may be stored twice
-        (at-least-once, as Kafka without idempotence).
-        """
+        """The connection broke: the unanswered batches go again on the next connection
+        (`ProduceRequests.connection_lost`)."""
         conn = self._conn
         if conn is not None:
             conn.closed = True
             conn.callbacks.clear()
-        retry = [item for group in self._groups_in_flight.values() for item in group]
-        self._groups_in_flight.clear()
-        self._ready = retry + self._ready
-        self._in_flight = 0
-        self._in_flight_sent.clear()
-
-    def _expire_ready(self) -> None:
-        """Fail batches waiting for a connection longer than message.timeout.ms."""
-        limit = time.monotonic() - self._message_timeout
-        expired = [item for item in self._ready if item[3].closed_at < limit]
-        if expired:
-            self._ready = [item for item in self._ready if item[3].closed_at >= limit]
-            self._fail_batches(expired, KafkaError(KafkaError._MSG_TIMED_OUT,
-                                                   "Local: Message timed out (no connection to the server)"))
+        self._requests.connection_lost()
 
     def _pump(self, timeout) -> None:
         try:
@@ -490,21 +488,14 @@ class Producer:
                 log.warning("minilog producer: %s: %s", err.code, err.message)
 
     def _expire(self) -> None:
-        """Fail requests that got no reply within message.timeout.ms (the server is gone)."""
-        if not self._in_flight_sent:
-            return
-        now = time.monotonic()
-        conn = self._conn
-        while self._in_flight_sent:
-            sent, rid = self._in_flight_sent[0]
-            if conn is None or rid not in conn.callbacks:
-                self._in_flight_sent.popleft()
-                continue
-            if now - sent < self._message_timeout:
-                break
-            self._in_flight_sent.popleft()
-            cb = conn.callbacks.pop(rid)
-            cb(None, BrokerError("REQUEST_TIMED_OUT", "no produce reply within message.timeout.ms"))
+        """Fail batches not delivered within message.timeout.ms: queued ones (no connection)
+        and requests without a reply (their late replies are dropped)."""
+        outcomes, rids = self._requests.expire(time.monotonic())
+        if rids and self._conn is not None:
+            for rid in rids:
+                self._conn.callbacks.pop(rid, None)
+        if outcomes:
+            self._settle(outcomes)
 
     # ---- serving reports ------------------------------------------------------------------
     def _serve(self) -> int:
@@ -512,8 +503,6 @@ class Producer:
         reports = self._reports
         while reports:
             cb, err, msg = reports.popleft()
-            if err is not None and err.code() == KafkaError.UNKNOWN:
-                err = KafkaError(KafkaError._MSG_TIMED_OUT, err.str()) if "REQUEST_TIMED_OUT" in err.str() else err
             cb(err, msg)
             served += 1
         return served
@@ -525,7 +514,7 @@ class Producer:
         while True:
             if self._open:
                 self._close_due()
-            if self._ready:
+            if self._requests.ready:
                 self._send_ready()  # batches waiting for a connection
             busy = self._conn_busy()
             if served or (deadline is not None and time.monotonic() >= deadline):
@@ -540,7 +529,7 @@ class Producer:
                 time.sleep(min(remaining(deadline), 0.05))
                 continue
             wait = remaining(deadline)
-            holding = self._idle_window is not None and self._in_flight >= self._idle_window
+            holding = self._idle_window is not None and self._requests.in_flight >= self._idle_window
             if self._open and not holding:  # held batches wait for a reply, not for a time
                 until_linger = max(self._open[0][1].deadline - time.monotonic(), 0.0)
                 wait = until_linger if wait is None else min(wait, until_linger)
@@ -565,9 +554,9 @@ class Producer:
                 return 0
             if deadline is not None and time.monotonic() >= deadline:
                 return len(self)
-            if self._ready:
+            if self._requests.ready:
                 self._send_ready()
-            if self._in_flight:
+            if self._requests.in_flight:
                 self._pump(min(remaining(deadline), 1.0) if deadline is not None else 1.0)
                 self._expire()
             else:
@@ -577,8 +566,7 @@ class Producer:
         """Drop records not yet sent; their delivery reports carry _PURGE_QUEUE."""
         if in_queue:
             self._close_all()
-            ready, self._ready = self._ready, []
-            self._fail_batches(ready, KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue"))
+            self._settle(self._requests.purge())
 
     def __len__(self) -> int:
         return self._count + self._acc.records() + len(self._reports)

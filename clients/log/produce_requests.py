@@ -1,0 +1,210 @@
+"""Produce requests, sans-IO: closed batches in, `produce` request arguments out; replies,
+failures and the passing of time in, one outcome per batch out.
+
+Both log producers (`clients/log/producer.py`, blocking, and `clients/aio_log/producer.py`,
+asyncio) hand their closed batches to a `ProduceRequests` and send what it returns; it owns
+the send queue, the requests in flight and the mapping of a reply back to its batches, and
+knows nothing of sockets, futures, callbacks or clocks (the caller passes `now`). So the
+rules below exist once, and `tests/log_clients/test_log_clients_produce_requests.py` checks
+them without a server.
+
+- `add(topic, partition, data, batch, now)`: a closed, packed batch joins the send queue
+  (`ready`), in the order batches closed. `batch` is the producer's own object, handed back in
+  that batch's outcome.
+- `next_request()`: the next `ProduceRequest` to write, or None while nothing is ready or
+  `max_in_flight` requests are unanswered. A request carries at most one batch per partition
+  (so its reply maps back by topic and partition) and stays within `max_request` bytes (one
+  batch at least); a partition whose next batch is left out has all its later batches left
+  out of that request too, so each partition's batches reach the server in the order they
+  closed.
+- `sent(request, now, token)`: it was written (`token`: the caller's handle for its reply, the
+  request id). With `acks` 0 no reply comes, and the outcomes returned deliver its batches
+  (offset unknown); otherwise it is in flight until `completed` or `failed`.
+- `unsent(request)`: it could not be written: its batches go back to the front of the queue.
+- `completed(request, result)`: the server's reply (`{"results": [[topic, partition,
+  base_offset, error], ...]}`, docs/PROTOCOL.md): an outcome per batch. A reply that names no
+  result for a batch, or a malformed one, fails that batch; a reply to a request no longer in
+  flight (timed out, or its connection lost and its batches queued again) gives nothing.
+- `failed(request, error)`: the whole request failed (an error reply, a closed connection).
+- `connection_lost()`: the unanswered requests' batches go back to the front of the queue, in
+  the order they were sent, to leave again on the next connection. Their replies were lost,
+  not necessarily their appends, so a batch may be stored twice (at-least-once, as Kafka
+  without idempotence).
+- `expire(now)`: with a `delivery_timeout`, fails queued batches closed longer ago than that
+  and requests unanswered for that long; returns their outcomes and the tokens of the expired
+  requests (whose late replies the caller must drop).
+- `purge()`: fails every queued batch.
+
+An outcome is a tuple `(batch, base_offset, error)`: `base_offset` is the offset of the
+batch's first record (-1 when unknown), `error` None or a wire error pair `(code, message)` --
+the server's codes (`clients/protocol/errors.ErrorCode`) or this module's local ones
+(`CONNECTION_CLOSED`, `DELIVERY_TIMED_OUT`, `PURGED`) -- which each producer turns into its
+library's error type. Whether an error is worth retrying is the error type's business
+(`KafkaError.retriable()`); this core retries only what a lost connection left unanswered.
+"""
+
+__all__ = ["ProduceRequest", "ProduceRequests", "CONNECTION_CLOSED", "DELIVERY_TIMED_OUT", "PURGED"]
+
+CONNECTION_CLOSED = "CONNECTION_CLOSED"    # the connection broke before the reply came
+DELIVERY_TIMED_OUT = "DELIVERY_TIMED_OUT"  # not delivered within the delivery timeout
+PURGED = "PURGED"                          # dropped from the queue by purge()
+_NO_RESULT = "INTERNAL_ERROR"              # a reply with no (or a malformed) result for a batch
+
+
+class ProduceRequest:
+    """One `produce` request: its arguments (`args`, ready to send) and the queue items it carries."""
+
+    __slots__ = ("args", "items", "sent_at", "token")
+
+    def __init__(self, args: dict, items: list):
+        self.args = args
+        self.items = items   # (topic, partition, data, batch, closed_at), in the order they closed
+        self.sent_at = 0.0
+        self.token = None
+
+
+class ProduceRequests:
+    """A producer's closed batches on their way: queued (`ready`), then in flight, then an outcome."""
+
+    __slots__ = ("acks", "timeout_ms", "max_request", "max_in_flight", "delivery_timeout", "ready",
+                 "in_flight", "_requests")
+
+    def __init__(self, acks: int, timeout_ms: int, max_request: int, max_in_flight: int,
+                 delivery_timeout: float | None = None):
+        if acks not in (-1, 0, 1):
+            raise ValueError(f"acks must be -1, 0 or 1, got {acks!r}")
+        self.acks = acks
+        self.timeout_ms = timeout_ms              # the server's wait for acks=all, sent with each request
+        self.max_request = max(int(max_request), 1)  # bytes of batch data one request may carry
+        self.max_in_flight = max(int(max_in_flight), 1)
+        self.delivery_timeout = delivery_timeout  # seconds from closing a batch to its outcome (None: no limit)
+        self.ready: list = []                     # (topic, partition, data, batch, closed_at), oldest first
+        self.in_flight = 0                        # requests written and not answered
+        self._requests: dict[ProduceRequest, None] = {}  # those requests, in the order they were sent
+
+    # ---- batches in, requests out ---------------------------------------------------------
+    def add(self, topic: str, partition: int, data: bytes, batch, now: float) -> None:
+        self.ready.append((topic, partition, data, batch, now))
+
+    def next_request(self) -> ProduceRequest | None:
+        ready = self.ready
+        if not ready or self.in_flight >= self.max_in_flight:
+            return None
+        first = ready[0]
+        if len(ready) == 1:  # the common case: one batch closed since the last request
+            self.ready = []
+            return self._request([first])
+        items, rest, seen, size, limit = [], [], set(), 0, self.max_request
+        for item in ready:
+            tp = (item[0], item[1])
+            if tp in seen or (items and size + len(item[2]) > limit):
+                seen.add(tp)  # this partition's later batches wait too: order per partition
+                rest.append(item)
+            else:
+                seen.add(tp)
+                items.append(item)
+                size += len(item[2])
+        self.ready = rest
+        return self._request(items)
+
+    def _request(self, items: list) -> ProduceRequest:
+        return ProduceRequest({"acks": self.acks, "timeout_ms": self.timeout_ms,
+                               "data": [[topic, partition, data] for topic, partition, data, _, _ in items]}, items)
+
+    def sent(self, request: ProduceRequest, now: float, token=None) -> list:
+        """`request` was written; returns its outcomes when no reply will come (acks 0)."""
+        if self.acks == 0:
+            return [(item[3], -1, None) for item in request.items]
+        request.sent_at = now
+        request.token = token if token is not None else True
+        self._requests[request] = None
+        self.in_flight += 1
+        return []
+
+    def unsent(self, request: ProduceRequest) -> None:
+        """`request` could not be written: its batches go first in the queue again."""
+        self.ready = request.items + self.ready
+
+    # ---- replies in, outcomes out -----------------------------------------------------------
+    def _answered(self, request: ProduceRequest) -> bool:
+        if request not in self._requests:
+            return False
+        del self._requests[request]
+        self.in_flight -= 1
+        return True
+
+    def completed(self, request: ProduceRequest, result) -> list:
+        """The reply to `request`: one outcome `(batch, base_offset, error)` per batch."""
+        if not self._answered(request):
+            return []
+        results = result.get("results") if isinstance(result, dict) else None
+        by_tp = {}
+        if isinstance(results, (list, tuple)):
+            for r in results:
+                if isinstance(r, (list, tuple)) and len(r) >= 3:
+                    by_tp[(r[0], r[1])] = r
+        outcomes = []
+        for topic, partition, _, batch, _ in request.items:
+            r = by_tp.get((topic, partition))
+            error = r[3] if r is not None and len(r) > 3 else None
+            if error is not None:
+                if isinstance(error, (list, tuple)) and len(error) >= 2:
+                    error = (str(error[0]), str(error[1]))
+                else:
+                    error = (_NO_RESULT, f"unexpected error field {error!r:.100}")
+                outcomes.append((batch, -1, error))
+            elif r is None or r[2].__class__ is not int:
+                outcomes.append((batch, -1, (_NO_RESULT, f"the server's produce reply gave no offset "
+                                                         f"for {topic}-{partition}")))
+            else:
+                outcomes.append((batch, r[2], None))
+        return outcomes
+
+    def failed(self, request: ProduceRequest, error: tuple) -> list:
+        """`request` failed as a whole (an error reply, or it could not be sent): each batch fails."""
+        if not self._answered(request) and request.token is not None:
+            return []  # answered, timed out or given back to the queue already
+        return [(item[3], -1, error) for item in request.items]
+
+    def connection_lost(self) -> None:
+        """The connection broke: unanswered requests' batches go back to the front, in order."""
+        retry = [item for request in self._requests for item in request.items]
+        self._requests.clear()
+        self.in_flight = 0
+        if retry:
+            self.ready = retry + self.ready
+
+    def expire(self, now: float) -> tuple[list, list]:
+        """Fail what has waited longer than `delivery_timeout`: (outcomes, expired request tokens)."""
+        timeout = self.delivery_timeout
+        if timeout is None:
+            return [], []
+        outcomes, tokens = [], []
+        limit = now - timeout
+        if any(item[4] <= limit for item in self.ready):
+            kept = []
+            for item in self.ready:
+                if item[4] <= limit:
+                    outcomes.append((item[3], -1, (DELIVERY_TIMED_OUT, "not sent within the delivery timeout: "
+                                                                       "no connection to the server")))
+                else:
+                    kept.append(item)
+            self.ready = kept
+        while self._requests:
+            request = next(iter(self._requests))  # the oldest
+            if request.sent_at > limit:
+                break
+            self._answered(request)
+            tokens.append(request.token)
+            outcomes.extend((item[3], -1, (DELIVERY_TIMED_OUT, "no produce reply within the delivery timeout"))
+                            for item in request.items)
+        return outcomes, tokens
+
+    def purge(self) -> list:
+        """Drop every queued batch (not those in flight): their outcomes, each failed with PURGED."""
+        ready, self.ready = self.ready, []
+        return [(item[3], -1, (PURGED, "purged from the send queue")) for item in ready]
+
+    def __len__(self) -> int:
+        """Batches queued or in flight."""
+        return len(self.ready) + sum(len(r.items) for r in self._requests)
