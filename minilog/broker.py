@@ -85,8 +85,10 @@ class LogBroker:
     def __init__(self, data_dir: str, *, num_partitions: int = 1, auto_create_topics: bool = True,
                  log_config: dict | None = None, group_initial_rebalance_delay_ms: int = 0,
                  offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES,
-                 group_max_size: int = DEFAULT_GROUP_MAX_SIZE):
+                 group_max_size: int = DEFAULT_GROUP_MAX_SIZE, drop_behind_bytes: int | None = None):
         self.data_dir = data_dir
+        # Page cache kept behind each log's end (PartitionLog.drop_behind_bytes; None: all).
+        self.drop_behind_bytes = drop_behind_bytes
         self.default_partitions = num_partitions
         self.auto_create_topics = auto_create_topics
         # Server-wide topic defaults under Kafka's topic-config names; validated now, not at open.
@@ -127,6 +129,7 @@ class LogBroker:
         self._create_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minilog-create")
         # flush.messages / flush.ms flushes go through the same fsync thread: never on the loop.
         self.logs.set_flush_requester(self.group_commit.request_flush)
+        self.logs.set_drop_behind(self.drop_behind_bytes)
 
     def close(self) -> None:
         """Wait for the fsync thread, then flush and close every log (clean-shutdown markers).

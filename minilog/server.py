@@ -11,6 +11,7 @@ docs/minilog.md walks through each path.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import logging
@@ -48,6 +49,21 @@ DEFAULT_FETCH_MAX_BYTES = 50 * 1024 * 1024        # Kafka's fetch.max.bytes
 DEFAULT_PARTITION_MAX_BYTES = 1024 * 1024         # Kafka's max.partition.fetch.bytes
 GROUP_TICK_S = 0.05
 STORAGE_TICK_S = 1.0
+# Page cache kept behind each partition's log end (PartitionLog.drop_behind_bytes).
+DEFAULT_DROP_BEHIND_BYTES = 64 * 1024 * 1024
+
+
+def _mib_or_off(text: str) -> int | None:
+    """`--drop-behind-mib`: a whole number of MiB (at least 1), or `off`."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        mib = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB or 'off', got {text!r}") from None
+    if not 1 <= mib <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected 1 to {1 << 20} MiB or 'off', got {mib}")
+    return mib << 20
 
 
 class MinilogServer(BrokerServer):
@@ -62,6 +78,7 @@ class MinilogServer(BrokerServer):
                  group_initial_rebalance_delay_ms: int = 0,
                  offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES,
                  group_max_size: int = DEFAULT_GROUP_MAX_SIZE,
+                 drop_behind_bytes: int | None = DEFAULT_DROP_BEHIND_BYTES,
                  kafka_port: int | None = None, kafka_advertised: tuple[str, int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # The Kafka front door (minilog/kafka/): None = off, the default in-process.
@@ -74,7 +91,7 @@ class MinilogServer(BrokerServer):
                                      log_config=log_config,
                                      group_initial_rebalance_delay_ms=group_initial_rebalance_delay_ms,
                                      offsets_topic_segment_bytes=offsets_topic_segment_bytes,
-                                     group_max_size=group_max_size)
+                                     group_max_size=group_max_size, drop_behind_bytes=drop_behind_bytes)
         self.broker: LogBroker | None = None
         self.fetch_sendfile = fetch_sendfile
         self._current_rid = 0
@@ -106,6 +123,11 @@ class MinilogServer(BrokerServer):
         g.add_argument("--group-max-size", type=int, default=DEFAULT_GROUP_MAX_SIZE,
                        help="members one consumer group may have (Kafka's group.max.size; "
                             f"default {DEFAULT_GROUP_MAX_SIZE}); a join beyond it gets PRECONDITION_FAILED")
+        g.add_argument("--drop-behind-mib", type=_mib_or_off, default=DEFAULT_DROP_BEHIND_BYTES, metavar="MIB|off",
+                       help="page cache kept behind each partition's log end: every MIB appended, the "
+                            "partition is fsynced off the event loop and what lies further back is dropped "
+                            "from the page cache, whose pages the next appends then reuse (default "
+                            f"{DEFAULT_DROP_BEHIND_BYTES >> 20}; off keeps everything cached, as Kafka)")
         g.add_argument("--no-fetch-sendfile", dest="fetch_sendfile", action="store_false", default=True,
                        help="write fetched records with pread + write instead of os.sendfile")
         kafka_listener.add_arguments(parser)
@@ -124,7 +146,7 @@ class MinilogServer(BrokerServer):
                    fetch_sendfile=args.fetch_sendfile,
                    group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
                    offsets_topic_segment_bytes=args.offsets_topic_segment_bytes,
-                   group_max_size=args.group_max_size,
+                   group_max_size=args.group_max_size, drop_behind_bytes=args.drop_behind_mib,
                    kafka_port=args.kafka_port, kafka_advertised=args.kafka_advertised)
 
     def extra_listeners(self):

@@ -3,9 +3,12 @@
 Two background tasks do the work while the application awaits `getone()`/`getmany()`:
 
 - `_fetch_loop` keeps one `fetch` (a long poll on the server) in flight for every assigned,
-  unpaused partition. When a reply arrives it sends the next fetch *before* decoding the
-  records, so the server reads the log while this client decodes (prefetch). Records go
-  into a buffer of per-partition chunks that `getone`/`getmany` hand out.
+  unpaused partition, and sends the next one as soon as a reply is in, so the server reads
+  the log while this client decodes (prefetch). The fetching itself -- positions, epochs,
+  the request's arguments, taking the reply, decoding records when `getone`/`getmany` take
+  them, a corrupt batch -- is `clients/log/fetch_session.py`'s `FetchSession`, the one the
+  confluent-style consumer uses; this module sends, awaits, and maps what the session
+  reports to aiokafka's exceptions.
 - `_group_loop` (only with a group_id and a subscription) runs the group protocol: join,
   the leader runs the assignor, sync, then heartbeats every `heartbeat_interval_ms` (as
   aiokafka's coordinator task, whatever the application does between `getmany` calls) and
@@ -15,13 +18,9 @@ Two background tasks do the work while the application awaits `getone()`/`getman
   The protocol is the blocking consumer's: `clients/log/group_protocol.py`'s `GroupMember`
   (no I/O) makes each request and reads each reply, so the two kinds of consumer can share a
   group; this task only sends, awaits and calls the listener.
-
-The decoding and the offset bookkeeping follow `clients/log/consumer.py`.
 """
 
 import asyncio
-import collections
-import gc
 import logging
 import re
 import time
@@ -32,8 +31,8 @@ from ..aio_rpc import AsyncRpcConnection
 from ..log.assignors import ASSIGNORS
 from ..log.group_protocol import REJOIN, REJOIN_CODES, GroupMember, plan_assignments, read_members, subscribed_topics
 from ..log.config import plain_credentials
+from ..log.fetch_session import FetchSession, PartitionFetch, RecordBuilder
 from ..protocol.errors import BrokerError, ErrorCode
-from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
 from ..tls import aiokafka_tls
 from .errors import (CommitFailedError, ConsumerStoppedError, IllegalStateError, KafkaConnectionError, KafkaError,
                      from_field, from_wire)
@@ -43,7 +42,6 @@ from .structs import ConsumerRecord, OffsetAndMetadata, OffsetAndTimestamp, Topi
 log = logging.getLogger("clients.aio_log")
 _new = tuple.__new__
 _unpackb = msgpack.unpackb
-_BUFFER_LIMIT = 64 * 1024 * 1024
 
 
 class ConsumerRebalanceListener:
@@ -56,21 +54,35 @@ class ConsumerRebalanceListener:
         pass
 
 
-class _Part:
-    __slots__ = ("tp", "position", "fetch_offset", "epoch", "paused", "hw", "log_start", "want", "committed",
-                 "failed")
+class _Part(PartitionFetch):
+    """One assigned partition: the session's fetch state, and this consumer's offsets."""
+
+    __slots__ = ("tp", "want", "committed")
 
     def __init__(self, tp, want=None):
+        super().__init__(tp.topic, tp.partition)
         self.tp = tp
-        self.position = None
-        self.fetch_offset = None
-        self.epoch = 0
-        self.paused = False
-        self.hw = None
+        self.hw = None            # aiokafka's highwater() is None until a fetch told it
         self.log_start = None
         self.want = want          # None: committed else reset; "earliest"/"latest"; or an offset
         self.committed = None
-        self.failed = False       # stopped at a corrupt batch until the application seeks
+
+
+class _RecordBuilder(RecordBuilder):
+    """The fetch session's records as ConsumerRecords (deserializers run when they are taken)."""
+
+    def records(self, topic, partition, header, body, offset):
+        base, first = header.base_offset, header.first_timestamp
+        raw = _unpackb(body, use_list=False)
+        if base < offset:
+            raw = raw[offset - base:]  # the batch starts before the offset asked for
+        # One C-level tuple per record.
+        return [_new(ConsumerRecord, (topic, partition, base + od, first + td, 0, k, v, None,
+                                      -1 if k is None else len(k), -1 if v is None else len(v), hd or ()))
+                for od, td, k, v, hd in raw]
+
+    def next_offset(self, record) -> int:
+        return record[2] + 1
 
 
 def _strategy_names(strategies):
@@ -116,9 +128,11 @@ class AIOKafkaConsumer:
         self._strategies = _strategy_names(partition_assignment_strategy)
         self._initial_topics = topics
         self._conn: AsyncRpcConnection | None = None
-        self._parts: dict[TopicPartition, _Part] = {}
-        self._chunks = collections.deque()
-        self._buffered_bytes = 0
+        # Positions, prefetched data and decoding: no I/O in there (clients/log/fetch_session.py).
+        # A corrupt batch stops its partition, as aiokafka's check_crcs (its default) does.
+        self._session = FetchSession(_RecordBuilder(), max_wait_ms=fetch_max_wait_ms, min_bytes=fetch_min_bytes,
+                                     max_bytes=fetch_max_bytes, partition_max_bytes=max_partition_fetch_bytes,
+                                     check_crcs=True)
         self._data = asyncio.Event()
         self._changed = asyncio.Event()
         self._subscription: list[str] | None = None
@@ -141,6 +155,7 @@ class AIOKafkaConsumer:
         except (OSError, BrokerError, asyncio.TimeoutError) as exc:
             raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
         self._fetch_max_bytes = max(min(self._fetch_max_bytes, self._conn.state.max_frame - 65536), 1024)
+        self._session.max_bytes = self._fetch_max_bytes
         self._tasks.append(asyncio.ensure_future(self._fetch_loop()))
         if self._initial_topics:
             self.subscribe(topics=list(self._initial_topics))
@@ -178,6 +193,11 @@ class AIOKafkaConsumer:
         except BrokerError as exc:
             raise from_wire(exc.code, exc.message) from None
 
+    @property
+    def _parts(self) -> dict:
+        """TopicPartition -> _Part, the assignment (held by the fetch session)."""
+        return self._session.parts
+
     # ---- assignment ---------------------------------------------------------------------------
     def subscribe(self, topics=(), pattern=None, listener=None):
         if self._group_id is None:
@@ -210,10 +230,7 @@ class AIOKafkaConsumer:
         for tp in tps:
             part = self._parts.get(tp)
             new[tp] = part if part is not None else _Part(tp)
-        for tp, part in self._parts.items():
-            if tp not in new:
-                part.epoch += 1
-        self._parts = new
+        self._session.replace(new)  # a partition given up loses what was fetched for it
         self._changed.set()
 
     def assignment(self):
@@ -227,10 +244,8 @@ class AIOKafkaConsumer:
         return part
 
     def _move(self, part, offset=None, want=None):
-        part.epoch += 1
-        part.failed = False
-        part.position = part.fetch_offset = offset
         part.want = want
+        self._session.seek(part, offset)  # what was prefetched for it is dropped
         self._changed.set()
 
     def seek(self, partition, offset):
@@ -303,16 +318,12 @@ class AIOKafkaConsumer:
 
     def pause(self, *partitions):
         for tp in partitions:
-            part = self._part(tp)
-            if not part.paused:
-                part.paused = True
-                part.epoch += 1
-                part.fetch_offset = part.position
+            self._session.pause(self._part(tp))
         self._changed.set()
 
     def resume(self, *partitions):
         for tp in partitions:
-            self._part(tp).paused = False
+            self._session.resume(self._part(tp))
         self._changed.set()
 
     def paused(self):
@@ -391,19 +402,17 @@ class AIOKafkaConsumer:
 
     # ---- fetching ------------------------------------------------------------------------------
     def _send_fetch(self):
-        parts = [p for p in self._parts.values() if not p.paused and not p.failed and p.fetch_offset is not None]
-        if not parts:
+        request = self._session.fetch_request()
+        if request is None:
             return None, None
-        sent = [(p, p.fetch_offset, p.epoch) for p in parts]
-        fut = self._conn.send("fetch", {"max_wait_ms": self._fetch_wait_ms, "min_bytes": self._fetch_min_bytes,
-                                        "max_bytes": self._fetch_max_bytes, "partitions":
-                                        [[p.tp.topic, p.tp.partition, p.fetch_offset, self._partition_max_bytes]
-                                         for p in parts]})
+        args, token = request
+        fut = self._conn.send("fetch", args)
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        return fut, sent
+        return fut, token
 
     async def _fetch_loop(self):
-        fut = sent = None
+        session = self._session
+        fut = token = None
         try:
             while not self._closed:
                 try:
@@ -413,11 +422,11 @@ class AIOKafkaConsumer:
                     await asyncio.sleep(0.2)
                     continue
                 if fut is None:
-                    if self._buffered_bytes >= _BUFFER_LIMIT:
+                    if session.raw_bytes >= session.prefetch_limit:
                         await asyncio.sleep(0.01)
                         continue
                     self._changed.clear()
-                    fut, sent = self._send_fetch()
+                    fut, token = self._send_fetch()
                     if fut is None:
                         await self._wait_changed(0.5)
                         continue
@@ -425,11 +434,14 @@ class AIOKafkaConsumer:
                 await asyncio.wait([fut, changed], return_when=asyncio.FIRST_COMPLETED)
                 changed.cancel()
                 if not fut.done():
-                    fut = None  # the assignment moved: fetch again now; the stale reply is ignored
+                    # The assignment moved: fetch again now; the stale reply is ignored.
+                    session.fetch_failed(token)
+                    fut = token = None
                     continue
-                done, done_sent = fut, sent
-                fut = sent = None
+                done, done_token = fut, token
+                fut = token = None
                 if done.exception() is not None:
+                    session.fetch_failed(done_token)
                     exc = done.exception()
                     if self._conn.closed:
                         self._error = KafkaConnectionError(str(exc))
@@ -438,14 +450,16 @@ class AIOKafkaConsumer:
                     log.warning("fetch failed: %s", exc)
                     await asyncio.sleep(0.1)
                     continue
-                raws = self._accept(done_sent, done.result())
-                # Prefetch: the next fetch goes out before this reply is decoded.
-                if raws and self._buffered_bytes < _BUFFER_LIMIT:
-                    self._changed.clear()
-                    fut, sent = self._send_fetch()
-                for raw in raws:
-                    self._decode(*raw)
-                if raws:
+                # The records stay undecoded until getone/getmany take them; the loop goes
+                # round and sends the next fetch at once (prefetch).
+                errors, _ = session.accept(done_token, done.result())
+                for part, err in errors:
+                    if err[0] == ErrorCode.OFFSET_OUT_OF_RANGE and self._reset != "none":
+                        self._move(part, None, self._reset)
+                    else:
+                        self._error = from_field(err)
+                        self._data.set()
+                if session.has_data():
                     self._data.set()
         except asyncio.CancelledError:
             pass
@@ -456,123 +470,30 @@ class AIOKafkaConsumer:
         except asyncio.TimeoutError:
             pass
 
-    def _accept(self, sent, result):
-        by_tp = {(r[0], r[1]): r for r in result.get("results", ())}
-        raws = []
-        for part, offset, epoch in sent:
-            r = by_tp.get((part.tp.topic, part.tp.partition))
-            if r is None or part.epoch != epoch or part.fetch_offset != offset:
-                continue
-            _, _, err, hw, log_start, records = r
-            if err is not None:
-                if err[0] == ErrorCode.OFFSET_OUT_OF_RANGE and self._reset != "none":
-                    self._move(part, None, self._reset)
-                else:
-                    self._error = from_field(err)
-                    self._data.set()
-                continue
-            part.hw, part.log_start = hw, log_start
-            if not records:
-                continue
-            end, pos, n = offset, 0, len(records)
-            while n - pos >= HEADER_SIZE:
-                h = read_header(records, pos)
-                if pos + h.size > n:
-                    break
-                end = h.base_offset + h.record_count
-                pos += h.size
-            if end > offset:
-                part.fetch_offset = end
-                raws.append((part, records, offset, epoch))
-        return raws
-
-    def _decode(self, part, records, offset, epoch):
-        topic, partition = part.tp
-        kd, vd = self._key_deserializer, self._value_deserializer
-        out = []
-        # As in clients/log/consumer.py: no cyclic GC passes while the records are built.
-        paused = gc.isenabled()
-        if paused:
-            gc.disable()
-        base, mark = offset, 0
-        try:
-            for h, mv in iter_batches(records, validate_crc=False):
-                mark = len(out)
-                base, first = h.base_offset, h.first_timestamp
-                validate(mv)
-                raw = _unpackb(mv[HEADER_SIZE:], use_list=False)
-                if base < offset:
-                    raw = raw[offset - base:]  # the batch starts before the offset asked for
-                if kd is None and vd is None and base >= offset:
-                    # The common case, one C-level tuple per record.
-                    out += [_new(ConsumerRecord, (topic, partition, base + od, first + td, 0, k, v, None,
-                                                  -1 if k is None else len(k), -1 if v is None else len(v), hd or ()))
-                            for od, td, k, v, hd in raw]
-                    continue
-                for od, td, k, v, hd in raw:
-                    out.append(_new(ConsumerRecord, (
-                        topic, partition, base + od, first + td, 0,
-                        kd(k) if kd is not None else k, vd(v) if vd is not None else v, None,
-                        len(k) if k is not None else -1, len(v) if v is not None else -1, hd or ())))
-        except (BatchError, ValueError, TypeError, IndexError) as exc:
-            # As the confluent-style consumer with check.crcs: the records before the bad batch
-            # are handed out, then getmany/getone raise once, naming the batch's offset, and the
-            # partition stops there (its position stays at that batch) until a seek.
-            del out[mark:]  # a batch is handed out whole or not at all
-            part.epoch += 1
-            part.failed = True
-            part.fetch_offset = base
-            epoch = part.epoch
-            if out:
-                self._chunks.append([part, out, 0, epoch, len(records)])
-                self._buffered_bytes += len(records)
-                out = None
-            self._chunks.append([part, KafkaError(f"corrupt record batch in {topic}-{partition} at offset "
-                                                  f"{base}: {exc}"), 0, epoch, 0])
-            self._data.set()
-        finally:
-            if paused:
-                gc.enable()
-        if out:
-            self._chunks.append([part, out, 0, epoch, len(records)])
-            self._buffered_bytes += len(records)
-
     def _take(self, max_records, partitions=None):
-        result = {}
+        """Up to `max_records` records by TopicPartition, decoded as they are taken. A corrupt
+        batch raises KafkaError once, in its place after the records before it (as aiokafka
+        with check_crcs), and its partition stops there until a seek."""
         want = max_records if max_records is not None else 1 << 30
-        chunks = self._chunks
-        skipped = []
-        while want > 0 and chunks:
-            chunk = chunks.popleft()
-            part, recs, i, epoch, nbytes = chunk
-            if part.epoch != epoch or part.paused or self._parts.get(part.tp) is not part:
-                self._buffered_bytes -= nbytes
-                continue
-            if partitions and part.tp not in partitions:
-                skipped.append(chunk)
-                continue
-            if recs.__class__ is KafkaError:  # a corrupt batch, in its place after the records before it
-                if result:
-                    chunks.appendleft(chunk)
-                    break
-                for c in reversed(skipped):
-                    chunks.appendleft(c)
-                if not chunks:
-                    self._data.clear()
-                raise recs
-            j = min(len(recs), i + want)
-            result.setdefault(part.tp, []).extend(recs[i:j] if (i or j < len(recs)) else recs)
-            want -= j - i
-            part.position = recs[j - 1].offset + 1
-            if j < len(recs):
-                chunk[2] = j
-                chunks.appendleft(chunk)
-                break
-            self._buffered_bytes -= nbytes
-        for chunk in reversed(skipped):
-            chunks.appendleft(chunk)
-        if not chunks:
+        pieces = []
+        session = self._session
+        event = session.take(want, pieces, only=partitions, stop_at_event=True, grouped=True)
+        if not session.has_data():
             self._data.clear()
+        if event is not None:
+            raise KafkaError(f"{event.text} in {event.topic}-{event.partition}")
+        result = {}
+        kd, vd = self._key_deserializer, self._value_deserializer
+        for part, recs in pieces:
+            if kd is not None or vd is not None:
+                recs = [_new(ConsumerRecord, (r[0], r[1], r[2], r[3], r[4], kd(r[5]) if kd is not None else r[5],
+                                              vd(r[6]) if vd is not None else r[6], *r[7:]))
+                        for r in recs]
+            got = result.get(part.tp)
+            if got is None:
+                result[part.tp] = recs  # a list of its own (a chunk taken whole, or a slice)
+            else:
+                got += recs
         return result
 
     def _raise_pending(self):

@@ -1,18 +1,12 @@
 """The confluent-kafka style Consumer: prefetching fetcher, offsets, and group membership.
 
-The fetch path (docs/clients-minilog.md, "Consumer prefetch"):
-
-- One `fetch` request covers every assigned, unpaused partition from its *fetch offset*
-  (where the data we hold ends), which runs ahead of its *position* (the next record the
-  application gets). A fetch is a long poll on the server (`fetch.wait.max.ms`).
-- When a fetch reply arrives (inside `LogConnection.pump`), `_on_fetch` keeps the raw batch
-  bytes, advances each fetch offset past the whole batches received (reading headers only)
-  and sends the next fetch at once, so the server works on it while the application decodes
-  and processes this one.
-- `consume()`/`poll()` decode raw results lazily, a partition's bytes at a time, into
-  `Message` tuples (`_decode`), and hand out slices of those lists.
-- A seek, pause or new assignment bumps the partition's epoch; data fetched under an older
-  epoch, or not starting exactly at the current fetch offset, is dropped on arrival.
+The fetch path (docs/clients-minilog.md, "Consumer: prefetch") is `fetch_session.py`'s
+`FetchSession`, which does no I/O: it holds each assigned partition's position and fetch
+offset, builds each `fetch` request (`_send_fetch` sends it), takes the reply (`_on_fetch`,
+run inside `LogConnection.pump`), and decodes records into `Message`s when `consume()`/`poll()`
+take them (`message.MessageBuilder`). This module maps what the session reports to
+confluent-kafka's behaviour: fetch errors, a corrupt batch or a partition EOF become error
+`Message`s in the stream.
 
 Group membership lives in `group.py`; this module calls into it from `_maintain()`.
 """
@@ -22,17 +16,15 @@ import gc
 import logging
 import time
 
-import msgpack
-
 from ..protocol.errors import BrokerError
-from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
 from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
 from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
+from .fetch_session import FetchSession, PartitionFetch
 from .group import GroupMembership
-from .message import Message, batch_record_class, error_message
+from .message import MessageBuilder, error_message
 from .topic_partition import OFFSET_BEGINNING, OFFSET_END, OFFSET_INVALID, OFFSET_STORED, TopicPartition
 
 log = logging.getLogger("clients.log")
@@ -44,44 +36,21 @@ _CONSUMER_KEYS = {
     "max.partition.fetch.bytes", "fetch.message.max.bytes", "on_commit", "max.poll.interval.ms",
     "enable.auto.offset.store", "queued.max.messages.kbytes", "group.protocol.type", "check.crcs",
 }
-_new = tuple.__new__
-_unpackb = msgpack.unpackb
 _gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
 _EARLIEST = {"earliest", "smallest", "beginning"}
 _LATEST = {"latest", "largest", "end"}
-# Batches with at least this many records are decoded by msgpack straight into Message objects;
-# smaller ones through a list comprehension (making a class per batch costs ~10 µs).
-_CLASS_PER_BATCH = 64
-# Raw fetched bytes held before the prefetcher stops asking for more.
-_PREFETCH_LIMIT = 64 * 1024 * 1024
-# A fetch reply at least this large asks for the next data before it is decoded (replay: the
-# server reads while we decode). A smaller one -- a consumer keeping up with a live topic --
-# is decoded and handed out first: the next fetch leaves when the application next calls
-# poll()/consume(), so the send (a syscall that wakes the server) is not in the latency of
-# the message that just arrived.
-_EAGER_PREFETCH_BYTES = 64 * 1024
 
 
-class _Part:
-    """Fetch state of one assigned partition."""
+class _Part(PartitionFetch):
+    """One assigned partition: the session's fetch state, and this consumer's offsets."""
 
-    __slots__ = ("topic", "partition", "position", "fetch_offset", "epoch", "paused", "hw",
-                 "log_start", "eof_sent", "need_reset", "stored", "committed", "failed", "want")
+    __slots__ = ("need_reset", "stored", "committed", "want")
 
     def __init__(self, topic, partition, want=OFFSET_INVALID):
-        self.topic = topic
-        self.partition = partition
-        self.position = None      # next offset the application gets
-        self.fetch_offset = None  # next offset to ask the server for
-        self.epoch = 0
-        self.paused = False
-        self.hw = -1
-        self.log_start = -1
-        self.eof_sent = False
+        super().__init__(topic, partition)
         self.need_reset = False
         self.stored = None        # offset stored for the next (auto) commit
         self.committed = None     # last offset committed by us
-        self.failed = False
         self.want = want          # the offset asked for at assign(), resolved in _resolve()
 
 
@@ -118,12 +87,11 @@ class Consumer:
         self._conn = self._connect()
         # The server refuses frames over max_frame; a fetch reply must fit in one.
         self._fetch_max_bytes = max(min(self._fetch_max_bytes, self._conn.state.max_frame - 65536), 1024)
-        self._parts: dict[tuple, _Part] = {}
-        self._chunks = collections.deque()   # [part, messages, next index, epoch]
-        self._raw = collections.deque()      # (part, records bytes, first offset, epoch)
-        self._raw_bytes = 0
-        self._fetches = 0                     # fetch requests in flight
-        self._fetch_dirty = False             # positions changed under an in-flight fetch
+        # Positions, prefetched data and decoding: no I/O in there (fetch_session.py).
+        self._session = FetchSession(MessageBuilder(), max_wait_ms=self._fetch_wait_ms,
+                                     min_bytes=self._fetch_min_bytes, max_bytes=self._fetch_max_bytes,
+                                     partition_max_bytes=self._partition_max_bytes, check_crcs=self._check_crcs,
+                                     partition_eof=self._eof)
         self._errors = collections.deque()    # error Messages to hand out from poll()
         self._group: GroupMembership | None = None
         self._subscription: list[str] | None = None
@@ -134,6 +102,11 @@ class Consumer:
         self._watch_topics = False
         self._next_auto_commit = time.monotonic() + self._commit_interval
         self._closed = False
+
+    @property
+    def _parts(self) -> dict:
+        """(topic, partition) -> _Part, the assignment (held by the fetch session)."""
+        return self._session.parts
 
     # ---- connection ---------------------------------------------------------------------
     def _connect(self) -> LogConnection:
@@ -164,10 +137,7 @@ class Consumer:
         old = self._conn
         old.closed = True
         old.callbacks.clear()
-        self._fetches = 0
-        for part in self._parts.values():
-            part.epoch += 1
-            part.fetch_offset = part.position
+        self._session.connection_lost()
         try:
             self._conn = self._connect()
         except KafkaException as exc:
@@ -268,41 +238,27 @@ class Consumer:
             # Every partition starts afresh, an assigned one too (as librdkafka's assign()
             # does): from the offset given, else the committed one.
             new[(tp.topic, tp.partition)] = _Part(tp.topic, tp.partition, tp.offset)
-        for part in self._parts.values():
-            part.epoch += 1  # what was fetched for the old assignment is dropped wherever it is
-        self._parts = new
-        self._fetch_dirty = True
+        self._session.replace(new)  # what was fetched for the old assignment is dropped wherever it is
 
     def unassign(self):
         self._check_open()
         self._assigned_in_callback = True
-        for part in self._parts.values():
-            part.epoch += 1
-        self._parts = {}
-        self._chunks.clear()
-        self._raw.clear()
-        self._raw_bytes = 0
+        self._session.replace({})
 
     def incremental_assign(self, partitions):
         """Add partitions to the assignment, leaving the others (and their positions) as they are."""
         self._check_open()
         self._assigned_in_callback = True
         for tp in partitions:
-            key = (tp.topic, tp.partition)
-            old = self._parts.get(key)
-            if old is not None:
-                old.epoch += 1  # its prefetched records are dropped
-            self._parts[key] = _Part(tp.topic, tp.partition, tp.offset)
-        self._fetch_dirty = True
+            # One already assigned starts afresh: its prefetched records are dropped.
+            self._session.add((tp.topic, tp.partition), _Part(tp.topic, tp.partition, tp.offset))
 
     def incremental_unassign(self, partitions):
         """Remove partitions from the assignment; the others keep reading undisturbed."""
         self._check_open()
         self._assigned_in_callback = True
         for tp in partitions:
-            part = self._parts.pop((tp.topic, tp.partition), None)
-            if part is not None:
-                part.epoch += 1
+            self._session.remove((tp.topic, tp.partition))
 
     def assignment(self):
         return [TopicPartition(t, p) for t, p in sorted(self._parts)]
@@ -415,11 +371,7 @@ class Consumer:
                 part.need_reset = False
 
     def _set_position(self, part: _Part, offset: int) -> None:
-        part.position = part.fetch_offset = offset
-        part.epoch += 1
-        part.eof_sent = False
-        part.failed = False
-        self._fetch_dirty = True
+        self._session.seek(part, offset)
 
     def seek(self, partition: TopicPartition):
         """Move the position of an assigned partition; the next message comes from there."""
@@ -432,9 +384,7 @@ class Consumer:
             self._set_position(part, partition.offset)
         else:
             part.want = partition.offset
-            part.position = None
-            part.epoch += 1
-            self._fetch_dirty = True
+            self._session.seek(part, None)  # resolved by _resolve() (OFFSET_BEGINNING, OFFSET_END...)
 
     def position(self, partitions):
         out = []
@@ -579,18 +529,14 @@ class Consumer:
     def pause(self, partitions):
         for tp in partitions:
             part = self._parts.get((tp.topic, tp.partition))
-            if part is not None and not part.paused:
-                part.paused = True
-                part.epoch += 1  # drop what was prefetched; it is fetched again on resume
-                if part.position is not None:
-                    part.fetch_offset = part.position
+            if part is not None:
+                self._session.pause(part)  # drops what was prefetched; it is fetched again on resume
 
     def resume(self, partitions):
         for tp in partitions:
             part = self._parts.get((tp.topic, tp.partition))
-            if part is not None and part.paused:
-                part.paused = False
-                self._fetch_dirty = True
+            if part is not None:
+                self._session.resume(part)
 
     def list_topics(self, topic=None, timeout=-1):
         from .admin import fetch_cluster_metadata
@@ -601,214 +547,44 @@ class Consumer:
 
     # ---- fetching ---------------------------------------------------------------------------
     def _send_fetch(self) -> None:
-        parts = [p for p in self._parts.values()
-                 if not p.paused and not p.failed and p.fetch_offset is not None and p.fetch_offset >= 0]
-        if not parts:
+        request = self._session.fetch_request()
+        if request is None:
             return
-        request = [[p.topic, p.partition, p.fetch_offset, self._partition_max_bytes] for p in parts]
-        sent = [(p, p.fetch_offset, p.epoch) for p in parts]
-        self._conn.send_with("fetch", {"max_wait_ms": self._fetch_wait_ms, "min_bytes": self._fetch_min_bytes,
-                                       "max_bytes": self._fetch_max_bytes, "partitions": request},
-                             lambda result, error: self._on_fetch(sent, result, error))
-        self._fetches += 1
-        self._fetch_dirty = False
+        args, token = request
+        self._conn.send_with("fetch", args, lambda result, error: self._on_fetch(token, result, error))
         self._conn.flush()
 
-    def _on_fetch(self, sent, result, error) -> None:
-        self._fetches -= 1
+    def _on_fetch(self, token, result, error) -> None:
+        session = self._session
         if error is not None:
+            session.fetch_failed(token)
             self._report_error(error_from_wire(error.code, error.message))
             return
-        by_tp = {(r[0], r[1]): r for r in result.get("results", ())}
-        got_data = False
-        for part, offset, epoch in sent:
-            r = by_tp.get((part.topic, part.partition))
-            if r is None or part.epoch != epoch or part.fetch_offset != offset:
-                continue  # a seek, pause or newer fetch overtook this one
-            _, _, err, hw, log_start, records = r
-            if err is not None:
-                self._fetch_error(part, error_from_field(err))
-                continue
-            part.hw = hw
-            part.log_start = log_start
-            if records:
-                # Advance the fetch offset over the whole batches received, reading headers only.
-                end = offset
-                pos, n = 0, len(records)
-                try:
-                    while n - pos >= HEADER_SIZE:
-                        h = read_header(records, pos)
-                        if pos + h.size > n:
-                            break
-                        end = h.base_offset + h.record_count
-                        pos += h.size
-                except BatchError as exc:
-                    # Keep the whole batches before the unreadable header; report it after them.
-                    if pos:
-                        self._raw.append((part, records[:pos], offset, epoch))
-                        self._raw_bytes += pos
-                    self._raw.append((part, KafkaError(KafkaError._BAD_MSG, f"corrupt record batch at offset {end}: {exc}"),
-                                      end, epoch))
-                    part.fetch_offset = end
-                    continue
-                if end > offset:
-                    part.fetch_offset = end
-                    self._raw.append((part, records, offset, epoch))
-                    self._raw_bytes += n
-                    part.eof_sent = False
-                    got_data = got_data or n >= _EAGER_PREFETCH_BYTES
-                    continue
-            if self._eof and not part.eof_sent and offset >= hw:
-                part.eof_sent = True
-                self._raw.append((part, None, offset, epoch))
+        errors, prefetch = session.accept(token, result)
+        for part, err in errors:
+            self._fetch_error(part, error_from_field(err))
         # Prefetch: ask for the next data now, before anything of this reply is decoded.
-        if self._fetches == 0 and self._raw_bytes < _PREFETCH_LIMIT and (got_data or self._fetch_dirty):
+        if prefetch:
             self._send_fetch()
 
     def _fetch_error(self, part: _Part, err: KafkaError) -> None:
         if err.code() == KafkaError.OFFSET_OUT_OF_RANGE and self._reset != "error":
             part.need_reset = True
-            part.epoch += 1
+            self._session.discard(part)
             return
         part.failed = True
         self._errors.append(error_message(err, part.topic, part.partition, part.fetch_offset or -1001))
 
-    def _decode(self) -> bool:
-        """Turn the oldest raw fetch result into chunks of Messages; False if there is none.
-
-        Each batch's CRC is checked. A batch that cannot be read (bad CRC, bad structure,
-        records that do not decode) is reported as an error Message at the batch's base
-        offset, in order after the records before it. Then, with `check.crcs` on, the
-        partition stops there (`_stop_at`: its position stays at that batch, so no commit
-        moves past it, until the application seeks); with it off (librdkafka's default),
-        exactly that batch is skipped. Never silently, and never more than that batch.
-        """
-        while self._raw:
-            part, records, offset, epoch = self._raw.popleft()
-            if records is None:
-                if part.epoch == epoch and part.position is not None and part.position >= part.hw:
-                    self._chunks.append([part, [error_message(
-                        KafkaError(KafkaError._PARTITION_EOF,
-                                   f"Fetch from broker 0 reached end of partition at offset {part.hw} (HighwaterMark {part.hw})"),
-                        part.topic, part.partition, part.hw)], 0, epoch, True])
-                    return True
-                continue
-            if records.__class__ is KafkaError:  # the fetch's batch headers were unreadable at `offset`
-                if part.epoch == epoch:
-                    self._stop_at(part, offset, records, [])
-                    return True
-                continue
-            self._raw_bytes -= len(records)
-            if part.epoch != epoch:
-                continue
-            topic, partition = part.topic, part.partition
-            chunks = self._chunks
-            before = len(chunks)
-            messages = []
-            expected = offset  # where the next batch should start
-            # msgpack's advice for unpacking many containers: pause the cyclic GC, which would
-            # otherwise scan the young Messages every 700 allocations (this halves replay time).
-            # Messages hold no cycles; the collector runs as usual once the batch is decoded.
-            gc_was_on = _gc_isenabled()
-            if gc_was_on:
-                _gc_disable()
-            try:
-                batches = iter_batches(records, validate_crc=False)
-                while True:
-                    try:
-                        h, mv = next(batches)
-                    except StopIteration:
-                        break
-                    except BatchError as exc:  # no length to step over it by: stop here
-                        self._stop_at(part, expected, KafkaError(KafkaError._BAD_MSG, f"corrupt record batch at offset "
-                                                                 f"{expected}: {exc}"), messages)
-                        return True
-                    base = h.base_offset
-                    try:
-                        validate(mv)
-                        first = h.first_timestamp
-                        body = mv[HEADER_SIZE:]
-                        if h.record_count >= _CLASS_PER_BATCH:
-                            # msgpack builds the Message objects itself (see message._BatchRecord).
-                            cls = batch_record_class(topic, partition, base, first)
-                            raw = _unpackb(body, use_list=True, list_hook=cls)
-                            # The outer array became a cls too; its real length must be the header's
-                            # count (a batch stored by a broker that did not check bodies may lie).
-                            if tuple.__len__(raw) != h.record_count:
-                                raise BatchError(f"batch at offset {base} claims {h.record_count} records, "
-                                                 f"holds {tuple.__len__(raw)}")
-                            got = raw if base >= offset else raw[offset - base:]
-                        else:
-                            raw = _unpackb(body, use_list=False)
-                            if base >= offset:
-                                got = [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
-                                       for od, td, k, v, hd in raw]
-                            else:  # the batch starts before the offset asked for: skip its head
-                                got = [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
-                                       for od, td, k, v, hd in raw if base + od >= offset]
-                    except (BatchError, ValueError, TypeError, IndexError) as exc:
-                        err = KafkaError(KafkaError._BAD_MSG, f"corrupt record batch at offset {base} "
-                                                              f"({h.record_count} records): {exc}")
-                        if self._check_crcs:
-                            self._stop_at(part, base, err, messages)
-                            return True
-                        # Skip exactly this batch, reported in its place in the stream.
-                        if messages:
-                            chunks.append([part, messages, 0, epoch, False])
-                            messages = []
-                        chunks.append([part, [error_message(err, topic, partition, base)], 0, epoch, True])
-                        expected = h.next_offset
-                        continue
-                    messages += got
-                    expected = h.next_offset
-            finally:
-                if gc_was_on:
-                    _gc_enable()
-            if messages:
-                chunks.append([part, messages, 0, epoch, False])
-            if len(chunks) > before:
-                return True
-        return False
-
-    def _stop_at(self, part: _Part, offset: int, err: KafkaError, messages: list) -> None:
-        """A batch at `offset` cannot be read: hand out `messages` (the records before it), then
-        the error; the partition fetches no more (its position stays at `offset`) until a seek."""
-        part.epoch += 1  # whatever was fetched after the bad batch is dropped
-        part.failed = True
-        part.fetch_offset = offset
-        if messages:
-            self._chunks.append([part, messages, 0, part.epoch, False])
-        self._chunks.append([part, [error_message(err, part.topic, part.partition, offset)], 0, part.epoch, True])
-
     def _take(self, want: int, out: list) -> None:
-        chunks = self._chunks
-        while want > 0:
-            if not chunks:
-                if self._errors:
-                    out.append(self._errors.popleft())
-                    want -= 1
-                    continue
-                if not self._decode():
-                    return
-                continue
-            chunk = chunks[0]
-            part, messages, i, epoch, is_eof = chunk
-            if part.epoch != epoch or part.paused:
-                chunks.popleft()
-                continue
-            j = i + want
-            if j >= len(messages):
-                j = len(messages)
-                chunks.popleft()
-            else:
-                chunk[2] = j
-            if i == 0 and j == len(messages):
-                out += messages
-            else:
-                out += messages[i:j]
-            want -= j - i
-            if not is_eof:
-                part.position = messages[j - 1].offset() + 1
+        """Hand out up to `want` Messages: errors reported meanwhile, then records (decoded by
+        the session as they are taken; a corrupt batch or a partition EOF comes as an error
+        Message in its place, see `MessageBuilder.event`)."""
+        errors = self._errors
+        while errors and want > 0:
+            out.append(errors.popleft())
+            want -= 1
+        if want > 0:
+            self._session.take(want, out)
 
     # ---- the loop --------------------------------------------------------------------------
     def _maintain(self) -> None:
@@ -829,7 +605,7 @@ class Consumer:
                     self._commit_positions(asynchronous=True)
                 except KafkaException as exc:
                     log.info("auto-commit failed: %s", exc)
-        if (self._fetches == 0 or (self._fetch_dirty and self._fetches < 2)) and self._raw_bytes < _PREFETCH_LIMIT:
+        if self._session.should_fetch():
             try:
                 self._send_fetch()
             except ConnectionClosed:
@@ -902,9 +678,9 @@ class Consumer:
                     self._last_look(num_messages - len(out), out)
                     return out
                 if paused:
-                    before = len(out) + len(self._chunks) + len(self._raw)
+                    before = len(out) + self._session.backlog()
                     self._wait(deadline, cap=0.05)
-                    if len(out) + len(self._chunks) + len(self._raw) == before:
+                    if len(out) + self._session.backlog() == before:
                         _gc_enable()
                         paused = False
                 else:
@@ -968,7 +744,7 @@ class Consumer:
             self._conn.close()
 
     def __len__(self):
-        return sum(len(c[1]) - c[2] for c in self._chunks)
+        return self._session.pending()
 
     def __enter__(self):
         return self

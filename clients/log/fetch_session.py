@@ -1,0 +1,419 @@
+"""FetchSession: a log consumer's fetching, without I/O (sans-IO, in the manner of h11).
+
+Both log consumers are thin adapters over it: `clients/log/consumer.py`'s `Consumer`
+(confluent-kafka's API) and `clients/aio_log/consumer.py`'s `AIOKafkaConsumer` (aiokafka's).
+The session holds, for every assigned partition, where the application is (`position`) and
+where the data held ends (`fetch_offset`), and it:
+
+- builds the `fetch` request's arguments (`fetch_request`) and returns them with a token; the
+  adapter sends them however it sends, and hands the reply back (`accept`) with that token;
+- keeps each reply's record bytes undecoded until the application asks for records, then
+  decodes one partition result at a time (`take`) into the adapter's record objects, made by
+  the adapter's `RecordBuilder` (confluent's `Message`, aiokafka's `ConsumerRecord`);
+- checks every batch's CRC and turns a batch that cannot be read into a `FetchEvent` at its
+  offset, in order after the records before it: with `check_crcs` the partition stops there
+  (its position stays at the bad batch until a seek), without it exactly that batch is
+  skipped;
+- drops what was fetched for a partition whenever it is repositioned (assign, seek, pause,
+  unassign): each partition has an *epoch*, bumped by every reposition, and fetched data,
+  requests in flight and decoded records all carry the epoch they were fetched under.
+
+It leaves to the adapters the socket or transport, timers and waiting, where a starting
+offset comes from (committed offsets, `auto.offset.reset`), group membership, and how an
+event reaches the application (an error `Message` in the stream, or a raised exception).
+"""
+
+import collections
+import gc
+
+from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
+
+# Raw fetched bytes held before the session stops asking for more.
+PREFETCH_LIMIT = 64 * 1024 * 1024
+# A fetch reply at least this large asks for the next data before any of it is decoded (replay:
+# the server reads the log while this client decodes). A smaller one -- a consumer keeping up
+# with a live topic -- is handed out first and the next fetch leaves at the application's next
+# call, so the send (a syscall that wakes the server) is not in the latency of what arrived.
+EAGER_PREFETCH_BYTES = 64 * 1024
+
+# FetchEvent kinds.
+CORRUPT = "corrupt"            # a batch that cannot be read, at its base offset
+PARTITION_EOF = "eof"          # the application has every record up to the high watermark
+
+_gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
+_DECODE_ERRORS = (BatchError, ValueError, TypeError, IndexError)
+
+
+class FetchEvent:
+    """Something other than records that the session hands out in a partition's stream."""
+
+    __slots__ = ("kind", "topic", "partition", "offset", "text")
+
+    def __init__(self, kind, topic, partition, offset, text):
+        self.kind, self.topic, self.partition, self.offset, self.text = kind, topic, partition, offset, text
+
+    def __repr__(self):
+        return f"FetchEvent({self.kind}, {self.topic} [{self.partition}] at {self.offset}: {self.text})"
+
+
+class PartitionFetch:
+    """Fetch state of one assigned partition. Adapters subclass it to keep their own fields
+    (a committed offset, a starting-offset wish) beside these."""
+
+    __slots__ = ("topic", "partition", "position", "fetch_offset", "epoch", "paused", "failed", "eof_sent",
+                 "hw", "log_start")
+
+    def __init__(self, topic, partition):
+        self.topic = topic
+        self.partition = partition
+        self.position = None      # the next offset the application gets; None: not resolved yet
+        self.fetch_offset = None  # the next offset to ask the server for (where held data ends)
+        self.epoch = 0            # bumped by every reposition: older fetched data is dropped
+        self.paused = False
+        self.failed = False       # no more fetches (a corrupt batch, an error) until a seek
+        self.eof_sent = False
+        self.hw = -1
+        self.log_start = -1
+
+
+class RecordBuilder:
+    """Turns one batch's records into the adapter's record objects.
+
+    `records(topic, partition, header, body, offset)` decodes `body` (the msgpack array of
+    `[offset_delta, timestamp_delta, key, value, headers]` after the header) into a sequence
+    of records, leaving out those before `offset` (a batch may start before the offset asked
+    for). It raises BatchError, ValueError, TypeError or IndexError when the body does not
+    decode. `next_offset(record)` is the offset after that record. `event(event)` is what a
+    `FetchEvent` becomes when it is handed out in the stream (`take` without `stop_at_event`).
+    """
+
+    def records(self, topic, partition, header, body, offset):
+        raise NotImplementedError
+
+    def next_offset(self, record) -> int:
+        raise NotImplementedError
+
+    def event(self, event: FetchEvent):
+        return event
+
+
+class FetchSession:
+    """One consumer's fetch state; see the module docstring. Not thread-safe, does no I/O."""
+
+    def __init__(self, builder: RecordBuilder, *, max_wait_ms=500, min_bytes=1, max_bytes=52428800,
+                 partition_max_bytes=1048576, check_crcs=True, partition_eof=False,
+                 prefetch_limit=PREFETCH_LIMIT):
+        self.builder = builder
+        self.max_wait_ms = max_wait_ms
+        self.min_bytes = min_bytes
+        self.max_bytes = max_bytes
+        self.partition_max_bytes = partition_max_bytes
+        self.check_crcs = check_crcs
+        self.partition_eof = partition_eof
+        self.prefetch_limit = prefetch_limit
+        self.parts: dict = {}       # key (the adapter's (topic, partition)) -> PartitionFetch
+        self.in_flight = 0          # fetch requests sent and not answered
+        self.dirty = False          # positions moved under a fetch in flight: fetch again now
+        self.raw_bytes = 0          # undecoded bytes held
+        # Fetched, undecoded: (part, records bytes | FetchEvent | None for an EOF check, offset, epoch).
+        self._raw = collections.deque()
+        # Decoded: [part, records list | FetchEvent, next index, epoch].
+        self._chunks = collections.deque()
+
+    # ---- the assignment and positions --------------------------------------------------------
+    def replace(self, parts: dict) -> None:
+        """Make `parts` (key -> PartitionFetch) the assignment. A partition object that is not
+        kept (by identity) loses whatever was fetched for it."""
+        kept = {id(p) for p in parts.values()}
+        for part in self.parts.values():
+            if id(part) not in kept:
+                part.epoch += 1
+        self.parts = parts
+        if not parts:
+            self._raw.clear()
+            self._chunks.clear()
+            self.raw_bytes = 0
+        self.dirty = True
+
+    def add(self, key, part: PartitionFetch) -> None:
+        """Assign one partition (replacing, and dropping the data of, one already assigned)."""
+        old = self.parts.get(key)
+        if old is not None and old is not part:
+            old.epoch += 1
+        self.parts[key] = part
+        self.dirty = True
+
+    def remove(self, key) -> PartitionFetch | None:
+        part = self.parts.pop(key, None)
+        if part is not None:
+            part.epoch += 1
+        return part
+
+    def discard(self, part: PartitionFetch) -> None:
+        """Drop everything fetched for `part` (held, decoded or still in flight)."""
+        part.epoch += 1
+        self.dirty = True
+
+    def seek(self, part: PartitionFetch, offset) -> None:
+        """The next record handed out for `part` is at `offset` (None: the adapter resolves it
+        later and seeks again)."""
+        part.position = part.fetch_offset = offset
+        part.epoch += 1
+        part.eof_sent = False
+        part.failed = False
+        self.dirty = True
+
+    def pause(self, part: PartitionFetch) -> None:
+        if not part.paused:
+            part.paused = True
+            part.epoch += 1  # what was prefetched is fetched again on resume
+            if part.position is not None:
+                part.fetch_offset = part.position
+
+    def resume(self, part: PartitionFetch) -> None:
+        if part.paused:
+            part.paused = False
+            self.dirty = True
+
+    def connection_lost(self) -> None:
+        """Requests in flight are gone: start each partition's fetching again from its position."""
+        self.in_flight = 0
+        for part in self.parts.values():
+            part.epoch += 1
+            part.fetch_offset = part.position
+        self.dirty = True
+
+    # ---- fetch requests and replies -----------------------------------------------------------
+    def should_fetch(self) -> bool:
+        """Whether to send a fetch now: none in flight (or positions moved under the one in
+        flight), and less than the prefetch limit held."""
+        return (self.in_flight == 0 or (self.dirty and self.in_flight < 2)) and self.raw_bytes < self.prefetch_limit
+
+    def fetch_request(self):
+        """`(args, token)` for one `fetch` request covering every partition that can fetch, or
+        None when none can. Give the token back to `accept` (or `fetch_failed`)."""
+        parts = [p for p in self.parts.values()
+                 if not p.paused and not p.failed and p.fetch_offset is not None and p.fetch_offset >= 0]
+        if not parts:
+            return None
+        size = self.partition_max_bytes
+        args = {"max_wait_ms": self.max_wait_ms, "min_bytes": self.min_bytes, "max_bytes": self.max_bytes,
+                "partitions": [[p.topic, p.partition, p.fetch_offset, size] for p in parts]}
+        self.in_flight += 1
+        self.dirty = False
+        return args, [(p, p.fetch_offset, p.epoch) for p in parts]
+
+    def fetch_failed(self, token) -> None:
+        """The request of `token` got an error reply (or none): it is no longer in flight."""
+        self.in_flight = max(self.in_flight - 1, 0)
+
+    def accept(self, token, result) -> tuple[list, bool]:
+        """Take a fetch reply. Returns `(errors, prefetch)`: `errors` the partitions whose result
+        was an error, as `(part, wire error field)` for the adapter to act on (its fetch offset
+        is left where it was); `prefetch` whether the next fetch should be sent at once, before
+        any of this is decoded (a large reply, or positions moved meanwhile)."""
+        self.in_flight = max(self.in_flight - 1, 0)
+        by_tp = {(r[0], r[1]): r for r in result.get("results", ())}
+        errors = []
+        large = False
+        raw = self._raw
+        for part, offset, epoch in token:
+            r = by_tp.get((part.topic, part.partition))
+            if r is None or part.epoch != epoch or part.fetch_offset != offset:
+                continue  # a reposition or a newer fetch overtook this one
+            _, _, err, hw, log_start, records = r
+            if err is not None:
+                errors.append((part, err))
+                continue
+            part.hw = hw
+            part.log_start = log_start
+            if records:
+                # Advance the fetch offset over the whole batches received, reading headers only.
+                end = offset
+                pos, n = 0, len(records)
+                try:
+                    while n - pos >= HEADER_SIZE:
+                        h = read_header(records, pos)
+                        if pos + h.size > n:
+                            break
+                        end = h.base_offset + h.record_count
+                        pos += h.size
+                except BatchError as exc:
+                    # Keep the whole batches before the unreadable header; it stops the
+                    # partition after them, whatever check_crcs says (there is no length to
+                    # step over it by).
+                    if pos:
+                        raw.append((part, records[:pos], offset, epoch))
+                        self.raw_bytes += pos
+                    raw.append((part, FetchEvent(CORRUPT, part.topic, part.partition, end,
+                                                 f"corrupt record batch at offset {end}: {exc}"), end, epoch))
+                    part.fetch_offset = end
+                    continue
+                if end > offset:
+                    part.fetch_offset = end
+                    raw.append((part, records, offset, epoch))
+                    self.raw_bytes += n
+                    part.eof_sent = False
+                    large = large or n >= EAGER_PREFETCH_BYTES
+                    continue
+            if self.partition_eof and not part.eof_sent and offset >= hw:
+                part.eof_sent = True
+                raw.append((part, None, offset, epoch))
+        prefetch = self.in_flight == 0 and self.raw_bytes < self.prefetch_limit and (large or self.dirty)
+        return errors, prefetch
+
+    # ---- handing out records ------------------------------------------------------------------
+    def has_data(self) -> bool:
+        """Whether anything (records or events) may be waiting to be taken."""
+        return bool(self._chunks or self._raw)
+
+    def backlog(self) -> int:
+        """How many fetched results and decoded chunks are held (it grows when data arrives)."""
+        return len(self._chunks) + len(self._raw)
+
+    def pending(self) -> int:
+        """Decoded records (and events) not handed out yet."""
+        return sum((len(c[1]) if c[1].__class__ is not FetchEvent else 1) - c[2] for c in self._chunks)
+
+    def take(self, want: int, out: list, only=None, stop_at_event=False, grouped=False):
+        """Move up to `want` records (and events, which count as one) into `out`, in fetch order,
+        decoding as needed; each partition's position moves past what it handed out.
+
+        `only`, a set of (topic, partition) keys, leaves other partitions' records in place.
+        With `grouped`, `out` gets `(part, list of records)` pieces instead of the records.
+        With `stop_at_event` an event is not put in `out`: if `out` is still empty it is
+        returned (and consumed), otherwise it stays first in line and taking stops. Returns
+        None otherwise."""
+        chunks = self._chunks
+        skipped = None
+        try:
+            while want > 0:
+                if not chunks:
+                    if not self._decode():
+                        return None
+                    continue
+                chunk = chunks[0]
+                part, items, i, epoch = chunk
+                if part.epoch != epoch or part.paused:
+                    chunks.popleft()
+                    continue
+                if only is not None and (part.topic, part.partition) not in only:
+                    if skipped is None:
+                        skipped = []
+                    skipped.append(chunks.popleft())
+                    continue
+                if items.__class__ is FetchEvent:
+                    if stop_at_event:
+                        if out:
+                            return None
+                        chunks.popleft()
+                        return items
+                    chunks.popleft()
+                    out.append(self.builder.event(items))
+                    want -= 1
+                    continue
+                n = len(items)
+                j = i + want
+                if j >= n:
+                    j = n
+                    chunks.popleft()
+                else:
+                    chunk[2] = j
+                if grouped:
+                    out.append((part, items if i == 0 and j == n else items[i:j]))
+                elif i == 0 and j == n:
+                    out += items
+                else:
+                    out += items[i:j]
+                want -= j - i
+                part.position = self.builder.next_offset(items[j - 1])
+            return None
+        finally:
+            if skipped:
+                chunks.extendleft(reversed(skipped))
+
+    def _decode(self) -> bool:
+        """Decode the oldest raw result into chunks; False when there is nothing left to decode."""
+        raw = self._raw
+        while raw:
+            part, records, offset, epoch = raw.popleft()
+            if records is None:  # enable.partition.eof: at the high watermark when it got here?
+                if part.epoch == epoch and part.position is not None and part.position >= part.hw:
+                    self._chunks.append([part, FetchEvent(
+                        PARTITION_EOF, part.topic, part.partition, part.hw,
+                        f"Fetch from broker 0 reached end of partition at offset {part.hw} "
+                        f"(HighwaterMark {part.hw})"), 0, epoch])
+                    return True
+                continue
+            if records.__class__ is FetchEvent:  # a header too broken to step over
+                if part.epoch == epoch:
+                    self._stop_at(part, records, [])
+                    return True
+                continue
+            self.raw_bytes -= len(records)
+            if part.epoch != epoch:
+                continue
+            if self._decode_result(part, records, offset, epoch):
+                return True
+        return False
+
+    def _decode_result(self, part, records, offset, epoch) -> bool:
+        """One partition's fetched bytes into chunks: records, and an event per unreadable batch."""
+        topic, partition = part.topic, part.partition
+        build = self.builder.records
+        chunks = self._chunks
+        before = len(chunks)
+        got = []
+        expected = offset  # where the next batch should start
+        # msgpack's advice for unpacking many containers: pause the cyclic GC, which would
+        # otherwise scan the young records every 700 allocations (this halves replay time).
+        # Records hold no cycles; the collector runs as usual once the result is decoded.
+        gc_was_on = _gc_isenabled()
+        if gc_was_on:
+            _gc_disable()
+        try:
+            batches = iter_batches(records, validate_crc=False)
+            while True:
+                try:
+                    h, mv = next(batches)
+                except StopIteration:
+                    break
+                except BatchError as exc:  # no length to step over it by: stop here
+                    self._stop_at(part, FetchEvent(CORRUPT, topic, partition, expected,
+                                                   f"corrupt record batch at offset {expected}: {exc}"), got)
+                    return True
+                base = h.base_offset
+                try:
+                    validate(mv)
+                    recs = build(topic, partition, h, mv[HEADER_SIZE:], offset)
+                except _DECODE_ERRORS as exc:
+                    event = FetchEvent(CORRUPT, topic, partition, base,
+                                       f"corrupt record batch at offset {base} ({h.record_count} records): {exc}")
+                    if self.check_crcs:
+                        self._stop_at(part, event, got)
+                        return True
+                    # Skip exactly this batch, reported in its place in the stream.
+                    if got:
+                        chunks.append([part, got, 0, epoch])
+                        got = []
+                    chunks.append([part, event, 0, epoch])
+                    expected = h.next_offset
+                    continue
+                got += recs
+                expected = h.next_offset
+        finally:
+            if gc_was_on:
+                _gc_enable()
+        if got:
+            chunks.append([part, got, 0, epoch])
+        return len(chunks) > before
+
+    def _stop_at(self, part, event: FetchEvent, got: list) -> None:
+        """A batch at `event.offset` cannot be read: hand out `got` (the records before it), then
+        the event; the partition fetches no more (its position stays there) until a seek."""
+        part.epoch += 1  # whatever was fetched after the bad batch is dropped
+        part.failed = True
+        part.fetch_offset = event.offset
+        if got:
+            self._chunks.append([part, got, 0, part.epoch])
+        self._chunks.append([part, event, 0, part.epoch])

@@ -1,0 +1,280 @@
+"""The fetch session both log consumers share (clients/log/fetch_session.py), without sockets.
+
+Each test plays the server: it takes the request the session builds and answers with a reply
+dict carrying real batches (`record_batch.build_batch`), as the server's `fetch` does.
+"""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clients.aio_log.consumer import _RecordBuilder
+from clients.log.errors import KafkaError
+from clients.log.fetch_session import CORRUPT, PARTITION_EOF, FetchEvent, FetchSession, PartitionFetch
+from clients.log.message import MessageBuilder
+from clients.record_batch import HEADER_SIZE, build_batch, read_header
+
+T0 = 1_700_000_000_000
+
+
+def batch(base, count, tag=b"v", ts=T0):
+    return build_batch([(b"k%d" % (base + i), b"%s%d" % (tag, base + i), ts + base + i, None) for i in range(count)],
+                       base_offset=base)
+
+
+def session(builder=None, **kw):
+    s = FetchSession(builder or MessageBuilder(), **kw)
+    part = PartitionFetch("t", 0)
+    s.replace({("t", 0): part})
+    s.seek(part, 0)
+    return s, part
+
+
+def reply(records, hw, err=None, topic="t", partition=0):
+    return {"results": [[topic, partition, err, hw, 0, records]]}
+
+
+def fetch(s):
+    args, token = s.fetch_request()
+    return args, token
+
+
+def take_all(s, want=1_000_000):
+    out = []
+    s.take(want, out)
+    return out
+
+
+def test_the_request_names_every_fetchable_partition_from_its_fetch_offset():
+    s = FetchSession(MessageBuilder(), max_wait_ms=250, min_bytes=7, max_bytes=5000, partition_max_bytes=900)
+    a, b, c = PartitionFetch("t", 0), PartitionFetch("t", 1), PartitionFetch("u", 0)
+    s.replace({("t", 0): a, ("t", 1): b, ("u", 0): c})
+    assert s.fetch_request() is None  # no position resolved yet: nothing to ask for
+    s.seek(a, 5)
+    s.seek(c, 9)
+    s.pause(c)
+    args, token = s.fetch_request()
+    assert args == {"max_wait_ms": 250, "min_bytes": 7, "max_bytes": 5000, "partitions": [["t", 0, 5, 900]]}
+    assert s.in_flight == 1 and not s.should_fetch()
+    s.resume(c)
+    assert s.should_fetch()  # positions moved under the fetch in flight
+    assert fetch(s)[0]["partitions"] == [["t", 0, 5, 900], ["u", 0, 9, 900]]
+
+
+def test_records_come_out_as_messages_and_positions_move():
+    s, part = session()
+    _, token = fetch(s)
+    errors, prefetch = s.accept(token, reply(batch(0, 100) + batch(100, 3), hw=103))
+    assert errors == [] and not prefetch  # a small reply is handed out before the next fetch
+    assert part.fetch_offset == 103 and part.position == 0 and part.hw == 103
+    got = []
+    s.take(60, got)
+    assert [m.offset() for m in got] == list(range(60)) and part.position == 60
+    m = got[7]
+    assert (m.topic(), m.partition(), m.key(), m.value(), m.timestamp(), m.error()) == (
+        "t", 0, b"k7", b"v7", (1, T0 + 7), None)
+    rest = take_all(s)
+    assert [m.offset() for m in rest] == list(range(60, 103)) and part.position == 103
+    assert rest[-1].value() == b"v102" and rest[-1].timestamp() == (1, T0 + 102)
+
+
+def test_a_large_reply_asks_for_the_next_fetch_before_decoding():
+    s, part = session()
+    _, token = fetch(s)
+    _, prefetch = s.accept(token, reply(batch(0, 2000, tag=b"x" * 40), hw=2000))
+    assert prefetch and s.raw_bytes > 64 * 1024
+    assert fetch(s)[0]["partitions"] == [["t", 0, 2000, 1048576]]
+
+
+def test_a_batch_starting_before_the_asked_offset_has_its_head_skipped():
+    for count in (10, 100):  # both decoding paths (per-batch class from 64 records)
+        s, part = session()
+        s.seek(part, 4)
+        _, token = fetch(s)
+        s.accept(token, reply(batch(0, count), hw=count))
+        got = take_all(s)
+        assert [m.offset() for m in got] == list(range(4, count))
+
+
+@settings(max_examples=40, deadline=None)
+@given(sizes=st.lists(st.integers(1, 150), min_size=1, max_size=5), start=st.integers(0, 40))
+def test_both_builders_give_the_same_records(sizes, start):
+    """The confluent-style Message and the aiokafka-style ConsumerRecord carry the same fields."""
+    data, base = b"", 0
+    for n in sizes:
+        data += batch(base, n)
+        base += n
+    start = min(start, base - 1)
+    results = []
+    for builder in (MessageBuilder(), _RecordBuilder()):
+        s, part = session(builder)
+        s.seek(part, start)
+        _, token = fetch(s)
+        s.accept(token, reply(data, hw=base))
+        results.append(take_all(s))
+        assert part.position == base
+    messages, records = results
+    assert [(m.offset(), m.timestamp()[1], m.key(), m.value()) for m in messages] == \
+           [(r.offset, r.timestamp, r.key, r.value) for r in records] == \
+           [(o, T0 + o, b"k%d" % o, b"v%d" % o) for o in range(start, base)]
+
+
+def test_every_reposition_drops_what_was_fetched_for_the_partition():
+    s, part = session()
+    _, token = fetch(s)
+    s.accept(token, reply(batch(0, 100), hw=100))
+    got = []
+    s.take(5, got)
+    assert [m.offset() for m in got] == [0, 1, 2, 3, 4]
+    s.seek(part, 50)  # decoded and raw data of the old position are dropped
+    assert take_all(s) == []
+    _, token = fetch(s)
+    assert token[0][1] == 50
+    s.accept(token, reply(batch(0, 100), hw=100))
+    assert [m.offset() for m in take_all(s)][:2] == [50, 51]
+
+
+def test_a_reply_to_a_request_made_before_a_reposition_is_ignored():
+    s, part = session()
+    _, old = fetch(s)
+    s.seek(part, 30)
+    _, new = fetch(s)
+    s.accept(old, reply(batch(0, 100), hw=100))
+    assert take_all(s) == [] and part.fetch_offset == 30
+    s.accept(new, reply(batch(0, 100), hw=100))
+    assert take_all(s)[0].offset() == 30
+
+
+def test_pause_drops_prefetched_records_and_resume_fetches_them_again():
+    s, part = session()
+    _, token = fetch(s)
+    s.accept(token, reply(batch(0, 100), hw=100))
+    got = []
+    s.take(10, got)
+    s.pause(part)
+    assert take_all(s) == [] and part.fetch_offset == 10
+    assert s.fetch_request() is None  # a paused partition is not fetched
+    s.resume(part)
+    _, token = fetch(s)
+    assert token[0][1] == 10
+
+
+def test_replacing_the_assignment_drops_partitions_given_up_and_keeps_those_kept():
+    s, part = session()
+    other = PartitionFetch("t", 1)
+    s.add(("t", 1), other)
+    s.seek(other, 0)
+    _, token = fetch(s)
+    s.accept(token, {"results": [["t", 0, None, 100, 0, batch(0, 100)], ["t", 1, None, 100, 0, batch(0, 100, b"w")]]})
+    s.replace({("t", 1): other})  # t-0 is given up, t-1 kept with what it fetched
+    got = take_all(s)
+    assert {(m.partition(), m.value()[:1]) for m in got} == {(1, b"w")} and len(got) == 100
+    s.add(("t", 1), PartitionFetch("t", 1))  # assigned again: starts afresh
+    assert other.epoch > 0 and s.fetch_request() is None  # the new one has no position yet
+    s.remove(("t", 1))
+    assert s.parts == {}
+
+
+@pytest.mark.parametrize("check_crcs", [True, False])
+def test_a_corrupt_batch_is_an_event_at_its_offset(check_crcs):
+    data = bytearray(batch(0, 10) + batch(10, 10) + batch(20, 10))
+    second = read_header(data, 0).size
+    data[second + HEADER_SIZE + 5] ^= 0xFF  # a byte inside the second batch's records
+    s, part = session(check_crcs=check_crcs)
+    _, token = fetch(s)
+    s.accept(token, reply(bytes(data), hw=30))
+    got = take_all(s)
+    offsets = [m.offset() for m in got if m.error() is None]
+    [err] = [m for m in got if m.error() is not None]
+    assert err.error().code() == KafkaError._BAD_MSG and err.offset() == 10 and "offset 10" in err.error().str()
+    assert got.index(err) == 10  # in its place, after the records before it
+    if check_crcs:  # stop there until the application seeks
+        assert offsets == list(range(10)) and part.position == 10 and part.failed
+        assert s.fetch_request() is None
+        s.seek(part, 20)
+        assert fetch(s)[1][0][1] == 20
+    else:  # exactly that batch is skipped
+        assert offsets == list(range(10)) + list(range(20, 30)) and part.position == 30
+        assert fetch(s)[1][0][1] == 30
+
+
+def test_an_unreadable_header_stops_the_partition_after_the_batches_before_it():
+    good = batch(0, 10)
+    bad = bytearray(batch(10, 10))
+    bad[12] = 9  # an unknown magic: no length to trust
+    s, part = session(check_crcs=False)
+    _, token = fetch(s)
+    s.accept(token, reply(good + bytes(bad), hw=20))
+    got = take_all(s)
+    assert [m.offset() for m in got[:10]] == list(range(10))
+    assert got[10].error().code() == KafkaError._BAD_MSG and got[10].offset() == 10
+    assert part.failed and s.fetch_request() is None
+
+
+def test_stop_at_event_raises_nothing_until_the_records_before_it_are_taken():
+    data = bytearray(batch(0, 10) + batch(10, 10))
+    data[read_header(data, 0).size + HEADER_SIZE + 3] ^= 0x55
+    s, part = session(_RecordBuilder())
+    _, token = fetch(s)
+    s.accept(token, reply(bytes(data), hw=20))
+    pieces = []
+    assert s.take(100, pieces, stop_at_event=True, grouped=True) is None
+    assert [(p, [r.offset for r in recs]) for p, recs in pieces] == [(part, list(range(10)))]
+    event = s.take(100, [], stop_at_event=True)
+    assert isinstance(event, FetchEvent) and (event.kind, event.offset) == (CORRUPT, 10)
+    assert s.take(100, [], stop_at_event=True) is None and part.position == 10
+
+
+def test_taking_only_some_partitions_leaves_the_others_in_order():
+    s, part = session(_RecordBuilder())
+    other = PartitionFetch("t", 1)
+    s.add(("t", 1), other)
+    s.seek(other, 0)
+    _, token = fetch(s)
+    s.accept(token, {"results": [["t", 0, None, 5, 0, batch(0, 5)], ["t", 1, None, 5, 0, batch(0, 5)]]})
+    got = []
+    s.take(100, got, only={("t", 1)})
+    assert [(r.partition, r.offset) for r in got] == [(1, o) for o in range(5)]
+    got = []
+    s.take(100, got)
+    assert [(r.partition, r.offset) for r in got] == [(0, o) for o in range(5)]
+
+
+def test_partition_eof_comes_once_per_catch_up_after_the_data():
+    s, part = session(partition_eof=True)
+    _, token = fetch(s)
+    s.accept(token, reply(batch(0, 3), hw=3))
+    _, token = fetch(s)
+    s.accept(token, reply(b"", hw=3))
+    _, token = fetch(s)
+    s.accept(token, reply(b"", hw=3))  # still at the end: no second EOF
+    got = take_all(s)
+    assert [m.offset() for m in got] == [0, 1, 2, 3]
+    assert got[3].error().code() == KafkaError._PARTITION_EOF
+    assert s.take(5, []) is None and take_all(s) == []
+
+
+def test_partition_errors_go_back_to_the_adapter():
+    s, part = session()
+    _, token = fetch(s)
+    errors, _ = s.accept(token, reply(None, hw=-1, err=[1, "offset out of range"]))
+    assert errors == [(part, [1, "offset out of range"])] and part.fetch_offset == 0
+
+
+def test_a_lost_connection_starts_fetching_again_from_the_positions():
+    s, part = session()
+    _, token = fetch(s)
+    s.accept(token, reply(batch(0, 100), hw=100))
+    got = []
+    s.take(40, got)
+    fetch(s)
+    s.connection_lost()
+    assert s.in_flight == 0 and part.fetch_offset == 40
+    assert take_all(s) == []  # what was held is dropped with it; it is fetched again
+    assert fetch(s)[1][0][1] == 40
+
+
+def test_events_are_built_by_the_builder():
+    msg = MessageBuilder().event(FetchEvent(PARTITION_EOF, "t", 2, 7, "end"))
+    assert msg.error().code() == KafkaError._PARTITION_EOF and (msg.topic(), msg.partition(), msg.offset()) == (
+        "t", 2, 7)
