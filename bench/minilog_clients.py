@@ -2,7 +2,7 @@
 
     python -m bench.minilog_clients [--records 1000000] [--runs 3] [--size 100]
                                     [--latency-rate 10000] [--latency-seconds 3]
-                                    [--only produce,consume,aio,latency,latency-raw]
+                                    [--only produce,consume,aio,aio-consume,latency,latency-raw]
                                     [--profile] [--json PATH] [--bootstrap HOST:PORT]
 
 Starts a minilog server (`python -m minilog`, fresh data directory) unless --bootstrap names
@@ -15,6 +15,8 @@ one, then for each run, in separate processes as users deploy them:
 - aio: `AIOKafkaProducer(acks=1, linger_ms=5)` under `asyncio.run`, `await send()` once per
   record (keeping no futures, as a fire-and-forget loop does) then `await flush()`, and the
   last record's future awaited; records/s over the whole loop;
+- aio-consume (not run by default): an `AIOKafkaConsumer` replays the produce part's topic
+  from offset 0 with `getmany(timeout_ms=1000, max_records=100000)`; records/s as consume;
 - latency: one consumer waits at the end of a fresh topic while a producer sends
   `--latency-rate` records/s with `linger.ms` 0 (each value carries its send time); the
   consumer reports percentiles of (receive time - send time).
@@ -106,6 +108,35 @@ def role_aio_produce(bootstrap, topic, records, size) -> dict:
         await p.stop()
         assert meta.offset == records - 1, meta
         return {"records": records, "seconds": seconds}
+
+    return asyncio.run(run())
+
+
+def role_aio_consume(bootstrap, topic, records, size) -> dict:
+    import asyncio
+
+    from clients.aio_log import AIOKafkaConsumer
+    from clients.aio_log import TopicPartition as AioTopicPartition
+
+    async def run():
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+        await c.start()
+        tp = AioTopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek(tp, 0)
+        got, last, start = 0, -1, None
+        deadline = time.monotonic() + 120
+        while got < records and time.monotonic() < deadline:
+            batch = await c.getmany(timeout_ms=1000, max_records=100_000)
+            if start is None:
+                start = time.perf_counter()
+            for recs in batch.values():
+                got += len(recs)
+                last = recs[-1].offset
+        seconds = time.perf_counter() - start
+        await c.stop()
+        assert got == records and last == records - 1, (got, last)
+        return {"records": got, "seconds": seconds}
 
     return asyncio.run(run())
 
@@ -223,7 +254,7 @@ def main(argv=None):
     ap.add_argument("--latency-seconds", type=float, default=3.0)
     ap.add_argument("--bootstrap")
     ap.add_argument("--only", default="produce,consume,aio,latency",
-                    help="comma-separated parts to run: produce, consume, aio, latency, latency-raw")
+                    help="comma-separated parts to run: produce, consume, aio, aio-consume, latency, latency-raw")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
@@ -233,6 +264,7 @@ def main(argv=None):
         role, bootstrap, topic, records, size, *rest = args.role
         fn = {"produce": role_produce, "consume": role_consume, "latency-consume": role_latency_consume,
               "latency-produce": role_latency_produce, "aio-produce": role_aio_produce,
+              "aio-consume": role_aio_consume,
               "latency-produce-raw": role_latency_produce_raw}[role]
         extra = [int(x) for x in rest]
         print(json.dumps(fn(bootstrap, topic, int(records), int(size), *extra)), flush=True)
@@ -247,14 +279,14 @@ def main(argv=None):
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     try:
-        produced, consumed, aio = [], [], []
+        produced, consumed, aio, aio_consumed = [], [], [], []
         lats_by = {"latency": [], "latency-raw": []}
         lats = lats_by["latency"]
         n_lat = int(args.latency_rate * args.latency_seconds)
         for run in range(args.runs):
             topic = f"bench-{os.getpid()}-{run}"
             line = [f"run {run + 1}:"]
-            if only & {"produce", "consume"}:
+            if only & {"produce", "consume", "aio-consume"}:
                 create_topic(bootstrap, topic)
                 p = finish(run_role(["produce", bootstrap, topic, str(args.records), str(args.size)]))
                 produced.append(p["records"] / p["seconds"])
@@ -263,6 +295,10 @@ def main(argv=None):
                     c = finish(run_role(["consume", bootstrap, topic, str(args.records), str(args.size)]))
                     consumed.append(c["records"] / c["seconds"])
                     line.append(f"consumed {consumed[-1]:,.0f} records/s")
+                if "aio-consume" in only:
+                    c = finish(run_role(["aio-consume", bootstrap, topic, str(args.records), str(args.size)]))
+                    aio_consumed.append(c["records"] / c["seconds"])
+                    line.append(f"aio consumed {aio_consumed[-1]:,.0f} records/s")
             if "aio" in only:
                 create_topic(bootstrap, topic + "-aio")
                 a = finish(run_role(["aio-produce", bootstrap, topic + "-aio", str(args.records), str(args.size)]))
@@ -293,6 +329,7 @@ def main(argv=None):
             "produce_records_per_s": med(produced), "produce_runs": produced,
             "consume_records_per_s": med(consumed), "consume_runs": consumed,
             "aio_produce_records_per_s": med(aio), "aio_produce_runs": aio,
+            "aio_consume_records_per_s": med(aio_consumed), "aio_consume_runs": aio_consumed,
             "latency": {"rate_per_s": args.latency_rate, **lat, "runs": lats} if lats else None,
             "latency_raw": ({"rate_per_s": args.latency_rate, **lat_raw, "runs": lats_by["latency-raw"]}
                             if lat_raw else None),
@@ -303,6 +340,9 @@ def main(argv=None):
         if consumed:
             print(f"consume (replay from 0, consume(100000, 1.0)):           "
                   f"median {result['consume_records_per_s']:,.0f} records/s")
+        if aio_consumed:
+            print(f"aio consume (replay from 0, getmany(max_records=100000)): "
+                  f"median {result['aio_consume_records_per_s']:,.0f} records/s")
         if aio:
             print(f"aio produce (linger_ms 5, acks 1, await send() per record + flush): "
                   f"median {result['aio_produce_records_per_s']:,.0f} records/s")
