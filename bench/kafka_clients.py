@@ -42,14 +42,15 @@ TOPIC_PREFIX = "bench-kafka"
 CONSUME_WAIT_S = 0.05
 
 
-def start_minilog(timeout: float = 30.0) -> ServerHandle:
-    """minilog with its Kafka door on a free port; the handle's bootstrap is the Kafka port."""
+def start_minilog(timeout: float = 30.0, extra_args: list[str] | None = None) -> ServerHandle:
+    """minilog with its Kafka door on a free port; the handle's bootstrap is the Kafka port.
+    `extra_args` go on its command line (`--minilog-arg`)."""
     workdir = tempfile.mkdtemp(prefix="bench-minilog-kafka-")
     env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = open(os.path.join(workdir, "server.log"), "wb")
     proc = subprocess.Popen([sys.executable, "-m", "minilog", "--port", "0", "--kafka-port", "0",
                              "--message-max-bytes", str(64 * 1024 * 1024),
-                             "--data-dir", os.path.join(workdir, "data")],
+                             "--data-dir", os.path.join(workdir, "data"), *(extra_args or [])],
                             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env,
                             cwd=REPO_ROOT, start_new_session=True)
     handle = ServerHandle("minilog-kafka", {}, proc, workdir, version="minilog (this repo)", log_path=log.name)
@@ -160,11 +161,14 @@ def main(argv=None) -> int:
     parser.add_argument("--queued-min-messages", type=int, default=1_000_000)
     parser.add_argument("--large-mib", type=int, default=512, help="MiB for the large-batch run (0 skips it)")
     parser.add_argument("--servers", default="minilog,tansu")
+    parser.add_argument("--minilog-arg", action="append", default=[], metavar="ARG",
+                        help="one more argument for the minilog server (repeat it: "
+                             "--minilog-arg=--drop-behind-mib --minilog-arg=off)")
     parser.add_argument("--json", help="write the runs and medians here")
     args = parser.parse_args(argv)
     import confluent_kafka as ck
 
-    starters = {"minilog": start_minilog, "tansu": start_tansu}
+    starters = {"minilog": lambda: start_minilog(extra_args=args.minilog_arg), "tansu": start_tansu}
     names = [n for n in args.servers.split(",") if n]
     runs: dict[str, list] = {n: [] for n in names}
     loads = []

@@ -11,6 +11,7 @@ docs/minilog.md walks through each path.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import logging
@@ -39,6 +40,8 @@ MAX_TOPICS_PER_CREATE = 1000
 
 # conn.state key: fetches waiting for the connection's transport to drain (_defer_fetch).
 _PENDING_FETCHES = "minilog.pending_fetches"
+# conn.state key: the connection's parked fetches (_park_fetch), unparked when it closes.
+_PARKED_FETCHES = "minilog.parked_fetches"
 
 DEFAULT_PORT = 9093
 DEFAULT_DATA_DIR = "./data/minilog"
@@ -46,6 +49,21 @@ DEFAULT_FETCH_MAX_BYTES = 50 * 1024 * 1024        # Kafka's fetch.max.bytes
 DEFAULT_PARTITION_MAX_BYTES = 1024 * 1024         # Kafka's max.partition.fetch.bytes
 GROUP_TICK_S = 0.05
 STORAGE_TICK_S = 1.0
+# Page cache kept behind each partition's log end (PartitionLog.drop_behind_bytes).
+DEFAULT_DROP_BEHIND_BYTES = 64 * 1024 * 1024
+
+
+def _mib_or_off(text: str) -> int | None:
+    """`--drop-behind-mib`: a whole number of MiB (at least 1), or `off`."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        mib = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB or 'off', got {text!r}") from None
+    if not 1 <= mib <= 1 << 20:
+        raise argparse.ArgumentTypeError(f"expected 1 to {1 << 20} MiB or 'off', got {mib}")
+    return mib << 20
 
 
 class MinilogServer(BrokerServer):
@@ -60,6 +78,7 @@ class MinilogServer(BrokerServer):
                  group_initial_rebalance_delay_ms: int = 0,
                  offsets_topic_segment_bytes: int = DEFAULT_OFFSETS_SEGMENT_BYTES,
                  group_max_size: int = DEFAULT_GROUP_MAX_SIZE,
+                 drop_behind_bytes: int | None = DEFAULT_DROP_BEHIND_BYTES,
                  kafka_port: int | None = None, kafka_advertised: tuple[str, int] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         # The Kafka front door (minilog/kafka/): None = off, the default in-process.
@@ -72,7 +91,7 @@ class MinilogServer(BrokerServer):
                                      log_config=log_config,
                                      group_initial_rebalance_delay_ms=group_initial_rebalance_delay_ms,
                                      offsets_topic_segment_bytes=offsets_topic_segment_bytes,
-                                     group_max_size=group_max_size)
+                                     group_max_size=group_max_size, drop_behind_bytes=drop_behind_bytes)
         self.broker: LogBroker | None = None
         self.fetch_sendfile = fetch_sendfile
         self._current_rid = 0
@@ -104,6 +123,11 @@ class MinilogServer(BrokerServer):
         g.add_argument("--group-max-size", type=int, default=DEFAULT_GROUP_MAX_SIZE,
                        help="members one consumer group may have (Kafka's group.max.size; "
                             f"default {DEFAULT_GROUP_MAX_SIZE}); a join beyond it gets PRECONDITION_FAILED")
+        g.add_argument("--drop-behind-mib", type=_mib_or_off, default=DEFAULT_DROP_BEHIND_BYTES, metavar="MIB|off",
+                       help="page cache kept behind each partition's log end: every MIB appended, the "
+                            "partition is fsynced off the event loop and what lies further back is dropped "
+                            "from the page cache, whose pages the next appends then reuse (default "
+                            f"{DEFAULT_DROP_BEHIND_BYTES >> 20}; off keeps everything cached, as Kafka)")
         g.add_argument("--no-fetch-sendfile", dest="fetch_sendfile", action="store_false", default=True,
                        help="write fetched records with pread + write instead of os.sendfile")
         kafka_listener.add_arguments(parser)
@@ -122,7 +146,7 @@ class MinilogServer(BrokerServer):
                    fetch_sendfile=args.fetch_sendfile,
                    group_initial_rebalance_delay_ms=args.group_initial_rebalance_delay_ms,
                    offsets_topic_segment_bytes=args.offsets_topic_segment_bytes,
-                   group_max_size=args.group_max_size,
+                   group_max_size=args.group_max_size, drop_behind_bytes=args.drop_behind_mib,
                    kafka_port=args.kafka_port, kafka_advertised=args.kafka_advertised)
 
     def extra_listeners(self):
@@ -327,11 +351,37 @@ class MinilogServer(BrokerServer):
         return DEFERRED
 
     def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms) -> None:
-        rows, ready = self.core(conn).read(parts, max_bytes, min_bytes)
+        core = self.core(conn)
+        rows, ready = core.read(parts, max_bytes, min_bytes)
         if ready or max_wait_ms <= 0:
             self._send_fetch(conn, rid, rows)
         else:
-            self._spawn(conn, rid, self._fetch_waiting(conn, rid, parts, max_bytes, min_bytes, max_wait_ms))
+            self._park_fetch(conn, core, rid, parts, max_bytes, min_bytes, max_wait_ms)
+
+    def _park_fetch(self, conn, core, rid, parts, max_bytes, min_bytes, max_wait_ms) -> None:
+        """Park the fetch (`LogBroker.park`); its reply is written from inside the append that
+        readies it, in the same loop turn (latency: no task, no extra turn of the loop)."""
+        parked_fetches = conn.state.get(_PARKED_FETCHES)
+        if parked_fetches is None:
+            parked_fetches = conn.state[_PARKED_FETCHES] = set()
+
+        def on_ready(rows):
+            parked_fetches.discard(parked)
+            if conn.closed:
+                return
+            try:
+                if conn.writing_paused:
+                    # Woken while the client is not reading: answer after the deferred fetches,
+                    # with what the log holds then (a file slice is not kept across a wait).
+                    self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0))
+                else:
+                    self._send_fetch(conn, rid, rows)
+            except Exception as exc:  # a bug must neither leave the client waiting nor fail the append
+                log.exception("fetch failed on connection %s", conn.id)
+                conn.send_error(rid, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+        parked = core.park(parts, max_bytes, min_bytes, max_wait_ms, on_ready)
+        parked_fetches.add(parked)
 
     def _defer_fetch(self, conn, fetch) -> None:
         """Queue a fetch until the connection's transport drains (what bounds a reader's memory).
@@ -352,35 +402,11 @@ class MinilogServer(BrokerServer):
         while pending and not conn.writing_paused and not conn.closed:
             self._fetch_now(conn, *pending.popleft())
 
-    async def _fetch_waiting(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms):
-        rows = await self.core(conn).wait_for_records(parts, max_bytes, min_bytes, max_wait_ms)
-        if conn.writing_paused:
-            # Woken while the client is not reading: answer after the deferred fetches, with
-            # what the log holds then (a file slice is not kept across a wait).
-            self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0))
-            return
-        self._send_fetch(conn, rid, rows)
-
     def _send_fetch(self, conn, rid, rows) -> None:
         resp = FetchResponse()
         for row in rows:
             resp.add(*row)
         self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
-
-    @staticmethod
-    def _spawn(conn, rid, coro) -> None:
-        """Run `coro` as a task the connection owns (cancelled if the client goes away)."""
-        async def guarded():
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not leave the client waiting forever
-                log.exception("fetch failed on connection %s", conn.id)
-                conn.send_error(rid, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-        task = asyncio.get_running_loop().create_task(guarded())
-        conn._tasks.add(task)
-        task.add_done_callback(conn._tasks.discard)
 
     # ---- offsets -----------------------------------------------------------------------
     @op("list_offsets")
@@ -486,6 +512,8 @@ class MinilogServer(BrokerServer):
         return {"tracing": on}
 
     def on_connection_closed(self, conn):
+        for parked in list(conn.state.pop(_PARKED_FETCHES, ())):
+            parked.cancel()
         tracer = conn.state.pop("tracer", None)
         if tracer is not None and self.broker is not None:
             self.broker.set_tracing(tracer, False)

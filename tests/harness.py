@@ -5,9 +5,41 @@ names for them and the repository's root.
 Every end-to-end test talks to a real server on 127.0.0.1, on a port the OS picks, with a
 fresh data directory, through the real clients: `ServerThread` in-process, `ServerProcess` as
 `python -m <name>` that a test may SIGTERM or SIGKILL. `wait_until(predicate, timeout)` waits
-for a condition with a deadline: no sleep-and-hope.
+for a condition with a deadline: no sleep-and-hope. `resident_pages(path)` says which pages of a
+file are in the page cache (the storage engine drops written pages behind the log end).
 """
 
 from brokertest.servers import (LISTENING, ROOT, ServerProcess, ServerThread,  # noqa: F401
                                 read_listening_port, read_listening_ports)
 from brokertest.waiting import async_wait_until, wait_until  # noqa: F401
+
+
+def resident_pages(path: str) -> list[bool]:
+    """Which pages of the file at `path` are in the page cache now, one flag per page (mincore(2)
+    on a read-only shared mapping, which faults nothing in). Linux only."""
+    import ctypes
+    import mmap
+    import os
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    size = os.path.getsize(path)
+    if size == 0:
+        return []
+    page = os.sysconf("SC_PAGE_SIZE")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), f"mmap of {path} failed")
+        try:
+            vec = ctypes.create_string_buffer((size + page - 1) // page)
+            if libc.mincore(ctypes.c_void_p(addr), size, vec) != 0:
+                raise OSError(ctypes.get_errno(), f"mincore of {path} failed")
+            return [bool(b & 1) for b in vec.raw]
+        finally:
+            libc.munmap(ctypes.c_void_p(addr), size)
+    finally:
+        os.close(fd)

@@ -31,6 +31,8 @@ from .segment import MAX_RELATIVE_OFFSET, FileSlice, LogSegment
 logger = logging.getLogger("minilog.storage")
 
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+# Page-cache drop ranges start on this boundary (see PartitionLog.prepare_flush).
+_DROP_ALIGN = 2 * 1024 * 1024
 
 
 class OffsetOutOfRangeError(Exception):
@@ -65,7 +67,7 @@ class LogClosedError(Exception):
 AppendInfo = namedtuple("AppendInfo", "base_offset last_offset record_count max_timestamp")
 
 
-class FlushPlan(namedtuple("FlushPlan", "end_offset files")):
+class FlushPlan(namedtuple("FlushPlan", "end_offset files drops", defaults=((),))):
     """The fsyncs that make every offset below ``end_offset`` durable (from :meth:`PartitionLog.prepare_flush`).
 
     ``files`` holds file descriptors only: :meth:`sync` calls nothing but
@@ -73,6 +75,14 @@ class FlushPlan(namedtuple("FlushPlan", "end_offset files")):
     appending (the index maps are written through shared pages, which the fsync
     of their fd makes durable). The owner then calls
     :meth:`PartitionLog.complete_flush` with ``end_offset``.
+
+    ``drops`` holds ``(fd, position, length)`` ranges of segment files written
+    before the plan was made and now further behind the log end than
+    :attr:`PartitionLog.drop_behind_bytes`: once the fsync has made their pages
+    clean, :meth:`sync` tells the kernel to drop them from the page cache
+    (``POSIX_FADV_DONTNEED``), so the next appends get those pages back instead
+    of pages the machine has to provide fresh (see "Page cache behind the log
+    end" in docs/minilog-storage.md).
     """
 
     __slots__ = ()
@@ -80,6 +90,11 @@ class FlushPlan(namedtuple("FlushPlan", "end_offset files")):
     def sync(self) -> None:
         for fd in self.files:
             os.fsync(fd)
+        for fd, position, length in self.drops:
+            try:
+                os.posix_fadvise(fd, position, length, os.POSIX_FADV_DONTNEED)
+            except OSError:   # advice only: the data is durable whether or not its pages go
+                pass
 
 
 def _now_ms() -> int:
@@ -99,6 +114,12 @@ class PartitionLog:
         self._flushed_offset = recovery_point
         self._checkpointed_recovery_point = recovery_point
         self._unflushed_messages = 0
+        # Page cache behind the log end: None keeps every written page cached (as Kafka does).
+        # A number N: once N bytes were appended since the last flush, a flush is asked for,
+        # and each flush drops from the cache what lies more than N bytes behind the log end
+        # (FlushPlan.drops). A server sets it for every log (LogManager.set_drop_behind).
+        self.drop_behind_bytes: int | None = None
+        self._bytes_since_flush = 0
         now = _now_ms()
         self._last_flush_ms = now
         self._last_checkpoint_ms = now
@@ -227,8 +248,10 @@ class PartitionLog:
 
         cfg = self.config
         self._unflushed_messages += count
+        self._bytes_since_flush += size
         if ((cfg.flush_messages is not None and self._unflushed_messages >= cfg.flush_messages)
-                or (cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms)):
+                or (cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms)
+                or (self.drop_behind_bytes is not None and self._bytes_since_flush >= self.drop_behind_bytes)):
             self._flush_due(now)
         return AppendInfo(first_offset, offset - 1, count, max(h.max_timestamp for h in headers))
 
@@ -276,6 +299,8 @@ class PartitionLog:
             raise LogClosedError(self.directory)
         end = self.log_end_offset
         files = []
+        drops = []
+        keep = self.drop_behind_bytes
         if end > self._flushed_offset:
             for segment in reversed(self._segments):
                 if segment.next_offset <= self._flushed_offset and segment.base_offset < self._flushed_offset:
@@ -284,7 +309,19 @@ class PartitionLog:
                 if not segment.active:
                     # Sealed segments also need their indexes durable: recovery trusts them.
                     files.extend(segment.index_fds())
-        return FlushPlan(end, files)
+                if keep is not None:
+                    # What lies more than drop_behind_bytes behind the log end leaves the page
+                    # cache once this plan's fsync has written it (FlushPlan.sync).
+                    drop_to = segment.size - keep
+                    if drop_to > segment.dropped_to:
+                        # The kernel drops only the pages (folios, up to 2 MiB) wholly inside a
+                        # range: start each range back at an aligned point before the last one's
+                        # end, so what straddled that end goes now. All of it is written already.
+                        start = segment.dropped_to - segment.dropped_to % _DROP_ALIGN
+                        drops.append((segment.fd, start, drop_to - start))
+                        segment.dropped_to = drop_to
+                    keep = max(0, keep - segment.size)
+        return FlushPlan(end, files, drops)
 
     def complete_flush(self, end_offset: int) -> int:
         """Record that a :meth:`prepare_flush` plan ending at ``end_offset`` was synced; only moves forward."""
@@ -303,6 +340,7 @@ class PartitionLog:
         # The flush.messages / flush.ms clocks restart when a flush starts, not when it
         # ends, so an offloaded flush that is still running is not asked for again.
         self._unflushed_messages = 0
+        self._bytes_since_flush = 0
         self._last_flush_ms = _now_ms() if now_ms is None else now_ms
 
     def _flush_due(self, now: int) -> None:

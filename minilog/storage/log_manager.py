@@ -89,6 +89,7 @@ class LogManager:
         self._logs: dict[tuple[str, int], PartitionLog] = {}
         self._topic_overrides: dict[str, dict] = {}
         self._flush_requester = None
+        self._drop_behind: int | None = None
         self._uncleanable: set[PartitionLog] = set()
         self._tick_failures: dict[PartitionLog, str] = {}
         self._building: dict[str, TopicBuild] = {}  # topics being created (reserve_topic .. adopt_topic)
@@ -174,9 +175,19 @@ class LogManager:
         for log in self._logs.values():
             log.flush_requester = requester
 
+    def set_drop_behind(self, nbytes: int | None) -> None:
+        """Keep at most about ``nbytes`` of each log's newest data in the page cache (None: all of it).
+
+        See ``PartitionLog.drop_behind_bytes``. Applies to every open log and to those created later.
+        """
+        self._drop_behind = nbytes
+        for log in self._logs.values():
+            log.drop_behind_bytes = nbytes
+
     def _open_log(self, path: str, topic: str) -> PartitionLog:
         log = PartitionLog.open(path, self.config_for(topic))
         log.flush_requester = self._flush_requester
+        log.drop_behind_bytes = self._drop_behind
         return log
 
     # -- topics and partitions ----------------------------------------------
@@ -292,6 +303,7 @@ class LogManager:
             self._topic_overrides[build.topic] = build.overrides
         for p, log in enumerate(build.logs, build.first):
             log.flush_requester = self._flush_requester
+            log.drop_behind_bytes = self._drop_behind
             self._logs[(build.topic, p)] = log
         return list(build.logs)
 

@@ -104,6 +104,8 @@ class LogSegment:
         self.max_timestamp = -1
         self.offset_of_max_timestamp = base_offset
         self.created_ms: int | None = None  # when the first batch arrived; drives segment.ms
+        # Bytes from the start already handed to a flush to drop from the page cache (log.FlushPlan).
+        self.dropped_to = 0
         self._bytes_since_index = 0
         self.index: OffsetIndex | None = None
         self.time_index: TimeIndex | None = None

@@ -3,6 +3,7 @@
 and by time, idempotent produce, and records shared with minilog's own protocol."""
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -269,3 +270,30 @@ def test_log_append_time_topics_stamp_records_from_both_doors_with_the_broker_cl
             assert all(before <= t <= after for t in native_stamps), native_stamps
         else:
             assert native_stamps == [old, old + 5, old + 9]
+
+
+def test_written_data_behind_the_drop_behind_window_is_on_disk_and_reads_back(start_minilog):
+    """`--drop-behind-mib`: past each MiB produced the partition is fsynced off the loop and
+    what lies further back leaves the page cache; a consumer from the start still gets it all."""
+    from harness import resident_pages
+    srv = start_minilog(kafka_port=0, drop_behind_bytes=1 << 20)
+    bootstrap = f"127.0.0.1:{srv.server.listener('kafka').port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic("behind", 1, 1)]).values():
+        f.result(15)
+    p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    values = [bytes([i]) * (200 * 1024) for i in range(40)]
+    for v in values:
+        p.produce("behind", v)
+    assert p.flush(15) == 0
+    plog = srv.server.broker.topics.get_log("behind", 0)
+    segment = plog.active_segment
+    page = os.sysconf("SC_PAGE_SIZE")
+    # acks=1 and no flush.* settings: only the drop-behind flushes put these records on disk.
+    wait_until(lambda: plog.flushed_offset >= 30, 10)
+    wait_until(lambda: not any(resident_pages(segment.log_path)[:(4 << 20) // page]), 10)
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "behind", "auto.offset.reset": "earliest"})
+    c.subscribe(["behind"])
+    got = _consume(c, 40)
+    assert [m.value() for m in got] == values
+    c.close()

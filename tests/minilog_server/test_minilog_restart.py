@@ -128,3 +128,38 @@ def test_committed_offsets_survive_compaction_of_the_offsets_topic_and_a_restart
         assert {g: c.call("offset_fetch", {"group_id": g})["offsets"] for g in ("g0", "g1")} == expected
         c.call("offset_commit", {"group_id": "g0", "generation_id": -1, "offsets": [["t", 0, 999, "x"]]})
         assert c.call("offset_fetch", {"group_id": "g0", "partitions": [["t", 0]]})["offsets"] == [["t", 0, 999, "x"]]
+
+
+def test_kill_9_with_a_small_drop_behind_window_keeps_every_record(spawn_server, tmp_path):
+    """`--drop-behind-mib 1`: older data is fsynced and dropped from the page cache while new
+    data arrives; after a kill -9 every acknowledged record still reads back."""
+    proc = spawn_server("minilog", data_dir=tmp_path / "d", extra_args=["--drop-behind-mib", "1"])
+    sent = [bytes([i]) * (256 * 1024) for i in range(24)]
+    with connect(proc) as c:
+        for v in sent:
+            assert produce(c, "t", 0, [batch([v])])[0][3] is None
+    proc.kill()
+    proc.start()
+    with connect(proc) as c:
+        got, offset = [], 0
+        while len(got) < len(sent):
+            records = fetch(c, "t", 0, offset, max_bytes=4 << 20)[3]
+            got += [r[3] for r in records if r[0] >= offset]
+            offset = records[-1][0] + 1
+        assert got == sent
+
+
+def test_drop_behind_takes_a_number_of_mib_or_off(tmp_path):
+    import subprocess
+    import sys
+    from harness import ROOT
+    from serverbase.cli import build_parser
+    from minilog.server import DEFAULT_DROP_BEHIND_BYTES, MinilogServer
+    parser = build_parser(MinilogServer, 0, str(tmp_path))
+    assert parser.parse_args([]).drop_behind_mib == DEFAULT_DROP_BEHIND_BYTES
+    assert parser.parse_args(["--drop-behind-mib", "off"]).drop_behind_mib is None
+    assert parser.parse_args(["--drop-behind-mib", "8"]).drop_behind_mib == 8 << 20
+    for bad in ("0", "lots"):
+        proc = subprocess.run([sys.executable, "-m", "minilog", "--drop-behind-mib", bad, "--data-dir", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "--drop-behind-mib" in proc.stderr and "'off'" in proc.stderr, proc.stderr

@@ -1,5 +1,7 @@
 """The split flush API (prepare_flush / FlushPlan.sync / complete_flush) and the flush requester."""
 
+import os
+
 from log_storage_helpers import batch_of
 from minilog.storage import LogConfig, LogManager, PartitionLog
 
@@ -43,3 +45,84 @@ def test_log_manager_gives_the_requester_to_open_and_new_logs(tmp_path):
         first = logs.create_log("a", 0)
         logs.set_flush_requester(print)
         assert first.flush_requester is print and logs.create_log("b", 0).flush_requester is print
+
+
+# ---- page cache behind the log end (PartitionLog.drop_behind_bytes) ------------------------
+
+MiB = 1 << 20
+
+
+def _values_back(log) -> list[bytes]:
+    from clients.record_batch import decode_batches
+    values, offset = [], log.log_start_offset
+    while offset < log.log_end_offset:
+        records = [r for r in decode_batches(log.read_bytes(offset, 64 * MiB)) if r[0] >= offset]
+        values += [r[3] for r in records]
+        offset = records[-1][0] + 1
+    return values
+
+
+def test_drop_behind_fsyncs_and_drops_from_the_page_cache_what_lies_behind_the_window(tmp_path):
+    from harness import resident_pages
+    page = os.sysconf("SC_PAGE_SIZE")
+    values = [bytes([i]) * (256 * 1024) for i in range(24)]
+    with PartitionLog.open(str(tmp_path / "t-0"), LogConfig()) as log:
+        log.drop_behind_bytes = MiB      # no requester: each flush it asks for runs inline
+        for v in values:
+            log.append(batch_of([v]))
+        # Every MiB appended asked for a flush: all of it is on disk without flush.* settings.
+        assert log.flushed_offset == log.log_end_offset == 24
+        segment = log.active_segment
+        assert segment.size - MiB - page < segment.dropped_to <= segment.size - MiB
+        resident = resident_pages(segment.log_path)
+        # Pages (folios of up to 2 MiB) straddling the last range's end go with the next one.
+        behind = (segment.dropped_to - segment.dropped_to % (2 * MiB)) // page
+        assert behind >= 4 * MiB // page
+        assert not any(resident[:behind]), f"{sum(resident[:behind])} of {behind} dropped pages still cached"
+        assert all(resident[-(MiB // page) + 1:]), "the newest MiB left the page cache"
+        assert _values_back(log) == values   # dropped pages read back from the disk intact
+
+
+def test_drop_behind_asks_the_requester_every_window_and_drops_across_a_roll(tmp_path):
+    requested = []
+    with PartitionLog.open(str(tmp_path / "t-0"), LogConfig(segment_bytes=3 * MiB)) as log:
+        log.flush_requester = requested.append
+        log.drop_behind_bytes = MiB
+        value = b"v" * (512 * 1024)
+        log.append(batch_of([value]))
+        assert requested == []
+        log.append(batch_of([value]))
+        assert requested == [log]            # a MiB appended since the last flush was asked for
+        for _ in range(6):                   # the sixth batch rolls into a second segment
+            log.append(batch_of([value]))
+        assert len(requested) == 4
+        first, second = log.segments
+        assert second.size > MiB
+        plan = log.prepare_flush()
+        # Everything more than a MiB behind the log end, across the roll, and nothing newer.
+        assert plan.drops == [(second.fd, 0, second.size - MiB), (first.fd, 0, first.size)]
+        plan.sync()
+        log.complete_flush(plan.end_offset)
+        log.append(batch_of([value]))
+        # The sealed segment is flushed and dropped: it is not named again.
+        assert log.prepare_flush().drops == [(second.fd, 0, second.size - MiB)]
+        assert _values_back(log) == [value] * 9
+
+
+def test_without_drop_behind_nothing_is_flushed_or_dropped(tmp_path):
+    requested = []
+    with PartitionLog.open(str(tmp_path / "t-0"), LogConfig()) as log:
+        log.flush_requester = requested.append
+        for _ in range(8):
+            log.append(batch_of([b"v" * (512 * 1024)]))
+        assert requested == [] and log.flushed_offset == 0
+        assert log.prepare_flush().drops == []
+
+
+def test_log_manager_gives_drop_behind_to_open_and_new_logs(tmp_path):
+    with LogManager(str(tmp_path)) as logs:
+        first = logs.create_log("a", 0)
+        logs.set_drop_behind(4 * MiB)
+        assert first.drop_behind_bytes == 4 * MiB and logs.create_log("b", 0).drop_behind_bytes == 4 * MiB
+        logs.set_drop_behind(None)
+        assert first.drop_behind_bytes is None
