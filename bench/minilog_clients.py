@@ -168,6 +168,16 @@ def role_latency_produce_raw(bootstrap, topic, records, size, rate) -> dict:
 
 
 # ---- orchestration ----------------------------------------------------------------------------
+def process_cpu_s(pid) -> float | None:
+    """CPU seconds (user + system) a process has used so far, from /proc (None where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def start_server(data_dir):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.Popen([sys.executable, "-m", "minilog", "--port", "0", "--kafka-port", "off", "--data-dir", data_dir],
@@ -274,18 +284,23 @@ def main(argv=None):
                 lat_topic = f"{part}-{os.getpid()}-{run}"
                 create_topic(bootstrap, lat_topic)
                 cons = run_role(["latency-consume", bootstrap, lat_topic, str(n_lat), str(args.size)], wait_ready=True)
+                server_cpu = process_cpu_s(server.pid) if server is not None else None
                 prod = run_role([producer_role, bootstrap, lat_topic, str(n_lat), str(args.size),
                                  str(args.latency_rate)])
                 prod_result = finish(prod)
                 lat = finish(cons)
                 lat["producer_cpu_s"] = prod_result.get("cpu_s")
+                # The server's CPU over the part (from the producer's start to the consumer's end).
+                lat["server_cpu_s"] = (process_cpu_s(server.pid) - server_cpu) if server_cpu is not None else None
                 lats_by[part].append(lat)
+                server_part = f", server {lat['server_cpu_s']:.2f}" if lat["server_cpu_s"] is not None else ""
                 line.append(f"{part} p50 {lat['p50_us']:.0f} p99 {lat['p99_us']:.0f} p99.9 {lat['p999_us']:.0f} us "
-                            f"(cpu s: producer {lat['producer_cpu_s']:.2f}, consumer {lat['cpu_s']:.2f})")
+                            f"(cpu s: producer {lat['producer_cpu_s']:.2f}, consumer {lat['cpu_s']:.2f}{server_part})")
             print(" ".join(line), flush=True)
         med = lambda xs: statistics.median(xs) if xs else None  # noqa: E731
         medians = {part: {k: med([r[k] for r in runs]) for k in ("records", "p50_us", "p90_us", "p99_us", "p999_us",
-                                                                 "max_us", "cpu_s", "producer_cpu_s")}
+                                                                 "max_us", "cpu_s", "producer_cpu_s", "server_cpu_s")
+                                                                 if all(r.get(k) is not None for r in runs)}
                    for part, runs in lats_by.items() if runs}
         lat, lat_raw = medians.get("latency"), medians.get("latency-raw")
         result = {
@@ -310,7 +325,7 @@ def main(argv=None):
             print(f"latency at {args.latency_rate:,}/s, linger.ms 0 (medians over {len(lats)} runs): "
                   f"p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, "
                   f"max {lat['max_us']:.0f} us; cpu s producer {lat['producer_cpu_s']:.2f}, "
-                  f"consumer {lat['cpu_s']:.2f}")
+                  f"consumer {lat['cpu_s']:.2f}" + (f", server {lat['server_cpu_s']:.2f}" if "server_cpu_s" in lat else ""))
         if lat_raw:
             print(f"latency-raw at {args.latency_rate:,}/s, one produce request per record, acks 0 (medians over "
                   f"{len(lats_by['latency-raw'])} runs): p50 {lat_raw['p50_us']:.0f} us, p99 {lat_raw['p99_us']:.0f} us, "

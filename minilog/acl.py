@@ -28,6 +28,8 @@ operation), so a produce loop pays one dictionary lookup per topic.
 
 from __future__ import annotations
 
+import asyncio
+
 from clients.protocol.errors import ErrorCode
 from serverbase.auth import NotAuthorized
 
@@ -226,6 +228,15 @@ class GuardedLog:
             return self.core.read(parts, max_bytes, min_bytes, *fmt)
         rows, _ = self.core.read(allowed, max_bytes, min_bytes, *fmt) if allowed else ([], True)
         return self._merge_read(parts, denied, rows), True   # an error: the answer goes now
+
+    def park(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int, on_ready, *fmt):
+        allowed, denied = self._split_read(parts)
+        if not denied:
+            return self.core.park(parts, max_bytes, min_bytes, max_wait_ms, on_ready, *fmt)
+        # A denied partition is an error row: the answer goes now (on the next loop turn, as
+        # `on_ready` never runs inside `park`).
+        rows, _ = self.core.read(allowed, max_bytes, min_bytes, *fmt) if allowed else ([], True)
+        return asyncio.get_running_loop().call_soon(on_ready, self._merge_read(parts, denied, rows))
 
     async def wait_for_records(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int, *fmt):
         allowed, denied = self._split_read(parts)

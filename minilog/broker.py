@@ -12,7 +12,9 @@ What the methods return:
   partition does not fail the others; errors of the whole call raise `BrokerError`;
 - calls that have to wait return an awaitable: `produce` with `acks=-1` and `commit_offsets`
   (until the group-commit fsync covers them, `minilog/group_commit.py`), the long poll
-  `wait_for_records`, and the group joins and syncs (futures of the coordinator);
+  `wait_for_records`, and the group joins and syncs (futures of the coordinator); `park` is
+  the long poll with a callback instead (`ParkedFetch`), answered inside the append that
+  readies it;
 - a fetch returns `FileSlice`s (`minilog.storage.FileSlice`: fd, position, length), never record
   bytes, so a front door can write them with `os.sendfile` (`minilog/fetch_response.py`).
 
@@ -34,7 +36,7 @@ from clients import kafka_batch, record_batch
 from clients.protocol.errors import BrokerError, ErrorCode
 from clients.record_batch import BatchError, CorruptBatchError, InvalidBatchError
 
-from .append_waiters import AppendWaiters
+from .append_waiters import AppendWaiters, ParkedFetch
 from .batch_formats import KAFKA, MINILOG, PartitionFormats, convert
 from .consumer_protocol import decode_assignment
 from .group_commit import FlushFailed, GroupCommit
@@ -535,33 +537,25 @@ class LogBroker:
         self.conversions += 1
         return converted
 
+    def park(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int, on_ready,
+             fmt: str = MINILOG) -> ParkedFetch:
+        """The long poll: park on every partition of `parts`; `on_ready(rows)` (rows of `read`)
+        runs once appends bring `min_bytes` -- synchronously, inside the `produce` whose append
+        did it -- or at `max_wait_ms` with what there is. `.cancel()` on the result unparks it."""
+        self.fetch_waits += 1
+        return ParkedFetch(self.waiters, lambda: self.read(parts, max_bytes, min_bytes, fmt),
+                           {(t, p) for t, p, _, _ in parts}, max_wait_ms / 1000, on_ready)
+
     async def wait_for_records(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int,
                                fmt: str = MINILOG) -> list:
-        """The long poll: park on every partition of `parts` until appends bring `min_bytes`, or
-        `max_wait_ms` passes; returns the rows of `read`. Cancelling it unparks it."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max_wait_ms / 1000
-        keys = {(t, p) for t, p, _, _ in parts}
-        self.fetch_waits += 1
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            woken = loop.create_future()
-            self.waiters.register(keys, woken)
-            timer = loop.call_later(remaining, lambda f=woken: f.done() or f.set_result(None))
-            try:
-                key = await woken
-            finally:
-                timer.cancel()
-                self.waiters.unregister(keys, woken)
-            if key is None:
-                break
-            rows, ready = self.read(parts, max_bytes, min_bytes, fmt)
-            if ready:
-                return rows
-        rows, _ = self.read(parts, max_bytes, min_bytes, fmt)
-        return rows
+        """`park` as an awaitable of the rows (cancelling it unparks the fetch)."""
+        woken = asyncio.get_running_loop().create_future()
+        parked = self.park(parts, max_bytes, min_bytes, max_wait_ms,
+                           lambda rows: woken.done() or woken.set_result(rows), fmt)
+        try:
+            return await woken
+        finally:
+            parked.cancel()
 
     # ---- offsets -----------------------------------------------------------------------
     def list_offsets(self, items, timestamps: bool = False) -> list:

@@ -40,6 +40,8 @@ MAX_TOPICS_PER_CREATE = 1000
 
 # conn.state key: fetches waiting for the connection's transport to drain (_defer_fetch).
 _PENDING_FETCHES = "minilog.pending_fetches"
+# conn.state key: the connection's parked fetches (_park_fetch), unparked when it closes.
+_PARKED_FETCHES = "minilog.parked_fetches"
 
 DEFAULT_PORT = 9093
 DEFAULT_DATA_DIR = "./data/minilog"
@@ -349,11 +351,37 @@ class MinilogServer(BrokerServer):
         return DEFERRED
 
     def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms) -> None:
-        rows, ready = self.core(conn).read(parts, max_bytes, min_bytes)
+        core = self.core(conn)
+        rows, ready = core.read(parts, max_bytes, min_bytes)
         if ready or max_wait_ms <= 0:
             self._send_fetch(conn, rid, rows)
         else:
-            self._spawn(conn, rid, self._fetch_waiting(conn, rid, parts, max_bytes, min_bytes, max_wait_ms))
+            self._park_fetch(conn, core, rid, parts, max_bytes, min_bytes, max_wait_ms)
+
+    def _park_fetch(self, conn, core, rid, parts, max_bytes, min_bytes, max_wait_ms) -> None:
+        """Park the fetch (`LogBroker.park`); its reply is written from inside the append that
+        readies it, in the same loop turn (latency: no task, no extra turn of the loop)."""
+        parked_fetches = conn.state.get(_PARKED_FETCHES)
+        if parked_fetches is None:
+            parked_fetches = conn.state[_PARKED_FETCHES] = set()
+
+        def on_ready(rows):
+            parked_fetches.discard(parked)
+            if conn.closed:
+                return
+            try:
+                if conn.writing_paused:
+                    # Woken while the client is not reading: answer after the deferred fetches,
+                    # with what the log holds then (a file slice is not kept across a wait).
+                    self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0))
+                else:
+                    self._send_fetch(conn, rid, rows)
+            except Exception as exc:  # a bug must neither leave the client waiting nor fail the append
+                log.exception("fetch failed on connection %s", conn.id)
+                conn.send_error(rid, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+        parked = core.park(parts, max_bytes, min_bytes, max_wait_ms, on_ready)
+        parked_fetches.add(parked)
 
     def _defer_fetch(self, conn, fetch) -> None:
         """Queue a fetch until the connection's transport drains (what bounds a reader's memory).
@@ -374,35 +402,11 @@ class MinilogServer(BrokerServer):
         while pending and not conn.writing_paused and not conn.closed:
             self._fetch_now(conn, *pending.popleft())
 
-    async def _fetch_waiting(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms):
-        rows = await self.core(conn).wait_for_records(parts, max_bytes, min_bytes, max_wait_ms)
-        if conn.writing_paused:
-            # Woken while the client is not reading: answer after the deferred fetches, with
-            # what the log holds then (a file slice is not kept across a wait).
-            self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0))
-            return
-        self._send_fetch(conn, rid, rows)
-
     def _send_fetch(self, conn, rid, rows) -> None:
         resp = FetchResponse()
         for row in rows:
             resp.add(*row)
         self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
-
-    @staticmethod
-    def _spawn(conn, rid, coro) -> None:
-        """Run `coro` as a task the connection owns (cancelled if the client goes away)."""
-        async def guarded():
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug must not leave the client waiting forever
-                log.exception("fetch failed on connection %s", conn.id)
-                conn.send_error(rid, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
-        task = asyncio.get_running_loop().create_task(guarded())
-        conn._tasks.add(task)
-        task.add_done_callback(conn._tasks.discard)
 
     # ---- offsets -----------------------------------------------------------------------
     @op("list_offsets")
@@ -508,6 +512,8 @@ class MinilogServer(BrokerServer):
         return {"tracing": on}
 
     def on_connection_closed(self, conn):
+        for parked in list(conn.state.pop(_PARKED_FETCHES, ())):
+            parked.cancel()
         tracer = conn.state.pop("tracer", None)
         if tracer is not None and self.broker is not None:
             self.broker.set_tracing(tracer, False)

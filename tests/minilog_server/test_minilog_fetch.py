@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from clients.log.connection import LogConnection
 from clients.protocol.errors import ErrorCode
 from clients.record_batch import decode_batches
 from harness import wait_until
@@ -81,6 +82,48 @@ def test_long_poll_returns_as_soon_as_a_produce_arrives(server):
         (_, _, error, hw, _, records), = result["results"]
         assert error is None and hw == 1 and record_values(decode_batches(records)) == [b"hello"]
         assert elapsed < 10   # woken by the append, long before max_wait_ms (20 s)
+        assert server.call(lambda: len(server.server.broker.waiters)) == 0
+
+
+def test_a_parked_fetch_is_answered_inside_the_append_before_the_producers_reply(server):
+    """The append that readies a parked fetch writes the fetch's reply there and then
+    (`ParkedFetch`), before the produce's own reply: on one connection, the fetch parked first
+    is answered first. (Answered from a task on a later turn of the loop, it came second.)"""
+    with LogConnection(server.host, server.port) as c:
+        create(c, "order")
+        arrived = []
+        c.send_with("fetch", {"max_wait_ms": 20_000, "partitions": [["order", 0, 0, 1 << 20]]},
+                    lambda result, error: arrived.append(("fetch", error, result)))
+        c.flush()
+        wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 1, message="the fetch to park")
+        c.send_with("produce", {"acks": 1, "data": [["order", 0, batch([b"now"])]]},
+                    lambda result, error: arrived.append(("produce", error, result)))
+        deadline = time.monotonic() + 30
+        while len(arrived) < 2 and time.monotonic() < deadline:
+            c.pump(1.0)
+        assert [(op, error) for op, error, _ in arrived] == [("fetch", None), ("produce", None)]
+        (_, _, error, hw, _, records), = arrived[0][2]["results"]
+        assert hw == 1 and record_values(decode_batches(records)) == [b"now"]
+        assert server.call(lambda: len(server.server.broker.waiters)) == 0
+
+
+def test_a_parked_fetch_woken_short_of_min_bytes_stays_parked_on_every_partition(server):
+    """Woken by an append that leaves it short of min_bytes, a fetch on two partitions waits
+    on both again, and an append to the other partition completes it."""
+    with connect(server) as consumer, connect(server) as producer:
+        create(producer, "two", partitions=2)
+        one = len(batch([b"q" * 100]))
+        rid = consumer.send("fetch", {"max_wait_ms": 20_000, "min_bytes": one * 2,
+                                      "partitions": [["two", 0, 0, 1 << 20], ["two", 1, 0, 1 << 20]]})
+        consumer.flush()
+        wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 2, message="the fetch to park")
+        produce(producer, "two", 0, batch([b"q" * 100]))
+        wait_until(lambda: server.call(lambda: server.server.broker.produced_batches) == 1)
+        assert server.call(lambda: len(server.server.broker.waiters)) == 2   # parked again on partition 0
+        assert rid not in consumer.replies
+        produce(producer, "two", 1, batch([b"q" * 100]))
+        rows = consumer.wait(rid, timeout=30)["results"]
+        assert [len(decode_batches(r[5])) for r in rows] == [1, 1]
         assert server.call(lambda: len(server.server.broker.waiters)) == 0
 
 
