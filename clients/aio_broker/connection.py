@@ -16,7 +16,8 @@ import ssl as _ssl
 import urllib.parse
 
 from clients.aio_rpc import AsyncRpcConnection
-from clients.broker.channel_state import Confirmed, ConsumerCancelled, Deliveries, Returned
+from clients.broker.channel_state import (Confirmed, ConsumerCancelled, Deliveries, Returned, channel_for_error,
+                                          route_push)
 from clients.protocol.errors import BrokerError, ErrorCode
 from clients.tls import TlsSettingError, default_client_context
 
@@ -87,11 +88,8 @@ class Connection:
         await self.close()
 
     def _on_push(self, event, body):
-        channel = self._channels.get(body[0]) if type(body) is list and body else None
-        if channel is None:
-            return
         # The channel's sans-IO state takes the push and says what it makes.
-        happened = channel._core.receive(event, body)
+        channel, happened = route_push(self._channels, event, body)
         kind = type(happened)
         if kind is Deliveries:
             channel._on_deliver(happened.batch)
@@ -105,9 +103,7 @@ class Connection:
     def _on_async_error(self, error: BrokerError):
         if error.code in (ErrorCode.FRAME_TOO_LARGE, ErrorCode.CORRUPT_FRAME):
             return  # the server closes the connection; _on_close reports it
-        channel = self._channels.get(error.channel) or self._last_noreply_channel
-        if channel is None or channel._closed:
-            channel = next((c for c in self._channels.values() if not c._closed), None)
+        channel = channel_for_error(self._channels, error.channel, self._last_noreply_channel)
         if channel is not None:
             channel._on_broker_error(exceptions.channel_error(error.code, error.message))
 

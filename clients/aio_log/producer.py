@@ -74,15 +74,6 @@ class _Batch(OpenBatch):
         self.future = future  # resolves to the batch's base offset once the server has it
         self.tp = None
 
-    def settle(self, base: int, error) -> None:
-        """The batch's outcome: its base offset, or the error every record's future raises."""
-        fut = self.future
-        if not fut.done():
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                fut.set_result(base)
-
     def metadata(self, index: int) -> RecordMetadata:
         base = self.future.result()
         tp = self.tp
@@ -236,6 +227,9 @@ class AIOKafkaProducer:
         self._acks = acks
         self._key_serializer = key_serializer
         self._value_serializer = value_serializer
+        # send()'s fast path serves records only when neither serializer is set (aiokafka calls
+        # the key serializer on a None key too).
+        self._plain = key_serializer is None and value_serializer is None
         self._linger = linger_ms / 1000.0
         self._max_batch = max(int(max_batch_size), 1)
         self._max_request = max(int(max_request_size), 1)
@@ -304,24 +298,37 @@ class AIOKafkaProducer:
 
     async def send(self, topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
         """Queue a record; returns a future (RecordFuture) that resolves to its RecordMetadata."""
-        # The fast path, taken by a plain send(topic, bytes) loop: one tuple appended to the
-        # sticky partition's open batch and a size sum.
-        if (key is None and partition is None and timestamp_ms is None and headers is None
-                and value.__class__ is bytes and self._value_serializer is None):
+        # The fast path, taken by the common forms -- send(topic, bytes), with a bytes key=,
+        # with partition=, or both -- when no serializer is set: one tuple appended to the open
+        # batch (the sticky partition's, or the named or hashed one's) and a size sum.
+        if timestamp_ms is None and headers is None and value.__class__ is bytes and self._plain:
             t = self._topics.get(topic)
-            batch = t.current if t is not None else None
-            if batch is not None:
-                size = batch.size + len(value) + 16
-                # A record that would take the batch past max_batch_size starts the next one
-                # (the slow path closes this batch), as aiokafka's batches never pass it.
-                if size <= self._max_batch:
-                    rows = batch.rows
-                    n = len(rows)
-                    rows.append((n, batch.dflt, None, value, None))
-                    batch.size = size
-                    if size == self._max_batch:
-                        self._close(batch)
-                    return RecordFuture(batch, n)
+            if t is not None:
+                if key is None and partition is None:
+                    batch = t.current
+                    size = len(value) + 16
+                else:
+                    batch = None
+                    if key is None or key.__class__ is bytes:
+                        if partition is None:
+                            partition = self._keys.partition(key, t.num_partitions) if key is not None else -1
+                            if partition < 0:
+                                partition = t.sticky
+                        if partition.__class__ is int and 0 <= partition < t.num_partitions:
+                            batch = t.batches[partition]
+                    size = len(value) + 16 + (len(key) if key is not None else 0)
+                if batch is not None:
+                    size += batch.size
+                    # A record that would take the batch past max_batch_size starts the next one
+                    # (the slow path closes this batch), as aiokafka's batches never pass it.
+                    if size <= self._max_batch:
+                        rows = batch.rows
+                        n = len(rows)
+                        rows.append((n, batch.dflt, key, value, None))
+                        batch.size = size
+                        if size == self._max_batch:
+                            self._close(batch)
+                        return RecordFuture(batch, n)
         return await self._send(topic, value, key, partition, timestamp_ms, headers)
 
     async def _send(self, topic, value, key, partition, timestamp_ms, headers):
@@ -400,7 +407,10 @@ class AIOKafkaProducer:
         if not self._acc.closing(self._acc.topics[batch.topic], batch):
             return  # closed already (full, or by flush) before its timer ran
         batch.handle.cancel()
-        self._requests.add(batch.topic, batch.partition, batch.pack(), batch, 0.0)
+        # The request core keeps the batch's future, not the batch: the batch's rows are garbage
+        # once packed unless a RecordFuture holds them, and keeping ~100 rows per batch in flight
+        # alive made the cyclic collector's passes cost 0.1-0.2 us per record.
+        self._requests.add(batch.topic, batch.partition, batch.pack(), batch.future, 0.0)
         self._send_ready()
 
     def _send_ready(self) -> None:
@@ -441,8 +451,17 @@ class AIOKafkaProducer:
 
     @staticmethod
     def _settle(outcomes) -> None:
-        for batch, base, error in outcomes:
-            batch.settle(base, None if error is None else _error(error))
+        """Resolve each batch's future from its outcome: a `_Batch`'s future with the base
+        offset (its RecordFutures derive their metadata), a `send_batch` one with RecordMetadata."""
+        for target, base, error in outcomes:
+            error = None if error is None else _error(error)
+            if target.__class__ is _SentBatch:
+                target.settle(base, error)
+            elif not target.done():
+                if error is not None:
+                    target.set_exception(error)
+                else:
+                    target.set_result(base)
 
     async def flush(self):
         """Send every open batch and wait until all requests in flight are answered."""

@@ -41,7 +41,7 @@ from clients.rpc import RpcConnection
 
 from . import exceptions
 from .blocking_channel import BlockingChannel
-from .channel_state import ConsumerCancelled, Deliveries, Returned
+from .channel_state import ConsumerCancelled, Deliveries, Returned, channel_for_error, route_push
 from .connection import ConnectionParameters, Parameters
 
 # Wire errors after which the server closes the whole connection, not one channel.
@@ -445,13 +445,9 @@ class BlockingConnection:
         pushes = rpc.pushes
         channels = self._channels
         while pushes:
-            event, body = pushes.popleft()
-            ch = channels.get(body[0]) if type(body) is list and body else None
-            if ch is None or ch._closed:
-                continue  # a closed channel: the server requeues what it had delivered there
             # The channel's sans-IO state takes the push and says what it makes: a confirm
             # only settles records there (the publish waiting on one sees it settled).
-            happened = ch._core.receive(event, body)
+            ch, happened = route_push(channels, *pushes.popleft())
             kind = type(happened)
             if kind is Deliveries:
                 self._events.append((ch._dispatch_batch, happened.batch))
@@ -466,9 +462,7 @@ class BlockingConnection:
                 self._fatal_error = exceptions.ConnectionClosedByBroker(
                     exceptions.reply_code_for(error.code), f"{error.code} - {error.message}")
                 continue
-            ch = channels.get(error.channel) or self._last_noreply_channel
-            if ch is None or ch._closed:
-                ch = next((c for c in channels.values() if not c._closed), None)
+            ch = channel_for_error(channels, error.channel, self._last_noreply_channel)
             if ch is not None:
                 ch._on_broker_error(exceptions.channel_error(error.code, error.message), raise_later=True)
         if self._ignored_replies:

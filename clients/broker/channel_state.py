@@ -20,7 +20,9 @@ What the server pushes for the channel goes in through `receive(event, body)`, w
 the state and returns a typed event for the adapter to act on: `Deliveries` (a batch to
 dispatch), `Confirmed` (the publish records a confirm settled), `Returned` (a mandatory
 message sent back, with the record it belongs to, if any) or `ConsumerCancelled`.
-A frame is an `(op, args)` pair; the adapter encodes and writes it. The adapters decide *when*
+A frame is an `(op, args)` pair; the adapter encodes and writes it. Which channel a push or an
+asynchronous error belongs to is decided once too (`route_push`, `channel_for_error`), for
+both connection adapters. The adapters decide *when*
 to write and how a publisher waits for its confirm: `BlockingChannel`
 (`clients/broker/blocking_channel.py`) blocks in `basic_publish` until its own record is
 settled, as pika's BlockingChannel does, and the asyncio `Channel`
@@ -88,6 +90,28 @@ class ConsumerCancelled(NamedTuple):
     """A `cancel` push for a consumer this channel had (its queue was deleted...)."""
     consumer_tag: str
     no_ack: bool
+
+
+def route_push(channels: dict, event: str, body):
+    """Where a server push goes, for either connection adapter: `(channel, happened)`, the open
+    channel the push names (`body[0]`) and the typed event its `ChannelState.receive` makes of
+    it (or None), or `(None, None)` for a push to no open channel (the server requeues what it
+    had delivered to a closed one). `channels` maps numbers to adapter channels, each with its
+    `_core` (a ChannelState) and `_closed`."""
+    ch = channels.get(body[0]) if type(body) is list and body else None
+    if ch is None or ch._closed:
+        return None, None
+    return ch, ch._core.receive(event, body)
+
+
+def channel_for_error(channels: dict, number, last_noreply):
+    """The channel an error for an id-0 request belongs to, for either connection adapter: the
+    one the error frame names (`number`), else the channel that last sent a request without a
+    reply, else any open one (None when none is open)."""
+    ch = channels.get(number) or last_noreply
+    if ch is None or ch._closed:
+        ch = next((c for c in channels.values() if not c._closed), None)
+    return ch
 
 
 class ChannelState:

@@ -10,7 +10,7 @@ import threading
 from hypothesis import given, strategies as st
 
 from clients.broker.channel_state import (PUBLISH_BATCH_BYTES, PUBLISH_BATCH_MESSAGES, ChannelState, Confirmed,
-                                          ConsumerCancelled, Deliveries, Returned)
+                                          ConsumerCancelled, Deliveries, Returned, channel_for_error, route_push)
 
 
 def test_publishes_leave_as_one_batch_then_the_merged_ack():
@@ -207,3 +207,30 @@ def test_merged_settlements_settle_exactly_what_the_program_asked(steps, flush_e
             send(core.take_output())
     send(core.take_output())
     assert broker.outcome == asked
+
+
+class _Channel:
+    """What route_push and channel_for_error read of an adapter's channel."""
+
+    def __init__(self, number, closed=False):
+        self._core = ChannelState(number)
+        self._closed = closed
+
+
+def test_a_push_goes_to_the_open_channel_it_names_and_its_state_says_what_it_makes():
+    one, two = _Channel(1), _Channel(2, closed=True)
+    channels = {1: one, 2: two}
+    ch, happened = route_push(channels, "deliver", [1, [["t", 1, False, "", "q", b"", None]]])
+    assert ch is one and type(happened) is Deliveries and one._core.settlement.delivered_max == 1
+    assert route_push(channels, "deliver", [2, [["t", 1, False, "", "q", b"", None]]]) == (None, None)
+    assert route_push(channels, "deliver", [9, []]) == (None, None)
+    assert route_push(channels, "deliver", "not a list") == (None, None)
+
+
+def test_an_id0_error_goes_to_its_channel_else_the_last_no_reply_one_else_any_open_one():
+    one, two, three = _Channel(1), _Channel(2, closed=True), _Channel(3)
+    channels = {1: one, 2: two, 3: three}
+    assert channel_for_error(channels, 3, one) is three
+    assert channel_for_error(channels, None, three) is three
+    assert channel_for_error(channels, 2, None) is one        # named but closed: the first open one
+    assert channel_for_error({2: two}, 2, two) is None
