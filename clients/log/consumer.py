@@ -685,7 +685,7 @@ class Consumer:
                         paused = False
                 else:
                     self._wait(deadline)
-                self._take(num_messages - len(out), out)  # before _maintain sends the next fetch
+                self._take(num_messages - len(out), out)  # before _maintain's turn (timers, group)
                 if len(out) >= num_messages:
                     return out
         finally:
@@ -718,7 +718,7 @@ class Consumer:
                 self._last_look(1, out)
                 return out[0] if out else None
             self._wait(deadline)
-            # Hand out what the wait brought before _maintain sends the next fetch.
+            # Hand out what the wait brought (its reply already sent the next fetch, _on_fetch).
             self._take(1, out)
             if out:
                 return out[0]
