@@ -678,19 +678,25 @@ class Consumer:
                     self._last_look(num_messages - len(out), out)
                     return out
                 if paused:
-                    before = len(out) + self._session.backlog()
+                    before = self._arrived(out)
                     self._wait(deadline, cap=0.05)
-                    if len(out) + self._session.backlog() == before:
+                    if self._arrived(out) == before:
                         _gc_enable()
                         paused = False
                 else:
                     self._wait(deadline)
-                self._take(num_messages - len(out), out)  # before _maintain sends the next fetch
+                self._take(num_messages - len(out), out)  # before _maintain's turn (timers, group)
                 if len(out) >= num_messages:
                     return out
         finally:
             if paused:
                 _gc_enable()
+
+    def _arrived(self, out) -> tuple:
+        """What the connection has brought so far: records handed out or held, and bytes of a
+        frame still arriving. A large fetch reply comes in many reads; a wait that brought
+        part of one brought data, so it does not count as idling (see _consume)."""
+        return len(out) + self._session.backlog(), self._conn.state.decoder.buffered
 
     def poll(self, timeout=None):
         """The next Message (possibly an error/EOF Message), or None after `timeout` s."""
@@ -718,7 +724,7 @@ class Consumer:
                 self._last_look(1, out)
                 return out[0] if out else None
             self._wait(deadline)
-            # Hand out what the wait brought before _maintain sends the next fetch.
+            # Hand out what the wait brought (its reply already sent the next fetch, _on_fetch).
             self._take(1, out)
             if out:
                 return out[0]

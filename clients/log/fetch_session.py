@@ -30,11 +30,6 @@ from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, v
 
 # Raw fetched bytes held before the session stops asking for more.
 PREFETCH_LIMIT = 64 * 1024 * 1024
-# A fetch reply at least this large asks for the next data before any of it is decoded (replay:
-# the server reads the log while this client decodes). A smaller one -- a consumer keeping up
-# with a live topic -- is handed out first and the next fetch leaves at the application's next
-# call, so the send (a syscall that wakes the server) is not in the latency of what arrived.
-EAGER_PREFETCH_BYTES = 64 * 1024
 
 # FetchEvent kinds.
 CORRUPT = "corrupt"            # a batch that cannot be read, at its base offset
@@ -211,11 +206,15 @@ class FetchSession:
         """Take a fetch reply. Returns `(errors, prefetch)`: `errors` the partitions whose result
         was an error, as `(part, wire error field)` for the adapter to act on (its fetch offset
         is left where it was); `prefetch` whether the next fetch should be sent at once, before
-        any of this is decoded (a large reply, or positions moved meanwhile)."""
+        any of this is decoded: whenever records came (or positions moved meanwhile). On replay
+        the server then reads the log while this client decodes; at the end of a live
+        partition the next fetch is parked on the server again one decode and one application
+        turn sooner, so the next record, which lands in that gap when records come every
+        100 us, finds it waiting instead of waiting for it."""
         self.in_flight = max(self.in_flight - 1, 0)
         by_tp = {(r[0], r[1]): r for r in result.get("results", ())}
         errors = []
-        large = False
+        got = False
         raw = self._raw
         for part, offset, epoch in token:
             r = by_tp.get((part.topic, part.partition))
@@ -254,12 +253,12 @@ class FetchSession:
                     raw.append((part, records, offset, epoch))
                     self.raw_bytes += n
                     part.eof_sent = False
-                    large = large or n >= EAGER_PREFETCH_BYTES
+                    got = True
                     continue
             if self.partition_eof and not part.eof_sent and offset >= hw:
                 part.eof_sent = True
                 raw.append((part, None, offset, epoch))
-        prefetch = self.in_flight == 0 and self.raw_bytes < self.prefetch_limit and (large or self.dirty)
+        prefetch = self.in_flight == 0 and self.raw_bytes < self.prefetch_limit and (got or self.dirty)
         return errors, prefetch
 
     # ---- handing out records ------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_records_come_out_as_messages_and_positions_move():
     s, part = session()
     _, token = fetch(s)
     errors, prefetch = s.accept(token, reply(batch(0, 100) + batch(100, 3), hw=103))
-    assert errors == [] and not prefetch  # a small reply is handed out before the next fetch
+    assert errors == [] and prefetch  # the next fetch leaves before this one is decoded
     assert part.fetch_offset == 103 and part.position == 0 and part.hw == 103
     got = []
     s.take(60, got)
@@ -76,6 +76,16 @@ def test_records_come_out_as_messages_and_positions_move():
     rest = take_all(s)
     assert [m.offset() for m in rest] == list(range(60, 103)) and part.position == 103
     assert rest[-1].value() == b"v102" and rest[-1].timestamp() == (1, T0 + 102)
+
+
+def test_a_reply_asks_for_the_next_fetch_before_decoding_and_an_empty_one_does_not():
+    s, part = session()
+    _, token = fetch(s)
+    _, prefetch = s.accept(token, reply(batch(0, 1), hw=1))
+    assert prefetch and fetch(s)[0]["partitions"] == [["t", 0, 1, 1048576]]
+    _, token = fetch(s)
+    _, prefetch = s.accept(token, reply(b"", hw=1))
+    assert not prefetch   # a long poll that ended empty: the adapter's next call asks again
 
 
 def test_a_large_reply_asks_for_the_next_fetch_before_decoding():

@@ -264,6 +264,21 @@ def test_linger_zero_holds_records_behind_an_unanswered_request_and_poll_release
     assert [int(m.value()) for m in drain(c, 2000)] == list(range(2000))
 
 
+def test_linger_zero_sends_each_of_a_few_records_at_once_without_a_later_call(producer, consumer, make_topic):
+    # linger.ms 0 holds records only behind four unanswered requests (Producer._held): three
+    # records produced back to back are each on the wire when produce() returns, although the
+    # producer is never called again (a window of one request held the second and third until
+    # the program's next call).
+    topic = make_topic(1)
+    c = consumer()
+    c.assign([TopicPartition(topic, 0, 0)])
+    p = producer(**{"linger.ms": 0})
+    for i in range(3):
+        p.produce(topic, b"%d" % i)
+    assert [int(m.value()) for m in drain(c, 3)] == [0, 1, 2]
+    assert p.flush(10) == 0
+
+
 def test_pause_resume(producer, consumer, make_topic):
     topic = make_topic(1)
     p = producer()
