@@ -2,7 +2,7 @@
 
     python -m bench.minilog_clients [--records 1000000] [--runs 3] [--size 100]
                                     [--latency-rate 10000] [--latency-seconds 3]
-                                    [--only produce,consume,aio,latency,latency-raw]
+                                    [--only produce,consume,aio,aio-consume,latency,latency-raw]
                                     [--profile] [--json PATH] [--bootstrap HOST:PORT]
 
 Starts a minilog server (`python -m minilog`, fresh data directory) unless --bootstrap names
@@ -11,10 +11,13 @@ one, then for each run, in separate processes as users deploy them:
 - produce: `Producer({'linger.ms': 5, 'acks': 1})`, `produce()` once per record in a Python
   loop, then `flush()`; records/s over the whole loop including the flush;
 - consume: a new `Consumer` replays the topic from offset 0 with `consume(100000, 1.0)`;
-  records/s from the first consume call to the last record;
+  records/s from the first consume call to the last record, and the consumer's CPU per record
+  (`time.process_time`: steadier than records/s when other work shares the machine);
 - aio: `AIOKafkaProducer(acks=1, linger_ms=5)` under `asyncio.run`, `await send()` once per
   record (keeping no futures, as a fire-and-forget loop does) then `await flush()`, and the
   last record's future awaited; records/s over the whole loop;
+- aio-consume (not run by default): an `AIOKafkaConsumer` replays the produce part's topic
+  from offset 0 with `getmany(timeout_ms=1000, max_records=100000)`; records/s as consume;
 - latency: one consumer waits at the end of a fresh topic while a producer sends
   `--latency-rate` records/s with `linger.ms` 0 (each value carries its send time); the
   consumer reports percentiles of (receive time - send time).
@@ -75,15 +78,15 @@ def role_consume(bootstrap, topic, records, size) -> dict:
     while got < records and time.monotonic() < deadline:
         batch = c.consume(100_000, 1.0)
         if start is None:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
         if batch:
             got += len(batch)
             last = batch[-1].offset()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     c.close()
     # Every record once, in order: the count and the last offset agree.
     assert got == records and last == records - 1, (got, last)
-    return {"records": got, "seconds": seconds}
+    return {"records": got, "seconds": seconds, "cpu_s": cpu}
 
 
 def role_aio_produce(bootstrap, topic, records, size) -> dict:
@@ -106,6 +109,35 @@ def role_aio_produce(bootstrap, topic, records, size) -> dict:
         await p.stop()
         assert meta.offset == records - 1, meta
         return {"records": records, "seconds": seconds}
+
+    return asyncio.run(run())
+
+
+def role_aio_consume(bootstrap, topic, records, size) -> dict:
+    import asyncio
+
+    from clients.aio_log import AIOKafkaConsumer
+    from clients.aio_log import TopicPartition as AioTopicPartition
+
+    async def run():
+        c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+        await c.start()
+        tp = AioTopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek(tp, 0)
+        got, last, start = 0, -1, None
+        deadline = time.monotonic() + 120
+        while got < records and time.monotonic() < deadline:
+            batch = await c.getmany(timeout_ms=1000, max_records=100_000)
+            if start is None:
+                start, cpu = time.perf_counter(), time.process_time()
+            for recs in batch.values():
+                got += len(recs)
+                last = recs[-1].offset
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        await c.stop()
+        assert got == records and last == records - 1, (got, last)
+        return {"records": got, "seconds": seconds, "cpu_s": cpu}
 
     return asyncio.run(run())
 
@@ -233,7 +265,7 @@ def main(argv=None):
     ap.add_argument("--latency-seconds", type=float, default=3.0)
     ap.add_argument("--bootstrap")
     ap.add_argument("--only", default="produce,consume,aio,latency",
-                    help="comma-separated parts to run: produce, consume, aio, latency, latency-raw")
+                    help="comma-separated parts to run: produce, consume, aio, aio-consume, latency, latency-raw")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--role", nargs="+", help=argparse.SUPPRESS)
@@ -243,6 +275,7 @@ def main(argv=None):
         role, bootstrap, topic, records, size, *rest = args.role
         fn = {"produce": role_produce, "consume": role_consume, "latency-consume": role_latency_consume,
               "latency-produce": role_latency_produce, "aio-produce": role_aio_produce,
+              "aio-consume": role_aio_consume,
               "latency-produce-raw": role_latency_produce_raw}[role]
         extra = [int(x) for x in rest]
         print(json.dumps(fn(bootstrap, topic, int(records), int(size), *extra)), flush=True)
@@ -257,14 +290,16 @@ def main(argv=None):
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     try:
-        produced, consumed, aio = [], [], []
+        produced, consumed, aio, aio_consumed = [], [], [], []
+        # Consumer CPU per record (µs): steadier than records/s when other work shares the machine.
+        consumed_cpu, aio_consumed_cpu = [], []
         lats_by = {"latency": [], "latency-raw": []}
         lats = lats_by["latency"]
         n_lat = int(args.latency_rate * args.latency_seconds)
         for run in range(args.runs):
             topic = f"bench-{os.getpid()}-{run}"
             line = [f"run {run + 1}:"]
-            if only & {"produce", "consume"}:
+            if only & {"produce", "consume", "aio-consume"}:
                 create_topic(bootstrap, topic)
                 p = finish(run_role(["produce", bootstrap, topic, str(args.records), str(args.size)]))
                 produced.append(p["records"] / p["seconds"])
@@ -272,7 +307,13 @@ def main(argv=None):
                 if "consume" in only:
                     c = finish(run_role(["consume", bootstrap, topic, str(args.records), str(args.size)]))
                     consumed.append(c["records"] / c["seconds"])
-                    line.append(f"consumed {consumed[-1]:,.0f} records/s")
+                    consumed_cpu.append(c["cpu_s"] / c["records"] * 1e6)
+                    line.append(f"consumed {consumed[-1]:,.0f} records/s ({consumed_cpu[-1]:.3f} cpu us/record)")
+                if "aio-consume" in only:
+                    c = finish(run_role(["aio-consume", bootstrap, topic, str(args.records), str(args.size)]))
+                    aio_consumed.append(c["records"] / c["seconds"])
+                    aio_consumed_cpu.append(c["cpu_s"] / c["records"] * 1e6)
+                    line.append(f"aio consumed {aio_consumed[-1]:,.0f} records/s ({aio_consumed_cpu[-1]:.3f} cpu us/record)")
             if "aio" in only:
                 create_topic(bootstrap, topic + "-aio")
                 a = finish(run_role(["aio-produce", bootstrap, topic + "-aio", str(args.records), str(args.size)]))
@@ -307,7 +348,10 @@ def main(argv=None):
             "records": args.records, "value_size": args.size, "runs": args.runs, "load_average": load,
             "produce_records_per_s": med(produced), "produce_runs": produced,
             "consume_records_per_s": med(consumed), "consume_runs": consumed,
+            "consume_cpu_us_per_record": med(consumed_cpu),
             "aio_produce_records_per_s": med(aio), "aio_produce_runs": aio,
+            "aio_consume_records_per_s": med(aio_consumed), "aio_consume_runs": aio_consumed,
+            "aio_consume_cpu_us_per_record": med(aio_consumed_cpu),
             "latency": {"rate_per_s": args.latency_rate, **lat, "runs": lats} if lats else None,
             "latency_raw": ({"rate_per_s": args.latency_rate, **lat_raw, "runs": lats_by["latency-raw"]}
                             if lat_raw else None),
@@ -317,7 +361,12 @@ def main(argv=None):
                   f"median {result['produce_records_per_s']:,.0f} records/s over {args.runs} runs")
         if consumed:
             print(f"consume (replay from 0, consume(100000, 1.0)):           "
-                  f"median {result['consume_records_per_s']:,.0f} records/s")
+                  f"median {result['consume_records_per_s']:,.0f} records/s, "
+                  f"{result['consume_cpu_us_per_record']:.3f} cpu us/record")
+        if aio_consumed:
+            print(f"aio consume (replay from 0, getmany(max_records=100000)): "
+                  f"median {result['aio_consume_records_per_s']:,.0f} records/s, "
+                  f"{result['aio_consume_cpu_us_per_record']:.3f} cpu us/record")
         if aio:
             print(f"aio produce (linger_ms 5, acks 1, await send() per record + flush): "
                   f"median {result['aio_produce_records_per_s']:,.0f} records/s")

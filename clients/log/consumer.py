@@ -678,9 +678,9 @@ class Consumer:
                     self._last_look(num_messages - len(out), out)
                     return out
                 if paused:
-                    before = len(out) + self._session.backlog()
+                    before = self._arrived(out)
                     self._wait(deadline, cap=0.05)
-                    if len(out) + self._session.backlog() == before:
+                    if self._arrived(out) == before:
                         _gc_enable()
                         paused = False
                 else:
@@ -691,6 +691,12 @@ class Consumer:
         finally:
             if paused:
                 _gc_enable()
+
+    def _arrived(self, out) -> tuple:
+        """What the connection has brought so far: records handed out or held, and bytes of a
+        frame still arriving. A large fetch reply comes in many reads; a wait that brought
+        part of one brought data, so it does not count as idling (see _consume)."""
+        return len(out) + self._session.backlog(), self._conn.state.decoder.buffered
 
     def poll(self, timeout=None):
         """The next Message (possibly an error/EOF Message), or None after `timeout` s."""

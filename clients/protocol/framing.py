@@ -87,6 +87,11 @@ class FrameDecoder:
                 # msgpack >= 1.0 defaults: str as str, map keys must be str or bytes.
                 append(_unpackb(view[pos + HEADER_SIZE:end]))
                 pos = end
+            if source is not self._buf and pos < end_of_data:
+                # Keep the unfinished tail: one copy, straight from the view (a slice of
+                # `source` would copy it once more first; a large fetch reply's next frame
+                # often starts in the read that ends this one).
+                self._buf += view[pos:]
         except FrameTooLarge:
             raise
         except Exception as exc:  # msgpack raises several types; all mean "not msgpack"
@@ -95,6 +100,4 @@ class FrameDecoder:
             view.release()
         if source is self._buf:
             del self._buf[:pos]
-        elif pos < end_of_data:
-            self._buf += source[pos:]
         return frames

@@ -32,3 +32,14 @@ def test_latency_and_raw_latency_count_every_record_with_the_kafka_port_taken(tm
     for part in ("latency", "latency_raw"):
         assert result[part]["records"] == 300 and 0 < result[part]["p50_us"] <= result[part]["max_us"], result[part]
     assert "latency-raw at 1,000/s" in proc.stdout
+
+
+def test_both_replays_read_every_record_once_in_order(tmp_path):
+    # Each consume role asserts it got every record once, last offset last; a failure exits non-zero.
+    out = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.minilog_clients", "--runs", "1", "--records", "20000",
+                           "--only", "consume,aio-consume", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["consume_records_per_s"] > 0 and result["aio_consume_records_per_s"] > 0, result
