@@ -241,7 +241,13 @@ class AIOKafkaProducer:
         self._topics = self._acc.topics  # topic name -> TopicBatches, read once per send()
         self._keys = KeyPartitioner("murmur2_random")  # aiokafka's DefaultPartitioner
         # Closed batches on their way (clients/log/produce_requests.py): queued, in flight, outcome.
-        self._requests = ProduceRequests(acks, request_timeout_ms, self._max_request, _MAX_IN_FLIGHT)
+        # A batch not answered within twice request_timeout_ms of closing fails with
+        # KafkaTimeoutError: aiokafka expires batches after request_timeout_ms, and a request
+        # may wait that long on the server (acks=all), so its "maximum waiting time can be up to
+        # 2 * request_timeout_ms".
+        self._requests = ProduceRequests(acks, request_timeout_ms, self._max_request, _MAX_IN_FLIGHT,
+                                         2 * request_timeout_ms / 1000.0)
+        self._expiry = None  # the timer that runs _expire while batches are on their way
         self._pending: set = set()  # reply futures of the requests in flight
         self._sent_since_yield = 0  # request bytes queued since send() last gave the loop a turn
         self._closed = False
@@ -262,6 +268,9 @@ class AIOKafkaProducer:
             try:
                 await self.flush()
             finally:
+                if self._expiry is not None:
+                    self._expiry.cancel()
+                    self._expiry = None
                 await self._conn.close()
 
     async def __aenter__(self):
@@ -398,8 +407,10 @@ class AIOKafkaProducer:
         n = await self._num_partitions(topic)
         if not 0 <= partition < n:
             raise UnknownTopicOrPartitionError(f"topic {topic!r} has {n} partitions, no partition {partition}")
-        fut = asyncio.get_running_loop().create_future()
-        self._requests.add(topic, partition, batch._build(), _SentBatch(topic, partition, batch._first, fut), 0.0)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._requests.add(topic, partition, batch._build(), _SentBatch(topic, partition, batch._first, fut),
+                           loop.time())
         self._send_ready()
         return fut
 
@@ -410,17 +421,22 @@ class AIOKafkaProducer:
         # The request core keeps the batch's future, not the batch: the batch's rows are garbage
         # once packed unless a RecordFuture holds them, and keeping ~100 rows per batch in flight
         # alive made the cyclic collector's passes cost 0.1-0.2 us per record.
-        self._requests.add(batch.topic, batch.partition, batch.pack(), batch.future, 0.0)
+        self._requests.add(batch.topic, batch.partition, batch.pack(), batch.future, batch.future.get_loop().time())
         self._send_ready()
 
     def _send_ready(self) -> None:
         """Write the produce requests `ProduceRequests` makes of the queued batches."""
         requests = self._requests
         conn = self._conn
+        loop = None
         while True:
             request = requests.next_request()
             if request is None:
+                if self._expiry is None and len(requests):
+                    self._schedule_expiry()
                 return
+            if loop is None:
+                loop = asyncio.get_running_loop()
             for item in request.items:
                 self._sent_since_yield += len(item[2])
             try:
@@ -428,7 +444,7 @@ class AIOKafkaProducer:
             except BrokerError as exc:
                 self._settle(requests.failed(request, (exc.code, exc.message)))
                 continue
-            delivered = requests.sent(request, 0.0, reply)
+            delivered = requests.sent(request, loop.time(), reply)
             if delivered:
                 self._settle(delivered)
             else:
@@ -448,6 +464,26 @@ class AIOKafkaProducer:
         self._settle(outcomes)
         if self._requests.ready:
             self._send_ready()  # batches held back by the in-flight limit
+
+    def _schedule_expiry(self) -> None:
+        # Checked a few times per delivery timeout (at most every second), only while batches
+        # are on their way.
+        period = min(max(self._requests.delivery_timeout / 8, 0.01), 1.0)
+        self._expiry = asyncio.get_running_loop().call_later(period, self._expire)
+
+    def _expire(self) -> None:
+        """Fail the batches not delivered within the delivery timeout (KafkaTimeoutError)."""
+        self._expiry = None
+        requests = self._requests
+        outcomes, replies = requests.expire(asyncio.get_running_loop().time())
+        for reply in replies:
+            self._pending.discard(reply)
+            reply.cancel()  # a reply that still comes is dropped (the request is no longer in flight)
+        self._settle(outcomes)
+        if requests.ready:
+            self._send_ready()
+        if self._expiry is None and len(requests):
+            self._schedule_expiry()
 
     @staticmethod
     def _settle(outcomes) -> None:

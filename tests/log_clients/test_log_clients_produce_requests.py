@@ -3,12 +3,14 @@ sockets: which batches make a request, and what a reply, a lost connection or th
 timeout means for each batch. The producers' real-server tests (test_log_clients_produce_consume,
 test_log_clients_aio, test_log_clients_admin_restart) check the same paths over the wire."""
 
+import asyncio
 import signal
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clients.aio_log.errors import KafkaTimeoutError
 from clients.aio_log.producer import AIOKafkaProducer
 from clients.log import AdminClient, KafkaError, NewTopic, Producer
 from clients.log.produce_requests import (CONNECTION_CLOSED, DELIVERY_TIMED_OUT, PURGED, ProduceRequest,
@@ -300,3 +302,33 @@ def test_a_request_unanswered_for_message_timeout_fails_once_with_msg_timed_out(
     assert p.flush(10) == 0
     assert [v for _, v in reports] == [b"first", b"lost", b"after"] and reports[2][0] is None
     p.close()
+
+
+async def test_an_asyncio_send_unanswered_for_twice_request_timeout_fails_with_kafka_timeout_error(spawn_server,
+                                                                                                   tmp_path):
+    """The asyncio producer expires through the same core: a server that stops answering makes
+    the record's future raise KafkaTimeoutError (after 2 x request_timeout_ms, as aiokafka's
+    batches expire), flush() returns instead of hanging, and a late reply changes nothing."""
+    server = spawn_server("minilog", data_dir=tmp_path / "stopped-aio")
+    bs = f"127.0.0.1:{server.port}"
+    admin = AdminClient({"bootstrap.servers": bs})
+    admin.create_topics([NewTopic("paused-aio", 1)])["paused-aio"].result(10)
+    admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bs, request_timeout_ms=200)
+    await producer.start()
+    try:
+        assert (await producer.send_and_wait("paused-aio", b"first")).offset == 0
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            fut = await producer.send("paused-aio", b"lost")
+            with pytest.raises(KafkaTimeoutError):
+                await asyncio.wait_for(fut, 10)
+            await asyncio.wait_for(producer.flush(), 10)
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        meta = await producer.send_and_wait("paused-aio", b"after")
+        assert meta.offset in (1, 2)  # the lost batch may have been stored: at-least-once
+        with pytest.raises(KafkaTimeoutError):
+            fut.result()
+    finally:
+        await producer.stop()
