@@ -424,7 +424,7 @@ class Broker:
                                                      f"{utf8_len(routing_key)} bytes; the limit is {NAME_MAX_BYTES}")
         msg = Message(exchange_name, routing_key, body, properties)
         if properties:
-            msg.priority, msg.persistent, msg.expires_at = check_properties(properties, now)
+            msg.priority, msg.persistent, msg.expires_at = check_properties(properties, now, channel.session.user)
         queues = exchange.route(routing_key, properties)
         if queues:
             for q in queues:
@@ -471,6 +471,7 @@ class Broker:
         exchanges = self.exchanges
         queues_by_name = self.queues
         confirm = channel.confirm_mode
+        user = channel.session.user
         new_message = object.__new__
         errors = None
         run_name = run_rk = None    # the (exchange, routing key) whose route `q` holds
@@ -500,7 +501,7 @@ class Broker:
                             priority, persistent = 0, False
                         elif type(properties) is dict and not by_properties:
                             # Raises BAD_REQUEST as `publish` would; the handler below nacks it.
-                            priority, persistent, expires_at = check_properties(properties, now)
+                            priority, persistent, expires_at = check_properties(properties, now, user)
                             if expires_at or (persistent and q.durable):
                                 properties = False      # expiry or the store: the general path
                         else:

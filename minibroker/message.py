@@ -71,10 +71,13 @@ class Message:
         return m
 
 
-def check_properties(properties, now: float) -> tuple[int, bool, float]:
+def check_properties(properties, now: float, user: str | None = None) -> tuple[int, bool, float]:
     """(priority, persistent, expires_at) from a properties map; BAD_REQUEST for bad values.
 
-    Called only when a message has properties, so a bare publish skips it.
+    Called only when a message has properties, so a bare publish skips it. `user` is the
+    publishing connection's user: as RabbitMQ validates it, a `user_id` property must name that
+    user (PRECONDITION_FAILED otherwise). None (no user to compare with: a message read back at
+    start, a connection with auth off that gave no name) checks nothing.
     """
     if type(properties) is not dict:
         raise BrokerError(ErrorCode.BAD_REQUEST, f"message properties must be a map or nil, got {type(properties).__name__}")
@@ -92,6 +95,11 @@ def check_properties(properties, now: float) -> tuple[int, bool, float]:
     headers = properties.get("headers")
     if headers is not None and type(headers) is not dict:
         raise BrokerError(ErrorCode.BAD_REQUEST, "property 'headers' must be a map")
+    if user is not None:
+        user_id = properties.get("user_id")
+        if user_id is not None and user_id != user:
+            raise BrokerError(ErrorCode.PRECONDITION_FAILED, f"user_id property set to '{str(user_id)[:100]}' "
+                                                             f"but authenticated user was '{user}'")
     return priority, persistent, expires_at
 
 

@@ -217,6 +217,9 @@ class MinibrokerServer(BrokerServer):
         conn.state["holds_publishes"] = True   # flow_control.py may park its publishes under the alarm
         conn.on_writable.append(session.resume)
 
+    def on_logged_in(self, conn):
+        conn.state["session"].user = conn.user
+
     def on_connection_closed(self, conn):
         tracer = conn.state.pop("tracer", None)
         if tracer is not None:

@@ -24,6 +24,9 @@ class Session:
         self.exclusive_queues: set = set()
         self.closed = False
         self.published = False        # published since the last flow-control check (flow_control.py)
+        # The connection's user, set by the front door at login (with auth off, the name the client
+        # gave, or None): what a message's `user_id` property must equal (Broker.check_user_id).
+        self.user: str | None = None
 
     @property
     def paused(self) -> bool:

@@ -258,7 +258,13 @@ class MinilogServer(BrokerServer):
                                                                  validate_only)))
             except BrokerError as exc:
                 results[name] = [exc.code, exc.message]
-        return self._created(results, pending)
+        if all(created.done() for _, created in pending):
+            return self._created(results, pending)
+        # Kafka answers CreateTopics once the topics exist, and handles one connection's requests
+        # in order: a produce pipelined behind the create must find the topic. So this
+        # connection's later requests wait for the answer; other connections are served meanwhile.
+        conn.answer_before_later(conn.request_id, self._created(results, pending))
+        return DEFERRED
 
     @staticmethod
     async def _created(results, pending):

@@ -57,7 +57,7 @@ class ClientConnection(asyncio.Protocol):
         self.user = None
         self.access = None          # the user's compiled permissions; None: may do everything
         self.tls = False
-        self._held: list | None = None   # requests that arrived while the hello was being checked
+        self._held: list | None = None   # requests kept until `release` (see `hold`)
         self.handshake_done = False
         self.closed = False
         self.writing_paused = False
@@ -120,15 +120,15 @@ class ClientConnection(asyncio.Protocol):
     def _run(self, objs) -> None:
         dispatch = self.server.dispatch
         for obj in objs:
+            if self._held is not None:   # an earlier request is answered first (`hold`)
+                self._held.append(obj)
+                continue
             try:
                 req = frames.parse_request(obj)
             except BrokerError as exc:
                 self.send_error(getattr(exc, "request_id", 0), exc.code, exc.message)
                 continue
             if not self.handshake_done:
-                if self._held is not None:
-                    self._held.append(obj)
-                    continue
                 if req.op != HELLO:
                     self.send_error(req.id, ErrorCode.HANDSHAKE_REQUIRED,
                                     "the first request on a connection must be 'hello'")
@@ -138,11 +138,13 @@ class ClientConnection(asyncio.Protocol):
                 return
         self.flush()
 
-    # ---- a hello that is checked asynchronously (authentication) ------------------------
+    # ---- requests that must be answered before the next ones run ------------------------
     def hold(self) -> None:
-        """Keep the requests that arrive from now on until `release`, and stop reading, so
-        a client that pipelines behind its hello is served in order once it is let in."""
-        self._held = []
+        """Keep the requests that arrive from now on until `release`, and stop reading, so a
+        client that pipelines behind a request answered later (a hello being checked, a topic
+        being created) is served in order once it is answered. Other connections go on."""
+        if self._held is None:
+            self._held = []
         if self.transport is not None:
             self.transport.pause_reading()
 
@@ -150,9 +152,22 @@ class ClientConnection(asyncio.Protocol):
         held, self._held = self._held or [], None
         if self.closed:
             return
-        self._run(held)
-        if not self.closed and not self.writing_paused and self.transport is not None:
+        self._run(held)   # one of them may hold again: the rest then wait for it
+        if not self.closed and not self.writing_paused and self._held is None and self.transport is not None:
             self.transport.resume_reading()
+
+    def answer_before_later(self, rid: int, awaitable) -> None:
+        """Reply to `rid` when `awaitable` finishes, and run the requests that arrive meanwhile
+        only after that reply, in order (as Kafka handles a connection's requests one at a time)."""
+        self.hold()
+        self.spawn(self._reply_then_release(rid, awaitable))
+
+    async def _reply_then_release(self, rid, awaitable):
+        try:
+            await self._reply_when_done(rid, awaitable)
+        finally:
+            if not self.closed:
+                self.release()
 
     def spawn(self, coro) -> None:
         """Run `coro` in a task this connection owns (cancelled if the client goes away)."""

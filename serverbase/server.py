@@ -216,6 +216,7 @@ class BrokerServer:
         conn.access = principal.access
         conn.client_name = client
         conn.handshake_done = True
+        self.on_logged_in(conn)
         conn.heartbeat = min(asked, self.heartbeat) if asked and self.heartbeat else 0
         if client_max is not None:
             # Batches of pushes must fit in what this client accepts.
@@ -333,6 +334,10 @@ class BrokerServer:
 
     def on_connection_closed(self, conn):
         pass
+
+    def on_logged_in(self, conn):
+        """The hello was accepted: `conn.user` is the logged-in user (with auth off, the name the
+        client gave, or None)."""
 
     # ---- lifecycle ---------------------------------------------------------------------
     def extra_listeners(self) -> list[Listener]:

@@ -465,6 +465,7 @@ class AMQPConnection(asyncio.Protocol):
         if args.virtual_host != "/":
             raise AMQPError(NOT_ALLOWED, f"vhost {args.virtual_host} not found", *_ids(args))
         self.session = self.broker.open_session(AMQPSink(self), self.id)
+        self.session.user = self.user
         self.state["session"] = self.session
         self.phase = OPEN
         self.send(0, m.ConnectionOpenOk(""))
