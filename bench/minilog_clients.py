@@ -20,7 +20,8 @@ one, then for each run, in separate processes as users deploy them:
   from offset 0 with `getmany(timeout_ms=1000, max_records=100000)`; records/s as consume;
 - latency: one consumer waits at the end of a fresh topic while a producer sends
   `--latency-rate` records/s with `linger.ms` 0 (each value carries its send time); the
-  consumer reports percentiles of (receive time - send time).
+  consumer reports percentiles of (receive time - send time), and the part prints the CPU
+  seconds of the producer, the consumer and the server (read from /proc, where there is one).
 - latency-raw (not run by default): the same, but the records are sent by a bare connection,
   each as its own `produce` request with acks 0, one `sendall` each: no producer batching, no
   replies to read. It measures the path the Producer cannot shorten (two process wake-ups and

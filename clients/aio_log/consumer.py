@@ -422,7 +422,7 @@ class AIOKafkaConsumer:
                     await asyncio.sleep(0.2)
                     continue
                 if fut is None:
-                    if session.raw_bytes >= session.prefetch_limit:
+                    if session.held_bytes >= session.prefetch_limit:
                         await asyncio.sleep(0.01)
                         continue
                     self._changed.clear()

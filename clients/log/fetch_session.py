@@ -109,10 +109,12 @@ class FetchSession:
         self.parts: dict = {}       # key (the adapter's (topic, partition)) -> PartitionFetch
         self.in_flight = 0          # fetch requests sent and not answered
         self.dirty = False          # positions moved under a fetch in flight: fetch again now
-        self.raw_bytes = 0          # undecoded bytes held
+        # Fetched bytes held: undecoded, or decoded into records not all handed out yet (a
+        # result's bytes count until its last chunk is taken), bounded by prefetch_limit.
+        self.held_bytes = 0
         # Fetched, undecoded: (part, records bytes | FetchEvent | None for an EOF check, offset, epoch).
         self._raw = collections.deque()
-        # Decoded: [part, records list | FetchEvent, next index, epoch].
+        # Decoded: [part, records list | FetchEvent, next index, epoch, bytes it releases when gone].
         self._chunks = collections.deque()
 
     # ---- the assignment and positions --------------------------------------------------------
@@ -127,7 +129,7 @@ class FetchSession:
         if not parts:
             self._raw.clear()
             self._chunks.clear()
-            self.raw_bytes = 0
+            self.held_bytes = 0
         self.dirty = True
 
     def add(self, key, part: PartitionFetch) -> None:
@@ -182,7 +184,7 @@ class FetchSession:
     def should_fetch(self) -> bool:
         """Whether to send a fetch now: none in flight (or positions moved under the one in
         flight), and less than the prefetch limit held."""
-        return (self.in_flight == 0 or (self.dirty and self.in_flight < 2)) and self.raw_bytes < self.prefetch_limit
+        return (self.in_flight == 0 or (self.dirty and self.in_flight < 2)) and self.held_bytes < self.prefetch_limit
 
     def fetch_request(self):
         """`(args, token)` for one `fetch` request covering every partition that can fetch, or
@@ -243,7 +245,7 @@ class FetchSession:
                     # step over it by).
                     if pos:
                         raw.append((part, records[:pos], offset, epoch))
-                        self.raw_bytes += pos
+                        self.held_bytes += pos
                     raw.append((part, FetchEvent(CORRUPT, part.topic, part.partition, end,
                                                  f"corrupt record batch at offset {end}: {exc}"), end, epoch))
                     part.fetch_offset = end
@@ -251,14 +253,14 @@ class FetchSession:
                 if end > offset:
                     part.fetch_offset = end
                     raw.append((part, records, offset, epoch))
-                    self.raw_bytes += n
+                    self.held_bytes += n
                     part.eof_sent = False
                     got = True
                     continue
             if self.partition_eof and not part.eof_sent and offset >= hw:
                 part.eof_sent = True
                 raw.append((part, None, offset, epoch))
-        prefetch = self.in_flight == 0 and self.raw_bytes < self.prefetch_limit and (got or self.dirty)
+        prefetch = self.in_flight == 0 and self.held_bytes < self.prefetch_limit and (got or self.dirty)
         return errors, prefetch
 
     # ---- handing out records ------------------------------------------------------------------
@@ -292,9 +294,10 @@ class FetchSession:
                         return None
                     continue
                 chunk = chunks[0]
-                part, items, i, epoch = chunk
+                part, items, i, epoch, nbytes = chunk
                 if part.epoch != epoch or part.paused:
                     chunks.popleft()
+                    self.held_bytes -= nbytes
                     continue
                 if only is not None and (part.topic, part.partition) not in only:
                     if skipped is None:
@@ -306,8 +309,10 @@ class FetchSession:
                         if out:
                             return None
                         chunks.popleft()
+                        self.held_bytes -= nbytes
                         return items
                     chunks.popleft()
+                    self.held_bytes -= nbytes
                     out.append(self.builder.event(items))
                     want -= 1
                     continue
@@ -316,6 +321,7 @@ class FetchSession:
                 if j >= n:
                     j = n
                     chunks.popleft()
+                    self.held_bytes -= nbytes
                 else:
                     chunk[2] = j
                 if grouped:
@@ -341,7 +347,7 @@ class FetchSession:
                     self._chunks.append([part, FetchEvent(
                         PARTITION_EOF, part.topic, part.partition, part.hw,
                         f"Fetch from broker 0 reached end of partition at offset {part.hw} "
-                        f"(HighwaterMark {part.hw})"), 0, epoch])
+                        f"(HighwaterMark {part.hw})"), 0, epoch, 0])
                     return True
                 continue
             if records.__class__ is FetchEvent:  # a header too broken to step over
@@ -349,11 +355,13 @@ class FetchSession:
                     self._stop_at(part, records, [])
                     return True
                 continue
-            self.raw_bytes -= len(records)
             if part.epoch != epoch:
+                self.held_bytes -= len(records)
                 continue
             if self._decode_result(part, records, offset, epoch):
+                self._chunks[-1][4] += len(records)  # released once the result is all handed out
                 return True
+            self.held_bytes -= len(records)
         return False
 
     def _decode_result(self, part, records, offset, epoch) -> bool:
@@ -393,9 +401,9 @@ class FetchSession:
                         return True
                     # Skip exactly this batch, reported in its place in the stream.
                     if got:
-                        chunks.append([part, got, 0, epoch])
+                        chunks.append([part, got, 0, epoch, 0])
                         got = []
-                    chunks.append([part, event, 0, epoch])
+                    chunks.append([part, event, 0, epoch, 0])
                     expected = h.next_offset
                     continue
                 got += recs
@@ -404,7 +412,7 @@ class FetchSession:
             if gc_was_on:
                 _gc_enable()
         if got:
-            chunks.append([part, got, 0, epoch])
+            chunks.append([part, got, 0, epoch, 0])
         return len(chunks) > before
 
     def _stop_at(self, part, event: FetchEvent, got: list) -> None:
@@ -414,5 +422,5 @@ class FetchSession:
         part.failed = True
         part.fetch_offset = event.offset
         if got:
-            self._chunks.append([part, got, 0, part.epoch])
-        self._chunks.append([part, event, 0, part.epoch])
+            self._chunks.append([part, got, 0, part.epoch, 0])
+        self._chunks.append([part, event, 0, part.epoch, 0])

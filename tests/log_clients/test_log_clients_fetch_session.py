@@ -92,7 +92,7 @@ def test_a_large_reply_asks_for_the_next_fetch_before_decoding():
     s, part = session()
     _, token = fetch(s)
     _, prefetch = s.accept(token, reply(batch(0, 2000, tag=b"x" * 40), hw=2000))
-    assert prefetch and s.raw_bytes > 64 * 1024
+    assert prefetch and s.held_bytes > 64 * 1024
     assert fetch(s)[0]["partitions"] == [["t", 0, 2000, 1048576]]
 
 
@@ -288,3 +288,25 @@ def test_events_are_built_by_the_builder():
     msg = MessageBuilder().event(FetchEvent(PARTITION_EOF, "t", 2, 7, "end"))
     assert msg.error().code() == KafkaError._PARTITION_EOF and (msg.topic(), msg.partition(), msg.offset()) == (
         "t", 2, 7)
+
+
+def test_fetched_bytes_count_against_the_prefetch_limit_until_their_records_are_handed_out():
+    s, part = session(_RecordBuilder(), prefetch_limit=1000)
+    other = PartitionFetch("t", 1)
+    s.add(("t", 1), other)
+    s.seek(other, 0)
+    _, token = fetch(s)
+    data = batch(0, 100)
+    s.accept(token, {"results": [["t", 0, None, 100, 0, data], ["t", 1, None, 100, 0, data]]})
+    assert s.held_bytes == 2 * len(data) > s.prefetch_limit and not s.should_fetch()
+    got = []
+    s.take(100, got, only={("t", 1)})  # decodes both; t-0's records stay, so do their bytes
+    assert len(got) == 100 and s.held_bytes == len(data) and not s.should_fetch()
+    s.take(50, got)
+    assert s.held_bytes == len(data)  # half of t-0's records are still held
+    s.take(50, got)
+    assert s.held_bytes == 0 and s.should_fetch()
+    _, token = fetch(s)
+    s.accept(token, {"results": [["t", 0, None, 200, 0, batch(100, 100)]]})
+    s.seek(part, 0)  # dropped records release their bytes when the session meets them
+    assert s.take(10, []) is None and s.held_bytes == 0
