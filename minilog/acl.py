@@ -173,8 +173,15 @@ class GuardedLog:
                 allowed.append(name)
         if allowed:
             out.update(self.core.describe_topics(allowed, False))
-        if creatable:
-            out.update(self.core.describe_topics(creatable, True))
+        created = self.core.describe_topics(creatable, True) if creatable else {}
+        if type(created) is not dict:   # auto-creations under way (LogBroker.describe_topics)
+            return self._described_when_created(names, out, created)
+        out.update(created)
+        return {name: out[name] for name in names if name in out}
+
+    @staticmethod
+    async def _described_when_created(names, out, created) -> dict:
+        out.update(await created)
         return {name: out[name] for name in names if name in out}
 
     # ---- produce and fetch ---------------------------------------------------------------

@@ -259,19 +259,43 @@ class LogBroker:
             return self._done()
         return self._start_build(self.topics.reserve_partitions(name, count))
 
-    def describe_topics(self, names: list[str] | None, allow_auto_create: bool = False) -> dict:
-        """{name: {partitions, config, error}} for `names` (None: every topic but internal ones)."""
+    def describe_topics(self, names: list[str] | None, allow_auto_create: bool = False):
+        """{name: {partitions, config, error}} for `names` (None: every topic but internal ones).
+
+        With `allow_auto_create` (and auto-creation on), a named topic that does not exist is
+        created as CreateTopics creates one: claimed now, its files made on the creation thread
+        (`create_topic_off_loop`). Then the answer is an awaitable of the map, done once those
+        topics exist, so a client gets their partitions in its first answer.
+        """
         if names is None:
             names = self.topics.names()
+        failed, builds = {}, []
+        if allow_auto_create and self.auto_create_topics:
+            for name in names:
+                if not self.topics.exists(name):
+                    try:
+                        builds.append((name, self.create_topic_off_loop(name)))
+                    except BrokerError as exc:
+                        failed[name] = exc
+        if builds:
+            return self._describe_when_created(names, builds, failed)
+        return self._describe(names, failed)
+
+    async def _describe_when_created(self, names, builds, failed) -> dict:
+        for name, created in builds:
+            try:
+                await asyncio.shield(created)
+            except BrokerError as exc:
+                failed[name] = exc
+        return self._describe(names, failed)
+
+    def _describe(self, names, failed: dict) -> dict:
         out = {}
         for name in names:
-            if not self.topics.exists(name) and allow_auto_create and self.auto_create_topics:
-                try:
-                    self.topics.create(name, None, {})
-                except BrokerError as exc:
-                    out[name] = {"partitions": [], "config": {}, "error": [exc.code, exc.message]}
-                    continue
-            if self.topics.exists(name):
+            exc = failed.get(name)
+            if exc is not None:
+                out[name] = {"partitions": [], "config": {}, "error": [exc.code, exc.message]}
+            elif self.topics.exists(name):
                 out[name] = self.topics.describe(name)
             else:
                 out[name] = {"partitions": [], "config": {},

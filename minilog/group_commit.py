@@ -15,8 +15,9 @@ offset and the file descriptors to sync; in the thread, only `FlushPlan.sync()` 
 runs; back on the loop, `plog.complete_flush(end)` advances the log's flushed offset, which
 the recovery-point checkpoint is written from.
 
-The flushes the storage engine's own policy makes due (flush.messages, flush.ms) come here
-too: the core (`minilog/broker.py`) sets each log's `flush_requester` to `request_flush`, which joins the log to
+The flushes the storage engine's own policy makes due (flush.messages, flush.ms, and every
+`drop_behind_bytes` appended, whose plans also drop older pages from the page cache after the
+fsync: `FlushPlan.sync`) come here too: the core (`minilog/broker.py`) sets each log's `flush_requester` to `request_flush`, which joins the log to
 the next round without a waiter, so a produce or a storage tick never blocks the loop on an
 fsync.
 """

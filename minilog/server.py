@@ -295,7 +295,17 @@ class MinilogServer(BrokerServer):
         for name in names or ():
             if not isinstance(name, str):
                 raise BrokerError(ErrorCode.BAD_REQUEST, f"topic names must be strings, got {name!r}")
-        return {"topics": self.core(conn).describe_topics(names, auto_create)}
+        described = self.core(conn).describe_topics(names, auto_create)
+        if type(described) is dict:
+            return {"topics": described}
+        # Topics being auto-created: answered once they exist, and this connection's later
+        # requests wait for that answer, as behind create_topics.
+        conn.answer_before_later(conn.request_id, self._metadata_when_created(described))
+        return DEFERRED
+
+    @staticmethod
+    async def _metadata_when_created(described):
+        return {"topics": await described}
 
     # ---- produce -----------------------------------------------------------------------
     @op("produce")

@@ -38,7 +38,7 @@ from minilog.storage import FileSlice
 from .codec import (KafkaDecodeError, KafkaFrameSplitter, encode_response, parse_request,
                     unsupported_api_versions_reply)
 from .handlers import NO_RESPONSE
-from .messages import API_VERSIONS, PRODUCE, SASL_AUTHENTICATE, SASL_HANDSHAKE
+from .messages import API_VERSIONS, CREATE_PARTITIONS, CREATE_TOPICS, METADATA, PRODUCE, SASL_AUTHENTICATE, SASL_HANDSHAKE
 
 log = logging.getLogger("minilog.kafka")
 
@@ -48,6 +48,10 @@ _RECEIVE_BUFFER = memoryview(bytearray(256 * 1024))
 _DIRECT_MIN = 64 * 1024
 
 _BEFORE_AUTH = frozenset({API_VERSIONS.key, SASL_HANDSHAKE.key, SASL_AUTHENTICATE.key})
+# Requests whose answer waits for topics being made (CreateTopics, CreatePartitions, a Metadata
+# that auto-creates): Kafka handles one connection's requests one at a time, so a request
+# pipelined behind one of them must see the topics. The frames that arrive meanwhile wait.
+_ANSWERED_BEFORE_LATER = frozenset({CREATE_TOPICS.key, CREATE_PARTITIONS.key, METADATA.key})
 
 
 class _Slot:
@@ -73,6 +77,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self._splitter = KafkaFrameSplitter(max_frame)
         self._into_frame = False   # the last get_buffer gave the frame being filled
         self._slots: collections.deque[_Slot] = collections.deque()
+        self._held: list | None = None    # frames waiting for an earlier request's answer
+        self._writing_paused = False
         self._tasks: set[asyncio.Task] = set()
         self._loop = asyncio.get_event_loop()
 
@@ -98,6 +104,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 self._fatal(str(exc))
                 return
         for frame in frames:
+            if self._held is not None:
+                self._held.append(frame)   # lent by the splitter until recycled: no copy needed
+                continue
             self._handle(frame)
             if self.closed:
                 return
@@ -111,11 +120,13 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.server.untrack(self)
 
     def pause_writing(self):
+        self._writing_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self):
-        if self.transport is not None and not self.closed:
+        self._writing_paused = False
+        if self.transport is not None and not self.closed and self._held is None:
             self.transport.resume_reading()
 
     # ---- requests ---------------------------------------------------------------------
@@ -158,6 +169,26 @@ class KafkaConnection(asyncio.BufferedProtocol):
             task = self._loop.create_task(self._finish(req, slot, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            if req.api_key in _ANSWERED_BEFORE_LATER:
+                self._held = []
+                self.transport.pause_reading()
+                task.add_done_callback(self._release)
+
+    def _release(self, _task) -> None:
+        """The held request is answered: run the frames that waited for it, in order."""
+        held, self._held = self._held or [], None
+        for i, frame in enumerate(held):
+            if self.closed:
+                return
+            if self._held is not None:   # one of them holds again: the rest wait for it
+                self._held.extend(held[i:])
+                break
+            self._handle(frame)
+        if self.closed:
+            return
+        self._drain()
+        if self._held is None and not self._writing_paused:
+            self.transport.resume_reading()
 
     async def _finish(self, req, slot: _Slot, awaitable) -> None:
         try:

@@ -279,6 +279,14 @@ class KafkaApis:
                 topics.append({"error_code": E.INVALID_TOPIC_EXCEPTION, "name": name, "partitions": []})
                 log.debug("metadata: %s", exc)
         described = self.server.core(conn).describe_topics(None if names is None else valid, allow)
+        if type(described) is not dict:   # topics being auto-created: answered once they exist
+            return self._metadata_when_created(conn, topics, described)
+        return self._metadata_body(conn, topics, described)
+
+    async def _metadata_when_created(self, conn, topics, described) -> dict:
+        return self._metadata_body(conn, topics, await described)
+
+    def _metadata_body(self, conn, topics, described) -> dict:
         for name, info in described.items():
             topics.append({"error_code": _code(info["error"]), "name": name, "is_internal": False,
                            "partitions": self._partition_rows(info["partitions"])})

@@ -126,3 +126,19 @@ def test_log_manager_gives_drop_behind_to_open_and_new_logs(tmp_path):
         assert first.drop_behind_bytes == 4 * MiB and logs.create_log("b", 0).drop_behind_bytes == 4 * MiB
         logs.set_drop_behind(None)
         assert first.drop_behind_bytes is None
+
+
+def test_a_drop_the_kernel_refuses_does_not_fail_the_flush(tmp_path):
+    """Dropping pages is advice: once the fsync succeeded the flush succeeded, whatever the
+    advice call says (here ESPIPE, from a pipe)."""
+    from minilog.storage.log import FlushPlan
+    read_end, write_end = os.pipe()
+    try:
+        with PartitionLog.open(str(tmp_path / "t-0"), LogConfig()) as log:
+            log.append(batch_of([b"kept"]))
+            plan = log.prepare_flush()
+            FlushPlan(plan.end_offset, plan.files, [(read_end, 0, 1 << 20)]).sync()
+            assert log.complete_flush(plan.end_offset) == 1
+    finally:
+        os.close(read_end)
+        os.close(write_end)
