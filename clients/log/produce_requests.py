@@ -33,21 +33,24 @@ them without a server.
 - `expire(now)`: with a `delivery_timeout`, fails queued batches closed longer ago than that
   and requests unanswered for that long; returns their outcomes and the tokens of the expired
   requests (whose late replies the caller must drop).
-- `purge()`: fails every queued batch.
+- `purge()`: fails every queued batch; `purge_in_flight()` every unanswered one, and names
+  those requests so their replies are dropped (confluent-kafka's `purge(in_flight=True)`).
 
 An outcome is a tuple `(batch, base_offset, error)`: `base_offset` is the offset of the
 batch's first record (-1 when unknown), `error` None or a wire error pair `(code, message)` --
 the server's codes (`clients/protocol/errors.ErrorCode`) or this module's local ones
-(`CONNECTION_CLOSED`, `DELIVERY_TIMED_OUT`, `PURGED`) -- which each producer turns into its
+(`CONNECTION_CLOSED`, `DELIVERY_TIMED_OUT`, `PURGED`, `PURGED_IN_FLIGHT`) -- which each producer turns into its
 library's error type. Whether an error is worth retrying is the error type's business
 (`KafkaError.retriable()`); this core retries only what a lost connection left unanswered.
 """
 
-__all__ = ["ProduceRequest", "ProduceRequests", "CONNECTION_CLOSED", "DELIVERY_TIMED_OUT", "PURGED"]
+__all__ = ["ProduceRequest", "ProduceRequests", "CONNECTION_CLOSED", "DELIVERY_TIMED_OUT", "PURGED",
+           "PURGED_IN_FLIGHT"]
 
 CONNECTION_CLOSED = "CONNECTION_CLOSED"    # the connection broke before the reply came
 DELIVERY_TIMED_OUT = "DELIVERY_TIMED_OUT"  # not delivered within the delivery timeout
 PURGED = "PURGED"                          # dropped from the queue by purge()
+PURGED_IN_FLIGHT = "PURGED_IN_FLIGHT"      # given up while in flight, by purge_in_flight()
 _NO_RESULT = "INTERNAL_ERROR"              # a reply with no (or a malformed) result for a batch
 
 
@@ -204,6 +207,17 @@ class ProduceRequests:
         """Drop every queued batch (not those in flight): their outcomes, each failed with PURGED."""
         ready, self.ready = self.ready, []
         return [(item[3], -1, (PURGED, "purged from the send queue")) for item in ready]
+
+    def purge_in_flight(self) -> tuple[list, list]:
+        """Give up every unanswered request: (their batches' outcomes, failed with
+        PURGED_IN_FLIGHT, and the requests' tokens, whose replies the caller must drop)."""
+        outcomes, tokens = [], []
+        for request in self._requests:
+            tokens.append(request.token)
+            outcomes.extend((item[3], -1, (PURGED_IN_FLIGHT, "purged while in flight")) for item in request.items)
+        self._requests.clear()
+        self.in_flight = 0
+        return outcomes, tokens
 
     def __len__(self) -> int:
         """Batches queued or in flight."""

@@ -36,7 +36,7 @@ from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, 
 from .errors import ConfigError, KafkaError, KafkaException, error_from_wire, exception_from
 from .message import make_message
 from .partitioner import KeyPartitioner
-from .produce_requests import CONNECTION_CLOSED, DELIVERY_TIMED_OUT, PURGED, ProduceRequests
+from .produce_requests import CONNECTION_CLOSED, DELIVERY_TIMED_OUT, PURGED, PURGED_IN_FLIGHT, ProduceRequests
 
 log = logging.getLogger("clients.log")
 
@@ -77,6 +77,7 @@ def _as_bytes(x, what: str):
 _LOCAL_ERRORS = {
     DELIVERY_TIMED_OUT: (KafkaError._MSG_TIMED_OUT, "Local: Message timed out"),
     PURGED: (KafkaError._PURGE_QUEUE, "Local: Purged in queue"),
+    PURGED_IN_FLIGHT: (KafkaError._PURGE_INFLIGHT, "Local: Purged in flight"),
     CONNECTION_CLOSED: (KafkaError._TRANSPORT, "Local: Broker transport failure"),
 }
 
@@ -567,7 +568,16 @@ class Producer:
                 time.sleep(0.01)  # batches wait for a connection (or for their reports)
 
     def purge(self, in_queue=True, in_flight=True, blocking=True) -> None:
-        """Drop records not yet sent; their delivery reports carry _PURGE_QUEUE."""
+        """Drop records not yet delivered, as confluent-kafka does: those not sent yet
+        (`in_queue`: reports carry _PURGE_QUEUE) and those sent and unanswered (`in_flight`:
+        _PURGE_INFLIGHT; a reply that still comes is dropped, so whether the server stored them
+        is unknown). The reports are served by the next poll() or flush()."""
+        if in_flight:
+            outcomes, rids = self._requests.purge_in_flight()
+            if rids and self._conn is not None:
+                for rid in rids:
+                    self._conn.callbacks.pop(rid, None)
+            self._settle(outcomes)
         if in_queue:
             self._close_all()
             self._settle(self._requests.purge())

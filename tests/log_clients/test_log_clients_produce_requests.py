@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from clients.aio_log.errors import KafkaTimeoutError
 from clients.aio_log.producer import AIOKafkaProducer
 from clients.log import AdminClient, KafkaError, NewTopic, Producer
-from clients.log.produce_requests import (CONNECTION_CLOSED, DELIVERY_TIMED_OUT, PURGED, ProduceRequest,
-                                          ProduceRequests)
+from clients.log.produce_requests import (CONNECTION_CLOSED, DELIVERY_TIMED_OUT, PURGED, PURGED_IN_FLIGHT,
+                                          ProduceRequest, ProduceRequests)
 from harness import wait_until
 
 
@@ -188,6 +188,21 @@ def test_purge_fails_what_is_queued_not_what_is_in_flight():
     assert len(core) == 1 and core.in_flight == 1
 
 
+def test_purging_in_flight_fails_unanswered_batches_names_their_requests_and_drops_late_replies():
+    core = _core()
+    core.add("t", 0, b"x", "a", 0.0)
+    core.add("t", 1, b"x", "b", 0.0)
+    request = core.next_request()
+    core.sent(request, 0.0, 9)
+    core.add("t", 0, b"x", "queued", 0.0)
+    outcomes, tokens = core.purge_in_flight()
+    assert tokens == [9] and core.in_flight == 0
+    assert outcomes == [("a", -1, (PURGED_IN_FLIGHT, "purged while in flight")),
+                        ("b", -1, (PURGED_IN_FLIGHT, "purged while in flight"))]
+    assert core.completed(request, {"results": [["t", 0, 0, None], ["t", 1, 0, None]]}) == []
+    assert [i[3] for i in core.ready] == ["queued"] and len(core) == 1
+
+
 def test_bad_acks_are_refused():
     with pytest.raises(ValueError):
         ProduceRequests(2, 1000, 1000, 1)
@@ -332,3 +347,36 @@ async def test_an_asyncio_send_unanswered_for_twice_request_timeout_fails_with_k
             fut.result()
     finally:
         await producer.stop()
+
+
+def test_purge_reports_queued_and_in_flight_records_with_their_own_errors(spawn_server, tmp_path):
+    """confluent-kafka's purge(): with the server stopped (SIGSTOP), one batch is in flight and
+    one waits in the send queue behind max.in.flight 1; purge() reports _PURGE_INFLIGHT for the
+    first and _PURGE_QUEUE for the second, and the stopped request's reply, once the server
+    runs again, reports nothing twice."""
+    server = spawn_server("minilog", data_dir=tmp_path / "purge")
+    bs = f"127.0.0.1:{server.port}"
+    admin = AdminClient({"bootstrap.servers": bs})
+    admin.create_topics([NewTopic("purged", 2)])["purged"].result(10)
+    admin.close()
+    reports = []
+    p = Producer({"bootstrap.servers": bs, "linger.ms": 1, "max.in.flight.requests.per.connection": 1,
+                  "on_delivery": lambda err, msg: reports.append((err and err.code(), msg.value()))})
+    p.produce("purged", b"warm-up", partition=0)
+    assert p.flush(10) == 0 and reports == [(None, b"warm-up")]
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        p.produce("purged", b"in-flight", partition=0)
+        wait_until(lambda: p.poll(0) >= 0 and p._requests.in_flight == 1, timeout=10)
+        p.produce("purged", b"queued", partition=1)
+        wait_until(lambda: p.poll(0) >= 0 and len(p._requests.ready) == 1, timeout=10)
+        p.purge()
+        assert p.poll(0) == 2 and len(p) == 0
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert sorted(reports[1:]) == sorted([(KafkaError._PURGE_INFLIGHT, b"in-flight"),
+                                          (KafkaError._PURGE_QUEUE, b"queued")])
+    p.produce("purged", b"after", partition=0)
+    assert p.flush(10) == 0 and reports[-1] == (None, b"after") and len(reports) == 4
+    assert len(p) == 0
+    p.close()
