@@ -45,6 +45,8 @@ _MIN_LENGTH = HEADER_SIZE - LOG_OVERHEAD + 1
 
 # Bytes read at a time when scanning headers or validating a whole segment.
 _SCAN_CHUNK = 64 * 1024
+# How far past a read of dropped bytes the kernel is asked to read them back (LogSegment._slice).
+DROPPED_READ_AHEAD = 16 * 1024 * 1024
 # Batches appended most recently, remembered by base offset (LogSegment._recent): a consumer
 # keeping up with a live partition fetches from a batch boundary a few batches behind the end,
 # which the offset index (an entry per index.interval.bytes) would leave to a scan of up to
@@ -489,7 +491,7 @@ class LogSegment:
                 size = min(size, max(after[0], start + first.size))
         limit = start + max_bytes
         if limit >= size:
-            return FileSlice(self._fd, start, size - start)
+            return self._slice(start, size - start)
         end = start + first.size
         if end < limit:
             # Jump close to the limit through the index, then walk the last few headers.
@@ -504,7 +506,19 @@ class LogSegment:
                 if pos + h.size > limit:
                     break
                 end = pos + h.size
-        return FileSlice(self._fd, start, end - start)
+        return self._slice(start, end - start)
+
+    def _slice(self, start: int, length: int) -> FileSlice:
+        if start < self.dropped_to:
+            # These bytes left the page cache (drop-behind, log.FlushPlan): a reader this far
+            # behind reads on, so ask the kernel for them and what follows in one go. The reads
+            # it starts run while this slice is sent, instead of one readahead window at a time.
+            try:
+                os.posix_fadvise(self._fd, start, min(self.dropped_to, start + length + DROPPED_READ_AHEAD) - start,
+                                 os.POSIX_FADV_WILLNEED)
+            except OSError:   # advice only
+                pass
+        return FileSlice(self._fd, start, length)
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """Offset of the first record whose timestamp is >= ``timestamp``, or None."""

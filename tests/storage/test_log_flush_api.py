@@ -142,3 +142,22 @@ def test_a_drop_the_kernel_refuses_does_not_fail_the_flush(tmp_path):
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_read_of_dropped_bytes_has_the_kernel_read_what_follows_back_in(tmp_path):
+    """A reader behind the window reads on: its first read of dropped bytes asks the kernel for
+    the next ones too (LogSegment._slice, POSIX_FADV_WILLNEED), so they arrive without waiting
+    for each fetch."""
+    from harness import resident_pages, wait_until
+    page = os.sysconf("SC_PAGE_SIZE")
+    values = [bytes([i]) * (256 * 1024) for i in range(24)]
+    with PartitionLog.open(str(tmp_path / "t-0"), LogConfig()) as log:
+        log.drop_behind_bytes = MiB
+        for v in values:
+            log.append(batch_of([v]))
+        path = log.active_segment.log_path
+        ahead = slice(2 * MiB // page, 4 * MiB // page)
+        assert not any(resident_pages(path)[ahead])
+        log.read(0, 1024)            # the first batch alone; nothing read past it
+        wait_until(lambda: all(resident_pages(path)[ahead]), 10)
+        assert _values_back(log) == values
