@@ -18,6 +18,8 @@ import mmap
 import os
 import struct
 
+_PAGE = mmap.PAGESIZE
+
 
 class CorruptIndexError(Exception):
     """An index file cannot be trusted; the caller rebuilds it from the log."""
@@ -48,6 +50,7 @@ class IndexFile:
             # sparse file cost milliseconds each under memory pressure and made creating the
             # 500th topic five times slower than the first.
             self.entries = self._count_entries() if size else 0
+            self._given = self._pages_in_use()
         except BaseException:
             self._unmap()
             os.close(self._fd)
@@ -107,11 +110,36 @@ class IndexFile:
     def is_full(self) -> bool:
         return self.entries >= self._slots
 
+    def _pages_in_use(self) -> int:
+        """Where the pages holding entries end: the file's pages from here on were never written."""
+        return -(-self.entries * self._esize // _PAGE) * _PAGE
+
     def _append_raw(self, *fields) -> None:
         if self.entries >= self._slots:
             raise IndexFullError(f"{self.path}: index full at {self.entries} entries")
-        self.ENTRY.pack_into(self._mm, self.entries * self._esize, *fields)
+        at = self.entries * self._esize
+        if at + self._esize + _PAGE > self._given:
+            self._give_pages(at + self._esize + _PAGE)
+        self.ENTRY.pack_into(self._mm, at, *fields)
         self.entries += 1
+
+    def _give_pages(self, end: int) -> None:
+        """Write a zero (the byte already there) at the start of each page up to `end` that no
+        entry has reached yet, with pwrite, one page ahead of the entries.
+
+        The first store through the map into a page of the sparse file that the file does not
+        have yet is a write fault that cost 3-39 ms while other work kept this machine's disk
+        busy (once per file, at whichever page the map allocates first); the segment's first
+        index entries paid it inside an append on the event loop, stalling every client. A
+        page that write() gave the file takes the store in microseconds, and the pwrite costs
+        a few. Only bytes no entry holds are written, before the entry that follows them."""
+        if not self._writable:
+            return   # a trimmed file: its pages all hold entries
+        given, limit = self._given, min(end, self._max_bytes)
+        while given < limit:
+            os.pwrite(self._fd, b"\0", given)
+            given += _PAGE
+        self._given = given
 
     def entry(self, i: int) -> tuple:
         return self.ENTRY.unpack_from(self._mm, i * self._esize)
@@ -131,6 +159,7 @@ class IndexFile:
         if os.fstat(self._fd).st_size < self._max_bytes:
             os.ftruncate(self._fd, self._max_bytes)
         self._writable = True
+        self._given = self._pages_in_use()
         self._map()
 
     def reset(self) -> None:
@@ -140,6 +169,7 @@ class IndexFile:
         os.ftruncate(self._fd, max(self._max_bytes, self._esize))
         self._writable = True
         self.entries = 0
+        self._given = 0
         self._map()
         self._after_reset()
 

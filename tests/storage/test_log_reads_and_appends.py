@@ -1,3 +1,4 @@
+import mmap
 import os
 
 import pytest
@@ -192,3 +193,34 @@ def test_reads_at_recently_appended_batches_find_what_a_scan_of_the_file_finds(t
         assert all(not s._recent for s in reopened.segments)
         assert [(s.position, s.length, s.read()) for s in (reopened.read(o, 200) for o in range(end))] == seen_live
     assert all(decode_batches(data)[0][0] <= o < decode_batches(data)[-1][0] + 1 for o, (_, _, data) in enumerate(seen_live))
+
+
+def test_index_pages_reach_the_file_through_write_one_page_ahead_of_the_entries(tmp_path):
+    """`IndexFile._give_pages`: each page of an index file is given to the file by a pwrite
+    before the first entry is stored into it through the map (a first store that allocates a
+    page of a sparse file took milliseconds on the event loop); the zeros written change no
+    entry, so the log reads back the same after a reopen."""
+    d = str(tmp_path / "t-0")
+    config = LogConfig(index_interval_bytes=64)
+    page_blocks = mmap.PAGESIZE // 512
+
+    def blocks(index):
+        return os.stat(index.path).st_blocks
+
+    with PartitionLog.open(d, config) as log:
+        index = log.active_segment.index
+        assert index.entries == 0 and blocks(index) == 0   # a fresh file is all holes
+        values = []
+        while index.entries < 1:
+            values.append(b"%d" % len(values) + b"x" * 80)
+            log.append(batch_of([values[-1]]))
+        assert blocks(index) >= 2 * page_blocks   # the entry's page and the next one
+        per_page = mmap.PAGESIZE // 8
+        while index.entries <= per_page:   # the first entry on the second page
+            values.append(b"%d" % len(values) + b"x" * 80)
+            log.append(batch_of([values[-1]]))
+        assert blocks(index) >= 3 * page_blocks
+        log.flush()
+    with PartitionLog.open(d, config) as log:
+        assert log.active_segment.index.entries == per_page + 1
+        assert [r[3] for r in decode_batches(log.read_bytes(0, 10**7))] == values
