@@ -670,6 +670,13 @@ class Consumer:
             _gc_disable()
         try:
             while True:
+                if out and self._group is not None and self._group.has_news():
+                    # What `out` holds was taken while its partitions were this member's; a
+                    # rebalance acted on now could revoke them (and commit past them in
+                    # on_revoke) before the application has seen them. Hand them out first:
+                    # the next call acts on the group, as librdkafka serves a rebalance
+                    # between batches.
+                    return out
                 self._maintain()
                 self._take(num_messages - len(out), out)
                 if len(out) >= num_messages:

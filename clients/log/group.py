@@ -77,6 +77,13 @@ class GroupMembership(GroupMember):
             return self._retry_at
         return float("inf")
 
+    def has_news(self) -> bool:
+        """Whether maintain() has something to act on that may take partitions away: a verdict
+        of the heartbeat thread, a join or sync reply, or the subscription's topic check."""
+        return (self._hb_verdict is not None or self._reply is not None
+                or (self.state == STABLE and self.consumer._watch_topics
+                    and time.monotonic() >= self._next_topic_check))
+
     def maintain(self) -> None:
         now = time.monotonic()
         c = self.consumer

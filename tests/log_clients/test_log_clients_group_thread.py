@@ -7,6 +7,7 @@ so its commit afterwards succeeds and its partitions stay its own. Only
 its next poll reports `_MAX_POLL_EXCEEDED` and hands out nothing it held, and it rejoins.
 """
 
+import threading
 import time
 
 from log_client_helpers import drain
@@ -64,3 +65,49 @@ def test_past_max_poll_interval_the_member_leaves_and_hands_out_nothing_it_held(
     again = _first_record(c)
     assert c.memberid() not in (None, member)
     assert again.offset() in (0, first.offset() + 1)
+
+
+def test_a_rebalance_during_consume_hands_out_no_record_of_a_partition_it_took_away(producer, consumer, make_topic):
+    """consume(1000, 3) takes the prefetched records, then waits for more while a second member
+    joins. The records it holds were taken while all three partitions were its own: it hands
+    them out before acting on the rebalance, never after on_revoke took their partitions away."""
+    topic = make_topic(3)
+    p = producer()
+    for i in range(60):
+        p.produce(topic, b"%d" % i, partition=i % 3)
+    assert p.flush(10) == 0
+    owned, revokes = set(), []
+
+    def on_assign(consumer, parts):
+        owned.update(tp.partition for tp in parts)
+
+    def on_revoke(consumer, parts):
+        owned.difference_update(tp.partition for tp in parts)
+        revokes.append(parts)
+
+    a = consumer(**{"group.id": "mid-call", **FAST_GROUP})
+    a.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+    _first_record(a)
+    assert owned == {0, 1, 2}
+
+    stop = threading.Event()
+    b = consumer(**{"group.id": "mid-call", **FAST_GROUP})
+    b.subscribe([topic])
+
+    def poll_b():
+        while not stop.is_set():
+            b.poll(0.05)
+
+    thread = threading.Thread(target=poll_b, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (revokes and owned and len(owned) < 3):
+            assert time.monotonic() < deadline, "the second member's join never rebalanced the first"
+            for m in a.consume(1000, 3.0):
+                if m.error() is None:
+                    assert m.partition() in owned, \
+                        f"consume() returned partition {m.partition()} after it was revoked (owned {owned})"
+    finally:
+        stop.set()
+        thread.join(10)
