@@ -7,6 +7,7 @@ fresh data directory, through the real clients: `ServerThread` in-process, `Serv
 `python -m <name>` that a test may SIGTERM or SIGKILL. `wait_until(predicate, timeout)` waits
 for a condition with a deadline: no sleep-and-hope. `resident_pages(path)` says which pages of a
 file are in the page cache (the storage engine drops written pages behind the log end).
+`confirms_of(conn, count)` collects a raw msgpack connection's publisher confirms.
 """
 
 from brokertest.servers import (LISTENING, ROOT, ServerProcess, ServerThread,  # noqa: F401
@@ -43,3 +44,21 @@ def resident_pages(path: str) -> list[bool]:
             libc.munmap(ctypes.c_void_p(addr), size)
     finally:
         os.close(fd)
+
+
+def confirms_of(conn, count: int) -> dict:
+    """Read a raw connection's `confirm` pushes until `count` publishes are settled; returns
+    {sequence number: acked}, with `multiple` confirms spread over the numbers they cover."""
+    confirms = {}
+
+    def settled():
+        conn.read(0.05)
+        while conn.pushes:
+            push = conn.pushes.popleft()
+            if push.event == "confirm":
+                _, ack, seq, multiple = push.body
+                for s in (range(1, seq + 1) if multiple else [seq]):
+                    confirms.setdefault(s, ack)
+        return len(confirms) >= count
+    wait_until(settled, message=f"{count} confirms")
+    return confirms

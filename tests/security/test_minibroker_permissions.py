@@ -6,7 +6,7 @@ import pytest
 from clients import broker as pika
 from clients.protocol.errors import BrokerError, ErrorCode
 from clients.rpc import RpcConnection
-from harness import wait_until
+from harness import confirms_of
 from serverbase.users import UserStore
 
 
@@ -101,18 +101,7 @@ def test_a_partly_refused_batch_publishes_the_rest_and_nacks_the_refused(server)
         with pytest.raises(BrokerError) as info:
             conn.call("publish_batch", {"messages": batch})
         assert info.value.code == ErrorCode.NOT_AUTHORIZED and "2 of 4" in info.value.message
-        confirms = {}
-
-        def settled():
-            conn.read(0.05)
-            while conn.pushes:
-                push = conn.pushes.popleft()
-                if push.event == "confirm":
-                    ch, ack, seq, multiple = push.body
-                    for s in (range(1, seq + 1) if multiple else [seq]):
-                        confirms.setdefault(s, ack)
-            return len(confirms) >= 4
-        wait_until(settled, message="confirms of the batch")
+        confirms = confirms_of(conn, 4)
         assert confirms == {1: True, 2: False, 3: True, 4: False}
         bodies = [conn.call("get", {"queue": "alice-q", "no_ack": True}).get("body") for _ in range(2)]
         assert bodies == [b"1", b"3"]

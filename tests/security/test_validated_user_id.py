@@ -8,7 +8,7 @@ import pytest
 from clients import broker as pika_style
 from clients.protocol.errors import BrokerError, ErrorCode
 from clients.rpc import RpcConnection
-from harness import wait_until
+from harness import confirms_of
 from serverbase.users import UserStore
 
 ALL = {"configure": ".*", "write": ".*", "read": ".*"}
@@ -38,22 +38,6 @@ def drain(conn):
     while (got := conn.call("get", {"queue": "q", "no_ack": True})) is not None:
         bodies.append((got["body"], (got.get("properties") or {}).get("user_id")))
     return bodies
-
-
-def confirms_of(conn, count):
-    confirms = {}
-
-    def settled():
-        conn.read(0.05)
-        while conn.pushes:
-            push = conn.pushes.popleft()
-            if push.event == "confirm":
-                _, ack, seq, multiple = push.body
-                for s in (range(1, seq + 1) if multiple else [seq]):
-                    confirms.setdefault(s, ack)
-        return len(confirms) >= count
-    wait_until(settled, message=f"{count} confirms")
-    return confirms
 
 
 def test_msgpack_publish_refuses_another_users_id_and_nacks_it(server):
