@@ -34,6 +34,7 @@ from ..log.connection import parse_bootstrap
 from ..log.partitioner import KeyPartitioner
 from ..log.produce_requests import DELIVERY_TIMED_OUT, ProduceRequests
 from ..protocol.errors import BrokerError
+from ..rpc import ConnectionClosed
 from ..record_batch import BatchBuilder as RecordBatchBuilder
 from ..tls import aiokafka_tls
 from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, MessageSizeTooLargeError, \
@@ -41,6 +42,7 @@ from .errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, Message
 from .structs import RecordMetadata, TopicPartition
 
 _MAX_IN_FLIGHT = 64  # produce requests unanswered before send() waits for a reply
+_RECONNECT_BACKOFF = 0.1  # seconds between connection attempts (aiokafka's retry_backoff_ms)
 # A send loop gives the event loop a turn once this many request bytes were queued since the
 # last turn: often enough that requests leave while the loop goes on, rarely enough that they
 # leave in large writes (each write is a syscall that wakes the server: ~0.1-0.3 ms on a busy
@@ -251,14 +253,57 @@ class AIOKafkaProducer:
         self._pending: set = set()  # reply futures of the requests in flight
         self._sent_since_yield = 0  # request bytes queued since send() last gave the loop a turn
         self._closed = False
+        self._reconnecting = None  # the task that opens a new connection after one was lost
 
-    async def start(self):
+    async def _open(self) -> AsyncRpcConnection:
         try:
-            self._conn = await AsyncRpcConnection.connect(self._host, self._port, self._client_id,
-                                                          credentials=self._credentials, expect_server="minilog",
-                                                          ssl_context=self._ssl_context)
+            return await AsyncRpcConnection.connect(self._host, self._port, self._client_id,
+                                                    credentials=self._credentials, expect_server="minilog",
+                                                    ssl_context=self._ssl_context)
         except (OSError, BrokerError, asyncio.TimeoutError) as exc:
             raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
+
+    async def start(self):
+        self._conn = await self._open()
+
+    # ---- a lost connection ----------------------------------------------------------------
+    # As aiokafka's sender does, the producer outlives its connection: the batches it had not
+    # seen answered go again, first and in order (ProduceRequests.connection_lost), on a new
+    # connection opened in the background; batches that find none within the delivery timeout
+    # fail with KafkaTimeoutError (_expire). A retried batch may be written twice, as in Kafka
+    # without idempotence.
+    def _connection_lost(self) -> None:
+        self._requests.connection_lost()
+        if self._reconnecting is None:
+            self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
+        if self._expiry is None and len(self._requests):
+            self._schedule_expiry()
+
+    async def _reconnect(self) -> None:
+        try:
+            while True:
+                try:
+                    conn = await self._open()
+                    break
+                except KafkaConnectionError:
+                    await asyncio.sleep(_RECONNECT_BACKOFF)
+            old, self._conn = self._conn, conn
+            if old is not None:
+                await old.close()
+        finally:
+            self._reconnecting = None
+        self._send_ready()
+
+    async def _connected(self) -> AsyncRpcConnection:
+        """The connection, once there is one again (bounded by request_timeout_ms)."""
+        if self._conn.closed:
+            self._connection_lost()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reconnecting), self._request_timeout_ms / 1000.0)
+            except asyncio.TimeoutError:
+                raise KafkaTimeoutError(f"no connection to {self._host}:{self._port} within "
+                                        f"{self._request_timeout_ms} ms") from None
+        return self._conn
 
     async def stop(self):
         if self._closed:
@@ -271,6 +316,8 @@ class AIOKafkaProducer:
                 if self._expiry is not None:
                     self._expiry.cancel()
                     self._expiry = None
+                if self._reconnecting is not None:
+                    self._reconnecting.cancel()
                 await self._conn.close()
 
     async def __aenter__(self):
@@ -282,7 +329,7 @@ class AIOKafkaProducer:
 
     async def _call(self, op, args):
         try:
-            return await self._conn.call(op, args)
+            return await (await self._connected()).call(op, args)
         except BrokerError as exc:
             raise from_wire(exc.code, exc.message) from None
 
@@ -428,6 +475,10 @@ class AIOKafkaProducer:
         """Write the produce requests `ProduceRequests` makes of the queued batches."""
         requests = self._requests
         conn = self._conn
+        if conn.closed:
+            if len(requests):
+                self._connection_lost()
+            return
         loop = None
         while True:
             request = requests.next_request()
@@ -455,6 +506,12 @@ class AIOKafkaProducer:
         self._pending.discard(reply)
         if reply.cancelled():
             outcomes = self._requests.failed(request, (DELIVERY_TIMED_OUT, "produce request cancelled"))
+        elif isinstance(reply.exception(), ConnectionClosed):
+            # Every unanswered batch of the lost connection goes again on a new one. The first
+            # such reply re-queues them all; later ones (or any after a reconnect) add nothing.
+            if self._conn.closed:
+                self._connection_lost()
+            outcomes = []
         elif reply.exception() is not None:
             exc = reply.exception()
             outcomes = self._requests.failed(request, (getattr(exc, "code", "CONNECTION_CLOSED"),
@@ -506,6 +563,10 @@ class AIOKafkaProducer:
         while self._pending or self._requests.ready:
             if self._pending:
                 await asyncio.gather(*list(self._pending), return_exceptions=True)
+            elif self._reconnecting is not None:
+                # No connection: wait for the new one, looking again now and then, since the
+                # batches waiting for it may expire meanwhile.
+                await asyncio.wait({self._reconnecting}, timeout=_RECONNECT_BACKOFF)
             else:
                 self._send_ready()
             await asyncio.sleep(0)  # let the reply callbacks resolve the record futures

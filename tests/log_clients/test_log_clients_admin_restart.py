@@ -1,5 +1,6 @@
 """AdminClient create/delete/list and describe, and a server restart seen from the clients."""
 
+import asyncio
 import concurrent.futures
 
 import pytest
@@ -148,3 +149,35 @@ def test_group_consumer_survives_a_server_restart(spawn_server, tmp_path):
     assert sorted(int(m.value()) for m in first + rest) == list(range(30))
     c.close()
     p.close()
+
+
+def test_aiokafka_style_producer_reconnects_after_server_restart(spawn_server, tmp_path):
+    """As aiokafka's sender: the producer outlives its connection. A send made while the
+    server is down waits and is delivered once it is back; later sends go on the new
+    connection, and nothing reports an error."""
+    from clients.aio_log import AIOKafkaProducer
+
+    server = spawn_server("minilog", data_dir=tmp_path / "aio-restart-data")
+    bs = f"127.0.0.1:{server.port}"
+    AdminClient({"bootstrap.servers": bs}).create_topics([NewTopic("aio-again", 1)])["aio-again"].result(5)
+
+    async def run():
+        p = AIOKafkaProducer(bootstrap_servers=bs, request_timeout_ms=15000)
+        await p.start()
+        try:
+            assert (await p.send_and_wait("aio-again", b"before")).offset == 0
+            server.stop()
+            during = await p.send("aio-again", b"during")  # no server: it waits for one
+            await asyncio.to_thread(server.start, port=server.port)  # same port, same data
+            assert (await during).offset == 1
+            assert (await p.send_and_wait("aio-again", b"after")).offset == 2
+        finally:
+            await p.stop()
+
+    asyncio.run(run())
+    c = Consumer({"bootstrap.servers": bs, "group.id": "aio-again-check", "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe(["aio-again"])
+        assert [m.value() for m in drain(c, 3)] == [b"before", b"during", b"after"]
+    finally:
+        c.close()
