@@ -37,6 +37,16 @@ PARTITION_EOF = "eof"          # the application has every record up to the high
 
 _gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
 _DECODE_ERRORS = (BatchError, ValueError, TypeError, IndexError)
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def _well_formed(row) -> bool:
+    """A fetch result row as docs/PROTOCOL.md gives it: [topic, partition, error | nil,
+    high watermark, log start, record bytes | nil]. The client checks what it is sent too, so
+    that a broken or foreign server gets an error in the partition's stream, not a crash."""
+    return (len(row) == 6 and (row[2] is None or (isinstance(row[2], (list, tuple)) and len(row[2]) >= 2))
+            and isinstance(row[3], int) and isinstance(row[4], int)
+            and (row[5] is None or isinstance(row[5], _BYTES)))
 
 
 class FetchEvent:
@@ -214,7 +224,11 @@ class FetchSession:
         turn sooner, so the next record, which lands in that gap when records come every
         100 us, finds it waiting instead of waiting for it."""
         self.in_flight = max(self.in_flight - 1, 0)
-        by_tp = {(r[0], r[1]): r for r in result.get("results", ())}
+        rows = result.get("results") if isinstance(result, dict) else None
+        by_tp = {}
+        for r in rows if isinstance(rows, (list, tuple)) else ():
+            if isinstance(r, (list, tuple)) and len(r) >= 2 and isinstance(r[0], str) and isinstance(r[1], int):
+                by_tp[(r[0], r[1])] = r
         errors = []
         got = False
         raw = self._raw
@@ -222,6 +236,9 @@ class FetchSession:
             r = by_tp.get((part.topic, part.partition))
             if r is None or part.epoch != epoch or part.fetch_offset != offset:
                 continue  # a reposition or a newer fetch overtook this one
+            if not _well_formed(r):
+                errors.append((part, ["CORRUPT_MESSAGE", f"malformed fetch result from the server: {r!r:.120}"]))
+                continue
             _, _, err, hw, log_start, records = r
             if err is not None:
                 errors.append((part, err))

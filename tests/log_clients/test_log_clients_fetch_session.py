@@ -310,3 +310,25 @@ def test_fetched_bytes_count_against_the_prefetch_limit_until_their_records_are_
     s.accept(token, {"results": [["t", 0, None, 200, 0, batch(100, 100)]]})
     s.seek(part, 0)  # dropped records release their bytes when the session meets them
     assert s.take(10, []) is None and s.held_bytes == 0
+
+
+@pytest.mark.parametrize("row", [
+    ["t", 0, None, "100", 0, None],            # high watermark not a number
+    ["t", 0, None, 100, 0, 12345],              # records not bytes
+    ["t", 0, "boom", 100, 0, None],             # error field not [code, message]
+    ["t", 0, None, 100],                        # too short
+])
+def test_a_malformed_result_row_is_a_partition_error_not_a_crash(row):
+    s, part = session()
+    _, token = fetch(s)
+    errors, _ = s.accept(token, {"results": [row]})
+    assert [(p, e[0]) for p, e in errors] == [(part, "CORRUPT_MESSAGE")]
+    assert take_all(s) == [] and part.fetch_offset == 0
+
+
+@pytest.mark.parametrize("result", [None, [], {"results": 7}, {"results": [None, 5, ["t"]]}])
+def test_a_reply_of_the_wrong_shape_gives_no_records_and_raises_nothing(result):
+    s, part = session()
+    _, token = fetch(s)
+    assert s.accept(token, result) == ([], False)
+    assert take_all(s) == [] and part.fetch_offset == 0
