@@ -34,6 +34,7 @@ produce and one consume loop in this process under cProfile and prints where the
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -222,6 +223,25 @@ def start_server(data_dir):
     raise SystemExit("minilog did not start")
 
 
+@contextlib.contextmanager
+def bench_server(bootstrap, prefix):
+    """(server process or None, bootstrap): `bootstrap` when given (a server already running),
+    else a minilog started on a fresh data dir, stopped and removed afterwards."""
+    if bootstrap is not None:
+        yield None, bootstrap
+        return
+    data_dir = tempfile.mkdtemp(prefix=prefix)
+    server = None
+    try:
+        server, bootstrap = start_server(data_dir)
+        yield server, bootstrap
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def run_role(args_list, wait_ready=False):
     cmd = [sys.executable, "-m", "bench.minilog_clients", "--role", *args_list]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -282,15 +302,10 @@ def main(argv=None):
         print(json.dumps(fn(bootstrap, topic, int(records), int(size), *extra)), flush=True)
         return
 
-    data_dir = server = None
-    bootstrap = args.bootstrap
-    if bootstrap is None:
-        data_dir = tempfile.mkdtemp(prefix="bench-minilog-clients-")
-        server, bootstrap = start_server(data_dir)
     only = set(args.only.split(","))
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
-    try:
+    with bench_server(args.bootstrap, "bench-minilog-clients-") as (server, bootstrap):
         produced, consumed, aio, aio_consumed = [], [], [], []
         # Consumer CPU per record (µs): steadier than records/s when other work shares the machine.
         consumed_cpu, aio_consumed_cpu = [], []
@@ -385,12 +400,6 @@ def main(argv=None):
                 json.dump(result, f, indent=2)
         if args.profile:
             profile(bootstrap, min(args.records, 300_000), args.size)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
-        if data_dir:
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -31,16 +31,14 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.minilog_clients import create_topic, start_server  # noqa: E402
+from bench.minilog_clients import bench_server, create_topic  # noqa: E402
 from clients.log import AdminClient, NewTopic, Producer  # noqa: E402
 
 _KEYS = [b"key-%d" % i for i in range(256)]
@@ -144,15 +142,10 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown forms: {', '.join(sorted(unknown))}")
 
-    data_dir = server = None
-    bootstrap = args.bootstrap
-    if bootstrap is None:
-        data_dir = tempfile.mkdtemp(prefix="bench-produce-forms-")
-        server, bootstrap = start_server(data_dir)
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     results = {}
-    try:
+    with bench_server(args.bootstrap, "bench-produce-forms-") as (_, bootstrap):
         for run in range(args.runs):
             for form in forms:
                 topic = f"forms-{os.getpid()}-{form}-{run}"
@@ -175,12 +168,6 @@ def main(argv=None):
             with open(args.json, "w") as f:
                 json.dump({"load_average": load, "records": args.records, "value_size": args.size, "forms": summary},
                           f, indent=2)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
-        if data_dir:
-            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
