@@ -20,7 +20,7 @@ import time
 from .protocol.client_state import ClientConnectionState
 from .protocol.errors import BrokerError, ErrorCode
 from .protocol.frames import ErrorReply, Push, Response
-from .protocol.framing import DEFAULT_MAX_FRAME
+from .protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder
 from .tls import looks_like_tls, open_socket, pending
 
 # Flush queued requests once this many bytes wait, so memory stays bounded in a publish loop.
@@ -46,6 +46,9 @@ class ConnectionClosed(BrokerError):
 
 
 class RpcConnection:
+    # How received bytes become frames; LogConnection receives into a BufferedFrameDecoder.
+    decoder_class = FrameDecoder
+
     def __init__(self, host: str, port: int, client_name: str = "python-client",
                  credentials: dict | None = None, connect_timeout: float = 10.0,
                  max_frame: int = DEFAULT_MAX_FRAME, expect_server: str | None = None, ssl_context=None,
@@ -53,7 +56,7 @@ class RpcConnection:
         # The one place a blocking client opens its socket (with TLS when given a context).
         self.sock = open_socket(host, port, connect_timeout, ssl_context, server_hostname)
         self.sock.settimeout(None)
-        self.state = ClientConnectionState(max_frame)
+        self.state = ClientConnectionState(max_frame, decoder_class=self.decoder_class)
         # Held while a request is encoded and queued and while the queue is written, so a
         # background flusher (the pika-style connection's) and the program's thread can both
         # send: the encoder, the id counter and the queue are one thread's at a time.

@@ -160,6 +160,19 @@ def recv_nowait(sock, size: int) -> bytes:
         sock.settimeout(None)
 
 
+def recv_into_nowait(sock, buffer) -> int:
+    """`recv_nowait` into `buffer` (a writable memoryview): the number of bytes received."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+    sock.settimeout(0)
+    try:
+        return sock.recv_into(buffer)
+    except ssl.SSLWantReadError:
+        raise BlockingIOError() from None
+    finally:
+        sock.settimeout(None)
+
+
 def pending(sock) -> bool:
     """True if a TLS socket holds decrypted bytes a select() would not report."""
     return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0

@@ -11,8 +11,9 @@ calls (`call`) still work on the same socket, and callbacks keep running while o
 import time
 
 from ..protocol.errors import BrokerError
-from ..rpc import READ_SIZE, ConnectionClosed, RpcConnection, _wait_readable
-from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, recv_nowait
+from ..protocol.framing import BufferedFrameDecoder
+from ..rpc import ConnectionClosed, RpcConnection, _wait_readable
+from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, recv_into_nowait
 from .errors import ConfigError
 
 
@@ -40,6 +41,11 @@ def tls_context(cfg):
 
 
 class LogConnection(RpcConnection):
+    # Replies are received straight into one buffer kept for the connection's life
+    # (`BufferedFrameDecoder`): a replaying consumer's fetch replies then reuse the same memory
+    # instead of a fresh MiB per read (docs/clients-minilog.md, "Replay").
+    decoder_class = BufferedFrameDecoder
+
     def __init__(self, host, port, client_name="minilog-python", **kwargs):
         kwargs.setdefault("expect_server", "minilog")
         super().__init__(host, port, client_name, **kwargs)
@@ -53,35 +59,56 @@ class LogConnection(RpcConnection):
     def readable(self, timeout: float) -> bool:
         return _wait_readable(self.sock, timeout)
 
+    def _receive(self, nowait: bool) -> int:
+        """Receive once into the decoder's buffer and route what it completes; the byte count
+        (0 never: a closed connection raises). BlockingIOError when `nowait` finds nothing."""
+        buf = self.state.decoder.get_buffer()
+        try:
+            n = recv_into_nowait(self.sock, buf) if nowait else self.sock.recv_into(buf)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            self._mark_closed()
+            raise ConnectionClosed(f"connection lost: {exc}") from None
+        if n == 0:
+            self._mark_closed()
+            raise ConnectionClosed()
+        room = len(buf)
+        if self.first_bytes is None:
+            self.first_bytes = bytes(buf[:min(n, 8)])
+        buf.release()  # the decoder may move or grow its buffer on the next get_buffer()
+        self.state.receive_into(n, self.pushes.append, self.async_errors.append)
+        return n if n < room else -1
+
+    def read(self, timeout: float | None) -> bool:
+        """Read what the server sent, waiting up to `timeout` (None: forever). True if anything came."""
+        self.flush()
+        if timeout is not None and not _wait_readable(self.sock, timeout):
+            return False
+        self._receive(nowait=False)
+        return True
+
     def pump(self, timeout: float | None = 0.0) -> bool:
         """Send what is queued, then handle what arrives within `timeout` s (0: only what is there).
 
         Syscalls are the cost here (each one that wakes the server costs microseconds on a busy
         machine), so a zero timeout is one non-blocking recv, with no select, and reading stops
-        as soon as a recv returns less than a full buffer.
+        as soon as a recv fills less than the room it was given.
         """
         if self.closed:
             raise ConnectionClosed()
         self.flush()
-        sock = self.sock
         if timeout is None or timeout > 0:
             if not self.readable(timeout if timeout is not None else 3600.0):
                 return False
         handled = False
         while True:
             try:
-                data = recv_nowait(sock, READ_SIZE)
+                n = self._receive(nowait=True)
             except BlockingIOError:
                 return handled
-            except OSError as exc:
-                self.closed = True
-                raise ConnectionClosed(f"connection lost: {exc}") from None
-            if not data:
-                self.closed = True
-                raise ConnectionClosed()
-            self.state.receive(data, self.pushes.append, self.async_errors.append)
             handled = True
-            if len(data) < READ_SIZE:
+            if n > 0:
                 return True
 
     def fail_all(self, error: BrokerError) -> None:

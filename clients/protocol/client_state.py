@@ -18,7 +18,7 @@ from .handshake import HELLO, hello_args
 
 
 class ClientConnectionState:
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, keep_unclaimed: bool = True):
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, keep_unclaimed: bool = True, decoder_class=FrameDecoder):
         self.handlers: dict = {}   # request id -> handler(result, error) for its reply
         self.replies: dict = {}    # request id -> Response / ErrorReply nobody registered for
         # A blocking caller waits on `replies`; an asyncio one registers a handler for every
@@ -26,7 +26,8 @@ class ClientConnectionState:
         self.keep_unclaimed = keep_unclaimed
         self._ids = itertools.count(1)
         self._packer = new_packer()
-        self.decoder = FrameDecoder(max_frame)
+        # FrameDecoder (fed bytes) or BufferedFrameDecoder (received into: `receive_into`).
+        self.decoder = decoder_class(max_frame)
         self.max_frame = max_frame
         self.server_info: dict | None = None
 
@@ -68,8 +69,15 @@ class ClientConnectionState:
     def receive(self, data, on_push, on_async_error) -> None:
         """Parse `data` and route every event: a reply to its handler (or `replies`), a push
         to `on_push(push)`, an error for an id-0 request to `on_async_error(error_reply)`."""
+        self._route(self.decode(data), on_push, on_async_error)
+
+    def receive_into(self, nbytes: int, on_push, on_async_error) -> None:
+        """As `receive`, for `nbytes` received into `decoder.get_buffer()` (a BufferedFrameDecoder)."""
+        self._route([parse_server_frame(obj) for obj in self.decoder.buffer_updated(nbytes)], on_push, on_async_error)
+
+    def _route(self, events, on_push, on_async_error) -> None:
         handlers = self.handlers
-        for event in self.decode(data):
+        for event in events:
             t = type(event)
             if t is Push:
                 on_push(event)

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 from clients.protocol import frames
 from clients.protocol.client_state import ClientConnectionState
 from clients.protocol.errors import BrokerError, CorruptFrame, ErrorCode, FrameTooLarge
-from clients.protocol.framing import FrameDecoder, encode_frame
+from clients.protocol.framing import BufferedFrameDecoder, FrameDecoder, encode_frame
 
 # Values msgpack can carry and bring back unchanged (lists stay lists, str vs bin kept apart).
 msgpack_values = st.recursive(
@@ -107,3 +107,63 @@ def test_client_state_refuses_to_send_an_oversized_frame():
     state = ClientConnectionState(max_frame=2048)
     with pytest.raises(FrameTooLarge):
         state.encode_request("publish", {"body": b"x" * 4096})
+
+
+class _SmallBufferedDecoder(BufferedFrameDecoder):
+    """Starts with 64 bytes, so hypothesis' small frames exercise the moves and the growth."""
+    __slots__ = ()
+    INITIAL_SIZE = 64
+
+
+@given(messages=st.lists(msgpack_values, max_size=30), rooms=st.lists(st.integers(1, 300), min_size=1, max_size=20))
+def test_received_into_the_buffer_any_messages_decode_to_the_same_list(messages, rooms):
+    """Receiving into `get_buffer()` at most `room` bytes at a time (a short recv) decodes the
+    stream as FrameDecoder does; frames larger than the buffer make it grow to fit them."""
+    stream = b"".join(encode_frame(m) for m in messages)
+    decoder = _SmallBufferedDecoder()
+    decoded, pos, i = [], 0, 0
+    while pos < len(stream):
+        buf = decoder.get_buffer()
+        assert len(buf) > 0
+        n = min(len(buf), rooms[i % len(rooms)], len(stream) - pos)
+        i += 1
+        buf[:n] = stream[pos:pos + n]
+        buf.release()
+        pos += n
+        decoded.extend(decoder.buffer_updated(n))
+    assert decoded == messages
+    assert decoder.buffered == 0
+    largest = max((len(encode_frame(m)) for m in messages), default=0)
+    assert len(decoder._buf) <= max(64, largest)
+
+
+@given(messages=st.lists(msgpack_values, max_size=10), cuts=st.lists(st.integers(0, 10_000), max_size=10))
+def test_buffered_decoder_feed_matches_frame_decoder(messages, cuts):
+    stream = b"".join(encode_frame(m) for m in messages)
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    decoder, decoded = _SmallBufferedDecoder(), []
+    for a, b in zip([0] + points, points + [len(stream)]):
+        decoded.extend(decoder.feed(stream[a:b]))
+    assert decoded == messages
+
+
+def test_buffered_decoder_keeps_one_buffer_across_frames():
+    """Reused, not reallocated: the point of the class (page faults on fresh memory)."""
+    decoder = BufferedFrameDecoder()
+    buf = decoder._buf
+    frame = encode_frame(b"x" * 300_000)
+    for _ in range(20):
+        view = decoder.get_buffer()
+        view[:len(frame)] = frame
+        view.release()
+        assert decoder.buffer_updated(len(frame)) == [b"x" * 300_000]
+    assert decoder._buf is buf and len(buf) == BufferedFrameDecoder.INITIAL_SIZE
+
+
+def test_buffered_decoder_refuses_an_oversized_length_and_garbage():
+    decoder = BufferedFrameDecoder(max_frame=1024)
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(struct.pack(">I", 1025))
+    body = msgpack.packb(1) + msgpack.packb(2)
+    with pytest.raises(CorruptFrame):
+        BufferedFrameDecoder().feed(struct.pack(">I", len(body)) + body)
