@@ -57,6 +57,21 @@ class LogConnection(RpcConnection):
         self.state.expect(rid, callback)
         return rid
 
+    def send_parts_with(self, op: str, args, callback=None) -> int:
+        """As `send_with` (callback None: no reply wanted, request id 0), for args that carry
+        large bytes values (a produce request's batches): the frame is queued as the buffers
+        `ClientConnectionState.encode_request_parts` makes, so a batch is not copied into an
+        encoded frame, and that into a length-prefixed one, before it is written."""
+        if self.closed:
+            raise ConnectionClosed()
+        with self.write_lock:
+            rid, parts = self.state.encode_request_parts(op, args, callback is not None)
+            for part in parts:
+                self._queue(part)
+        if callback is not None:
+            self.state.expect(rid, callback)
+        return rid
+
     def readable(self, timeout: float) -> bool:
         return _wait_readable(self.sock, timeout)
 
