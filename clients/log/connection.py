@@ -14,6 +14,7 @@ from ..protocol.errors import BrokerError
 from ..protocol.framing import BufferedFrameDecoder
 from ..rpc import ConnectionClosed, RpcConnection, _wait_readable
 from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, recv_into_nowait
+from . import fetch_session
 from .errors import ConfigError
 
 
@@ -129,6 +130,15 @@ class LogConnection(RpcConnection):
     def fail_all(self, error: BrokerError) -> None:
         """Run every pending callback with `error` (the connection is gone)."""
         self.state.fail_all(error)
+
+
+def keeps_fetch_sessions(conn) -> bool:
+    """Whether to continue fetches in a fetch session on `conn`: the consumers do so when
+    `fetch_session.CONTINUE_FETCHES` says so and the server named in the handshake keeps
+    them (a `fetch` may continue where the previous one ended: docs/PROTOCOL.md, "fetch")."""
+    info = conn.state.server_info
+    return (fetch_session.CONTINUE_FETCHES and isinstance(info, dict)
+            and "fetch-session" in (info.get("features") or ()))
 
 
 def deadline_of(timeout) -> float | None:
