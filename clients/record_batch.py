@@ -36,11 +36,14 @@ from __future__ import annotations
 
 import struct
 import time
-import zlib
 from collections import namedtuple
 from typing import Iterable, Iterator, Sequence
 
 import msgpack
+
+# The same CRC-32 as zlib's, computed with SIMD folding: about 15 times faster on a batch (13
+# against 191 us per MiB here), and a replaying consumer checks it for every record it reads.
+from zlib_ng.zlib_ng import crc32 as _crc32
 
 __all__ = [
     "MAGIC",
@@ -171,7 +174,7 @@ def validate(buf, pos: int = 0) -> BatchHeader:
         raise TruncatedBatchError(
             f"batch at position {pos} needs {h.size} bytes, buffer holds {len(buf) - pos}")
     with memoryview(buf) as mv:
-        crc = zlib.crc32(mv[pos + _CRC_START:end])
+        crc = _crc32(mv[pos + _CRC_START:end])
     if crc != h.crc:
         raise CorruptBatchError(
             f"batch at position {pos} (base offset {h.base_offset}): crc {crc:#010x} != stored {h.crc:#010x}")
@@ -449,7 +452,7 @@ def pack_batch(records_payload: bytes, count: int, first_ts: int, max_ts: int,
     buf[HEADER_SIZE:] = records_payload
     crc_tail = struct.pack(">hiqq", attributes, count, first_ts, max_ts)
     buf[_CRC_START:HEADER_SIZE] = crc_tail
-    crc = zlib.crc32(memoryview(buf)[_CRC_START:])
+    crc = _crc32(memoryview(buf)[_CRC_START:])
     struct.pack_into(">qibI", buf, 0, base_offset, body_len - LOG_OVERHEAD, MAGIC, crc)
     return bytes(buf)
 
