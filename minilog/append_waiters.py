@@ -93,6 +93,11 @@ class ParkedFetch:
 
     def _expired(self) -> None:
         self._timer = None
+        self.answer_now()
+
+    def answer_now(self) -> None:
+        """Answer with whatever there is now, as at `max_wait_s` (a fetch that supersedes it
+        came: docs/minilog.md, "Fetch sessions")."""
         if self._on_ready is not None:
             rows, _ = self._read()
             self._finish(rows)

@@ -55,17 +55,22 @@ class FetchResponse:
         return self._records_bytes
 
     def add(self, topic: str, partition: int, error, high_watermark: int, log_start_offset: int,
-            records) -> None:
-        """One partition's result; `records` is a FileSlice, bytes, or None (no records)."""
+            records, start: int | None = None) -> None:
+        """One partition's result; `records` is a FileSlice, bytes, or None (no records). `start`,
+        in a fetch session's reply, is the offset the row was read from: a seventh field."""
         pack = self._packer.pack
         length = 0 if records is None else (records.length if type(records) is FileSlice else len(records))
-        head = b"".join((b"\x96", pack(topic), pack(partition), pack(error), pack(high_watermark),
-                         pack(log_start_offset), _BIN32.pack(0xC6, length)))
+        head = b"".join((b"\x96" if start is None else b"\x97", pack(topic), pack(partition), pack(error),
+                         pack(high_watermark), pack(log_start_offset), _BIN32.pack(0xC6, length)))
         self._pieces.append(head)
         self._size += len(head) + length
         if length:
             self._pieces.append(records)
             self._records_bytes += length
+        if start is not None:
+            tail = pack(start)
+            self._pieces.append(tail)
+            self._size += len(tail)
         self._count += 1
 
     def pieces(self, request_id: int) -> list:

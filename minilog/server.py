@@ -28,6 +28,7 @@ from .batch_formats import MINILOG
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
 from .fetch_response import PARTITION_OVERHEAD, FetchResponse
+from .fetch_sessions import FetchSessions, SessionFetch
 from .group_coordinator import DEFAULT_GROUP_MAX_SIZE
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES
 from .storage import LogConfig
@@ -42,6 +43,8 @@ MAX_TOPICS_PER_CREATE = 1000
 _PENDING_FETCHES = "minilog.pending_fetches"
 # conn.state key: the connection's parked fetches (_park_fetch), unparked when it closes.
 _PARKED_FETCHES = "minilog.parked_fetches"
+# conn.state key: the connection's fetch sessions (minilog/fetch_sessions.py).
+_FETCH_SESSIONS = "minilog.fetch_sessions"
 
 DEFAULT_PORT = 9093
 DEFAULT_DATA_DIR = "./data/minilog"
@@ -70,7 +73,7 @@ class MinilogServer(BrokerServer):
     """minilog: a log-based stream in the spirit of Kafka."""
 
     name = "minilog"
-    features = ("fetch-sendfile", "group-commit")
+    features = ("fetch-sendfile", "group-commit", "fetch-session")
     tls_default_ports = {"": 9094, "kafka": 9095}   # TLS twins of the doors (serverbase/tls.py)
 
     def __init__(self, *args, num_partitions: int = 1, auto_create_topics: bool = True,
@@ -339,6 +342,7 @@ class MinilogServer(BrokerServer):
         max_wait_ms = optional(args, "max_wait_ms", int, 0)
         min_bytes = optional(args, "min_bytes", int, 1)
         max_bytes = optional(args, "max_bytes", int, DEFAULT_FETCH_MAX_BYTES)
+        session_id = optional(args, "session", int)
         raw = required(args, "partitions", list)
         parts = []
         for item in raw:
@@ -347,16 +351,29 @@ class MinilogServer(BrokerServer):
                                   "each of 'partitions' must be [topic, partition, offset, partition_max_bytes]")
             topic, partition, offset = item[0], item[1], item[2]
             pmax = item[3] if len(item) == 4 and item[3] is not None else DEFAULT_PARTITION_MAX_BYTES
-            if (type(topic) is not str or type(partition) is not int or type(offset) is not int
+            if (type(topic) is not str or type(partition) is not int
+                    or not (type(offset) is int or (offset is None and session_id is not None))
                     or type(pmax) is not int or pmax < 1):
                 raise BrokerError(ErrorCode.BAD_REQUEST,
-                                  f"bad fetch partition {item!r:.100}: want [str, int, int, int >= 1]")
+                                  f"bad fetch partition {item!r:.100}: want [str, int, int, int >= 1] "
+                                  f"(offset nil only in a fetch session)")
             parts.append((topic, partition, offset, pmax))
         if max_bytes < 1:
             raise BrokerError(ErrorCode.BAD_REQUEST, f"max_bytes must be >= 1, got {max_bytes}")
         # The whole reply must fit in one frame the client accepts.
         max_bytes = min(max_bytes, conn.send_limit - 64 - PARTITION_OVERHEAD * len(parts))
-        fetch = (rid, parts, max_bytes, min_bytes, max_wait_ms)
+        if session_id is not None:
+            sessions = conn.state.get(_FETCH_SESSIONS)
+            if sessions is None:
+                sessions = conn.state[_FETCH_SESSIONS] = FetchSessions()
+            session = sessions.get(session_id)
+            session.add(SessionFetch(rid, parts, max_bytes, min_bytes, max_wait_ms))
+            self._start_session_fetch(conn, session)
+            return DEFERRED
+        self._start_fetch(conn, (rid, parts, max_bytes, min_bytes, max_wait_ms, None))
+        return DEFERRED
+
+    def _start_fetch(self, conn, fetch) -> None:
         pending = conn.state.get(_PENDING_FETCHES)
         if conn.writing_paused or pending:
             # The client is not reading its earlier replies: keep the request (a few hundred
@@ -364,17 +381,29 @@ class MinilogServer(BrokerServer):
             self._defer_fetch(conn, fetch)
         else:
             self._fetch_now(conn, *fetch)
-        return DEFERRED
 
-    def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms) -> None:
+    def _start_session_fetch(self, conn, session) -> None:
+        """Start the session's next fetch, once the one before it is answered
+        (minilog/fetch_sessions.py): its nil offsets continue where that answer ended."""
+        while not conn.closed:
+            fetch = session.start()
+            if fetch is None:
+                return
+            if fetch.error is None:
+                self._start_fetch(conn, (fetch.rid, fetch.parts, fetch.max_bytes, fetch.min_bytes,
+                                         fetch.max_wait_ms, session))
+                return
+            conn.send_error(fetch.rid, fetch.error.code, fetch.error.message)
+
+    def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms, session=None) -> None:
         core = self.core(conn)
         rows, ready = core.read(parts, max_bytes, min_bytes)
         if ready or max_wait_ms <= 0:
-            self._send_fetch(conn, rid, rows)
+            self._send_fetch(conn, rid, rows, session)
         else:
-            self._park_fetch(conn, core, rid, parts, max_bytes, min_bytes, max_wait_ms)
+            self._park_fetch(conn, core, rid, parts, max_bytes, min_bytes, max_wait_ms, session)
 
-    def _park_fetch(self, conn, core, rid, parts, max_bytes, min_bytes, max_wait_ms) -> None:
+    def _park_fetch(self, conn, core, rid, parts, max_bytes, min_bytes, max_wait_ms, session=None) -> None:
         """Park the fetch (`LogBroker.park`); its reply is written from inside the append that
         readies it, in the same loop turn (latency: no task, no extra turn of the loop)."""
         parked_fetches = conn.state.get(_PARKED_FETCHES)
@@ -383,21 +412,25 @@ class MinilogServer(BrokerServer):
 
         def on_ready(rows):
             parked_fetches.discard(parked)
+            if session is not None:
+                session.parked = None
             if conn.closed:
                 return
             try:
                 if conn.writing_paused:
                     # Woken while the client is not reading: answer after the deferred fetches,
                     # with what the log holds then (a file slice is not kept across a wait).
-                    self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0))
+                    self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0, session))
                 else:
-                    self._send_fetch(conn, rid, rows)
+                    self._send_fetch(conn, rid, rows, session)
             except Exception as exc:  # a bug must neither leave the client waiting nor fail the append
                 log.exception("fetch failed on connection %s", conn.id)
                 conn.send_error(rid, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
         parked = core.park(parts, max_bytes, min_bytes, max_wait_ms, on_ready)
         parked_fetches.add(parked)
+        if session is not None:
+            session.parked = parked
 
     def _defer_fetch(self, conn, fetch) -> None:
         """Queue a fetch until the connection's transport drains (what bounds a reader's memory).
@@ -418,11 +451,20 @@ class MinilogServer(BrokerServer):
         while pending and not conn.writing_paused and not conn.closed:
             self._fetch_now(conn, *pending.popleft())
 
-    def _send_fetch(self, conn, rid, rows) -> None:
+    def _send_fetch(self, conn, rid, rows, session=None) -> None:
         resp = FetchResponse()
-        for row in rows:
-            resp.add(*row)
+        if session is None:
+            for row in rows:
+                resp.add(*row)
+        else:
+            # A session's rows say where each was read from (the client checks continuity).
+            for row, start in zip(rows, session.answered(rows)):
+                resp.add(*row, start)
         self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
+        if session is not None:
+            # The session's next fetch starts after what runs now (the append that readied this
+            # one, its producer's reply): it finds nothing new and parks, which can wait.
+            asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session)
 
     # ---- offsets -----------------------------------------------------------------------
     @op("list_offsets")

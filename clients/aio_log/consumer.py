@@ -31,6 +31,7 @@ from ..aio_rpc import AsyncRpcConnection
 from ..log.assignors import ASSIGNORS
 from ..log.group_protocol import REJOIN, REJOIN_CODES, GroupMember, plan_assignments, read_members, subscribed_topics
 from ..log.config import plain_credentials
+from ..log.connection import keeps_fetch_sessions
 from ..log.fetch_session import FetchSession, PartitionFetch, RecordBuilder
 from ..protocol.errors import BrokerError, ErrorCode
 from ..tls import aiokafka_tls
@@ -156,6 +157,7 @@ class AIOKafkaConsumer:
             raise KafkaConnectionError(f"cannot connect to {self._host}:{self._port}: {exc}") from None
         self._fetch_max_bytes = max(min(self._fetch_max_bytes, self._conn.state.max_frame - 65536), 1024)
         self._session.max_bytes = self._fetch_max_bytes
+        self._session.continued = keeps_fetch_sessions(self._conn)
         self._tasks.append(asyncio.ensure_future(self._fetch_loop()))
         if self._initial_topics:
             self.subscribe(topics=list(self._initial_topics))
@@ -412,7 +414,7 @@ class AIOKafkaConsumer:
 
     async def _fetch_loop(self):
         session = self._session
-        fut = token = None
+        flying = {}   # fetch future -> its session token, in the order sent
         try:
             while not self._closed:
                 try:
@@ -421,46 +423,56 @@ class AIOKafkaConsumer:
                     log.warning("resolving positions failed: %s", exc)
                     await asyncio.sleep(0.2)
                     continue
-                if fut is None:
-                    if session.held_bytes >= session.prefetch_limit:
-                        await asyncio.sleep(0.01)
-                        continue
+                # As many fetches in flight as the session wants: one, or in a fetch session
+                # two (the parked one and the one that continues after it).
+                while session.should_fetch():
                     self._changed.clear()
                     fut, token = self._send_fetch()
                     if fut is None:
-                        await self._wait_changed(0.5)
-                        continue
-                changed = asyncio.ensure_future(self._changed.wait())
-                await asyncio.wait([fut, changed], return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
-                if not fut.done():
-                    # The assignment moved: fetch again now; the stale reply is ignored.
-                    session.fetch_failed(token)
-                    fut = token = None
-                    continue
-                done, done_token = fut, token
-                fut = token = None
-                if done.exception() is not None:
-                    session.fetch_failed(done_token)
-                    exc = done.exception()
-                    if self._conn.closed:
-                        self._error = KafkaConnectionError(str(exc))
-                        self._data.set()
-                        return
-                    log.warning("fetch failed: %s", exc)
-                    await asyncio.sleep(0.1)
-                    continue
-                # The records stay undecoded until getone/getmany take them; the loop goes
-                # round and sends the next fetch at once (prefetch).
-                errors, _ = session.accept(done_token, done.result())
-                for part, err in errors:
-                    if err[0] == ErrorCode.OFFSET_OUT_OF_RANGE and self._reset != "none":
-                        self._move(part, None, self._reset)
+                        break
+                    flying[fut] = token
+                if not flying:
+                    if session.held_bytes >= session.prefetch_limit:
+                        await asyncio.sleep(0.01)
                     else:
-                        self._error = from_field(err)
+                        await self._wait_changed(0.5)
+                    continue
+                changed = asyncio.ensure_future(self._changed.wait())
+                await asyncio.wait([*flying, changed], return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                for fut in [f for f in flying if f.done()]:
+                    token = flying.pop(fut)
+                    if fut.exception() is not None:
+                        exc = fut.exception()
+                        if (isinstance(exc, BrokerError) and exc.code == ErrorCode.BAD_REQUEST
+                                and session.fetch_refused(token)):
+                            continue  # a server without fetch sessions: offsets from now on
+                        session.fetch_failed(token)
+                        if self._conn.closed:
+                            self._error = KafkaConnectionError(str(exc))
+                            self._data.set()
+                            return
+                        log.warning("fetch failed: %s", exc)
+                        await asyncio.sleep(0.1)
+                        continue
+                    # The records stay undecoded until getone/getmany take them; the loop goes
+                    # round and sends the next fetch at once (prefetch).
+                    errors, _ = session.accept(token, fut.result())
+                    for part, err in errors:
+                        if err[0] == ErrorCode.OFFSET_OUT_OF_RANGE and self._reset != "none":
+                            self._move(part, None, self._reset)
+                        else:
+                            self._error = from_field(err)
+                            self._data.set()
+                    if session.has_data():
                         self._data.set()
-                if session.has_data():
-                    self._data.set()
+                if flying and self._changed.is_set():
+                    # The assignment moved: fetch again now; the replies still coming are
+                    # ignored (in a fetch session the next fetch names its offsets, and the
+                    # server answers the ones before it at once).
+                    for token in flying.values():
+                        session.fetch_failed(token)
+                    flying.clear()
         except asyncio.CancelledError:
             pass
 

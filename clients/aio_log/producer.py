@@ -355,8 +355,9 @@ class AIOKafkaProducer:
     async def send(self, topic, value=None, key=None, partition=None, timestamp_ms=None, headers=None):
         """Queue a record; returns a future (RecordFuture) that resolves to its RecordMetadata."""
         # The fast path, taken by the common forms -- send(topic, bytes), with a bytes key=,
-        # with partition=, or both -- when no serializer is set: one tuple appended to the open
-        # batch (the sticky partition's, or the named or hashed one's) and a size sum.
+        # with partition=, or both -- when no serializer is set: one row appended to the open
+        # batch (the sticky partition's, or the named or hashed one's; a record without a key
+        # is appended as its value alone) and a size sum.
         if timestamp_ms is None and headers is None and value.__class__ is bytes and self._plain:
             t = self._topics.get(topic)
             if t is not None:
@@ -380,7 +381,11 @@ class AIOKafkaProducer:
                     if size <= self._max_batch:
                         rows = batch.rows
                         n = len(rows)
-                        rows.append((n, batch.dflt, key, value, None))
+                        if key is None:
+                            rows.append(value)   # a plain record (see clients/record_batch.BatchBuilder)
+                        else:
+                            rows.append((n, batch.dflt, key, value, None))
+                            batch.tuples += 1
                         batch.size = size
                         if size == self._max_batch:
                             self._close(batch)

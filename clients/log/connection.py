@@ -14,6 +14,7 @@ from ..protocol.errors import BrokerError
 from ..protocol.framing import BufferedFrameDecoder
 from ..rpc import ConnectionClosed, RpcConnection, _wait_readable
 from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, recv_into_nowait
+from . import fetch_session
 from .errors import ConfigError
 
 
@@ -54,6 +55,21 @@ class LogConnection(RpcConnection):
         """Queue a request whose reply goes to `callback(result, error)`; error is a BrokerError or None."""
         rid = self.send(op, args)
         self.state.expect(rid, callback)
+        return rid
+
+    def send_parts_with(self, op: str, args, callback=None) -> int:
+        """As `send_with` (callback None: no reply wanted, request id 0), for args that carry
+        large bytes values (a produce request's batches): the frame is queued as the buffers
+        `ClientConnectionState.encode_request_parts` makes, so a batch is not copied into an
+        encoded frame, and that into a length-prefixed one, before it is written."""
+        if self.closed:
+            raise ConnectionClosed()
+        with self.write_lock:
+            rid, parts = self.state.encode_request_parts(op, args, callback is not None)
+            for part in parts:
+                self._queue(part)
+        if callback is not None:
+            self.state.expect(rid, callback)
         return rid
 
     def readable(self, timeout: float) -> bool:
@@ -114,6 +130,15 @@ class LogConnection(RpcConnection):
     def fail_all(self, error: BrokerError) -> None:
         """Run every pending callback with `error` (the connection is gone)."""
         self.state.fail_all(error)
+
+
+def keeps_fetch_sessions(conn) -> bool:
+    """Whether to continue fetches in a fetch session on `conn`: the consumers do so when
+    `fetch_session.CONTINUE_FETCHES` says so and the server named in the handshake keeps
+    them (a `fetch` may continue where the previous one ended: docs/PROTOCOL.md, "fetch")."""
+    info = conn.state.server_info
+    return (fetch_session.CONTINUE_FETCHES and isinstance(info, dict)
+            and "fetch-session" in (info.get("features") or ()))
 
 
 def deadline_of(timeout) -> float | None:

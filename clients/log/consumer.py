@@ -16,11 +16,11 @@ import gc
 import logging
 import time
 
-from ..protocol.errors import BrokerError
+from ..protocol.errors import BrokerError, ErrorCode
 from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
-from .connection import LogConnection, deadline_of, parse_bootstrap, remaining, tls_context
+from .connection import LogConnection, deadline_of, keeps_fetch_sessions, parse_bootstrap, remaining, tls_context
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .fetch_session import FetchSession, PartitionFetch
 from .group import GroupMembership
@@ -92,6 +92,7 @@ class Consumer:
                                      min_bytes=self._fetch_min_bytes, max_bytes=self._fetch_max_bytes,
                                      partition_max_bytes=self._partition_max_bytes, check_crcs=self._check_crcs,
                                      partition_eof=self._eof)
+        self._session.continued = keeps_fetch_sessions(self._conn)
         self._errors = collections.deque()    # error Messages to hand out from poll()
         self._group: GroupMembership | None = None
         self._subscription: list[str] | None = None
@@ -144,6 +145,7 @@ class Consumer:
             self._conn = old
             self._report_error(exc.args[0])
             return
+        self._session.continued = keeps_fetch_sessions(self._conn)
         if self._group is not None:
             self._group.state = "UNJOINED"
             self._group._hb_in_flight = False
@@ -547,16 +549,24 @@ class Consumer:
 
     # ---- fetching ---------------------------------------------------------------------------
     def _send_fetch(self) -> None:
-        request = self._session.fetch_request()
-        if request is None:
-            return
-        args, token = request
-        self._conn.send_with("fetch", args, lambda result, error: self._on_fetch(token, result, error))
+        """Send the fetch requests the session wants now (in a fetch session up to two), in one write."""
+        session = self._session
+        for _ in range(max(session.wanted(), 1)):
+            request = session.fetch_request()
+            if request is None:
+                break
+            args, token = request
+            self._conn.send_with("fetch", args, lambda result, error, token=token: self._on_fetch(token, result, error))
         self._conn.flush()
 
     def _on_fetch(self, token, result, error) -> None:
         session = self._session
         if error is not None:
+            if error.code == ErrorCode.BAD_REQUEST and session.fetch_refused(token):
+                # A server without fetch sessions: fetch with offsets from now on.
+                if session.should_fetch():
+                    self._send_fetch()
+                return
             session.fetch_failed(token)
             self._report_error(error_from_wire(error.code, error.message))
             return

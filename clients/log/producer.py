@@ -8,7 +8,8 @@ How a record travels (docs/clients-minilog.md tells the story at length):
    partition's open `_OpenBatch`, an `OpenBatch` of `accumulator.py`, in the
    `RecordAccumulator` the asyncio producer uses too. A row is already in the wire layout of a record
    (`[offset_delta, timestamp_delta, key, value, headers]`, see `clients/record_batch.py`), so
-   closing a batch (`BatchBuilder.pack`) is a single `msgpack` pack of the rows plus the header.
+   closing a batch (`BatchBuilder.pack`) is a single pack of the rows plus the header. A record
+   with no key, headers or timestamp is appended as its value alone (a plain record).
 2. A batch closes when it holds `batch.size` bytes or `batch.num.messages` records, or when
    it is `linger.ms` old (checked by produce/poll/flush: there is no background thread, as
    in confluent-kafka the application is expected to call `poll()` regularly).
@@ -220,35 +221,48 @@ class Producer:
     def produce(self, topic, value=None, key=None, partition=-1, on_delivery=None, timestamp=0,
                 headers=None, callback=None, _mono=time.monotonic):
         """Queue one record; its delivery report is served by a later poll() or flush()."""
-        # The fast path, taken by a plain produce(topic, bytes) loop: one tuple appended to
-        # the sticky partition's open batch, a size sum, three comparisons.
+        # The fast path, taken by the common call forms -- produce(topic, bytes), with
+        # partition=, with a bytes key=, or both: one append to the open batch (the sticky
+        # partition's, or the named or hashed one's), a size sum, three comparisons. A record
+        # without a key is appended as its value alone (a plain record, see BatchBuilder).
         if (value.__class__ is bytes and not timestamp and headers is None and on_delivery is None
                 and callback is None):
             t = self._topics.get(topic)
             if t is not None:
-                if key is None and partition < 0:
-                    acc = t.current
-                    size = len(value) + 16
-                else:
-                    # key= and/or partition= (bytes key, valid partition): the same append to
-                    # that partition's open batch, after the key's hash (a dict hit when seen).
-                    acc = None
-                    if key is None or key.__class__ is bytes:
+                if key is None:
+                    if partition < 0:
+                        acc = t.current
+                    elif partition.__class__ is int and partition < t.num_partitions:
+                        acc = t.batches[partition]
+                    else:
+                        acc = None
+                    if acc is not None:
+                        size = len(value) + 16
+                        if size < _SMALL:
+                            rows = acc.rows
+                            rows.append(value)
+                            acc.size += size
+                            if len(rows) > acc.last_index or acc.size >= acc.max_size or acc.deadline <= _mono():
+                                self._after_append(t, acc)
+                            return
+                elif key.__class__ is bytes:
+                    # The key's hash (a dict hit when seen), then the same append, of a row.
+                    if partition < 0:
+                        partition = self._keys.partition(key, t.num_partitions)
                         if partition < 0:
-                            partition = self._keys.partition(key, t.num_partitions)
-                            if partition < 0:
-                                partition = t.sticky
-                        if partition.__class__ is int and partition < t.num_partitions:
-                            acc = t.batches[partition]
-                    size = len(value) + 16 + (len(key) if key is not None else 0)
-                if acc is not None and size < _SMALL:
-                    rows = acc.rows
-                    n = len(rows)
-                    rows.append((n, acc.dflt, key, value, None))
-                    acc.size += size
-                    if n >= acc.last_index or acc.size >= acc.max_size or acc.deadline <= _mono():
-                        self._after_append(t, acc)
-                    return
+                            partition = t.sticky
+                    if partition.__class__ is int and partition < t.num_partitions:
+                        acc = t.batches[partition]
+                        size = len(value) + 16 + len(key)
+                        if acc is not None and size < _SMALL:
+                            rows = acc.rows
+                            n = len(rows)
+                            rows.append((n, acc.dflt, key, value, None))
+                            acc.tuples += 1
+                            acc.size += size
+                            if n >= acc.last_index or acc.size >= acc.max_size or acc.deadline <= _mono():
+                                self._after_append(t, acc)
+                            return
         self._produce(topic, value, key, partition, on_delivery or callback, timestamp, headers)
 
     def _produce(self, topic, value, key, partition, cb, timestamp, headers):
@@ -407,11 +421,12 @@ class Producer:
             if request is None:
                 break
             try:
+                # The batches go to the socket as they are (send_parts_with), not copied into a frame.
                 if acks == 0:
-                    conn.send("produce", request.args, want_reply=False)
+                    conn.send_parts_with("produce", request.args)
                     rid = None
                 else:
-                    rid = conn.send_with("produce", request.args, functools.partial(self._on_reply, request))
+                    rid = conn.send_parts_with("produce", request.args, functools.partial(self._on_reply, request))
             except ConnectionClosed as exc:
                 requests.unsent(request)
                 self._connection_lost(exc)
@@ -462,6 +477,7 @@ class Producer:
         if err is None and self._only_errors:
             return
         first = acc.first_ts
+        plain_ts = first + acc.dflt   # the timestamp of plain records (rows that are just a value)
         topic, partition = acc.topic, acc.partition
         reports = self._reports
         for i, r in enumerate(rows):
@@ -469,7 +485,11 @@ class Producer:
             if cb is None:
                 continue
             offset = base + i if err is None and base >= 0 else -1001
-            reports.append((cb, err, make_message(topic, partition, offset, first + r[1], r[2], r[3], r[4], err)))
+            if r.__class__ is tuple:
+                msg = make_message(topic, partition, offset, first + r[1], r[2], r[3], r[4], err)
+            else:
+                msg = make_message(topic, partition, offset, plain_ts, None, r, None, err)
+            reports.append((cb, err, msg))
 
     def _connection_lost(self, exc) -> None:
         """The connection broke: the unanswered batches go again on the next connection

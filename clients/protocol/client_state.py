@@ -12,7 +12,7 @@ protocol logic exists once and is tested without a network (tests/protocol).
 
 import itertools
 
-from .framing import DEFAULT_MAX_FRAME, FrameDecoder, new_packer, LENGTH
+from .framing import DEFAULT_MAX_FRAME, LENGTH, FrameDecoder, encode_frame_parts, new_packer
 from .frames import REQUEST, ErrorReply, Push, parse_server_frame
 from .handshake import HELLO, hello_args
 
@@ -42,6 +42,17 @@ class ClientConnectionState:
             from .errors import FrameTooLarge
             raise FrameTooLarge(len(body), self.max_frame)
         return rid, LENGTH.pack(len(body)) + body
+
+    def encode_request_parts(self, op: str, args, want_reply: bool = True) -> tuple[int, list]:
+        """As `encode_request`, with the frame as a list of buffers (`framing.encode_frame_parts`:
+        large bytes values in `args`, such as a produce request's batches, are not copied)."""
+        rid = next(self._ids) if want_reply else 0
+        parts = encode_frame_parts([REQUEST, rid, op, args], self._packer)
+        size = sum(map(len, parts)) - LENGTH.size
+        if size > self.max_frame:
+            from .errors import FrameTooLarge
+            raise FrameTooLarge(size, self.max_frame)
+        return rid, parts
 
     def hello(self, client_name: str, credentials=None) -> tuple[int, bytes]:
         return self.encode_request(HELLO, hello_args(client_name, credentials, self.max_frame))

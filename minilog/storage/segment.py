@@ -79,8 +79,11 @@ SegmentRepair.__doc__ = """What LogSegment.recover did: bytes cut off the end, L
 (the file was rewritten without them), and the torn tail's LostRange (or None)."""
 
 
-class FileSlice(namedtuple("FileSlice", "fd position length")):
+class FileSlice(namedtuple("FileSlice", "fd position length next_offset", defaults=(None,))):
     """A run of whole batches inside an open segment file.
+
+    ``next_offset`` is the offset after its last batch, where the next read goes on (None when
+    not known); the msgpack door's fetch sessions keep it as the session's position.
 
     A server can ``os.sendfile(sock, s.fd, s.position, s.length)`` it without the
     bytes ever becoming Python objects. The fd stays open at least
@@ -481,6 +484,7 @@ class LogSegment:
         With ``stop_offset``, no batch at or after it is included (a lost range starts there).
         """
         size = self.size  # a snapshot: bytes appended after this call are not returned
+        after_end = self.next_offset  # the offset after the batches in [0, size)
         found = self.find_batch(offset)
         if found is None:
             return None
@@ -488,11 +492,15 @@ class LogSegment:
         if stop_offset is not None and stop_offset < self.next_offset:
             after = self.find_batch(stop_offset)
             if after is not None:
-                size = min(size, max(after[0], start + first.size))
+                cut = max(after[0], start + first.size)
+                if cut < size:
+                    size = cut
+                    after_end = first.next_offset if cut == start + first.size else after[1].base_offset
         limit = start + max_bytes
         if limit >= size:
-            return self._slice(start, size - start)
+            return self._slice(start, size - start, after_end)
         end = start + first.size
+        after_end = first.next_offset
         if end < limit:
             # Jump close to the limit through the index, then walk the last few headers.
             # Batches before that entry end at or before it, so the slice can extend to it.
@@ -500,15 +508,20 @@ class LogSegment:
             if entry[1] > end:
                 headers = self._headers_from_entry(entry, size)
                 end = min(entry[1], size)
+                # The batch that ends at the entry is not read: the one starting there tells.
+                after_end = None if end < size else self.next_offset
             else:
                 headers = self._headers(end, size)
             for pos, h in headers:
                 if pos + h.size > limit:
+                    if after_end is None:
+                        after_end = h.base_offset
                     break
                 end = pos + h.size
-        return self._slice(start, end - start)
+                after_end = h.next_offset
+        return self._slice(start, end - start, after_end)
 
-    def _slice(self, start: int, length: int) -> FileSlice:
+    def _slice(self, start: int, length: int, next_offset: int | None) -> FileSlice:
         if start < self.dropped_to:
             # These bytes left the page cache (drop-behind, log.FlushPlan): a reader this far
             # behind reads on, so ask the kernel for them and what follows in one go. The reads
@@ -518,7 +531,7 @@ class LogSegment:
                                  os.POSIX_FADV_WILLNEED)
             except OSError:   # advice only
                 pass
-        return FileSlice(self._fd, start, length)
+        return FileSlice(self._fd, start, length, next_offset)
 
     def offset_for_timestamp(self, timestamp: int) -> int | None:
         """Offset of the first record whose timestamp is >= ``timestamp``, or None."""

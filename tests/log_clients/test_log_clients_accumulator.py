@@ -2,6 +2,7 @@
 
 import time
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,7 +12,7 @@ from clients.log.accumulator import OpenBatch, RecordAccumulator, record_size
 from clients.log.partitioner import RANDOM
 from clients.log.producer import _OpenBatch
 from clients.record_batch import BatchBuilder as RecordBatchBuilder
-from clients.record_batch import decode_batch, validate
+from clients.record_batch import decode_batch, pack_plain_records, validate
 
 _records = st.lists(
     st.tuples(st.none() | st.binary(max_size=20), st.none() | st.binary(max_size=60),
@@ -55,16 +56,35 @@ def test_an_empty_batch_is_not_packed():
 
 
 def test_the_producers_fast_path_row_is_what_append_makes():
-    # Both producers append (len(rows), dflt, key, value, None) directly on their fast path;
-    # it must stay the row append() makes for a record without timestamp or headers.
+    # Both producers append directly on their fast path: a record without key, timestamp or
+    # headers as its value alone, a keyed one as the row (len(rows), dflt, key, value, None),
+    # counted in `tuples`. That must stay what append() makes for such records.
     a, b = OpenBatch("t", 0), OpenBatch("t", 0)
     a.append(None, b"first")
     b.append(None, b"first")
     a.append(b"k", b"second")
     b.rows.append((len(b.rows), b.dflt, b"k", b"second", None))
+    b.tuples += 1
     b.size += len(b"second") + len(b"k") + 16
+    a.append(None, b"third")
+    b.rows.append(b"third")
+    b.size += len(b"third") + 16
     b.first_ts, b.max_ts = a.first_ts, a.max_ts  # both opened within the same ms or so
-    assert a.rows == b.rows and a.size == b.size
+    assert a.rows == b.rows and a.size == b.size and a.tuples == b.tuples == 1
+    assert [b.record(i) for i in range(3)] == [(0, b.dflt, None, b"first", None), (1, b.dflt, b"k", b"second", None),
+                                               (2, b.dflt, None, b"third", None)]
+    assert [r[2:4] for r in decode_batch(b.pack())[1]] == [(None, b"first"), (b"k", b"second"), (None, b"third")]
+
+
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=600) | st.tuples(
+           st.integers(1, 3000), st.integers(0, 70_000)).map(lambda nl: [b"v" * nl[1]] * nl[0]),
+       st.sampled_from([0, 0, 1, -1, 127, 128, 255, 256, 65_536, -(2 ** 40)]))
+def test_plain_records_pack_as_msgpack_packs_their_rows(values, dflt):
+    # The join of cached heads (values all one length) and the msgpack fallback (varied
+    # lengths, a shape met once) both give msgpack's bytes; twice, so the cache serves the second.
+    want = msgpack.packb([(i, dflt, None, v, None) for i, v in enumerate(values)], use_bin_type=True)
+    assert pack_plain_records(values, dflt) == want
+    assert pack_plain_records(values, dflt) == want
 
 
 def test_both_producers_batches_are_the_one_accumulator():

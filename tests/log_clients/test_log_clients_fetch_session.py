@@ -332,3 +332,121 @@ def test_a_reply_of_the_wrong_shape_gives_no_records_and_raises_nothing(result):
     _, token = fetch(s)
     assert s.accept(token, result) == ([], False)
     assert take_all(s) == [] and part.fetch_offset == 0
+
+
+# ---- continued fetches (a server that keeps fetch sessions) ----------------------------------
+
+def continued_session(**kw):
+    s, part = session(**kw)
+    s.continued = True
+    return s, part
+
+
+def session_reply(start, records, hw, err=None, topic="t", partition=0):
+    """A fetch-session reply row: the offset it was read from comes seventh."""
+    return {"results": [[topic, partition, err, hw, 0, records, start]]}
+
+
+def offsets(messages):
+    return [m.offset() for m in messages]
+
+
+def test_the_second_fetch_in_flight_continues_in_the_servers_session():
+    s, part = continued_session()
+    assert s.wanted() == 2
+    first, t1 = s.fetch_request()
+    second, t2 = s.fetch_request()
+    assert first["session"] == second["session"] == 1
+    assert first["partitions"] == [["t", 0, 0, 1048576]]        # the first names its offset
+    assert second["partitions"] == [["t", 0, None, 1048576]]    # the second goes on after it
+    assert s.in_flight == 2 and not s.should_fetch()
+    _, prefetch = s.accept(t1, session_reply(0, batch(0, 3), hw=3))
+    assert not prefetch          # the continuation is parked already: the next can wait
+    assert s.should_fetch()
+    _, t3 = s.fetch_request()
+    assert t3[0][1] is None
+    s.accept(t2, session_reply(3, batch(3, 2), hw=5))
+    s.accept(t3, session_reply(5, b"", hw=5))
+    assert offsets(take_all(s)) == [0, 1, 2, 3, 4]
+    assert part.fetch_offset == 5
+
+
+def test_a_reply_that_does_not_continue_the_data_held_is_dropped_and_the_offset_sent_again():
+    s, part = continued_session()
+    _, t1 = s.fetch_request()
+    _, t2 = s.fetch_request()
+    s.fetch_failed(t1)                               # its reply never came
+    s.accept(t2, session_reply(3, batch(3, 2), hw=5))   # the server went on from 3: a gap for us
+    assert take_all(s) == [] and part.fetch_offset == 0
+    args, t3 = s.fetch_request()
+    assert args["partitions"] == [["t", 0, 0, 1048576]]
+    s.accept(t3, session_reply(0, batch(0, 5), hw=5))
+    assert offsets(take_all(s)) == [0, 1, 2, 3, 4]
+
+
+def test_a_seek_sends_its_offset_and_drops_the_replies_still_coming():
+    s, part = continued_session()
+    _, t1 = s.fetch_request()
+    _, t2 = s.fetch_request()
+    s.seek(part, 40)
+    assert s.should_fetch()                          # positions moved: one more, now
+    args, t3 = s.fetch_request()
+    assert args["partitions"] == [["t", 0, 40, 1048576]]
+    s.accept(t1, session_reply(0, batch(0, 3), hw=50))
+    s.accept(t2, session_reply(3, batch(3, 3), hw=50))
+    s.accept(t3, session_reply(40, batch(40, 2), hw=50))
+    assert offsets(take_all(s)) == [40, 41]
+    _, t4 = s.fetch_request()
+    assert t4[0][1] is None                          # continues after the seek's reply
+
+
+def test_a_partition_left_out_of_a_request_names_its_offset_when_it_comes_back():
+    s = FetchSession(MessageBuilder())
+    s.continued = True
+    a, b = PartitionFetch("t", 0), PartitionFetch("t", 1)
+    s.replace({("t", 0): a, ("t", 1): b})
+    s.seek(a, 0)
+    s.seek(b, 7)
+    args, _ = s.fetch_request()
+    assert [p[2] for p in args["partitions"]] == [0, 7]
+    s.pause(b)
+    args, _ = s.fetch_request()
+    assert args["partitions"] == [["t", 0, None, 1048576]]
+    s.resume(b)
+    args, _ = s.fetch_request()
+    assert [p[2] for p in args["partitions"]] == [None, 7]
+
+
+def test_an_error_row_breaks_the_chain():
+    s, part = continued_session()
+    _, t1 = s.fetch_request()
+    errors, _ = s.accept(t1, session_reply(0, None, hw=-1, err=["NOT_FOUND", "no such topic"]))
+    assert errors == [(part, ["NOT_FOUND", "no such topic"])]
+    part.failed = False
+    args, _ = s.fetch_request()
+    assert args["partitions"][0][2] == 0
+
+
+def test_a_server_that_refuses_fetch_sessions_leaves_one_fetch_in_flight():
+    s, part = continued_session()
+    _, t1 = s.fetch_request()
+    _, t2 = s.fetch_request()
+    assert s.fetch_refused(t1) is True
+    assert not s.continued
+    assert s.fetch_refused(t2) is True               # the second was a session fetch too
+    args, t3 = s.fetch_request()
+    assert "session" not in args and args["partitions"] == [["t", 0, 0, 1048576]]
+    assert not s.should_fetch()                      # one in flight, as before
+    assert s.fetch_refused(t3) is False              # a plain fetch refused is the application's error
+    _, t4 = s.fetch_request()
+    s.accept(t4, reply(batch(0, 2), hw=2))
+    assert offsets(take_all(s)) == [0, 1]
+
+
+def test_a_session_row_without_a_start_offset_is_dropped():
+    s, part = continued_session()
+    _, t1 = s.fetch_request()
+    errors, _ = s.accept(t1, {"results": [["t", 0, None, 3, 0, batch(0, 3), "zero"]]})
+    assert take_all(s) == []    # not where the data held ends: dropped, sent again
+    args, _ = s.fetch_request()
+    assert args["partitions"][0][2] == 0

@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 from clients.protocol import frames
 from clients.protocol.client_state import ClientConnectionState
 from clients.protocol.errors import BrokerError, CorruptFrame, ErrorCode, FrameTooLarge
-from clients.protocol.framing import BufferedFrameDecoder, FrameDecoder, encode_frame
+from clients.protocol.framing import BufferedFrameDecoder, FrameDecoder, encode_frame, encode_frame_parts, new_packer
 
 # Values msgpack can carry and bring back unchanged (lists stay lists, str vs bin kept apart).
 msgpack_values = st.recursive(
@@ -31,6 +31,42 @@ def test_any_messages_cut_anywhere_decode_to_the_same_list(messages, cuts):
         decoded.extend(decoder.feed(piece))
     assert decoded == messages
     assert decoder.buffered == 0
+
+
+@given(value=st.recursive(msgpack_values | st.binary(min_size=0, max_size=70_000).filter(lambda b: len(b) > 250)
+                          | st.tuples(st.integers(-(2**63), 2**64 - 1), st.binary(max_size=300)),
+                          lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
+                          | st.dictionaries(st.text(max_size=10), children, max_size=4), max_leaves=10),
+       min_blob=st.sampled_from([1, 256, 16 * 1024]))
+def test_a_frame_in_parts_is_the_frame_and_leaves_large_values_uncopied(value, min_blob):
+    parts = encode_frame_parts(value, new_packer(), min_blob)
+    assert b"".join(parts) == encode_frame(value)
+    # Each bytes value of min_blob bytes or more is one of the parts: the object itself.
+    large = []
+
+    def find(o):
+        if isinstance(o, dict):
+            for k, v in o.items():
+                find(k)
+                find(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                find(v)
+        elif o.__class__ is bytes and len(o) >= min_blob:
+            large.append(o)
+    find(value)
+    assert [p for p in parts if any(p is o for o in large)] == large
+
+
+def test_a_request_in_parts_keeps_its_batches_and_is_refused_over_max_frame():
+    state = ClientConnectionState(max_frame=200_000)
+    batch = b"b" * 100_000
+    rid, parts = state.encode_request_parts("produce", {"acks": 1, "data": [["t", 0, batch]]})
+    assert rid == 1 and any(p is batch for p in parts)
+    assert FrameDecoder(200_000).feed(b"".join(parts)) == [[frames.REQUEST, 1, "produce",
+                                                            {"acks": 1, "data": [["t", 0, batch]]}]]
+    with pytest.raises(FrameTooLarge):
+        state.encode_request_parts("produce", {"acks": 1, "data": [["t", 0, batch], ["t", 1, batch]]})
 
 
 @given(messages=st.lists(msgpack_values, min_size=1, max_size=10))
