@@ -620,7 +620,7 @@ def _pack_plain_batch(values: list, dflt: int, first_ts: int, max_ts: int, base_
     batch = bytearray().join(parts)
     _CRC_TAIL.pack_into(batch, _CRC_START, 0, len(values), first_ts, max_ts)
     with memoryview(batch) as view:
-        crc = zlib.crc32(view[_CRC_START:])
+        crc = _crc32(view[_CRC_START:])
     _BEFORE_CRC_END.pack_into(batch, 0, base_offset, len(batch) - LOG_OVERHEAD, MAGIC, crc)
     return batch
 
