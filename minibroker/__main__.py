@@ -8,7 +8,8 @@ import sys
 
 from serverbase.cli import run_console
 
-from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinibrokerServer, tune_gc
+from . import gc_policy
+from .server import DEFAULT_DATA_DIR, DEFAULT_PORT, MinibrokerServer
 
 COMMANDS = {
     "dump": "minibroker.store.dump:main",
@@ -27,7 +28,7 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
-    return run_console(MinibrokerServer, argv, commands=COMMANDS, before_serve=tune_gc,
+    return run_console(MinibrokerServer, argv, commands=COMMANDS, before_serve=gc_policy.tune,
                        default_port=DEFAULT_PORT, default_data_dir=DEFAULT_DATA_DIR)
 
 

@@ -513,8 +513,11 @@ class Broker:
                             channel.publish_seq += 1
                         # Message.__init__ without the call: these are its fields, plus queue and position.
                         msg = new_message(Message)
-                        msg.exchange = name
-                        msg.routing_key = rk
+                        # The run's strings, not this entry's equal copies: a queued message
+                        # then holds one object fewer of its own (less memory, less for the
+                        # garbage collector to visit).
+                        msg.exchange = run_name
+                        msg.routing_key = run_rk
                         msg.body = body
                         msg.properties = properties
                         msg.size = size = len(body)

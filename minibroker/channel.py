@@ -152,9 +152,54 @@ class Channel:
                 schedule(q)
 
     def ack(self, tag: int, multiple: bool) -> None:
+        if multiple and tag and not self.broker.tracers:
+            # The usual consumer's ack (`multiple` up to a tag, every message from one queue and
+            # one consumer, none stored): one pass removes them and checks that, then the
+            # counters move once for the lot instead of once per message.
+            unacked = self.unacked
+            msgs = []
+            append = msgs.append
+            for t, m in unacked.items():
+                if t > tag:
+                    break
+                append(m)
+            if msgs:
+                first = msgs[0]
+                q = first.queue
+                c = first.consumer
+                uniform = c is not None
+                if len(msgs) == len(unacked):
+                    unacked.clear()
+                    for m in msgs:
+                        if m.queue is not q or m.consumer is not c or m.store_id is not None:
+                            uniform = False
+                            break
+                else:
+                    for m in msgs:
+                        del unacked[m.tag]
+                        if uniform and (m.queue is not q or m.consumer is not c or m.store_id is not None):
+                            uniform = False
+                if uniform:
+                    n = len(msgs)
+                    q.unacked -= n
+                    q.n_acked += n
+                    c.unacked -= n
+                    schedule = self.broker.schedule_drain
+                    for c in (self.consumers.values() if self.global_prefetch else (c,)):
+                        cq = c.queue
+                        if cq.ready and not cq.scheduled and not cq.deleted:
+                            schedule(cq)
+                    return
+                self._settle_acked(msgs)
+                return
         msgs = self._take(tag, multiple, "ack")
         if self.broker.tracers:
             trace.settled(self.broker, self, msgs, "acked")
+        self._settle_acked(msgs)
+
+    def _settle_acked(self, msgs: list) -> None:
+        """Messages taken off `unacked` by an ack: free their credit, count them, and tell
+        the store of the stored ones."""
         self._release(msgs)
         for m in msgs:
             m.queue.n_acked += 1

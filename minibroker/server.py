@@ -9,7 +9,6 @@ happened, scheduled with `loop.call_soon`: all requests read from all connection
 iteration are applied first, then deliveries and confirms go out in as few frames as possible.
 """
 
-import gc
 import logging
 
 from clients.protocol.errors import BrokerError, ErrorCode
@@ -22,6 +21,7 @@ from serverbase.schema import Array, Bin, Bool, Int, Name, Str, Table, Value
 from serverbase.server import DEFERRED
 
 from . import access
+from . import gc_policy
 
 from .broker import Broker
 from . import introspect
@@ -37,16 +37,6 @@ TICK_SECONDS = 0.05          # TTL sweeps and x-expires checks
 ENTRY_OVERHEAD = 48          # msgpack bytes around one delivery besides its strings and body
 PROPERTIES_ESTIMATE = 128
 SMALL_ENTRY_BOUND = 512      # bytes besides the body that a typical delivery entry stays under    # a guess for a properties map; a frame that still overflows is re-split
-
-GC_THRESHOLD = 100_000       # allocations between young-generation collections (default 700)
-
-
-def tune_gc() -> None:
-    """Queues hold many long-lived objects, and with the default thresholds (700, 10, 10) the
-    collector rescans them every few thousand allocations: that tripled the cost per message in
-    bench/minibroker_wire.py. Collect less eagerly. Called by the command line (`__main__`), not
-    by in-process servers, so a test process keeps its own settings."""
-    gc.set_threshold(GC_THRESHOLD, 50, 1000)
 
 log = logging.getLogger("minibroker.server")
 _PUSH = 3
@@ -205,6 +195,7 @@ class MinibrokerServer(BrokerServer):
 
         self.flow_control = PublisherFlowControl(self, self.max_queued_bytes)
         self.every(TICK_SECONDS, self.flow_control.check)
+        self.every(gc_policy.SWEEP_INTERVAL_S, gc_policy.sweep)
 
     async def close(self):
         self.store.close()

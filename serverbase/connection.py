@@ -182,7 +182,7 @@ class ClientConnection(asyncio.Protocol):
         self._release_buffers()
         self.server._connection_closed(self)
         # The connection, its session and the session's sink refer to each other; with the
-        # garbage collector tuned to run rarely (minibroker's tune_gc) such a cycle can live for
+        # garbage collector tuned to run rarely (minibroker's gc_policy) such a cycle can live for
         # a long time, so drop what could be large now rather than when the cycle is collected.
         self.state.clear()
         self.on_writable.clear()

@@ -122,3 +122,36 @@ def test_closing_a_channel_requeues_its_unacked_messages(client):
     assert ready(client, "q") == 0
     client.call("channel_close", ch=2)
     assert ready(client, "q") == 3
+
+
+def rows(c, kind, key):
+    return {row[key]: row for row in c.call("list", kind=kind)["rows"]}
+
+
+@pytest.mark.parametrize("spanning", [False, True], ids=["one consumer", "two consumers, two queues"])
+def test_ack_multiple_frees_each_consumers_prefetch_and_counts_each_queue(client, spanning):
+    """`ack multiple` has a one-pass path for the usual case (one queue, one consumer) and the
+    general one for anything else: both must free exactly the acked messages' credit."""
+    client.call("basic_qos", ch=1, prefetch_count=4)
+    for q in ("a", "b"):
+        client.call("queue_declare", queue=q)
+        fill(client, q, 6)
+    client.call("consume", ch=1, queue="a", consumer_tag="ca")
+    first = client.take_deliveries(4)
+    if spanning:
+        client.call("consume", ch=1, queue="b", consumer_tag="cb")
+        first += client.take_deliveries(4)
+    client.call("ack", ch=1, delivery_tag=first[-2][1], multiple=True)   # all but the last one
+    # Each consumer is refilled up to its prefetch of 4 from the 2 its queue still holds.
+    more = client.take_deliveries(4 if spanning else 2)
+    assert sorted((e[0], int(e[5])) for e in more) == \
+        ([("ca", 4), ("ca", 5), ("cb", 4), ("cb", 5)] if spanning else [("ca", 4), ("ca", 5)])
+    client.expect_no_deliveries()
+    queues = rows(client, "queues", "name")
+    consumers = rows(client, "consumers", "consumer_tag")
+    assert queues["a"]["messages_unacknowledged"] == consumers["ca"]["unacknowledged"] == (2 if spanning else 3)
+    if spanning:
+        assert queues["b"]["messages_unacknowledged"] == consumers["cb"]["unacknowledged"] == 3
+    client.call("ack", ch=1, delivery_tag=more[-1][1], multiple=True)
+    assert sum(q["messages_unacknowledged"] for q in rows(client, "queues", "name").values()) == 0
+    assert sum(q["messages"] for q in rows(client, "queues", "name").values()) == (0 if spanning else 6)
