@@ -215,7 +215,8 @@ class AIOKafkaProducer:
     def __init__(self, *, bootstrap_servers="localhost:9093", client_id=None, acks=1, key_serializer=None,
                  value_serializer=None, linger_ms=0, max_batch_size=16384, max_request_size=1048576,
                  request_timeout_ms=40000, loop=None, security_protocol="PLAINTEXT", ssl_context=None,
-                 sasl_mechanism="PLAIN", sasl_plain_username=None, sasl_plain_password=None, **ignored):
+                 sasl_mechanism="PLAIN", sasl_plain_username=None, sasl_plain_password=None, retry_backoff_ms=100,
+                 **ignored):
         self._host, self._port = _bootstrap(bootstrap_servers)
         self._credentials = plain_credentials(security_protocol, sasl_mechanism, sasl_plain_username,
                                               sasl_plain_password)
@@ -247,8 +248,12 @@ class AIOKafkaProducer:
         # KafkaTimeoutError: aiokafka expires batches after request_timeout_ms, and a request
         # may wait that long on the server (acks=all), so its "maximum waiting time can be up to
         # 2 * request_timeout_ms".
+        # A batch failed with a retriable error (KafkaStorageError) goes again after
+        # retry_backoff_ms, as often as it takes within that timeout, as aiokafka's sender does.
+        backoff = max(retry_backoff_ms, 1) / 1000.0
         self._requests = ProduceRequests(acks, request_timeout_ms, self._max_request, _MAX_IN_FLIGHT,
-                                         2 * request_timeout_ms / 1000.0)
+                                         2 * request_timeout_ms / 1000.0, 2_147_483_647, backoff, backoff)
+        self._retry_timer = None  # the timer that sends the batches whose retry backoff is over
         self._expiry = None  # the timer that runs _expire while batches are on their way
         self._pending: set = set()  # reply futures of the requests in flight
         self._sent_since_yield = 0  # request bytes queued since send() last gave the loop a turn
@@ -316,6 +321,9 @@ class AIOKafkaProducer:
                 if self._expiry is not None:
                     self._expiry.cancel()
                     self._expiry = None
+                if self._retry_timer is not None:
+                    self._retry_timer.cancel()
+                    self._retry_timer = None
                 if self._reconnecting is not None:
                     self._reconnecting.cancel()
                 await self._conn.close()
@@ -484,15 +492,16 @@ class AIOKafkaProducer:
             if len(requests):
                 self._connection_lost()
             return
-        loop = None
+        loop = asyncio.get_running_loop()
         while True:
-            request = requests.next_request()
+            request = requests.next_request(loop.time())
             if request is None:
                 if self._expiry is None and len(requests):
                     self._schedule_expiry()
+                retry_at = requests.retry_at()
+                if retry_at is not None and self._retry_timer is None:
+                    self._retry_timer = loop.call_at(retry_at, self._retry_due)
                 return
-            if loop is None:
-                loop = asyncio.get_running_loop()
             for item in request.items:
                 self._sent_since_yield += len(item[2])
             try:
@@ -507,6 +516,10 @@ class AIOKafkaProducer:
                 self._pending.add(reply)
                 reply.add_done_callback(partial(self._on_reply, request))
 
+    def _retry_due(self) -> None:
+        self._retry_timer = None
+        self._send_ready()
+
     def _on_reply(self, request, reply) -> None:
         self._pending.discard(reply)
         if reply.cancelled():
@@ -520,12 +533,16 @@ class AIOKafkaProducer:
         elif reply.exception() is not None:
             exc = reply.exception()
             outcomes = self._requests.failed(request, (getattr(exc, "code", "CONNECTION_CLOSED"),
-                                                       getattr(exc, "message", str(exc))))
+                                                       getattr(exc, "message", str(exc))), self._loop_time())
         else:
-            outcomes = self._requests.completed(request, reply.result())
+            outcomes = self._requests.completed(request, reply.result(), self._loop_time())
         self._settle(outcomes)
-        if self._requests.ready:
-            self._send_ready()  # batches held back by the in-flight limit
+        if self._requests.ready or self._requests.retrying:
+            self._send_ready()  # batches held back by the in-flight limit, or to be retried
+
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     def _schedule_expiry(self) -> None:
         # Checked a few times per delivery timeout (at most every second), only while batches
@@ -565,9 +582,15 @@ class AIOKafkaProducer:
         """Send every open batch and wait until all requests in flight are answered."""
         for _, batch in list(self._acc.open):
             self._close(batch)
-        while self._pending or self._requests.ready:
+        while self._pending or self._requests.ready or self._requests.retrying:
             if self._pending:
                 await asyncio.gather(*list(self._pending), return_exceptions=True)
+            elif not self._requests.ready and self._reconnecting is None:
+                # Only batches waiting out a retry's backoff: wait until the first is due (its
+                # timer sends it), looking again at least every second for expired ones.
+                loop = asyncio.get_running_loop()
+                await asyncio.sleep(min(max(self._requests.retry_at() - loop.time(), 0.0), 1.0))
+                self._send_ready()
             elif self._reconnecting is not None:
                 # No connection: wait for the new one, looking again now and then, since the
                 # batches waiting for it may expire meanwhile.

@@ -1,12 +1,15 @@
 """Message: what `Consumer.poll()`/`consume()` return and delivery callbacks receive.
 
 confluent-kafka's Message is read through methods (`value()`, `offset()`...). Replaying a log
-creates one per record, so the class is a tuple subclass: creating one is a single C-level
-tuple allocation from the fields the fetcher already decoded, and each accessor is an index.
-The field order is (topic, partition, offset, timestamp, key, value, headers, error).
+creates one per record, so making one must cost next to nothing. Two classes carry the same
+methods: `Message`, a tuple subclass (topic, partition, offset, timestamp, key, value, headers,
+error) for delivery reports, errors and records of small batches, one C-level tuple allocation
+each; and the records of large batches, built by msgspec straight from the stored bytes
+(`_BatchRecord`, below).
 """
 
 import msgpack
+import msgspec
 
 from ..record_batch import BatchError
 from .errors import KafkaError
@@ -75,16 +78,25 @@ def error_message(error, topic=None, partition=-1, offset=-1001) -> Message:
     return _new(Message, (topic, partition, offset, None, None, None, None, error))
 
 
-class _BatchRecord(Message):
-    """A record exactly as msgpack decoded it, `(offset_delta, timestamp_delta, key, value, headers)`.
+class _BatchRecord(msgspec.Struct, array_like=True, gc=False, eq=False):
+    """A record of a large batch, built by msgspec straight from the batch's msgpack body.
 
-    The consumer decodes a large batch with `msgpack.unpackb(..., list_hook=cls)` where `cls`
-    is a subclass made for that batch (`batch_record_class`) carrying the topic, partition,
-    base offset and first timestamp as class attributes. msgpack then builds every Message in
-    C, with no Python loop over the records; the accessors add the batch's base values.
+    The stored record is `[offset_delta, timestamp_delta, key, value, headers]`; msgspec
+    decodes each such array into one of these (`array_like`) in C, one allocation per record:
+    no intermediate tuple, no Python code per record. `gc=False`: a record holds bytes, ints
+    and None (headers: lists of str and bytes), never a cycle, so the collector need not track
+    it. The batch's topic, partition, base offset and first timestamp are class attributes of
+    a subclass made for the batch (`batch_record_class`), and the accessors add them. Like
+    confluent-kafka's Message (a C type without comparisons) two records are equal only if
+    they are the same object.
     """
 
-    __slots__ = ()
+    od: int
+    td: int
+    k: bytes | None
+    v: bytes | None
+    h: object   # nil or [[str, bin | nil], ...] (the broker checked it); headers() makes tuples
+
     _t = None
     _p = -1
     _b = 0
@@ -97,46 +109,57 @@ class _BatchRecord(Message):
         return self._p
 
     def offset(self):
-        return self._b + self[0]
+        return self._b + self.od
 
     def timestamp(self):
-        return (TIMESTAMP_CREATE_TIME, self._f + self[1])
+        return (TIMESTAMP_CREATE_TIME, self._f + self.td)
 
     def key(self):
-        return self[2]
+        return self.k
 
     def value(self):
-        return self[3]
+        return self.v
 
     def headers(self):
-        h = self[4]
+        h = self.h
         return None if h is None else [(x[0], x[1]) for x in h]
 
     def error(self):
         return None
 
+    def latency(self):
+        return None
+
+    def leader_epoch(self):
+        return None
+
+    def set_value(self, value):
+        raise TypeError("minilog Message objects are immutable; build a new one instead")
+
     def __len__(self):
-        v = self[3]
+        v = self.v
         return 0 if v is None else len(v)
 
     def __repr__(self):
-        return (f"Message(topic={self._t!r}, partition={self._p}, offset={self._b + self[0]}, key={self[2]!r}, "
-                f"value={self[3]!r:.60}, error=None)")
+        return (f"Message(topic={self._t!r}, partition={self._p}, offset={self._b + self.od}, key={self.k!r}, "
+                f"value={self.v!r:.60}, error=None)")
 
     def __reduce__(self):
-        return (make_message, (self._t, self._p, self._b + self[0], self._f + self[1], self[2], self[3],
+        return (make_message, (self._t, self._p, self._b + self.od, self._f + self.td, self.k, self.v,
                                self.headers(), None))
 
 
 def batch_record_class(topic, partition, base_offset, first_timestamp):
-    return type("Message", (_BatchRecord,), {"__slots__": (), "_t": topic, "_p": partition,
-                                              "_b": base_offset, "_f": first_timestamp})
+    return type("Message", (_BatchRecord,), {"_t": topic, "_p": partition, "_b": base_offset,
+                                              "_f": first_timestamp})
 
 
-# Batches with at least this many records are decoded by msgpack straight into Message objects;
-# smaller ones through a list comprehension (making a class per batch costs ~10 µs).
+# Batches with at least this many records are decoded by msgspec straight into records of a
+# class made for the batch; smaller ones through a list comprehension (making a class and its
+# decoder per batch costs ~11 µs).
 _CLASS_PER_BATCH = 64
 _unpackb = msgpack.unpackb
+_Decoder = msgspec.msgpack.Decoder
 
 
 class MessageBuilder(RecordBuilder):
@@ -145,15 +168,13 @@ class MessageBuilder(RecordBuilder):
     def records(self, topic, partition, header, body, offset):
         base = header.base_offset
         if header.record_count >= _CLASS_PER_BATCH:
-            # msgpack builds the Message objects itself (see _BatchRecord). Arrays decode to
-            # tuples first: the hook copies a tuple into the subclass cheaper than a list.
             cls = batch_record_class(topic, partition, base, header.first_timestamp)
-            raw = _unpackb(body, use_list=False, list_hook=cls)
-            # The outer array became a cls too; its real length must be the header's count
-            # (a batch stored by a broker that did not check bodies may lie).
-            if tuple.__len__(raw) != header.record_count:
+            raw = _Decoder(list[cls]).decode(body)
+            # Its length must be the header's count (a batch stored by a broker that did not
+            # check bodies may lie).
+            if len(raw) != header.record_count:
                 raise BatchError(f"batch at offset {base} claims {header.record_count} records, "
-                                 f"holds {tuple.__len__(raw)}")
+                                 f"holds {len(raw)}")
             return raw if base >= offset else raw[offset - base:]
         first = header.first_timestamp
         raw = _unpackb(body, use_list=False)

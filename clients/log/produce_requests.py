@@ -26,6 +26,16 @@ them without a server.
   result for a batch, or a malformed one, fails that batch; a reply to a request no longer in
   flight (timed out, or its connection lost and its batches queued again) gives nothing.
 - `failed(request, error)`: the whole request failed (an error reply, a closed connection).
+- Retries, as librdkafka's: a batch that fails with a retriable error (`RETRIABLE`: the
+  server's STORAGE_ERROR, Kafka's KAFKA_STORAGE_ERROR) is not an outcome while it has retries
+  left (`retries`, librdkafka's `retries` / `message.send.max.retries`) and `now` is given:
+  it waits in `retrying` for its backoff (`retry_backoff`, doubling per attempt up to
+  `retry_backoff_max`, as librdkafka's `retry.backoff.ms` / `retry.backoff.max.ms`), then
+  leaves again before every batch queued behind it, and ahead of its own partition's later
+  batches, which wait for it. `retry_at()` says when the next one is due. It fails with
+  its last error once out of retries, and with DELIVERY_TIMED_OUT once the delivery timeout
+  passes (naming that error). Other errors fail their batches at once, as in librdkafka:
+  a message too large, a corrupt batch, a denied or deleted topic will not change by waiting.
 - `connection_lost()`: the unanswered requests' batches go back to the front of the queue, in
   the order they were sent, to leave again on the next connection. Their replies were lost,
   not necessarily their appends, so a batch may be stored twice (at-least-once, as Kafka
@@ -41,39 +51,50 @@ batch's first record (-1 when unknown), `error` None or a wire error pair `(code
 the server's codes (`clients/protocol/errors.ErrorCode`) or this module's local ones
 (`CONNECTION_CLOSED`, `DELIVERY_TIMED_OUT`, `PURGED`, `PURGED_IN_FLIGHT`) -- which each producer turns into its
 library's error type. Whether an error is worth retrying is the error type's business
-(`KafkaError.retriable()`); this core retries only what a lost connection left unanswered.
+(`KafkaError.retriable()`); this core retries what a lost connection left unanswered, and
+the batches failed with a retriable error (above).
 """
 
+from ..protocol.errors import ErrorCode
+
 __all__ = ["ProduceRequest", "ProduceRequests", "CONNECTION_CLOSED", "DELIVERY_TIMED_OUT", "PURGED",
-           "PURGED_IN_FLIGHT"]
+           "PURGED_IN_FLIGHT", "RETRIABLE"]
 
 CONNECTION_CLOSED = "CONNECTION_CLOSED"    # the connection broke before the reply came
 DELIVERY_TIMED_OUT = "DELIVERY_TIMED_OUT"  # not delivered within the delivery timeout
 PURGED = "PURGED"                          # dropped from the queue by purge()
 PURGED_IN_FLIGHT = "PURGED_IN_FLIGHT"      # given up while in flight, by purge_in_flight()
 _NO_RESULT = "INTERNAL_ERROR"              # a reply with no (or a malformed) result for a batch
+# The server's per-partition produce errors that librdkafka retries: STORAGE_ERROR (disk full or
+# an I/O error, nothing stored) is Kafka's KAFKA_STORAGE_ERROR, retriable there. NOT_FOUND (the
+# topic was deleted), MESSAGE_TOO_LARGE, CORRUPT_MESSAGE, BAD_REQUEST and NOT_AUTHORIZED fail
+# at once; so does INTERNAL_ERROR, a server bug that a retry would only repeat.
+RETRIABLE = frozenset({ErrorCode.STORAGE_ERROR})
 
 
 class ProduceRequest:
     """One `produce` request: its arguments (`args`, ready to send) and the queue items it carries."""
 
-    __slots__ = ("args", "items", "sent_at", "token")
+    __slots__ = ("args", "items", "sent_at", "token", "retried")
 
     def __init__(self, args: dict, items: list):
         self.args = args
         self.items = items   # (topic, partition, data, batch, closed_at), in the order they closed
         self.sent_at = 0.0
         self.token = None
+        self.retried = ()    # the `retrying` entries it carries (batches sent again)
 
 
 class ProduceRequests:
     """A producer's closed batches on their way: queued (`ready`), then in flight, then an outcome."""
 
     __slots__ = ("acks", "timeout_ms", "max_request", "max_in_flight", "delivery_timeout", "ready",
-                 "in_flight", "_requests")
+                 "in_flight", "_requests", "retries", "retry_backoff", "retry_backoff_max", "retrying",
+                 "_attempts", "_order", "_added")
 
     def __init__(self, acks: int, timeout_ms: int, max_request: int, max_in_flight: int,
-                 delivery_timeout: float | None = None):
+                 delivery_timeout: float | None = None, retries: int = 0, retry_backoff: float = 0.1,
+                 retry_backoff_max: float = 1.0):
         if acks not in (-1, 0, 1):
             raise ValueError(f"acks must be -1, 0 or 1, got {acks!r}")
         self.acks = acks
@@ -84,13 +105,27 @@ class ProduceRequests:
         self.ready: list = []                     # (topic, partition, data, batch, closed_at), oldest first
         self.in_flight = 0                        # requests written and not answered
         self._requests: dict[ProduceRequest, None] = {}  # those requests, in the order they were sent
+        self.retries = max(int(retries), 0)       # times a batch is sent again after a retriable error
+        self.retry_backoff = retry_backoff        # seconds before its first retry; doubles per attempt,
+        self.retry_backoff_max = retry_backoff_max  # up to this
+        # Batches failed with a retriable error, waiting to go again, in the order they closed:
+        # (order, item, not before, error). They go before `ready`.
+        self.retrying: list = []
+        self._attempts: dict = {}                 # batch -> retries made so far (only batches retried)
+        self._order: dict = {}                    # batch -> the order it closed in, until its outcome
+        self._added = 0
 
     # ---- batches in, requests out ---------------------------------------------------------
     def add(self, topic: str, partition: int, data: bytes, batch, now: float) -> None:
+        self._added += 1
+        self._order[batch] = self._added
         self.ready.append((topic, partition, data, batch, now))
 
-    def next_request(self) -> ProduceRequest | None:
+    def next_request(self, now: float | None = None) -> ProduceRequest | None:
+        """The next request to write (`now`: the clock, for retries' backoff; None: all are due)."""
         ready = self.ready
+        if self.retrying:
+            return self._next_with_retries(now)
         if not ready or self.in_flight >= self.max_in_flight:
             return None
         first = ready[0]
@@ -110,6 +145,77 @@ class ProduceRequests:
         self.ready = rest
         return self._request(items)
 
+    def _next_with_retries(self, now: float | None) -> ProduceRequest | None:
+        """next_request while batches wait to be retried: those due go first, in the order they
+        closed; one still backing off holds its partition's later batches back."""
+        if self.in_flight >= self.max_in_flight:
+            return None
+        items, seen, size, limit = [], set(), 0, self.max_request
+        waiting, taken = [], []
+        for entry in self.retrying:
+            item = entry[1]
+            tp = (item[0], item[1])
+            if tp in seen or (now is not None and entry[2] > now) or (items and size + len(item[2]) > limit):
+                seen.add(tp)
+                waiting.append(entry)
+            else:
+                seen.add(tp)
+                items.append(item)
+                taken.append(entry)
+                size += len(item[2])
+        self.retrying = waiting
+        rest = []
+        for item in self.ready:
+            tp = (item[0], item[1])
+            if tp in seen or (items and size + len(item[2]) > limit):
+                seen.add(tp)
+                rest.append(item)
+            else:
+                seen.add(tp)
+                items.append(item)
+                size += len(item[2])
+        self.ready = rest
+        if not items:
+            return None
+        request = self._request(items)
+        request.retried = taken
+        return request
+
+    def retry_at(self) -> float | None:
+        """When the next batch waiting to be retried is due (None: none waits)."""
+        return min(entry[2] for entry in self.retrying) if self.retrying else None
+
+    def _retry(self, item: tuple, error: tuple, now: float | None) -> bool:
+        """Queue `item` (failed with `error`) to go again if the error is retriable and it has
+        retries left; False: its outcome is the error."""
+        if now is None or error[0] not in RETRIABLE:
+            return False
+        batch = item[3]
+        done = self._attempts.get(batch, 0)
+        if done >= self.retries:
+            self._attempts.pop(batch, None)
+            return False
+        self._attempts[batch] = done + 1
+        backoff = min(self.retry_backoff * (2 ** done), self.retry_backoff_max)
+        self._wait_retry((self._order.get(batch, 0), item, now + backoff, error))
+        return True
+
+    def _wait_retry(self, entry: tuple) -> None:
+        """File `entry` among the batches waiting to be retried, by the order batches closed
+        (as librdkafka puts retried messages back in their partition queue by message id)."""
+        retrying = self.retrying
+        at = len(retrying)
+        while at and retrying[at - 1][0] > entry[0]:   # nearly always appended at the end
+            at -= 1
+        retrying.insert(at, entry)
+
+    def _outcome(self, item: tuple, base: int, error) -> tuple:
+        batch = item[3]
+        self._order.pop(batch, None)
+        if self._attempts:
+            self._attempts.pop(batch, None)
+        return (batch, base, error)
+
     def _request(self, items: list) -> ProduceRequest:
         return ProduceRequest({"acks": self.acks, "timeout_ms": self.timeout_ms,
                                "data": [[topic, partition, data] for topic, partition, data, _, _ in items]}, items)
@@ -117,16 +223,24 @@ class ProduceRequests:
     def sent(self, request: ProduceRequest, now: float, token=None) -> list:
         """`request` was written; returns its outcomes when no reply will come (acks 0)."""
         if self.acks == 0:
-            return [(item[3], -1, None) for item in request.items]
+            return [self._outcome(item, -1, None) for item in request.items]
         request.sent_at = now
         request.token = token if token is not None else True
+
         self._requests[request] = None
         self.in_flight += 1
         return []
 
     def unsent(self, request: ProduceRequest) -> None:
-        """`request` could not be written: its batches go first in the queue again."""
-        self.ready = request.items + self.ready
+        """`request` could not be written: its batches go first in the queue again (those it
+        retried back among the batches waiting to be retried, in their places)."""
+        if request.retried:
+            again = {id(entry[1]) for entry in request.retried}
+            for entry in request.retried:
+                self._wait_retry(entry)
+            self.ready = [item for item in request.items if id(item) not in again] + self.ready
+        else:
+            self.ready = request.items + self.ready
 
     # ---- replies in, outcomes out -----------------------------------------------------------
     def _answered(self, request: ProduceRequest) -> bool:
@@ -136,8 +250,9 @@ class ProduceRequests:
         self.in_flight -= 1
         return True
 
-    def completed(self, request: ProduceRequest, result) -> list:
-        """The reply to `request`: one outcome `(batch, base_offset, error)` per batch."""
+    def completed(self, request: ProduceRequest, result, now: float | None = None) -> list:
+        """The reply to `request`: one outcome `(batch, base_offset, error)` per batch, but for
+        the batches it queues to be retried (a retriable error, retries left, `now` given)."""
         if not self._answered(request):
             return []
         results = result.get("results") if isinstance(result, dict) else None
@@ -147,7 +262,8 @@ class ProduceRequests:
                 if isinstance(r, (list, tuple)) and len(r) >= 3:
                     by_tp[(r[0], r[1])] = r
         outcomes = []
-        for topic, partition, _, batch, _ in request.items:
+        for item in request.items:
+            topic, partition = item[0], item[1]
             r = by_tp.get((topic, partition))
             error = r[3] if r is not None and len(r) > 3 else None
             if error is not None:
@@ -155,26 +271,33 @@ class ProduceRequests:
                     error = (str(error[0]), str(error[1]))
                 else:
                     error = (_NO_RESULT, f"unexpected error field {error!r:.100}")
-                outcomes.append((batch, -1, error))
+                if not self._retry(item, error, now):
+                    outcomes.append(self._outcome(item, -1, error))
             elif r is None or r[2].__class__ is not int:
-                outcomes.append((batch, -1, (_NO_RESULT, f"the server's produce reply gave no offset "
-                                                         f"for {topic}-{partition}")))
+                outcomes.append(self._outcome(item, -1, (_NO_RESULT, f"the server's produce reply gave no offset "
+                                                                     f"for {topic}-{partition}")))
             else:
-                outcomes.append((batch, r[2], None))
+                outcomes.append(self._outcome(item, r[2], None))
         return outcomes
 
-    def failed(self, request: ProduceRequest, error: tuple) -> list:
-        """`request` failed as a whole (an error reply, or it could not be sent): each batch fails."""
+    def failed(self, request: ProduceRequest, error: tuple, now: float | None = None) -> list:
+        """`request` failed as a whole (an error reply, or it could not be sent): each batch fails,
+        or is queued to be retried (as in `completed`)."""
         if not self._answered(request) and request.token is not None:
             return []  # answered, timed out or given back to the queue already
-        return [(item[3], -1, error) for item in request.items]
+        return [self._outcome(item, -1, error) for item in request.items if not self._retry(item, error, now)]
 
     def connection_lost(self) -> None:
         """The connection broke: unanswered requests' batches go back to the front, in order."""
         retry = [item for request in self._requests for item in request.items]
         self._requests.clear()
         self.in_flight = 0
-        if retry:
+        if retry and self.retrying:
+            # Among batches waiting to be retried, which may have closed after some of these.
+            for item in retry:
+                self._wait_retry((self._order.get(item[3], 0), item, float("-inf"),
+                                  (CONNECTION_CLOSED, "the connection was lost")))
+        elif retry:
             self.ready = retry + self.ready
 
     def expire(self, now: float) -> tuple[list, list]:
@@ -184,12 +307,22 @@ class ProduceRequests:
             return [], []
         outcomes, tokens = [], []
         limit = now - timeout
+        if any(entry[1][4] <= limit for entry in self.retrying):
+            kept = []
+            for entry in self.retrying:
+                if entry[1][4] <= limit:
+                    outcomes.append(self._outcome(entry[1], -1, (DELIVERY_TIMED_OUT, f"not delivered within the delivery "
+                                                                                    f"timeout; last error: {entry[3][0]}: "
+                                                                                    f"{entry[3][1]}")))
+                else:
+                    kept.append(entry)
+            self.retrying = kept
         if any(item[4] <= limit for item in self.ready):
             kept = []
             for item in self.ready:
                 if item[4] <= limit:
-                    outcomes.append((item[3], -1, (DELIVERY_TIMED_OUT, "not sent within the delivery timeout: "
-                                                                       "no connection to the server")))
+                    outcomes.append(self._outcome(item, -1, (DELIVERY_TIMED_OUT, "not sent within the delivery "
+                                                                                 "timeout: no connection to the server")))
                 else:
                     kept.append(item)
             self.ready = kept
@@ -199,14 +332,16 @@ class ProduceRequests:
                 break
             self._answered(request)
             tokens.append(request.token)
-            outcomes.extend((item[3], -1, (DELIVERY_TIMED_OUT, "no produce reply within the delivery timeout"))
+            outcomes.extend(self._outcome(item, -1, (DELIVERY_TIMED_OUT, "no produce reply within the delivery timeout"))
                             for item in request.items)
         return outcomes, tokens
 
     def purge(self) -> list:
-        """Drop every queued batch (not those in flight): their outcomes, each failed with PURGED."""
-        ready, self.ready = self.ready, []
-        return [(item[3], -1, (PURGED, "purged from the send queue")) for item in ready]
+        """Drop every queued batch, those waiting to be retried too (not those in flight): their
+        outcomes, each failed with PURGED."""
+        ready, self.ready = [entry[1] for entry in self.retrying] + self.ready, []
+        self.retrying = []
+        return [self._outcome(item, -1, (PURGED, "purged from the send queue")) for item in ready]
 
     def purge_in_flight(self) -> tuple[list, list]:
         """Give up every unanswered request: (their batches' outcomes, failed with
@@ -214,11 +349,12 @@ class ProduceRequests:
         outcomes, tokens = [], []
         for request in self._requests:
             tokens.append(request.token)
-            outcomes.extend((item[3], -1, (PURGED_IN_FLIGHT, "purged while in flight")) for item in request.items)
+            outcomes.extend(self._outcome(item, -1, (PURGED_IN_FLIGHT, "purged while in flight"))
+                            for item in request.items)
         self._requests.clear()
         self.in_flight = 0
         return outcomes, tokens
 
     def __len__(self) -> int:
-        """Batches queued or in flight."""
-        return len(self.ready) + sum(len(r.items) for r in self._requests)
+        """Batches queued (to be retried, too) or in flight."""
+        return len(self.retrying) + len(self.ready) + sum(len(r.items) for r in self._requests)

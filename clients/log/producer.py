@@ -46,7 +46,8 @@ _PRODUCER_KEYS = {
     "request.required.acks", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
     "message.timeout.ms", "delivery.timeout.ms", "request.timeout.ms", "on_delivery",
     "delivery.report.only.error", "max.in.flight.requests.per.connection", "max.in.flight",
-    "dr_cb", "dr_msg_cb", "partitioner",
+    "dr_cb", "dr_msg_cb", "partitioner", "retries", "message.send.max.retries", "retry.backoff.ms",
+    "retry.backoff.max.ms",
 }
 # Records with values under this many bytes take the fast path; a batch closes that much
 # before its byte limit, so the record that fills it can never take it over the limit.
@@ -145,8 +146,13 @@ class Producer:
         self._open = self._acc.open
         # Closed batches on their way (produce_requests.py): queued, in flight, then an outcome.
         # max_request is set once the connection's max_frame is known.
+        # A batch failed with a retriable error goes again (after retry.backoff.ms, doubling up
+        # to retry.backoff.max.ms) until `retries` or message.timeout.ms runs out, as librdkafka's.
+        retries = cfg.int("retries", cfg.int("message.send.max.retries", 2_147_483_647))
+        backoff = max(cfg.int("retry.backoff.ms", 100), 1) / 1000.0
+        backoff_max = max(cfg.int("retry.backoff.max.ms", 1000) / 1000.0, backoff)
         self._requests = ProduceRequests(acks, self._request_timeout_ms, DEFAULT_MAX_FRAME, self._max_in_flight,
-                                         self._message_timeout)
+                                         self._message_timeout, retries, backoff, backoff_max)
         self._retry_at = 0.0          # after a failed connect, when to try again
         self._reports = collections.deque()  # (callback, error, message) to serve in poll()
         self._count = 0               # records in closed batches not yet reported
@@ -400,12 +406,12 @@ class Producer:
         """Write the produce requests `ProduceRequests` makes of the queued batches (as many as
         the in-flight limit allows), connecting first if the connection is gone."""
         requests = self._requests
-        if not requests.ready:
+        if not requests.ready and not requests.retrying:
             return
         conn = self._conn
         if conn is None or conn.closed:
             self._expire()
-            if time.monotonic() < self._retry_at or not requests.ready:
+            if time.monotonic() < self._retry_at or not (requests.ready or requests.retrying):
                 return
             try:
                 conn = self._connect()
@@ -416,8 +422,9 @@ class Producer:
                 log.info("minilog producer: %s; will retry", exc.args[0])
                 return
         acks = self._acks
+        now = time.monotonic()
         while True:
-            request = requests.next_request()
+            request = requests.next_request(now)
             if request is None:
                 break
             try:
@@ -431,7 +438,7 @@ class Producer:
                 requests.unsent(request)
                 self._connection_lost(exc)
                 return
-            delivered = requests.sent(request, time.monotonic(), rid)
+            delivered = requests.sent(request, now, rid)
             if delivered:
                 self._settle(delivered)
         try:
@@ -449,9 +456,9 @@ class Producer:
             for _, acc in self._open:  # batches held for this reply (see _held) are due now
                 acc.deadline = float("-inf")
         if error is not None:
-            self._settle(self._requests.failed(request, (error.code, error.message)))
+            self._settle(self._requests.failed(request, (error.code, error.message), time.monotonic()))
         else:
-            self._settle(self._requests.completed(request, result))
+            self._settle(self._requests.completed(request, result, time.monotonic()))
 
     def _settle(self, outcomes) -> None:
         """Turn `ProduceRequests` outcomes (batch, base offset, error) into delivery reports."""
@@ -539,8 +546,8 @@ class Producer:
         while True:
             if self._open:
                 self._close_due()
-            if self._requests.ready:
-                self._send_ready()  # batches waiting for a connection
+            if self._requests.ready or self._requests.retrying:
+                self._send_ready()  # batches waiting for a connection, or retries due
             busy = self._conn_busy()
             if served or (deadline is not None and time.monotonic() >= deadline):
                 if busy:
@@ -548,7 +555,8 @@ class Producer:
                     if self._open:
                         self._close_due()  # a reply that just came in releases held batches
                 return served + self._serve()
-            if not busy and not self._open:
+            retry_at = self._requests.retry_at()
+            if not busy and not self._open and retry_at is None:
                 if deadline is None:
                     return served  # nothing outstanding: waiting forever would hang the caller
                 time.sleep(min(remaining(deadline), 0.05))
@@ -558,11 +566,16 @@ class Producer:
             if self._open and not holding:  # held batches wait for a reply, not for a time
                 until_linger = max(self._open[0][1].deadline - time.monotonic(), 0.0)
                 wait = until_linger if wait is None else min(wait, until_linger)
+            if retry_at is not None:  # a batch waits out its retry backoff
+                until_retry = max(retry_at - time.monotonic(), 0.0)
+                wait = until_retry if wait is None else min(wait, until_retry)
             if busy:
                 self._pump(wait)
                 self._expire()
             else:
                 time.sleep(wait)
+                if retry_at is not None:
+                    self._expire()
             served += self._serve()
 
     def _conn_busy(self) -> bool:
@@ -579,13 +592,19 @@ class Producer:
                 return 0
             if deadline is not None and time.monotonic() >= deadline:
                 return len(self)
-            if self._requests.ready:
+            if self._requests.ready or self._requests.retrying:
                 self._send_ready()
             if self._requests.in_flight:
                 self._pump(min(remaining(deadline), 1.0) if deadline is not None else 1.0)
                 self._expire()
             else:
-                time.sleep(0.01)  # batches wait for a connection (or for their reports)
+                # Batches wait for a connection or out a retry's backoff (or for their reports).
+                retry_at = self._requests.retry_at()
+                wait = 0.01 if retry_at is None else min(max(retry_at - time.monotonic(), 0.0), 0.1)
+                if deadline is not None:
+                    wait = min(wait, remaining(deadline))
+                time.sleep(wait)
+                self._expire()
 
     def purge(self, in_queue=True, in_flight=True, blocking=True) -> None:
         """Drop records not yet delivered, as confluent-kafka does: those not sent yet

@@ -218,12 +218,15 @@ _add = st.tuples(st.just("add"), st.integers(0, 2), st.integers(1, 60))
     st.tuples(st.just("reply"), st.integers(0, 5), st.booleans()),
     st.tuples(st.just("lose")),
     st.tuples(st.just("tick"), st.floats(0, 3)),
-), max_size=60), st.integers(1, 4), st.integers(30, 150))
-def test_every_batch_gets_one_outcome_and_each_partition_is_sent_in_order(steps, max_in_flight, max_request):
-    """A model run: whatever the order of closes, sends, replies, lost connections and the
-    passing of time, each batch gets exactly one outcome, the in-flight limit and the one-batch-
-    per-partition rule hold, and a partition's batches are (re)sent in the order they closed."""
-    core = ProduceRequests(1, 1000, max_request, max_in_flight, delivery_timeout=4.0)
+), max_size=60), st.integers(1, 4), st.integers(30, 150), st.sampled_from([0, 2]))
+def test_every_batch_gets_one_outcome_and_each_partition_is_sent_in_order(steps, max_in_flight, max_request,
+                                                                          retries):
+    """A model run: whatever the order of closes, sends, replies (failures retried or not),
+    lost connections and the passing of time, each batch gets exactly one outcome, the in-flight
+    limit and the one-batch-per-partition rule hold, and a partition's batches are (re)sent in
+    the order they closed."""
+    core = ProduceRequests(1, 1000, max_request, max_in_flight, delivery_timeout=4.0, retries=retries,
+                           retry_backoff=0.5, retry_backoff_max=1.0)
     now, names, token = 0.0, 0, 0
     outcomes: dict[int, tuple] = {}
     in_flight: list[ProduceRequest] = []
@@ -241,9 +244,13 @@ def test_every_batch_gets_one_outcome_and_each_partition_is_sent_in_order(steps,
             closed_order.setdefault(tp, []).append(names)
             names += 1
         elif step[0] == "send":
-            request = core.next_request()
+            request = core.next_request(now)
             if request is None:
-                assert not core.ready or core.in_flight >= max_in_flight
+                # Nothing to send, or the in-flight limit, or every queued partition waits for a
+                # batch backing off before a retry.
+                backing_off = {(e[1][0], e[1][1]) for e in core.retrying if e[2] > now}
+                assert core.in_flight >= max_in_flight or (
+                    len(backing_off) == len(core.retrying) and all((i[0], i[1]) in backing_off for i in core.ready))
                 continue
             tps = _tps(request)
             assert len(tps) == len(set(tps))
@@ -264,9 +271,10 @@ def test_every_batch_gets_one_outcome_and_each_partition_is_sent_in_order(steps,
         elif step[0] == "reply" and in_flight:
             request = in_flight.pop(step[1] % len(in_flight))
             if step[2]:
-                settle(core.completed(request, {"results": [[t, p, 100, None] for t, p, _ in request.args["data"]]}))
+                settle(core.completed(request, {"results": [[t, p, 100, None] for t, p, _ in request.args["data"]]},
+                                      now))
             else:
-                settle(core.failed(request, ("STORAGE_ERROR", "x")))
+                settle(core.failed(request, ("STORAGE_ERROR", "x"), now))
         elif step[0] == "lose":
             core.connection_lost()
             in_flight.clear()
@@ -277,7 +285,7 @@ def test_every_batch_gets_one_outcome_and_each_partition_is_sent_in_order(steps,
             in_flight = [r for r in in_flight if r.token not in tokens]
     assert core.in_flight == len(in_flight)
     # Everything not settled is still queued or in flight, exactly once.
-    pending = [i[3] for i in core.ready] + [i[3] for r in in_flight for i in r.items]
+    pending = [e[1][3] for e in core.retrying] + [i[3] for i in core.ready] + [i[3] for r in in_flight for i in r.items]
     assert len(pending) == len(set(pending)) == len(core)
     assert set(pending) | set(outcomes) == set(range(names)) and not set(pending) & set(outcomes)
 
@@ -380,3 +388,105 @@ def test_purge_reports_queued_and_in_flight_records_with_their_own_errors(spawn_
     assert p.flush(10) == 0 and reports[-1] == (None, b"after") and len(reports) == 4
     assert len(p) == 0
     p.close()
+
+
+def _retrying_core(retries=3, max_in_flight=10, delivery_timeout=None):
+    return ProduceRequests(1, 30_000, 1000, max_in_flight, delivery_timeout, retries, 0.1, 0.4)
+
+
+def _fail(core, request, now, code="STORAGE_ERROR"):
+    return core.completed(request, {"results": [[t, p, -1, [code, "disk full"]] for t, p, _ in request.args["data"]]},
+                          now)
+
+
+def test_a_retriable_error_queues_the_batch_again_after_a_doubling_backoff_until_retries_run_out():
+    core = _retrying_core(retries=3)
+    core.add("t", 0, b"x", "a", 0.0)
+    sent_at = []
+    now = 0.0
+    for attempt in range(3):
+        request = core.next_request(now)
+        assert [i[3] for i in request.items] == ["a"]
+        core.sent(request, now, attempt)
+        assert _fail(core, request, now) == []            # not an outcome: it waits to go again
+        assert core.in_flight == 0 and len(core) == 1 and core.retrying
+        backoff = min(0.1 * 2 ** attempt, 0.4)
+        assert core.retry_at() == pytest.approx(now + backoff)
+        assert core.next_request(now + backoff / 2) is None  # still backing off
+        now += backoff
+        sent_at.append(now)
+    request = core.next_request(now)
+    core.sent(request, now, 9)
+    # Out of retries (3): the fourth failure is the batch's outcome, with the server's error.
+    assert _fail(core, request, now) == [("a", -1, ("STORAGE_ERROR", "disk full"))]
+    assert len(core) == 0 and core.retry_at() is None and not core._attempts
+
+
+def test_a_batch_retried_goes_before_later_batches_of_its_partition_not_others():
+    core = _retrying_core()
+    core.add("t", 0, b"x", "a", 0.0)
+    first = core.next_request(0.0)
+    core.sent(first, 0.0, 1)
+    core.add("t", 0, b"x", "b", 0.0)   # the same partition, queued behind "a"
+    core.add("t", 1, b"x", "other", 0.0)
+    _fail(core, first, 0.0)
+    # "a" backs off: "b" waits for it, the other partition's batch does not.
+    assert [i[3] for i in core.next_request(0.05).items] == ["other"]
+    assert core.next_request(0.05) is None
+    assert [i[3] for i in core.next_request(0.1).items] == ["a"]
+    assert [i[3] for i in core.next_request(0.1).items] == ["b"]
+
+
+def test_two_retried_batches_of_a_partition_go_again_in_the_order_they_closed():
+    core = _retrying_core()
+    requests = []
+    for name in ("a", "b"):
+        core.add("t", 0, b"x", name, 0.0)
+        requests.append(core.next_request(0.0))
+        core.sent(requests[-1], 0.0, name)
+    _fail(core, requests[1], 0.0)    # the later request's failure is read first
+    _fail(core, requests[0], 0.0)
+    assert [i[3] for i in core.next_request(1.0).items] == ["a"]
+    unsent = core.next_request(1.0)
+    assert [i[3] for i in unsent.items] == ["b"]
+    core.unsent(unsent)               # the write failed: "b" goes back among the retries, in its place
+    assert [e[1][3] for e in core.retrying] == ["b"] and core.ready == []
+
+
+def test_errors_that_waiting_will_not_change_fail_at_once_and_no_clock_means_no_retry():
+    core = _retrying_core()
+    for p, name in enumerate(("too-big", "corrupt", "gone", "no-now")):
+        core.add("t", p, b"x", name, 0.0)
+    request = core.next_request(0.0)
+    core.sent(request, 0.0, 1)
+    outcomes = core.completed(request, {"results": [["t", 0, -1, ["MESSAGE_TOO_LARGE", "m"]],
+                                                    ["t", 1, -1, ["CORRUPT_MESSAGE", "m"]],
+                                                    ["t", 2, -1, ["NOT_FOUND", "m"]],
+                                                    ["t", 3, 5, None]]}, 0.0)
+    assert [(b, e[0] if e else None) for b, _, e in outcomes] == [
+        ("too-big", "MESSAGE_TOO_LARGE"), ("corrupt", "CORRUPT_MESSAGE"), ("gone", "NOT_FOUND"), ("no-now", None)]
+    core.add("t", 0, b"x", "late", 0.0)
+    request = core.next_request(0.0)
+    core.sent(request, 0.0, 2)
+    assert _fail(core, request, None)[0][2][0] == "STORAGE_ERROR"   # no `now`: not retried
+
+
+def test_a_batch_still_waiting_at_the_delivery_timeout_fails_naming_its_last_error():
+    core = _retrying_core(retries=100, delivery_timeout=1.0)
+    core.add("t", 0, b"x", "a", 0.0)
+    request = core.next_request(0.0)
+    core.sent(request, 0.0, 1)
+    _fail(core, request, 0.9)
+    assert core.expire(0.95) == ([], [])
+    [(batch, base, (code, message))], tokens = core.expire(1.0)
+    assert batch == "a" and code == DELIVERY_TIMED_OUT and "STORAGE_ERROR" in message and tokens == []
+    assert len(core) == 0 and not core._attempts
+
+
+def test_purge_drops_batches_waiting_to_be_retried():
+    core = _retrying_core()
+    core.add("t", 0, b"x", "a", 0.0)
+    request = core.next_request(0.0)
+    core.sent(request, 0.0, 1)
+    _fail(core, request, 0.0)
+    assert core.purge() == [("a", -1, (PURGED, "purged from the send queue"))] and len(core) == 0

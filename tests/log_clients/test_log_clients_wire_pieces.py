@@ -1,11 +1,12 @@
 """The pieces the clients build without a server: murmur2, batch rows, messages, errors."""
 
+from unittest.mock import patch
+
 import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clients.log import KafkaError, KafkaException, TopicPartition
-from clients.log.message import batch_record_class
+from clients.log import KafkaError, KafkaException, TopicPartition, message
 from clients.log.partitioner import KeyPartitioner, murmur2
 from clients.record_batch import HEADER_SIZE, pack_batch, decode_batch
 
@@ -42,8 +43,16 @@ def test_producer_rows_decode_with_the_shared_batch_codec(records):
     assert header.record_count == len(rows)
     assert [(o, ts, k, v) for o, ts, k, v, _ in decoded] == \
         [(500 + i, first + td, k, v) for i, td, k, v, _ in rows]
-    cls = batch_record_class("t", 3, header.base_offset, header.first_timestamp)
-    msgs = msgpack.unpackb(bytes(batch[HEADER_SIZE:]), use_list=True, list_hook=cls)
+    # The consumer's decoder, both ways: msgspec into a class per batch (large batches) and
+    # the plain Message tuples (small ones).
+    for threshold in (1, 10**9):
+        with patch.object(message, "_CLASS_PER_BATCH", threshold):
+            msgs = message.MessageBuilder().records("t", 3, header, memoryview(bytes(batch))[HEADER_SIZE:], 500)
+        assert len(msgs) == len(rows)
+        check_messages(msgs, rows, first)
+
+
+def check_messages(msgs, rows, first):
     for m, (i, td, k, v, h) in zip(msgs, rows):
         assert (m.topic(), m.partition(), m.offset(), m.timestamp()[1], m.key(), m.value()) == \
             ("t", 3, 500 + i, first + td, k, v)

@@ -187,3 +187,20 @@ def test_stride_runs_cover_a_large_batch_and_catch_a_bad_record_in_it():
     gap[at + 3] = 0x99
     with_runs, full = _verdicts(gap)
     assert with_runs is not None and "offset deltas" in with_runs and with_runs == full
+
+
+@given(st.integers(0, 300_000), st.integers(0, 2**32 - 1), st.randoms(use_true_random=False))
+def test_batch_crc_is_zlibs_crc32_at_every_size(size, start, rnd):
+    """The batch CRC is computed with zlib-ng's SIMD crc32 (record_batch._crc32): it must be
+    zlib's CRC-32 exactly, short inputs and long, from any starting value, on any buffer type."""
+    from clients.record_batch import _crc32
+    data = rnd.randbytes(size)
+    assert _crc32(data) == zlib.crc32(data)
+    assert _crc32(memoryview(bytearray(data))[1:], start) == zlib.crc32(data[1:], start)
+    # A batch whose CRC stdlib zlib wrote is accepted; one flipped bit is not.
+    batch = bytearray(build_batch([(None, data[:100_000], 1, None)]))
+    struct.pack_into(">I", batch, 13, zlib.crc32(batch[17:]))
+    validate(batch)
+    batch[-1] ^= 1
+    with pytest.raises(CorruptBatchError):
+        validate(batch)
