@@ -578,21 +578,51 @@ def _plain_heads(dflt: int, length: int, n: int):
     return heads
 
 
+def _plain_parts(values: list, dflt: int, before: bytes = b""):
+    """The parts whose join is `before` and then the msgpack array of plain records `values`
+    (see `pack_plain_records`), or None when the values differ in length or the shape's heads
+    are not made yet."""
+    n = len(values)
+    lengths = set(map(len, values))
+    if len(lengths) != 1:
+        return None
+    heads = _plain_heads(dflt, lengths.pop(), n)
+    if heads is None:
+        return None
+    parts = [None] * (2 * n + 1)
+    parts[0:2 * n:2] = heads[:n]
+    parts[1::2] = values
+    parts[0] = before + _packer.pack_array_header(n) + heads[0]
+    parts[2 * n] = b"\xc0"
+    return parts
+
+
 def pack_plain_records(values: list, dflt: int) -> bytes:
     """The msgpack array of rows `[i, dflt, None, values[i], None]` (values: bytes): what
     `msgpack.packb([(i, dflt, None, v, None) for i, v in enumerate(values)])` gives, byte for byte."""
+    parts = _plain_parts(values, dflt)
+    if parts is not None:
+        return b"".join(parts)
     n = len(values)
-    lengths = set(map(len, values))
-    if len(lengths) == 1:
-        heads = _plain_heads(dflt, lengths.pop(), n)
-        if heads is not None:
-            parts = [None] * (2 * n + 1)
-            parts[0:2 * n:2] = heads[:n]
-            parts[1::2] = values
-            parts[0] = _packer.pack_array_header(n) + heads[0]
-            parts[2 * n] = b"\xc0"
-            return b"".join(parts)
     return _pack_rows(list(zip(range(n), repeat(dflt), repeat(None), values, repeat(None))))
+
+
+_NO_HEADER = bytes(HEADER_SIZE)
+
+
+def _pack_plain_batch(values: list, dflt: int, first_ts: int, max_ts: int, base_offset: int = 0):
+    """The batch of plain records `values`, as `pack_batch(pack_plain_records(values, dflt), ...)`
+    makes it, joined once into a bytearray whose header is then filled in place (no second copy
+    of a megabyte); None when `pack_plain_records` would use msgpack."""
+    parts = _plain_parts(values, dflt, _NO_HEADER)
+    if parts is None:
+        return None
+    batch = bytearray().join(parts)
+    _CRC_TAIL.pack_into(batch, _CRC_START, 0, len(values), first_ts, max_ts)
+    with memoryview(batch) as view:
+        crc = _crc32(view[_CRC_START:])
+    _BEFORE_CRC_END.pack_into(batch, 0, base_offset, len(batch) - LOG_OVERHEAD, MAGIC, crc)
+    return batch
 
 
 class BatchBuilder:
@@ -670,13 +700,18 @@ class BatchBuilder:
         r = self.rows[index]
         return self.first_ts + (r[1] if r.__class__ is tuple else self.dflt)
 
-    def pack(self, base_offset: int = 0) -> bytes:
-        """The record batch of these rows (base offset 0 by default: the broker writes the real one)."""
+    def pack(self, base_offset: int = 0) -> bytes | bytearray:
+        """The record batch of these rows (base offset 0 by default: the broker writes the real
+        one): bytes, or a bytearray for a batch of plain records of one length (joined once,
+        its header filled in place: `_pack_plain_batch`)."""
         rows = self.rows
         n = len(rows)
         if not n:
             raise ValueError("an empty batch cannot be packed (a record batch holds at least one record)")
         if not self.tuples:
+            batch = _pack_plain_batch(rows, self.dflt, self.first_ts, self.max_ts, base_offset)
+            if batch is not None:
+                return batch
             payload = pack_plain_records(rows, self.dflt)
         elif self.tuples == n:
             payload = _pack_rows(rows)

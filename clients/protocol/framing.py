@@ -50,8 +50,8 @@ def _bin_header(n: int) -> bytes:
 def encode_frame_parts(obj, packer, min_blob: int = LARGE_BLOB) -> list:
     """The frame `encode_frame(obj)` makes, as a list of buffers to write one after another.
 
-    Every `bytes` value of at least `min_blob` bytes inside `obj` (in dicts, lists and tuples)
-    is one of the buffers, the very object, not a copy; the bytes around it are packed by
+    Every `bytes` or `bytearray` value (msgpack bin) of at least `min_blob` bytes inside `obj`
+    (in dicts, lists and tuples) is one of the buffers, the very object, not a copy; the bytes around it are packed by
     `packer` (autoreset, as `new_packer` makes). A producer's request carries batches of up to
     a megabyte: packing them into a frame, then prefixing the length, copies each twice more.
     The concatenation is byte for byte what `encode_frame` gives (tests/protocol/test_framing.py
@@ -62,7 +62,7 @@ def encode_frame_parts(obj, packer, min_blob: int = LARGE_BLOB) -> list:
 
     def walk(o):
         cls = o.__class__
-        if cls is bytes:
+        if cls is bytes or cls is bytearray:
             if len(o) >= min_blob:
                 small.append(_bin_header(len(o)))
                 parts.append(b"".join(small))

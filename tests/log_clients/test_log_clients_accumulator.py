@@ -12,7 +12,7 @@ from clients.log.accumulator import OpenBatch, RecordAccumulator, record_size
 from clients.log.partitioner import RANDOM
 from clients.log.producer import _OpenBatch
 from clients.record_batch import BatchBuilder as RecordBatchBuilder
-from clients.record_batch import decode_batch, pack_plain_records, validate
+from clients.record_batch import decode_batch, pack_batch, pack_plain_records, validate
 
 _records = st.lists(
     st.tuples(st.none() | st.binary(max_size=20), st.none() | st.binary(max_size=60),
@@ -85,6 +85,15 @@ def test_plain_records_pack_as_msgpack_packs_their_rows(values, dflt):
     want = msgpack.packb([(i, dflt, None, v, None) for i, v in enumerate(values)], use_bin_type=True)
     assert pack_plain_records(values, dflt) == want
     assert pack_plain_records(values, dflt) == want
+    # A builder of such records packs the same rows into the same batch, whichever way it
+    # packs them (a bytearray joined once with its header filled in, or msgpack and pack_batch).
+    builder = RecordBatchBuilder()
+    for v in values:
+        builder.append(None, v)
+    builder.dflt = dflt
+    batch = builder.pack()
+    assert bytes(batch) == pack_batch(want, len(values), builder.first_ts, builder.max_ts)
+    assert [r[3] for r in decode_batch(batch)[1]] == values
 
 
 def test_both_producers_batches_are_the_one_accumulator():

@@ -34,6 +34,7 @@ def test_any_messages_cut_anywhere_decode_to_the_same_list(messages, cuts):
 
 
 @given(value=st.recursive(msgpack_values | st.binary(min_size=0, max_size=70_000).filter(lambda b: len(b) > 250)
+                          | st.binary(min_size=251, max_size=2_000).map(bytearray)
                           | st.tuples(st.integers(-(2**63), 2**64 - 1), st.binary(max_size=300)),
                           lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
                           | st.dictionaries(st.text(max_size=10), children, max_size=4), max_leaves=10),
@@ -52,7 +53,7 @@ def test_a_frame_in_parts_is_the_frame_and_leaves_large_values_uncopied(value, m
         elif isinstance(o, (list, tuple)):
             for v in o:
                 find(v)
-        elif o.__class__ is bytes and len(o) >= min_blob:
+        elif o.__class__ in (bytes, bytearray) and len(o) >= min_blob:
             large.append(o)
     find(value)
     assert [p for p in parts if any(p is o for o in large)] == large
