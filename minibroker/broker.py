@@ -473,17 +473,24 @@ class Broker:
         confirm = channel.confirm_mode
         user = channel.session.user
         new_message = object.__new__
+        end_run = self._end_run
         errors = None
         run_name = run_rk = None    # the (exchange, routing key) whose route `q` holds
-        q = None                    # that route's only queue, or None: no fast path for it
+        q = None                    # that route's only queue if it takes the fast path, else None
         by_properties = False       # the route depends on the properties (headers exchange)
+        # While a run appends to `q`, its counters wait in locals (`_end_run` settles them):
+        # nothing else touches `q` until the run ends, which it does before any general path.
+        first_pos = pos = run_bytes = 0
+        ready_append = None
         for entry in messages:
             seq_before = channel.publish_seq
             try:
                 if type(entry) is list and len(entry) == 5:
                     name, rk, body, properties, mandatory = entry
                     if rk != run_rk or name != run_name:
-                        q = None
+                        if q is not None:
+                            end_run(q, pos - first_pos, run_bytes)
+                            q = None
                         run_name = run_rk = None
                         exchange = exchanges.get(name) if type(name) is str else None
                         if exchange is not None and not exchange.internal and type(rk) is str \
@@ -495,7 +502,14 @@ class Broker:
                                 q = queues[0] if len(queues) == 1 else None
                             run_name, run_rk = name, rk
                             by_properties = type(exchange) is HeadersExchange
-                    if q is not None and q.fast and type(body) is bytes:
+                            if q is not None:
+                                if q.fast:
+                                    first_pos = pos = q._next_position
+                                    run_bytes = 0
+                                    ready_append = q.ready.append
+                                else:
+                                    q = None
+                    if q is not None and type(body) is bytes:
                         if not properties:
                             properties = None
                             priority, persistent = 0, False
@@ -528,19 +542,20 @@ class Broker:
                         msg.delivery_count = 0
                         msg.store_id = None
                         msg.queue = q
-                        q.n_published += 1
-                        msg.position = q._next_position
-                        q._next_position += 1
-                        q.ready.append(msg)
-                        q.ready_bytes += size
-                        if q.consumers and not q.scheduled:
-                            self.schedule_drain(q)
+                        msg.position = pos
+                        pos += 1
+                        ready_append(msg)
+                        run_bytes += size
                         continue
-                q = None
+                if q is not None:
+                    end_run(q, pos - first_pos, run_bytes)
+                    q = None
                 run_name = run_rk = None
                 self._publish_entry(channel, entry, now)
             except Exception as exc:
-                q = None
+                if q is not None:
+                    end_run(q, pos - first_pos, run_bytes)
+                    q = None
                 run_name = run_rk = None
                 if not isinstance(exc, BrokerError):
                     # A bug: log it (once per batch), and still give this entry and the later ones their numbers.
@@ -556,6 +571,8 @@ class Broker:
                 if errors is None:
                     errors = [exc, 0]
                 errors[1] += 1
+        if q is not None:
+            end_run(q, pos - first_pos, run_bytes)
         if confirm and not channel.dirty:
             channel.dirty = True
             self.channel_dirty(channel)
@@ -566,6 +583,16 @@ class Broker:
                 raise BrokerError(exc.code, f"{exc.message} ({count} of {len(messages)} messages in this batch "
                                             f"were refused; the others were published)")
             raise exc
+
+    def _end_run(self, q, n: int, nbytes: int) -> None:
+        """Settle what a run of `publish_batch`'s fast path appended to `q`: its counters (the
+        run kept them in locals) and, if it has consumers, a drain this turn."""
+        if n:
+            q.n_published += n
+            q._next_position += n
+            q.ready_bytes += nbytes
+            if q.consumers and not q.scheduled:
+                self.schedule_drain(q)
 
     def _publish_entry(self, channel, entry, now) -> None:
         if type(entry) is not list or not 3 <= len(entry) <= 5 or type(entry[0]) is not str \

@@ -13,7 +13,7 @@ import time
 from ..protocol.errors import BrokerError
 from ..protocol.framing import BufferedFrameDecoder
 from ..rpc import ConnectionClosed, RpcConnection, _wait_readable
-from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls, recv_into_nowait
+from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls
 from . import fetch_session
 from .errors import ConfigError
 
@@ -74,35 +74,6 @@ class LogConnection(RpcConnection):
 
     def readable(self, timeout: float) -> bool:
         return _wait_readable(self.sock, timeout)
-
-    def _receive(self, nowait: bool) -> int:
-        """Receive once into the decoder's buffer and route what it completes; the byte count
-        (0 never: a closed connection raises). BlockingIOError when `nowait` finds nothing."""
-        buf = self.state.decoder.get_buffer()
-        try:
-            n = recv_into_nowait(self.sock, buf) if nowait else self.sock.recv_into(buf)
-        except BlockingIOError:
-            raise
-        except OSError as exc:
-            self._mark_closed()
-            raise ConnectionClosed(f"connection lost: {exc}") from None
-        if n == 0:
-            self._mark_closed()
-            raise ConnectionClosed()
-        room = len(buf)
-        if self.first_bytes is None:
-            self.first_bytes = bytes(buf[:min(n, 8)])
-        buf.release()  # the decoder may move or grow its buffer on the next get_buffer()
-        self.state.receive_into(n, self.pushes.append, self.async_errors.append)
-        return n if n < room else -1
-
-    def read(self, timeout: float | None) -> bool:
-        """Read what the server sent, waiting up to `timeout` (None: forever). True if anything came."""
-        self.flush()
-        if timeout is not None and not _wait_readable(self.sock, timeout):
-            return False
-        self._receive(nowait=False)
-        return True
 
     def pump(self, timeout: float | None = 0.0) -> bool:
         """Send what is queued, then handle what arrives within `timeout` s (0: only what is there).

@@ -12,6 +12,8 @@ protocol logic exists once and is tested without a network (tests/protocol).
 
 import itertools
 
+import msgpack
+
 from .framing import DEFAULT_MAX_FRAME, LENGTH, FrameDecoder, encode_frame_parts, new_packer
 from .frames import REQUEST, ErrorReply, Push, parse_server_frame
 from .handshake import HELLO, hello_args
@@ -26,6 +28,7 @@ class ClientConnectionState:
         self.keep_unclaimed = keep_unclaimed
         self._ids = itertools.count(1)
         self._packer = new_packer()
+        self._reused_packer = None      # encode_request_reused's, made on first use
         # FrameDecoder (fed bytes) or BufferedFrameDecoder (received into: `receive_into`).
         self.decoder = decoder_class(max_frame)
         self.max_frame = max_frame
@@ -42,6 +45,27 @@ class ClientConnectionState:
             from .errors import FrameTooLarge
             raise FrameTooLarge(len(body), self.max_frame)
         return rid, LENGTH.pack(len(body)) + body
+
+    def encode_request_reused(self, op: str, args, want_reply: bool = True) -> tuple[int, bytes, memoryview]:
+        """As `encode_request`, into one buffer kept for the connection's life: (request id, the
+        4 length bytes, a view of the body in that buffer, valid until the next call). For
+        large frames sent over and over (the pika-style client's publish batches): each would
+        otherwise be two fresh objects of its size, the body and its length-prefixed copy, and
+        a process touching fresh memory pays a page fault per 4 KiB of it."""
+        packer = self._reused_packer
+        if packer is None:
+            packer = self._reused_packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+        packer.reset()
+        rid = next(self._ids) if want_reply else 0
+        packer.pack([REQUEST, rid, op, args])
+        body = packer.getbuffer()
+        if len(body) > self.max_frame:
+            size = len(body)
+            body.release()
+            packer.reset()
+            from .errors import FrameTooLarge
+            raise FrameTooLarge(size, self.max_frame)
+        return rid, LENGTH.pack(len(body)), body
 
     def encode_request_parts(self, op: str, args, want_reply: bool = True) -> tuple[int, list]:
         """As `encode_request`, with the frame as a list of buffers (`framing.encode_frame_parts`:

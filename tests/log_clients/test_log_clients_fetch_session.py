@@ -129,6 +129,38 @@ def test_both_builders_give_the_same_records(sizes, start):
            [(o, T0 + o, b"k%d" % o, b"v%d" % o) for o in range(start, base)]
 
 
+@settings(max_examples=30, deadline=None)
+@given(rows=st.lists(st.tuples(st.none() | st.binary(max_size=8), st.none() | st.binary(max_size=20),
+                               st.integers(0, 1000),
+                               st.none() | st.lists(st.tuples(st.text(max_size=4), st.none() | st.binary(max_size=4)),
+                                                    max_size=2)),
+                     min_size=1, max_size=100))
+def test_a_large_batchs_records_equal_the_small_batch_form_in_every_field(rows):
+    """Records of batches of 64 or more are msgspec structs (aio_log.structs._BatchConsumerRecord,
+    log.message._BatchRecord); they must read exactly as the tuples built for small batches."""
+    from unittest.mock import patch
+
+    from clients.aio_log import consumer as aio_consumer
+    from clients.log import message
+    data = build_batch([(k, v, T0 + td, hd) for k, v, td, hd in rows], base_offset=7)
+    h = read_header(data)
+    body = memoryview(data)[HEADER_SIZE:]
+    forms = []
+    for threshold in (1, 10**9):  # msgspec structs, then the tuples
+        with patch.object(aio_consumer, "_CLASS_PER_BATCH", threshold), patch.object(message, "_CLASS_PER_BATCH", threshold):
+            forms.append((_RecordBuilder().records("t", 2, h, body, 7), MessageBuilder().records("t", 2, h, body, 7)))
+    (structs, struct_msgs), (tuples, tuple_msgs) = forms
+    fields = ("topic", "partition", "offset", "timestamp", "timestamp_type", "key", "value", "checksum",
+              "serialized_key_size", "serialized_value_size", "headers")
+    assert [tuple(getattr(r, f) for f in fields) for r in structs] == [tuple(r) for r in tuples]
+    assert structs == tuples and {hash(r) for r in structs} == {hash(r) for r in tuples}
+    assert [repr(r) for r in structs] == [repr(r) for r in tuples]
+    methods = ("topic", "partition", "offset", "timestamp", "key", "value", "headers", "error", "latency",
+               "leader_epoch", "__len__")
+    assert [[getattr(m, f)() for f in methods] for m in struct_msgs] == \
+           [[getattr(m, f)() for f in methods] for m in tuple_msgs]
+
+
 def test_every_reposition_drops_what_was_fetched_for_the_partition():
     s, part = session()
     _, token = fetch(s)

@@ -9,6 +9,7 @@ place), `unacked` on a channel (tag → id), or `gone` (acked or rejected withou
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from clients.protocol.errors import BrokerError
 from minibroker.broker import Broker
 
 
@@ -35,20 +36,36 @@ class QueueModel(RuleBasedStateMachine):
         self.broker = Broker()
         self.session = self.broker.open_session(NullSink())
         self.queue = self.broker.declare_queue(self.session, "q")
+        self.broker.declare_queue(self.session, "other")
         self.next_id = 0
         self.ready = []                       # ids, in delivery order
         self.unacked = {1: {}, 2: {}}         # channel -> {tag: id}
         self.gone = set()
         self.redelivered = set()
 
-    @rule(n=st.integers(1, 5))
-    def publish(self, n):
+    @rule(kinds=st.lists(st.sampled_from(["plain", "plain", "expiring", "refused", "elsewhere"]),
+                         min_size=1, max_size=8))
+    def publish(self, kinds):
+        """A batch mixing publish_batch's fast path (plain), the general path (a message with an
+        expiration), refused entries and entries for another queue, each of which ends a run of
+        the fast path: the queue must still hold its messages in publish order."""
         entries = []
-        for _ in range(n):
-            entries.append(["", "q", b"%d" % self.next_id, None, False])
-            self.ready.append(self.next_id)
-            self.next_id += 1
-        self.broker.publish_batch(self.session.channel(1), entries)
+        for kind in kinds:
+            if kind == "elsewhere":
+                entries.append(["", "other", b"-", None, False])
+            elif kind == "refused":
+                entries.append(["", "q", b"-", {"priority": "high"}, False])
+            else:
+                props = {"expiration": "600000"} if kind == "expiring" else None
+                entries.append(["", "q", b"%d" % self.next_id, props, False])
+                self.ready.append(self.next_id)
+                self.next_id += 1
+        try:
+            self.broker.publish_batch(self.session.channel(1), entries)
+        except BrokerError as exc:
+            assert "refused" in kinds and exc.code == "BAD_REQUEST"
+        else:
+            assert "refused" not in kinds
 
     @rule(ch=st.sampled_from([1, 2]))
     def get(self, ch):
@@ -99,6 +116,9 @@ class QueueModel(RuleBasedStateMachine):
         assert held.isdisjoint(self.gone)
         assert len(held) + len(self.gone) == self.next_id
         assert self.queue.ready_bytes == sum(len(b"%d" % i) for i in self.ready)
+        assert self.queue.n_published == self.next_id
+        positions = [m.position for m in self.queue.ready]
+        assert positions == sorted(set(positions)) and (not positions or positions[-1] < self.queue._next_position)
 
 
 TestQueueModel = QueueModel.TestCase
