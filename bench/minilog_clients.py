@@ -9,13 +9,14 @@ Starts a minilog server (`python -m minilog`, fresh data directory) unless --boo
 one, then for each run, in separate processes as users deploy them:
 
 - produce: `Producer({'linger.ms': 5, 'acks': 1})`, `produce()` once per record in a Python
-  loop, then `flush()`; records/s over the whole loop including the flush;
+  loop, then `flush()`; records/s over the whole loop including the flush, and the producer's
+  CPU per record over the same span;
 - consume: a new `Consumer` replays the topic from offset 0 with `consume(100000, 1.0)`;
   records/s from the first consume call to the last record, and the consumer's CPU per record
   (`time.process_time`: steadier than records/s when other work shares the machine);
 - aio: `AIOKafkaProducer(acks=1, linger_ms=5)` under `asyncio.run`, `await send()` once per
   record (keeping no futures, as a fire-and-forget loop does) then `await flush()`, and the
-  last record's future awaited; records/s over the whole loop;
+  last record's future awaited; records/s over the whole loop, and CPU per record as produce;
 - aio-consume (not run by default): an `AIOKafkaConsumer` replays the produce part's topic
   from offset 0 with `getmany(timeout_ms=1000, max_records=100000)`; records/s as consume;
 - latency: one consumer waits at the end of a fresh topic while a producer sends
@@ -60,13 +61,13 @@ def role_produce(bootstrap, topic, records, size) -> dict:
                   "queue.buffering.max.messages": max(records, 100_000)})
     value = b"x" * size
     produce = p.produce
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(records):
         produce(topic, value)
     left = p.flush(60)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     p.close()
-    return {"records": records - left, "seconds": seconds}
+    return {"records": records - left, "seconds": seconds, "cpu_s": cpu}
 
 
 def role_consume(bootstrap, topic, records, size) -> dict:
@@ -101,16 +102,16 @@ def role_aio_produce(bootstrap, topic, records, size) -> dict:
         await p.start()
         value = b"x" * size
         send = p.send
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fut = None
         for _ in range(records):
             fut = await send(topic, value)
         await p.flush()
         meta = await fut
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         await p.stop()
         assert meta.offset == records - 1, meta
-        return {"records": records, "seconds": seconds}
+        return {"records": records, "seconds": seconds, "cpu_s": cpu}
 
     return asyncio.run(run())
 
@@ -307,8 +308,9 @@ def main(argv=None):
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     with bench_server(args.bootstrap, "bench-minilog-clients-") as (server, bootstrap):
         produced, consumed, aio, aio_consumed = [], [], [], []
-        # Consumer CPU per record (µs): steadier than records/s when other work shares the machine.
-        consumed_cpu, aio_consumed_cpu = [], []
+        # CPU per record (µs) of the producing or consuming process over its loop: steadier than
+        # records/s when other work shares the machine.
+        consumed_cpu, aio_consumed_cpu, produced_cpu, aio_cpu = [], [], [], []
         lats_by = {"latency": [], "latency-raw": []}
         lats = lats_by["latency"]
         n_lat = int(args.latency_rate * args.latency_seconds)
@@ -319,7 +321,8 @@ def main(argv=None):
                 create_topic(bootstrap, topic)
                 p = finish(run_role(["produce", bootstrap, topic, str(args.records), str(args.size)]))
                 produced.append(p["records"] / p["seconds"])
-                line.append(f"produced {produced[-1]:,.0f} records/s")
+                produced_cpu.append(p["cpu_s"] / p["records"] * 1e6)
+                line.append(f"produced {produced[-1]:,.0f} records/s ({produced_cpu[-1]:.3f} cpu us/record)")
                 if "consume" in only:
                     c = finish(run_role(["consume", bootstrap, topic, str(args.records), str(args.size)]))
                     consumed.append(c["records"] / c["seconds"])
@@ -334,7 +337,8 @@ def main(argv=None):
                 create_topic(bootstrap, topic + "-aio")
                 a = finish(run_role(["aio-produce", bootstrap, topic + "-aio", str(args.records), str(args.size)]))
                 aio.append(a["records"] / a["seconds"])
-                line.append(f"aio produced {aio[-1]:,.0f} records/s")
+                aio_cpu.append(a["cpu_s"] / a["records"] * 1e6)
+                line.append(f"aio produced {aio[-1]:,.0f} records/s ({aio_cpu[-1]:.3f} cpu us/record)")
             for part, producer_role in (("latency", "latency-produce"), ("latency-raw", "latency-produce-raw")):
                 if part not in only:
                     continue
@@ -363,9 +367,11 @@ def main(argv=None):
         result = {
             "records": args.records, "value_size": args.size, "runs": args.runs, "load_average": load,
             "produce_records_per_s": med(produced), "produce_runs": produced,
+            "produce_cpu_us_per_record": med(produced_cpu),
             "consume_records_per_s": med(consumed), "consume_runs": consumed,
             "consume_cpu_us_per_record": med(consumed_cpu),
             "aio_produce_records_per_s": med(aio), "aio_produce_runs": aio,
+            "aio_produce_cpu_us_per_record": med(aio_cpu),
             "aio_consume_records_per_s": med(aio_consumed), "aio_consume_runs": aio_consumed,
             "aio_consume_cpu_us_per_record": med(aio_consumed_cpu),
             "latency": {"rate_per_s": args.latency_rate, **lat, "runs": lats} if lats else None,
@@ -374,7 +380,8 @@ def main(argv=None):
         }
         if produced:
             print(f"\nproduce (linger.ms 5, acks 1, produce() per record + flush): "
-                  f"median {result['produce_records_per_s']:,.0f} records/s over {args.runs} runs")
+                  f"median {result['produce_records_per_s']:,.0f} records/s over {args.runs} runs, "
+                  f"{result['produce_cpu_us_per_record']:.3f} cpu us/record")
         if consumed:
             print(f"consume (replay from 0, consume(100000, 1.0)):           "
                   f"median {result['consume_records_per_s']:,.0f} records/s, "
@@ -385,7 +392,8 @@ def main(argv=None):
                   f"{result['aio_consume_cpu_us_per_record']:.3f} cpu us/record")
         if aio:
             print(f"aio produce (linger_ms 5, acks 1, await send() per record + flush): "
-                  f"median {result['aio_produce_records_per_s']:,.0f} records/s")
+                  f"median {result['aio_produce_records_per_s']:,.0f} records/s, "
+                  f"{result['aio_produce_cpu_us_per_record']:.3f} cpu us/record")
         if lats:
             print(f"latency at {args.latency_rate:,}/s, linger.ms 0 (medians over {len(lats)} runs): "
                   f"p50 {lat['p50_us']:.0f} us, p99 {lat['p99_us']:.0f} us, p99.9 {lat['p999_us']:.0f} us, "
