@@ -44,10 +44,10 @@ CORRUPT = "corrupt"            # a batch that cannot be read, at its base offset
 PARTITION_EOF = "eof"          # the application has every record up to the high watermark
 
 # Whether the consumers continue fetches in the server's fetch session when it keeps them.
-# On: at 10,000 records/s, flipping only this in ten interleaved pairs of the latency bench
-# gave a p50 lower in 7 (median 581 against 592 us) and latency-raw's lower in all 10 (392
-# against 418 us), at the same total CPU (docs/clients-minilog.md, "Latency at 10,000
-# records/s"). Off, the consumers keep one fetch in flight.
+# On: at 10,000 records/s, flipping only this in fourteen interleaved pairs of the latency
+# bench gave latency-raw's p50 lower in 13 (about 6 %) and the latency p50 lower in 8, higher
+# in 5, at the same total CPU (docs/clients-minilog.md, "Latency at 10,000 records/s").
+# Off, the consumers keep one fetch in flight.
 CONTINUE_FETCHES = True
 # Fetch requests kept in flight in a fetch session: the one parked on the server and the one
 # queued behind it, which continues where the first one's answer ends.
@@ -153,6 +153,8 @@ class FetchSession:
         # Whether the server keeps fetch sessions (docs/PROTOCOL.md, "fetch"); the adapter sets
         # it from the hello, and a refusal (`fetch_refused`) clears it.
         self.continued = False
+        # Whether the last reply left every partition it answered at its high watermark.
+        self.at_end = False
         self.dirty = False          # positions moved under a fetch in flight: fetch again now
         # Fetched bytes held: undecoded, or decoded into records not all handed out yet (a
         # result's bytes count until its last chunk is taken), bounded by prefetch_limit.
@@ -237,7 +239,9 @@ class FetchSession:
         a fetch session), and one more when positions moved under those in flight."""
         if self.held_bytes >= self.prefetch_limit:
             return 0
-        window = CONTINUED_WINDOW if self.continued else 1
+        # Two only at the end of the log: there a record must find a fetch parked. Behind it
+        # (replay) one reply follows another anyway, and a second 1 MiB in flight only costs.
+        window = CONTINUED_WINDOW if self.continued and self.at_end else 1
         in_flight = self.in_flight
         if in_flight < window:
             return window - in_flight
@@ -318,6 +322,7 @@ class FetchSession:
                 by_tp[(r[0], r[1])] = r
         errors = []
         got = False
+        answered = []
         raw = self._raw
         for part, offset, epoch in token:
             r = by_tp.get((part.topic, part.partition))
@@ -344,6 +349,7 @@ class FetchSession:
                 continue
             part.hw = hw
             part.log_start = log_start
+            answered.append(part)
             if records:
                 # Advance the fetch offset over the whole batches received, reading headers only.
                 end = offset
@@ -376,6 +382,8 @@ class FetchSession:
             if self.partition_eof and not part.eof_sent and offset >= hw:
                 part.eof_sent = True
                 raw.append((part, None, offset, epoch))
+        if answered:
+            self.at_end = all(p.fetch_offset >= p.hw for p in answered)
         if self.continued:
             # The fetch that continues this one is parked on the server already: the next
             # one can wait for the adapter's next turn (`should_fetch`), after the records of

@@ -368,9 +368,10 @@ def test_a_reply_of_the_wrong_shape_gives_no_records_and_raises_nothing(result):
 
 # ---- continued fetches (a server that keeps fetch sessions) ----------------------------------
 
-def continued_session(**kw):
+def continued_session(at_end=True, **kw):
     s, part = session(**kw)
     s.continued = True
+    s.at_end = at_end   # as after a reply that reached the high watermark
     return s, part
 
 
@@ -482,3 +483,18 @@ def test_a_session_row_without_a_start_offset_is_dropped():
     assert take_all(s) == []    # not where the data held ends: dropped, sent again
     args, _ = s.fetch_request()
     assert args["partitions"][0][2] == 0
+
+
+def test_behind_the_end_of_the_log_one_continued_fetch_is_in_flight():
+    """Replay: replies follow each other anyway, so the second fetch waits until a reply
+    reaches the high watermark (a live tail, where a record must find a fetch parked)."""
+    s, part = continued_session(at_end=False)
+    assert s.wanted() == 1
+    _, t1 = s.fetch_request()
+    assert not s.should_fetch()
+    _, prefetch = s.accept(t1, session_reply(0, batch(0, 5), hw=100))
+    assert prefetch and s.wanted() == 1 and not s.at_end
+    args, t2 = s.fetch_request()
+    assert args["partitions"][0][2] is None
+    s.accept(t2, session_reply(5, batch(5, 95), hw=100))
+    assert s.at_end and s.wanted() == 2
