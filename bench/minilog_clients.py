@@ -9,8 +9,8 @@ Starts a minilog server (`python -m minilog`, fresh data directory) unless --boo
 one, then for each run, in separate processes as users deploy them:
 
 - produce: `Producer({'linger.ms': 5, 'acks': 1})`, `produce()` once per record in a Python
-  loop, then `flush()`; records/s over the whole loop including the flush, and the producer's
-  CPU per record over the same span;
+  loop, then `flush()`; records/s over the whole loop including the flush, the producer's
+  CPU per record over the same span, and the server's (from /proc, over the producer's run);
 - consume: a new `Consumer` replays the topic from offset 0 with `consume(100000, 1.0)`;
   records/s from the first consume call to the last record, and the consumer's CPU per record
   (`time.process_time`: steadier than records/s when other work shares the machine);
@@ -310,7 +310,7 @@ def main(argv=None):
         produced, consumed, aio, aio_consumed = [], [], [], []
         # CPU per record (µs) of the producing or consuming process over its loop: steadier than
         # records/s when other work shares the machine.
-        consumed_cpu, aio_consumed_cpu, produced_cpu, aio_cpu = [], [], [], []
+        consumed_cpu, aio_consumed_cpu, produced_cpu, aio_cpu, produced_server_cpu = [], [], [], [], []
         lats_by = {"latency": [], "latency-raw": []}
         lats = lats_by["latency"]
         n_lat = int(args.latency_rate * args.latency_seconds)
@@ -319,10 +319,17 @@ def main(argv=None):
             line = [f"run {run + 1}:"]
             if only & {"produce", "consume", "aio-consume"}:
                 create_topic(bootstrap, topic)
+                server_cpu = process_cpu_s(server.pid) if server is not None else None
                 p = finish(run_role(["produce", bootstrap, topic, str(args.records), str(args.size)]))
                 produced.append(p["records"] / p["seconds"])
                 produced_cpu.append(p["cpu_s"] / p["records"] * 1e6)
-                line.append(f"produced {produced[-1]:,.0f} records/s ({produced_cpu[-1]:.3f} cpu us/record)")
+                server_part = ""
+                if server_cpu is not None:
+                    # The server's CPU over the producer's whole process (its start and its
+                    # metadata included), per record: what the server spends receiving them.
+                    produced_server_cpu.append((process_cpu_s(server.pid) - server_cpu) / p["records"] * 1e6)
+                    server_part = f", server {produced_server_cpu[-1]:.3f}"
+                line.append(f"produced {produced[-1]:,.0f} records/s ({produced_cpu[-1]:.3f} cpu us/record{server_part})")
                 if "consume" in only:
                     c = finish(run_role(["consume", bootstrap, topic, str(args.records), str(args.size)]))
                     consumed.append(c["records"] / c["seconds"])
@@ -368,6 +375,7 @@ def main(argv=None):
             "records": args.records, "value_size": args.size, "runs": args.runs, "load_average": load,
             "produce_records_per_s": med(produced), "produce_runs": produced,
             "produce_cpu_us_per_record": med(produced_cpu),
+            "produce_server_cpu_us_per_record": med(produced_server_cpu),
             "consume_records_per_s": med(consumed), "consume_runs": consumed,
             "consume_cpu_us_per_record": med(consumed_cpu),
             "aio_produce_records_per_s": med(aio), "aio_produce_runs": aio,
@@ -381,7 +389,8 @@ def main(argv=None):
         if produced:
             print(f"\nproduce (linger.ms 5, acks 1, produce() per record + flush): "
                   f"median {result['produce_records_per_s']:,.0f} records/s over {args.runs} runs, "
-                  f"{result['produce_cpu_us_per_record']:.3f} cpu us/record")
+                  f"{result['produce_cpu_us_per_record']:.3f} cpu us/record"
+                  + (f" (server {result['produce_server_cpu_us_per_record']:.3f})" if produced_server_cpu else ""))
         if consumed:
             print(f"consume (replay from 0, consume(100000, 1.0)):           "
                   f"median {result['consume_records_per_s']:,.0f} records/s, "
