@@ -11,6 +11,8 @@ from collections import namedtuple
 
 import msgspec
 
+from ..log.message import RecordClass
+
 TopicPartition = namedtuple("TopicPartition", ["topic", "partition"])
 OffsetAndMetadata = namedtuple("OffsetAndMetadata", ["offset", "metadata"])
 OffsetAndTimestamp = namedtuple("OffsetAndTimestamp", ["offset", "timestamp"])
@@ -22,7 +24,7 @@ _ConsumerRecordBase = namedtuple("ConsumerRecord", ["topic", "partition", "offse
                                                     "serialized_value_size", "headers"])
 
 
-class ConsumerRecord(_ConsumerRecordBase):
+class ConsumerRecord(_ConsumerRecordBase, metaclass=RecordClass):
     __slots__ = ()
 
 
@@ -90,6 +92,9 @@ class _BatchConsumerRecord(msgspec.Struct, array_like=True, gc=False, eq=False):
 
     def __reduce__(self):
         return (ConsumerRecord._make, (self._fields(),))
+
+
+ConsumerRecord._also_instances = _BatchConsumerRecord
 
 
 def batch_record_class(topic, partition, base_offset, first_timestamp):

@@ -22,7 +22,21 @@ TIMESTAMP_LOG_APPEND_TIME = 2
 _new = tuple.__new__
 
 
-class Message(tuple):
+class RecordClass(type):
+    """The metaclass of a record type whose large-batch records are another class.
+
+    Records of large batches are msgspec structs (`_BatchRecord` here, the aiokafka-style
+    `_BatchConsumerRecord`), which cannot subclass a tuple. A program that checks
+    `isinstance(msg, Message)`, as code written against confluent-kafka may, must see both kinds
+    as the class it imported: the class names its struct kind in `_also_instances`. The check of
+    an exact tuple instance stays C's own fast path; only the struct kind reaches this method.
+    """
+
+    def __instancecheck__(cls, obj):
+        return type.__instancecheck__(cls, obj) or isinstance(obj, cls.__dict__.get("_also_instances", ()))
+
+
+class Message(tuple, metaclass=RecordClass):
     __slots__ = ()
 
     def topic(self):
@@ -147,6 +161,9 @@ class _BatchRecord(msgspec.Struct, array_like=True, gc=False, eq=False):
     def __reduce__(self):
         return (make_message, (self._t, self._p, self._b + self.od, self._f + self.td, self.k, self.v,
                                self.headers(), None))
+
+
+Message._also_instances = _BatchRecord
 
 
 def batch_record_class(topic, partition, base_offset, first_timestamp):

@@ -159,6 +159,11 @@ def test_a_large_batchs_records_equal_the_small_batch_form_in_every_field(rows):
                "leader_epoch", "__len__")
     assert [[getattr(m, f)() for f in methods] for m in struct_msgs] == \
            [[getattr(m, f)() for f in methods] for m in tuple_msgs]
+    # A program written against confluent-kafka or aiokafka may check the type it imported.
+    from clients.aio_log.structs import ConsumerRecord
+    assert all(isinstance(r, ConsumerRecord) for r in structs + tuples)
+    assert all(isinstance(m, message.Message) for m in struct_msgs + tuple_msgs)
+    assert not isinstance((1, 2), message.Message) and not isinstance(struct_msgs[0], ConsumerRecord)
 
 
 def test_every_reposition_drops_what_was_fetched_for_the_partition():
