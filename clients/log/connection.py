@@ -57,17 +57,26 @@ class LogConnection(RpcConnection):
         self.state.expect(rid, callback)
         return rid
 
-    def send_parts_with(self, op: str, args, callback=None) -> int:
+    def send_parts_with(self, op: str, args, callback=None, large=True) -> int:
         """As `send_with` (callback None: no reply wanted, request id 0), for args that carry
         large bytes values (a produce request's batches): the frame is queued as the buffers
         `ClientConnectionState.encode_request_parts` makes, so a batch is not copied into an
-        encoded frame, and that into a length-prefixed one, before it is written."""
+        encoded frame, and that into a length-prefixed one, before it is written.
+
+        `large` False (the caller knows no value reaches `framing.LARGE_BLOB`): the frame is
+        packed whole by msgpack in C instead, as walking the args in Python to find large
+        values would find none and cost more than the copies it saves (a linger-0 producer
+        sends one small request per record)."""
         if self.closed:
             raise ConnectionClosed()
         with self.write_lock:
-            rid, parts = self.state.encode_request_parts(op, args, callback is not None)
-            for part in parts:
-                self._queue(part)
+            if large:
+                rid, parts = self.state.encode_request_parts(op, args, callback is not None)
+                for part in parts:
+                    self._queue(part)
+            else:
+                rid, frame = self.state.encode_request(op, args, callback is not None)
+                self._queue(frame)
         if callback is not None:
             self.state.expect(rid, callback)
         return rid

@@ -44,11 +44,12 @@ CORRUPT = "corrupt"            # a batch that cannot be read, at its base offset
 PARTITION_EOF = "eof"          # the application has every record up to the high watermark
 
 # Whether the consumers continue fetches in the server's fetch session when it keeps them.
-# On: at 10,000 records/s, flipping only this in fourteen interleaved pairs of the latency
-# bench gave latency-raw's p50 lower in 13 (about 6 %) and the latency p50 lower in 8, higher
-# in 5, at the same total CPU (docs/clients-minilog.md, "Latency at 10,000 records/s").
-# Off, the consumers keep one fetch in flight.
-CONTINUE_FETCHES = True
+# Off: on a loaded machine it looked a few per cent better (fourteen interleaved pairs), but on
+# a quiet one the latency bench's p50 was 349-398 µs with it against 268-285 µs without, in
+# six interleaved pairs: a reply per record costs the consumer a wake-up per record
+# (docs/clients-minilog.md, "Latency at 10,000 records/s"). Off, the consumers keep one fetch
+# in flight.
+CONTINUE_FETCHES = False
 # Fetch requests kept in flight in a fetch session: the one parked on the server and the one
 # queued behind it, which continues where the first one's answer ends.
 CONTINUED_WINDOW = 2

@@ -29,7 +29,7 @@ import logging
 import time
 
 from ..protocol.errors import BrokerError, ErrorCode
-from ..protocol.framing import DEFAULT_MAX_FRAME
+from ..protocol.framing import DEFAULT_MAX_FRAME, LARGE_BLOB
 from ..rpc import ConnectionClosed
 from .accumulator import OpenBatch, RecordAccumulator, TopicBatches, record_size
 from .config import Config
@@ -428,12 +428,15 @@ class Producer:
             if request is None:
                 break
             try:
-                # The batches go to the socket as they are (send_parts_with), not copied into a frame.
+                # Large batches go to the socket as they are (send_parts_with), not copied into a
+                # frame; a request of small ones is packed whole, which is cheaper.
+                large = any(len(item[2]) >= LARGE_BLOB for item in request.items)
                 if acks == 0:
-                    conn.send_parts_with("produce", request.args)
+                    conn.send_parts_with("produce", request.args, large=large)
                     rid = None
                 else:
-                    rid = conn.send_parts_with("produce", request.args, functools.partial(self._on_reply, request))
+                    rid = conn.send_parts_with("produce", request.args, functools.partial(self._on_reply, request),
+                                               large=large)
             except ConnectionClosed as exc:
                 requests.unsent(request)
                 self._connection_lost(exc)
