@@ -132,18 +132,26 @@ class ProduceRequests:
         if len(ready) == 1:  # the common case: one batch closed since the last request
             self.ready = []
             return self._request([first])
-        items, rest, seen, size, limit = [], [], set(), 0, self.max_request
-        for item in ready:
+        items: list = []
+        self._add_ready(items, set(), 0)
+        return self._request(items)
+
+    def _add_ready(self, items: list, seen: set, size: int) -> None:
+        """Move the ready batches that fit into `items` (holding `size` bytes of the partitions
+        in `seen` so far), in the order they closed. A partition with a batch left out (the
+        request is full, or it is in `seen`) keeps its later batches back too: each partition's
+        batches go in order."""
+        limit, rest = self.max_request, []
+        for item in self.ready:
             tp = (item[0], item[1])
             if tp in seen or (items and size + len(item[2]) > limit):
-                seen.add(tp)  # this partition's later batches wait too: order per partition
+                seen.add(tp)
                 rest.append(item)
             else:
                 seen.add(tp)
                 items.append(item)
                 size += len(item[2])
         self.ready = rest
-        return self._request(items)
 
     def _next_with_retries(self, now: float | None) -> ProduceRequest | None:
         """next_request while batches wait to be retried: those due go first, in the order they
@@ -164,17 +172,7 @@ class ProduceRequests:
                 taken.append(entry)
                 size += len(item[2])
         self.retrying = waiting
-        rest = []
-        for item in self.ready:
-            tp = (item[0], item[1])
-            if tp in seen or (items and size + len(item[2]) > limit):
-                seen.add(tp)
-                rest.append(item)
-            else:
-                seen.add(tp)
-                items.append(item)
-                size += len(item[2])
-        self.ready = rest
+        self._add_ready(items, seen, size)
         if not items:
             return None
         request = self._request(items)
