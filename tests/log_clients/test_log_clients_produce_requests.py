@@ -299,15 +299,22 @@ def test_both_producers_hand_their_batches_to_one_produce_requests_core():
     p.close(0)
 
 
+def _own_server_with_topic(spawn_server, data_dir, topic, partitions):
+    """A server of the test's own (the tests below stop it with SIGSTOP) holding `topic`:
+    (server, bootstrap)."""
+    server = spawn_server("minilog", data_dir=data_dir)
+    bs = f"127.0.0.1:{server.port}"
+    admin = AdminClient({"bootstrap.servers": bs})
+    admin.create_topics([NewTopic(topic, partitions)])[topic].result(10)
+    admin.close()
+    return server, bs
+
+
 def test_a_request_unanswered_for_message_timeout_fails_once_with_msg_timed_out(spawn_server, tmp_path):
     """Over the wire: a server that stops answering (SIGSTOP) makes the in-flight request fail
     with _MSG_TIMED_OUT after message.timeout.ms; its late reply, once the server runs again,
     reports nothing twice, and the producer goes on delivering."""
-    server = spawn_server("minilog", data_dir=tmp_path / "stopped")
-    bs = f"127.0.0.1:{server.port}"
-    admin = AdminClient({"bootstrap.servers": bs})
-    admin.create_topics([NewTopic("paused", 1)])["paused"].result(10)
-    admin.close()
+    server, bs = _own_server_with_topic(spawn_server, tmp_path / "stopped", "paused", 1)
     reports = []
     p = Producer({"bootstrap.servers": bs, "message.timeout.ms": 400, "linger.ms": 0,
                   "on_delivery": lambda err, msg: reports.append((err, msg.value()))})
@@ -332,11 +339,7 @@ async def test_an_asyncio_send_unanswered_for_twice_request_timeout_fails_with_k
     """The asyncio producer expires through the same core: a server that stops answering makes
     the record's future raise KafkaTimeoutError (after 2 x request_timeout_ms, as aiokafka's
     batches expire), flush() returns instead of hanging, and a late reply changes nothing."""
-    server = spawn_server("minilog", data_dir=tmp_path / "stopped-aio")
-    bs = f"127.0.0.1:{server.port}"
-    admin = AdminClient({"bootstrap.servers": bs})
-    admin.create_topics([NewTopic("paused-aio", 1)])["paused-aio"].result(10)
-    admin.close()
+    server, bs = _own_server_with_topic(spawn_server, tmp_path / "stopped-aio", "paused-aio", 1)
     producer = AIOKafkaProducer(bootstrap_servers=bs, request_timeout_ms=200)
     await producer.start()
     try:
@@ -362,11 +365,7 @@ def test_purge_reports_queued_and_in_flight_records_with_their_own_errors(spawn_
     one waits in the send queue behind max.in.flight 1; purge() reports _PURGE_INFLIGHT for the
     first and _PURGE_QUEUE for the second, and the stopped request's reply, once the server
     runs again, reports nothing twice."""
-    server = spawn_server("minilog", data_dir=tmp_path / "purge")
-    bs = f"127.0.0.1:{server.port}"
-    admin = AdminClient({"bootstrap.servers": bs})
-    admin.create_topics([NewTopic("purged", 2)])["purged"].result(10)
-    admin.close()
+    server, bs = _own_server_with_topic(spawn_server, tmp_path / "purge", "purged", 2)
     reports = []
     p = Producer({"bootstrap.servers": bs, "linger.ms": 1, "max.in.flight.requests.per.connection": 1,
                   "on_delivery": lambda err, msg: reports.append((err and err.code(), msg.value()))})
