@@ -33,10 +33,9 @@ logger = logging.getLogger("minilog.storage")
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 # Page-cache drop ranges start on this boundary (see PartitionLog.prepare_flush).
 _DROP_ALIGN = 2 * 1024 * 1024
-# The newest bytes of the active segment kept in memory (PartitionLog._tail), at most this many:
-# a consumer keeping up with small appends reads from there, without a segment lookup or a
-# pread. Bounded so that thousands of partitions hold little; larger appends, and readers
-# further behind, read the page cache.
+# An append up to this size stays in memory as the log's tail (PartitionLog._tail): the fetch
+# it wakes is answered from there, without a segment lookup or a pread. Bounded so that
+# thousands of partitions hold little; a larger append is read from the page cache.
 TAIL_MAX_BYTES = 16 * 1024
 
 
@@ -137,14 +136,13 @@ class PartitionLog:
         # raises OffsetLostError, and a read before one stops at it, so consumers are told.
         self._lost: list[tuple[int, int]] = list(lost_ranges or ())
         self._write_failing = False  # in a failure episode of appends (disk full): logged once
-        # The active segment's last bytes as written (offsets set), from _tail_position to its
-        # end, None when the last append alone was over TAIL_MAX_BYTES; _tail_starts maps the
-        # first offset of each append in it to where that append starts in _tail. A read from
-        # one of those offsets that takes the rest whole is answered from here (read). A roll,
+        # The last append if it was small (TAIL_MAX_BYTES): a FileSlice of it whose `data` holds
+        # its bytes as written (offsets set), and its first offset. A read from that offset that
+        # takes it whole (the fetch the append woke) is answered with it. Only the last append:
+        # a reader further behind reads the file, and sees whatever happened to it since. A roll,
         # deleted or replaced segments, close and a failed append drop it.
-        self._tail: bytearray | None = None
-        self._tail_position = 0
-        self._tail_starts: dict[int, int] = {}
+        self._tail: FileSlice | None = None
+        self._tail_offset = -1
         # Who runs the flushes that flush.messages and flush.ms make due. None: flush()
         # inline. A server sets a callable(log) that runs prepare_flush / FlushPlan.sync /
         # complete_flush off its event loop (minilog/group_commit.py), so an append or a
@@ -258,20 +256,15 @@ class PartitionLog:
             headers[i] = _new_tuple(BatchHeader, (offset, *h[1:]))   # h with its base offset set
             offset += h.record_count
             pos += LOG_OVERHEAD + h.length
-        tail, self._tail = self._tail, None
+        self._tail = None
         try:
             segment.append(data, headers)
         except OSError as exc:
             self._write_failed(exc)
             raise
-        if tail is not None and len(tail) + size <= TAIL_MAX_BYTES:
-            self._tail_starts[first_offset] = len(tail)
-            tail += data
-            self._tail = tail
-        elif size <= TAIL_MAX_BYTES:
-            self._tail = bytearray(data)
-            self._tail_position = segment.size - size
-            self._tail_starts = {first_offset: 0}
+        if size <= TAIL_MAX_BYTES:
+            self._tail = FileSlice(segment.fd, segment.size - size, size, offset, data.tobytes())
+            self._tail_offset = first_offset
         if self._write_failing:
             self._write_failing = False
             logger.warning("%s: writes succeed again (offset %d)", self.directory, first_offset)
@@ -423,14 +416,10 @@ class PartitionLog:
         first batch that precede ``offset``.
         """
         tail = self._tail
-        if tail is not None:
-            at = self._tail_starts.get(offset)
-            if at is not None and len(tail) - at <= max_bytes:
-                # A reader keeping up (the fetch an append wakes): the same bytes the segment read
-                # below returns (from the batch at `offset` to the end of the file), from memory.
-                active = self._segments[-1]
-                return FileSlice(active.fd, self._tail_position + at, len(tail) - at, active.next_offset,
-                                 bytes(tail[at:]) if at else bytes(tail))
+        if tail is not None and offset == self._tail_offset and tail.length <= max_bytes:
+            # The fetch the last append woke: what the segment read below returns (the batch at
+            # `offset` to the end of the file), from memory.
+            return tail
         if self._closed:
             raise LogClosedError(self.directory)
         self._check_offset(offset)

@@ -1,6 +1,7 @@
-"""The log's in-memory tail (`PartitionLog._tail`): a reader keeping up with small appends is
-answered from memory, with exactly the bytes, position, length and next offset the file gives,
-and never from a tail that a roll, retention, compaction's swap, a close or a failed write made stale."""
+"""The log's in-memory tail (`PartitionLog._tail`): the fetch a small append wakes (a read from
+that append's first offset) is answered from memory, with exactly the bytes, position, length and
+next offset the file gives, and never from a tail that a roll, retention, compaction's swap, a
+close or a failed write made stale."""
 
 import os
 
@@ -58,6 +59,7 @@ def test_the_fetch_a_small_append_wakes_is_read_from_memory(tmp_path):
         second = log.append(batch_of([b"b", b"c"])).base_offset
         found = log.read(second)
         assert found.data is not None and found.next_offset == 3
+        assert log.read(0).data is None      # a reader further behind reads the file
         assert [r[3] for r in decode_batches(found.read())] == [b"b", b"c"]
         big = log.append(build_batch([(None, b"z" * TAIL_MAX_BYTES, 1_000, None)])).base_offset
         assert log.read(big).data is None   # over the tail's size: read from the file
