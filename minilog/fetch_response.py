@@ -19,6 +19,8 @@ the socket. uvloop does not implement `loop.sendfile` (it raises NotImplementedE
 the raw fd. The moment the socket would block, the rest of the frame is handed to the
 transport (slices read with `os.pread`), which keeps the order and handles backpressure.
 Small slices are always read and written: a syscall per slice would cost more than the copy.
+A reply under the sendfile size (a live consumer's few records) is joined into one bytes object
+and written with one `transport.write`.
 """
 
 from __future__ import annotations
@@ -39,12 +41,18 @@ SENDFILE_MIN_BYTES = 64 * 1024
 # message naming the topic): a bound the fetch path uses to keep the reply under max_frame.
 PARTITION_OVERHEAD = 1024
 
+# One packer for every reply: the event loop builds one reply at a time, and with autoreset each
+# pack returns its own bytes (a packer per reply cost as much as packing the row).
+_PACKER = msgpack.Packer(use_bin_type=True, autoreset=True)
+# [1, id, {"results": [...]}] around the request id and the row count.
+_REPLY_START = _PACKER.pack_array_header(3) + _PACKER.pack(RESPONSE)
+_RESULTS_KEY = _PACKER.pack_map_header(1) + _PACKER.pack("results")
+
 
 class FetchResponse:
-    __slots__ = ("_packer", "_pieces", "_size", "_count", "_records_bytes")
+    __slots__ = ("_pieces", "_size", "_count", "_records_bytes")
 
     def __init__(self):
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         self._pieces: list = []     # bytes and FileSlice, in wire order, after the results header
         self._size = 0
         self._count = 0
@@ -58,7 +66,7 @@ class FetchResponse:
             records, start: int | None = None) -> None:
         """One partition's result; `records` is a FileSlice, bytes, or None (no records). `start`,
         in a fetch session's reply, is the offset the row was read from: a seventh field."""
-        pack = self._packer.pack
+        pack = _PACKER.pack
         length = 0 if records is None else (records.length if type(records) is FileSlice else len(records))
         head = b"".join((b"\x96" if start is None else b"\x97", pack(topic), pack(partition), pack(error),
                          pack(high_watermark), pack(log_start_offset), _BIN32.pack(0xC6, length)))
@@ -75,9 +83,7 @@ class FetchResponse:
 
     def pieces(self, request_id: int) -> list:
         """The whole frame: bytes pieces and FileSlices."""
-        p = self._packer
-        head = b"".join((p.pack_array_header(3), p.pack(RESPONSE), p.pack(request_id), p.pack_map_header(1),
-                         p.pack("results"), p.pack_array_header(self._count)))
+        head = b"".join((_REPLY_START, _PACKER.pack(request_id), _RESULTS_KEY, _PACKER.pack_array_header(self._count)))
         return [_LENGTH.pack(len(head) + self._size), head, *self._pieces]
 
     def send(self, conn, request_id: int, use_sendfile: bool = True) -> int:
@@ -86,8 +92,11 @@ class FetchResponse:
         transport = conn.transport
         if conn.closed or transport is None or transport.is_closing():
             return 0
-        return write_pieces(transport, self.pieces(request_id),
-                            use_sendfile and self._records_bytes >= SENDFILE_MIN_BYTES)
+        if use_sendfile and self._records_bytes >= SENDFILE_MIN_BYTES:
+            return write_pieces(transport, self.pieces(request_id), True)
+        # A small reply (a live consumer's): one bytes object, one write.
+        transport.write(b"".join([p.read() if type(p) is FileSlice else p for p in self.pieces(request_id)]))
+        return 0
 
 
 def write_pieces(transport, pieces: list, use_sendfile: bool = True) -> int:
