@@ -119,24 +119,29 @@ class ClientConnection(asyncio.Protocol):
 
     def _run(self, objs) -> None:
         dispatch = self.server.dispatch
-        for obj in objs:
-            if self._held is not None:   # an earlier request is answered first (`hold`)
-                self._held.append(obj)
-                continue
-            try:
-                req = frames.parse_request(obj)
-            except BrokerError as exc:
-                self.send_error(getattr(exc, "request_id", 0), exc.code, exc.message)
-                continue
-            if not self.handshake_done:
-                if req.op != HELLO:
-                    self.send_error(req.id, ErrorCode.HANDSHAKE_REQUIRED,
-                                    "the first request on a connection must be 'hello'")
+        # The replies queued while these requests run go out with the one flush at the end, so
+        # a reply does not also schedule one (`_schedule_flush`: a loop callback per read).
+        self._flush_scheduled = True
+        try:
+            for obj in objs:
+                if self._held is not None:   # an earlier request is answered first (`hold`)
+                    self._held.append(obj)
                     continue
-            dispatch(self, req)
-            if self.closed:
-                return
-        self.flush()
+                try:
+                    req = frames.parse_request(obj)
+                except BrokerError as exc:
+                    self.send_error(getattr(exc, "request_id", 0), exc.code, exc.message)
+                    continue
+                if not self.handshake_done:
+                    if req.op != HELLO:
+                        self.send_error(req.id, ErrorCode.HANDSHAKE_REQUIRED,
+                                        "the first request on a connection must be 'hello'")
+                        continue
+                dispatch(self, req)
+                if self.closed:
+                    return
+        finally:
+            self.flush()
 
     # ---- requests that must be answered before the next ones run ------------------------
     def hold(self) -> None:
