@@ -97,7 +97,6 @@ class MinilogServer(BrokerServer):
                                      group_max_size=group_max_size, drop_behind_bytes=drop_behind_bytes)
         self.broker: LogBroker | None = None
         self.fetch_sendfile = fetch_sendfile
-        self._current_rid = 0
         self.sendfile_bytes = 0   # record bytes fetched with os.sendfile (server_info)
 
     # ---- command line ------------------------------------------------------------------
@@ -219,11 +218,6 @@ class MinilogServer(BrokerServer):
             samples.append(Sample("groups", "gauge", "consumer groups known", len(b.groups.list_groups())))
         return samples
 
-    def dispatch(self, conn, req) -> None:
-        # Ops that write their own reply frame (fetch) or none (produce with acks=0) need the request id.
-        self._current_rid = req.id
-        super().dispatch(conn, req)
-
     # ---- topics ------------------------------------------------------------------------
     @op("alter_topic_config")
     def op_alter_topic_config(self, conn, args):
@@ -319,7 +313,7 @@ class MinilogServer(BrokerServer):
         data = args.get("data")
         if type(data) is not list:
             raise BrokerError(ErrorCode.BAD_REQUEST, "missing required argument 'data' (array of [topic, partition, batch])")
-        rid = self._current_rid
+        rid = conn.request_id   # acks=0 with id 0 answers nothing but failures
         results = self.core(conn).produce(data, acks)
         if acks == 0 and rid == 0:
             # Fire and forget: only the failures are told, as error frames.
@@ -338,7 +332,7 @@ class MinilogServer(BrokerServer):
     # ---- fetch -------------------------------------------------------------------------
     @op("fetch")
     def op_fetch(self, conn, args):
-        rid = self._current_rid
+        rid = conn.request_id   # the reply is written later, around file slices (_send_fetch)
         max_wait_ms = optional(args, "max_wait_ms", int, 0)
         min_bytes = optional(args, "min_bytes", int, 1)
         max_bytes = optional(args, "max_bytes", int, DEFAULT_FETCH_MAX_BYTES)

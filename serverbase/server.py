@@ -158,7 +158,8 @@ class BrokerServer:
             return
         if result is DEFERRED:
             return
-        if asyncio.iscoroutine(result):
+        # Most ops answer a map: no need to ask asyncio (an isinstance against an ABC) about it.
+        if result.__class__ is not dict and asyncio.iscoroutine(result):
             conn.run_async(req.id, result)
         elif req.id:
             conn.send_response(req.id, result)
