@@ -20,8 +20,8 @@ import os
 import time
 from collections import namedtuple
 
-from clients.record_batch import (HEADER_SIZE, BatchHeader, InvalidBatchError, TruncatedBatchError, set_base_offset,
-                                  validate, validate_records)
+from clients.record_batch import (HEADER_SIZE, LOG_OVERHEAD, BatchHeader, InvalidBatchError, TruncatedBatchError,
+                                  set_base_offset, validate, validate_records)
 
 from .checkpoint import (LOG_START_OFFSET_FILE, RECOVERY_POINT_FILE, fsync_dir, write_offset_checkpoint)
 from .config import LogConfig
@@ -33,6 +33,10 @@ logger = logging.getLogger("minilog.storage")
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 # Page-cache drop ranges start on this boundary (see PartitionLog.prepare_flush).
 _DROP_ALIGN = 2 * 1024 * 1024
+# An append up to this size stays in memory as the log's tail (PartitionLog._tail): the fetch
+# it wakes is answered from there, without a segment lookup or a pread. Bounded so that
+# thousands of partitions hold little; a larger append is read from the page cache.
+TAIL_MAX_BYTES = 16 * 1024
 
 
 class OffsetOutOfRangeError(Exception):
@@ -65,6 +69,9 @@ class LogClosedError(Exception):
 
 
 AppendInfo = namedtuple("AppendInfo", "base_offset last_offset record_count max_timestamp")
+# The append path builds each batch's header with its base offset through tuple.__new__:
+# BatchHeader._replace costs three times as much.
+_new_tuple = tuple.__new__
 
 
 class FlushPlan(namedtuple("FlushPlan", "end_offset files drops", defaults=((),))):
@@ -129,6 +136,13 @@ class PartitionLog:
         # raises OffsetLostError, and a read before one stops at it, so consumers are told.
         self._lost: list[tuple[int, int]] = list(lost_ranges or ())
         self._write_failing = False  # in a failure episode of appends (disk full): logged once
+        # The last append if it was small (TAIL_MAX_BYTES): a FileSlice of it whose `data` holds
+        # its bytes as written (offsets set), and its first offset. A read from that offset that
+        # takes it whole (the fetch the append woke) is answered with it. Only the last append:
+        # a reader further behind reads the file, and sees whatever happened to it since. A roll,
+        # deleted or replaced segments, close and a failed append drop it.
+        self._tail: FileSlice | None = None
+        self._tail_offset = -1
         # Who runs the flushes that flush.messages and flush.ms make due. None: flush()
         # inline. A server sets a callable(log) that runs prepare_flush / FlushPlan.sync /
         # complete_flush off its event loop (minilog/group_commit.py), so an append or a
@@ -208,21 +222,26 @@ class PartitionLog:
         headers: list[BatchHeader] = []
         max_bytes = self.config.max_message_bytes
         pos = 0
+        count = 0
+        max_timestamp = -1
         while pos < size:
             if size - pos < HEADER_SIZE:
                 raise TruncatedBatchError(f"{size - pos} trailing bytes after the last batch at {pos}")
             h = validate(data, pos)
-            if h.size > max_bytes:
-                raise RecordTooLargeError(f"batch of {h.size} bytes exceeds max.message.bytes={max_bytes}")
+            batch_size = LOG_OVERHEAD + h.length
+            if batch_size > max_bytes:
+                raise RecordTooLargeError(f"batch of {batch_size} bytes exceeds max.message.bytes={max_bytes}")
             # The header drives offsets, indexes and every consumer's decoding: it must match the body.
             validate_records(data, pos, h)
             headers.append(h)
-            pos += h.size
+            count += h.record_count
+            if h.max_timestamp > max_timestamp:
+                max_timestamp = h.max_timestamp
+            pos += batch_size
         if not headers:
             raise InvalidBatchError("nothing to append: empty buffer")
 
         now = _now_ms() if now_ms is None else now_ms
-        count = sum(h.record_count for h in headers)
         segment = self._segments[-1]
         if self._should_roll(segment, size, segment.next_offset + count, len(headers), now):
             try:
@@ -234,14 +253,18 @@ class PartitionLog:
         pos = 0
         for i, h in enumerate(headers):
             set_base_offset(data, offset, pos)
-            headers[i] = h._replace(base_offset=offset)
+            headers[i] = _new_tuple(BatchHeader, (offset, *h[1:]))   # h with its base offset set
             offset += h.record_count
-            pos += h.size
+            pos += LOG_OVERHEAD + h.length
+        self._tail = None
         try:
             segment.append(data, headers)
         except OSError as exc:
             self._write_failed(exc)
             raise
+        if size <= TAIL_MAX_BYTES:
+            self._tail = FileSlice(segment.fd, segment.size - size, size, offset, data.tobytes())
+            self._tail_offset = first_offset
         if self._write_failing:
             self._write_failing = False
             logger.warning("%s: writes succeed again (offset %d)", self.directory, first_offset)
@@ -253,7 +276,7 @@ class PartitionLog:
                 or (cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms)
                 or (self.drop_behind_bytes is not None and self._bytes_since_flush >= self.drop_behind_bytes)):
             self._flush_due(now)
-        return AppendInfo(first_offset, offset - 1, count, max(h.max_timestamp for h in headers))
+        return AppendInfo(first_offset, offset - 1, count, max_timestamp)
 
     def _write_failed(self, exc: OSError) -> None:
         """One ERROR line per failure episode (a disk stays full for a while; every produce would log)."""
@@ -276,6 +299,7 @@ class PartitionLog:
         old = self._segments[-1]
         if old.size == 0:
             return old
+        self._tail = None
         old.seal()
         new = LogSegment(self.directory, old.next_offset, self.config.segment_index_bytes,
                          self.config.index_interval_bytes, active=True)
@@ -391,6 +415,11 @@ class PartitionLog:
         continues in the next segment). The consumer skips the records of the
         first batch that precede ``offset``.
         """
+        tail = self._tail
+        if tail is not None and offset == self._tail_offset and tail.length <= max_bytes:
+            # The fetch the last append woke: what the segment read below returns (the batch at
+            # `offset` to the end of the file), from memory.
+            return tail
         if self._closed:
             raise LogClosedError(self.directory)
         self._check_offset(offset)
@@ -460,6 +489,7 @@ class PartitionLog:
         if count <= 0:
             return 0
         now = _now_ms() if now_ms is None else now_ms
+        self._tail = None
         doomed = self._segments[:count]
         new_start = max(self._segments[count].base_offset, self._log_start_offset)
         write_offset_checkpoint(os.path.join(self.directory, LOG_START_OFFSET_FILE), new_start)
@@ -487,6 +517,7 @@ class PartitionLog:
         i = self._segments.index(old)
         if i == len(self._segments) - 1:
             raise ValueError("the active segment is never replaced")
+        self._tail = None
         now = _now_ms() if now_ms is None else now_ms
         if new is None:
             del self._segments[i]
@@ -514,6 +545,7 @@ class PartitionLog:
         """Flush, checkpoint and close; the next open skips recovery."""
         if self._closed:
             return
+        self._tail = None
         self._segments[-1].seal()
         self.flush()
         for segment in self._segments:

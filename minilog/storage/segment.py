@@ -79,11 +79,15 @@ SegmentRepair.__doc__ = """What LogSegment.recover did: bytes cut off the end, L
 (the file was rewritten without them), and the torn tail's LostRange (or None)."""
 
 
-class FileSlice(namedtuple("FileSlice", "fd position length next_offset", defaults=(None,))):
+class FileSlice(namedtuple("FileSlice", "fd position length next_offset data", defaults=(None, None))):
     """A run of whole batches inside an open segment file.
 
     ``next_offset`` is the offset after its last batch, where the next read goes on (None when
     not known); the msgpack door's fetch sessions keep it as the session's position.
+
+    ``data``, when not None, is those same bytes already in memory: the log's last small append
+    (``PartitionLog.append`` keeps it as its tail), so the fetch that append wakes is answered
+    without a read of the file. :meth:`read` returns it; ``fd`` and ``position`` stay valid.
 
     A server can ``os.sendfile(sock, s.fd, s.position, s.length)`` it without the
     bytes ever becoming Python objects. The fd stays open at least
@@ -94,7 +98,8 @@ class FileSlice(namedtuple("FileSlice", "fd position length next_offset", defaul
     __slots__ = ()
 
     def read(self) -> bytes:
-        return os.pread(self.fd, self.length, self.position)
+        data = self.data
+        return os.pread(self.fd, self.length, self.position) if data is None else data
 
 
 def segment_file_name(base_offset: int, suffix: str) -> str:

@@ -274,3 +274,43 @@ def test_retention_moves_the_log_start_and_older_offsets_become_out_of_range(ser
         assert fetch(c, "short", 0, start)[3] == []
         assert produce(c, "short", 0, batch([b"new"]))[0][2] == 5
         assert record_values(fetch(c, "short", 0, 5)[3]) == [b"new"]
+
+
+def test_parked_fetches_answered_from_the_appended_bytes_get_exactly_the_stored_records(server):
+    """A fetch parked at the log end is answered from the append's bytes in memory (the log's
+    tail): one batch, then one entry of two batches, each arriving whole and with the offsets the
+    log gave; a fetch from 0 (read from the file and the tail together) agrees."""
+    with connect(server) as consumer, connect(server) as producer:
+        create(producer, "tail")
+        plog = server.call(lambda: server.server.broker.topics.get_log("tail", 0))
+        got = []
+        for offset, entry in ((0, batch([b"a"])), (1, batch([b"b"]) + batch([b"c", b"d"]))):
+            rid = consumer.send("fetch", {"max_wait_ms": 20_000, "partitions": [["tail", 0, offset, 1 << 20]]})
+            consumer.flush()
+            wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 1, message="the fetch to park")
+            produce(producer, "tail", 0, entry)
+            (_, _, error, hw, _, records), = consumer.wait(rid, timeout=30)["results"]
+            assert error is None
+            got += [(r[0], r[3]) for r in decode_batches(records)]
+            assert server.call(lambda: plog.read(offset).data) == records   # it came from memory
+        assert got == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
+        assert [(r[0], r[3]) for r in fetch(consumer, "tail", 0, 0)[3]] == got
+
+
+def test_a_topic_deleted_and_made_again_never_answers_from_the_old_tail(server):
+    with connect(server) as c:
+        produce(c, "again", 0, batch([b"old-0"]))
+        produce(c, "again", 0, batch([b"old-1"]))
+        assert record_values(fetch(c, "again", 0, 1)[3]) == [b"old-1"]
+        assert c.call("delete_topics", {"topics": ["again"]})["results"] == {"again": None}
+        create(c, "again")
+        assert fetch(c, "again", 0, 1)[0][0] == ErrorCode.OFFSET_OUT_OF_RANGE
+        rid = c.send("fetch", {"max_wait_ms": 20_000, "partitions": [["again", 0, 0, 1 << 20]]})
+        c.flush()
+        wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 1, message="the fetch to park")
+        produce(c, "again", 0, batch([b"new-0"]))
+        produce(c, "again", 0, batch([b"new-1"]))
+        (_, _, error, hw, _, records), = c.wait(rid, timeout=30)["results"]
+        assert error is None and record_values(decode_batches(records)) == [b"new-0"]
+        assert record_values(fetch(c, "again", 0, 1)[3]) == [b"new-1"]
+        assert record_values(fetch(c, "again", 0, 0)[3]) == [b"new-0", b"new-1"]

@@ -163,3 +163,23 @@ def test_drop_behind_takes_a_number_of_mib_or_off(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "minilog", "--drop-behind-mib", bad, "--data-dir", str(tmp_path)],
                               cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and "--drop-behind-mib" in proc.stderr and "'off'" in proc.stderr, proc.stderr
+
+
+def test_after_a_kill_9_the_last_appends_are_read_from_the_recovered_file(spawn_server, tmp_path):
+    """The records a parked fetch was answered with from memory are the ones read back after a
+    kill -9 and recovery (nothing of the answer existed only in the server's memory)."""
+    proc = spawn_server("minilog", data_dir=tmp_path / "d")
+    with connect(proc) as consumer, connect(proc) as producer:
+        produce(producer, "t", 0, batch([b"first"]))
+        rid = consumer.send("fetch", {"max_wait_ms": 20_000, "partitions": [["t", 0, 1, 1 << 20]]})
+        consumer.flush()
+        produce(producer, "t", 0, batch([b"second", b"third"]))
+        (_, _, error, _, _, records), = consumer.wait(rid, timeout=30)["results"]
+        assert error is None
+        live = [(r[0], r[3]) for r in decode_batches(records)]
+    proc.kill()
+    proc.start()
+    with connect(proc) as c:
+        assert [(r[0], r[3]) for r in fetch(c, "t", 0, 1)[3]] == live == [(1, b"second"), (2, b"third")]
+        assert produce(c, "t", 0, batch([b"fourth"]))[0][2] == 3
+        assert record_values(fetch(c, "t", 0, 0)[3]) == [b"first", b"second", b"third", b"fourth"]

@@ -1,6 +1,7 @@
 import struct
 import zlib
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -187,6 +188,33 @@ def test_stride_runs_cover_a_large_batch_and_catch_a_bad_record_in_it():
     gap[at + 3] = 0x99
     with_runs, full = _verdicts(gap)
     assert with_runs is not None and "offset deltas" in with_runs and with_runs == full
+
+
+# Any msgpack value a hostile producer might put in a record's fields.
+_field = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.binary(max_size=8), st.text(max_size=3),
+                   st.lists(st.tuples(st.text(max_size=2), st.none() | st.binary(max_size=2)), max_size=2))
+
+
+@examples(200)
+@given(st.lists(st.one_of(st.tuples(st.integers(0, 5), st.integers(-5, 50), _field, _field, _field),
+                          st.lists(_field, max_size=6), _field), min_size=1, max_size=5),
+       st.integers(1, 6), st.integers(-3, 40))
+def test_few_rows_give_the_full_checks_verdict(rows, count, latest):
+    """Batches of up to _FEW_ROWS records are checked row by row (_few_rows_ok), which only
+    accepts: it must never accept what the column checks refuse, nor change an error."""
+    payload = msgpack.packb(rows, use_bin_type=True)
+    buf = bytearray(record_batch.pack_batch(payload, count, 1_000, 1_000 + latest))
+    with mock.patch.object(record_batch, "_FEW_ROWS", 0):
+        _, full = _verdicts(buf)
+    assert _verdicts(buf)[0] == full
+
+
+def test_one_plain_record_is_accepted_row_by_row():
+    buf = bytearray(build_batch([(None, b"v", 1_000, None)]))
+    with mock.patch.object(record_batch, "_few_rows_ok", wraps=record_batch._few_rows_ok) as few:
+        assert validate_records(buf).record_count == 1
+    assert few.call_count == 1
+    assert record_batch._few_rows_ok(msgpack.unpackb(buf[39:], use_list=False), 0)
 
 
 @given(st.integers(0, 300_000), st.integers(0, 2**32 - 1), st.randoms(use_true_random=False))
