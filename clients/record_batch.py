@@ -169,9 +169,17 @@ def validate(buf, pos: int = 0) -> BatchHeader:
     the CRC does not match. The records themselves are not decoded.
     """
     h = read_header(buf, pos)
+    check_batch(buf, h, pos)
+    return h
+
+
+def check_batch(buf, h: BatchHeader, pos: int = 0) -> None:
+    """`validate` for a batch whose header `h` (at ``buf[pos:]``) was already read: a reader
+    that walked the headers to find where its data ends checks each batch without decoding
+    its header again."""
     if h.magic == _kafka.MAGIC:
         _kafka.validate(buf, pos)
-        return h
+        return
     _check_structure(h, pos)
     end = pos + LOG_OVERHEAD + h.length
     if end > len(buf):
@@ -182,7 +190,6 @@ def validate(buf, pos: int = 0) -> BatchHeader:
     if crc != h.crc:
         raise CorruptBatchError(
             f"batch at position {pos} (base offset {h.base_offset}): crc {crc:#010x} != stored {h.crc:#010x}")
-    return h
 
 
 _NONE_TYPE = type(None)

@@ -28,16 +28,23 @@ WRITE_BUFFER_LIMIT = 256 * 1024
 READ_SIZE = 1 << 20
 
 
-def _wait_readable(sock, timeout: float) -> bool:
+def _wait_readable(sock, timeout: float, poller=None) -> bool:
+    """Whether `sock` has something to read within `timeout` s. `poller`, a `select.poll` with
+    `sock` registered for POLLIN, saves making one per wait (a consumer at the end of a log
+    waits once per record)."""
     if pending(sock):
         return True   # TLS: decrypted bytes wait in the socket, where poll() cannot see them
     # poll() where there is one: select() refuses descriptors above 1024, which busy programs have.
-    if hasattr(select, "poll"):
+    if poller is None and _HAS_POLL:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
+    if poller is not None:
         return bool(poller.poll(max(0, math.ceil(timeout * 1000))))
     ready, _, _ = select.select([sock], [], [], max(timeout, 0))
     return bool(ready)
+
+
+_HAS_POLL = hasattr(select, "poll")
 
 
 class ConnectionClosed(BrokerError):
@@ -60,6 +67,10 @@ class RpcConnection:
         self.sock.settimeout(None)
         self.state = ClientConnectionState(max_frame, decoder_class=self.decoder_class)
         self._receives_into = hasattr(self.state.decoder, "get_buffer")
+        self._poller = None
+        if _HAS_POLL:
+            self._poller = select.poll()
+            self._poller.register(self.sock, select.POLLIN)
         # One syscall for a length prefix and a body apart (send_now); TLS sockets have no sendmsg.
         self._sendmsg = None if ssl_context is not None else getattr(self.sock, "sendmsg", None)
         # Held while a request is encoded and queued and while the queue is written, so a
@@ -167,7 +178,7 @@ class RpcConnection:
     def read(self, timeout: float | None) -> bool:
         """Read what the server sent, waiting up to `timeout` (None: forever). True if anything came."""
         self.flush()
-        if timeout is not None and not _wait_readable(self.sock, timeout):
+        if timeout is not None and not _wait_readable(self.sock, timeout, self._poller):
             return False
         if self._receives_into:
             self._receive(nowait=False)
@@ -222,6 +233,7 @@ class RpcConnection:
             except BrokerError:
                 pass
             self.closed = True
+            self._poller = None   # it names the fd, which the system may give to another socket
             try:
                 self.sock.shutdown(socket.SHUT_RDWR)
             except OSError:

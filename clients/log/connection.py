@@ -82,7 +82,7 @@ class LogConnection(RpcConnection):
         return rid
 
     def readable(self, timeout: float) -> bool:
-        return _wait_readable(self.sock, timeout)
+        return _wait_readable(self.sock, timeout, self._poller)
 
     def pump(self, timeout: float | None = 0.0) -> bool:
         """Send what is queued, then handle what arrives within `timeout` s (0: only what is there).

@@ -12,6 +12,7 @@ Group membership lives in `group.py`; this module calls into it from `_maintain(
 """
 
 import collections
+import functools
 import gc
 import logging
 import time
@@ -556,7 +557,7 @@ class Consumer:
             if request is None:
                 break
             args, token = request
-            self._conn.send_with("fetch", args, lambda result, error, token=token: self._on_fetch(token, result, error))
+            self._conn.send_with("fetch", args, functools.partial(self._on_fetch, token))
         self._conn.flush()
 
     def _on_fetch(self, token, result, error) -> None:
@@ -593,7 +594,7 @@ class Consumer:
         while errors and want > 0:
             out.append(errors.popleft())
             want -= 1
-        if want > 0:
+        if want > 0 and self._session.has_data():
             self._session.take(want, out)
 
     # ---- the loop --------------------------------------------------------------------------

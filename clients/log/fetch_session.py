@@ -34,7 +34,7 @@ event reaches the application (an error `Message` in the stream, or a raised exc
 import collections
 import gc
 
-from ..record_batch import HEADER_SIZE, BatchError, iter_batches, read_header, validate
+from ..record_batch import HEADER_SIZE, BatchError, _check_structure, check_batch, read_header
 
 # Raw fetched bytes held before the session stops asking for more.
 PREFETCH_LIMIT = 64 * 1024 * 1024
@@ -352,14 +352,17 @@ class FetchSession:
             part.log_start = log_start
             answered.append(part)
             if records:
-                # Advance the fetch offset over the whole batches received, reading headers only.
+                # Advance the fetch offset over the whole batches received, reading headers only;
+                # the headers are kept for the decode (`_decode_result`), which then reads none.
                 end = offset
                 pos, n = 0, len(records)
+                spans = []
                 try:
                     while n - pos >= HEADER_SIZE:
                         h = read_header(records, pos)
                         if pos + h.size > n:
                             break
+                        spans.append((h, pos))
                         end = h.base_offset + h.record_count
                         pos += h.size
                 except BatchError as exc:
@@ -367,22 +370,22 @@ class FetchSession:
                     # partition after them, whatever check_crcs says (there is no length to
                     # step over it by).
                     if pos:
-                        raw.append((part, records[:pos], offset, epoch))
-                        self.held_bytes += pos
+                        raw.append((part, records, offset, epoch, spans))
+                        self.held_bytes += n
                     raw.append((part, FetchEvent(CORRUPT, part.topic, part.partition, end,
-                                                 f"corrupt record batch at offset {end}: {exc}"), end, epoch))
+                                                 f"corrupt record batch at offset {end}: {exc}"), end, epoch, None))
                     part.fetch_offset = end
                     continue
                 if end > offset:
                     part.fetch_offset = end
-                    raw.append((part, records, offset, epoch))
+                    raw.append((part, records, offset, epoch, spans))
                     self.held_bytes += n
                     part.eof_sent = False
                     got = True
                     continue
             if self.partition_eof and not part.eof_sent and offset >= hw:
                 part.eof_sent = True
-                raw.append((part, None, offset, epoch))
+                raw.append((part, None, offset, epoch, None))
         if answered:
             self.at_end = all(p.fetch_offset >= p.hw for p in answered)
         if self.continued:
@@ -472,7 +475,7 @@ class FetchSession:
         """Decode the oldest raw result into chunks; False when there is nothing left to decode."""
         raw = self._raw
         while raw:
-            part, records, offset, epoch = raw.popleft()
+            part, records, offset, epoch, spans = raw.popleft()
             if records is None:  # enable.partition.eof: at the high watermark when it got here?
                 if part.epoch == epoch and part.position is not None and part.position >= part.hw:
                     self._chunks.append([part, FetchEvent(
@@ -489,14 +492,15 @@ class FetchSession:
             if part.epoch != epoch:
                 self.held_bytes -= len(records)
                 continue
-            if self._decode_result(part, records, offset, epoch):
+            if self._decode_result(part, records, offset, epoch, spans):
                 self._chunks[-1][4] += len(records)  # released once the result is all handed out
                 return True
             self.held_bytes -= len(records)
         return False
 
-    def _decode_result(self, part, records, offset, epoch) -> bool:
-        """One partition's fetched bytes into chunks: records, and an event per unreadable batch."""
+    def _decode_result(self, part, records, offset, epoch, spans) -> bool:
+        """One partition's fetched bytes into chunks: records, and an event per unreadable batch.
+        `spans` are the (header, position) of its whole batches, as `accept` read them."""
         topic, partition = part.topic, part.partition
         build = self.builder.records
         chunks = self._chunks
@@ -509,21 +513,19 @@ class FetchSession:
         gc_was_on = _gc_isenabled()
         if gc_was_on:
             _gc_disable()
+        view = memoryview(records)
         try:
-            batches = iter_batches(records, validate_crc=False)
-            while True:
+            for h, pos in spans:
                 try:
-                    h, mv = next(batches)
-                except StopIteration:
-                    break
+                    _check_structure(h, pos)
                 except BatchError as exc:  # no length to step over it by: stop here
                     self._stop_at(part, FetchEvent(CORRUPT, topic, partition, expected,
                                                    f"corrupt record batch at offset {expected}: {exc}"), got)
                     return True
                 base = h.base_offset
                 try:
-                    validate(mv)
-                    recs = build(topic, partition, h, mv[HEADER_SIZE:], offset)
+                    check_batch(view, h, pos)
+                    recs = build(topic, partition, h, view[pos + HEADER_SIZE:pos + h.size], offset)
                 except _DECODE_ERRORS as exc:
                     event = FetchEvent(CORRUPT, topic, partition, base,
                                        f"corrupt record batch at offset {base} ({h.record_count} records): {exc}")
