@@ -101,6 +101,8 @@ def _connect(port: int) -> socket.socket:
 
 def _consume(mode: str, port: int, records: int, report_to) -> None:
     sock = _connect(port)
+    # A record that never comes (a producer that died) ends the run with what arrived, not a hang.
+    sock.settimeout(30)
     sock.sendall(_LENGTH.pack(1) + _HELLO)
     if sock.recv(4, socket.MSG_WAITALL) != b"\0\0\0\0":
         raise RuntimeError("the server did not take the consumer's hello")
@@ -110,7 +112,10 @@ def _consume(mode: str, port: int, records: int, report_to) -> None:
         sock.sendall(fetch)
     latencies, buf = [], bytearray()
     while len(latencies) < records:
-        data = sock.recv(65536)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            break
         if not data:
             break
         now = time.time_ns()
@@ -129,16 +134,18 @@ def _consume(mode: str, port: int, records: int, report_to) -> None:
 
 def _produce(port: int, records: int, rate: int) -> None:
     sock = _connect(port)
-    sock.setblocking(False)
     padding = b"x" * (_RECORD - _STAMP.size)
     start = time.monotonic()
     for i in range(records):
         wait = start + i / rate - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        sock.send(_LENGTH.pack(_RECORD) + _STAMP.pack(time.time_ns()) + padding)
+        # sendall on a blocking socket: a non-blocking send could write part of a record (or
+        # none) when the server falls behind on a loaded machine, and the run would then wait
+        # for records that never come.
+        sock.sendall(_LENGTH.pack(_RECORD) + _STAMP.pack(time.time_ns()) + padding)
         try:
-            sock.recv(65536)  # the server's answers, whenever they are there
+            sock.recv(65536, socket.MSG_DONTWAIT)  # the server's answers, whenever they are there
         except BlockingIOError:
             pass
 
