@@ -82,7 +82,7 @@ async def test_async_iteration_serializers_and_seek(bootstrap, make_topic):
         await consumer.stop()
 
 
-async def test_getmany_waits_for_a_later_record(bootstrap, make_topic):
+async def test_getmany_waits_for_a_later_record(bootstrap, make_topic, minilog_server):
     topic = make_topic(1)
     # A long max wait, so that "woken by the append" and "answered at max_wait" stay seconds
     # apart however loaded the machine is.
@@ -95,7 +95,10 @@ async def test_getmany_waits_for_a_later_record(bootstrap, make_topic):
         assert await consumer.getmany(timeout_ms=200) == {}
 
         async def later():
-            await asyncio.sleep(0.1)
+            # The record must find a fetch parked on the server: only a wake-up on append
+            # answers it before max_wait.
+            await async_wait_until(lambda: len(minilog_server.server.broker.waiters) > 0,
+                                   message="a fetch parked on the server")
             await producer.send_and_wait(topic, b"late")
             return time.monotonic()
         task = asyncio.ensure_future(later())
