@@ -1,0 +1,145 @@
+"""The server's own CPU for one record's path, measured in one process.
+
+    python -m bench.minilog_server_path [--records 20000] [--runs 3] [--json out.json]
+
+A real `MinilogServer` (broker, storage engine, a data directory under /tmp) is driven through
+two `ClientConnection`s with the frames a consumer and a producer send. `data_received`, the
+decoding, dispatch, broker, append and fetch reply all run as they do on the wire. Only the
+transport is replaced: `_KeptWrites` keeps the replies instead of writing to a socket. So the
+figures are the server's Python and storage work alone. They leave out the wake-ups, the other
+processes and the machine's load, which decide `bench/minilog_clients.py --only latency`
+(docs/clients-minilog.md, "The server hop, cut").
+
+For each record, three steps, timed one by one:
+
+1. the consumer's fetch at the log end parks (`max_wait_ms` 500);
+2. a produce of one 100-byte record (`acks` 1) appends it and answers the parked fetch inside
+   the append;
+3. a fetch of that record is answered at once.
+
+Each step runs between the others, so caches are as warm as between requests of a busy
+server, and not as cold as after the 100 us pauses of the latency bench. Prints the median of
+each step over `--records`, for each run. Every parked fetch must be answered by its produce:
+the bench checks that its path ran and fails otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import msgpack
+
+from clients.protocol.framing import LENGTH
+from clients.record_batch import build_batch
+
+STEPS = ("park_fetch_us", "produce_and_parked_reply_us", "immediate_fetch_us")
+
+
+class _KeptWrites:
+    """The transport of one bench connection: counts the replies instead of sending them."""
+
+    def __init__(self):
+        self.writes = 0
+
+    def write(self, data) -> None:
+        self.writes += 1
+
+    def writelines(self, pieces) -> None:
+        self.writes += 1
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def _frame(request_id: int, op: str, args: dict) -> bytes:
+    body = msgpack.packb([0, request_id, op, args], use_bin_type=True)
+    return LENGTH.pack(len(body)) + body
+
+
+async def _one_run(records: int, size: int) -> dict:
+    from minilog.server import MinilogServer
+    from serverbase.connection import ClientConnection
+
+    with tempfile.TemporaryDirectory(prefix="bench-server-path-") as data_dir:
+        server = MinilogServer(data_dir=data_dir)
+        await server.open()
+        try:
+            server.broker.create_topic("path", 1)
+            consumer, producer = ClientConnection(server, 1), ClientConnection(server, 2)
+            for conn in (consumer, producer):
+                conn.transport = _KeptWrites()
+                conn.handshake_done = True
+            value = b"x" * size
+            clock = time.perf_counter_ns
+            spent = {step: [] for step in STEPS}
+            for i in range(records):
+                # Frames are made before each step's clock starts: the clients' work, not the server's.
+                park = _frame(3 * i + 1, "fetch", {"max_wait_ms": 500, "partitions": [["path", 0, i, 1 << 20]]})
+                produce = _frame(3 * i + 2, "produce", {"acks": 1, "data": [
+                    ["path", 0, build_batch([(None, value, int(time.time() * 1000), None)])]]})
+                again = _frame(3 * i + 3, "fetch", {"max_wait_ms": 500, "partitions": [["path", 0, i, 1 << 20]]})
+                answered = consumer.transport.writes
+                t0 = clock()
+                consumer.data_received(park)
+                t1 = clock()
+                producer.data_received(produce)
+                t2 = clock()
+                if consumer.transport.writes != answered + 1:
+                    raise RuntimeError(f"record {i}: the produce did not answer the parked fetch")
+                consumer.data_received(again)
+                t3 = clock()
+                if consumer.transport.writes != answered + 2:
+                    raise RuntimeError(f"record {i}: the fetch of the record was not answered at once")
+                spent["park_fetch_us"].append(t1 - t0)
+                spent["produce_and_parked_reply_us"].append(t2 - t1)
+                spent["immediate_fetch_us"].append(t3 - t2)
+                if i % 100 == 99:
+                    await asyncio.sleep(0)   # let the loop run its callbacks, as a server does
+            if server.broker.topics.get_log("path", 0).log_end_offset != records:
+                raise RuntimeError("not every record was appended")
+            return {step: round(statistics.median(v) / 1000, 2) for step, v in spent.items()}
+        finally:
+            await server.stop()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=20_000)
+    ap.add_argument("--size", type=int, default=100)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    import uvloop
+    load = os.getloadavg()
+    print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    runs = []
+    for run in range(args.runs):
+        result = uvloop.run(_one_run(args.records, args.size))
+        runs.append(result)
+        print(f"run {run + 1}: " + ", ".join(f"{step} {us:.2f}" for step, us in result.items()), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"records": args.records, "size": args.size, "load_average": load, "runs": runs}, f, indent=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
