@@ -229,7 +229,6 @@ def test_expiry_loop_back_into_the_same_queue_is_dropped(client):
     client.call("publish", routing_key="loop", body=b"x")
     wait_until(lambda: client.call("queue_declare", queue="loop", passive=True)["message_count"] == 0,
                message="the looping message to be dropped")
-    client.expect_no_deliveries()
     assert client.call("get", queue="loop") is None
 
 
