@@ -86,34 +86,22 @@ def serve(data_dir: str, out: str) -> None:
 
 # ---- the consumer (a child process) --------------------------------------------------------
 def consume(bootstrap: str, topic: str, records: int, out: str) -> None:
-    """`bench.minilog_clients.role_latency_consume`'s loop, with the socket's wake-ups timed;
-    writes `[offset, stamp, wake, returned]` per record to `out`."""
-    from bench.minilog_clients import _STAMP
-    from clients.log import Consumer, TopicPartition
+    """The latency bench's consumer (`bench.minilog_clients.poll_at_end`), with the socket's
+    wake-ups timed; writes `[offset, stamp, wake, returned]` per record to `out`."""
+    from bench.minilog_clients import _STAMP, poll_at_end
     from clients.log.connection import LogConnection
-    from clients.log.topic_partition import OFFSET_END
 
-    now = time.time_ns
     woke = [0]
     readable = LogConnection.readable
 
     def timed_readable(conn, timeout):
         ready = readable(conn, timeout)
-        woke[0] = now()
+        woke[0] = time.time_ns()
         return ready
 
     LogConnection.readable = timed_readable
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hops-{os.getpid()}", "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, 0, OFFSET_END)])
-    c.poll(0.2)
-    print("ready", flush=True)
-    rows = []
-    deadline = time.monotonic() + 120
-    while len(rows) < records and time.monotonic() < deadline:
-        m = c.poll(0.1)
-        if m is not None and m.error() is None:
-            rows.append((m.offset(), _STAMP.unpack_from(m.value())[0], woke[0], now()))
-    c.close()
+    rows = [(m.offset(), _STAMP.unpack_from(m.value())[0], woke[0], returned)
+            for m, returned in poll_at_end(bootstrap, topic, records)]
     with open(out, "w") as f:
         json.dump(rows, f)
 

@@ -145,18 +145,28 @@ def role_aio_consume(bootstrap, topic, records, size) -> dict:
     return asyncio.run(run())
 
 
-def role_latency_consume(bootstrap, topic, records, size) -> dict:
+def poll_at_end(bootstrap, topic, records):
+    """The latency bench's consumer: assigned at the end of `topic`, it prints "ready" (records
+    sent from then on reach it) and polls until `records` have come (or two minutes pass),
+    yielding each record's Message and the time (`time.time_ns`) poll() returned it."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{os.getpid()}", "enable.auto.commit": False})
     c.assign([TopicPartition(topic, 0, OFFSET_END)])
     c.poll(0.2)
     print("ready", flush=True)
-    lat = []
+    got = 0
     deadline = time.monotonic() + 120
-    while len(lat) < records and time.monotonic() < deadline:
-        m = c.poll(0.1)  # poll, not consume(n): consume waits to fill n
-        if m is not None and m.error() is None:
-            lat.append((time.time_ns() - _STAMP.unpack_from(m.value())[0]) / 1000.0)
-    c.close()
+    try:
+        while got < records and time.monotonic() < deadline:
+            m = c.poll(0.1)  # poll, not consume(n): consume waits to fill n
+            if m is not None and m.error() is None:
+                got += 1
+                yield m, time.time_ns()
+    finally:
+        c.close()
+
+
+def role_latency_consume(bootstrap, topic, records, size) -> dict:
+    lat = [(now - _STAMP.unpack_from(m.value())[0]) / 1000.0 for m, now in poll_at_end(bootstrap, topic, records)]
     lat.sort()
     pct = lambda q: lat[min(int(q * len(lat)), len(lat) - 1)] if lat else None  # noqa: E731
     return {"records": len(lat), "cpu_s": time.process_time(), "p50_us": pct(0.5), "p90_us": pct(0.9), "p99_us": pct(0.99),

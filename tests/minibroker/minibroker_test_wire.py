@@ -68,9 +68,16 @@ class Wire:
         got, self.deliveries = self.deliveries[:n], self.deliveries[n:]
         return [e for _, e in got]
 
-    def expect_no_deliveries(self, settle=0.15):
-        """A check that nothing more arrives: a ping round trip after a short settle."""
-        time.sleep(settle)
+    def expect_no_deliveries(self):
+        """A check that nothing more arrives, by a ping round trip, no waiting on the clock.
+
+        The broker applies every request read in a loop iteration, then runs one turn
+        (`Broker.run_turn`, scheduled with call_soon) that pushes the deliveries they caused,
+        to this connection or any other, before the next read. The ping goes out after the
+        replies to our earlier requests came back, so it is read in a later iteration, and its
+        reply leaves after any delivery those requests caused, on this connection's one ordered
+        stream. Nothing here is a timer (TTL expiry removes messages, it does not push them).
+        """
         self.call("ping")
         self._sort()
         assert self.deliveries == []

@@ -4,7 +4,9 @@ import time
 
 import pytest
 
+import minibroker.server
 from harness import wait_until
+from minibroker_test_wire import Wire
 
 DLX = {"x-dead-letter-exchange": "dlx"}
 
@@ -137,12 +139,22 @@ def test_per_message_expiration_is_never_delivered_and_is_dead_lettered(client, 
     assert "expiration" not in msg["properties"]
 
 
-def test_expired_messages_are_not_pushed_to_a_consumer(client):
+def test_expired_messages_are_not_pushed_to_a_consumer(monkeypatch, start_minibroker):
+    # With the periodic TTL sweep (every 50 ms) the message would usually be gone before the
+    # consumer comes, and the check at delivery time would go untested: this server sweeps
+    # once an hour.
+    monkeypatch.setattr(minibroker.server, "TICK_SECONDS", 3600)
+    client = Wire(start_minibroker())
     client.call("queue_declare", queue="q", arguments={"x-message-ttl": 20})
     client.call("publish", routing_key="q", body=b"old")
+    # The scenario, not a wait for the broker: the message outlives its 20 ms TTL before a
+    # consumer comes (the clock is monotonic, so after 50 ms it is past it).
     time.sleep(0.05)
+    assert client.call("queue_declare", queue="q", passive=True)["message_count"] == 1   # not swept
     client.call("consume", queue="q", no_ack=True)
     client.expect_no_deliveries()
+    assert client.call("queue_declare", queue="q", passive=True)["message_count"] == 0
+    client.close()
 
 
 def test_sweep_keeps_message_count_true_without_consumers(client):
