@@ -82,7 +82,7 @@ async def test_async_iteration_serializers_and_seek(bootstrap, make_topic):
         await consumer.stop()
 
 
-async def test_getmany_waits_for_a_later_record(bootstrap, make_topic):
+async def test_getmany_waits_for_a_later_record(bootstrap, make_topic, minilog_server):
     topic = make_topic(1)
     # A long max wait, so that "woken by the append" and "answered at max_wait" stay seconds
     # apart however loaded the machine is.
@@ -95,7 +95,10 @@ async def test_getmany_waits_for_a_later_record(bootstrap, make_topic):
         assert await consumer.getmany(timeout_ms=200) == {}
 
         async def later():
-            await asyncio.sleep(0.1)
+            # The record must find a fetch parked on the server: only a wake-up on append
+            # answers it before max_wait.
+            await async_wait_until(lambda: len(minilog_server.server.broker.waiters) > 0,
+                                   message="a fetch parked on the server")
             await producer.send_and_wait(topic, b"late")
             return time.monotonic()
         task = asyncio.ensure_future(later())
@@ -131,14 +134,11 @@ async def test_group_of_two_splits_and_rebalances_with_listener(bootstrap, make_
     await b.start()
     try:
         a.subscribe([topic], listener=Listener("a"))
-        deadline = time.monotonic() + 20
-        while len(a.assignment()) != 4:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await async_wait_until(lambda: len(a.assignment()) == 4, timeout=20, interval=0.02,
+                               message="a to own all 4 partitions")
         b.subscribe([topic], listener=Listener("b"))
-        while not (len(a.assignment()) == 2 and len(b.assignment()) == 2):
-            assert time.monotonic() < deadline + 20, (a.assignment(), b.assignment())
-            await asyncio.sleep(0.02)
+        await async_wait_until(lambda: len(a.assignment()) == 2 and len(b.assignment()) == 2, timeout=20,
+                               interval=0.02, message="a and b to own 2 partitions each")
         assert a.assignment() | b.assignment() == {TopicPartition(topic, p) for p in range(4)}
         assert ("a", "revoked", 4) in events and ("b", "assigned", 2) in events
         async with AIOKafkaProducer(bootstrap_servers=bootstrap) as producer:
@@ -159,10 +159,7 @@ async def test_commit_from_a_consumer_outside_an_active_group_fails(bootstrap, m
     outsider = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id="aio-busy")
     await outsider.start()
     try:
-        deadline = time.monotonic() + 10
-        while not member.assignment():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await async_wait_until(member.assignment, timeout=10, interval=0.02, message="the member's assignment")
         outsider.assign([TopicPartition(topic, 0)])
         with pytest.raises(CommitFailedError):
             await outsider.commit({TopicPartition(topic, 0): 1})

@@ -10,6 +10,7 @@ its next poll reports `_MAX_POLL_EXCEEDED` and hands out nothing it held, and it
 import threading
 import time
 
+from harness import wait_until
 from log_client_helpers import drain
 
 from clients.log import KafkaError, TopicPartition
@@ -45,7 +46,8 @@ def test_long_work_on_one_message_keeps_membership_and_the_commit_succeeds(produ
     assert len(drain(c, 19)) == 19
 
 
-def test_past_max_poll_interval_the_member_leaves_and_hands_out_nothing_it_held(producer, consumer, make_topic):
+def test_past_max_poll_interval_the_member_leaves_and_hands_out_nothing_it_held(producer, consumer, make_topic,
+                                                                               admin):
     topic = make_topic(1)
     p = producer()
     for i in range(200):
@@ -56,7 +58,11 @@ def test_past_max_poll_interval_the_member_leaves_and_hands_out_nothing_it_held(
     c.subscribe([topic], on_lost=lambda consumer, parts: lost.append(parts))
     first = _first_record(c)
     member = c.memberid()
-    time.sleep(1.2)  # past max.poll.interval.ms: the heartbeat thread leaves the group
+    time.sleep(0.6)  # the stall: no poll for longer than max.poll.interval.ms (500 ms)
+    # Only once the heartbeat thread has left the group does the next poll have anything to
+    # report (a poll before that would count as in time).
+    wait_until(lambda: not admin.describe_consumer_groups(["stalled"])["stalled"].result(5).members,
+               interval=0.05, message="the heartbeat thread to leave the group")
     msg = c.poll(5)
     assert msg is not None and msg.error() is not None, msg
     assert msg.error().code() == KafkaError._MAX_POLL_EXCEEDED

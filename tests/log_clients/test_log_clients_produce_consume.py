@@ -5,6 +5,7 @@ import time
 import zlib
 
 import pytest
+from harness import wait_until
 from log_client_helpers import drain
 
 from clients.log import (OFFSET_BEGINNING, Producer, KafkaError, KafkaException, TopicPartition, TIMESTAMP_CREATE_TIME)
@@ -202,7 +203,7 @@ def test_partition_eof_once_per_catch_up(producer, consumer, make_topic):
     assert m is not None and m.error().code() == KafkaError._PARTITION_EOF and m.offset() == 1
 
 
-def test_long_poll_delivers_a_later_record_promptly(producer, consumer, make_topic):
+def test_long_poll_delivers_a_later_record_promptly(producer, consumer, make_topic, minilog_server):
     topic = make_topic(1)
     # A long max wait, so that "woken by the append" and "answered at max_wait" stay seconds
     # apart however loaded the machine is.
@@ -217,7 +218,10 @@ def test_long_poll_delivers_a_later_record_promptly(producer, consumer, make_top
 
     t = threading.Thread(target=wait)
     t.start()
-    time.sleep(0.2)  # let the poll block in the long poll (the assertion below is on promptness)
+    # The record must find a fetch parked on the server: only a wake-up on append answers it
+    # before max_wait. (Whether the thread is inside poll() yet does not matter: the assertion
+    # is on how soon the record arrives after it is sent.)
+    wait_until(lambda: len(minilog_server.server.broker.waiters) > 0, message="a fetch parked on the server")
     p = producer(**{"linger.ms": 0})
     sent = time.monotonic()
     p.produce(topic, b"late")

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from harness import wait_until
 from store_wire import DurableClient
 
 SEGMENT = 32 << 20
@@ -39,13 +40,6 @@ def publish_confirmed(c: DurableClient, queue: str, count: int, tag: bytes, batc
     c.wait_confirms(timeout=120)
     assert not c.nacked
     return bodies
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
 
 
 def fill(server, keep_count, big_mib, interleave):
@@ -86,7 +80,8 @@ def test_deleting_or_purging_a_queue_frees_its_disk_within_seconds(spawn_server,
     full = data_dir_bytes(data)
     assert full >= 24 << 20
     empty(c, how)
-    wait_for(lambda: data_dir_bytes(data) < 8 << 20, 20, f"the data dir to shrink from {full} bytes")
+    wait_until(lambda: data_dir_bytes(data) < 8 << 20, timeout=20, interval=0.05,
+               message=f"the data dir to shrink from {full} bytes")
     assert c.conn.call("server_info")["store"]["live_messages"] == 200
     c.close()
     server.kill()          # what is left on disk is all a restart has

@@ -68,7 +68,7 @@ async def test_committed_offsets_survive_a_restart(open_broker):
 async def test_silent_member_is_evicted_by_the_tick(broker):
     joined = await asyncio.wait_for(join(broker, "g", session=10), 5)
     broker.tick_groups()
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.03)   # the scenario: the member stays silent for 3 session timeouts
     broker.tick_groups()
     with pytest.raises(BrokerError) as info:
         broker.heartbeat("g", joined["generation_id"], joined["member_id"])
