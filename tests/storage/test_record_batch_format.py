@@ -1,3 +1,4 @@
+import random
 import struct
 import zlib
 
@@ -217,12 +218,15 @@ def test_one_plain_record_is_accepted_row_by_row():
     assert record_batch._few_rows_ok(msgpack.unpackb(buf[39:], use_list=False), 0)
 
 
-@given(st.integers(0, 300_000), st.integers(0, 2**32 - 1), st.randoms(use_true_random=False))
-def test_batch_crc_is_zlibs_crc32_at_every_size(size, start, rnd):
+@given(st.integers(0, 300_000), st.integers(0, 2**32 - 1), st.integers(0, 2**64 - 1))
+def test_batch_crc_is_zlibs_crc32_at_every_size(size, start, seed):
     """The batch CRC is computed with zlib-ng's SIMD crc32 (record_batch._crc32): it must be
     zlib's CRC-32 exactly, short inputs and long, from any starting value, on any buffer type."""
     from clients.record_batch import _crc32
-    data = rnd.randbytes(size)
+    # The bytes come from a seeded generator, not from hypothesis's `randoms()`: drawing up to
+    # 300 KB through hypothesis made its replays of a failure inconsistent (FlakyStrategyDefinition
+    # under load); a seed replays exactly.
+    data = random.Random(seed).randbytes(size)
     assert _crc32(data) == zlib.crc32(data)
     assert _crc32(memoryview(bytearray(data))[1:], start) == zlib.crc32(data[1:], start)
     # A batch whose CRC stdlib zlib wrote is accepted; one flipped bit is not.
