@@ -8,7 +8,12 @@ fresh data directory, through the real clients: `ServerThread` in-process, `Serv
 for a condition with a deadline: no sleep-and-hope. `resident_pages(path)` says which pages of a
 file are in the page cache (the storage engine drops written pages behind the log end).
 `confirms_of(conn, count)` collects a raw msgpack connection's publisher confirms.
+`run_bench(module, args, json_path)` runs a `bench` module's command line for a smoke test.
 """
+
+import json
+import subprocess
+import sys
 
 from brokertest.servers import (LISTENING, ROOT, ServerProcess, ServerThread,  # noqa: F401
                                 read_listening_port, read_listening_ports)
@@ -62,3 +67,16 @@ def confirms_of(conn, count: int) -> dict:
         return len(confirms) >= count
     wait_until(settled, message=f"{count} confirms")
     return confirms
+
+
+def run_bench(module: str, args: list, json_path) -> dict:
+    """Run `python -m bench.<module> *args --json json_path` from the repository's root, as a
+    user would, and return the JSON it wrote; fails the test with the bench's output if it
+    exits non-zero or runs for two minutes. For the benches' smoke tests, which assert that
+    a bench runs and delivers, never a speed."""
+    proc = subprocess.run([sys.executable, "-m", f"bench.{module}", *map(str, args), "--json", str(json_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    with open(json_path) as f:
+        return json.load(f)

@@ -2,20 +2,11 @@
 every form it measures delivers its records, and the common forms stay on the fast path (only a
 batch's first record leaves it)."""
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from harness import run_bench
 
 
 def test_every_form_runs_and_the_common_forms_stay_on_the_fast_path(tmp_path):
-    out = tmp_path / "forms.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.minilog_produce_forms", "--runs", "1", "--records", "3000",
-                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    forms = json.loads(out.read_text())["forms"]
+    forms = run_bench("minilog_produce_forms", ["--runs", 1, "--records", 3000], tmp_path / "forms.json")["forms"]
     assert set(forms) == {"value", "partition", "key-partition", "keys", "aio-value", "aio-partition", "aio-keys"}
     for name, result in forms.items():
         assert result["cpu_us_per_record"] > 0, name
