@@ -67,6 +67,8 @@ __all__ = [
     "read_header",
     "set_base_offset",
     "validate",
+    "check_batch",
+    "check_structure",
     "validate_records",
 ]
 
@@ -147,7 +149,9 @@ def _kafka_header(k) -> BatchHeader:
                        k.base_timestamp, k.max_timestamp)
 
 
-def _check_structure(h: BatchHeader, pos: int) -> None:
+def check_structure(h: BatchHeader, pos: int) -> None:
+    """Raise InvalidBatchError for header fields no batch can have (a length, magic, count or
+    timestamps out of range): the checks that come before trusting the header's length."""
     if h.magic == _kafka.MAGIC:
         return  # checked by clients.kafka_batch when its header was read
     if h.length < _MIN_LENGTH or h.length > _MAX_LENGTH:
@@ -180,7 +184,7 @@ def check_batch(buf, h: BatchHeader, pos: int = 0) -> None:
     if h.magic == _kafka.MAGIC:
         _kafka.validate(buf, pos)
         return
-    _check_structure(h, pos)
+    check_structure(h, pos)
     end = pos + LOG_OVERHEAD + h.length
     if end > len(buf):
         raise TruncatedBatchError(
@@ -467,7 +471,7 @@ def iter_batches(buf, validate_crc: bool = True) -> Iterator[tuple[BatchHeader, 
             h = validate(mv, pos)
         else:
             h = read_header(mv, pos)
-            _check_structure(h, pos)
+            check_structure(h, pos)
         yield h, mv[pos:pos + h.size]
         pos += h.size
 
@@ -764,7 +768,7 @@ def decode_batch(buf, pos: int = 0, verify: bool = True) -> tuple[BatchHeader, l
     if h.magic == _kafka.MAGIC:
         return h, _kafka.decode_batch(buf, pos, False)[1]  # validated above when asked
     if not verify:
-        _check_structure(h, pos)
+        check_structure(h, pos)
     with memoryview(buf) as mv:
         body = mv[pos + HEADER_SIZE:pos + h.size]
         try:

@@ -34,7 +34,7 @@ event reaches the application (an error `Message` in the stream, or a raised exc
 import collections
 import gc
 
-from ..record_batch import HEADER_SIZE, BatchError, _check_structure, check_batch, read_header
+from ..record_batch import HEADER_SIZE, BatchError, check_batch, check_structure, read_header
 
 # Raw fetched bytes held before the session stops asking for more.
 PREFETCH_LIMIT = 64 * 1024 * 1024
@@ -517,7 +517,7 @@ class FetchSession:
         try:
             for h, pos in spans:
                 try:
-                    _check_structure(h, pos)
+                    check_structure(h, pos)
                 except BatchError as exc:  # no length to step over it by: stop here
                     self._stop_at(part, FetchEvent(CORRUPT, topic, partition, expected,
                                                    f"corrupt record batch at offset {expected}: {exc}"), got)
