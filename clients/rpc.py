@@ -28,13 +28,16 @@ WRITE_BUFFER_LIMIT = 256 * 1024
 READ_SIZE = 1 << 20
 
 
+# poll() where there is one: select() refuses descriptors above 1024, which busy programs have.
+_HAS_POLL = hasattr(select, "poll")
+
+
 def _wait_readable(sock, timeout: float, poller=None) -> bool:
     """Whether `sock` has something to read within `timeout` s. `poller`, a `select.poll` with
     `sock` registered for POLLIN, saves making one per wait (a consumer at the end of a log
     waits once per record)."""
     if pending(sock):
         return True   # TLS: decrypted bytes wait in the socket, where poll() cannot see them
-    # poll() where there is one: select() refuses descriptors above 1024, which busy programs have.
     if poller is None and _HAS_POLL:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
@@ -42,9 +45,6 @@ def _wait_readable(sock, timeout: float, poller=None) -> bool:
         return bool(poller.poll(max(0, math.ceil(timeout * 1000))))
     ready, _, _ = select.select([sock], [], [], max(timeout, 0))
     return bool(ready)
-
-
-_HAS_POLL = hasattr(select, "poll")
 
 
 class ConnectionClosed(BrokerError):
