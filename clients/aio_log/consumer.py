@@ -586,6 +586,8 @@ class AIOKafkaConsumer:
                     if await self._join_and_sync():
                         continue  # we gave partitions up: rejoin at once so the group hands them over
                     code = await self._heartbeat_until_rebalance()
+                    if self._closed:
+                        break
                     if cooperative and code == ErrorCode.REBALANCE_IN_PROGRESS:
                         continue  # incremental: keep reading the owned partitions while the group rebalances
                 except (KafkaError, asyncio.TimeoutError) as exc:
@@ -664,7 +666,10 @@ class AIOKafkaConsumer:
 
     async def _heartbeat_until_rebalance(self):
         next_commit = time.monotonic() + self._commit_interval
-        while True:
+        # Not `while True`: on Python 3.11 a cancel that lands just as a heartbeat's reply
+        # arrives can be lost inside asyncio.wait_for (fixed in 3.12), and stop() would then
+        # wait for this loop for ever. Returns None once the consumer is stopped.
+        while not self._closed:
             await asyncio.sleep(self._heartbeat)
             try:
                 await self._conn.call(*self._member.heartbeat_request())

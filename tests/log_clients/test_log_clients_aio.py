@@ -234,3 +234,30 @@ async def test_batches_never_pass_max_batch_size_and_oversized_records_are_refus
         assert [r.offset for r in results] == list(range(40)), results[:3]
         with pytest.raises(MessageSizeTooLargeError):
             await producer.send(topic, b"x" * (1048576 + 1))
+
+
+async def test_stop_ends_even_when_a_heartbeat_swallows_its_cancel(bootstrap, make_topic, monkeypatch):
+    # Python 3.11's asyncio.wait_for can lose a cancel that lands as the awaited reply arrives
+    # (fixed in 3.12). A heartbeat loop that then went on would keep stop() waiting for ever:
+    # here every heartbeat swallows its cancel, and stop() must still finish.
+    topic = make_topic(1)
+    member = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id="aio-lost-cancel", heartbeat_interval_ms=20)
+    await member.start()
+    call = member._conn.call
+    in_heartbeat = []
+
+    async def heartbeat_that_swallows_cancel(op, args=None, timeout=30.0):
+        if op != "heartbeat":
+            return await call(op, args, timeout)
+        in_heartbeat.append(True)
+        try:
+            await asyncio.sleep(0.5)   # a slow round trip: stop()'s cancel lands in it
+            return await call(op, args, timeout)
+        except asyncio.CancelledError:
+            return {}   # as wait_for does when the reply won the race
+        finally:
+            in_heartbeat.pop()
+
+    monkeypatch.setattr(member._conn, "call", heartbeat_that_swallows_cancel)
+    await async_wait_until(lambda: in_heartbeat, timeout=10, interval=0.005, message="a heartbeat under way")
+    await asyncio.wait_for(member.stop(), 10)
