@@ -363,7 +363,11 @@ def test_a_malformed_result_row_is_a_partition_error_not_a_crash(row):
     assert take_all(s) == [] and part.fetch_offset == 0
 
 
-@pytest.mark.parametrize("result", [None, [], {"results": 7}, {"results": [None, 5, ["t"]]}])
+@pytest.mark.parametrize("result", [None, [], {"results": 7}, {"results": [None, 5, ["t"]]},
+                                    # one row for the one partition asked (matched without an index)
+                                    {"results": [None]}, {"results": [["t"]]},
+                                    reply(batch(0, 3), 3, topic="u"), reply(batch(0, 3), 3, partition=1),
+                                    reply(batch(0, 3), 3, topic=b"t")])
 def test_a_reply_of_the_wrong_shape_gives_no_records_and_raises_nothing(result):
     s, part = session()
     _, token = fetch(s)
