@@ -125,6 +125,9 @@ class BatchHeader(namedtuple("BatchHeader", "base_offset length magic crc attrib
         return self.base_offset + self.record_count
 
 
+_new_header = tuple.__new__
+
+
 def read_header(buf, pos: int = 0) -> BatchHeader:
     """Decode the header at ``buf[pos:]`` without checking it (see :func:`validate`)."""
     if len(buf) - pos < HEADER_SIZE:
@@ -132,7 +135,7 @@ def read_header(buf, pos: int = 0) -> BatchHeader:
             f"need {HEADER_SIZE} bytes for a batch header at position {pos}, have {len(buf) - pos}")
     if buf[pos + 12] != MAGIC and buf[pos + _kafka.MAGIC_POSITION] == _kafka.MAGIC:
         return _kafka_header(_kafka.read_header(buf, pos))
-    return BatchHeader._make(_HEADER.unpack_from(buf, pos))
+    return _new_header(BatchHeader, _HEADER.unpack_from(buf, pos))   # BatchHeader._make, less a call
 
 
 def is_kafka_batch(buf, pos: int = 0) -> bool:
@@ -200,8 +203,11 @@ def check_crc(buf, h: BatchHeader, pos: int = 0) -> None:
     if end > len(buf):
         raise TruncatedBatchError(
             f"batch at position {pos} needs {h.size} bytes, buffer holds {len(buf) - pos}")
-    with memoryview(buf) as mv:
-        crc = _crc32(mv[pos + _CRC_START:end])
+    if buf.__class__ is memoryview:
+        crc = _crc32(buf[pos + _CRC_START:end])   # a reader's view of a fetch result: no view of it needed
+    else:
+        with memoryview(buf) as mv:
+            crc = _crc32(mv[pos + _CRC_START:end])
     if crc != h.crc:
         raise CorruptBatchError(
             f"batch at position {pos} (base offset {h.base_offset}): crc {crc:#010x} != stored {h.crc:#010x}")
