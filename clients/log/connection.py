@@ -8,6 +8,7 @@ request; `pump(timeout)` reads whatever the server sent and runs the callbacks. 
 calls (`call`) still work on the same socket, and callbacks keep running while one waits.
 """
 
+import math
 import time
 
 from ..protocol.errors import BrokerError
@@ -100,7 +101,11 @@ class LogConnection(RpcConnection):
                 raise ConnectionClosed(f"connection lost while sending: {exc}") from None
 
     def readable(self, timeout: float) -> bool:
-        return _wait_readable(self.sock, timeout, self._poller)
+        poller = self._poller
+        if poller is not None and not self._tls:
+            # No TLS: nothing can be held above the socket, poll() sees all there is.
+            return bool(poller.poll(max(0, math.ceil(timeout * 1000))))
+        return _wait_readable(self.sock, timeout, poller)
 
     def pump(self, timeout: float | None = 0.0) -> bool:
         """Send what is queued, then handle what arrives within `timeout` s (0: only what is there).
