@@ -26,6 +26,7 @@ from .tls import looks_like_tls, open_socket, pending, recv_into_nowait
 # Flush queued requests once this many bytes wait, so memory stays bounded in a publish loop.
 WRITE_BUFFER_LIMIT = 256 * 1024
 READ_SIZE = 1 << 20
+_DONTWAIT = socket.MSG_DONTWAIT
 
 
 # poll() where there is one: select() refuses descriptors above 1024, which busy programs have.
@@ -83,6 +84,9 @@ class RpcConnection:
         self.callbacks = self.state.handlers
         self.pushes: collections.deque = collections.deque()
         self.async_errors: collections.deque = collections.deque()
+        self._push_sink, self._async_error_sink = self.pushes.append, self.async_errors.append
+        # A plain socket reads without waiting by a flag; a TLS one cannot take flags.
+        self._tls = ssl_context is not None
         self.closed = False
         self.first_bytes = None   # what the server sent first, to tell a TLS port from ours
         rid, frame = self.state.hello(client_name, credentials)
@@ -193,7 +197,7 @@ class RpcConnection:
             raise ConnectionClosed()
         if self.first_bytes is None:
             self.first_bytes = data[:8]
-        self.state.receive(data, self.pushes.append, self.async_errors.append)
+        self.state.receive(data, self._push_sink, self._async_error_sink)
         return True
 
     def _receive(self, nowait: bool) -> int:
@@ -202,7 +206,12 @@ class RpcConnection:
         may be waiting). A closed connection raises; BlockingIOError when `nowait` finds nothing."""
         buf = self.state.decoder.get_buffer()
         try:
-            n = recv_into_nowait(self.sock, buf) if nowait else self.sock.recv_into(buf)
+            if not nowait:
+                n = self.sock.recv_into(buf)
+            elif self._tls:
+                n = recv_into_nowait(self.sock, buf)
+            else:
+                n = self.sock.recv_into(buf, 0, _DONTWAIT)
         except BlockingIOError:
             raise
         except OSError as exc:
@@ -215,7 +224,7 @@ class RpcConnection:
         if self.first_bytes is None:
             self.first_bytes = bytes(buf[:min(n, 8)])
         buf.release()  # the decoder may move or grow its buffer on the next get_buffer()
-        self.state.receive_into(n, self.pushes.append, self.async_errors.append)
+        self.state.receive_into(n, self._push_sink, self._async_error_sink)
         return n if n < room else -1
 
     def _mark_closed(self):

@@ -69,14 +69,16 @@ def confirms_of(conn, count: int) -> dict:
     return confirms
 
 
-def run_bench(module: str, args: list, json_path) -> dict:
+def run_bench(module: str, args: list, json_path, with_output: bool = False):
     """Run `python -m bench.<module> *args --json json_path` from the repository's root, as a
-    user would, and return the JSON it wrote; fails the test with the bench's output if it
-    exits non-zero or runs for two minutes. For the benches' smoke tests, which assert that
-    a bench runs and delivers, never a speed."""
+    user would, and return the JSON it wrote (with `with_output`, and what it printed:
+    `(result, stdout)`); fails the test with the bench's output if it exits non-zero or runs
+    for two minutes. For the benches' smoke tests, which assert that a bench runs and
+    delivers, never a speed."""
     proc = subprocess.run([sys.executable, "-m", f"bench.{module}", *map(str, args), "--json", str(json_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     with open(json_path) as f:
-        return json.load(f)
+        result = json.load(f)
+    return (result, proc.stdout) if with_output else result

@@ -8,6 +8,7 @@ request; `pump(timeout)` reads whatever the server sent and runs the callbacks. 
 calls (`call`) still work on the same socket, and callbacks keep running while one waits.
 """
 
+import math
 import time
 
 from ..protocol.errors import BrokerError
@@ -81,8 +82,30 @@ class LogConnection(RpcConnection):
             self.state.expect(rid, callback)
         return rid
 
+    def write_frame(self, frame: bytes) -> None:
+        """Write one frame the caller encoded (its request id from `state.next_id()`, its reply
+        handler registered with `state.expect`), after anything queued, in one `sendall`: a
+        linger-0 producer's one-record request, which `send_parts_with` and `flush` would
+        queue, join and lock around for nothing."""
+        if self.closed:
+            raise ConnectionClosed()
+        with self.write_lock:
+            if self._out:
+                self._queue(frame)
+                self.flush()
+                return
+            try:
+                self.sock.sendall(frame)
+            except OSError as exc:
+                self._mark_closed()
+                raise ConnectionClosed(f"connection lost while sending: {exc}") from None
+
     def readable(self, timeout: float) -> bool:
-        return _wait_readable(self.sock, timeout, self._poller)
+        poller = self._poller
+        if poller is not None and not self._tls:
+            # No TLS: nothing can be held above the socket, poll() sees all there is.
+            return bool(poller.poll(max(0, math.ceil(timeout * 1000))))
+        return _wait_readable(self.sock, timeout, poller)
 
     def pump(self, timeout: float | None = 0.0) -> bool:
         """Send what is queued, then handle what arrives within `timeout` s (0: only what is there).

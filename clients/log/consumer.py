@@ -318,9 +318,12 @@ class Consumer:
     # ---- offsets ----------------------------------------------------------------------------
     def _resolve(self) -> None:
         """Give every partition without a position one: its committed offset, else auto.offset.reset."""
+        for p in self._parts.values():
+            if p.position is None or p.need_reset:
+                break
+        else:
+            return   # the common case, checked at every poll: nothing to resolve
         pending = [p for p in self._parts.values() if p.position is None or p.need_reset]
-        if not pending:
-            return
         committed = {}
         stored_wanted = [p for p in pending if not p.need_reset and p.want in (OFFSET_INVALID, OFFSET_STORED)]
         if stored_wanted and self._group_id is not None:
@@ -628,12 +631,12 @@ class Consumer:
         wait = remaining(deadline)
         if cap is not None:
             wait = cap if wait is None else min(wait, cap)
-        timers = []
-        if self._group is not None:
-            timers.append(self._group.next_timer())
-        if self._auto_commit:
-            timers.append(self._next_auto_commit)
-        if timers:
+        if self._group is not None or self._auto_commit:
+            timers = []
+            if self._group is not None:
+                timers.append(self._group.next_timer())
+            if self._auto_commit:
+                timers.append(self._next_auto_commit)
             until = max(min(timers) - time.monotonic(), 0.0)
             wait = until if wait is None else min(wait, until)
         try:

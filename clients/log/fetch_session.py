@@ -34,7 +34,7 @@ event reaches the application (an error `Message` in the stream, or a raised exc
 import collections
 import gc
 
-from ..record_batch import HEADER_SIZE, BatchError, check_batch, check_structure, read_header
+from ..record_batch import HEADER_SIZE, LOG_OVERHEAD, BatchError, check_crc, check_structure, read_header
 
 # Raw fetched bytes held before the session stops asking for more.
 PREFETCH_LIMIT = 64 * 1024 * 1024
@@ -57,6 +57,8 @@ CONTINUED_WINDOW = 2
 SESSION_ID = 1
 
 _gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
+# Results at least this large are decoded with the cyclic GC paused (`_decode_result`).
+_GC_PAUSE_BYTES = 8192
 _DECODE_ERRORS = (BatchError, ValueError, TypeError, IndexError)
 _BYTES = (bytes, bytearray, memoryview)
 
@@ -317,16 +319,25 @@ class FetchSession:
         100 us, finds it waiting instead of waiting for it."""
         self.in_flight = max(self.in_flight - 1, 0)
         rows = result.get("results") if isinstance(result, dict) else None
-        by_tp = {}
-        for r in rows if isinstance(rows, (list, tuple)) else ():
-            if isinstance(r, (list, tuple)) and len(r) >= 2 and isinstance(r[0], str) and isinstance(r[1], int):
-                by_tp[(r[0], r[1])] = r
+        if not isinstance(rows, (list, tuple)):
+            rows = ()
+        # One partition asked and one row answered (a consumer of one partition): match it
+        # directly instead of indexing the rows.
+        by_tp = None if len(token) == 1 and len(rows) == 1 else {
+            (r[0], r[1]): r for r in rows
+            if isinstance(r, (list, tuple)) and len(r) >= 2 and isinstance(r[0], str) and isinstance(r[1], int)}
         errors = []
         got = False
         answered = []
         raw = self._raw
         for part, offset, epoch in token:
-            r = by_tp.get((part.topic, part.partition))
+            if by_tp is None:
+                r = rows[0]
+                if not (isinstance(r, (list, tuple)) and len(r) >= 2 and r[0] == part.topic
+                        and r[1] == part.partition and isinstance(r[0], str) and isinstance(r[1], int)):
+                    r = None
+            else:
+                r = by_tp.get((part.topic, part.partition))
             if r is None or part.epoch != epoch:
                 if r is None and part.chained == epoch:
                     part.chained = None  # a continued partition the reply left out
@@ -360,11 +371,12 @@ class FetchSession:
                 try:
                     while n - pos >= HEADER_SIZE:
                         h = read_header(records, pos)
-                        if pos + h.size > n:
+                        size = LOG_OVERHEAD + h.length
+                        if pos + size > n:
                             break
                         spans.append((h, pos))
                         end = h.base_offset + h.record_count
-                        pos += h.size
+                        pos += size
                 except BatchError as exc:
                     # Keep the whole batches before the unreadable header; it stops the
                     # partition after them, whatever check_crcs says (there is no length to
@@ -387,7 +399,12 @@ class FetchSession:
                 part.eof_sent = True
                 raw.append((part, None, offset, epoch, None))
         if answered:
-            self.at_end = all(p.fetch_offset >= p.hw for p in answered)
+            at_end = True
+            for p in answered:
+                if p.fetch_offset < p.hw:
+                    at_end = False
+                    break
+            self.at_end = at_end
         if self.continued:
             # The fetch that continues this one is parked on the server already: the next
             # one can wait for the adapter's next turn (`should_fetch`), after the records of
@@ -510,7 +527,9 @@ class FetchSession:
         # msgpack's advice for unpacking many containers: pause the cyclic GC, which would
         # otherwise scan the young records every 700 allocations (this halves replay time).
         # Records hold no cycles; the collector runs as usual once the result is decoded.
-        gc_was_on = _gc_isenabled()
+        # Small results (a consumer at the end of a live log gets one record a reply) make
+        # too few objects for the collector to run; pausing it would cost more than it saves.
+        gc_was_on = len(records) >= _GC_PAUSE_BYTES and _gc_isenabled()
         if gc_was_on:
             _gc_disable()
         view = memoryview(records)
@@ -522,11 +541,11 @@ class FetchSession:
                     self._stop_at(part, FetchEvent(CORRUPT, topic, partition, expected,
                                                    f"corrupt record batch at offset {expected}: {exc}"), got)
                     return True
-                base = h.base_offset
                 try:
-                    check_batch(view, h, pos)
-                    recs = build(topic, partition, h, view[pos + HEADER_SIZE:pos + h.size], offset)
+                    check_crc(view, h, pos)
+                    recs = build(topic, partition, h, view[pos + HEADER_SIZE:pos + LOG_OVERHEAD + h.length], offset)
                 except _DECODE_ERRORS as exc:
+                    base = h.base_offset
                     event = FetchEvent(CORRUPT, topic, partition, base,
                                        f"corrupt record batch at offset {base} ({h.record_count} records): {exc}")
                     if self.check_crcs:
@@ -537,10 +556,13 @@ class FetchSession:
                         chunks.append([part, got, 0, epoch, 0])
                         got = []
                     chunks.append([part, event, 0, epoch, 0])
-                    expected = h.next_offset
+                    expected = h.base_offset + h.record_count
                     continue
-                got += recs
-                expected = h.next_offset
+                if got:
+                    got += recs
+                else:
+                    got = recs
+                expected = h.base_offset + h.record_count
         finally:
             if gc_was_on:
                 _gc_enable()

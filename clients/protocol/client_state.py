@@ -15,7 +15,7 @@ import itertools
 import msgpack
 
 from .framing import DEFAULT_MAX_FRAME, LENGTH, FrameDecoder, encode_frame_parts, new_packer
-from .frames import REQUEST, ErrorReply, Push, parse_server_frame
+from .frames import REQUEST, RESPONSE, ErrorReply, Push, parse_server_frame
 from .handshake import HELLO, hello_args
 
 
@@ -104,15 +104,24 @@ class ClientConnectionState:
     def receive(self, data, on_push, on_async_error) -> None:
         """Parse `data` and route every event: a reply to its handler (or `replies`), a push
         to `on_push(push)`, an error for an id-0 request to `on_async_error(error_reply)`."""
-        self._route(self.decode(data), on_push, on_async_error)
+        self._route(self.decoder.feed(data), on_push, on_async_error)
 
     def receive_into(self, nbytes: int, on_push, on_async_error) -> None:
         """As `receive`, for `nbytes` received into `decoder.get_buffer()` (a BufferedFrameDecoder)."""
-        self._route([parse_server_frame(obj) for obj in self.decoder.buffer_updated(nbytes)], on_push, on_async_error)
+        self._route(self.decoder.buffer_updated(nbytes), on_push, on_async_error)
 
-    def _route(self, events, on_push, on_async_error) -> None:
+    def _route(self, frames, on_push, on_async_error) -> None:
+        """Parse each decoded frame (`parse_server_frame`) and route it (see `receive`)."""
         handlers = self.handlers
-        for event in events:
+        for obj in frames:
+            # A reply to a request with a handler (a consumer's fetch: once per record at the
+            # end of a live log) goes straight to it, without an event object in between.
+            if obj.__class__ is list and len(obj) == 3 and obj[0] == RESPONSE:
+                handler = handlers.pop(obj[1], None)
+                if handler is not None:
+                    handler(obj[2], None)
+                    continue
+            event = parse_server_frame(obj)
             t = type(event)
             if t is Push:
                 on_push(event)

@@ -2,13 +2,9 @@
 its latency parts deliver every record, and it starts its own server whoever holds the
 default ports."""
 
-import json
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness import run_bench
 
 
 def test_latency_and_raw_latency_count_every_record_with_the_kafka_port_taken(tmp_path):
@@ -20,26 +16,19 @@ def test_latency_and_raw_latency_count_every_record_with_the_kafka_port_taken(tm
         holder.listen()
     except OSError:
         pass  # taken already: the case this guards against
-    out = tmp_path / "result.json"
     try:
-        proc = subprocess.run([sys.executable, "-m", "bench.minilog_clients", "--runs", "1", "--only",
-                               "latency,latency-raw", "--latency-rate", "1000", "--latency-seconds", "0.3",
-                               "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        result, printed = run_bench("minilog_clients", ["--runs", 1, "--only", "latency,latency-raw",
+                                                        "--latency-rate", 1000, "--latency-seconds", 0.3],
+                                    tmp_path / "result.json", with_output=True)
     finally:
         holder.close()
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
     for part in ("latency", "latency_raw"):
         assert result[part]["records"] == 300 and 0 < result[part]["p50_us"] <= result[part]["max_us"], result[part]
-    assert "latency-raw at 1,000/s" in proc.stdout
+    assert "latency-raw at 1,000/s" in printed
 
 
 def test_both_replays_read_every_record_once_in_order(tmp_path):
     # Each consume role asserts it got every record once, last offset last; a failure exits non-zero.
-    out = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, "-m", "bench.minilog_clients", "--runs", "1", "--records", "20000",
-                           "--only", "consume,aio-consume", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(out.read_text())
+    result = run_bench("minilog_clients", ["--runs", 1, "--records", 20000, "--only", "consume,aio-consume"],
+                       tmp_path / "result.json")
     assert result["consume_records_per_s"] > 0 and result["aio_consume_records_per_s"] > 0, result
