@@ -13,7 +13,8 @@ loops, deadlines or delivery reports:
   batch, the one a plain `produce(topic, value)` appends to.
 - `RecordAccumulator`: every topic's `TopicBatches` (`topics`) and every open batch oldest
   first (`open`: the first is the next to reach its linger time). `opened()` files a new
-  batch, `closing()` takes a full or due batch out and moves the sticky partition on.
+  batch, `closing()` takes a full or due batch out and moves the sticky partition on;
+  `sent_alone()` moves it on for a record a linger-0 producer sent as a batch of its own.
 """
 
 from ..record_batch import RECORD_OVERHEAD, BatchBuilder, record_size
@@ -89,11 +90,17 @@ class RecordAccumulator:
                 del opened[i]
                 break
         if t.sticky == batch.partition and t.num_partitions > 1 and not t.fixed:
-            t.sticky = pick_sticky(t.num_partitions, batch.partition)
+            self.sent_alone(t, batch.partition)
+        return True
+
+    def sent_alone(self, t: TopicBatches, partition: int) -> None:
+        """A batch of `partition` left without being open here (a linger-0 producer's record
+        sent alone): keyless records move on from it as when its open batch closes."""
+        if t.sticky == partition and t.num_partitions > 1 and not t.fixed:
+            t.sticky = pick_sticky(t.num_partitions, partition)
             nxt = t.batches[t.sticky]
             if nxt is not None:
                 t.current = nxt
-        return True
 
     def records(self) -> int:
         """Records in open batches."""

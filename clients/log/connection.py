@@ -82,6 +82,24 @@ class LogConnection(RpcConnection):
             self.state.expect(rid, callback)
         return rid
 
+    def write_frame(self, frame: bytes) -> None:
+        """Write one frame the caller encoded (its request id from `state.next_id()`, its reply
+        handler registered with `state.expect`), after anything queued, in one `sendall`: a
+        linger-0 producer's one-record request, which `send_parts_with` and `flush` would
+        queue, join and lock around for nothing."""
+        if self.closed:
+            raise ConnectionClosed()
+        with self.write_lock:
+            if self._out:
+                self._queue(frame)
+                self.flush()
+                return
+            try:
+                self.sock.sendall(frame)
+            except OSError as exc:
+                self._mark_closed()
+                raise ConnectionClosed(f"connection lost while sending: {exc}") from None
+
     def readable(self, timeout: float) -> bool:
         poller = self._poller
         if poller is not None and not self._tls:

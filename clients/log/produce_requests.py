@@ -17,6 +17,12 @@ them without a server.
   batch at least); a partition whose next batch is left out has all its later batches left
   out of that request too, so each partition's batches reach the server in the order they
   closed.
+- `single(topic, partition, data, batch, now)`: `add` and `next_request` at once, for the
+  one batch closed while nothing is queued or waiting to be retried and the in-flight limit
+  has room (the caller checks): the request that carries it alone, whose frame
+  `encode_single(rid, request)` makes without building its arguments (`args` is None until
+  the request goes back to the queue, which builds them as for any other). A linger-0
+  producer sends nearly every record so.
 - `sent(request, now, token)`: it was written (`token`: the caller's handle for its reply, the
   request id). With `acks` 0 no reply comes, and the outcomes returned deliver its batches
   (offset unknown); otherwise it is in flight until `completed` or `failed`.
@@ -55,7 +61,11 @@ library's error type. Whether an error is worth retrying is the error type's bus
 the batches failed with a retriable error (above).
 """
 
+import msgpack
+
 from ..protocol.errors import ErrorCode
+from ..protocol.framing import LENGTH
+from ..protocol.frames import REQUEST
 
 __all__ = ["ProduceRequest", "ProduceRequests", "CONNECTION_CLOSED", "DELIVERY_TIMED_OUT", "PURGED",
            "PURGED_IN_FLIGHT", "RETRIABLE"]
@@ -70,6 +80,9 @@ _NO_RESULT = "INTERNAL_ERROR"              # a reply with no (or a malformed) re
 # topic was deleted), MESSAGE_TOO_LARGE, CORRUPT_MESSAGE, BAD_REQUEST and NOT_AUTHORIZED fail
 # at once; so does INTERNAL_ERROR, a server bug that a retry would only repeat.
 RETRIABLE = frozenset({ErrorCode.STORAGE_ERROR})
+_pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_REQUEST_HEAD = b"\x94" + _pack(REQUEST)   # [REQUEST, rid, "produce", args]: before the id
+_SINGLE_HEADS = 1024                        # (topic, partition) frame middles kept by encode_single
 
 
 class ProduceRequest:
@@ -90,7 +103,7 @@ class ProduceRequests:
 
     __slots__ = ("acks", "timeout_ms", "max_request", "max_in_flight", "delivery_timeout", "ready",
                  "in_flight", "_requests", "retries", "retry_backoff", "retry_backoff_max", "retrying",
-                 "_attempts", "_order", "_added")
+                 "_attempts", "_order", "_added", "_heads")
 
     def __init__(self, acks: int, timeout_ms: int, max_request: int, max_in_flight: int,
                  delivery_timeout: float | None = None, retries: int = 0, retry_backoff: float = 0.1,
@@ -114,6 +127,7 @@ class ProduceRequests:
         self._attempts: dict = {}                 # batch -> retries made so far (only batches retried)
         self._order: dict = {}                    # batch -> the order it closed in, until its outcome
         self._added = 0
+        self._heads: dict = {}                    # (topic, partition) -> encode_single's bytes after the id
 
     # ---- batches in, requests out ---------------------------------------------------------
     def add(self, topic: str, partition: int, data: bytes, batch, now: float) -> None:
@@ -135,6 +149,34 @@ class ProduceRequests:
         items: list = []
         self._add_ready(items, set(), 0)
         return self._request(items)
+
+    def single(self, topic: str, partition: int, data, batch, now: float) -> ProduceRequest:
+        """`add` then `next_request` for a batch that closed alone: nothing `ready` or
+        `retrying`, fewer than `max_in_flight` requests unanswered (the caller has checked).
+        The request's `args` are None: `encode_single` makes its frame."""
+        self._added += 1
+        self._order[batch] = self._added
+        return ProduceRequest(None, [(topic, partition, data, batch, now)])
+
+    def encode_single(self, rid: int, request: ProduceRequest) -> bytes:
+        """The frame of a one-batch request from `single`, with request id `rid` (0 when no
+        reply is wanted): byte for byte what `ClientConnectionState.encode_request` makes of
+        its arguments, from bytes kept per topic and partition and one join."""
+        topic, partition, data = request.items[0][:3]
+        middle = self._heads.get((topic, partition))
+        if middle is None:
+            if len(self._heads) >= _SINGLE_HEADS:
+                self._heads.clear()
+            # "produce", the args map up to the batch: what follows the request id.
+            middle = self._heads[(topic, partition)] = (
+                _pack("produce") + b"\x83" + _pack("acks") + _pack(self.acks) + _pack("timeout_ms")
+                + _pack(self.timeout_ms) + _pack("data") + b"\x91\x93" + _pack(topic) + _pack(partition))
+        n = len(data)
+        blob = bytes((0xC4, n)) if n < 0x100 else (b"\xc5" + n.to_bytes(2, "big") if n < 0x10000 else
+                                                   b"\xc6" + n.to_bytes(4, "big"))
+        rid_bytes = _pack(rid)
+        return b"".join((LENGTH.pack(len(_REQUEST_HEAD) + len(rid_bytes) + len(middle) + len(blob) + n),
+                         _REQUEST_HEAD, rid_bytes, middle, blob, data))
 
     def _add_ready(self, items: list, seen: set, size: int) -> None:
         """Move the ready batches that fit into `items` (holding `size` bytes of the partitions
@@ -254,6 +296,12 @@ class ProduceRequests:
         if not self._answered(request):
             return []
         results = result.get("results") if isinstance(result, dict) else None
+        if len(request.items) == 1 and results.__class__ is list and len(results) == 1:
+            # One batch stored (a linger-0 producer's usual reply): its outcome, without the map.
+            r, item = results[0], request.items[0]
+            if (r.__class__ is list and len(r) == 4 and r[3] is None and r[2].__class__ is int
+                    and r[0] == item[0] and r[1] == item[1]):
+                return [self._outcome(item, r[2], None)]
         by_tp = {}
         if isinstance(results, (list, tuple)):
             for r in results:
