@@ -11,21 +11,44 @@ read is ready (`min_bytes` or an error), hands the rows to its `on_ready` callba
 then*, inside the append that woke it. So the consumer's reply is written in the same loop
 turn as the append, before the producer's own reply, with no task, coroutine or future per
 fetch: the msgpack fetch path (`minilog/server.py`, `MinilogServer._park_fetch`) writes its frame
-from `on_ready`. Its timer answers with whatever is there at `max_wait_ms`. The Kafka door
-awaits the same thing through `LogBroker.wait_for_records`, a future over a `ParkedFetch`.
+from `on_ready`. The Kafka door awaits the same thing through `LogBroker.wait_for_records`, a
+future over a `ParkedFetch`.
+
+At `max_wait_ms` a fetch nothing woke is answered with whatever is there. The deadlines are
+not one loop timer per fetch (making and cancelling one cost ~2-6 us, on a path where a live
+consumer parks once per record and is almost always woken first): `AppendWaiters` keeps them
+in one heap served by one loop timer, armed at the earliest deadline (`_expire_due`). A fetch
+woken or cancelled leaves its heap entry behind, skipped when it comes due; once such
+leftovers are most of the heap it is rebuilt without them, so it holds at most about twice the
+fetches parked now (plus `_COMPACT_MIN`) whatever the clients' `max_wait_ms`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 
 log = logging.getLogger("minilog")
+
+# A deadline due within this many seconds of the timer's run is answered in that run: libuv
+# counts timers in whole milliseconds from the loop's cached time, so a timer may run a little
+# before its deadline; answering then beats arming the timer again for a fraction of a ms.
+_DUE_SLACK_S = 0.001
+# Leftover entries (of fetches woken or cancelled) tolerated before a rebuild is considered.
+_COMPACT_MIN = 64
 
 
 class AppendWaiters:
     def __init__(self):
         self._by_partition: dict[tuple[str, int], set] = {}
+        # (deadline in loop time, tie-breaker, ParkedFetch): the parked fetches' max_wait deadlines.
+        self._deadlines: list = []
+        self._ties = itertools.count()
+        self._leftovers = 0          # entries of fetches no longer parked
+        self._timer = None           # the one loop timer, armed at `_timer_at`
+        self._timer_at = float("inf")
 
     def register(self, keys, wake) -> None:
         """Call `wake(key)` at the next append to any of `keys` (once: the waiter is then off that key)."""
@@ -61,21 +84,75 @@ class AppendWaiters:
     def __len__(self) -> int:
         return sum(len(w) for w in self._by_partition.values())
 
+    # ---- max_wait deadlines ------------------------------------------------------------
+    @property
+    def deadlines_held(self) -> int:
+        """Entries in the deadline heap, leftovers included (what bounds its memory)."""
+        return len(self._deadlines)
+
+    def _expire_at(self, parked: "ParkedFetch", delay_s: float) -> None:
+        """Answer `parked` (`answer_now`) in `delay_s` seconds unless it is done by then."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay_s
+        heapq.heappush(self._deadlines, (deadline, next(self._ties), parked))
+        if deadline < self._timer_at:
+            self._arm(loop, deadline)
+
+    def _arm(self, loop, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = loop.call_at(deadline, self._expire_due)
+
+    def _left(self) -> None:
+        """A fetch with an entry in the heap is done (woken or cancelled) before its deadline."""
+        self._leftovers += 1
+        heap = self._deadlines
+        if self._leftovers > _COMPACT_MIN and self._leftovers * 2 > len(heap):
+            # Amortised: a rebuild follows at least as many departures as it keeps entries.
+            # In place: `_expire_due` may be walking it (an answer that cancels another fetch).
+            heap[:] = [entry for entry in heap if entry[2]._on_ready is not None]
+            heapq.heapify(heap)
+            self._leftovers = 0
+
+    def _expire_due(self) -> None:
+        """The loop timer: answer every fetch whose deadline came, then arm for the next one."""
+        self._timer = None
+        self._timer_at = float("inf")
+        loop = asyncio.get_running_loop()
+        heap = self._deadlines
+        due = loop.time() + _DUE_SLACK_S
+        while heap and heap[0][0] <= due:
+            parked = heapq.heappop(heap)[2]
+            if parked._on_ready is None:
+                self._leftovers -= 1
+                continue
+            parked._in_heap = False
+            try:
+                parked.answer_now()
+            except Exception:  # one broken fetch must not keep the others from their answer
+                log.exception("answering a parked fetch at its max_wait failed")
+        # An answer may have parked a new fetch, and armed the timer for its later deadline.
+        if heap and heap[0][0] < self._timer_at:
+            self._arm(loop, heap[0][0])
+
 
 class ParkedFetch:
-    """One fetch parked on `keys` until `read()` is ready or `max_wait_s` passes; then
+    """One fetch parked on `keys` until `read(*read_args)` is ready or `max_wait_s` passes; then
     `on_ready(rows)` runs once (never from inside the constructor). `cancel()` unparks it."""
 
-    __slots__ = ("_waiters", "_read", "_keys", "_on_ready", "_timer", "_wake")
+    __slots__ = ("_waiters", "_read", "_read_args", "_keys", "_on_ready", "_wake", "_in_heap")
 
-    def __init__(self, waiters: AppendWaiters, read, keys, max_wait_s: float, on_ready):
+    def __init__(self, waiters: AppendWaiters, read, read_args: tuple, keys, max_wait_s: float, on_ready):
         self._waiters = waiters
-        self._read = read          # () -> (rows, ready): the fetch's own read
+        self._read = read          # read(*read_args) -> (rows, ready): the fetch's own read
+        self._read_args = read_args
         self._keys = keys
         self._on_ready = on_ready
         self._wake = self._woken   # one bound method, so unregister finds what register added
         waiters.register(keys, self._wake)
-        self._timer = asyncio.get_running_loop().call_later(max_wait_s, self._expired)
+        self._in_heap = True       # its deadline is in waiters' heap
+        waiters._expire_at(self, max_wait_s)
 
     @property
     def done(self) -> bool:
@@ -84,22 +161,18 @@ class ParkedFetch:
     def _woken(self, key) -> None:
         if self._on_ready is None:
             return
-        rows, ready = self._read()
+        rows, ready = self._read(*self._read_args)
         if ready:
             self._finish(rows)
         else:
             # Not min_bytes yet: notify took us off this key; wait for its next append too.
             self._waiters.register((key,), self._wake)
 
-    def _expired(self) -> None:
-        self._timer = None
-        self.answer_now()
-
     def answer_now(self) -> None:
         """Answer with whatever there is now, as at `max_wait_s` (a fetch that supersedes it
         came: docs/minilog.md, "Fetch sessions")."""
         if self._on_ready is not None:
-            rows, _ = self._read()
+            rows, _ = self._read(*self._read_args)
             self._finish(rows)
 
     def _finish(self, rows) -> None:
@@ -111,7 +184,8 @@ class ParkedFetch:
         if self._on_ready is None:
             return
         self._on_ready = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._waiters.unregister(self._keys, self._wake)
+        waiters = self._waiters
+        waiters.unregister(self._keys, self._wake)
+        if self._in_heap:
+            self._in_heap = False
+            waiters._left()

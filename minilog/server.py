@@ -19,7 +19,7 @@ import tempfile
 
 from clients.protocol.errors import BrokerError, ErrorCode
 from serverbase import BrokerServer
-from serverbase.args import optional, required
+from serverbase.args import optional, optional_int, required
 from serverbase.auth import NotAuthorized
 from serverbase.server import DEFERRED, op
 
@@ -27,7 +27,7 @@ from .acl import Acl, GuardedLog
 from .batch_formats import MINILOG
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
-from .fetch_response import PARTITION_OVERHEAD, FetchResponse
+from .fetch_response import PARTITION_OVERHEAD, FetchResponse, send_rows
 from .fetch_sessions import FetchSessions, SessionFetch
 from .group_coordinator import DEFAULT_GROUP_MAX_SIZE
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES
@@ -333,11 +333,13 @@ class MinilogServer(BrokerServer):
     @op("fetch")
     def op_fetch(self, conn, args):
         rid = conn.request_id   # the reply is written later, around file slices (_send_fetch)
-        max_wait_ms = optional(args, "max_wait_ms", int, 0)
-        min_bytes = optional(args, "min_bytes", int, 1)
-        max_bytes = optional(args, "max_bytes", int, DEFAULT_FETCH_MAX_BYTES)
-        session_id = optional(args, "session", int)
-        raw = required(args, "partitions", list)
+        max_wait_ms = optional_int(args, "max_wait_ms", 0)
+        min_bytes = optional_int(args, "min_bytes", 1)
+        max_bytes = optional_int(args, "max_bytes", DEFAULT_FETCH_MAX_BYTES)
+        session_id = optional_int(args, "session")
+        raw = args.get("partitions")
+        if raw.__class__ is not list:
+            raw = required(args, "partitions", list)
         parts = []
         for item in raw:
             if not isinstance(item, (list, tuple)) or len(item) not in (3, 4):
@@ -364,7 +366,10 @@ class MinilogServer(BrokerServer):
             session.add(SessionFetch(rid, parts, max_bytes, min_bytes, max_wait_ms))
             self._start_session_fetch(conn, session)
             return DEFERRED
-        self._start_fetch(conn, (rid, parts, max_bytes, min_bytes, max_wait_ms, None))
+        if conn.writing_paused or conn.state.get(_PENDING_FETCHES):
+            self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, max_wait_ms, None))   # as _start_fetch
+        else:
+            self._fetch_now(conn, rid, parts, max_bytes, min_bytes, max_wait_ms)
         return DEFERRED
 
     def _start_fetch(self, conn, fetch) -> None:
@@ -446,19 +451,17 @@ class MinilogServer(BrokerServer):
             self._fetch_now(conn, *pending.popleft())
 
     def _send_fetch(self, conn, rid, rows, session=None) -> None:
-        resp = FetchResponse()
         if session is None:
-            for row in rows:
-                resp.add(*row)
-        else:
-            # A session's rows say where each was read from (the client checks continuity).
-            for row, start in zip(rows, session.answered(rows)):
-                resp.add(*row, start)
+            self.sendfile_bytes += send_rows(conn, rid, rows, self.fetch_sendfile)
+            return
+        resp = FetchResponse()
+        # A session's rows say where each was read from (the client checks continuity).
+        for row, start in zip(rows, session.answered(rows)):
+            resp.add(*row, start)
         self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
-        if session is not None:
-            # The session's next fetch starts after what runs now (the append that readied this
-            # one, its producer's reply): it finds nothing new and parks, which can wait.
-            asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session)
+        # The session's next fetch starts after what runs now (the append that readied this
+        # one, its producer's reply): it finds nothing new and parks, which can wait.
+        asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session)
 
     # ---- offsets -----------------------------------------------------------------------
     @op("list_offsets")

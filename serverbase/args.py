@@ -46,3 +46,14 @@ def optional(args: dict, name: str, types, default=None):
     if value is _MISSING or value is None:
         return default
     return _check(name, value, types)
+
+
+def optional_int(args: dict, name: str, default=None):
+    """`optional(args, name, int, default)`, the same answers and errors, with the usual case (an
+    integer, or nothing) decided first: a hot path (a fetch has four of them) pays no more."""
+    value = args.get(name)
+    if value.__class__ is int:
+        return value
+    if value is None:
+        return default
+    return _check(name, value, int)

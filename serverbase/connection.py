@@ -20,6 +20,7 @@ import time
 
 from clients.protocol import frames
 from clients.protocol.errors import BrokerError, ErrorCode, ProtocolViolation
+from clients.protocol.frames import REQUEST
 from clients.protocol.framing import LENGTH, FrameDecoder, new_packer
 from clients.protocol.handshake import HELLO
 from clients.tls import looks_like_tls
@@ -127,17 +128,25 @@ class ClientConnection(asyncio.Protocol):
                 if self._held is not None:   # an earlier request is answered first (`hold`)
                     self._held.append(obj)
                     continue
-                try:
-                    req = frames.parse_request(obj)
-                except BrokerError as exc:
-                    self.send_error(getattr(exc, "request_id", 0), exc.code, exc.message)
-                    continue
+                # The envelope [0, id, op, args] as `frames.parse_request` accepts it, checked
+                # inline (no Request made); anything else goes through it for its error.
+                if (obj.__class__ is list and len(obj) == 4 and obj[0] == REQUEST
+                        and obj[1].__class__ is int and obj[1] >= 0 and obj[2].__class__ is str):
+                    _, rid, op_name, args = obj
+                    if args is None:
+                        args = {}
+                else:
+                    try:
+                        rid, op_name, args = frames.parse_request(obj)
+                    except BrokerError as exc:
+                        self.send_error(getattr(exc, "request_id", 0), exc.code, exc.message)
+                        continue
                 if not self.handshake_done:
-                    if req.op != HELLO:
-                        self.send_error(req.id, ErrorCode.HANDSHAKE_REQUIRED,
+                    if op_name != HELLO:
+                        self.send_error(rid, ErrorCode.HANDSHAKE_REQUIRED,
                                         "the first request on a connection must be 'hello'")
                         continue
-                dispatch(self, req)
+                dispatch(self, rid, op_name, args)
                 if self.closed:
                     return
         finally:

@@ -123,46 +123,49 @@ class BrokerServer:
     def ops(self) -> list[str]:
         return sorted(self._ops)
 
-    def dispatch(self, conn: ClientConnection, req) -> None:
-        if req.op == "hello":
-            self._hello(conn, req)
+    def dispatch(self, conn: ClientConnection, rid: int, op_name: str, args) -> None:
+        """Run one request (its envelope already checked: `ClientConnection._run`)."""
+        if op_name == "hello":
+            self._hello(conn, rid, args)
             return
-        entry = self._ops.get(req.op)
+        entry = self._ops.get(op_name)
         if entry is None:
-            conn.send_error(req.id, ErrorCode.UNKNOWN_OP,
-                            f"{self.name} has no op '{req.op[:100]}'; it knows: {', '.join(['hello'] + self.ops)}")
+            conn.send_error(rid, ErrorCode.UNKNOWN_OP,
+                            f"{self.name} has no op '{op_name[:100]}'; it knows: {', '.join(['hello'] + self.ops)}")
             return
         handler, schema, on_invalid = entry
+        raw = args
         try:
             if schema is None:
-                args = ensure_map(req.args)
+                if args.__class__ is not dict:
+                    ensure_map(args)   # raises BAD_REQUEST
             else:
                 try:
-                    args = schema.validate(req.args)
+                    args = schema.validate(raw)
                 except BrokerError:
                     if on_invalid is not None:
-                        on_invalid(conn, req.args)
+                        on_invalid(conn, raw)
                     raise
-            conn.request_id = req.id   # for a handler that answers later (DEFERRED)
-            if conn.access is not None and self.authorize(conn, req.op, args) is DEFERRED:
+            conn.request_id = rid   # for a handler that answers later (DEFERRED)
+            if conn.access is not None and self.authorize(conn, op_name, args) is DEFERRED:
                 return
             result = handler(conn, args)
         except BrokerError as exc:
             # An id-0 request's error answers no id: name its channel so the client can route it.
-            ch = req.args.get("ch") if req.id == 0 and type(req.args) is dict else None
-            conn.send_error(req.id, exc.code, exc.message, ch if type(ch) is int else None)
+            ch = raw.get("ch") if rid == 0 and type(raw) is dict else None
+            conn.send_error(rid, exc.code, exc.message, ch if type(ch) is int else None)
             return
         except Exception as exc:
-            log.exception("op %r failed on connection %s", req.op, conn.id)
-            conn.send_error(req.id, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            log.exception("op %r failed on connection %s", op_name, conn.id)
+            conn.send_error(rid, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
             return
         if result is DEFERRED:
             return
         # Most ops answer a map: no need to ask asyncio (an isinstance against an ABC) about it.
         if result.__class__ is not dict and asyncio.iscoroutine(result):
-            conn.run_async(req.id, result)
-        elif req.id:
-            conn.send_response(req.id, result)
+            conn.run_async(rid, result)
+        elif rid:
+            conn.send_response(rid, result)
 
     # ---- ops every server has ----------------------------------------------------------
     HELLO_SCHEMA = Schema({
@@ -174,7 +177,7 @@ class BrokerServer:
         "heartbeat": Int(min=0, max=3600, default=0),
     })
 
-    def _hello(self, conn, req) -> None:
+    def _hello(self, conn, rid: int, raw_args) -> None:
         """The handshake. A refused hello closes the connection after the error is sent.
 
         With authentication on, the password check (a slow hash, and the per-address backoff)
@@ -184,10 +187,10 @@ class BrokerServer:
         try:
             if conn.handshake_done:
                 raise BrokerError(ErrorCode.BAD_REQUEST, "hello was already sent on this connection")
-            args = self.HELLO_SCHEMA.validate(req.args)
+            args = self.HELLO_SCHEMA.validate(raw_args)
             _, client, credentials, client_max = check_hello(args)
         except BrokerError as exc:
-            conn.send_error(req.id, exc.code, exc.message)
+            conn.send_error(rid, exc.code, exc.message)
             if not conn.handshake_done:
                 conn.close()
             return
@@ -195,10 +198,10 @@ class BrokerServer:
         credentials = credentials or {}
         if not self.authenticator.enabled:
             principal = self.authenticator.anonymous(credentials.get("username"))
-            self._hello_accept(conn, req.id, hello, principal)
+            self._hello_accept(conn, rid, hello, principal)
             return
         conn.hold()
-        conn.spawn(self._hello_login(conn, req.id, hello, credentials))
+        conn.spawn(self._hello_login(conn, rid, hello, credentials))
 
     async def _hello_login(self, conn, rid, hello, credentials) -> None:
         try:

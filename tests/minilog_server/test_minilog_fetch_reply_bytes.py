@@ -1,0 +1,84 @@
+"""The one-row fetch reply packed in one go (`fetch_response.one_row_frame`) is, byte for byte,
+the frame `FetchResponse` writes for that row, and a client decodes it as the same reply."""
+
+import os
+
+from hypothesis import given, settings, strategies as st
+
+from clients.protocol.framing import FrameDecoder
+from minilog.fetch_response import SENDFILE_MIN_BYTES, FetchResponse, one_row_frame
+from minilog.storage import FileSlice
+
+
+class _Written:
+    """A transport that keeps what is written (FetchResponse.send takes the slow path: no socket)."""
+
+    def __init__(self):
+        self.out = []
+
+    def write(self, data):
+        self.out.append(bytes(data))
+
+    def writelines(self, pieces):
+        self.out.extend(bytes(p) for p in pieces)
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+    def is_closing(self):
+        return False
+
+
+class _Conn:
+    closed = False
+
+    def __init__(self):
+        self.transport = _Written()
+
+    def flush(self):
+        pass
+
+
+def _slow_frame(request_id, row) -> bytes:
+    conn = _Conn()
+    resp = FetchResponse()
+    resp.add(*row)
+    resp.send(conn, request_id, use_sendfile=False)
+    return b"".join(conn.transport.out)
+
+
+ints = st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1)
+errors = st.none() | st.tuples(st.text(max_size=30), st.text(max_size=300)).map(list)
+
+
+@settings(max_examples=300, deadline=None)
+@given(request_id=st.integers(min_value=0, max_value=(1 << 64) - 1), topic=st.text(max_size=249),
+       partition=ints, error=errors, hw=ints, start=ints,
+       records=st.none() | st.binary(max_size=2000))
+def test_the_one_row_frame_is_the_frame_fetch_response_writes(request_id, topic, partition, error, hw, start,
+                                                                records):
+    row = (topic, partition, error, hw, start, records)
+    frame = one_row_frame(request_id, row)
+    assert frame == _slow_frame(request_id, row)
+    reply = FrameDecoder().feed(frame)
+    assert reply == [[1, request_id, {"results": [[topic, partition, error, hw, start, records or b""]]}]]
+
+
+def test_records_read_from_a_file_slice_and_large_ones_left_to_sendfile(tmp_path):
+    path = tmp_path / "segment"
+    data = os.urandom(SENDFILE_MIN_BYTES + 10)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        small = FileSlice(fd, 5, 100)
+        row = ("t", 0, None, 7, 0, small)
+        assert one_row_frame(3, row) == _slow_frame(3, row)
+        assert one_row_frame(3, row).endswith(data[5:105])
+        in_memory = FileSlice(fd, 5, 100, 9, data[5:105])   # the log's tail: no read of the file
+        assert one_row_frame(3, ("t", 0, None, 7, 0, in_memory)) == one_row_frame(3, row)
+        assert one_row_frame(3, ("t", 0, None, 7, 0, FileSlice(fd, 0, SENDFILE_MIN_BYTES))) is None
+    finally:
+        os.close(fd)
