@@ -694,9 +694,10 @@ def pack_single(key, value: bytes, timestamp: int) -> bytes:
     one concatenation and one CRC with no rows, builder or msgpack call. A linger-0 producer
     sends most records alone, each its own batch (`Producer._send_single`), and the builder's
     steps cost several times the bytes' work there."""
+    n = len(value)
     if key is None:
-        body = (_CRC_TAIL.pack(0, 1, timestamp, timestamp) + b"\x91\x95\x00\x00\xc0" + _bin_head(len(value))
-                + value + b"\xc0")
+        body = b"".join((_CRC_TAIL.pack(0, 1, timestamp, timestamp), b"\x91\x95\x00\x00\xc0",
+                         _BIN8[n] if n < 0x100 else _bin_head(n), value, b"\xc0"))
     else:
         body = (_CRC_TAIL.pack(0, 1, timestamp, timestamp) + b"\x91\x95\x00\x00" + _bin_head(len(key)) + key
                 + _bin_head(len(value)) + value + b"\xc0")
