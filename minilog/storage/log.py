@@ -249,13 +249,20 @@ class PartitionLog:
             except OSError as exc:
                 self._write_failed(exc)
                 raise
-        first_offset = offset = segment.next_offset
-        pos = 0
-        for i, h in enumerate(headers):
-            set_base_offset(data, offset, pos)
-            headers[i] = _new_tuple(BatchHeader, (offset, *h[1:]))   # h with its base offset set
-            offset += h.record_count
-            pos += LOG_OVERHEAD + h.length
+        first_offset = segment.next_offset
+        if len(headers) == 1:   # the usual produce entry: one batch
+            h = headers[0]
+            set_base_offset(data, first_offset, 0)
+            headers[0] = _new_tuple(BatchHeader, (first_offset, *h[1:]))   # h with its base offset set
+            offset = first_offset + count
+        else:
+            offset = first_offset
+            pos = 0
+            for i, h in enumerate(headers):
+                set_base_offset(data, offset, pos)
+                headers[i] = _new_tuple(BatchHeader, (offset, *h[1:]))
+                offset += h.record_count
+                pos += LOG_OVERHEAD + h.length
         self._tail = None
         try:
             segment.append(data, headers)
@@ -286,13 +293,15 @@ class PartitionLog:
                          "(logged once)", self.directory, exc)
 
     def _should_roll(self, segment: LogSegment, size: int, next_offset: int, batches: int, now: int) -> bool:
-        if segment.size == 0:
+        segment_size = segment.size
+        if segment_size == 0:
             return False
         cfg = self.config
-        return (segment.size + size > cfg.segment_bytes
-                or (segment.created_ms is not None and now - segment.created_ms >= cfg.segment_ms)
-                or segment.index_room() < batches + 1
-                or next_offset - 1 - segment.base_offset > MAX_RELATIVE_OFFSET)
+        created_ms = segment.created_ms
+        return (segment_size + size > cfg.segment_bytes
+                or (created_ms is not None and now - created_ms >= cfg.segment_ms)
+                or next_offset - 1 - segment.base_offset > MAX_RELATIVE_OFFSET
+                or segment.index_room() <= batches)
 
     def roll(self, now_ms: int | None = None) -> LogSegment:
         """Seal the active segment and start a new one at the log end offset."""
