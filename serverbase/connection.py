@@ -229,7 +229,8 @@ class ClientConnection(asyncio.Protocol):
         body = self._packer.pack(obj)
         self._out.append(LENGTH.pack(len(body)))
         self._out.append(body)
-        self._schedule_flush()
+        if not self._flush_scheduled:
+            self._schedule_flush()
 
     def send_raw(self, data) -> None:
         """Queue bytes that are already a whole frame (or frames)."""

@@ -69,8 +69,9 @@ class LogClosedError(Exception):
 
 
 AppendInfo = namedtuple("AppendInfo", "base_offset last_offset record_count max_timestamp")
-# The append path builds each batch's header with its base offset through tuple.__new__:
-# BatchHeader._replace costs three times as much.
+# The append path builds each batch's header with its base offset, its tail slice and its
+# AppendInfo through tuple.__new__: BatchHeader._replace costs three times as much, and a
+# namedtuple's own __new__ is a Python function (a frame per call).
 _new_tuple = tuple.__new__
 
 
@@ -241,7 +242,7 @@ class PartitionLog:
         if not headers:
             raise InvalidBatchError("nothing to append: empty buffer")
 
-        now = _now_ms() if now_ms is None else now_ms
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms   # _now_ms(), inline
         segment = self._segments[-1]
         if self._should_roll(segment, size, segment.next_offset + count, len(headers), now):
             try:
@@ -270,7 +271,7 @@ class PartitionLog:
             self._write_failed(exc)
             raise
         if size <= TAIL_MAX_BYTES:
-            self._tail = FileSlice(segment.fd, segment.size - size, size, offset, data.tobytes())
+            self._tail = _new_tuple(FileSlice, (segment.fd, segment.size - size, size, offset, data.tobytes()))
             self._tail_offset = first_offset
         if self._write_failing:
             self._write_failing = False
@@ -283,7 +284,7 @@ class PartitionLog:
                 or (cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms)
                 or (self.drop_behind_bytes is not None and self._bytes_since_flush >= self.drop_behind_bytes)):
             self._flush_due(now)
-        return AppendInfo(first_offset, offset - 1, count, max_timestamp)
+        return _new_tuple(AppendInfo, (first_offset, offset - 1, count, max_timestamp))
 
     def _write_failed(self, exc: OSError) -> None:
         """One ERROR line per failure episode (a disk stays full for a while; every produce would log)."""
