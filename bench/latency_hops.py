@@ -24,12 +24,16 @@ the clock. A record takes one of two paths:
   fetch was on its way), so the record waited on the server for the consumer's next fetch.
 
 It prints, per run, the p50 of all records and of the parked ones, how many took each path,
-records per fetch reply, and the median of each hop on the parked path. A consumer that keeps
+records per fetch reply, and the median of each hop on the parked path; then the same for the
+records that waited, with their wait split out: the produce that brought the record
+(`PartitionLog.append` is timed too), then the consumer's fetch arriving and being answered at
+once with it. A consumer that keeps
 up has every record parked; the gap between the two p50s is what waiting for fetches costs
 (docs/clients-minilog.md, "Latency at 10,000 records/s").
 """
 
 import argparse
+import bisect
 import json
 import os
 import re
@@ -43,22 +47,29 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOPS = ("stamp->server rx", "server rx->reply start", "reply write", "reply end->consumer wake",
         "consumer wake->returned")
+# A waited record's path: its produce lands, then it waits for the consumer's next fetch.
+WAITED_HOPS = ("stamp->server rx", "server rx->fetch rx", "fetch rx->reply start", "reply write",
+               "reply end->consumer wake", "consumer wake->returned")
 
 
 # ---- the instrumented server (a child process) -------------------------------------------
 def serve(data_dir: str, out: str) -> None:
     """Run minilog with the clocks read at data_received and around each fetch reply; on
-    SIGUSR1 write one row per reply, `[high watermark, rx, start, end, answered a fetch]`,
-    to `out` and exit."""
+    SIGUSR1 write to `out` one row per reply, `[high watermark, rx, start, end, answered a
+    fetch]`, and one per append, `[first offset, last offset, rx of the produce]`, and exit."""
     from minilog import server as minilog_server
     from minilog.__main__ import main
     from serverbase import connection
 
+    from minilog.storage.log import PartitionLog
+
     now = time.time_ns
     last_rx = [0, None]   # when the last data_received began, and on which connection
     replies = []
+    appends = []          # [first offset, last offset, rx of the produce that appended them]
     data_received = connection.ClientConnection.data_received
     send_fetch = minilog_server.MinilogServer._send_fetch
+    append = PartitionLog.append
 
     def timed_data_received(conn, data):
         last_rx[0], last_rx[1] = now(), conn.id
@@ -73,13 +84,19 @@ def serve(data_dir: str, out: str) -> None:
             # once (records were waiting); otherwise an append on another connection woke it.
             replies.append((row[3], last_rx[0], start, end, last_rx[1] == conn.id))
 
+    def timed_append(plog, batches, now_ms=None):
+        info = append(plog, batches, now_ms)
+        appends.append((info.base_offset, info.last_offset, last_rx[0]))
+        return info
+
     def dump(*_):
         with open(out, "w") as f:
-            json.dump(replies, f)
+            json.dump({"replies": replies, "appends": appends}, f)
         os._exit(0)
 
     connection.ClientConnection.data_received = timed_data_received
     minilog_server.MinilogServer._send_fetch = timed_send_fetch
+    PartitionLog.append = timed_append
     signal.signal(signal.SIGUSR1, dump)
     main(["--port", "0", "--kafka-port", "off", "--data-dir", data_dir])
 
@@ -117,10 +134,11 @@ def _median_us(values) -> float | None:
     return round(statistics.median(values) / 1000, 1) if values else None
 
 
-def analyse(replies: list, records: list) -> dict:
+def analyse(replies: list, records: list, appends: list = ()) -> dict:
     """Join the server's replies and the consumer's records by offset (a reply is known by its
     high watermark: the offset after the last record it carried, at the time it was written)."""
     by_last = {hw - 1: (rx, start, end, answered_fetch) for hw, rx, start, end, answered_fetch in replies}
+    waited = _waited_hops(replies, records, appends)
     per_wake: dict = {}
     for _, _, wake, _ in records:
         per_wake[wake] = per_wake.get(wake, 0) + 1
@@ -138,7 +156,31 @@ def analyse(replies: list, records: list) -> dict:
     return {"records": len(records), "p50_us": pct(0.5), "p99_us": pct(0.99),
             "parked": len(parked), "parked_p50_us": _median_us(parked),
             "records_per_reply": round(len(records) / max(len(per_wake), 1), 2),
-            "parked_hops_us": {h: _median_us(v) for h, v in hops.items()}}
+            "parked_hops_us": {h: _median_us(v) for h, v in hops.items()},
+            "waited": waited["records"], "waited_p50_us": waited["p50_us"], "waited_hops_us": waited["hops_us"]}
+
+
+def _waited_hops(replies: list, records: list, appends: list) -> dict:
+    """The hops of the records that waited on the server for the consumer's next fetch: the
+    reply that carried each is the first one answering a fetch on arrival whose high
+    watermark is past it, and the produce that brought it is the append that holds its offset."""
+    produced = {o: rx for first, last, rx in appends for o in range(first, last + 1)}   # offset -> its produce's rx
+    answered = sorted((hw, rx, start, end) for hw, rx, start, end, on_arrival in replies if on_arrival)
+    his = [r[0] for r in answered]
+    lat, hops = [], {h: [] for h in WAITED_HOPS}
+    for offset, stamp, wake, ret in records:
+        i = bisect.bisect_right(his, offset)
+        produce_rx = produced.get(offset)
+        if i == len(answered) or produce_rx is None:
+            continue
+        hw, fetch_rx, start, end = answered[i]
+        if fetch_rx < produce_rx or not (end <= wake <= ret):
+            continue   # not this reply's record after all (a parked fetch's reply came between)
+        lat.append(ret - stamp)
+        for hop, (a, b) in zip(WAITED_HOPS, ((stamp, produce_rx), (produce_rx, fetch_rx), (fetch_rx, start),
+                                             (start, end), (end, wake), (wake, ret))):
+            hops[hop].append(b - a)
+    return {"records": len(lat), "p50_us": _median_us(lat), "hops_us": {h: _median_us(v) for h, v in hops.items()}}
 
 
 def one_run(rate: int, seconds: float, producer: str) -> dict:
@@ -169,10 +211,10 @@ def one_run(rate: int, seconds: float, producer: str) -> dict:
             except subprocess.TimeoutExpired:
                 server.kill()
         with open(replies_file) as f:
-            replies = json.load(f)
+            served = json.load(f)
         with open(records_file) as f:
             got = json.load(f)
-    return analyse(replies, got)
+    return analyse(served["replies"], got, served["appends"])
 
 
 def main() -> None:
@@ -197,6 +239,9 @@ def main() -> None:
         print(f"run {i + 1}: p50 {r['p50_us']} us (parked {r['parked_p50_us']} us), p99 {r['p99_us']} us; "
               f"{r['parked']} of {r['records']} records parked, {r['records_per_reply']} records per reply; "
               f"parked hops (medians, us): {hops}", flush=True)
+        waited = " | ".join(f"{h} {v}" for h, v in r["waited_hops_us"].items())
+        print(f"       {r['waited']} records waited for a fetch, p50 {r['waited_p50_us']} us; "
+              f"their hops (medians, us): {waited}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rate_per_s": args.rate, "producer": args.producer, "runs": runs}, f, indent=1)

@@ -126,6 +126,9 @@ class BatchHeader(namedtuple("BatchHeader", "base_offset length magic crc attrib
         return self.base_offset + self.record_count
 
 
+_new_header = tuple.__new__
+
+
 def read_header(buf, pos: int = 0) -> BatchHeader:
     """Decode the header at ``buf[pos:]`` without checking it (see :func:`validate`)."""
     if len(buf) - pos < HEADER_SIZE:
@@ -133,7 +136,7 @@ def read_header(buf, pos: int = 0) -> BatchHeader:
             f"need {HEADER_SIZE} bytes for a batch header at position {pos}, have {len(buf) - pos}")
     if buf[pos + 12] != MAGIC and buf[pos + _kafka.MAGIC_POSITION] == _kafka.MAGIC:
         return _kafka_header(_kafka.read_header(buf, pos))
-    return BatchHeader._make(_HEADER.unpack_from(buf, pos))
+    return _new_header(BatchHeader, _HEADER.unpack_from(buf, pos))   # BatchHeader._make, less a call
 
 
 def is_kafka_batch(buf, pos: int = 0) -> bool:
@@ -201,8 +204,11 @@ def check_crc(buf, h: BatchHeader, pos: int = 0) -> None:
     if end > len(buf):
         raise TruncatedBatchError(
             f"batch at position {pos} needs {h.size} bytes, buffer holds {len(buf) - pos}")
-    with memoryview(buf) as mv:
-        crc = _crc32(mv[pos + _CRC_START:end])
+    if buf.__class__ is memoryview:
+        crc = _crc32(buf[pos + _CRC_START:end])   # a reader's view of a fetch result: no view of it needed
+    else:
+        with memoryview(buf) as mv:
+            crc = _crc32(mv[pos + _CRC_START:end])
     if crc != h.crc:
         raise CorruptBatchError(
             f"batch at position {pos} (base offset {h.base_offset}): crc {crc:#010x} != stored {h.crc:#010x}")
@@ -688,9 +694,10 @@ def pack_single(key, value: bytes, timestamp: int) -> bytes:
     one concatenation and one CRC with no rows, builder or msgpack call. A linger-0 producer
     sends most records alone, each its own batch (`Producer._send_single`), and the builder's
     steps cost several times the bytes' work there."""
+    n = len(value)
     if key is None:
-        body = (_CRC_TAIL.pack(0, 1, timestamp, timestamp) + b"\x91\x95\x00\x00\xc0" + _bin_head(len(value))
-                + value + b"\xc0")
+        body = b"".join((_CRC_TAIL.pack(0, 1, timestamp, timestamp), b"\x91\x95\x00\x00\xc0",
+                         _BIN8[n] if n < 0x100 else _bin_head(n), value, b"\xc0"))
     else:
         body = (_CRC_TAIL.pack(0, 1, timestamp, timestamp) + b"\x91\x95\x00\x00" + _bin_head(len(key)) + key
                 + _bin_head(len(value)) + value + b"\xc0")

@@ -277,8 +277,10 @@ class FetchSession:
             args["session"] = SESSION_ID
             args["partitions"] = rows
         else:
-            args["partitions"] = [[p.topic, p.partition, p.fetch_offset, size] for p in parts]
-            token += [(p, p.fetch_offset, p.epoch) for p in parts]
+            rows = args["partitions"] = []
+            for p in parts:
+                rows.append([p.topic, p.partition, p.fetch_offset, size])
+                token.append((p, p.fetch_offset, p.epoch))
         self.in_flight += 1
         self.dirty = False
         return args, token

@@ -195,6 +195,12 @@ class MessageBuilder(RecordBuilder):
             return raw if base >= offset else raw[offset - base:]
         first = header.first_timestamp
         raw = _unpackb(body, use_list=False)
+        if len(raw) == 1:
+            # One record (a producer with linger.ms 0 sends each alone): no comprehension.
+            od, td, k, v, hd = raw[0]
+            if base + od < offset:
+                return []
+            return [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))]
         if base >= offset:
             return [_new(Message, (topic, partition, base + od, first + td, k, v, hd, None))
                     for od, td, k, v, hd in raw]

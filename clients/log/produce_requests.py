@@ -295,13 +295,16 @@ class ProduceRequests:
         the batches it queues to be retried (a retriable error, retries left, `now` given)."""
         if not self._answered(request):
             return []
-        results = result.get("results") if isinstance(result, dict) else None
-        if len(request.items) == 1 and results.__class__ is list and len(results) == 1:
+        items = request.items
+        if len(items) == 1 and result.__class__ is dict:
             # One batch stored (a linger-0 producer's usual reply): its outcome, without the map.
-            r, item = results[0], request.items[0]
-            if (r.__class__ is list and len(r) == 4 and r[3] is None and r[2].__class__ is int
-                    and r[0] == item[0] and r[1] == item[1]):
-                return [self._outcome(item, r[2], None)]
+            results = result.get("results")
+            if results.__class__ is list and len(results) == 1:
+                r, item = results[0], items[0]
+                if (r.__class__ is list and len(r) == 4 and r[3] is None and r[2].__class__ is int
+                        and r[0] == item[0] and r[1] == item[1]):
+                    return [self._outcome(item, r[2], None)]
+        results = result.get("results") if isinstance(result, dict) else None
         by_tp = {}
         if isinstance(results, (list, tuple)):
             for r in results:

@@ -525,13 +525,17 @@ class Producer:
             self._pump(0)
 
     def _on_reply(self, request, result, error) -> None:
-        if self._idle_window is not None:
+        if self._open and self._idle_window is not None:
             for _, acc in self._open:  # batches held for this reply (see _held) are due now
                 acc.deadline = float("-inf")
         if error is not None:
             self._settle(self._requests.failed(request, (error.code, error.message), time.monotonic()))
+            return
+        outcomes = self._requests.completed(request, result, time.monotonic())
+        if len(outcomes) == 1 and outcomes[0][2] is None:
+            self._delivered(outcomes[0][0], None, outcomes[0][1])   # one batch stored: the usual reply
         else:
-            self._settle(self._requests.completed(request, result, time.monotonic()))
+            self._settle(outcomes)
 
     def _settle(self, outcomes) -> None:
         """Turn `ProduceRequests` outcomes (batch, base offset, error) into delivery reports."""

@@ -97,7 +97,9 @@ def test_a_large_reply_asks_for_the_next_fetch_before_decoding():
 
 
 def test_a_batch_starting_before_the_asked_offset_has_its_head_skipped():
-    for count in (10, 100):  # both decoding paths (per-batch class from 64 records)
+    # One record (a batch wholly before the offset gives nothing), and both decoding paths of
+    # longer batches (a per-batch class from 64 records).
+    for count in (1, 10, 100):
         s, part = session()
         s.seek(part, 4)
         _, token = fetch(s)
@@ -363,7 +365,11 @@ def test_a_malformed_result_row_is_a_partition_error_not_a_crash(row):
     assert take_all(s) == [] and part.fetch_offset == 0
 
 
-@pytest.mark.parametrize("result", [None, [], {"results": 7}, {"results": [None, 5, ["t"]]}])
+@pytest.mark.parametrize("result", [None, [], {"results": 7}, {"results": [None, 5, ["t"]]},
+                                    # one row for the one partition asked (matched without an index)
+                                    {"results": [None]}, {"results": [["t"]]},
+                                    reply(batch(0, 3), 3, topic="u"), reply(batch(0, 3), 3, partition=1),
+                                    reply(batch(0, 3), 3, topic=b"t")])
 def test_a_reply_of_the_wrong_shape_gives_no_records_and_raises_nothing(result):
     s, part = session()
     _, token = fetch(s)
