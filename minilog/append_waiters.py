@@ -90,8 +90,16 @@ class AppendWaiters:
         """Entries in the deadline heap, leftovers included (what bounds its memory)."""
         return len(self._deadlines)
 
-    def _expire_at(self, parked: "ParkedFetch", delay_s: float) -> None:
-        """Answer `parked` (`answer_now`) in `delay_s` seconds unless it is done by then."""
+    def _park(self, parked: "ParkedFetch", delay_s: float) -> None:
+        """Wake `parked` at the next append to any of its keys (`register`), and answer it
+        (`answer_now`) in `delay_s` seconds unless it is done by then."""
+        wake = parked._wake
+        for key in parked._keys:   # register, inline: this runs once per parked fetch
+            waiters = self._by_partition.get(key)
+            if waiters is None:
+                self._by_partition[key] = {wake}
+            else:
+                waiters.add(wake)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay_s
         heapq.heappush(self._deadlines, (deadline, next(self._ties), parked))
@@ -104,8 +112,19 @@ class AppendWaiters:
         self._timer_at = deadline
         self._timer = loop.call_at(deadline, self._expire_due)
 
-    def _left(self) -> None:
-        """A fetch with an entry in the heap is done (woken or cancelled) before its deadline."""
+    def _depart(self, parked: "ParkedFetch") -> None:
+        """`parked` is done (woken, answered or cancelled): off its partitions, and its heap
+        entry, if it is still in the heap, counted as a leftover."""
+        wake = parked._wake
+        for key in parked._keys:   # unregister, inline: this runs once per woken fetch
+            waiters = self._by_partition.get(key)
+            if waiters is not None:
+                waiters.discard(wake)
+                if not waiters:
+                    del self._by_partition[key]
+        if not parked._in_heap:
+            return
+        parked._in_heap = False
         self._leftovers += 1
         heap = self._deadlines
         if self._leftovers > _COMPACT_MIN and self._leftovers * 2 > len(heap):
@@ -150,9 +169,8 @@ class ParkedFetch:
         self._keys = keys
         self._on_ready = on_ready
         self._wake = self._woken   # one bound method, so unregister finds what register added
-        waiters.register(keys, self._wake)
         self._in_heap = True       # its deadline is in waiters' heap
-        waiters._expire_at(self, max_wait_s)
+        waiters._park(self, max_wait_s)
 
     @property
     def done(self) -> bool:
@@ -163,7 +181,9 @@ class ParkedFetch:
             return
         rows, ready = self._read(*self._read_args)
         if ready:
-            self._finish(rows)
+            on_ready = self._on_ready
+            self.cancel()
+            on_ready(rows)
         else:
             # Not min_bytes yet: notify took us off this key; wait for its next append too.
             self._waiters.register((key,), self._wake)
@@ -171,21 +191,14 @@ class ParkedFetch:
     def answer_now(self) -> None:
         """Answer with whatever there is now, as at `max_wait_s` (a fetch that supersedes it
         came: docs/minilog.md, "Fetch sessions")."""
-        if self._on_ready is not None:
-            rows, _ = self._read(*self._read_args)
-            self._finish(rows)
-
-    def _finish(self, rows) -> None:
         on_ready = self._on_ready
-        self.cancel()
-        on_ready(rows)
+        if on_ready is not None:
+            rows, _ = self._read(*self._read_args)
+            self.cancel()
+            on_ready(rows)
 
     def cancel(self) -> None:
         if self._on_ready is None:
             return
         self._on_ready = None
-        waiters = self._waiters
-        waiters.unregister(self._keys, self._wake)
-        if self._in_heap:
-            self._in_heap = False
-            waiters._left()
+        self._waiters._depart(self)

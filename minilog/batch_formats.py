@@ -48,7 +48,10 @@ class PartitionFormats:
 
     def only(self, plog, fmt: str) -> bool:
         """True if every batch of the log is of `fmt` (no conversion needed)."""
-        return self.formats(plog) <= {fmt}
+        known = self._known.get(plog.directory)
+        if known is None:
+            known = self.formats(plog)
+        return not known or (len(known) == 1 and fmt in known)   # known <= {fmt}, without the set
 
     def note_append(self, plog, fmt: str) -> None:
         """Call before appending a batch of `fmt`; writes its marker the first time. Raises OSError."""

@@ -567,8 +567,9 @@ class LogBroker:
         runs once appends bring `min_bytes` -- synchronously, inside the `produce` whose append
         did it -- or at `max_wait_ms` with what there is. `.cancel()` on the result unparks it."""
         self.fetch_waits += 1
-        return ParkedFetch(self.waiters, self.read, (parts, max_bytes, min_bytes, fmt),
-                           {(t, p) for t, p, _, _ in parts}, max_wait_ms / 1000, on_ready)
+        keys = {(parts[0][0], parts[0][1])} if len(parts) == 1 else {(t, p) for t, p, _, _ in parts}
+        return ParkedFetch(self.waiters, self.read, (parts, max_bytes, min_bytes, fmt), keys, max_wait_ms / 1000,
+                           on_ready)
 
     async def wait_for_records(self, parts, max_bytes: int, min_bytes: int, max_wait_ms: int,
                                fmt: str = MINILOG) -> list:

@@ -314,7 +314,7 @@ class MinilogServer(BrokerServer):
         if type(data) is not list:
             raise BrokerError(ErrorCode.BAD_REQUEST, "missing required argument 'data' (array of [topic, partition, batch])")
         rid = conn.request_id   # acks=0 with id 0 answers nothing but failures
-        results = self.core(conn).produce(data, acks)
+        results = (self.broker if conn.access is None else self.core(conn)).produce(data, acks)
         if acks == 0 and rid == 0:
             # Fire and forget: only the failures are told, as error frames.
             for topic, partition, _, error in results:
@@ -333,10 +333,20 @@ class MinilogServer(BrokerServer):
     @op("fetch")
     def op_fetch(self, conn, args):
         rid = conn.request_id   # the reply is written later, around file slices (_send_fetch)
-        max_wait_ms = optional_int(args, "max_wait_ms", 0)
-        min_bytes = optional_int(args, "min_bytes", 1)
-        max_bytes = optional_int(args, "max_bytes", DEFAULT_FETCH_MAX_BYTES)
-        session_id = optional_int(args, "session")
+        # optional_int's checks, its call made only when a value is not a plain int: absent
+        # takes the default here, and nil, a boolean or another type go through it.
+        max_wait_ms = args.get("max_wait_ms", 0)
+        if max_wait_ms.__class__ is not int:
+            max_wait_ms = optional_int(args, "max_wait_ms", 0)
+        min_bytes = args.get("min_bytes", 1)
+        if min_bytes.__class__ is not int:
+            min_bytes = optional_int(args, "min_bytes", 1)
+        max_bytes = args.get("max_bytes", DEFAULT_FETCH_MAX_BYTES)
+        if max_bytes.__class__ is not int:
+            max_bytes = optional_int(args, "max_bytes", DEFAULT_FETCH_MAX_BYTES)
+        session_id = args.get("session")
+        if session_id is not None and session_id.__class__ is not int:
+            session_id = optional_int(args, "session")
         raw = args.get("partitions")
         if raw.__class__ is not list:
             raw = required(args, "partitions", list)
@@ -395,7 +405,7 @@ class MinilogServer(BrokerServer):
             conn.send_error(fetch.rid, fetch.error.code, fetch.error.message)
 
     def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms, session=None) -> None:
-        core = self.core(conn)
+        core = self.broker if conn.access is None else self.core(conn)   # self.core, without a call
         rows, ready = core.read(parts, max_bytes, min_bytes)
         if ready or max_wait_ms <= 0:
             self._send_fetch(conn, rid, rows, session)
@@ -420,6 +430,8 @@ class MinilogServer(BrokerServer):
                     # Woken while the client is not reading: answer after the deferred fetches,
                     # with what the log holds then (a file slice is not kept across a wait).
                     self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0, session))
+                elif session is None:
+                    self.sendfile_bytes += send_rows(conn, rid, rows, self.fetch_sendfile)   # _send_fetch's
                 else:
                     self._send_fetch(conn, rid, rows, session)
             except Exception as exc:  # a bug must neither leave the client waiting nor fail the append

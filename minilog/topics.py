@@ -30,6 +30,7 @@ _STRING_CONFIGS = frozenset({"cleanup.policy", "message.timestamp.type"})
 class Topics:
     def __init__(self, logs: LogManager, default_partitions: int = 1, auto_create: bool = True):
         self.logs = logs
+        self._open_logs = logs.open_logs
         self.default_partitions = default_partitions
         self.auto_create = auto_create
         self._partitions: dict[str, int] = {t: len(ps) for t, ps in logs.topics().items()}
@@ -46,10 +47,9 @@ class Topics:
 
     def get_log(self, topic: str, partition: int, auto_create: bool = False):
         """The partition's log; creates the topic first when allowed. Raises BrokerError NOT_FOUND."""
-        try:
-            return self.logs.get_log(topic, partition)
-        except UnknownTopicOrPartitionError:
-            pass
+        plog = self._open_logs.get((topic, partition))
+        if plog is not None:
+            return plog
         if self.logs.is_being_created(topic):
             raise BrokerError(ErrorCode.NOT_FOUND, f"topic {topic!r} is being created (or getting new partitions): "
                                                    f"retry when it is done")

@@ -21,7 +21,7 @@ import time
 from clients.protocol import frames
 from clients.protocol.errors import BrokerError, ErrorCode, ProtocolViolation
 from clients.protocol.frames import REQUEST
-from clients.protocol.framing import LENGTH, FrameDecoder, new_packer
+from clients.protocol.framing import LENGTH, NOT_ONE_FRAME, FrameDecoder, decode_one_frame, new_packer
 from clients.protocol.handshake import HELLO
 from clients.tls import looks_like_tls
 
@@ -91,6 +91,11 @@ class ClientConnection(asyncio.Protocol):
         self.last_received = _monotonic()
         self.server.bytes_in += len(data)
         decoder = self.decoder
+        if not decoder._buf:
+            obj = decode_one_frame(data, decoder.max_frame)
+            if obj is not NOT_ONE_FRAME:
+                self._run((obj,))
+                return
         try:
             objs = decoder.feed(data)
         except ProtocolViolation as exc:
@@ -224,7 +229,8 @@ class ClientConnection(asyncio.Protocol):
         body = self._packer.pack(obj)
         self._out.append(LENGTH.pack(len(body)))
         self._out.append(body)
-        self._schedule_flush()
+        if not self._flush_scheduled:
+            self._schedule_flush()
 
     def send_raw(self, data) -> None:
         """Queue bytes that are already a whole frame (or frames)."""

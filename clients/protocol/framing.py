@@ -114,6 +114,25 @@ def _decode_frames(view, pos: int, end_of_data: int, max_frame: int, append) -> 
     return pos
 
 
+NOT_ONE_FRAME = object()
+
+
+def decode_one_frame(data, max_frame: int):
+    """The object of `data` when `data` holds exactly one whole frame of at most `max_frame`
+    bytes (what most reads of a request-reply connection hold), else NOT_ONE_FRAME: then
+    `FrameDecoder.feed` takes the bytes and raises, or keeps the tail, as always. Skips the
+    decoder's bookkeeping (a list, a view, the leftover) on the common read."""
+    if len(data) < HEADER_SIZE:
+        return NOT_ONE_FRAME
+    (size,) = _unpack_length(data, 0)
+    if size != len(data) - HEADER_SIZE or size > max_frame:
+        return NOT_ONE_FRAME
+    try:
+        return _unpackb(data[HEADER_SIZE:])
+    except Exception:  # not msgpack: feed() says so with its own error
+        return NOT_ONE_FRAME
+
+
 class FrameDecoder:
     """Turns a byte stream into decoded frames.
 

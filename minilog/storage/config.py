@@ -11,6 +11,7 @@ modules that use it: rolling to ``log.py``, flushing to ``log.py``, deletion to
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 KiB = 1024
@@ -101,7 +102,7 @@ class LogConfig:
         """True when retention may delete old segments (cleanup.policy contains 'delete')."""
         return "delete" in self.cleanup_policy.split(",")
 
-    @property
+    @functools.cached_property   # read on every append: computed once (the config never changes)
     def log_append_time(self) -> bool:
         """True when the broker stamps records with its clock (message.timestamp.type=LogAppendTime)."""
         return self.message_timestamp_type == "LogAppendTime"

@@ -69,8 +69,9 @@ class LogClosedError(Exception):
 
 
 AppendInfo = namedtuple("AppendInfo", "base_offset last_offset record_count max_timestamp")
-# The append path builds each batch's header with its base offset through tuple.__new__:
-# BatchHeader._replace costs three times as much.
+# The append path builds each batch's header with its base offset, its tail slice and its
+# AppendInfo through tuple.__new__: BatchHeader._replace costs three times as much, and a
+# namedtuple's own __new__ is a Python function (a frame per call).
 _new_tuple = tuple.__new__
 
 
@@ -241,7 +242,7 @@ class PartitionLog:
         if not headers:
             raise InvalidBatchError("nothing to append: empty buffer")
 
-        now = _now_ms() if now_ms is None else now_ms
+        now = time.time_ns() // 1_000_000 if now_ms is None else now_ms   # _now_ms(), inline
         segment = self._segments[-1]
         if self._should_roll(segment, size, segment.next_offset + count, len(headers), now):
             try:
@@ -249,13 +250,20 @@ class PartitionLog:
             except OSError as exc:
                 self._write_failed(exc)
                 raise
-        first_offset = offset = segment.next_offset
-        pos = 0
-        for i, h in enumerate(headers):
-            set_base_offset(data, offset, pos)
-            headers[i] = _new_tuple(BatchHeader, (offset, *h[1:]))   # h with its base offset set
-            offset += h.record_count
-            pos += LOG_OVERHEAD + h.length
+        first_offset = segment.next_offset
+        if len(headers) == 1:   # the usual produce entry: one batch
+            h = headers[0]
+            set_base_offset(data, first_offset, 0)
+            headers[0] = _new_tuple(BatchHeader, (first_offset, *h[1:]))   # h with its base offset set
+            offset = first_offset + count
+        else:
+            offset = first_offset
+            pos = 0
+            for i, h in enumerate(headers):
+                set_base_offset(data, offset, pos)
+                headers[i] = _new_tuple(BatchHeader, (offset, *h[1:]))
+                offset += h.record_count
+                pos += LOG_OVERHEAD + h.length
         self._tail = None
         try:
             segment.append(data, headers)
@@ -263,7 +271,7 @@ class PartitionLog:
             self._write_failed(exc)
             raise
         if size <= TAIL_MAX_BYTES:
-            self._tail = FileSlice(segment.fd, segment.size - size, size, offset, data.tobytes())
+            self._tail = _new_tuple(FileSlice, (segment.fd, segment.size - size, size, offset, data.tobytes()))
             self._tail_offset = first_offset
         if self._write_failing:
             self._write_failing = False
@@ -276,7 +284,7 @@ class PartitionLog:
                 or (cfg.flush_ms is not None and now - self._last_flush_ms >= cfg.flush_ms)
                 or (self.drop_behind_bytes is not None and self._bytes_since_flush >= self.drop_behind_bytes)):
             self._flush_due(now)
-        return AppendInfo(first_offset, offset - 1, count, max_timestamp)
+        return _new_tuple(AppendInfo, (first_offset, offset - 1, count, max_timestamp))
 
     def _write_failed(self, exc: OSError) -> None:
         """One ERROR line per failure episode (a disk stays full for a while; every produce would log)."""
@@ -286,13 +294,15 @@ class PartitionLog:
                          "(logged once)", self.directory, exc)
 
     def _should_roll(self, segment: LogSegment, size: int, next_offset: int, batches: int, now: int) -> bool:
-        if segment.size == 0:
+        segment_size = segment.size
+        if segment_size == 0:
             return False
         cfg = self.config
-        return (segment.size + size > cfg.segment_bytes
-                or (segment.created_ms is not None and now - segment.created_ms >= cfg.segment_ms)
-                or segment.index_room() < batches + 1
-                or next_offset - 1 - segment.base_offset > MAX_RELATIVE_OFFSET)
+        created_ms = segment.created_ms
+        return (segment_size + size > cfg.segment_bytes
+                or (created_ms is not None and now - created_ms >= cfg.segment_ms)
+                or next_offset - 1 - segment.base_offset > MAX_RELATIVE_OFFSET
+                or segment.index_room() <= batches)
 
     def roll(self, now_ms: int | None = None) -> LogSegment:
         """Seal the active segment and start a new one at the log end offset."""

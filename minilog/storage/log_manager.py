@@ -357,6 +357,12 @@ class LogManager:
         except OSError:
             pass
 
+    @property
+    def open_logs(self) -> dict:
+        """{(topic, partition): PartitionLog} of the logs open now: a hot path's lookup without a
+        call (`Topics.get_log`). Read it; never change it."""
+        return self._logs
+
     def get_log(self, topic: str, partition: int) -> PartitionLog:
         try:
             return self._logs[(topic, partition)]

@@ -392,9 +392,15 @@ class LogSegment:
         if len(recent) >= _RECENT_BATCHES:
             recent.clear()
         for h in headers:
-            self._index_batch(h, position)
+            if self._bytes_since_index >= self.index_interval_bytes:
+                self._index_batch(h, position)
+            else:   # _index_batch, inline for the usual batch: no index entry due
+                if h.max_timestamp > self.max_timestamp:
+                    self.max_timestamp, self.offset_of_max_timestamp = h.max_timestamp, h.base_offset
+                self._bytes_since_index += LOG_OVERHEAD + h.length
+                self.next_offset = h.base_offset + h.record_count
             recent[h.base_offset] = (position, h)
-            position += h.size
+            position += LOG_OVERHEAD + h.length
         self.size = position
 
     def _undo_partial_write(self, exc: OSError) -> SegmentWriteError:
@@ -592,7 +598,8 @@ class LogSegment:
 
     def index_room(self) -> int:
         """How many more batches the indexes can surely take."""
-        return min(self.index.free_slots, self.time_index.free_slots)
+        index, time_index = self.index.free_slots, self.time_index.free_slots
+        return index if index < time_index else time_index
 
     @property
     def fd(self) -> int:

@@ -9,7 +9,8 @@ from hypothesis import given, strategies as st
 from clients.protocol import frames
 from clients.protocol.client_state import ClientConnectionState
 from clients.protocol.errors import BrokerError, CorruptFrame, ErrorCode, FrameTooLarge
-from clients.protocol.framing import BufferedFrameDecoder, FrameDecoder, encode_frame, encode_frame_parts, new_packer
+from clients.protocol.framing import (NOT_ONE_FRAME, BufferedFrameDecoder, FrameDecoder, decode_one_frame, encode_frame,
+                                     encode_frame_parts, new_packer)
 
 # Values msgpack can carry and bring back unchanged (lists stay lists, str vs bin kept apart).
 msgpack_values = st.recursive(
@@ -204,3 +205,28 @@ def test_buffered_decoder_refuses_an_oversized_length_and_garbage():
     body = msgpack.packb(1) + msgpack.packb(2)
     with pytest.raises(CorruptFrame):
         BufferedFrameDecoder().feed(struct.pack(">I", len(body)) + body)
+
+
+@given(messages=st.lists(msgpack_values, max_size=3), cut=st.integers(0, 10_000), garbage=st.binary(max_size=40))
+def test_decode_one_frame_answers_only_for_exactly_one_whole_frame(messages, cut, garbage):
+    """The server's shortcut for a read holding one request (`ClientConnection.data_received`):
+    the object `FrameDecoder.feed` would give, or NOT_ONE_FRAME for anything else (several
+    frames, part of one, a length over the limit, bytes that are not msgpack), which `feed`
+    then handles as always."""
+    stream = b"".join(encode_frame(m) for m in messages)
+    for data in (stream, stream[:cut % (len(stream) + 1)], garbage, struct.pack(">I", len(garbage)) + garbage):
+        got = decode_one_frame(data, 1 << 20)
+        try:
+            fed = FrameDecoder(1 << 20).feed(data)
+            whole = len(fed) == 1 and FrameDecoder(1 << 20).feed(data) == fed and \
+                len(data) == 4 + struct.unpack(">I", data[:4])[0]
+        except (CorruptFrame, FrameTooLarge):
+            whole = False
+        if whole:
+            assert got == fed[0]
+        else:
+            assert got is NOT_ONE_FRAME
+    too_large = encode_frame(b"x" * 100)
+    assert decode_one_frame(too_large, 50) is NOT_ONE_FRAME
+    with pytest.raises(FrameTooLarge):
+        FrameDecoder(50).feed(too_large)
