@@ -122,6 +122,10 @@ class AppendWaiters:
                 waiters.discard(wake)
                 if not waiters:
                     del self._by_partition[key]
+        # Until its deadline comes or the heap is rebuilt, the heap entry keeps `parked`: let it
+        # keep nothing else (its read's arguments, the front door's callback and what that
+        # holds), or every live consumer's fetch leaves a dozen objects for the collector.
+        parked._read = parked._read_args = parked._keys = parked._wake = None
         if not parked._in_heap:
             return
         parked._in_heap = False

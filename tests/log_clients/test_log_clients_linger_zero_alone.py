@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from log_client_helpers import drain
 
 from clients.log import AdminClient, Consumer, NewTopic, Producer, TopicPartition
+from clients.log.connection import LogConnection, parse_bootstrap
 from clients.log.produce_requests import ProduceRequests
 from clients.protocol.client_state import ClientConnectionState
 from clients.record_batch import BatchBuilder, pack_single
@@ -159,3 +160,32 @@ def test_records_sent_alone_to_a_stopped_server_go_again_on_the_next_connection(
     assert values[0] == b"before" and [v for i, v in enumerate(values) if v not in values[:i]][1:] == [b"a", b"b", b"c"]
     c.close()
     p.close()
+
+
+def test_write_frame_writes_what_is_queued_before_it(bootstrap, make_topic):
+    # LogConnection.write_frame, the one sendall of a record sent alone: a request queued on the
+    # connection and not yet flushed goes first, and both are answered.
+    topic = make_topic(1)
+    conn = LogConnection(*parse_bootstrap(bootstrap))
+    try:
+        replies = {}
+        conn.send_with("metadata", {"topics": [topic]}, lambda result, error: replies.setdefault("metadata", error))
+        requests = ProduceRequests(1, 1000, 10**6, 5)
+        request = requests.single(topic, 0, pack_single(None, b"alone", 1_700_000_000_000), object(), 0.0)
+        rid = conn.state.next_id()
+        conn.state.expect(rid, lambda result, error: replies.setdefault("produce", (result, error)))
+        conn.write_frame(requests.encode_single(rid, request))
+        requests.sent(request, 0.0, rid)
+        deadline = time.monotonic() + 10
+        while len(replies) < 2 and time.monotonic() < deadline:
+            conn.pump(0.5)
+        assert replies["metadata"] is None
+        result, error = replies["produce"]
+        assert error is None and requests.completed(request, result) == [(request.items[0][3], 0, None)]
+    finally:
+        conn.close()
+    c = Consumer({"bootstrap.servers": bootstrap, "auto.offset.reset": "earliest"})
+    c.assign([TopicPartition(topic, 0, 0)])
+    (m,) = drain(c, 1)
+    assert (m.value(), m.timestamp()[1]) == (b"alone", 1_700_000_000_000)
+    c.close()

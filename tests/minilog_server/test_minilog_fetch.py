@@ -166,6 +166,34 @@ def test_long_poll_returns_empty_after_max_wait(server):
         assert time.monotonic() - started >= 0.2
 
 
+def test_an_idle_fetch_is_answered_at_its_max_wait_while_a_live_consumer_parks_and_is_woken(server):
+    """The deadlines share one heap and one timer (`AppendWaiters`): a live consumer parking and
+    being woken once per record, its fetches leaving their entries behind, must not delay the
+    idle consumer's answer at its own max_wait_ms."""
+    with connect(server) as idle, connect(server) as live, connect(server) as producer:
+        create(producer, "quiet")
+        create(producer, "busy")
+        started = time.monotonic()
+        rid = idle.send("fetch", {"max_wait_ms": 600, "partitions": [["quiet", 0, 0, 1 << 20]]})
+        idle.flush()
+        offset = 0
+        while time.monotonic() - started < 0.4:   # a record at a time, each fetch parked first
+            live_rid = live.send("fetch", {"max_wait_ms": 30_000, "partitions": [["busy", 0, offset, 1 << 20]]})
+            live.flush()
+            wait_until(lambda: server.call(lambda: len(server.server.broker.waiters)) == 2, message="both parked")
+            produce(producer, "busy", 0, batch([b"r"]))
+            (_, _, error, hw, _, _), = live.wait(live_rid, timeout=30)["results"]
+            assert error is None
+            offset = hw
+        assert offset > 5
+        (_, _, error, hw, _, records), = idle.wait(rid, timeout=30)["results"]
+        waited = time.monotonic() - started
+        assert error is None and hw == 0 and records == b""
+        # At 600 ms, give or take: libuv's timer may run up to a millisecond early, and this
+        # machine's load (2 shared cores) may make it late.
+        assert 0.59 <= waited < 3.0, waited
+
+
 def test_a_parked_fetch_does_not_hold_up_other_requests(server):
     with connect(server) as c:
         create(c, "idle")
