@@ -10,7 +10,8 @@ clocks are read along the way, all `time.time_ns` (the one clock the three proce
 
     stamp         the producer's send time, carried in the record's value (as the latency bench)
     server rx     the server receives the produce that brings it (`ClientConnection.data_received`)
-    reply start   the server starts writing the fetch reply that carries it (`MinilogServer._send_fetch`)
+    reply start   the server starts writing the fetch reply that carries it (`fetch_response.send_rows`,
+                  or `MinilogServer._send_fetch` for a fetch session's)
     reply end     ... and has written it
     consumer wake the consumer's socket turns readable (`LogConnection.readable`)
     returned      `Consumer.poll` returns it
@@ -69,20 +70,32 @@ def serve(data_dir: str, out: str) -> None:
     appends = []          # [first offset, last offset, rx of the produce that appended them]
     data_received = connection.ClientConnection.data_received
     send_fetch = minilog_server.MinilogServer._send_fetch
+    send_rows = minilog_server.send_rows
     append = PartitionLog.append
 
     def timed_data_received(conn, data):
         last_rx[0], last_rx[1] = now(), conn.id
         return data_received(conn, data)
 
-    def timed_send_fetch(server, conn, rid, rows, session=None):
+    def timed(write, conn, rows):
         start = now()
-        send_fetch(server, conn, rid, rows, session)
+        result = write()
         end = now()
         for row in rows:
             # A reply written while handling its own consumer's request answered that fetch at
             # once (records were waiting); otherwise an append on another connection woke it.
             replies.append((row[3], last_rx[0], start, end, last_rx[1] == conn.id))
+        return result
+
+    # A fetch's reply is written by `send_rows` (a parked fetch's from inside the append that
+    # woke it), a fetch session's by `_send_fetch`: each is timed once.
+    def timed_send_rows(conn, rid, rows, use_sendfile=True):
+        return timed(lambda: send_rows(conn, rid, rows, use_sendfile), conn, rows)
+
+    def timed_send_fetch(server, conn, rid, rows, session=None):
+        if session is None:
+            return send_fetch(server, conn, rid, rows, session)
+        return timed(lambda: send_fetch(server, conn, rid, rows, session), conn, rows)
 
     def timed_append(plog, batches, now_ms=None):
         info = append(plog, batches, now_ms)
@@ -96,6 +109,7 @@ def serve(data_dir: str, out: str) -> None:
 
     connection.ClientConnection.data_received = timed_data_received
     minilog_server.MinilogServer._send_fetch = timed_send_fetch
+    minilog_server.send_rows = timed_send_rows
     PartitionLog.append = timed_append
     signal.signal(signal.SIGUSR1, dump)
     main(["--port", "0", "--kafka-port", "off", "--data-dir", data_dir])
