@@ -10,8 +10,10 @@ def test_every_record_arrives_and_parked_records_have_every_hop(tmp_path):
     assert run["records"] == 500
     assert 0 < run["p50_us"] <= run["p99_us"]
     assert 0 <= run["parked"] <= run["records"] and run["records_per_reply"] >= 1
-    if run["parked"]:
-        assert all(v is not None for v in run["parked_hops_us"].values()), run
+    # At 1,000 records/s the consumer's fetch is parked when most records land: the tool must
+    # find them where the server writes their replies.
+    assert run["parked"] > 0, run
+    assert all(v is not None for v in run["parked_hops_us"].values()), run
     assert 0 <= run["waited"] <= run["records"] - run["parked"]
     if run["waited"]:
         assert all(v is not None for v in run["waited_hops_us"].values()), run
