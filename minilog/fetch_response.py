@@ -81,21 +81,25 @@ class FetchResponse:
             self._size += len(tail)
         self._count += 1
 
-    def pieces(self, request_id: int) -> list:
-        """The whole frame: bytes pieces and FileSlices."""
-        head = b"".join((_REPLY_START, _PACKER.pack(request_id), _RESULTS_KEY, _PACKER.pack_array_header(self._count)))
+    def pieces(self, request_id: int, more: int | None = None) -> list:
+        """The whole frame: bytes pieces and FileSlices. With `more` (a fetch that asked for
+        several answers), the map also says how many answers follow this one."""
+        results_key = _RESULTS_KEY if more is None else b"".join(
+            (_PACKER.pack_map_header(2), _PACKER.pack("more"), _PACKER.pack(more), _PACKER.pack("results")))
+        head = b"".join((_REPLY_START, _PACKER.pack(request_id), results_key, _PACKER.pack_array_header(self._count)))
         return [_LENGTH.pack(len(head) + self._size), head, *self._pieces]
 
-    def send(self, conn, request_id: int, use_sendfile: bool = True) -> int:
-        """Write the reply on `conn`; returns the record bytes that went out with os.sendfile."""
+    def send(self, conn, request_id: int, use_sendfile: bool = True, more: int | None = None) -> int:
+        """Write the reply on `conn` (`more`: see `pieces`); returns the record bytes that went
+        out with os.sendfile."""
         conn.flush()  # replies queued before this one go first
         transport = conn.transport
         if conn.closed or transport is None or transport.is_closing():
             return 0
         if use_sendfile and self._records_bytes >= SENDFILE_MIN_BYTES:
-            return write_pieces(transport, self.pieces(request_id), True)
+            return write_pieces(transport, self.pieces(request_id, more), True)
         # A small reply (a live consumer's): one bytes object, one write.
-        transport.write(b"".join([p.read() if type(p) is FileSlice else p for p in self.pieces(request_id)]))
+        transport.write(b"".join([p.read() if type(p) is FileSlice else p for p in self.pieces(request_id, more)]))
         return 0
 
 

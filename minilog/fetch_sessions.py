@@ -28,6 +28,13 @@ no longer wants. A nil offset for a partition the previous fetch did not name is
 row's start, so the next fetch reads the same records again, the client sees the break in
 continuity and sends the offset.
 
+A session fetch may ask for several answers (`answers`, up to `MAX_ANSWERS`; feature
+`fetch-answers`): after each answer it goes back first in the session's line with nil offsets
+and is served again, until its answers are used, another fetch of the session waits, an
+explicit offset supersedes it, or an answer is large (`SessionFetch.next_answer`); each answer
+says how many follow (`more`). A live consumer then has a fetch parked when each record lands
+without sending one per reply.
+
 No broker state lives here, only what one connection asked for; the core (`LogBroker`) knows
 nothing of sessions, and the Kafka door does not use them. minilog/server.py
 (`MinilogServer.op_fetch`, `_start_session_fetch`, `_send_fetch`) drives it.
@@ -44,24 +51,45 @@ from minilog.storage import FileSlice
 # Sessions one connection may keep, and fetches one session may hold unanswered.
 MAX_SESSIONS = 16
 MAX_WAITING = 16
+# Answers one fetch may ask for (`answers`), and the record bytes past which an answer is its
+# fetch's last: a consumer that is behind gets one answer per request, as without `answers`,
+# so what the server pushes ahead of the client's asking stays under answers x this.
+MAX_ANSWERS = 64
+ANSWER_GOES_ON_BELOW = 64 * 1024
 
 
 class SessionFetch:
-    """One fetch of a session: its request id, its partitions (offset None: continue) and limits."""
+    """One fetch of a session: its request id, its partitions (offset None: continue), its limits
+    and how many answers it may still get (`answers`; more than one: it streams)."""
 
-    __slots__ = ("rid", "parts", "max_bytes", "min_bytes", "max_wait_ms", "error")
+    __slots__ = ("rid", "parts", "max_bytes", "min_bytes", "max_wait_ms", "error", "answers", "streams")
 
-    def __init__(self, rid, parts, max_bytes, min_bytes, max_wait_ms):
+    def __init__(self, rid, parts, max_bytes, min_bytes, max_wait_ms, answers=1):
         self.rid = rid
         self.error = None           # a BrokerError found when it started: answer with it
         self.parts = parts          # [(topic, partition, offset | None, partition_max_bytes)]
         self.max_bytes = max_bytes
         self.min_bytes = min_bytes
         self.max_wait_ms = max_wait_ms
+        self.answers = answers
+        self.streams = answers > 1  # its answers say how many more follow (`more`)
+
+    def next_answer(self, waiting: bool, records_bytes: int) -> int:
+        """The `more` of the answer going out now: how many answers follow it. None is
+        left when another fetch of the session waits (it starts instead), or when this answer
+        is large (the client is behind: it asks again, as without `answers`)."""
+        if waiting or records_bytes >= ANSWER_GOES_ON_BELOW:
+            self.answers = 1
+        self.answers -= 1
+        return self.answers
+
+    def go_on(self) -> None:
+        """Ready to be served again, where this answer ended (offsets nil)."""
+        self.parts = [(topic, partition, None, pmax) for topic, partition, _, pmax in self.parts]
 
 
 class FetchSession:
-    __slots__ = ("positions", "waiting", "busy", "parked", "starts")
+    __slots__ = ("positions", "waiting", "busy", "parked", "starts", "current")
 
     def __init__(self):
         self.positions: dict = {}
@@ -69,6 +97,7 @@ class FetchSession:
         self.busy = False        # a fetch of this session is started and not answered yet
         self.parked = None       # its ParkedFetch, while it waits on the server
         self.starts: list = []   # the started fetch's start offsets, per partition, in order
+        self.current: SessionFetch | None = None   # the fetch started last
 
     def add(self, fetch: SessionFetch) -> None:
         if len(self.waiting) >= MAX_WAITING:
@@ -79,9 +108,13 @@ class FetchSession:
         self.waiting.append(fetch)
 
     def supersede(self) -> None:
-        """A repositioned fetch is coming: the fetches before it answer now, without waiting."""
+        """A repositioned fetch is coming: the fetches before it answer now, without waiting,
+        and answer once (a stream of answers ends there)."""
+        if self.busy and self.current is not None:
+            self.current.answers = 1
         for earlier in self.waiting:
             earlier.max_wait_ms = 0
+            earlier.answers = 1
         parked = self.parked
         if parked is not None:
             parked.answer_now()
@@ -109,6 +142,7 @@ class FetchSession:
         fetch.parts = resolved
         self.starts = starts
         self.busy = True
+        self.current = fetch
         return fetch
 
     def answered(self, rows) -> list:

@@ -28,7 +28,7 @@ from .batch_formats import MINILOG
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
 from .fetch_response import PARTITION_OVERHEAD, FetchResponse, send_rows
-from .fetch_sessions import FetchSessions, SessionFetch
+from .fetch_sessions import MAX_ANSWERS, FetchSessions, SessionFetch
 from .group_coordinator import DEFAULT_GROUP_MAX_SIZE
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES
 from .storage import LogConfig
@@ -73,7 +73,7 @@ class MinilogServer(BrokerServer):
     """minilog: a log-based stream in the spirit of Kafka."""
 
     name = "minilog"
-    features = ("fetch-sendfile", "group-commit", "fetch-session")
+    features = ("fetch-sendfile", "group-commit", "fetch-session", "fetch-answers")
     tls_default_ports = {"": 9094, "kafka": 9095}   # TLS twins of the doors (serverbase/tls.py)
 
     def __init__(self, *args, num_partitions: int = 1, auto_create_topics: bool = True,
@@ -347,6 +347,12 @@ class MinilogServer(BrokerServer):
         session_id = args.get("session")
         if session_id is not None and session_id.__class__ is not int:
             session_id = optional_int(args, "session")
+        answers = args.get("answers", 1)
+        if answers.__class__ is not int or not 1 <= answers <= MAX_ANSWERS or (answers > 1 and session_id is None):
+            answers = optional_int(args, "answers", 1)
+            if not 1 <= answers <= MAX_ANSWERS or (answers > 1 and session_id is None):
+                raise BrokerError(ErrorCode.BAD_REQUEST, f"answers must be 1..{MAX_ANSWERS}, and more than 1 only "
+                                                         f"in a fetch session, got {answers}")
         raw = args.get("partitions")
         if raw.__class__ is not list:
             raw = required(args, "partitions", list)
@@ -373,7 +379,7 @@ class MinilogServer(BrokerServer):
             if sessions is None:
                 sessions = conn.state[_FETCH_SESSIONS] = FetchSessions()
             session = sessions.get(session_id)
-            session.add(SessionFetch(rid, parts, max_bytes, min_bytes, max_wait_ms))
+            session.add(SessionFetch(rid, parts, max_bytes, min_bytes, max_wait_ms, answers))
             self._start_session_fetch(conn, session)
             return DEFERRED
         if conn.writing_paused or conn.state.get(_PENDING_FETCHES):
@@ -470,7 +476,17 @@ class MinilogServer(BrokerServer):
         # A session's rows say where each was read from (the client checks continuity).
         for row, start in zip(rows, session.answered(rows)):
             resp.add(*row, start)
-        self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
+        fetch = session.current
+        if fetch is not None and fetch.streams:
+            # A fetch asked for several answers: say how many more follow, and serve it again
+            # (first in line) where this one ended, so the next append finds it parked.
+            more = fetch.next_answer(bool(session.waiting), resp.records_bytes)
+            self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile, more)
+            if more:
+                fetch.go_on()
+                session.waiting.appendleft(fetch)
+        else:
+            self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
         # The session's next fetch starts after what runs now (the append that readied this
         # one, its producer's reply): it finds nothing new and parks, which can wait.
         asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session)

@@ -1,0 +1,122 @@
+"""A fetch that asks for several answers (`answers`, in a fetch session): the server parks it
+again after each answer, where that answer ended, and each answer says how many more follow
+(`more`), so a consumer at the end of a live log gets every append without a fetch per reply
+(minilog/fetch_sessions.py, `SessionFetch.next_answer`; docs/PROTOCOL.md, "fetch")."""
+
+import time
+
+import pytest
+
+from clients.protocol.errors import ErrorCode
+from clients.record_batch import decode_batches
+from minilog.fetch_sessions import ANSWER_GOES_ON_BELOW, MAX_ANSWERS
+from minilog_wire_helpers import batch, connect, create, error_code, produce, values
+
+
+class Answers:
+    """The answers to one streamed fetch: `(more, start, [offsets])` each, in order."""
+
+    def __init__(self, conn, parts, answers, max_wait_ms=60_000, session=1):
+        self.conn = conn
+        self.got = []
+        self.errors = []
+        self.rid = conn.send("fetch", {"session": session, "max_wait_ms": max_wait_ms, "answers": answers,
+                                       "partitions": parts})
+        conn.state.expect(self.rid, self._on_answer)
+        conn.flush()
+
+    def _on_answer(self, result, error):
+        if error is not None:
+            self.errors.append(error)
+            return
+        (row,) = result["results"]
+        self.got.append((result.get("more"), row[6], [r[0] for r in decode_batches(row[5])]))
+
+    def wait_for(self, n, timeout=10):
+        deadline = time.monotonic() + timeout
+        while len(self.got) < n:
+            assert time.monotonic() < deadline, f"{len(self.got)} answers of {n}: {self.got}"
+            self.conn.read(0.05)
+        return self.got
+
+
+def test_each_append_is_answered_by_the_same_fetch_until_its_answers_are_used(server):
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=3)
+        for n in (1, 2, 3):
+            produce(p, "t", 0, batch(values(n)))
+            stream.wait_for(len(stream.got) + 1)
+        assert stream.got == [(2, 0, [0]), (1, 1, [1, 2]), (0, 3, [3, 4, 5])]
+        assert stream.rid not in c.state.handlers   # the last answer said so: no more come
+        # The stream used up, the session goes on where it ended.
+        produce(p, "t", 0, batch(values(1)))
+        assert Answers(c, [["t", 0, None, 1 << 20]], answers=2).wait_for(1) == [(1, 6, [6])]
+
+
+def test_a_fetch_of_the_session_waiting_behind_ends_the_stream_at_its_next_answer(server):
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=10)
+        produce(p, "t", 0, batch(values(1)))
+        stream.wait_for(1)
+        successor = Answers(c, [["t", 0, None, 1 << 20]], answers=10)
+        produce(p, "t", 0, batch(values(1)))
+        produce(p, "t", 0, batch(values(1)))
+        successor.wait_for(1)
+        assert stream.got == [(9, 0, [0]), (0, 1, [1])]
+        assert successor.got == [(9, 2, [2])]
+
+
+def test_an_explicit_offset_ends_the_stream_at_once(server):
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        produce(p, "t", 0, batch(values(4)))
+        stream = Answers(c, [["t", 0, 4, 1 << 20]], answers=10)
+        began = time.monotonic()
+        seek = Answers(c, [["t", 0, 1, 1 << 20]], answers=1)
+        seek.wait_for(1)
+        assert stream.wait_for(1) == [(0, 4, [])]   # answered now, and the last
+        assert seek.got == [(None, 1, [0, 1, 2, 3])]  # one answer asked: no `more`
+        assert time.monotonic() - began < 30          # not the stream's 60 s long poll
+
+
+def test_a_large_answer_is_the_last_so_a_consumer_behind_asks_again(server):
+    with connect(server) as c:
+        create(c, "t")
+        big = [b"x" * 1000 for _ in range(ANSWER_GOES_ON_BELOW // 1000 + 10)]
+        produce(c, "t", 0, batch(big))
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=10)
+        (more, start, offsets), = stream.wait_for(1)
+        assert (more, start, len(offsets)) == (0, 0, len(big))
+
+
+def test_a_stream_answers_at_max_wait_with_nothing_and_goes_on(server):
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=3, max_wait_ms=100)
+        stream.wait_for(1)
+        produce(p, "t", 0, batch(values(1)))
+        stream.wait_for(2)
+        assert stream.got[0] == (2, 0, []) and stream.got[1] == (1, 0, [0])
+
+
+@pytest.mark.parametrize("args", [
+    {"answers": 2},                                  # several answers need a session
+    {"session": 1, "answers": 0},
+    {"session": 1, "answers": MAX_ANSWERS + 1},
+    {"session": 1, "answers": "3"},
+    {"session": 1, "answers": True},
+])
+def test_bad_answers_are_refused_and_the_connection_stays_usable(server, args):
+    with connect(server) as c:
+        create(c, "t")
+        offset = None if args.get("session") else 0
+        assert error_code(c.call, "fetch", dict(args, partitions=[["t", 0, offset if offset is not None else 0,
+                                                                     1 << 20]])) == ErrorCode.BAD_REQUEST
+        assert c.call("ping", {}) is not None
+
+
+def test_the_server_says_it_can_answer_a_fetch_more_than_once(server):
+    with connect(server) as c:
+        assert "fetch-answers" in c.state.server_info["features"]
