@@ -144,6 +144,18 @@ def keeps_fetch_sessions(conn) -> bool:
             and "fetch-session" in (info.get("features") or ()))
 
 
+def fetch_answers(conn) -> int:
+    """How many answers the blocking consumer's fetches ask for on `conn`: more than one (a
+    streamed fetch, docs/PROTOCOL.md "fetch") when `fetch_session.STREAM_FETCHES` says so and
+    the server named in the handshake keeps fetch sessions and can answer a fetch more than
+    once; else 1."""
+    info = conn.state.server_info
+    features = (info.get("features") or ()) if isinstance(info, dict) else ()
+    if fetch_session.STREAM_FETCHES and "fetch-session" in features and "fetch-answers" in features:
+        return fetch_session.STREAM_ANSWERS
+    return 1
+
+
 def deadline_of(timeout) -> float | None:
     """A monotonic deadline for a confluent-style timeout (None or negative: wait forever)."""
     if timeout is None or timeout < 0:

@@ -21,7 +21,8 @@ from ..protocol.errors import BrokerError, ErrorCode
 from ..rpc import ConnectionClosed
 from .assignors import parse_strategies
 from .config import Config
-from .connection import LogConnection, deadline_of, keeps_fetch_sessions, parse_bootstrap, remaining, tls_context
+from .connection import (LogConnection, deadline_of, fetch_answers, keeps_fetch_sessions, parse_bootstrap, remaining,
+                         tls_context)
 from .errors import ConfigError, KafkaError, KafkaException, error_from_field, error_from_wire, exception_from
 from .fetch_session import FetchSession, PartitionFetch
 from .group import GroupMembership
@@ -93,7 +94,7 @@ class Consumer:
                                      min_bytes=self._fetch_min_bytes, max_bytes=self._fetch_max_bytes,
                                      partition_max_bytes=self._partition_max_bytes, check_crcs=self._check_crcs,
                                      partition_eof=self._eof)
-        self._session.continued = keeps_fetch_sessions(self._conn)
+        self._fetch_mode()
         self._errors = collections.deque()    # error Messages to hand out from poll()
         self._group: GroupMembership | None = None
         self._subscription: list[str] | None = None
@@ -146,10 +147,17 @@ class Consumer:
             self._conn = old
             self._report_error(exc.args[0])
             return
-        self._session.continued = keeps_fetch_sessions(self._conn)
+        self._fetch_mode()
         if self._group is not None:
             self._group.state = "UNJOINED"
             self._group._hb_in_flight = False
+
+    def _fetch_mode(self) -> None:
+        """How this connection's server lets us fetch: streamed fetches (several answers to
+        one request, in a fetch session) where it can, else as `keeps_fetch_sessions` says."""
+        session = self._session
+        session.answers = fetch_answers(self._conn)
+        session.continued = session.answers > 1 or keeps_fetch_sessions(self._conn)
 
     def _report_error(self, err: KafkaError) -> None:
         self._errors.append(error_message(err))

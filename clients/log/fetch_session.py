@@ -24,7 +24,11 @@ where the data held ends (`fetch_offset`), and it:
   whenever it was repositioned, left out of the previous request, or a reply did not continue
   where the data held ends; each reply row says where it was read from, and a row that does
   not start at `fetch_offset` is dropped. A server that refuses the session
-  (`fetch_refused`) leaves one fetch in flight, as before.
+  (`fetch_refused`) leaves one fetch in flight, as before;
+- with a server that answers a fetch more than once (the hello's `fetch-answers`) and
+  `answers` above 1 (the blocking consumer's streamed fetches), keeps one such fetch in flight
+  until its last answer (`more` in each answer, `_Token.left`), and sends its successor, which
+  continues it, when one answer is left: one request serves a live partition's appends.
 
 It leaves to the adapters the socket or transport, timers and waiting, where a starting
 offset comes from (committed offsets, `auto.offset.reset`), group membership, and how an
@@ -55,6 +59,12 @@ CONTINUE_FETCHES = False
 CONTINUED_WINDOW = 2
 # The session id this client's continued fetches name (one per connection is all it needs).
 SESSION_ID = 1
+# Whether the blocking consumer streams its fetches when the server can (the hello's
+# `fetch-answers` feature): one fetch asks for up to STREAM_ANSWERS answers, and the server
+# parks it again after each, so a record that lands finds it parked without the consumer
+# sending a fetch per reply (docs/clients-minilog.md, "Streamed fetches").
+STREAM_FETCHES = True
+STREAM_ANSWERS = 32
 
 _gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
 # Results at least this large are decoded with the cyclic GC paused (`_decode_result`).
@@ -111,9 +121,10 @@ class PartitionFetch:
 
 class _Token(list):
     """What `fetch_request` hands the adapter with a request: `(part, offset or None, epoch)`
-    per partition (None: continued in the server's fetch session)."""
+    per partition (None: continued in the server's fetch session), and for a streamed fetch
+    how many more answers it may still get (`left`)."""
 
-    __slots__ = ("continued",)
+    __slots__ = ("continued", "left")
 
 
 class RecordBuilder:
@@ -156,6 +167,10 @@ class FetchSession:
         # Whether the server keeps fetch sessions (docs/PROTOCOL.md, "fetch"); the adapter sets
         # it from the hello, and a refusal (`fetch_refused`) clears it.
         self.continued = False
+        # Answers each fetch asks for (more than 1: streamed; only in a fetch session); the
+        # adapter sets it, and the newest request's token says how many it may still get.
+        self.answers = 1
+        self._newest = None
         # Whether the last reply left every partition it answered at its high watermark.
         self.at_end = False
         self.dirty = False          # positions moved under a fetch in flight: fetch again now
@@ -225,6 +240,7 @@ class FetchSession:
     def connection_lost(self) -> None:
         """Requests in flight are gone: start each partition's fetching again from its position."""
         self.in_flight = 0
+        self._newest = None
         for part in self.parts.values():
             part.epoch += 1
             part.fetch_offset = part.position
@@ -242,10 +258,18 @@ class FetchSession:
         a fetch session), and one more when positions moved under those in flight."""
         if self.held_bytes >= self.prefetch_limit:
             return 0
+        in_flight = self.in_flight
+        if self.continued and self.answers > 1:
+            # Streamed: one request, and its successor once it has one answer left at most (the
+            # server serves the successor when the stream ends, so none is missed between).
+            if in_flight == 0:
+                return 1
+            if in_flight == 1 and self._newest is not None and self._newest.left <= 1:
+                return 1
+            return 1 if self.dirty and in_flight <= 2 else 0
         # Two only at the end of the log: there a record must find a fetch parked. Behind it
         # (replay) one reply follows another anyway, and a second 1 MiB in flight only costs.
         window = CONTINUED_WINDOW if self.continued and self.at_end else 1
-        in_flight = self.in_flight
         if in_flight < window:
             return window - in_flight
         return 1 if self.dirty and in_flight <= window else 0
@@ -260,6 +284,7 @@ class FetchSession:
         size = self.partition_max_bytes
         args = {"max_wait_ms": self.max_wait_ms, "min_bytes": self.min_bytes, "max_bytes": self.max_bytes}
         token = _Token()
+        token.left = 0
         token.continued = continued = self.continued
         if continued:
             # Nil: the server goes on where the previous request's answer ends. A partition
@@ -276,6 +301,9 @@ class FetchSession:
                 token.append((p, offset, p.epoch))
             args["session"] = SESSION_ID
             args["partitions"] = rows
+            if self.answers > 1:
+                args["answers"] = token.left = self.answers
+                self._newest = token
         else:
             rows = args["partitions"] = []
             for p in parts:
@@ -319,7 +347,12 @@ class FetchSession:
         partition the next fetch is parked on the server again one decode and one application
         turn sooner, so the next record, which lands in that gap when records come every
         100 us, finds it waiting instead of waiting for it."""
-        self.in_flight = max(self.in_flight - 1, 0)
+        more = result.get("more") if isinstance(result, dict) else None
+        if isinstance(more, int) and more > 0:
+            token.left = more   # a streamed fetch: it stays in flight for its next answer
+        else:
+            token.left = 0
+            self.in_flight = max(self.in_flight - 1, 0)
         rows = result.get("results") if isinstance(result, dict) else None
         if not isinstance(rows, (list, tuple)):
             rows = ()

@@ -4,7 +4,9 @@
 and turns received bytes into events (Response, ErrorReply, Push). Reply matching lives here
 and nowhere else (`expect`, `receive`): a reply goes to the handler registered for its id
 (`handler(result, error)`, error a BrokerError or None), else into `replies` for a caller that
-waits on the id; pushes and errors for id-0 requests go to the caller's two sinks. The
+waits on the id; pushes and errors for id-0 requests go to the caller's two sinks. A result
+map with a true `more` says more answers to that request follow (a fetch that asked for
+several, docs/PROTOCOL.md): its handler stays registered for them. The
 blocking connection (`clients/rpc.py`, and `clients/log/connection.py` on it) and the asyncio
 one (`clients/aio_rpc.py`) are adapters that own the socket and feed bytes in, so the
 protocol logic exists once and is tested without a network (tests/protocol).
@@ -119,7 +121,10 @@ class ClientConnectionState:
             if obj.__class__ is list and len(obj) == 3 and obj[0] == RESPONSE:
                 handler = handlers.pop(obj[1], None)
                 if handler is not None:
-                    handler(obj[2], None)
+                    result = obj[2]
+                    if result.__class__ is dict and result.get("more"):
+                        handlers[obj[1]] = handler   # more answers to this request follow
+                    handler(result, None)
                     continue
             event = parse_server_frame(obj)
             t = type(event)
@@ -128,6 +133,8 @@ class ClientConnectionState:
                 continue
             handler = handlers.pop(event.id, None)
             if handler is not None:
+                if t is not ErrorReply and type(event.result) is dict and event.result.get("more"):
+                    handlers[event.id] = handler
                 if t is ErrorReply:
                     handler(None, event.exception())
                 else:

@@ -21,6 +21,7 @@ N = 3000
 @pytest.fixture(autouse=True)
 def continue_fetches(monkeypatch):
     monkeypatch.setattr(fetch_session, "CONTINUE_FETCHES", True)
+    monkeypatch.setattr(fetch_session, "STREAM_FETCHES", False)   # streamed: test_log_clients_fetch_stream.py
 
 
 class ServerWithoutSessions(MinilogServer):

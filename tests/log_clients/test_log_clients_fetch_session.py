@@ -509,3 +509,23 @@ def test_behind_the_end_of_the_log_one_continued_fetch_is_in_flight():
     assert args["partitions"][0][2] is None
     s.accept(t2, session_reply(5, batch(5, 95), hw=100))
     assert s.at_end and s.wanted() == 2
+
+
+# ---- streamed fetches (a server that answers a fetch more than once) ---------------------------
+
+def test_a_streamed_fetch_stays_in_flight_until_its_last_answer_and_its_successor_goes_before():
+    s, part = continued_session()
+    s.answers = 4
+    args, first = fetch(s)
+    assert args["answers"] == 4 and s.in_flight == 1
+    for start, more in ((0, 3), (1, 2)):
+        s.accept(first, dict(session_reply(start, batch(start, 1), start + 1), more=more))
+        assert s.in_flight == 1 and s.wanted() == 0   # more answers are coming
+    s.accept(first, dict(session_reply(2, batch(2, 1), 3), more=1))
+    assert s.wanted() == 1   # one answer left: ask for the next stream now, so none is missed
+    args, second = fetch(s)
+    assert args["partitions"][0][2] is None and s.in_flight == 2 and s.wanted() == 0
+    s.accept(first, dict(session_reply(3, batch(3, 1), 4), more=0))   # the first stream's last
+    assert s.in_flight == 1 and s.wanted() == 0
+    s.accept(second, dict(session_reply(4, batch(4, 1), 5), more=3))
+    assert offsets(take_all(s)) == [0, 1, 2, 3, 4] and s.in_flight == 1

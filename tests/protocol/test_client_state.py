@@ -33,6 +33,21 @@ def test_replies_go_to_their_handler_or_wait_in_replies():
     assert errors[0].channel == 3 and errors[0].exception().channel == 3
 
 
+def test_a_handler_stays_for_the_answers_a_reply_says_follow():
+    """A streamed fetch's answers share its request id; each says how many more follow."""
+    state = ClientConnectionState()
+    rid, _ = state.encode_request("fetch", {})
+    got = []
+    state.expect(rid, lambda result, error: got.append(result["results"]))
+    state.receive(_wire(frames.response(rid, {"more": 2, "results": [1]}), frames.response(rid, {"more": 1, "results": [2]})),
+                  None, None)
+    assert got == [[1], [2]] and rid in state.handlers
+    state.receive(_wire(frames.response(rid, {"more": 0, "results": [3]})), None, None)
+    assert got == [[1], [2], [3]] and rid not in state.handlers
+    state.receive(_wire(frames.response(rid, {"results": [4]})), None, None)   # none was announced
+    assert got == [[1], [2], [3]] and state.replies[rid].result == {"results": [4]}
+
+
 def test_an_asyncio_style_state_drops_replies_nobody_waits_for():
     state = ClientConnectionState(keep_unclaimed=False)
     rid, _ = state.encode_request("ping", {})
