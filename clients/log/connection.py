@@ -85,8 +85,8 @@ class LogConnection(RpcConnection):
     def write_frame(self, frame: bytes) -> None:
         """Write one frame the caller encoded (its request id from `state.next_id()`, its reply
         handler registered with `state.expect`), after anything queued, in one `sendall`: a
-        linger-0 producer's one-record request, which `send_parts_with` and `flush` would
-        queue, join and lock around for nothing."""
+        linger-0 producer's one-record request (`Producer._send_single`), which `send_parts_with`
+        and `flush` would take as a dict to encode, queue and then join again."""
         if self.closed:
             raise ConnectionClosed()
         with self.write_lock:

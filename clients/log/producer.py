@@ -18,6 +18,8 @@ How a record travels (docs/clients-minilog.md tells the story at length):
    and what a reply, a lost connection or `message.timeout.ms` means for each batch, is
    decided by the sans-IO `ProduceRequests` (`produce_requests.py`, shared with the asyncio
    producer); this class writes the requests it returns and turns its outcomes into reports.
+   With `linger.ms` 0, a record that finds nothing open, queued or held goes from produce()
+   straight to the socket as a batch of its own, in the same bytes (`_send_single`).
 4. Each outcome gives the batch's base offset, from which the delivery report of every record
    follows (`base + index`), or its error. Reports are queued and served by `poll()`/`flush()`,
    in the application's thread, as confluent-kafka does.

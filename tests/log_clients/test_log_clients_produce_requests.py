@@ -87,6 +87,34 @@ def test_a_reply_maps_base_offsets_and_errors_back_to_each_batch():
     assert core.completed(request, "garbage") == []
 
 
+@pytest.mark.parametrize("results, outcome", [
+    ([["t", 0, 40, None]], (40, None)),
+    ([["t", 0, -1, ["STORAGE_ERROR", "disk full"]]], (-1, ("STORAGE_ERROR", "disk full"))),
+    ([["t", 0, "forty", None]], (-1, "INTERNAL_ERROR")),
+    ([["t", 0, True, None]], (-1, "INTERNAL_ERROR")),      # a bool is not an offset
+    ([["t", 1, 40, None]], (-1, "INTERNAL_ERROR")),        # another partition's result
+    ([["u", 0, 40, None]], (-1, "INTERNAL_ERROR")),        # another topic's
+    ([["t", 0, 40]], (40, None)),                          # no error field: stored
+    ([], (-1, "INTERNAL_ERROR")),
+    ([["t", 0, 40, None], ["t", 0, 41, None]], (41, None)),  # two results for it: the last, as for many batches
+])
+def test_a_one_batch_reply_gives_the_outcome_a_many_batch_reply_gives_it(results, outcome):
+    # completed() takes a one-batch reply without building its results map (a linger-0
+    # producer's usual reply); whatever the reply, the outcome must be the general path's.
+    for single in (True, False):
+        core = _core()
+        if single:
+            request = core.single("t", 0, b"x", "b", 0.0)
+        else:
+            core.add("t", 0, b"x", "b", 0.0)
+            request = core.next_request()
+        core.sent(request, 0.0, 1)
+        [(batch, base, err)] = core.completed(request, {"results": results})
+        assert batch == "b" and base == outcome[0]
+        assert err == outcome[1] if not isinstance(outcome[1], str) else err[0] == outcome[1]
+        assert core.in_flight == 0 and len(core) == 0
+
+
 def test_a_reply_that_is_not_a_dict_fails_every_batch():
     core = _core()
     core.add("t", 0, b"x", "b", 0.0)
