@@ -67,7 +67,7 @@ class FetchResponse:
         """One partition's result; `records` is a FileSlice, bytes, or None (no records). `start`,
         in a fetch session's reply, is the offset the row was read from: a seventh field."""
         pack = _PACKER.pack
-        length = 0 if records is None else (records.length if type(records) is FileSlice else len(records))
+        length = records_size(records)
         head = b"".join((b"\x96" if start is None else b"\x97", pack(topic), pack(partition), pack(error),
                          pack(high_watermark), pack(log_start_offset), _BIN32.pack(0xC6, length)))
         self._pieces.append(head)
@@ -110,10 +110,7 @@ def send_rows(conn, request_id: int, rows, use_sendfile: bool = True) -> int:
     if len(rows) == 1:
         frame = one_row_frame(request_id, rows[0])
         if frame is not None:
-            conn.flush()  # replies queued before this one go first
-            transport = conn.transport
-            if not conn.closed and transport is not None and not transport.is_closing():
-                transport.write(frame)
+            write_frame(conn, frame)
             return 0
     resp = FetchResponse()
     for row in rows:
@@ -121,13 +118,30 @@ def send_rows(conn, request_id: int, rows, use_sendfile: bool = True) -> int:
     return resp.send(conn, request_id, use_sendfile)
 
 
-def one_row_frame(request_id: int, row) -> bytes | None:
-    """The frame `FetchResponse` writes for the one row `row`, byte for byte, with one pack of
-    the envelope instead of a pack per field and two joins; None when the records are not
-    small (they may go out with sendfile: `FetchResponse`).
+def write_frame(conn, frame: bytes) -> None:
+    """Write one whole frame on `conn`, after the replies queued before it."""
+    conn.flush()
+    transport = conn.transport
+    if not conn.closed and transport is not None and not transport.is_closing():
+        transport.write(frame)
 
-    The envelope is packed with nil where the records go, the row's last field: that nil is
-    the packed bytes' last byte, replaced by the bin 32 header and the records."""
+
+def records_size(records) -> int:
+    """The bytes of a row's records: a FileSlice, bytes, or None."""
+    if records is None:
+        return 0
+    return records.length if type(records) is FileSlice else len(records)
+
+
+def one_row_frame(request_id: int, row, start: int | None = None, more: int | None = None) -> bytes | None:
+    """The frame `FetchResponse` writes for the one row `row` (with a fetch session's `start`
+    and a streamed fetch's `more`, as `add` and `pieces` take them), byte for byte, with one
+    pack of the envelope instead of a pack per field and two joins; None when the records are
+    not small (they may go out with sendfile: `FetchResponse`).
+
+    The envelope is packed with nil where the records go, the row's sixth field: that nil is
+    the byte before the packed `start` (or the last byte without one), replaced by the bin 32
+    header and the records."""
     topic, partition, error, high_watermark, log_start_offset, records = row
     if records is None:
         data = b""
@@ -135,11 +149,18 @@ def one_row_frame(request_id: int, row) -> bytes | None:
         data = records.read() if type(records) is FileSlice else records
         if len(data) >= SENDFILE_MIN_BYTES:
             return None
-    packed = _PACKER.pack([RESPONSE, request_id, {"results": [(topic, partition, error, high_watermark,
-                                                                log_start_offset, None)]}])
+    if start is None:
+        result = {"results": [(topic, partition, error, high_watermark, log_start_offset, None)]}
+        tail = b""
+    else:
+        fields = (topic, partition, error, high_watermark, log_start_offset, None, start)
+        result = {"results": [fields]} if more is None else {"more": more, "results": [fields]}
+        tail = _PACKER.pack(start)
+    packed = _PACKER.pack([RESPONSE, request_id, result])
     n = len(data)
+    nil = len(packed) - len(tail) - 1
     with memoryview(packed) as head:
-        return b"".join((_LENGTH.pack(len(packed) + 4 + n), head[:-1], _BIN32.pack(0xC6, n), data))
+        return b"".join((_LENGTH.pack(len(packed) + 4 + n), head[:nil], _BIN32.pack(0xC6, n), data, tail))
 
 
 def write_pieces(transport, pieces: list, use_sendfile: bool = True) -> int:

@@ -27,7 +27,8 @@ from .acl import Acl, GuardedLog
 from .batch_formats import MINILOG
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
-from .fetch_response import PARTITION_OVERHEAD, FetchResponse, send_rows
+from .fetch_response import (PARTITION_OVERHEAD, SENDFILE_MIN_BYTES, FetchResponse, one_row_frame, records_size,
+                             send_rows, write_frame)
 from .fetch_sessions import MAX_ANSWERS, FetchSessions, SessionFetch
 from .group_coordinator import DEFAULT_GROUP_MAX_SIZE
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES
@@ -472,21 +473,27 @@ class MinilogServer(BrokerServer):
         if session is None:
             self.sendfile_bytes += send_rows(conn, rid, rows, self.fetch_sendfile)
             return
-        resp = FetchResponse()
         # A session's rows say where each was read from (the client checks continuity).
-        for row, start in zip(rows, session.answered(rows)):
-            resp.add(*row, start)
+        starts = session.answered(rows)
         fetch = session.current
-        if fetch is not None and fetch.streams:
-            # A fetch asked for several answers: say how many more follow, and serve it again
-            # (first in line) where this one ended, so the next append finds it parked.
-            more = fetch.next_answer(bool(session.waiting), resp.records_bytes)
-            self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile, more)
-            if more:
-                fetch.go_on()
-                session.waiting.appendleft(fetch)
+        streams = fetch is not None and fetch.streams
+        size = records_size(rows[0][5]) if len(rows) == 1 else SENDFILE_MIN_BYTES
+        if size < SENDFILE_MIN_BYTES:
+            # One partition, a few records (a live consumer's): one frame packed in one go.
+            more = fetch.next_answer(bool(session.waiting), size) if streams else None
+            write_frame(conn, one_row_frame(rid, rows[0], starts[0], more))
         else:
-            self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile)
+            resp = FetchResponse()
+            for row, start in zip(rows, starts):
+                resp.add(*row, start)
+            # A fetch that asked for several answers says how many more follow.
+            more = fetch.next_answer(bool(session.waiting), resp.records_bytes) if streams else None
+            self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile, more)
+        if more:
+            # Serve it again, first in line, where this answer ended: the next append finds
+            # it parked.
+            fetch.go_on()
+            session.waiting.appendleft(fetch)
         # The session's next fetch starts after what runs now (the append that readied this
         # one, its producer's reply): it finds nothing new and parks, which can wait.
         asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session)

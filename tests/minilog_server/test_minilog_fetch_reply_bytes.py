@@ -42,11 +42,11 @@ class _Conn:
         pass
 
 
-def _slow_frame(request_id, row) -> bytes:
+def _slow_frame(request_id, row, start=None, more=None) -> bytes:
     conn = _Conn()
     resp = FetchResponse()
-    resp.add(*row)
-    resp.send(conn, request_id, use_sendfile=False)
+    resp.add(*row, start)
+    resp.send(conn, request_id, use_sendfile=False, more=more)
     return b"".join(conn.transport.out)
 
 
@@ -65,6 +65,22 @@ def test_the_one_row_frame_is_the_frame_fetch_response_writes(request_id, topic,
     assert frame == _slow_frame(request_id, row)
     reply = FrameDecoder().feed(frame)
     assert reply == [[1, request_id, {"results": [[topic, partition, error, hw, start, records or b""]]}]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(request_id=st.integers(min_value=0, max_value=(1 << 64) - 1), topic=st.text(max_size=249),
+       partition=ints, error=errors, hw=ints, read_from=ints, more=st.none() | st.integers(0, 64),
+       records=st.none() | st.binary(max_size=2000))
+def test_a_fetch_sessions_one_row_frame_is_the_frame_fetch_response_writes(request_id, topic, partition, error, hw,
+                                                                          read_from, more, records):
+    """With the offset the row was read from (a seventh field) and a streamed fetch's `more`."""
+    row = (topic, partition, error, hw, 0, records)
+    frame = one_row_frame(request_id, row, read_from, more)
+    assert frame == _slow_frame(request_id, row, read_from, more)
+    result = {"results": [[topic, partition, error, hw, 0, records or b"", read_from]]}
+    if more is not None:
+        result["more"] = more
+    assert FrameDecoder().feed(frame) == [[1, request_id, result]]
 
 
 def test_records_read_from_a_file_slice_and_large_ones_left_to_sendfile(tmp_path):
