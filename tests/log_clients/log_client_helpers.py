@@ -16,3 +16,15 @@ def drain(consumer, count, timeout=10.0):
                 raise AssertionError(f"unexpected error message: {m.error()!r}")
             out.append(m)
     return out
+
+
+def counted(obj, name) -> list:
+    """Wrap `obj.name` to record each call's arguments; returns the list they go into."""
+    calls = []
+    inner = getattr(obj, name)
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return inner(*args, **kwargs)
+    setattr(obj, name, counting)
+    return calls

@@ -4,22 +4,11 @@ AIOKafkaProducer.send, the slow path Producer._produce and AIOKafkaProducer._sen
 
 import time
 
-from log_client_helpers import drain
+from log_client_helpers import counted, drain
 
 from clients.aio_log import AIOKafkaConsumer, AIOKafkaProducer
 from clients.log import TopicPartition
 from clients.log.partitioner import KeyPartitioner
-
-
-def _counted(obj, name):
-    calls = []
-    inner = getattr(obj, name)
-
-    def counted(*args, **kwargs):
-        calls.append(args)
-        return inner(*args, **kwargs)
-    setattr(obj, name, counted)
-    return calls
 
 
 def test_every_common_produce_form_takes_the_fast_path(producer, consumer, make_topic):
@@ -27,7 +16,7 @@ def test_every_common_produce_form_takes_the_fast_path(producer, consumer, make_
     p = producer(**{"linger.ms": 60_000})  # batches stay open until flush()
     for part in range(4):  # a batch's first record opens it, on the slow path
         p.produce(topic, b"open", partition=part)
-    slow = _counted(p, "_produce")
+    slow = counted(p, "_produce")
     p.produce(topic, b"plain")
     p.produce(topic, b"partition", partition=1)
     p.produce(topic, b"key-partition", key=b"k", partition=2)
@@ -52,7 +41,7 @@ async def test_every_common_send_form_takes_the_fast_path(bootstrap, make_topic)
     try:
         for part in range(4):
             await producer.send(topic, b"open", partition=part)
-        slow = _counted(producer, "_send")
+        slow = counted(producer, "_send")
         futures = {b"plain": await producer.send(topic, b"plain"),
                    b"partition": await producer.send(topic, b"partition", partition=1),
                    b"key-partition": await producer.send(topic, b"key-partition", key=b"k", partition=2)}

@@ -10,7 +10,7 @@ import time
 
 from hypothesis import given
 from hypothesis import strategies as st
-from log_client_helpers import drain
+from log_client_helpers import counted, drain
 
 from clients.log import AdminClient, Consumer, NewTopic, Producer, TopicPartition
 from clients.log.connection import LogConnection, parse_bootstrap
@@ -45,17 +45,6 @@ def test_encode_single_is_the_frame_encode_request_makes(acks, timeout_ms, topic
     assert requests.encode_single(rid, request) == frame
 
 
-def _counted(obj, name):
-    calls = []
-    inner = getattr(obj, name)
-
-    def counted(*args, **kwargs):
-        calls.append(args)
-        return inner(*args, **kwargs)
-    setattr(obj, name, counted)
-    return calls
-
-
 def test_each_call_form_sent_alone_is_stored_and_reported_as_the_general_path_would(producer, consumer, make_topic):
     topic = make_topic(3)
     reports = []
@@ -63,7 +52,7 @@ def test_each_call_form_sent_alone_is_stored_and_reported_as_the_general_path_wo
                                                               msg.value(), msg.timestamp())), **{"linger.ms": 0})
     p.produce(topic, b"first")   # the topic's metadata: the general path
     assert p.flush(10) == 0
-    general = _counted(p, "_produce")
+    general = counted(p, "_produce")
     before = time.time_ns() // 1_000_000
     forms = [dict(value=b"plain"), dict(value=b"", partition=2), dict(value=b"keyed", key=b"k"),
              dict(value=b"keyed to 1", key=b"", partition=1), dict(value=b"v" * 5000, key=b"k" * 300)]
