@@ -31,7 +31,7 @@ continuity and sends the offset.
 A session fetch may ask for several answers (`answers`, up to `MAX_ANSWERS`; feature
 `fetch-answers`): after each answer it goes back first in the session's line with nil offsets
 and is served again, until its answers are used, another fetch of the session waits, an
-explicit offset supersedes it, or an answer is large (`SessionFetch.next_answer`); each answer
+explicit offset supersedes it, or an answer is large or holds an error (`SessionFetch.next_answer`); each answer
 says how many follow (`more`). A live consumer then has a fetch parked when each record lands
 without sending one per reply.
 
@@ -74,11 +74,12 @@ class SessionFetch:
         self.answers = answers
         self.streams = answers > 1  # its answers say how many more follow (`more`)
 
-    def next_answer(self, waiting: bool, records_bytes: int) -> int:
+    def next_answer(self, waiting: bool, records_bytes: int, error: bool = False) -> int:
         """The `more` of the answer going out now: how many answers follow it. None is
-        left when another fetch of the session waits (it starts instead), or when this answer
-        is large (the client is behind: it asks again, as without `answers`)."""
-        if waiting or records_bytes >= ANSWER_GOES_ON_BELOW:
+        left when another fetch of the session waits (it starts instead), when this answer
+        is large (the client is behind: it asks again, as without `answers`), or when a row
+        of it is an error (served again, it would only meet the same error at once)."""
+        if waiting or error or records_bytes >= ANSWER_GOES_ON_BELOW:
             self.answers = 1
         self.answers -= 1
         return self.answers

@@ -480,14 +480,15 @@ class MinilogServer(BrokerServer):
         size = records_size(rows[0][5]) if len(rows) == 1 else SENDFILE_MIN_BYTES
         if size < SENDFILE_MIN_BYTES:
             # One partition, a few records (a live consumer's): one frame packed in one go.
-            more = fetch.next_answer(bool(session.waiting), size) if streams else None
+            more = fetch.next_answer(bool(session.waiting), size, rows[0][2] is not None) if streams else None
             write_frame(conn, one_row_frame(rid, rows[0], starts[0], more))
         else:
             resp = FetchResponse()
             for row, start in zip(rows, starts):
                 resp.add(*row, start)
             # A fetch that asked for several answers says how many more follow.
-            more = fetch.next_answer(bool(session.waiting), resp.records_bytes) if streams else None
+            more = (fetch.next_answer(bool(session.waiting), resp.records_bytes, any(row[2] is not None for row in rows))
+                    if streams else None)
             self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile, more)
         if more:
             # Serve it again, first in line, where this answer ended: the next append finds

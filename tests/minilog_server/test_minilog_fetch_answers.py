@@ -91,6 +91,22 @@ def test_a_large_answer_is_the_last_so_a_consumer_behind_asks_again(server):
         assert (more, start, len(offsets)) == (0, 0, len(big))
 
 
+def test_an_answer_with_an_error_is_the_last(server):
+    with connect(server) as c:
+        create(c, "t")
+        errors = []
+        rid = c.send("fetch", {"session": 1, "max_wait_ms": 60_000, "answers": 10,
+                               "partitions": [["t", 0, 5, 1 << 20]]})   # past the end: out of range
+        c.state.expect(rid, lambda result, error: errors.append((result["more"], result["results"][0][2][0])))
+        c.flush()
+        deadline = time.monotonic() + 10
+        while not errors:
+            assert time.monotonic() < deadline
+            c.read(0.05)
+        c.call("ping", {})   # anything more for the fetch would have come before this reply
+        assert errors == [(0, ErrorCode.OFFSET_OUT_OF_RANGE)] and rid not in c.state.handlers
+
+
 def test_a_stream_answers_at_max_wait_with_nothing_and_goes_on(server):
     with connect(server) as c, connect(server, "producer") as p:
         create(c, "t")
