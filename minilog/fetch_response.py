@@ -143,12 +143,9 @@ def one_row_frame(request_id: int, row, start: int | None = None, more: int | No
     the byte before the packed `start` (or the last byte without one), replaced by the bin 32
     header and the records."""
     topic, partition, error, high_watermark, log_start_offset, records = row
-    if records is None:
-        data = b""
-    else:
-        data = records.read() if type(records) is FileSlice else records
-        if len(data) >= SENDFILE_MIN_BYTES:
-            return None
+    if records_size(records) >= SENDFILE_MIN_BYTES:
+        return None   # before reading it: a replaying consumer's MiB is not read here for nothing
+    data = b"" if records is None else (records.read() if type(records) is FileSlice else records)
     if start is None:
         result = {"results": [(topic, partition, error, high_watermark, log_start_offset, None)]}
         tail = b""

@@ -31,8 +31,8 @@ continuity and sends the offset.
 A session fetch may ask for several answers (`answers`, up to `MAX_ANSWERS`; feature
 `fetch-answers`): after each answer it goes back first in the session's line with nil offsets
 and is served again, until its answers are used, another fetch of the session waits, an
-explicit offset supersedes it, or an answer is large or holds an error (`SessionFetch.next_answer`); each answer
-says how many follow (`more`). A live consumer then has a fetch parked when each record lands
+explicit offset supersedes it, or an answer is large or holds an error
+(`SessionFetch.next_answer`); each answer says how many follow (`more`). A live consumer then has a fetch parked when each record lands
 without sending one per reply.
 
 No broker state lives here, only what one connection asked for; the core (`LogBroker`) knows
@@ -75,8 +75,8 @@ class SessionFetch:
         self.streams = answers > 1  # its answers say how many more follow (`more`)
 
     def next_answer(self, waiting: bool, records_bytes: int, error: bool = False) -> int:
-        """The `more` of the answer going out now: how many answers follow it. None is
-        left when another fetch of the session waits (it starts instead), when this answer
+        """The `more` of the answer going out now: how many answers follow it. No more
+        follow when another fetch of the session waits (it starts instead), when this answer
         is large (the client is behind: it asks again, as without `answers`), or when a row
         of it is an error (served again, it would only meet the same error at once)."""
         if waiting or error or records_bytes >= ANSWER_GOES_ON_BELOW:

@@ -135,13 +135,17 @@ class LogConnection(RpcConnection):
         self.state.fail_all(error)
 
 
+def _server_features(conn):
+    """The features the server named in the handshake (none when it named none)."""
+    info = conn.state.server_info
+    return (info.get("features") or ()) if isinstance(info, dict) else ()
+
+
 def keeps_fetch_sessions(conn) -> bool:
     """Whether to continue fetches in a fetch session on `conn`: the consumers do so when
     `fetch_session.CONTINUE_FETCHES` says so and the server named in the handshake keeps
     them (a `fetch` may continue where the previous one ended: docs/PROTOCOL.md, "fetch")."""
-    info = conn.state.server_info
-    return (fetch_session.CONTINUE_FETCHES and isinstance(info, dict)
-            and "fetch-session" in (info.get("features") or ()))
+    return fetch_session.CONTINUE_FETCHES and "fetch-session" in _server_features(conn)
 
 
 def fetch_answers(conn) -> int:
@@ -149,8 +153,7 @@ def fetch_answers(conn) -> int:
     streamed fetch, docs/PROTOCOL.md "fetch") when `fetch_session.STREAM_FETCHES` says so and
     the server named in the handshake keeps fetch sessions and can answer a fetch more than
     once; else 1."""
-    info = conn.state.server_info
-    features = (info.get("features") or ()) if isinstance(info, dict) else ()
+    features = _server_features(conn)
     if fetch_session.STREAM_FETCHES and "fetch-session" in features and "fetch-answers" in features:
         return fetch_session.STREAM_ANSWERS
     return 1
