@@ -12,8 +12,8 @@ import math
 import time
 
 from ..protocol.errors import BrokerError
-from ..protocol.framing import BufferedFrameDecoder
-from ..rpc import KERNEL_WAIT_MIN, ConnectionClosed, RpcConnection, _wait_readable
+from ..protocol.framing import NOT_ONE_FRAME, BufferedFrameDecoder, decode_one_frame
+from ..rpc import _DONTWAIT, KERNEL_WAIT_MIN, ConnectionClosed, RpcConnection, _wait_readable
 from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls
 from . import fetch_session
 from .errors import ConfigError
@@ -40,6 +40,10 @@ def tls_context(cfg):
         return log_client_tls(cfg)
     except TlsSettingError as exc:
         raise ConfigError(str(exc)) from None
+
+
+# The most one `LogConnection.receive_replies` read takes (a produce reply is ~30 bytes).
+REPLY_READ = 8192
 
 
 class LogConnection(RpcConnection):
@@ -139,6 +143,39 @@ class LogConnection(RpcConnection):
             handled = True
             if n > 0:
                 return True
+
+    def receive_replies(self) -> bool:
+        """`pump(0)` for small replies that mostly come one per read (a linger-0 producer's,
+        which its every `poll(0)` reads): one non-blocking recv of up to `REPLY_READ` bytes; a
+        read that is exactly one whole frame is decoded (`framing.decode_one_frame`) and routed
+        (`ClientConnectionState.route`) in one step, without the decoder's buffer. Any other
+        read (several frames, part of one) goes through the decoder as `pump`'s reads do, and
+        one that filled `REPLY_READ` is followed by `pump(0)` for the rest. With requests
+        queued to send, part of a frame held, or TLS, it is `pump(0)`. True if anything came."""
+        if self.closed:
+            raise ConnectionClosed()
+        state = self.state
+        decoder = state.decoder
+        if self._out or self._tls or decoder.buffered:
+            return self.pump(0)
+        try:
+            data = self.sock.recv(REPLY_READ, _DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            self._mark_closed()
+            raise ConnectionClosed(f"connection lost: {exc}") from None
+        if not data:
+            self._mark_closed()
+            raise ConnectionClosed()
+        obj = decode_one_frame(data, decoder.max_frame)
+        if obj is NOT_ONE_FRAME:
+            state.receive(data, self._push_sink, self._async_error_sink)
+            if len(data) == REPLY_READ:
+                self.pump(0)
+        else:
+            state.route((obj,), self._push_sink, self._async_error_sink)
+        return True
 
     def fail_all(self, error: BrokerError) -> None:
         """Run every pending callback with `error` (the connection is gone)."""

@@ -20,9 +20,11 @@ them without a server.
 - `single(topic, partition, data, batch, now)`: `add` and `next_request` at once, for the
   one batch closed while nothing is queued or waiting to be retried and the in-flight limit
   has room (the caller checks): the request that carries it alone, whose frame
-  `encode_single(rid, request)` makes without building its arguments (`args` is None until
-  the request goes back to the queue, which builds them as for any other). A linger-0
-  producer sends nearly every record so.
+  `encode_single` makes without building its arguments (`args` is None until
+  the request goes back to the queue, which builds them as for any other).
+  `encode_single(rid, topic, partition, data)` may come first: a linger-0 producer, which
+  sends nearly every record so, writes the frame before its bookkeeping, then calls
+  `sent_single` (`single` and `sent` in one step) once it is written.
 - `sent(request, now, token)`: it was written (`token`: the caller's handle for its reply, the
   request id). With `acks` 0 no reply comes, and the outcomes returned deliver its batches
   (offset unknown); otherwise it is in flight until `completed` or `failed`.
@@ -158,11 +160,25 @@ class ProduceRequests:
         self._order[batch] = self._added
         return ProduceRequest(None, [(topic, partition, data, batch, now)])
 
-    def encode_single(self, rid: int, request: ProduceRequest) -> bytes:
-        """The frame of a one-batch request from `single`, with request id `rid` (0 when no
-        reply is wanted): byte for byte what `ClientConnectionState.encode_request` makes of
-        its arguments, from bytes kept per topic and partition and one join."""
-        topic, partition, data = request.items[0][:3]
+    def sent_single(self, topic: str, partition: int, data, batch, now: float, token) -> ProduceRequest:
+        """`single` then `sent(request, now, token)` in one step, for a one-batch request already
+        written (its frame from `encode_single`) whose reply will come (`acks` not 0): the
+        request, now in flight."""
+        self._added += 1
+        self._order[batch] = self._added
+        request = ProduceRequest(None, [(topic, partition, data, batch, now)])
+        request.sent_at = now
+        request.token = token
+        self._requests[request] = None
+        self.in_flight += 1
+        return request
+
+    def encode_single(self, rid: int, topic: str, partition: int, data) -> bytes:
+        """The frame of the one-batch request `single` makes of (`topic`, `partition`, `data`),
+        with request id `rid` (0 when no reply is wanted): byte for byte what
+        `ClientConnectionState.encode_request` makes of its arguments, from bytes kept per
+        topic and partition and one join. It may be made before `single` is called: a linger-0
+        producer writes the frame first and does its bookkeeping after."""
         middle = self._heads.get((topic, partition))
         if middle is None:
             if len(self._heads) >= _SINGLE_HEADS:
@@ -293,17 +309,27 @@ class ProduceRequests:
     def completed(self, request: ProduceRequest, result, now: float | None = None) -> list:
         """The reply to `request`: one outcome `(batch, base_offset, error)` per batch, but for
         the batches it queues to be retried (a retriable error, retries left, `now` given)."""
-        if not self._answered(request):
-            return []
         items = request.items
         if len(items) == 1 and result.__class__ is dict:
-            # One batch stored (a linger-0 producer's usual reply): its outcome, without the map.
+            # One batch stored (a linger-0 producer's usual reply, one per record): its outcome,
+            # without the map, and with `_answered` and `_outcome` written out.
             results = result.get("results")
             if results.__class__ is list and len(results) == 1:
                 r, item = results[0], items[0]
                 if (r.__class__ is list and len(r) == 4 and r[3] is None and r[2].__class__ is int
                         and r[0] == item[0] and r[1] == item[1]):
-                    return [self._outcome(item, r[2], None)]
+                    requests = self._requests
+                    if request not in requests:
+                        return []
+                    del requests[request]
+                    self.in_flight -= 1
+                    batch = item[3]
+                    self._order.pop(batch, None)
+                    if self._attempts:
+                        self._attempts.pop(batch, None)
+                    return [(batch, r[2], None)]
+        if not self._answered(request):
+            return []
         results = result.get("results") if isinstance(result, dict) else None
         by_tp = {}
         if isinstance(results, (list, tuple)):

@@ -373,26 +373,32 @@ class Producer:
             return False
         if partition < 0:
             partition = t.sticky
-        now = time.monotonic()
+        # The frame first: what comes before the write is on the record's latency; the
+        # bookkeeping after it is not (replies are only read by this thread, later).
         stamp = time.time_ns() // 1_000_000
         data = pack_single(key, value, stamp)
-        batch = _SentAlone(t.name, partition, [value] if key is None else [(0, 0, key, value, None)], size, stamp)
+        topic = t.name
+        rid = conn.state.next_id() if self._acks else 0
+        try:
+            conn.write_frame(requests.encode_single(rid, topic, partition, data))
+            lost = None
+        except ConnectionClosed as exc:
+            lost = exc
+        now = time.monotonic()
         self._count += 1
         self._bytes += size
         if t.num_partitions > 1:
             self._acc.sent_alone(t, partition)
-        request = requests.single(t.name, partition, data, batch, now)
-        rid = conn.state.next_id() if self._acks else 0
-        try:
-            conn.write_frame(requests.encode_single(rid, request))
-        except ConnectionClosed as exc:
+        batch = _SentAlone(topic, partition, [value] if key is None else [(0, 0, key, value, None)], size, stamp)
+        if lost is None and rid:
+            request = requests.sent_single(topic, partition, data, batch, now, rid)
+            conn.callbacks[rid] = functools.partial(self._on_reply, request)   # state.expect's dict
+            return True
+        request = requests.single(topic, partition, data, batch, now)
+        if lost is not None:
             # Queued again: it leaves on the next connection, after the unanswered requests.
             requests.unsent(request)
-            self._connection_lost(exc)
-            return True
-        if rid:
-            conn.state.expect(rid, functools.partial(self._on_reply, request))
-            requests.sent(request, now, rid)
+            self._connection_lost(lost)
         else:
             self._settle(requests.sent(request, now, None))
         return True
@@ -534,10 +540,12 @@ class Producer:
             self._settle(self._requests.failed(request, (error.code, error.message), time.monotonic()))
             return
         outcomes = self._requests.completed(request, result, time.monotonic())
-        if len(outcomes) == 1 and outcomes[0][2] is None:
-            self._delivered(outcomes[0][0], None, outcomes[0][1])   # one batch stored: the usual reply
-        else:
-            self._settle(outcomes)
+        if len(outcomes) == 1:
+            batch, base, err = outcomes[0]
+            if err is None:
+                self._delivered(batch, None, base)   # one batch stored: the usual reply
+                return
+        self._settle(outcomes)
 
     def _settle(self, outcomes) -> None:
         """Turn `ProduceRequests` outcomes (batch, base offset, error) into delivery reports."""
@@ -592,11 +600,15 @@ class Producer:
         except ConnectionClosed as exc:
             self._connection_lost(exc)
         if self._conn is not None and self._conn.async_errors:
-            err = self._conn.async_errors.popleft()
-            if self._error_cb is not None:
-                self._error_cb(exception_from(err.exception()).args[0])
-            else:
-                log.warning("minilog producer: %s: %s", err.code, err.message)
+            self._async_error()
+
+    def _async_error(self) -> None:
+        """Hand the oldest error for a request sent without a reply to error_cb (or the log)."""
+        err = self._conn.async_errors.popleft()
+        if self._error_cb is not None:
+            self._error_cb(exception_from(err.exception()).args[0])
+        else:
+            log.warning("minilog producer: %s: %s", err.code, err.message)
 
     def _expire(self) -> None:
         """Fail batches not delivered within message.timeout.ms: queued ones (no connection)
@@ -624,12 +636,18 @@ class Producer:
             # The call a produce loop makes after each record: with no batch open, queued or
             # waiting to be retried, it is the general loop's first pass cut to what can apply
             # -- serve reports, take the replies already here (one non-blocking recv), serve.
+            # The receive is the connection's one-step read of a small reply (receive_replies).
             requests = self._requests
             if not (self._open or requests.ready or requests.retrying):
                 served = self._serve() if self._reports else 0
                 conn = self._conn
-                if conn is not None and not conn.closed and conn.callbacks:
-                    self._pump(0)
+                if conn is not None and conn.callbacks and not conn.closed:
+                    try:
+                        conn.receive_replies()
+                    except ConnectionClosed as exc:
+                        self._connection_lost(exc)
+                    if conn.async_errors:
+                        self._async_error()
                     if self._open:
                         self._close_due()
                 return served + self._serve() if self._reports else served

@@ -144,6 +144,10 @@ class ClientConnectionState:
             elif self.keep_unclaimed:
                 self.replies[event.id] = event
 
+    # Frames the caller decoded itself (`LogConnection.receive_replies`: a read that was exactly
+    # one whole frame) are routed as those the decoder completes: the same code, one call.
+    route = _route
+
     def fail_all(self, error) -> None:
         """Run every registered handler with `error` (the connection is gone)."""
         handlers = list(self.handlers.values())

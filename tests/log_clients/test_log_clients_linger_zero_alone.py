@@ -35,14 +35,13 @@ def test_pack_single_is_what_the_batch_builder_packs(key, value):
        rid=st.integers(0, 2**40))
 def test_encode_single_is_the_frame_encode_request_makes(acks, timeout_ms, topic, partition, data, rid):
     requests = ProduceRequests(acks, timeout_ms, 10**6, 5)
-    request = requests.single(topic, partition, data, object(), 0.0)
     state = ClientConnectionState()
     if rid:
         state._ids = itertools.count(rid)
     expected_rid, frame = state.encode_request("produce", {"acks": acks, "timeout_ms": timeout_ms,
                                                            "data": [[topic, partition, data]]}, rid != 0)
     assert expected_rid == rid
-    assert requests.encode_single(rid, request) == frame
+    assert requests.encode_single(rid, topic, partition, data) == frame
 
 
 def test_each_call_form_sent_alone_is_stored_and_reported_as_the_general_path_would(producer, consumer, make_topic):
@@ -160,10 +159,11 @@ def test_write_frame_writes_what_is_queued_before_it(bootstrap, make_topic):
         replies = {}
         conn.send_with("metadata", {"topics": [topic]}, lambda result, error: replies.setdefault("metadata", error))
         requests = ProduceRequests(1, 1000, 10**6, 5)
-        request = requests.single(topic, 0, pack_single(None, b"alone", 1_700_000_000_000), object(), 0.0)
+        data = pack_single(None, b"alone", 1_700_000_000_000)
+        request = requests.single(topic, 0, data, object(), 0.0)
         rid = conn.state.next_id()
         conn.state.expect(rid, lambda result, error: replies.setdefault("produce", (result, error)))
-        conn.write_frame(requests.encode_single(rid, request))
+        conn.write_frame(requests.encode_single(rid, topic, 0, data))
         requests.sent(request, 0.0, rid)
         deadline = time.monotonic() + 10
         while len(replies) < 2 and time.monotonic() < deadline:

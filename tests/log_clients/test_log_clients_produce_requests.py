@@ -101,18 +101,33 @@ def test_a_reply_maps_base_offsets_and_errors_back_to_each_batch():
 def test_a_one_batch_reply_gives_the_outcome_a_many_batch_reply_gives_it(results, outcome):
     # completed() takes a one-batch reply without building its results map (a linger-0
     # producer's usual reply); whatever the reply, the outcome must be the general path's.
-    for single in (True, False):
+    for how in ("single", "sent_single", "general"):
         core = _core()
-        if single:
+        if how == "single":
             request = core.single("t", 0, b"x", "b", 0.0)
+            core.sent(request, 0.0, 1)
+        elif how == "sent_single":
+            request = core.sent_single("t", 0, b"x", "b", 0.0, 1)
         else:
             core.add("t", 0, b"x", "b", 0.0)
             request = core.next_request()
-        core.sent(request, 0.0, 1)
+            core.sent(request, 0.0, 1)
+        assert core.in_flight == 1 and len(core) == 1 and request.token == 1
         [(batch, base, err)] = core.completed(request, {"results": results})
         assert batch == "b" and base == outcome[0]
         assert err == outcome[1] if not isinstance(outcome[1], str) else err[0] == outcome[1]
         assert core.in_flight == 0 and len(core) == 0
+        # A reply that comes again, or after the connection was lost, gives nothing.
+        assert core.completed(request, {"results": [["t", 0, 40, None]]}) == []
+
+
+def test_a_one_batch_request_sent_in_one_step_goes_again_when_the_connection_is_lost():
+    core = _core()
+    request = core.sent_single("t", 0, b"x", "b", 0.0, 7)
+    core.connection_lost()
+    assert core.in_flight == 0 and core.completed(request, {"results": [["t", 0, 40, None]]}) == []
+    again = core.next_request()
+    assert again.args["data"] == [["t", 0, b"x"]] and again.items[0][3] == "b"
 
 
 def test_a_reply_that_is_not_a_dict_fails_every_batch():
