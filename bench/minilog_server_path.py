@@ -10,12 +10,19 @@ figures are the server's Python and storage work alone. They leave out the wake-
 processes and the machine's load, which decide `bench/minilog_clients.py --only latency`
 (docs/clients-minilog.md, "The server hop, cut").
 
-For each record, three steps, timed one by one:
+For each record, four steps, timed one by one:
 
 1. the consumer's fetch at the log end parks (`max_wait_ms` 500);
 2. a produce of one 100-byte record (`acks` 1) appends it and answers the parked fetch inside
    the append;
-3. a fetch of that record is answered at once.
+3. a fetch of that record is answered at once;
+4. the streamed case, as the blocking consumer keeps it (docs/minilog.md, "Fetch sessions"):
+   on another topic and connection, one session fetch with `answers` 32 is parked; a produce
+   appends a record, the fetch answers it, and whatever parks the fetch again runs, loop
+   callbacks included: the step ends after one turn of the loop (`asyncio.sleep(0)`), whose
+   bare cost (`loop_turn_us`, measured alone) is in the step too. When one answer is left
+   the bench sends the successor fetch (offsets nil, `answers` 32), outside the clock, as the
+   consumer does.
 
 Each step runs between the others, so caches are as warm as between requests of a busy
 server, and not as cold as after the 100 us pauses of the latency bench. Prints the median of
@@ -39,7 +46,9 @@ import msgpack
 from clients.protocol.framing import LENGTH
 from clients.record_batch import build_batch
 
-STEPS = ("park_fetch_us", "produce_and_parked_reply_us", "immediate_fetch_us")
+STEPS = ("park_fetch_us", "produce_and_parked_reply_us", "immediate_fetch_us", "produce_and_streamed_reply_us",
+         "loop_turn_us")
+STREAM_ANSWERS = 32
 
 
 class _KeptWrites:
@@ -47,9 +56,11 @@ class _KeptWrites:
 
     def __init__(self):
         self.writes = 0
+        self.last = b""
 
     def write(self, data) -> None:
         self.writes += 1
+        self.last = data
 
     def writelines(self, pieces) -> None:
         self.writes += 1
@@ -75,6 +86,17 @@ def _frame(request_id: int, op: str, args: dict) -> bytes:
     return LENGTH.pack(len(body)) + body
 
 
+def _stream_fetch(request_id: int, offset: int | None) -> bytes:
+    return _frame(request_id, "fetch", {"session": 1, "answers": STREAM_ANSWERS, "max_wait_ms": 500,
+                                        "partitions": [["stream", 0, offset, 1 << 20]]})
+
+
+def _more_and_start(frame: bytes) -> tuple:
+    """A streamed answer's `more` and the offset its row was read from."""
+    _, _, result = msgpack.unpackb(frame[LENGTH.size:], raw=False)
+    return result.get("more"), result["results"][0][6]
+
+
 async def _one_run(records: int, size: int) -> dict:
     from minilog.server import MinilogServer
     from serverbase.connection import ClientConnection
@@ -84,10 +106,14 @@ async def _one_run(records: int, size: int) -> dict:
         await server.open()
         try:
             server.broker.create_topic("path", 1)
+            server.broker.create_topic("stream", 1)
             consumer, producer = ClientConnection(server, 1), ClientConnection(server, 2)
-            for conn in (consumer, producer):
+            streamer = ClientConnection(server, 3)
+            for conn in (consumer, producer, streamer):
                 conn.transport = _KeptWrites()
                 conn.handshake_done = True
+            stream_rid = 1
+            streamer.data_received(_stream_fetch(stream_rid, 0))
             value = b"x" * size
             clock = time.perf_counter_ns
             spent = {step: [] for step in STEPS}
@@ -112,9 +138,30 @@ async def _one_run(records: int, size: int) -> dict:
                 spent["park_fetch_us"].append(t1 - t0)
                 spent["produce_and_parked_reply_us"].append(t2 - t1)
                 spent["immediate_fetch_us"].append(t3 - t2)
+                # 4: the streamed fetch.
+                produce = _frame(3 * i + 2, "produce", {"acks": 1, "data": [
+                    ["stream", 0, build_batch([(None, value, int(time.time() * 1000), None)])]]})
+                answered = streamer.transport.writes
+                t0 = clock()
+                producer.data_received(produce)
+                await asyncio.sleep(0)
+                t1 = clock()
+                await asyncio.sleep(0)
+                t2 = clock()
+                if streamer.transport.writes != answered + 1:
+                    raise RuntimeError(f"record {i}: the produce did not answer the streamed fetch")
+                more, start = _more_and_start(streamer.transport.last)
+                if start != i:
+                    raise RuntimeError(f"record {i}: the streamed answer starts at {start}")
+                if more == 1:   # the consumer's successor, sent when one answer is left
+                    stream_rid += 1
+                    streamer.data_received(_stream_fetch(stream_rid, None))
+                spent["produce_and_streamed_reply_us"].append(t1 - t0)
+                spent["loop_turn_us"].append(t2 - t1)
                 if i % 100 == 99:
                     await asyncio.sleep(0)   # let the loop run its callbacks, as a server does
-            if server.broker.topics.get_log("path", 0).log_end_offset != records:
+            if (server.broker.topics.get_log("path", 0).log_end_offset != records
+                    or server.broker.topics.get_log("stream", 0).log_end_offset != records):
                 raise RuntimeError("not every record was appended")
             return {step: round(statistics.median(v) / 1000, 2) for step, v in spent.items()}
         finally:

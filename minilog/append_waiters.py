@@ -21,6 +21,10 @@ in one heap served by one loop timer, armed at the earliest deadline (`_expire_d
 woken or cancelled leaves its heap entry behind, skipped when it comes due; once such
 leftovers are most of the heap it is rebuilt without them, so it holds at most about twice the
 fetches parked now (plus `_COMPACT_MIN`) whatever the clients' `max_wait_ms`.
+
+A fetch answered more than once (a streamed session fetch) is parked again by its own answer
+(`ParkedFetch.park_again`): the same object, its heap entry kept, its new deadline noted in it
+and honoured when the old entry comes due.
 """
 
 from __future__ import annotations
@@ -90,9 +94,9 @@ class AppendWaiters:
         """Entries in the deadline heap, leftovers included (what bounds its memory)."""
         return len(self._deadlines)
 
-    def _park(self, parked: "ParkedFetch", delay_s: float) -> None:
+    def _park(self, parked: "ParkedFetch") -> None:
         """Wake `parked` at the next append to any of its keys (`register`), and answer it
-        (`answer_now`) in `delay_s` seconds unless it is done by then."""
+        (`answer_now`) `parked._max_wait_s` from now unless it is done by then."""
         wake = parked._wake
         for key in parked._keys:   # register, inline: this runs once per parked fetch
             waiters = self._by_partition.get(key)
@@ -101,10 +105,26 @@ class AppendWaiters:
             else:
                 waiters.add(wake)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + delay_s
+        deadline = parked._deadline = loop.time() + parked._max_wait_s
+        if parked._in_heap:
+            # Parked again from inside its answer (`ParkedFetch.park_again`): its heap entry,
+            # at an earlier deadline, moves to this one when it comes due (`_expire_due`), so a
+            # streamed fetch parked once per record costs no heap push and leaves no leftover.
+            return
+        parked._in_heap = True
         heapq.heappush(self._deadlines, (deadline, next(self._ties), parked))
         if deadline < self._timer_at:
             self._arm(loop, deadline)
+
+    def _unregister(self, parked: "ParkedFetch") -> None:
+        """`parked` is off its partitions (woken, answered or cancelled)."""
+        wake = parked._wake
+        for key in parked._keys:   # unregister, inline: this runs once per woken fetch
+            waiters = self._by_partition.get(key)
+            if waiters is not None:
+                waiters.discard(wake)
+                if not waiters:
+                    del self._by_partition[key]
 
     def _arm(self, loop, deadline: float) -> None:
         if self._timer is not None:
@@ -113,19 +133,12 @@ class AppendWaiters:
         self._timer = loop.call_at(deadline, self._expire_due)
 
     def _depart(self, parked: "ParkedFetch") -> None:
-        """`parked` is done (woken, answered or cancelled): off its partitions, and its heap
-        entry, if it is still in the heap, counted as a leftover."""
-        wake = parked._wake
-        for key in parked._keys:   # unregister, inline: this runs once per woken fetch
-            waiters = self._by_partition.get(key)
-            if waiters is not None:
-                waiters.discard(wake)
-                if not waiters:
-                    del self._by_partition[key]
+        """`parked` is done for good (answered and not parked again, or cancelled; already
+        off its partitions): its heap entry, if it is still in the heap, is a leftover."""
         # Until its deadline comes or the heap is rebuilt, the heap entry keeps `parked`: let it
         # keep nothing else (its read's arguments, the front door's callback and what that
         # holds), or every live consumer's fetch leaves a dozen objects for the collector.
-        parked._read = parked._read_args = parked._keys = parked._wake = None
+        parked._read = parked._read_args = parked._keys = parked._wake = parked._callback = None
         if not parked._in_heap:
             return
         parked._in_heap = False
@@ -134,7 +147,7 @@ class AppendWaiters:
         if self._leftovers > _COMPACT_MIN and self._leftovers * 2 > len(heap):
             # Amortised: a rebuild follows at least as many departures as it keeps entries.
             # In place: `_expire_due` may be walking it (an answer that cancels another fetch).
-            heap[:] = [entry for entry in heap if entry[2]._on_ready is not None]
+            heap[:] = [entry for entry in heap if entry[2]._callback is not None]
             heapq.heapify(heap)
             self._leftovers = 0
 
@@ -146,11 +159,17 @@ class AppendWaiters:
         heap = self._deadlines
         due = loop.time() + _DUE_SLACK_S
         while heap and heap[0][0] <= due:
-            parked = heapq.heappop(heap)[2]
-            if parked._on_ready is None:
+            _, tie, parked = heapq.heappop(heap)
+            if parked._callback is None:
                 self._leftovers -= 1
                 continue
+            if parked._deadline > due:
+                # Parked again since this entry was pushed: it moves to the later deadline.
+                heapq.heappush(heap, (parked._deadline, tie, parked))
+                continue
             parked._in_heap = False
+            if parked._on_ready is None:
+                continue   # between its answer and its parking again: not waiting now
             try:
                 parked.answer_now()
             except Exception:  # one broken fetch must not keep the others from their answer
@@ -162,19 +181,25 @@ class AppendWaiters:
 
 class ParkedFetch:
     """One fetch parked on `keys` until `read(*read_args)` is ready or `max_wait_s` passes; then
-    `on_ready(rows)` runs once (never from inside the constructor). `cancel()` unparks it."""
+    `on_ready(rows)` runs (never from inside the constructor). `on_ready` may park it again
+    (`park_again`): a fetch answered more than once (docs/minilog.md, "Fetch sessions") is one
+    ParkedFetch for all its answers. `cancel()` unparks it."""
 
-    __slots__ = ("_waiters", "_read", "_read_args", "_keys", "_on_ready", "_wake", "_in_heap")
+    __slots__ = ("_waiters", "_read", "_read_args", "_keys", "_on_ready", "_callback", "_wake", "_in_heap",
+                 "_deadline", "_max_wait_s")
 
     def __init__(self, waiters: AppendWaiters, read, read_args: tuple, keys, max_wait_s: float, on_ready):
         self._waiters = waiters
         self._read = read          # read(*read_args) -> (rows, ready): the fetch's own read
         self._read_args = read_args
         self._keys = keys
-        self._on_ready = on_ready
+        self._on_ready = on_ready  # while parked; None while answering and once done
+        self._callback = on_ready  # until done for good: what `park_again` parks with
         self._wake = self._woken   # one bound method, so unregister finds what register added
-        self._in_heap = True       # its deadline is in waiters' heap
-        waiters._park(self, max_wait_s)
+        self._in_heap = False      # its deadline has an entry in waiters' heap
+        self._deadline = 0.0       # in loop time; the heap entry's may be earlier (`_park`)
+        self._max_wait_s = max_wait_s
+        waiters._park(self)
 
     @property
     def done(self) -> bool:
@@ -185,9 +210,7 @@ class ParkedFetch:
             return
         rows, ready = self._read(*self._read_args)
         if ready:
-            on_ready = self._on_ready
-            self.cancel()
-            on_ready(rows)
+            self._answer(rows)
         else:
             # Not min_bytes yet: notify took us off this key; wait for its next append too.
             self._waiters.register((key,), self._wake)
@@ -195,14 +218,34 @@ class ParkedFetch:
     def answer_now(self) -> None:
         """Answer with whatever there is now, as at `max_wait_s` (a fetch that supersedes it
         came: docs/minilog.md, "Fetch sessions")."""
-        on_ready = self._on_ready
-        if on_ready is not None:
+        if self._on_ready is not None:
             rows, _ = self._read(*self._read_args)
-            self.cancel()
+            self._answer(rows)
+
+    def _answer(self, rows) -> None:
+        on_ready = self._on_ready
+        self._on_ready = None
+        waiters = self._waiters
+        waiters._unregister(self)
+        try:
             on_ready(rows)
+        finally:
+            if self._on_ready is None and self._callback is not None:
+                waiters._depart(self)   # not parked again by its answer: done for good
+
+    def park_again(self, read_args: tuple) -> None:
+        """From inside `on_ready`: park again, reading `read_args` when woken, with a new
+        `max_wait_s` deadline; `on_ready` runs again at the next answer. Instead of a new
+        ParkedFetch: no new object, no read now, no heap entry (`AppendWaiters._park`)."""
+        if self._on_ready is not None or self._callback is None:
+            raise RuntimeError("park_again is for the answer of a fetch being answered")
+        self._read_args = read_args
+        self._on_ready = self._callback
+        self._waiters._park(self)
 
     def cancel(self) -> None:
         if self._on_ready is None:
             return
         self._on_ready = None
+        self._waiters._unregister(self)
         self._waiters._depart(self)

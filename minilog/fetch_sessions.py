@@ -146,6 +146,24 @@ class FetchSession:
         self.current = fetch
         return fetch
 
+    def go_on_at_end(self, fetch: SessionFetch, rows) -> list | None:
+        """Just after `answered(rows)`, for the streamed fetch `fetch`, to be parked again at
+        once: its parts resolved to where each row ended, and it is the started fetch again;
+        None (nothing changed) unless every row ended at the high watermark it read, that is
+        at the log end: a fetch cut short by its byte limits reads again instead."""
+        positions = self.positions
+        parts = []
+        for (topic, partition, _, pmax), row in zip(fetch.parts, rows):
+            end = positions[(topic, partition)]
+            if end != row[3]:
+                return None
+            parts.append((topic, partition, end, pmax))
+        fetch.parts = parts
+        self.starts = [part[2] for part in parts]
+        self.busy = True
+        self.current = fetch
+        return parts
+
     def answered(self, rows) -> list:
         """The started fetch's rows are going out: keep where each ended, and return each row's
         start offset (what the reply tells the client), in order."""

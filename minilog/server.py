@@ -427,23 +427,31 @@ class MinilogServer(BrokerServer):
             parked_fetches = conn.state[_PARKED_FETCHES] = set()
 
         def on_ready(rows):
-            parked_fetches.discard(parked)
-            if session is not None:
-                session.parked = None
             if conn.closed:
+                parked_fetches.discard(parked)
+                if session is not None:
+                    session.parked = None
                 return
             try:
                 if conn.writing_paused:
+                    if session is not None:
+                        session.parked = None
                     # Woken while the client is not reading: answer after the deferred fetches,
                     # with what the log holds then (a file slice is not kept across a wait).
-                    self._defer_fetch(conn, (rid, parts, max_bytes, min_bytes, 0, session))
+                    # A streamed fetch parked again reads where its last answer ended.
+                    now_parts = parts if session is None else session.current.parts
+                    self._defer_fetch(conn, (rid, now_parts, max_bytes, min_bytes, 0, session))
                 elif session is None:
                     self.sendfile_bytes += send_rows(conn, rid, rows, self.fetch_sendfile)   # _send_fetch's
                 else:
-                    self._send_fetch(conn, rid, rows, session)
+                    self._send_fetch(conn, rid, rows, session)   # session.parked: this one
             except Exception as exc:  # a bug must neither leave the client waiting nor fail the append
                 log.exception("fetch failed on connection %s", conn.id)
                 conn.send_error(rid, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+                if session is not None and session.parked is parked and parked.done:
+                    session.parked = None
+            if parked.done:   # not parked again by its answer (`_send_fetch`)
+                parked_fetches.discard(parked)
 
         parked = core.park(parts, max_bytes, min_bytes, max_wait_ms, on_ready)
         parked_fetches.add(parked)
@@ -470,9 +478,12 @@ class MinilogServer(BrokerServer):
             self._fetch_now(conn, *pending.popleft())
 
     def _send_fetch(self, conn, rid, rows, session=None) -> None:
+        """Write the reply of a fetch that read `rows`; a session's fetch then goes on: the
+        next one of the session starts, or a streamed fetch (`answers`) is served again."""
         if session is None:
             self.sendfile_bytes += send_rows(conn, rid, rows, self.fetch_sendfile)
             return
+        parked = session.parked   # the ParkedFetch answering now, if the answer is from one
         # A session's rows say where each was read from (the client checks continuity).
         starts = session.answered(rows)
         fetch = session.current
@@ -491,12 +502,24 @@ class MinilogServer(BrokerServer):
                     if streams else None)
             self.sendfile_bytes += resp.send(conn, rid, self.fetch_sendfile, more)
         if more:
-            # Serve it again, first in line, where this answer ended: the next append finds
-            # it parked.
+            # A streamed fetch that read up to the log end, answered from its ParkedFetch: park
+            # it again now, inside this answer (and the append that readied it), where the
+            # answer ended. Nothing was appended since its read, so a read now would find
+            # nothing: none is made. Records of a later append (the same produce's next entry,
+            # the next frame) find it parked and are answered by it at once.
+            if (parked is not None and conn.access is None and not conn.closed and not conn.writing_paused
+                    and not conn.state.get(_PENDING_FETCHES) and fetch.min_bytes > 0 and fetch.max_wait_ms > 0):
+                parts = session.go_on_at_end(fetch, rows)
+                if parts is not None:
+                    parked.park_again((parts, fetch.max_bytes, fetch.min_bytes, MINILOG))
+                    session.parked = parked
+                    return
+            # Else serve it again, first in line, where this answer ended (a consumer behind
+            # gets its next answer read from the loop, not inside this one).
             fetch.go_on()
             session.waiting.appendleft(fetch)
         # The session's next fetch starts after what runs now (the append that readied this
-        # one, its producer's reply): it finds nothing new and parks, which can wait.
+        # one, its producer's reply).
         asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session)
 
     # ---- offsets -----------------------------------------------------------------------

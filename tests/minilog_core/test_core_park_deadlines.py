@@ -8,8 +8,11 @@ the fetches that left before their deadline do not pile up in the heap.
 import asyncio
 import gc
 
+import pytest
+
 from clients.record_batch import build_batch
 from minilog import append_waiters
+from minilog.batch_formats import MINILOG
 
 # libuv counts timers in whole ms from the loop's cached time, and a deadline within
 # append_waiters._DUE_SLACK_S of the timer's run is answered in that run: an answer may come
@@ -145,3 +148,42 @@ async def test_fetches_that_leave_make_no_garbage_for_the_collector(broker):
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+async def test_a_fetch_parked_again_inside_its_answer_is_answered_at_its_new_deadline(broker):
+    """`ParkedFetch.park_again` (a streamed fetch) keeps its heap entry, at the old deadline,
+    which moves to the new one when it comes due: answered once per wait, never early, and
+    nothing is left in the heap once it is done."""
+    broker.create_topic("t")
+    loop = asyncio.get_running_loop()
+    answers = []
+
+    def on_ready(rows):
+        answers.append(loop.time())
+        if len(answers) < 3:
+            end = broker.topics.get_log("t", 0).log_end_offset
+            parked.park_again(([("t", 0, end, 1 << 20)], 1 << 20, 1, MINILOG))
+
+    started = loop.time()
+    parked = broker.park([("t", 0, 0, 1 << 20)], 1 << 20, 1, 200, on_ready)
+    await asyncio.sleep(0.1)
+    broker.produce([["t", 0, batch(b"a")]])            # answered, parked again: due at ~0.3 s
+    assert len(answers) == 1 and not parked.done
+    assert broker.waiters.deadlines_held == 1 and len(broker.waiters) == 1
+    await wait_for(lambda: len(answers) == 2)          # not at 0.2 s, the first deadline
+    assert answers[1] - answers[0] >= 0.2 - EARLY_S, (answers[0] - started, answers[1] - started)
+    await wait_for(lambda: len(answers) == 3)          # parked again from its deadline's answer
+    assert answers[2] - answers[1] >= 0.2 - EARLY_S
+    assert parked.done and len(broker.waiters) == 0 and broker.waiters.deadlines_held == 0
+
+
+async def test_park_again_is_only_for_the_answer_being_given(broker):
+    broker.create_topic("t")
+    parked = park(broker, "t", 10_000, [])
+    args = ([("t", 0, 0, 1 << 20)], 1 << 20, 1, MINILOG)
+    with pytest.raises(RuntimeError):
+        parked.park_again(args)       # still parked
+    parked.cancel()
+    with pytest.raises(RuntimeError):
+        parked.park_again(args)       # done for good
+    assert len(broker.waiters) == 0

@@ -10,6 +10,7 @@ import pytest
 from clients.protocol.errors import ErrorCode
 from clients.record_batch import decode_batches
 from minilog.fetch_sessions import ANSWER_GOES_ON_BELOW, MAX_ANSWERS
+from harness import wait_until
 from minilog_wire_helpers import batch, connect, create, error_code, produce, values
 
 
@@ -31,6 +32,14 @@ class Answers:
             return
         (row,) = result["results"]
         self.got.append((result.get("more"), row[6], [r[0] for r in decode_batches(row[5])]))
+
+    def wait_for_records(self, n, timeout=10):
+        """The answers once they hold `n` records in all."""
+        deadline = time.monotonic() + timeout
+        while sum(len(offsets) for _, _, offsets in self.got) < n:
+            assert time.monotonic() < deadline, f"fewer than {n} records in {self.got}"
+            self.conn.read(0.05)
+        return self.got
 
     def wait_for(self, n, timeout=10):
         deadline = time.monotonic() + timeout
@@ -115,6 +124,98 @@ def test_a_stream_answers_at_max_wait_with_nothing_and_goes_on(server):
         produce(p, "t", 0, batch(values(1)))
         stream.wait_for(2)
         assert stream.got[0] == (2, 0, []) and stream.got[1] == (1, 0, [0])
+
+
+# ---- parked again inside its answer (MinilogServer._send_fetch, ParkedFetch.park_again) ----------
+def parked_fetches(server) -> int:
+    return server.call(lambda: len(server.server.broker.waiters))
+
+
+def continuous(got, first=0) -> list:
+    """The offsets of the answers `got`, checked to follow on from each other."""
+    offsets = []
+    for more, start, answer in got:
+        assert start == first + len(offsets), got
+        offsets += answer
+    return offsets
+
+
+def test_every_entry_of_one_produce_reaches_the_stream_and_it_stays_parked(server):
+    """Each entry's append wakes the fetch that the one before it parked again, inside the
+    same produce: every record arrives once, in order, and the fetch is parked after it."""
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=20)
+        wait_until(lambda: parked_fetches(server) == 1, message="the stream to park")
+        produce(p, "t", 0, [batch(values(1)), batch(values(2)), batch(values(1))])
+        assert continuous(stream.wait_for_records(4)) == [0, 1, 2, 3]
+        assert [a[0] for a in stream.got] == list(range(19, 19 - len(stream.got), -1))
+        assert parked_fetches(server) == 1
+        produce(p, "t", 0, batch(values(1)))
+        assert continuous(stream.wait_for(len(stream.got) + 1))[-1] == 4
+
+
+def test_produces_sent_in_one_write_are_all_answered(server):
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=20)
+        wait_until(lambda: parked_fetches(server) == 1, message="the stream to park")
+        rids = [p.send("produce", {"acks": 1, "data": [["t", 0, batch(values(1))]]}) for _ in range(5)]
+        p.flush()   # the five frames in one write: one data_received on the server
+        for rid in rids:
+            p.wait(rid)
+        assert continuous(stream.wait_for_records(5)) == [0, 1, 2, 3, 4]
+        assert parked_fetches(server) == 1
+
+
+def test_a_stream_cut_short_by_its_byte_limit_answers_the_rest_without_another_append(server):
+    """One produce entry of two batches wakes a stream whose partition limit takes one batch:
+    it ended before the log end, so it is not parked again but reads the rest at once."""
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1]], answers=5)
+        wait_until(lambda: parked_fetches(server) == 1, message="the stream to park")
+        produce(p, "t", 0, batch(values(2)) + batch(values(3)))   # one entry, two batches
+        assert continuous(stream.wait_for(2)) == [0, 1, 2, 3, 4]
+        assert [a[0] for a in stream.got] == [4, 3]
+        wait_until(lambda: parked_fetches(server) == 1, message="the stream to park again at the end")
+
+
+def test_a_stream_parked_again_is_still_answered_at_max_wait(server):
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=5, max_wait_ms=300)
+        produce(p, "t", 0, batch(values(1)))
+        stream.wait_for(1)
+        answered = time.monotonic()
+        assert stream.wait_for(2)[1] == (3, 1, [])   # nothing came: empty, where the last one ended
+        assert time.monotonic() - answered >= 0.25
+        produce(p, "t", 0, batch(values(1)))
+        assert stream.wait_for(3)[2] == (2, 1, [1])
+
+
+def test_an_explicit_offset_ends_a_stream_parked_again(server):
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=10)
+        produce(p, "t", 0, batch(values(2)))
+        stream.wait_for(1)
+        seek = Answers(c, [["t", 0, 0, 1 << 20]], answers=1)
+        assert seek.wait_for(1) == [(None, 0, [0, 1])]
+        assert stream.wait_for(2)[1] == (0, 2, [])     # answered at once, and the last
+        wait_until(lambda: parked_fetches(server) == 0, message="nothing left parked")
+
+
+def test_a_closed_connection_leaves_no_stream_parked(server):
+    with connect(server, "producer") as p:
+        with connect(server) as c:
+            create(c, "t")
+            stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=10)
+            produce(p, "t", 0, batch(values(1)))
+            stream.wait_for(1)
+            assert parked_fetches(server) == 1
+        wait_until(lambda: parked_fetches(server) == 0, message="the closed connection's fetch to leave")
+        assert produce(p, "t", 0, batch(values(1)))[0][2] == 1
 
 
 @pytest.mark.parametrize("args", [
