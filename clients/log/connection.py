@@ -12,7 +12,7 @@ import math
 import time
 
 from ..protocol.errors import BrokerError
-from ..protocol.framing import NOT_ONE_FRAME, BufferedFrameDecoder, decode_one_frame
+from ..protocol.framing import NOT_ONE_FRAME, BufferedFrameDecoder, decode_one_frame, decode_whole_frames
 from ..rpc import _DONTWAIT, KERNEL_WAIT_MIN, ConnectionClosed, RpcConnection, _wait_readable
 from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls
 from . import fetch_session
@@ -145,13 +145,14 @@ class LogConnection(RpcConnection):
                 return True
 
     def receive_replies(self) -> bool:
-        """`pump(0)` for small replies that mostly come one per read (a linger-0 producer's,
-        which its every `poll(0)` reads): one non-blocking recv of up to `REPLY_READ` bytes; a
-        read that is exactly one whole frame is decoded (`framing.decode_one_frame`) and routed
-        (`ClientConnectionState.route`) in one step, without the decoder's buffer. Any other
-        read (several frames, part of one) goes through the decoder as `pump`'s reads do, and
-        one that filled `REPLY_READ` is followed by `pump(0)` for the rest. With requests
-        queued to send, part of a frame held, or TLS, it is `pump(0)`. True if anything came."""
+        """`pump(0)` for small replies that come one or a few per read (a linger-0 producer's,
+        which its every `poll(0)` reads): one non-blocking recv of up to `REPLY_READ` bytes into
+        a fresh bytes object, whose whole frames are decoded (`framing.decode_one_frame` for
+        the usual read of one frame, else `framing.decode_whole_frames`) and routed
+        (`ClientConnectionState.route`) in one step, without the decoder's buffer. Only part
+        of a frame at the end goes to the decoder (as `pump`'s reads do), and a read that
+        filled `REPLY_READ` is followed by `pump(0)` for the rest. With requests queued to
+        send, part of a frame held, or TLS, it is `pump(0)`. True if anything came."""
         if self.closed:
             raise ConnectionClosed()
         state = self.state
@@ -168,13 +169,22 @@ class LogConnection(RpcConnection):
         if not data:
             self._mark_closed()
             raise ConnectionClosed()
-        obj = decode_one_frame(data, decoder.max_frame)
-        if obj is NOT_ONE_FRAME:
-            state.receive(data, self._push_sink, self._async_error_sink)
+        obj = decode_one_frame(data, decoder.max_frame)   # the usual read: one reply
+        if obj is not NOT_ONE_FRAME:
+            state.route((obj,), self._push_sink, self._async_error_sink)
+            return True
+        whole = decode_whole_frames(data, decoder.max_frame)
+        if whole is None:
+            state.receive(data, self._push_sink, self._async_error_sink)   # raises the decoder's error
+            return True
+        frames, end = whole
+        if frames:
+            state.route(frames, self._push_sink, self._async_error_sink)
+        if end < len(data):
+            # Part of a frame: the decoder keeps it (it held nothing), and completes it later.
+            state.receive(data[end:] if end else data, self._push_sink, self._async_error_sink)
             if len(data) == REPLY_READ:
                 self.pump(0)
-        else:
-            state.route((obj,), self._push_sink, self._async_error_sink)
         return True
 
     def fail_all(self, error: BrokerError) -> None:

@@ -595,8 +595,13 @@ class Producer:
         self._requests.connection_lost()
 
     def _pump(self, timeout) -> None:
+        """Send what is queued and handle the replies that come within `timeout` s (0: those
+        already here, by the connection's one-step read of small replies)."""
         try:
-            self._conn.pump(timeout)
+            if timeout == 0:
+                self._conn.receive_replies()
+            else:
+                self._conn.pump(timeout)
         except ConnectionClosed as exc:
             self._connection_lost(exc)
         if self._conn is not None and self._conn.async_errors:
@@ -633,12 +638,13 @@ class Producer:
     def poll(self, timeout=None) -> int:
         """Serve delivery reports (waiting up to `timeout` s for one); returns how many were served."""
         if timeout == 0:
-            # The call a produce loop makes after each record: with no batch open, queued or
-            # waiting to be retried, it is the general loop's first pass cut to what can apply
-            # -- serve reports, take the replies already here (one non-blocking recv), serve.
-            # The receive is the connection's one-step read of a small reply (receive_replies).
+            # The call a produce loop makes after each record: with no batch queued or waiting
+            # to be retried, it is the general loop's one pass cut to what can apply -- serve
+            # reports, take the replies already here (one non-blocking recv: the connection's
+            # one-step read of small replies, receive_replies), close and send the batches now
+            # due (a reply that just came releases those held for it, see _held), serve.
             requests = self._requests
-            if not (self._open or requests.ready or requests.retrying):
+            if not (requests.ready or requests.retrying):
                 served = self._serve() if self._reports else 0
                 conn = self._conn
                 if conn is not None and conn.callbacks and not conn.closed:
@@ -648,8 +654,8 @@ class Producer:
                         self._connection_lost(exc)
                     if conn.async_errors:
                         self._async_error()
-                    if self._open:
-                        self._close_due()
+                if self._open:
+                    self._close_due()
                 return served + self._serve() if self._reports else served
         deadline = deadline_of(timeout if timeout is not None else -1)
         served = self._serve()

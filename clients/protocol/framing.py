@@ -133,6 +133,21 @@ def decode_one_frame(data, max_frame: int):
         return NOT_ONE_FRAME
 
 
+def decode_whole_frames(data, max_frame: int):
+    """(the objects of the whole frames `data` starts with, where the rest begins) for bytes
+    that start a frame (nothing held before them); None when a length is over `max_frame` or a
+    body is not msgpack: then `FrameDecoder.feed` takes `data` and raises its error, as
+    always. What a client that reads into a fresh bytes object routes at once (a produce reply,
+    two or three when the server is behind: `LogConnection.receive_replies`); only the rest,
+    part of a frame, need go to a decoder."""
+    frames = []
+    try:
+        pos = _decode_frames(data, 0, len(data), max_frame, frames.append)
+    except Exception:  # FrameTooLarge, or not msgpack: feed() raises it, as for any read
+        return None
+    return frames, pos
+
+
 class FrameDecoder:
     """Turns a byte stream into decoded frames.
 

@@ -79,14 +79,16 @@ def test_several_replies_in_one_read_each_reach_their_handler_in_order(conn, mak
     assert not conn.callbacks
 
 
-def test_a_read_that_fills_the_read_size_is_followed_by_one_for_the_rest(conn, make_topic, monkeypatch):
-    # A read size smaller than a reply: the first read is part of a frame (the decoder keeps
-    # it), and, having filled the read size, is followed by pump(0), which reads the rest.
+@pytest.mark.parametrize("read_size", [7, 40])
+def test_a_read_that_fills_the_read_size_is_followed_by_one_for_the_rest(conn, make_topic, monkeypatch, read_size):
+    # A read size smaller than the replies: the first read ends in part of a frame (7: that
+    # is all it holds; 40: a whole reply, then part of the next), which the decoder keeps;
+    # having filled the read size, it is followed by pump(0), which reads the rest.
     topic = make_topic(1)
     replies = []
     _send_records(conn, topic, 3, replies)
     wait_until(lambda: _frames_waiting(conn.sock) == 3, 10, message="three replies")
-    monkeypatch.setattr(log_connection, "REPLY_READ", 7)
+    monkeypatch.setattr(log_connection, "REPLY_READ", read_size)
     assert conn.receive_replies() is True
     assert [(i, _base(result)) for i, result, _ in replies] == [(0, 0), (1, 1), (2, 2)]
     assert conn.state.decoder.buffered == 0

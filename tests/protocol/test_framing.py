@@ -9,8 +9,8 @@ from hypothesis import given, strategies as st
 from clients.protocol import frames
 from clients.protocol.client_state import ClientConnectionState
 from clients.protocol.errors import BrokerError, CorruptFrame, ErrorCode, FrameTooLarge
-from clients.protocol.framing import (NOT_ONE_FRAME, BufferedFrameDecoder, FrameDecoder, decode_one_frame, encode_frame,
-                                     encode_frame_parts, new_packer)
+from clients.protocol.framing import (NOT_ONE_FRAME, BufferedFrameDecoder, FrameDecoder, decode_one_frame,
+                                     decode_whole_frames, encode_frame, encode_frame_parts, new_packer)
 
 # Values msgpack can carry and bring back unchanged (lists stay lists, str vs bin kept apart).
 msgpack_values = st.recursive(
@@ -230,3 +230,23 @@ def test_decode_one_frame_answers_only_for_exactly_one_whole_frame(messages, cut
     assert decode_one_frame(too_large, 50) is NOT_ONE_FRAME
     with pytest.raises(FrameTooLarge):
         FrameDecoder(50).feed(too_large)
+
+
+@given(messages=st.lists(msgpack_values, max_size=4), cut=st.integers(0, 10_000), garbage=st.binary(max_size=40))
+def test_decode_whole_frames_gives_what_the_decoder_completes_and_where_the_rest_starts(messages, cut, garbage):
+    """The log connection's one-step read (`LogConnection.receive_replies`): for any read
+    (whole frames, a cut anywhere, garbage) the frames `FrameDecoder.feed` completes and the
+    start of the bytes it would keep, or None exactly when `feed` raises."""
+    stream = b"".join(encode_frame(m) for m in messages)
+    for data in (stream, stream[:cut % (len(stream) + 1)], garbage, struct.pack(">I", len(garbage)) + garbage):
+        got = decode_whole_frames(data, 1 << 20)
+        decoder = FrameDecoder(1 << 20)
+        try:
+            fed = decoder.feed(data)
+        except (CorruptFrame, FrameTooLarge):
+            assert got is None
+            continue
+        assert got is not None
+        frames, rest = got
+        assert frames == fed and len(data) - rest == decoder.buffered
+    assert decode_whole_frames(encode_frame(b"x" * 100), 50) is None
