@@ -160,6 +160,45 @@ def one_row_frame(request_id: int, row, start: int | None = None, more: int | No
         return b"".join((_LENGTH.pack(len(packed) + 4 + n), head[:nil], _BIN32.pack(0xC6, n), data, tail))
 
 
+# The packed positive fixints, for a streamed answer's `more` (at most MAX_ANSWERS).
+_FIXINT = [bytes((i,)) for i in range(128)]
+
+
+def streamed_frame_head(request_id: int, topic: str, partition: int) -> tuple:
+    """What every answer of a streamed one-partition fetch shares (`streamed_frame`): the
+    envelope up to `more`'s value, then from after it to the row's high watermark."""
+    pack = _PACKER.pack
+    before_more = b"".join((_REPLY_START, pack(request_id), _PACKER.pack_map_header(2), pack("more")))
+    before_hw = b"".join((pack("results"), _PACKER.pack_array_header(1), _PACKER.pack_array_header(7), pack(topic),
+                          pack(partition), pack(None)))
+    return before_more, before_hw
+
+
+def streamed_frame(head: tuple, row, start: int, more: int) -> bytes | None:
+    """`one_row_frame(request_id, row, start, more)`, byte for byte, from the fetch's
+    `streamed_frame_head`: the answer of a streamed fetch at the log end, one per record, packs
+    only what changes (the offsets, the records). None where `one_row_frame` is needed: an
+    error row, a `more` past a fixint, records not small."""
+    records = row[5]
+    if records is None:
+        data = b""
+    elif records.__class__ is FileSlice:
+        if records.length >= SENDFILE_MIN_BYTES:
+            return None
+        data = records.read()
+    else:
+        data = records
+    if row[2] is not None or not 0 <= more < 128 or len(data) >= SENDFILE_MIN_BYTES:
+        return None
+    pack = _PACKER.pack
+    before_more, before_hw = head
+    n = len(data)
+    tail = pack(start)
+    mid = b"".join((pack(row[3]), pack(row[4]), _BIN32.pack(0xC6, n)))
+    return b"".join((_LENGTH.pack(len(before_more) + 1 + len(before_hw) + len(mid) + n + len(tail)),
+                     before_more, _FIXINT[more], before_hw, mid, data, tail))
+
+
 def write_pieces(transport, pieces: list, use_sendfile: bool = True) -> int:
     """Write `pieces` (bytes and FileSlices) on `transport`, in order; returns the bytes sent with
     os.sendfile. Any front door's reply built around file slices goes out through here (the msgpack

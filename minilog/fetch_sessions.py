@@ -62,7 +62,7 @@ class SessionFetch:
     """One fetch of a session: its request id, its partitions (offset None: continue), its limits
     and how many answers it may still get (`answers`; more than one: it streams)."""
 
-    __slots__ = ("rid", "parts", "max_bytes", "min_bytes", "max_wait_ms", "error", "answers", "streams")
+    __slots__ = ("rid", "parts", "max_bytes", "min_bytes", "max_wait_ms", "error", "answers", "streams", "head")
 
     def __init__(self, rid, parts, max_bytes, min_bytes, max_wait_ms, answers=1):
         self.rid = rid
@@ -73,6 +73,7 @@ class SessionFetch:
         self.max_wait_ms = max_wait_ms
         self.answers = answers
         self.streams = answers > 1  # its answers say how many more follow (`more`)
+        self.head = None            # what its one-row answers share (fetch_response.streamed_frame_head)
 
     def next_answer(self, waiting: bool, records_bytes: int, error: bool = False) -> int:
         """The `more` of the answer going out now: how many answers follow it. No more

@@ -28,7 +28,7 @@ from .batch_formats import MINILOG
 from .broker import LogBroker
 from .kafka import listener as kafka_listener
 from .fetch_response import (PARTITION_OVERHEAD, SENDFILE_MIN_BYTES, FetchResponse, one_row_frame, records_size,
-                             send_rows, write_frame)
+                             send_rows, streamed_frame, streamed_frame_head, write_frame)
 from .fetch_sessions import MAX_ANSWERS, FetchSessions, SessionFetch
 from .group_coordinator import DEFAULT_GROUP_MAX_SIZE
 from .offsets_store import DEFAULT_OFFSETS_SEGMENT_BYTES
@@ -491,8 +491,17 @@ class MinilogServer(BrokerServer):
         size = records_size(rows[0][5]) if len(rows) == 1 else SENDFILE_MIN_BYTES
         if size < SENDFILE_MIN_BYTES:
             # One partition, a few records (a live consumer's): one frame packed in one go.
-            more = fetch.next_answer(bool(session.waiting), size, rows[0][2] is not None) if streams else None
-            write_frame(conn, one_row_frame(rid, rows[0], starts[0], more))
+            if streams:
+                row = rows[0]
+                more = fetch.next_answer(bool(session.waiting), size, row[2] is not None)
+                head = fetch.head
+                if head is None:
+                    head = fetch.head = streamed_frame_head(rid, row[0], row[1])
+                frame = streamed_frame(head, row, starts[0], more)
+                write_frame(conn, one_row_frame(rid, row, starts[0], more) if frame is None else frame)
+            else:
+                more = None
+                write_frame(conn, one_row_frame(rid, rows[0], starts[0], None))
         else:
             resp = FetchResponse()
             for row, start in zip(rows, starts):

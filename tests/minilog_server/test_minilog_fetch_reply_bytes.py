@@ -6,7 +6,8 @@ import os
 from hypothesis import given, settings, strategies as st
 
 from clients.protocol.framing import FrameDecoder
-from minilog.fetch_response import SENDFILE_MIN_BYTES, FetchResponse, one_row_frame
+from minilog.fetch_response import (SENDFILE_MIN_BYTES, FetchResponse, one_row_frame, streamed_frame,
+                                    streamed_frame_head)
 from minilog.storage import FileSlice
 
 
@@ -83,6 +84,22 @@ def test_a_fetch_sessions_one_row_frame_is_the_frame_fetch_response_writes(reque
     assert FrameDecoder().feed(frame) == [[1, request_id, result]]
 
 
+@settings(max_examples=300, deadline=None)
+@given(request_id=st.integers(min_value=0, max_value=(1 << 64) - 1), topic=st.text(max_size=249),
+       partition=ints, error=errors, hw=ints, log_start=ints, read_from=ints, more=st.integers(0, 200),
+       records=st.none() | st.binary(max_size=2000))
+def test_a_streamed_answer_from_its_fetchs_head_is_the_one_row_frame(request_id, topic, partition, error, hw,
+                                                                      log_start, read_from, more, records):
+    """`streamed_frame` packs only what changes between the answers of one streamed fetch; what
+    it cannot pack (an error row, a `more` past a fixint) it leaves to `one_row_frame`."""
+    row = (topic, partition, error, hw, log_start, records)
+    frame = streamed_frame(streamed_frame_head(request_id, topic, partition), row, read_from, more)
+    if error is not None or more > 127:
+        assert frame is None
+    else:
+        assert frame == one_row_frame(request_id, row, read_from, more)
+
+
 def test_records_read_from_a_file_slice_and_large_ones_left_to_sendfile(tmp_path):
     path = tmp_path / "segment"
     data = os.urandom(SENDFILE_MIN_BYTES + 10)
@@ -96,5 +113,8 @@ def test_records_read_from_a_file_slice_and_large_ones_left_to_sendfile(tmp_path
         in_memory = FileSlice(fd, 5, 100, 9, data[5:105])   # the log's tail: no read of the file
         assert one_row_frame(3, ("t", 0, None, 7, 0, in_memory)) == one_row_frame(3, row)
         assert one_row_frame(3, ("t", 0, None, 7, 0, FileSlice(fd, 0, SENDFILE_MIN_BYTES))) is None
+        head = streamed_frame_head(3, "t", 0)
+        assert streamed_frame(head, row, 0, 5) == one_row_frame(3, row, 0, 5)
+        assert streamed_frame(head, ("t", 0, None, 7, 0, FileSlice(fd, 0, SENDFILE_MIN_BYTES)), 0, 5) is None
     finally:
         os.close(fd)
