@@ -70,6 +70,9 @@ def test_a_fetch_of_the_session_waiting_behind_ends_the_stream_at_its_next_answe
         produce(p, "t", 0, batch(values(1)))
         stream.wait_for(1)
         successor = Answers(c, [["t", 0, None, 1 << 20]], answers=10)
+        # The server reads a connection's requests in order: once this is answered it holds the
+        # successor, whichever connection it reads first afterwards.
+        c.call("ping", {})
         produce(p, "t", 0, batch(values(1)))
         produce(p, "t", 0, batch(values(1)))
         successor.wait_for(1)
