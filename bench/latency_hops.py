@@ -13,7 +13,8 @@ clocks are read along the way, all `time.time_ns` (the one clock the three proce
     reply start   the server starts writing the fetch reply that carries it (`fetch_response.send_rows`,
                   or `MinilogServer._send_fetch` for a fetch session's)
     reply end     ... and has written it
-    consumer wake the consumer's socket turns readable (`LogConnection.readable`)
+    consumer wake the consumer's receive returns with the reply (`ClientConnectionState.receive_into`;
+                  the wait is in the receive itself, `RpcConnection.receive_within`)
     returned      `Consumer.poll` returns it
 
 The server runs in a child process with those two methods wrapped by functions that only read
@@ -117,20 +118,21 @@ def serve(data_dir: str, out: str) -> None:
 
 # ---- the consumer (a child process) --------------------------------------------------------
 def consume(bootstrap: str, topic: str, records: int, out: str) -> None:
-    """The latency bench's consumer (`bench.minilog_clients.poll_at_end`), with the socket's
-    wake-ups timed; writes `[offset, stamp, wake, returned]` per record to `out`."""
+    """The latency bench's consumer (`bench.minilog_clients.poll_at_end`), with its receives
+    timed; writes `[offset, stamp, wake, returned]` per record to `out`."""
     from bench.minilog_clients import _STAMP, poll_at_end
-    from clients.log.connection import LogConnection
+    from clients.protocol.client_state import ClientConnectionState
 
     woke = [0]
-    readable = LogConnection.readable
+    receive_into = ClientConnectionState.receive_into
 
-    def timed_readable(conn, timeout):
-        ready = readable(conn, timeout)
+    # Where received bytes reach Python: a wait for data is made in the receive itself
+    # (`RpcConnection.receive_within`), so this is the first Python the wake-up runs.
+    def timed_receive_into(state, nbytes, on_push, on_async_error):
         woke[0] = time.time_ns()
-        return ready
+        return receive_into(state, nbytes, on_push, on_async_error)
 
-    LogConnection.readable = timed_readable
+    ClientConnectionState.receive_into = timed_receive_into
     rows = [(m.offset(), _STAMP.unpack_from(m.value())[0], woke[0], returned)
             for m, returned in poll_at_end(bootstrap, topic, records)]
     with open(out, "w") as f:

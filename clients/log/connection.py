@@ -13,7 +13,7 @@ import time
 
 from ..protocol.errors import BrokerError
 from ..protocol.framing import NOT_ONE_FRAME, BufferedFrameDecoder, decode_one_frame, decode_whole_frames
-from ..rpc import _DONTWAIT, ConnectionClosed, RpcConnection, _wait_readable
+from ..rpc import _DONTWAIT, KERNEL_WAIT_MIN, ConnectionClosed, RpcConnection, _wait_readable
 from ..tls import SECURITY_PROTOCOLS, TlsSettingError, log_client_tls
 from . import fetch_session
 from .errors import ConfigError
@@ -121,10 +121,20 @@ class LogConnection(RpcConnection):
         if self.closed:
             raise ConnectionClosed()
         self.flush()
-        if timeout is None or timeout > 0:
-            if not self.readable(timeout if timeout is not None else 3600.0):
-                return False
         handled = False
+        if timeout is None or timeout > 0:
+            wait = timeout if timeout is not None else 3600.0
+            if wait >= KERNEL_WAIT_MIN and not self._tls:
+                # One syscall that waits and reads (`receive_within`), not a poll() and a recv.
+                try:
+                    n = self.receive_within(wait)
+                except BlockingIOError:
+                    return False   # nothing came (the wait may end up to ~10 ms early)
+                if n > 0:
+                    return True
+                handled = True     # it filled the buffer: read on below
+            elif not self.readable(wait):
+                return False
         while True:
             try:
                 n = self._receive(nowait=True)

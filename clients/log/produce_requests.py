@@ -63,6 +63,8 @@ library's error type. Whether an error is worth retrying is the error type's bus
 the batches failed with a retriable error (above).
 """
 
+import struct
+
 import msgpack
 
 from ..protocol.errors import ErrorCode
@@ -85,6 +87,10 @@ RETRIABLE = frozenset({ErrorCode.STORAGE_ERROR})
 _pack = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _REQUEST_HEAD = b"\x94" + _pack(REQUEST)   # [REQUEST, rid, "produce", args]: before the id
 _SINGLE_HEADS = 1024                        # (topic, partition) frame middles kept by encode_single
+# msgpack's smallest encodings of an unsigned int (a request id) and of a bin header.
+_FIXINT = [bytes((i,)) for i in range(0x80)]
+_UINT8, _UINT16, _UINT32 = struct.Struct(">BB"), struct.Struct(">BH"), struct.Struct(">BI")
+_BIN8 = [bytes((0xC4, n)) for n in range(0x100)]
 
 
 class ProduceRequest:
@@ -187,10 +193,19 @@ class ProduceRequests:
             middle = self._heads[(topic, partition)] = (
                 _pack("produce") + b"\x83" + _pack("acks") + _pack(self.acks) + _pack("timeout_ms")
                 + _pack(self.timeout_ms) + _pack("data") + b"\x91\x93" + _pack(topic) + _pack(partition))
+        # The batch's bin header and the id's msgpack int from tables and struct, not msgpack:
+        # after a pause, the first call into msgpack's packer costs ~1 us of cold code.
         n = len(data)
-        blob = bytes((0xC4, n)) if n < 0x100 else (b"\xc5" + n.to_bytes(2, "big") if n < 0x10000 else
-                                                   b"\xc6" + n.to_bytes(4, "big"))
-        rid_bytes = _pack(rid)
+        blob = _BIN8[n] if n < 0x100 else (b"\xc5" + n.to_bytes(2, "big") if n < 0x10000 else
+                                           b"\xc6" + n.to_bytes(4, "big"))
+        if rid < 0x80:
+            rid_bytes = _FIXINT[rid]
+        elif rid < 0x10000:
+            rid_bytes = _UINT16.pack(0xCD, rid) if rid >= 0x100 else _UINT8.pack(0xCC, rid)
+        elif rid < 0x100000000:
+            rid_bytes = _UINT32.pack(0xCE, rid)
+        else:
+            rid_bytes = _pack(rid)
         return b"".join((LENGTH.pack(len(_REQUEST_HEAD) + len(rid_bytes) + len(middle) + len(blob) + n),
                          _REQUEST_HEAD, rid_bytes, middle, blob, data))
 

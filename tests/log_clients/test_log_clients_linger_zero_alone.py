@@ -44,6 +44,20 @@ def test_encode_single_is_the_frame_encode_request_makes(acks, timeout_ms, topic
     assert requests.encode_single(rid, topic, partition, data) == frame
 
 
+def test_encode_single_encodes_every_size_of_request_id_and_batch_as_msgpack_does():
+    # Each of msgpack's int and bin encodings, at its edges (encode_single makes them itself).
+    requests = ProduceRequests(1, 30000, 10**6, 5)
+    for rid in (0, 1, 0x7F, 0x80, 0xFF, 0x100, 0xFFFF, 0x10000, 2**32 - 1, 2**32, 2**40):
+        for n in (0, 0xFF, 0x100, 0xFFFF, 0x10000):
+            data = b"\x05" * n
+            state = ClientConnectionState()
+            if rid:
+                state._ids = itertools.count(rid)
+            _, frame = state.encode_request("produce", {"acks": 1, "timeout_ms": 30000, "data": [["t", 3, data]]},
+                                            rid != 0)
+            assert requests.encode_single(rid, "t", 3, data) == frame, (rid, n)
+
+
 def test_each_call_form_sent_alone_is_stored_and_reported_as_the_general_path_would(producer, consumer, make_topic):
     topic = make_topic(3)
     reports = []
