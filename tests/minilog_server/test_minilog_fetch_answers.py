@@ -70,6 +70,9 @@ def test_a_fetch_of_the_session_waiting_behind_ends_the_stream_at_its_next_answe
         produce(p, "t", 0, batch(values(1)))
         stream.wait_for(1)
         successor = Answers(c, [["t", 0, None, 1 << 20]], answers=10)
+        # The server reads a connection's requests in order: once this is answered it holds the
+        # successor, whichever connection it reads first afterwards.
+        c.call("ping", {})
         produce(p, "t", 0, batch(values(1)))
         produce(p, "t", 0, batch(values(1)))
         successor.wait_for(1)
@@ -204,6 +207,26 @@ def test_an_explicit_offset_ends_a_stream_parked_again(server):
         assert seek.wait_for(1) == [(None, 0, [0, 1])]
         assert stream.wait_for(2)[1] == (0, 2, [])     # answered at once, and the last
         wait_until(lambda: parked_fetches(server) == 0, message="nothing left parked")
+
+
+def test_a_stream_parked_again_and_woken_while_writing_is_paused_goes_on_where_it_ended(server):
+    """Woken while its client's transport is above the high-water mark, a stream parked again
+    inside its answer is deferred, and read when the transport drains, from where its last
+    answer ended (the offsets it was parked again with, not those it first started with)."""
+    with connect(server, "streamer") as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=10)
+        produce(p, "t", 0, batch(values(2)))
+        assert stream.wait_for(1) == [(9, 0, [0, 1])]
+        wait_until(lambda: parked_fetches(server) == 1, message="the stream to park again")
+        (conn,) = [k for k in server.server.connections.values() if k.client_name == "streamer"]
+        server.call(conn.pause_writing)   # as the transport does when the client stops reading
+        produce(p, "t", 0, batch(values(1)))
+        assert parked_fetches(server) == 0   # woken, and deferred until the transport drains
+        server.call(conn.resume_writing)
+        assert stream.wait_for(2)[1] == (8, 2, [2])
+        produce(p, "t", 0, batch(values(1)))
+        assert continuous(stream.wait_for(3)) == [0, 1, 2, 3]
 
 
 def test_a_closed_connection_leaves_no_stream_parked(server):
