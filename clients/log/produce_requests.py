@@ -98,11 +98,11 @@ class ProduceRequest:
 
     __slots__ = ("args", "items", "sent_at", "token", "retried")
 
-    def __init__(self, args: dict, items: list):
+    def __init__(self, args: dict, items: list, sent_at: float = 0.0, token=None):
         self.args = args
         self.items = items   # (topic, partition, data, batch, closed_at), in the order they closed
-        self.sent_at = 0.0
-        self.token = None
+        self.sent_at = sent_at   # when it was written (`sent`), and its reply's handle
+        self.token = token
         self.retried = ()    # the `retrying` entries it carries (batches sent again)
 
 
@@ -172,9 +172,7 @@ class ProduceRequests:
         request, now in flight."""
         self._added += 1
         self._order[batch] = self._added
-        request = ProduceRequest(None, [(topic, partition, data, batch, now)])
-        request.sent_at = now
-        request.token = token
+        request = ProduceRequest(None, [(topic, partition, data, batch, now)], now, token)
         self._requests[request] = None
         self.in_flight += 1
         return request
