@@ -199,18 +199,26 @@ class RpcConnection:
         if self._receives_into:
             self._receive(nowait=False)
             return True
+        data = self.recv_bytes(READ_SIZE)
+        if self.first_bytes is None:
+            self.first_bytes = data[:8]
+        self.state.receive(data, self._push_sink, self._async_error_sink)
+        return True
+
+    def recv_bytes(self, size: int, flags: int = 0) -> bytes:
+        """One `recv` of up to `size` bytes (a fresh bytes object); ConnectionClosed when the
+        connection is gone, BlockingIOError when `flags` say not to wait and nothing is there."""
         try:
-            data = self.sock.recv(READ_SIZE)
+            data = self.sock.recv(size, flags)
+        except BlockingIOError:
+            raise
         except OSError as exc:
             self._mark_closed()
             raise ConnectionClosed(f"connection lost: {exc}") from None
         if not data:
             self._mark_closed()
             raise ConnectionClosed()
-        if self.first_bytes is None:
-            self.first_bytes = data[:8]
-        self.state.receive(data, self._push_sink, self._async_error_sink)
-        return True
+        return data
 
     def _receive(self, nowait: bool) -> int:
         """Receive once into the decoder's buffer (a BufferedFrameDecoder's) and route what it

@@ -160,15 +160,9 @@ class LogConnection(RpcConnection):
         if self._out or self._tls or decoder.buffered:
             return self.pump(0)
         try:
-            data = self.sock.recv(REPLY_READ, _DONTWAIT)
+            data = self.recv_bytes(REPLY_READ, _DONTWAIT)
         except BlockingIOError:
             return False
-        except OSError as exc:
-            self._mark_closed()
-            raise ConnectionClosed(f"connection lost: {exc}") from None
-        if not data:
-            self._mark_closed()
-            raise ConnectionClosed()
         obj = decode_one_frame(data, decoder.max_frame)   # the usual read: one reply
         if obj is not NOT_ONE_FRAME:
             state.route((obj,), self._push_sink, self._async_error_sink)
