@@ -49,11 +49,13 @@ _FETCH_SESSIONS = "minilog.fetch_sessions"
 
 # Whether a streamed fetch answered at the log end by its own ParkedFetch is parked again
 # inside its answer (`_send_fetch`, `ParkedFetch.park_again`), or goes back through the loop
-# (`call_soon`, a read, a new ParkedFetch) as every session fetch does. On: the server's path
-# is 15-25 % shorter in `bench.minilog_server_path`'s streamed step; the latency bench under
-# load did not show a gain (docs/clients-minilog.md, "The server hop, cut"). The wire is the
-# same either way.
-REPARK_INSIDE_ANSWER = True
+# (`call_soon`, a read, a new ParkedFetch) as every session fetch does. On, the server's path
+# is 15-25 % shorter in `bench.minilog_server_path`'s streamed step, but the latency bench was
+# slower with it when the machine was in its slower state (p50 213-256 against 180-210 µs in
+# four interleaved pairs; producer and consumer CPU up too) and no faster in its faster one
+# (docs/clients-minilog.md, "Every hop a little shorter"). Off until it is understood why.
+# The wire is the same either way.
+REPARK_INSIDE_ANSWER = False
 
 DEFAULT_PORT = 9093
 DEFAULT_DATA_DIR = "./data/minilog"

@@ -9,6 +9,7 @@ import pytest
 
 from clients.protocol.errors import ErrorCode
 from clients.record_batch import decode_batches
+from minilog import server as minilog_server
 from minilog.fetch_sessions import ANSWER_GOES_ON_BELOW, MAX_ANSWERS
 from harness import wait_until
 from minilog_wire_helpers import batch, connect, create, error_code, produce, values
@@ -130,6 +131,14 @@ def test_a_stream_answers_at_max_wait_with_nothing_and_goes_on(server):
 
 
 # ---- parked again inside its answer (MinilogServer._send_fetch, ParkedFetch.park_again) ----------
+# Each of these runs with the re-park inside the answer on and off (`REPARK_INSIDE_ANSWER`):
+# the stream behaves the same either way.
+@pytest.fixture(params=[True, False], ids=["repark-inside", "repark-by-loop"])
+def repark(request, monkeypatch):
+    monkeypatch.setattr(minilog_server, "REPARK_INSIDE_ANSWER", request.param)
+    return request.param
+
+
 def parked_fetches(server) -> int:
     return server.call(lambda: len(server.server.broker.waiters))
 
@@ -143,7 +152,7 @@ def continuous(got, first=0) -> list:
     return offsets
 
 
-def test_every_entry_of_one_produce_reaches_the_stream_and_it_stays_parked(server):
+def test_every_entry_of_one_produce_reaches_the_stream_and_it_stays_parked(server, repark):
     """Each entry's append wakes the fetch that the one before it parked again, inside the
     same produce: every record arrives once, in order, and the fetch is parked after it."""
     with connect(server) as c, connect(server, "producer") as p:
@@ -158,7 +167,7 @@ def test_every_entry_of_one_produce_reaches_the_stream_and_it_stays_parked(serve
         assert continuous(stream.wait_for(len(stream.got) + 1))[-1] == 4
 
 
-def test_produces_sent_in_one_write_are_all_answered(server):
+def test_produces_sent_in_one_write_are_all_answered(server, repark):
     with connect(server) as c, connect(server, "producer") as p:
         create(c, "t")
         stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=20)
@@ -171,7 +180,7 @@ def test_produces_sent_in_one_write_are_all_answered(server):
         assert parked_fetches(server) == 1
 
 
-def test_a_stream_cut_short_by_its_byte_limit_answers_the_rest_without_another_append(server):
+def test_a_stream_cut_short_by_its_byte_limit_answers_the_rest_without_another_append(server, repark):
     """One produce entry of two batches wakes a stream whose partition limit takes one batch:
     it ended before the log end, so it is not parked again but reads the rest at once."""
     with connect(server) as c, connect(server, "producer") as p:
@@ -184,7 +193,7 @@ def test_a_stream_cut_short_by_its_byte_limit_answers_the_rest_without_another_a
         wait_until(lambda: parked_fetches(server) == 1, message="the stream to park again at the end")
 
 
-def test_a_stream_parked_again_is_still_answered_at_max_wait(server):
+def test_a_stream_parked_again_is_still_answered_at_max_wait(server, repark):
     with connect(server) as c, connect(server, "producer") as p:
         create(c, "t")
         stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=5, max_wait_ms=300)
@@ -197,7 +206,7 @@ def test_a_stream_parked_again_is_still_answered_at_max_wait(server):
         assert stream.wait_for(3)[2] == (2, 1, [1])
 
 
-def test_an_explicit_offset_ends_a_stream_parked_again(server):
+def test_an_explicit_offset_ends_a_stream_parked_again(server, repark):
     with connect(server) as c, connect(server, "producer") as p:
         create(c, "t")
         stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=10)
@@ -209,7 +218,7 @@ def test_an_explicit_offset_ends_a_stream_parked_again(server):
         wait_until(lambda: parked_fetches(server) == 0, message="nothing left parked")
 
 
-def test_a_stream_parked_again_and_woken_while_writing_is_paused_goes_on_where_it_ended(server):
+def test_a_stream_parked_again_and_woken_while_writing_is_paused_goes_on_where_it_ended(server, repark):
     """Woken while its client's transport is above the high-water mark, a stream parked again
     inside its answer is deferred, and read when the transport drains, from where its last
     answer ended (the offsets it was parked again with, not those it first started with)."""
@@ -229,7 +238,7 @@ def test_a_stream_parked_again_and_woken_while_writing_is_paused_goes_on_where_i
         assert continuous(stream.wait_for(3)) == [0, 1, 2, 3]
 
 
-def test_a_closed_connection_leaves_no_stream_parked(server):
+def test_a_closed_connection_leaves_no_stream_parked(server, repark):
     with connect(server, "producer") as p:
         with connect(server) as c:
             create(c, "t")
