@@ -31,10 +31,11 @@ _DONTWAIT = socket.MSG_DONTWAIT
 # Waits at least this long are made in the receive itself (`RpcConnection.receive_within`),
 # with the socket's receive timeout rounded down to a multiple of _KERNEL_WAIT_STEP, so that
 # a loop of similar waits (a consumer's poll(0.1)) sets it once. Shorter waits use poll(): the
-# kernel counts receive timeouts in scheduler ticks (4 ms at 250 Hz), too coarse for them.
+# kernel counts receive timeouts in scheduler ticks and rounds them up to a whole one (4 ms at
+# 250 Hz, 10 ms at 100 Hz), too coarse for them; the timeout set is one longest tick short.
 KERNEL_WAIT_MIN = 0.02
 _KERNEL_WAIT_STEP = 0.005
-_KERNEL_TICK = 0.004
+_KERNEL_TICK = 0.01
 _TIMEVAL = struct.Struct("@ll")
 
 
@@ -249,8 +250,8 @@ class RpcConnection:
 
     def receive_within(self, timeout: float) -> int:
         """`_receive`, waiting for data in the receive itself, for at most `timeout` s and at
-        least `timeout` less about 10 ms (the socket's receive timeout, SO_RCVTIMEO, rounded
-        down so that repeated similar waits set it once); BlockingIOError when nothing came.
+        least `timeout` less 15 ms (the socket's receive timeout, SO_RCVTIMEO, rounded down so
+        that repeated similar waits set it once); BlockingIOError when nothing came.
 
         Waiting in poll() and then receiving is two syscalls and two returns to Python per
         wake-up; a consumer at the end of a live log wakes once per record, and this one

@@ -129,7 +129,7 @@ class LogConnection(RpcConnection):
                 try:
                     n = self.receive_within(wait)
                 except BlockingIOError:
-                    return False   # nothing came (the wait may end up to ~10 ms early)
+                    return False   # nothing came (the wait may end up to 15 ms early)
                 if n > 0:
                     return True
                 handled = True     # it filled the buffer: read on below

@@ -43,7 +43,7 @@ def test_a_call_without_timeout_after_a_kernel_wait_waits_for_its_reply(bootstra
     conn = LogConnection(*parse_bootstrap(bootstrap))
     try:
         with pytest.raises(BlockingIOError):
-            conn.receive_within(KERNEL_WAIT_MIN)   # leaves a ~15 ms receive timeout on the socket
+            conn.receive_within(KERNEL_WAIT_MIN)   # leaves a ~10 ms receive timeout on the socket
         # A long poll answered after 300 ms: a receive bounded by that timeout would give up.
         result = conn.call("fetch", {"partitions": [[topic, 0, 0]], "max_wait_ms": 300}, timeout=None)
         assert result["results"][0][:2] == [topic, 0]
