@@ -290,10 +290,16 @@ def test_every_batch_gets_one_outcome_and_each_partition_is_sent_in_order(steps,
             request = core.next_request(now)
             if request is None:
                 # Nothing to send, or the in-flight limit, or every queued partition waits for a
-                # batch backing off before a retry.
-                backing_off = {(e[1][0], e[1][1]) for e in core.retrying if e[2] > now}
+                # batch backing off before a retry: its oldest batch to retry (a partition's later
+                # batches, ready or due, wait behind it to keep the order they closed in).
+                oldest = {}
+                for entry in core.retrying:
+                    tp = (entry[1][0], entry[1][1])
+                    if tp not in oldest or entry[0] < oldest[tp][0]:
+                        oldest[tp] = entry
+                backing_off = {tp for tp, entry in oldest.items() if entry[2] > now}
                 assert core.in_flight >= max_in_flight or (
-                    len(backing_off) == len(core.retrying) and all((i[0], i[1]) in backing_off for i in core.ready))
+                    len(backing_off) == len(oldest) and all((i[0], i[1]) in backing_off for i in core.ready))
                 continue
             tps = _tps(request)
             assert len(tps) == len(set(tps))
