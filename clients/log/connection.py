@@ -42,6 +42,8 @@ def tls_context(cfg):
         raise ConfigError(str(exc)) from None
 
 
+# The longest one `LogConnection.pump` waits before returning to its caller.
+_LONGEST_WAIT = 3600.0
 # The most one `LogConnection.receive_replies` read takes (a produce reply is ~30 bytes).
 REPLY_READ = 8192
 
@@ -123,7 +125,9 @@ class LogConnection(RpcConnection):
         self.flush()
         handled = False
         if timeout is None or timeout > 0:
-            wait = timeout if timeout is not None else 3600.0
+            # At most an hour a wait (the callers' loops check their own deadlines): poll() and
+            # the socket's receive timeout refuse values past their C types' range.
+            wait = min(timeout, _LONGEST_WAIT) if timeout is not None else _LONGEST_WAIT
             if wait >= KERNEL_WAIT_MIN and not self._tls:
                 # One syscall that waits and reads (`receive_within`), not a poll() and a recv.
                 try:
