@@ -29,6 +29,8 @@ import struct
 import tempfile
 import time
 
+from bench.pacing import paced
+
 _LENGTH = struct.Struct(">I")
 _STAMP = struct.Struct(">q")
 _RECORD = 100
@@ -135,11 +137,7 @@ def _consume(mode: str, port: int, records: int, report_to) -> None:
 def _produce(port: int, records: int, rate: int) -> None:
     sock = _connect(port)
     padding = b"x" * (_RECORD - _STAMP.size)
-    start = time.monotonic()
-    for i in range(records):
-        wait = start + i / rate - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
+    for _ in paced(records, rate):
         # sendall on a blocking socket: a non-blocking send could write part of a record (or
         # none) when the server falls behind on a loaded machine, and the run would then wait
         # for records that never come.

@@ -50,6 +50,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.pacing import paced  # noqa: E402
 from clients.log import OFFSET_END, AdminClient, Consumer, NewTopic, Producer, TopicPartition  # noqa: E402
 
 _STAMP = struct.Struct(">q")
@@ -173,23 +174,11 @@ def role_latency_consume(bootstrap, topic, records, size) -> dict:
             "p999_us": pct(0.999), "max_us": lat[-1] if lat else None}
 
 
-def _paced(records: int, rate: float, start: float):
-    """Yield 0..records-1, each once it is due at `rate` per second from `start`. Sleeps (not
-    spins) until then: a spinning producer would steal the CPU the server and the consumer need
-    on a 2-vCPU machine and inflate the latency."""
-    interval = 1.0 / rate
-    for i in range(records):
-        wait = start + i * interval - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        yield i
-
-
 def role_latency_produce(bootstrap, topic, records, size, rate) -> dict:
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": 1})
     pad = b"x" * max(size - 8, 0)
     start = time.perf_counter()
-    for _ in _paced(records, rate, start):
+    for _ in paced(records, rate, start):
         p.produce(topic, _STAMP.pack(time.time_ns()) + pad)
         p.poll(0)
     p.flush(30)
@@ -203,7 +192,7 @@ def role_latency_produce_raw(bootstrap, topic, records, size, rate) -> dict:
     conn = LogConnection(*parse_bootstrap(bootstrap))
     pad = b"x" * max(size - 8, 0)
     start = time.perf_counter()
-    for _ in _paced(records, rate, start):
+    for _ in paced(records, rate, start):
         batch = BatchBuilder()
         batch.append(None, _STAMP.pack(time.time_ns()) + pad)
         conn.send("produce", {"acks": 0, "timeout_ms": 1000, "data": [[topic, 0, batch.pack()]]}, want_reply=False)
