@@ -22,9 +22,10 @@ woken or cancelled leaves its heap entry behind, skipped when it comes due; once
 leftovers are most of the heap it is rebuilt without them, so it holds at most about twice the
 fetches parked now (plus `_COMPACT_MIN`) whatever the clients' `max_wait_ms`.
 
-A fetch answered more than once (a streamed session fetch) is parked again by its own answer
-(`ParkedFetch.park_again`): the same object, its heap entry kept, its new deadline noted in it
-and honoured when the old entry comes due.
+A fetch answered more than once (a streamed session fetch) is parked again after its answer
+(`ParkedFetch.park_again`), from inside it or, kept by `hold` meanwhile, from a loop callback:
+the same object, its heap entry kept, its new deadline noted in it and honoured when the old
+entry comes due.
 """
 
 from __future__ import annotations
