@@ -67,7 +67,7 @@ STREAM_FETCHES = True
 STREAM_ANSWERS = 32
 
 _gc_isenabled, _gc_disable, _gc_enable = gc.isenabled, gc.disable, gc.enable
-# Results at least this large are decoded with the cyclic GC paused (`_decode_result`).
+# Results at least this large are decoded with the cyclic GC paused (`_decode`).
 _GC_PAUSE_BYTES = 8192
 _DECODE_ERRORS = (BatchError, ValueError, TypeError, IndexError)
 _BYTES = (bytes, bytearray, memoryview)
@@ -347,13 +347,16 @@ class FetchSession:
         partition the next fetch is parked on the server again one decode and one application
         turn sooner, so the next record, which lands in that gap when records come every
         100 us, finds it waiting instead of waiting for it."""
-        more = result.get("more") if isinstance(result, dict) else None
+        if isinstance(result, dict):
+            more = result.get("more")
+            rows = result.get("results")
+        else:
+            more = rows = None
         if isinstance(more, int) and more > 0:
             token.left = more   # a streamed fetch: it stays in flight for its next answer
         else:
             token.left = 0
             self.in_flight = max(self.in_flight - 1, 0)
-        rows = result.get("results") if isinstance(result, dict) else None
         if not isinstance(rows, (list, tuple)):
             rows = ()
         # One partition asked and one row answered (a consumer of one partition): match it
@@ -363,7 +366,8 @@ class FetchSession:
             if isinstance(r, (list, tuple)) and len(r) >= 2 and isinstance(r[0], str) and isinstance(r[1], int)}
         errors = []
         got = False
-        answered = []
+        # Whether every partition answered is now at its high watermark (None: none answered).
+        at_end = None
         raw = self._raw
         for part, offset, epoch in token:
             if by_tp is None:
@@ -396,10 +400,9 @@ class FetchSession:
                 continue
             part.hw = hw
             part.log_start = log_start
-            answered.append(part)
             if records:
                 # Advance the fetch offset over the whole batches received, reading headers only;
-                # the headers are kept for the decode (`_decode_result`), which then reads none.
+                # the headers are kept for the decode (`_decode`), which then reads none.
                 end = offset
                 pos, n = 0, len(records)
                 spans = []
@@ -422,6 +425,8 @@ class FetchSession:
                     raw.append((part, FetchEvent(CORRUPT, part.topic, part.partition, end,
                                                  f"corrupt record batch at offset {end}: {exc}"), end, epoch, None))
                     part.fetch_offset = end
+                    if at_end is not False:
+                        at_end = end >= hw
                     continue
                 if end > offset:
                     part.fetch_offset = end
@@ -429,16 +434,15 @@ class FetchSession:
                     self.held_bytes += n
                     part.eof_sent = False
                     got = True
+                    if at_end is not False:
+                        at_end = end >= hw
                     continue
+            if at_end is not False:
+                at_end = offset >= hw
             if self.partition_eof and not part.eof_sent and offset >= hw:
                 part.eof_sent = True
                 raw.append((part, None, offset, epoch, None))
-        if answered:
-            at_end = True
-            for p in answered:
-                if p.fetch_offset < p.hw:
-                    at_end = False
-                    break
+        if at_end is not None:
             self.at_end = at_end
         if self.continued:
             # The fetch that continues this one is parked on the server already: the next
@@ -524,13 +528,18 @@ class FetchSession:
                 chunks.extendleft(reversed(skipped))
 
     def _decode(self) -> bool:
-        """Decode the oldest raw result into chunks; False when there is nothing left to decode."""
+        """Decode the oldest fetched result still wanted into chunks: its records, and an event
+        per batch that cannot be read. `accept` read the headers of its whole batches and kept
+        them (`spans`: header and position per batch), so this reads none. The last chunk a
+        result makes carries its bytes (released once it is all handed out). False when there
+        is nothing left to decode."""
         raw = self._raw
+        chunks = self._chunks
         while raw:
             part, records, offset, epoch, spans = raw.popleft()
             if records is None:  # enable.partition.eof: at the high watermark when it got here?
                 if part.epoch == epoch and part.position is not None and part.position >= part.hw:
-                    self._chunks.append([part, FetchEvent(
+                    chunks.append([part, FetchEvent(
                         PARTITION_EOF, part.topic, part.partition, part.hw,
                         f"Fetch from broker 0 reached end of partition at offset {part.hw} "
                         f"(HighwaterMark {part.hw})"), 0, epoch, 0])
@@ -538,79 +547,76 @@ class FetchSession:
                 continue
             if records.__class__ is FetchEvent:  # a header too broken to step over
                 if part.epoch == epoch:
-                    self._stop_at(part, records, [])
+                    self._stop_at(part, records, [], 0)
                     return True
                 continue
+            nbytes = len(records)
             if part.epoch != epoch:
-                self.held_bytes -= len(records)
+                self.held_bytes -= nbytes
                 continue
-            if self._decode_result(part, records, offset, epoch, spans):
-                self._chunks[-1][4] += len(records)  # released once the result is all handed out
+            topic, partition = part.topic, part.partition
+            build = self.builder.records
+            before = len(chunks)
+            got = []
+            expected = offset  # where the next batch should start
+            # msgpack's advice for unpacking many containers: pause the cyclic GC, which would
+            # otherwise scan the young records every 700 allocations (this halves replay time).
+            # Records hold no cycles; the collector runs as usual once the result is decoded.
+            # Small results (a consumer at the end of a live log gets one record a reply) make
+            # too few objects for the collector to run; pausing it would cost more than it saves.
+            gc_was_on = nbytes >= _GC_PAUSE_BYTES and _gc_isenabled()
+            if gc_was_on:
+                _gc_disable()
+            view = memoryview(records)
+            try:
+                for h, pos in spans:
+                    try:
+                        check_structure(h, pos)
+                    except BatchError as exc:  # no length to step over it by: stop here
+                        self._stop_at(part, FetchEvent(CORRUPT, topic, partition, expected,
+                                                       f"corrupt record batch at offset {expected}: {exc}"), got, nbytes)
+                        return True
+                    try:
+                        check_crc(view, h, pos)
+                        recs = build(topic, partition, h, view[pos + HEADER_SIZE:pos + LOG_OVERHEAD + h.length], offset)
+                    except _DECODE_ERRORS as exc:
+                        base = h.base_offset
+                        event = FetchEvent(CORRUPT, topic, partition, base,
+                                           f"corrupt record batch at offset {base} ({h.record_count} records): {exc}")
+                        if self.check_crcs:
+                            self._stop_at(part, event, got, nbytes)
+                            return True
+                        # Skip exactly this batch, reported in its place in the stream.
+                        if got:
+                            chunks.append([part, got, 0, epoch, 0])
+                            got = []
+                        chunks.append([part, event, 0, epoch, 0])
+                        expected = h.base_offset + h.record_count
+                        continue
+                    if got:
+                        got += recs
+                    else:
+                        got = recs
+                    expected = h.base_offset + h.record_count
+            finally:
+                if gc_was_on:
+                    _gc_enable()
+            if got:
+                chunks.append([part, got, 0, epoch, nbytes])
                 return True
-            self.held_bytes -= len(records)
+            if len(chunks) > before:
+                chunks[-1][4] = nbytes
+                return True
+            self.held_bytes -= nbytes
         return False
 
-    def _decode_result(self, part, records, offset, epoch, spans) -> bool:
-        """One partition's fetched bytes into chunks: records, and an event per unreadable batch.
-        `spans` are the (header, position) of its whole batches, as `accept` read them."""
-        topic, partition = part.topic, part.partition
-        build = self.builder.records
-        chunks = self._chunks
-        before = len(chunks)
-        got = []
-        expected = offset  # where the next batch should start
-        # msgpack's advice for unpacking many containers: pause the cyclic GC, which would
-        # otherwise scan the young records every 700 allocations (this halves replay time).
-        # Records hold no cycles; the collector runs as usual once the result is decoded.
-        # Small results (a consumer at the end of a live log gets one record a reply) make
-        # too few objects for the collector to run; pausing it would cost more than it saves.
-        gc_was_on = len(records) >= _GC_PAUSE_BYTES and _gc_isenabled()
-        if gc_was_on:
-            _gc_disable()
-        view = memoryview(records)
-        try:
-            for h, pos in spans:
-                try:
-                    check_structure(h, pos)
-                except BatchError as exc:  # no length to step over it by: stop here
-                    self._stop_at(part, FetchEvent(CORRUPT, topic, partition, expected,
-                                                   f"corrupt record batch at offset {expected}: {exc}"), got)
-                    return True
-                try:
-                    check_crc(view, h, pos)
-                    recs = build(topic, partition, h, view[pos + HEADER_SIZE:pos + LOG_OVERHEAD + h.length], offset)
-                except _DECODE_ERRORS as exc:
-                    base = h.base_offset
-                    event = FetchEvent(CORRUPT, topic, partition, base,
-                                       f"corrupt record batch at offset {base} ({h.record_count} records): {exc}")
-                    if self.check_crcs:
-                        self._stop_at(part, event, got)
-                        return True
-                    # Skip exactly this batch, reported in its place in the stream.
-                    if got:
-                        chunks.append([part, got, 0, epoch, 0])
-                        got = []
-                    chunks.append([part, event, 0, epoch, 0])
-                    expected = h.base_offset + h.record_count
-                    continue
-                if got:
-                    got += recs
-                else:
-                    got = recs
-                expected = h.base_offset + h.record_count
-        finally:
-            if gc_was_on:
-                _gc_enable()
-        if got:
-            chunks.append([part, got, 0, epoch, 0])
-        return len(chunks) > before
-
-    def _stop_at(self, part, event: FetchEvent, got: list) -> None:
+    def _stop_at(self, part, event: FetchEvent, got: list, nbytes: int) -> None:
         """A batch at `event.offset` cannot be read: hand out `got` (the records before it), then
-        the event; the partition fetches no more (its position stays there) until a seek."""
+        the event, which releases `nbytes` held; the partition fetches no more (its position
+        stays there) until a seek."""
         part.epoch += 1  # whatever was fetched after the bad batch is dropped
         part.failed = True
         part.fetch_offset = event.offset
         if got:
             self._chunks.append([part, got, 0, part.epoch, 0])
-        self._chunks.append([part, event, 0, part.epoch, 0])
+        self._chunks.append([part, event, 0, part.epoch, nbytes])

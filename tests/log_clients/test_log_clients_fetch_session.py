@@ -260,6 +260,69 @@ def test_an_unreadable_header_stops_the_partition_after_the_batches_before_it():
     assert part.failed and s.fetch_request() is None
 
 
+def _spoil(kind):
+    """Three batches of 10 (offsets 0-29), the second spoiled as `kind` says."""
+    data = bytearray(batch(0, 10) + batch(10, 10) + batch(20, 10))
+    second = read_header(data, 0).size
+    if kind == "crc":
+        data[second + HEADER_SIZE + 5] ^= 0xFF   # a byte inside its records
+    elif kind == "crc-alone":   # the only batch of its result: the result makes no records at all
+        data = bytearray(batch(10, 10))
+        data[HEADER_SIZE + 5] ^= 0xFF
+    elif kind == "structure":
+        data[second + 19:second + 23] = (0).to_bytes(4, "big")  # record count 0: no batch has that
+    return bytes(data)
+
+
+@pytest.mark.parametrize("kind, check_crcs", [("clean", True), ("crc", True), ("crc", False),
+                                              ("crc-alone", False),
+                                              ("structure", True), ("structure", False)])
+def test_a_results_bytes_are_released_with_its_last_chunk_however_its_decoding_ends(kind, check_crcs):
+    """`_decode` hands a result's byte count to the last chunk it makes (records, or the event
+    a bad batch becomes), so whatever stops or skips, the bytes held go back to 0 once all of
+    it is taken (a leak here would stop the prefetcher for good)."""
+    data = _spoil(kind)
+    s, part = session(check_crcs=check_crcs, prefetch_limit=len(data))
+    if kind == "crc-alone":
+        s.seek(part, 10)
+    _, token = fetch(s)
+    s.accept(token, reply(data, hw=30))
+    assert s.held_bytes == len(data) and not s.should_fetch()
+    got = []
+    while s.take(1, got) is None and s.has_data():
+        assert s.held_bytes == (len(data) if s.has_data() else 0)
+    assert s.held_bytes == 0
+    bad = [m for m in got if m.error() is not None]
+    if kind == "clean":
+        assert offsets(got) == list(range(30)) and not bad
+    elif kind == "crc-alone":
+        assert offsets(got) == [10] and bad and part.fetch_offset == 20
+    elif kind == "crc" and not check_crcs:
+        assert offsets(got) == list(range(10)) + [10] + list(range(20, 30)) and part.position == 30
+    else:  # stopped at the bad batch, which a structure error stops whatever check_crcs says
+        assert offsets(got) == list(range(11)) and bad[0].offset() == 10 and part.failed
+    assert s.should_fetch() and (s.fetch_request() is None) == part.failed  # a stopped partition asks no more
+
+
+def test_at_end_is_whether_every_partition_answered_reached_its_high_watermark():
+    s, part = session()
+    other = PartitionFetch("t", 1)
+    s.add(("t", 1), other)
+    s.seek(other, 0)
+    _, token = fetch(s)
+    s.accept(token, {"results": [["t", 0, None, 10, 0, batch(0, 10)], ["t", 1, None, 50, 0, batch(0, 10)]]})
+    assert not s.at_end   # t-1 is behind its high watermark
+    _, token = fetch(s)
+    s.accept(token, {"results": [["t", 0, None, 10, 0, None], ["t", 1, None, 20, 0, batch(10, 10)]]})
+    assert s.at_end       # t-0 had nothing new at its watermark, t-1 reached its
+    _, token = fetch(s)
+    s.accept(token, {"results": [["t", 0, None, 30, 0, batch(10, 10)], ["t", 1, ["BOOM", "x"], 20, 0, None]]})
+    assert not s.at_end   # an error row counts for nothing; t-0 is behind
+    _, token = fetch(s)
+    s.accept(token, {"results": [["t", 0, ["BOOM", "x"], 30, 0, None]]})
+    assert not s.at_end   # nothing answered: left as it was
+
+
 def test_stop_at_event_raises_nothing_until_the_records_before_it_are_taken():
     data = bytearray(batch(0, 10) + batch(10, 10))
     data[read_header(data, 0).size + HEADER_SIZE + 3] ^= 0x55
