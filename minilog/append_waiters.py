@@ -46,7 +46,10 @@ _COMPACT_MIN = 64
 
 
 class AppendWaiters:
-    def __init__(self):
+    def __init__(self, loop=None):
+        # The event loop the deadlines' timer runs on; LogBroker.open sets it. Named once, not
+        # asked for per park: asyncio.get_running_loop() makes a getpid system call each time.
+        self.loop = loop
         self._by_partition: dict[tuple[str, int], set] = {}
         # (deadline in loop time, tie-breaker, ParkedFetch): the parked fetches' max_wait deadlines.
         self._deadlines: list = []
@@ -105,7 +108,7 @@ class AppendWaiters:
                 self._by_partition[key] = {wake}
             else:
                 waiters.add(wake)
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         deadline = parked._deadline = loop.time() + parked._max_wait_s
         if parked._in_heap:
             # Parked again from inside its answer (`ParkedFetch.park_again`): its heap entry,

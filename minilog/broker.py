@@ -124,7 +124,9 @@ class LogBroker:
         self.topics = Topics(self.logs, self.default_partitions, self.auto_create_topics)  # sees the offsets topic
         # One thread: fsync rounds run one after another anyway, and never queue behind other work.
         self._fsync_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minilog-fsync")
-        self.group_commit = GroupCommit(asyncio.get_running_loop(), self._fsync_executor)
+        loop = asyncio.get_running_loop()
+        self.waiters.loop = loop
+        self.group_commit = GroupCommit(loop, self._fsync_executor)
         # Topic creation's file work: its own thread, so fsync rounds never queue behind it.
         self._create_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="minilog-create")
         # flush.messages / flush.ms flushes go through the same fsync thread: never on the loop.

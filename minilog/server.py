@@ -561,11 +561,11 @@ class MinilogServer(BrokerServer):
                 # Answered by its ParkedFetch: kept, so that the loop parks it again without a
                 # new one when nothing came meanwhile (`_start_session_fetch`).
                 parked.hold()
-                asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session, parked, fetch)
+                conn.loop.call_soon(self._start_session_fetch, conn, session, parked, fetch)
                 return
         # The session's next fetch starts after what runs now (the append that readied this
         # one, its producer's reply).
-        asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session)
+        conn.loop.call_soon(self._start_session_fetch, conn, session)
 
     # ---- offsets -----------------------------------------------------------------------
     @op("list_offsets")

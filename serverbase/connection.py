@@ -78,6 +78,12 @@ class ClientConnection(asyncio.Protocol):
         self.opened_at = self.last_received = self.last_sent = _monotonic()
         self.heartbeat = 0      # seconds agreed in hello; 0: no protocol heartbeats
 
+    @property
+    def loop(self):
+        """The event loop this connection runs on: for callbacks scheduled once per request,
+        where asyncio.get_running_loop() would add a getpid system call each time."""
+        return self._loop
+
     # ---- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
