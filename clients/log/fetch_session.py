@@ -479,11 +479,12 @@ class FetchSession:
         skipped = None
         try:
             while want > 0:
-                if not chunks:
-                    if not self._decode():
-                        return None
-                    continue
-                chunk = chunks[0]
+                if chunks:
+                    chunk = chunks[0]
+                elif self._raw and self._decode():
+                    chunk = chunks[0]
+                else:
+                    return None
                 part, items, i, epoch, nbytes = chunk
                 if part.epoch != epoch or part.paused:
                     chunks.popleft()
