@@ -22,9 +22,10 @@ woken or cancelled leaves its heap entry behind, skipped when it comes due; once
 leftovers are most of the heap it is rebuilt without them, so it holds at most about twice the
 fetches parked now (plus `_COMPACT_MIN`) whatever the clients' `max_wait_ms`.
 
-A fetch answered more than once (a streamed session fetch) is parked again by its own answer
-(`ParkedFetch.park_again`): the same object, its heap entry kept, its new deadline noted in it
-and honoured when the old entry comes due.
+A fetch answered more than once (a streamed session fetch) is parked again after its answer
+(`ParkedFetch.park_again`), from inside it or, kept by `hold` meanwhile, from a loop callback:
+the same object, its heap entry kept, its new deadline noted in it and honoured when the old
+entry comes due.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ class ParkedFetch:
     ParkedFetch for all its answers. `cancel()` unparks it."""
 
     __slots__ = ("_waiters", "_read", "_read_args", "_keys", "_on_ready", "_callback", "_wake", "_in_heap",
-                 "_deadline", "_max_wait_s")
+                 "_deadline", "_max_wait_s", "_held")
 
     def __init__(self, waiters: AppendWaiters, read, read_args: tuple, keys, max_wait_s: float, on_ready):
         self._waiters = waiters
@@ -199,6 +200,7 @@ class ParkedFetch:
         self._in_heap = False      # its deadline has an entry in waiters' heap
         self._deadline = 0.0       # in loop time; the heap entry's may be earlier (`_park`)
         self._max_wait_s = max_wait_s
+        self._held = False         # answered, kept for `park_again` from the loop (`hold`)
         waiters._park(self)
 
     @property
@@ -230,8 +232,8 @@ class ParkedFetch:
         try:
             on_ready(rows)
         finally:
-            if self._on_ready is None and self._callback is not None:
-                waiters._depart(self)   # not parked again by its answer: done for good
+            if self._on_ready is None and self._callback is not None and not self._held:
+                waiters._depart(self)   # not parked again by its answer, nor held: done for good
 
     def park_again(self, read_args: tuple) -> None:
         """From inside `on_ready`: park again, reading `read_args` when woken, with a new
@@ -241,10 +243,28 @@ class ParkedFetch:
             raise RuntimeError("park_again is for the answer of a fetch being answered")
         self._read_args = read_args
         self._on_ready = self._callback
+        self._held = False
         self._waiters._park(self)
+
+    def hold(self) -> None:
+        """From inside `on_ready`: keep this fetch after its answer, off its partitions and not
+        waiting, for a `park_again` later (from a loop callback, once the answer's producer has
+        its reply too) or a `release`; one of the two must follow. A held fetch's deadline
+        entry stays in the heap (`AppendWaiters._expire_due` skips it while it is not parked)."""
+        if self._on_ready is not None or self._callback is None:
+            raise RuntimeError("hold is for the answer of a fetch being answered")
+        self._held = True
+
+    def release(self) -> None:
+        """A held fetch is not parked again after all: done for good."""
+        if self._held:
+            self._held = False
+            if self._on_ready is None and self._callback is not None:
+                self._waiters._depart(self)
 
     def cancel(self) -> None:
         if self._on_ready is None:
+            self.release()
             return
         self._on_ready = None
         self._waiters._unregister(self)

@@ -553,6 +553,19 @@ class LogBroker:
             rows.append((topic, partition, None, hw, start, records))
         return rows, error or taken >= min_bytes
 
+    def at_log_end(self, parts) -> bool:
+        """Whether every `(topic, partition, offset, _)` of `parts` is at its partition's high
+        watermark: `read` would find no records and no error there, so a fetch with `min_bytes`
+        of at least 1 may park without reading (a streamed fetch parked again after its answer)."""
+        get_log = self.topics.get_log
+        for topic, partition, offset, _ in parts:
+            try:
+                if get_log(topic, partition).high_watermark != offset:
+                    return False
+            except BrokerError:
+                return False
+        return True
+
     def _convert(self, found, fmt: str):
         data = found.read()
         converted = convert(data, fmt)

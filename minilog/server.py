@@ -408,18 +408,37 @@ class MinilogServer(BrokerServer):
         else:
             self._fetch_now(conn, *fetch)
 
-    def _start_session_fetch(self, conn, session) -> None:
+    def _start_session_fetch(self, conn, session, held=None, streamed=None) -> None:
         """Start the session's next fetch, once the one before it is answered
-        (minilog/fetch_sessions.py): its nil offsets continue where that answer ended."""
-        while not conn.closed:
-            fetch = session.start()
-            if fetch is None:
-                return
-            if fetch.error is None:
-                self._start_fetch(conn, (fetch.rid, fetch.parts, fetch.max_bytes, fetch.min_bytes,
-                                         fetch.max_wait_ms, session))
-                return
-            conn.send_error(fetch.rid, fetch.error.code, fetch.error.message)
+        (minilog/fetch_sessions.py): its nil offsets continue where that answer ended.
+
+        `held`: the ParkedFetch (`ParkedFetch.hold`) that answered the streamed fetch
+        `streamed`, put back first in line. If that fetch is the one starting, unchanged since
+        (no supersede), and its log end has not moved since its answer, it is parked again as
+        it is (`park_again`): no read, which would find nothing, and no new ParkedFetch.
+        Otherwise it starts as any fetch does and `held` is let go."""
+        try:
+            while not conn.closed:
+                fetch = session.start()
+                if fetch is None:
+                    return
+                if fetch.error is None:
+                    if (fetch is streamed and fetch.max_wait_ms > 0 and conn.access is None
+                            and not conn.writing_paused and not conn.state.get(_PENDING_FETCHES)
+                            and self.broker.at_log_end(fetch.parts)):
+                        held.park_again((fetch.parts, fetch.max_bytes, fetch.min_bytes, MINILOG))
+                        parked, held = held, None
+                        conn.state[_PARKED_FETCHES].add(parked)   # the set `_park_fetch` made
+                        session.parked = parked
+                        self.broker.fetch_waits += 1              # as LogBroker.park counts it
+                        return
+                    self._start_fetch(conn, (fetch.rid, fetch.parts, fetch.max_bytes, fetch.min_bytes,
+                                             fetch.max_wait_ms, session))
+                    return
+                conn.send_error(fetch.rid, fetch.error.code, fetch.error.message)
+        finally:
+            if held is not None:
+                held.release()
 
     def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms, session=None) -> None:
         core = self.broker if conn.access is None else self.core(conn)   # self.core, without a call
@@ -538,6 +557,12 @@ class MinilogServer(BrokerServer):
             # gets its next answer read from the loop, not inside this one).
             fetch.go_on()
             session.waiting.appendleft(fetch)
+            if parked is not None and fetch.min_bytes > 0 and fetch.max_wait_ms > 0:
+                # Answered by its ParkedFetch: kept, so that the loop parks it again without a
+                # new one when nothing came meanwhile (`_start_session_fetch`).
+                parked.hold()
+                asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session, parked, fetch)
+                return
         # The session's next fetch starts after what runs now (the append that readied this
         # one, its producer's reply).
         asyncio.get_running_loop().call_soon(self._start_session_fetch, conn, session)

@@ -269,3 +269,89 @@ def test_bad_answers_are_refused_and_the_connection_stays_usable(server, args):
 def test_the_server_says_it_can_answer_a_fetch_more_than_once(server):
     with connect(server) as c:
         assert "fetch-answers" in c.state.server_info["features"]
+
+
+# ---- parked again from the loop (MinilogServer._start_session_fetch, ParkedFetch.hold) ----------
+# With the re-park by the loop (the default), a stream answered by its ParkedFetch keeps it
+# (`hold`) and the loop callback after the answer parks it again unless something changed in
+# between. These put requests between an answer and that callback, in one turn of the loop.
+def unsent(client) -> bytes:
+    """The frames `client` has queued and not written: taken, to be handed to the server."""
+    data = b"".join(client._out)
+    client._out.clear()
+    client._out_bytes = 0
+    return data
+
+
+def server_conn(server, name):
+    (conn,) = [k for k in server.server.connections.values() if k.client_name == name]
+    return conn
+
+
+def in_one_turn(server, *steps):
+    """Run `steps` (callables) on the server's loop one after the other, in one turn: the loop
+    callbacks they schedule run only after the last."""
+    server.call(lambda: [step() for step in steps])
+
+
+def heap_keeps_only_departed(server) -> bool:
+    return server.call(lambda: all(entry[2]._callback is None for entry in server.server.broker.waiters._deadlines))
+
+
+def test_a_stream_keeps_one_parked_fetch_and_one_deadline_for_all_its_answers(server):
+    with connect(server) as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=40)
+        wait_until(lambda: parked_fetches(server) == 1, message="the stream to park")
+        for n in range(30):
+            produce(p, "t", 0, batch(values(1)))
+            stream.wait_for(n + 1)
+            wait_until(lambda: parked_fetches(server) == 1, message="the stream to park again")
+        assert continuous(stream.got) == list(range(30))
+        # No new ParkedFetch per answer: the one heap entry is the first one's.
+        assert server.call(lambda: server.server.broker.waiters.deadlines_held) == 1
+
+
+@pytest.mark.parametrize("between", ["append", "seek", "close", "pause", "deadline"])
+def test_what_comes_between_an_answer_and_its_re_park(server, between):
+    with connect(server, "streamer") as c, connect(server, "producer") as p:
+        create(c, "t")
+        stream = Answers(c, [["t", 0, 0, 1 << 20]], answers=10, max_wait_ms=200 if between == "deadline" else 60_000)
+        wait_until(lambda: parked_fetches(server) == 1, message="the stream to park")
+        conn, pconn = server_conn(server, "streamer"), server_conn(server, "producer")
+        p.send("produce", {"acks": 1, "data": [["t", 0, batch(values(1))]]})
+        answer = unsent(p)   # answered, and held until the loop callback after this turn
+        if between == "append":
+            p.send("produce", {"acks": 1, "data": [["t", 0, batch(values(2))]]})
+            in_one_turn(server, lambda: pconn.data_received(answer), lambda: pconn.data_received(unsent(p)))
+            assert continuous(stream.wait_for_records(3)) == [0, 1, 2]
+            assert [a[0] for a in stream.got] == [9, 8]   # the second read at once, from the loop
+        elif between == "seek":
+            seek = c.send("fetch", {"session": 1, "answers": 1, "partitions": [["t", 0, 0, 1 << 20]]})
+            got_seek = []
+            c.state.expect(seek, lambda result, error: got_seek.append(result["results"][0][6]))
+            in_one_turn(server, lambda: pconn.data_received(answer), lambda: conn.data_received(unsent(c)))
+            assert stream.wait_for(2) == [(9, 0, [0]), (0, 1, [])]   # superseded: answered at once, the last
+            wait_until(lambda: got_seek == [0] or c.read(0.05), message="the seek's answer")
+        elif between == "close":
+            in_one_turn(server, lambda: pconn.data_received(answer), conn.close)
+        elif between == "pause":
+            in_one_turn(server, lambda: pconn.data_received(answer), conn.pause_writing)
+            assert stream.wait_for(1) == [(9, 0, [0])]
+            produce(p, "t", 0, batch(values(1)))
+            server.call(conn.resume_writing)
+            assert continuous(stream.wait_for(2)) == [0, 1]
+        else:   # its max_wait deadline passes while it is held
+            in_one_turn(server, lambda: pconn.data_received(answer), lambda: time.sleep(0.3))
+            assert stream.wait_for(1) == [(9, 0, [0])]
+            produce(p, "t", 0, batch(values(1)))
+            assert stream.wait_for(2)[1] == (8, 1, [1])
+            answered = time.monotonic()
+            assert stream.wait_for(3)[2] == (7, 2, [])   # still answered at max_wait when nothing comes
+            assert time.monotonic() - answered >= 0.15
+        if between == "close":
+            wait_until(lambda: parked_fetches(server) == 0, message="the closed connection's fetch to leave")
+        else:
+            wait_until(lambda: parked_fetches(server) == (0 if between == "seek" else 1), message="the stream parked")
+        if between in ("close", "seek"):   # the held fetch was let go, not left in the heap as if parked
+            assert heap_keeps_only_departed(server)
