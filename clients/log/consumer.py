@@ -605,8 +605,8 @@ class Consumer:
         while errors and want > 0:
             out.append(errors.popleft())
             want -= 1
-        if want > 0 and self._session.has_data():
-            self._session.take(want, out)
+        if want > 0:
+            self._session.take(want, out)   # nothing held: one call that returns at once
 
     # ---- the loop --------------------------------------------------------------------------
     def _maintain(self) -> None:

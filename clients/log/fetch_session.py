@@ -73,16 +73,6 @@ _DECODE_ERRORS = (BatchError, ValueError, TypeError, IndexError)
 _BYTES = (bytes, bytearray, memoryview)
 
 
-def _well_formed(row) -> bool:
-    """A fetch result row as docs/PROTOCOL.md gives it: [topic, partition, error | nil,
-    high watermark, log start, record bytes | nil], and in a fetch session the offset it was
-    read from. The client checks what it is sent too, so that a broken or foreign server gets
-    an error in the partition's stream, not a crash."""
-    return ((len(row) == 6 or (len(row) == 7 and isinstance(row[6], int))) and (row[2] is None or (isinstance(row[2], (list, tuple)) and len(row[2]) >= 2))
-            and isinstance(row[3], int) and isinstance(row[4], int)
-            and (row[5] is None or isinstance(row[5], _BYTES)))
-
-
 class FetchEvent:
     """Something other than records that the session hands out in a partition's stream."""
 
@@ -381,7 +371,9 @@ class FetchSession:
                 if r is None and part.chained == epoch:
                     part.chained = None  # a continued partition the reply left out
                 continue  # a reposition overtook this one
-            if len(r) == 7 and isinstance(r[6], int):
+            fields = len(r)
+            started = fields == 7 and isinstance(r[6], int)
+            if started:
                 offset = r[6]  # where the server read it from (a continued fetch's offset is nil)
             if part.fetch_offset != offset:
                 # A newer fetch overtook this one, or the server's session went elsewhere
@@ -389,7 +381,13 @@ class FetchSession:
                 if part.chained == epoch:
                     part.chained = None
                 continue
-            if not _well_formed(r):
+            # The row as docs/PROTOCOL.md gives it: [topic, partition, error | nil, high
+            # watermark, log start, record bytes | nil], and in a fetch session the offset it
+            # was read from (`started`). The client checks what it is sent too, so that a
+            # broken or foreign server gets an error in the partition's stream, not a crash.
+            if not ((started or fields == 6) and (r[2] is None or (isinstance(r[2], (list, tuple)) and len(r[2]) >= 2))
+                    and isinstance(r[3], int) and isinstance(r[4], int)
+                    and (r[5] is None or isinstance(r[5], _BYTES))):
                 part.chained = None
                 errors.append((part, ["CORRUPT_MESSAGE", f"malformed fetch result from the server: {r!r:.120}"]))
                 continue
@@ -479,11 +477,12 @@ class FetchSession:
         skipped = None
         try:
             while want > 0:
-                if not chunks:
-                    if not self._decode():
-                        return None
-                    continue
-                chunk = chunks[0]
+                if chunks:
+                    chunk = chunks[0]
+                elif self._raw and self._decode():
+                    chunk = chunks[0]
+                else:
+                    return None
                 part, items, i, epoch, nbytes = chunk
                 if part.epoch != epoch or part.paused:
                     chunks.popleft()

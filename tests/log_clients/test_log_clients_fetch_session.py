@@ -30,6 +30,15 @@ def session(builder=None, **kw):
     return s, part
 
 
+def two_partitions(**kw):
+    """A session assigned t-0 and t-1, both from offset 0."""
+    s, part = session(**kw)
+    other = PartitionFetch("t", 1)
+    s.add(("t", 1), other)
+    s.seek(other, 0)
+    return s, part, other
+
+
 def reply(records, hw, err=None, topic="t", partition=0):
     return {"results": [[topic, partition, err, hw, 0, records]]}
 
@@ -209,10 +218,7 @@ def test_pause_drops_prefetched_records_and_resume_fetches_them_again():
 
 
 def test_replacing_the_assignment_drops_partitions_given_up_and_keeps_those_kept():
-    s, part = session()
-    other = PartitionFetch("t", 1)
-    s.add(("t", 1), other)
-    s.seek(other, 0)
+    s, part, other = two_partitions()
     _, token = fetch(s)
     s.accept(token, {"results": [["t", 0, None, 100, 0, batch(0, 100)], ["t", 1, None, 100, 0, batch(0, 100, b"w")]]})
     s.replace({("t", 1): other})  # t-0 is given up, t-1 kept with what it fetched
@@ -305,10 +311,7 @@ def test_a_results_bytes_are_released_with_its_last_chunk_however_its_decoding_e
 
 
 def test_at_end_is_whether_every_partition_answered_reached_its_high_watermark():
-    s, part = session()
-    other = PartitionFetch("t", 1)
-    s.add(("t", 1), other)
-    s.seek(other, 0)
+    s, part, other = two_partitions()
     _, token = fetch(s)
     s.accept(token, {"results": [["t", 0, None, 10, 0, batch(0, 10)], ["t", 1, None, 50, 0, batch(0, 10)]]})
     assert not s.at_end   # t-1 is behind its high watermark
