@@ -10,7 +10,7 @@ figures are the server's Python and storage work alone. They leave out the wake-
 processes and the machine's load, which decide `bench/minilog_clients.py --only latency`
 (docs/clients-minilog.md, "The server hop, cut").
 
-For each record, four steps, timed one by one:
+For each record, five steps, timed one by one:
 
 1. the consumer's fetch at the log end parks (`max_wait_ms` 500);
 2. a produce of one 100-byte record (`acks` 1) appends it and answers the parked fetch inside
@@ -23,6 +23,15 @@ For each record, four steps, timed one by one:
    bare cost (`loop_turn_us`, measured alone) is in the step too. When one answer is left
    the bench sends the successor fetch (offsets nil, `answers` 32), outside the clock, as the
    consumer does.
+5. the streamed case as it mostly runs in the latency bench (docs/clients-minilog.md, "The
+   streamed fetch parked again without a read"): on a third topic, a produce arrives while the
+   stream waits for the loop callback that starts it again, so no fetch is parked; the
+   callback's read answers the record on the next turn of the loop and schedules the next
+   start, which the next record again beats. The step is the produce and one turn of the loop
+   (`loop_turn_us` included). When the stream's answers are used up, a new streamed fetch and
+   two records in one read set the chain up again, outside the clock. Step 4's turns of the
+   loop would park the stream between two records, so this step runs after the others, in a
+   loop of its own (its caches are warmer than theirs).
 
 Each step runs between the others, so caches are as warm as between requests of a busy
 server, and not as cold as after the 100 us pauses of the latency bench. Prints the median of
@@ -47,7 +56,7 @@ from clients.protocol.framing import LENGTH
 from clients.record_batch import build_batch
 
 STEPS = ("park_fetch_us", "produce_and_parked_reply_us", "immediate_fetch_us", "produce_and_streamed_reply_us",
-         "loop_turn_us")
+         "loop_turn_us", "produce_and_loop_read_reply_us")
 STREAM_ANSWERS = 32
 
 
@@ -86,9 +95,23 @@ def _frame(request_id: int, op: str, args: dict) -> bytes:
     return LENGTH.pack(len(body)) + body
 
 
-def _stream_fetch(request_id: int, offset: int | None) -> bytes:
+def _stream_fetch(request_id: int, offset: int | None, topic: str = "stream") -> bytes:
     return _frame(request_id, "fetch", {"session": 1, "answers": STREAM_ANSWERS, "max_wait_ms": 500,
-                                        "partitions": [["stream", 0, offset, 1 << 20]]})
+                                        "partitions": [[topic, 0, offset, 1 << 20]]})
+
+
+def _produce(request_id: int, topic: str, value: bytes) -> bytes:
+    return _frame(request_id, "produce", {"acks": 1, "data": [
+        [topic, 0, build_batch([(None, value, int(time.time() * 1000), None)])]]})
+
+
+async def _chain(producer, chainer, rid: int, offset: int | None, value: bytes) -> None:
+    """Set step 5's chain up: a streamed fetch parked, then two records in one read: the first
+    answered by the parked fetch, the second read by the loop callback that follows."""
+    await asyncio.sleep(0)   # what the stream before it left to the loop runs first
+    chainer.data_received(_stream_fetch(rid, offset, "chain"))
+    producer.data_received(_produce(rid, "chain", value) + _produce(rid, "chain", value))
+    await asyncio.sleep(0)
 
 
 def _more_and_start(frame: bytes) -> tuple:
@@ -108,8 +131,9 @@ async def _one_run(records: int, size: int) -> dict:
             server.broker.create_topic("path", 1)
             server.broker.create_topic("stream", 1)
             consumer, producer = ClientConnection(server, 1), ClientConnection(server, 2)
-            streamer = ClientConnection(server, 3)
-            for conn in (consumer, producer, streamer):
+            streamer, chainer = ClientConnection(server, 3), ClientConnection(server, 4)
+            server.broker.create_topic("chain", 1)
+            for conn in (consumer, producer, streamer, chainer):
                 conn.transport = _KeptWrites()
                 conn.handshake_done = True
             stream_rid = 1
@@ -160,6 +184,27 @@ async def _one_run(records: int, size: int) -> dict:
                 spent["loop_turn_us"].append(t2 - t1)
                 if i % 100 == 99:
                     await asyncio.sleep(0)   # let the loop run its callbacks, as a server does
+            # 5: the stream started again by its loop callback, which each record beats.
+            chain_rid = 1
+            await _chain(producer, chainer, chain_rid, 0, value)
+            for i in range(records):
+                offset = server.broker.topics.get_log("chain", 0).log_end_offset
+                produce = _produce(3 * i + 2, "chain", value)
+                answered = chainer.transport.writes
+                t0 = clock()
+                producer.data_received(produce)
+                appended = chainer.transport.writes
+                await asyncio.sleep(0)
+                t1 = clock()
+                if appended != answered or chainer.transport.writes != answered + 1:
+                    raise RuntimeError(f"record {i}: the chained record was not answered by the loop's read")
+                more, start = _more_and_start(chainer.transport.last)
+                if start != offset:
+                    raise RuntimeError(f"record {i}: the chained answer starts at {start}, not {offset}")
+                spent["produce_and_loop_read_reply_us"].append(t1 - t0)
+                if more == 0:   # the stream used up: a new one, and the chain set up again
+                    chain_rid += 1
+                    await _chain(producer, chainer, chain_rid, None, value)
             if (server.broker.topics.get_log("path", 0).log_end_offset != records
                     or server.broker.topics.get_log("stream", 0).log_end_offset != records):
                 raise RuntimeError("not every record was appended")
