@@ -50,7 +50,9 @@ would bring back messages still written in the older segment). A segment (not th
 whose live bytes are under `compact_ratio` of its size is compacted: its live PUBLISH records
 are copied to the active segment (with their current queues and delivery counts), the copies
 are fsynced, and the old segment is then dead and collected. Disk use follows the live
-backlog.
+backlog. The segment a copy goes to refers to the segment it came from: the old one may wait
+(it settles messages of an older one) with the stale original in it, and the copy's settlement,
+written beside the copy, must not go before it.
 The active segment itself is sealed early (`_reclaim_active`) when most of it is settled and
 the journal is nearly quiet, so a deleted or purged queue frees its disk within seconds. While
 the disk is failing, dead segments are still deleted (not compacted), which is what makes room.
@@ -575,6 +577,11 @@ class MessageJournal:
             props_bin = props_cache.setdefault(props_bin, props_bin)   # one bytes object per property set
             loc = _pack_loc(seg.id, off, HEADER_SIZE + len(payload), len(body))
             # A later PUBLISH of the same id is a compaction copy: it carries the current state.
+            # The stale original is still on disk, so this segment (where the copy's settlement
+            # may sit) must outlive it, as `_compact` recorded (rebuilt here for a replay).
+            earlier = state.get(msg_id)
+            if earlier is not None:
+                self._add_ref(seg, earlier[0])
             pending = queues[0] if len(queues) == 1 else set(queues)
             last = self._last_published_at
             if published_at == last:
@@ -1185,6 +1192,10 @@ class MessageJournal:
             seg.live_bytes -= HEADER_SIZE + len(payload)
             self._append_publish_record(msg_id, queues, exchange, rk, props_bin, published_at,
                                         self._delivery.get(msg_id), body)
+            # The copy's segment refers to the original's: a later settlement of the copy may be
+            # written in the copy's own segment (no reference then), and while a stale original
+            # is on disk, deleting that settlement would bring the message back at a replay.
+            self._active.refs.add(seg.id)
             self.stats["compaction_copies"] += 1
             self._copy_seq = self._seq
             copied += 1

@@ -397,6 +397,41 @@ async def test_compaction_after_restart_keeps_a_fanout_message_settled_where_it_
     await j.close()
 
 
+@pytest.mark.parametrize("restart", ["replay", "snapshot"])
+async def test_a_settlement_written_beside_a_compaction_copy_outlives_the_stale_original(tmp_path, restart):
+    """Found by the model: message 3 is copied forward by compaction and settled in the copy's
+    segment; its old segment cannot go (it settles message 1, still live in an older segment),
+    so the copy's segment, holding the only settlement of 3, must not go either."""
+    def reopen_small():
+        return reopen(tmp_path, segment_bytes=2048, compact_ratio=0.5)
+
+    j, _ = reopen_small()
+    first = j.append_publish(["a", "b"], "", "", None, b"")
+    await j.close()
+    j, _ = reopen_small()
+    j.append_settle("a", [first])           # this segment refers to the first one from now on
+    second = j.append_publish(["a"], "", "", None, b"")
+    third = j.append_publish(["a"], "", "", None, b"")
+    j.append_settle("a", [second])
+    await j.close()
+    j, _ = reopen_small()
+    assert (await j.maintain())["compacted"] == 1     # third is copied forward; its original stays
+    j.append_settle("a", [third])                     # written beside the copy
+    if restart == "snapshot":
+        j.close_sync(snapshot=lambda: [("b", [(first, "", "", b"", None)])])
+    else:
+        await j.close()
+    j, rec = reopen_small()
+    assert rec.from_snapshot == (restart == "snapshot")
+    assert "a" not in rec.queues
+    await j.maintain()
+    await j.close()
+    j, rec = reopen_small()
+    assert "a" not in rec.queues, "an acked message came back"
+    assert [m.msg_id for m in rec.queues["b"]] == [first]
+    await j.close()
+
+
 async def test_interval_policy_fsyncs_on_its_own_every_interval(tmp_path):
     j, _ = reopen(tmp_path, fsync="interval", fsync_interval_ms=20)
     j.start()
