@@ -484,6 +484,10 @@ def _stride_run(data, t: int, p: int, i: int, most: int, latest: int | None) -> 
     if k == 0:
         return 0
     for b, want in enumerate(_offset_varint_columns(i, k, off_size)):
+        # The columns were made for the k before this loop; an earlier byte's difference may
+        # have shortened the run since, and columns of unequal length do not compare
+        # (_first_difference would go negative and move the walk backwards).
+        want = want[:k]
         col = bytes(data[p + off_at + b:p + off_at + b + (k - 1) * stride + 1:stride])
         if col != want:
             k = _first_difference(col, want, k)
@@ -520,7 +524,8 @@ def _alike_columns(data, t: int, p: int, stride: int, columns, k: int) -> int:
 
 
 def _first_difference(col, want, k: int) -> int:
-    """The index of the first byte where two k-byte columns differ."""
+    """The index of the first byte where two k-byte columns differ (both must be k bytes long:
+    the XOR lines them up at their last byte)."""
     x = int.from_bytes(col, "big") ^ int.from_bytes(want, "big")
     return k - 1 - (x.bit_length() - 1) // 8
 
