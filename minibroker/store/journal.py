@@ -179,7 +179,8 @@ class Recovery(NamedTuple):
 SNAPSHOT_NAME = "clean-stop.snapshot"
 SNAPSHOT_MAGIC = b"MBSNAP01"
 _SNAPSHOT_HEADER = struct.Struct(">8sQI")   # magic, body length, CRC32 of the body
-SNAPSHOT_VERSION = 1
+# 2: the head lists `fanout_one_left`; a version-1 snapshot is not used (the start replays).
+SNAPSHOT_VERSION = 2
 _MASK64 = (1 << 64) - 1
 
 
@@ -423,7 +424,7 @@ class MessageJournal:
 
         Layout after the header (magic, body length, CRC32 of the body): a stream of msgpack
         objects, so neither side ever holds the whole backlog twice: a map (version, next id,
-        every segment's [id, size, refs]), then per queue its name followed by one array per
+        every segment's [id, size, refs], the ids of several-queue records with one queue left), then per queue its name followed by one array per
         message: [msg_id, location >> 64, location & 2**64-1, exchange, routing_key,
         properties_bin, deadline_ms or nil, {queue: delivery count} or nil].
         """
@@ -435,8 +436,13 @@ class MessageJournal:
         fanout = self._fanout
         delivery = self._delivery
         pack = msgpack.Packer(use_bin_type=True).pack
+        # A record naming several queues with one left pending: without this the next start
+        # would take it for a one-queue record, and compaction would copy the record's full
+        # queue list forward, bringing back the queues already settled.
+        one_left = [msg_id for msg_id, pending in fanout.items() if len(pending) == 1]
         head = pack({"version": SNAPSHOT_VERSION, "next_id": self._next_id,
-                     "segments": [[seg.id, seg.written, sorted(seg.refs)] for seg in self.segments.values()]})
+                     "segments": [[seg.id, seg.written, sorted(seg.refs)] for seg in self.segments.values()],
+                     "fanout_one_left": one_left})
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         done = False
         try:
@@ -567,6 +573,10 @@ class MessageJournal:
                                  props_cache.setdefault(props_bin, props_bin), now_ms, deliveries)
                 if deadline is not None:
                     deadlines[msg_id] = deadline
+        for msg_id in head["fanout_one_left"]:
+            entry = state.get(msg_id)
+            if entry is not None and type(entry[1]) is str:
+                state[msg_id] = (entry[0], {entry[1]}) + entry[2:]
         self._next_id = int(head["next_id"])
         return deadlines
 

@@ -432,6 +432,26 @@ async def test_a_settlement_written_beside_a_compaction_copy_outlives_the_stale_
     await j.close()
 
 
+async def test_a_snapshot_start_remembers_a_two_queue_message_has_one_queue_left(tmp_path):
+    """Found by the model: after a snapshot start the message looked like a one-queue record,
+    and compaction copied its full queue list forward, undoing the settlement in 'a'."""
+    j, _ = reopen(tmp_path, segment_bytes=2048)
+    first = j.append_publish(["a"], "", "", None, b"")
+    j.append_settle("a", [first])
+    second = j.append_publish(["a", "b"], "", "", None, b"")
+    j.append_settle("a", [second])
+    await j.commit()
+    j.close_sync(snapshot=lambda: [("b", [(second, "", "", b"", None)])])
+    j, rec = reopen(tmp_path, segment_bytes=2048)
+    assert rec.from_snapshot
+    assert (await j.maintain())["compacted"] == 1
+    await j.close()
+    j, rec = reopen(tmp_path, segment_bytes=2048)
+    assert "a" not in rec.queues, "a settled queue got its message back"
+    assert [m.msg_id for m in rec.queues["b"]] == [second]
+    await j.close()
+
+
 async def test_interval_policy_fsyncs_on_its_own_every_interval(tmp_path):
     j, _ = reopen(tmp_path, fsync="interval", fsync_interval_ms=20)
     j.start()
