@@ -171,6 +171,8 @@ class FetchSession:
         self._raw = collections.deque()
         # Decoded: [part, records list | FetchEvent, next index, epoch, bytes it releases when gone].
         self._chunks = collections.deque()
+        # Chunks `take` set aside while it takes only some partitions; back in front when it returns.
+        self._aside: list = []
 
     # ---- the assignment and positions --------------------------------------------------------
     def replace(self, parts: dict) -> None:
@@ -474,7 +476,7 @@ class FetchSession:
         returned (and consumed), otherwise it stays first in line and taking stops. Returns
         None otherwise."""
         chunks = self._chunks
-        skipped = None
+        skipped = self._aside
         try:
             while want > 0:
                 if chunks:
@@ -489,8 +491,6 @@ class FetchSession:
                     self.held_bytes -= nbytes
                     continue
                 if only is not None and (part.topic, part.partition) not in only:
-                    if skipped is None:
-                        skipped = []
                     skipped.append(chunks.popleft())
                     continue
                 if items.__class__ is FetchEvent:
@@ -525,6 +525,7 @@ class FetchSession:
         finally:
             if skipped:
                 chunks.extendleft(reversed(skipped))
+                skipped.clear()
 
     def _decode(self) -> bool:
         """Decode the oldest fetched result still wanted into chunks: its records, and an event
@@ -613,8 +614,14 @@ class FetchSession:
         """A batch at `event.offset` cannot be read: hand out `got` (the records before it), then
         the event, which releases `nbytes` held; the partition fetches no more (its position
         stays there) until a seek."""
+        stopped = part.epoch
         part.epoch += 1  # whatever was fetched after the bad batch is dropped
         part.failed = True
+        # Records of this partition that `take` set aside (it was taking other partitions) were
+        # decoded before this batch, so they come before it: they keep their place.
+        for chunk in self._aside:
+            if chunk[0] is part and chunk[3] == stopped:
+                chunk[3] = part.epoch
         part.fetch_offset = event.offset
         if got:
             self._chunks.append([part, got, 0, part.epoch, 0])

@@ -340,6 +340,26 @@ def test_stop_at_event_raises_nothing_until_the_records_before_it_are_taken():
     assert s.take(100, [], stop_at_event=True) is None and part.position == 10
 
 
+def test_records_set_aside_by_taking_other_partitions_survive_their_partitions_stop():
+    # getmany(partitions=[t-1]) decodes t-0's result while looking for t-1's, meets the
+    # header `accept` could not read after t-0's good batch, and stops t-0 there: the good
+    # records it set aside still come first when t-0 is taken, as without the detour.
+    good = batch(0, 10)
+    bad = bytearray(45)   # a Kafka batch's magic where ours would be 0: a Kafka header, cut short
+    bad[16] = 2
+    s, part, other = two_partitions(builder=_RecordBuilder(), check_crcs=False)
+    _, token = fetch(s)
+    s.accept(token, {"results": [["t", 0, None, 20, 0, good + bytes(bad)], ["t", 1, None, 5, 0, batch(0, 5)]]})
+    got = []
+    s.take(100, got, only={("t", 1)})
+    assert [(r.partition, r.offset) for r in got] == [(1, o) for o in range(5)]
+    got = []
+    s.take(100, got, stop_at_event=True)
+    assert [(r.partition, r.offset) for r in got] == [(0, o) for o in range(10)]
+    event = s.take(100, [], stop_at_event=True)
+    assert event.kind == CORRUPT and event.offset == 10 and part.failed
+
+
 def test_taking_only_some_partitions_leaves_the_others_in_order():
     s, part = session(_RecordBuilder())
     other = PartitionFetch("t", 1)
