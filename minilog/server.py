@@ -49,7 +49,8 @@ _FETCH_SESSIONS = "minilog.fetch_sessions"
 
 # Whether a streamed fetch answered at the log end by its own ParkedFetch is parked again
 # inside its answer (`_send_fetch`, `ParkedFetch.park_again`), or goes back through the loop
-# (`call_soon`, a read, a new ParkedFetch) as every session fetch does. On, the server's path
+# (`call_soon`; `_start_session_fetch` parks the held ParkedFetch again when nothing came
+# meanwhile, else reads) as every session fetch does. On, the server's path
 # is 15-25 % shorter in `bench.minilog_server_path`'s streamed step, but the latency bench was
 # slower with it when the machine was in its slower state (p50 213-256 against 180-210 µs in
 # four interleaved pairs; producer and consumer CPU up too) and no faster in its faster one
@@ -423,8 +424,7 @@ class MinilogServer(BrokerServer):
                 if fetch is None:
                     return
                 if fetch.error is None:
-                    if (fetch is streamed and fetch.max_wait_ms > 0 and conn.access is None
-                            and not conn.writing_paused and not conn.state.get(_PENDING_FETCHES)
+                    if (fetch is streamed and self._may_park_as_is(conn, fetch)
                             and self.broker.at_log_end(fetch.parts)):
                         held.park_again((fetch.parts, fetch.max_bytes, fetch.min_bytes, MINILOG))
                         parked, held = held, None
@@ -439,6 +439,15 @@ class MinilogServer(BrokerServer):
         finally:
             if held is not None:
                 held.release()
+
+    @staticmethod
+    def _may_park_as_is(conn, fetch) -> bool:
+        """Whether the streamed session fetch `fetch`, answered at its log end, may be parked
+        again as it is (`ParkedFetch.park_again`, inside its answer or from the loop) instead of
+        starting anew: no access checks to run on its reads, the connection open and reading
+        its replies with no fetch deferred before it, and a fetch that waits for records."""
+        return (conn.access is None and not conn.closed and not conn.writing_paused
+                and not conn.state.get(_PENDING_FETCHES) and fetch.min_bytes > 0 and fetch.max_wait_ms > 0)
 
     def _fetch_now(self, conn, rid, parts, max_bytes, min_bytes, max_wait_ms, session=None) -> None:
         core = self.broker if conn.access is None else self.core(conn)   # self.core, without a call
@@ -545,9 +554,7 @@ class MinilogServer(BrokerServer):
             # answer ended. Nothing was appended since its read, so a read now would find
             # nothing: none is made. Records of a later append (the same produce's next entry,
             # the next frame) find it parked and are answered by it at once.
-            if (REPARK_INSIDE_ANSWER and parked is not None and conn.access is None and not conn.closed
-                    and not conn.writing_paused
-                    and not conn.state.get(_PENDING_FETCHES) and fetch.min_bytes > 0 and fetch.max_wait_ms > 0):
+            if REPARK_INSIDE_ANSWER and parked is not None and self._may_park_as_is(conn, fetch):
                 parts = session.go_on_at_end(fetch, rows)
                 if parts is not None:
                     parked.park_again((parts, fetch.max_bytes, fetch.min_bytes, MINILOG))
